@@ -1,0 +1,55 @@
+//===- Passes.h - phimoe passes and the named pipeline ----------*- C++ -*-===//
+
+#ifndef PHIMOE_PASSES_H
+#define PHIMOE_PASSES_H
+
+#include "dialects/PhiMoE/PhiMoEOps.h"
+#include "mlir/IR/PatternMatch.h"
+#include "mlir/Pass/Pass.h"
+#include "mlir/Pass/PassOptions.h"
+
+namespace mlir::phimoe {
+
+#define GEN_PASS_DECL
+#include "passes/Passes.h.inc"
+
+#define GEN_PASS_REGISTRATION
+#include "passes/Passes.h.inc"
+
+/// Options of the `phimoe-pipeline` pipeline; `phimoec compile` fills the
+/// same struct from its command line.
+struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
+  Option<std::string> quant{*this, "quant",
+                            llvm::cl::desc("weight storage of the body (see "
+                                           "phimoe-quantize), or keep"),
+                            llvm::cl::init("keep")};
+  Option<std::string> scope{*this, "scope",
+                            llvm::cl::desc("all, or experts (MoQE)"),
+                            llvm::cl::init("all")};
+  Option<std::string> lmHead{*this, "lm-head",
+                             llvm::cl::desc("storage of the LM head"),
+                             llvm::cl::init("auto")};
+  Option<std::string> embedding{*this, "embedding",
+                                llvm::cl::desc("storage of the embedding table"),
+                                llvm::cl::init("auto")};
+  ListOption<std::string> overrides{*this, "override",
+                                    llvm::cl::desc("REGEX=TYPE overrides")};
+  Option<bool> fuse{*this, "fuse", llvm::cl::desc("run the fusion passes"),
+                    llvm::cl::init(true)};
+};
+
+/// The rewrite patterns behind each fusion pass.
+void populateFuseQKVPatterns(RewritePatternSet &patterns);
+void populateFuseGateUpPatterns(RewritePatternSet &patterns);
+void populateFuseAddNormPatterns(RewritePatternSet &patterns);
+void populateFuseMoEPatterns(RewritePatternSet &patterns);
+
+/// Adds the whole phimoe pipeline to `pm`, in the one order it runs in.
+void buildPhiMoEPipeline(OpPassManager &pm, const PipelineOptions &options);
+
+/// Registers the passes and the `phimoe-pipeline` pipeline.
+void registerPhiMoEPassesAndPipelines();
+
+} // namespace mlir::phimoe
+
+#endif // PHIMOE_PASSES_H

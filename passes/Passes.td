@@ -1,0 +1,150 @@
+//===- Passes.td - every phimoe pass, declared in one place ---*- tablegen -*-===//
+//
+// The order in which they run lives only in Pipelines.cpp.
+//
+//===----------------------------------------------------------------------===//
+
+#ifndef PHIMOE_PASSES_TD
+#define PHIMOE_PASSES_TD
+
+include "mlir/Pass/PassBase.td"
+
+//===----------------------------------------------------------------------===//
+// Fusion
+//===----------------------------------------------------------------------===//
+
+def FuseQKVPass : Pass<"phimoe-fuse-qkv", "::mlir::ModuleOp"> {
+  let summary = "Fuse the q, k and v projections of an attention into one linear";
+  let description = [{
+    Anchored on `phimoe.attention`: when its q and k come (through an optional
+    `phimoe.rope`) from `phimoe.linear` ops and v from one, all three read the
+    same value, their weights are weight symbols of one format and their biases
+    are all present or all absent, the three linears become one linear over a
+    derived weight `concat [@q, @k, @v]` (and a concatenated bias), followed by
+    a `phimoe.split`.
+
+    Before:
+    ```mlir
+    %q = phimoe.linear %x, %wq, %bq : ...
+    %k = phimoe.linear %x, %wk, %bk : ...
+    %v = phimoe.linear %x, %wv, %bv : ...
+    ```
+    After:
+    ```mlir
+    %qkv = phimoe.linear %x, %wqkv, %bqkv : ...
+    %q, %k, %v = phimoe.split %qkv [64, 32, 32] : ...
+    ```
+    It does not fire when the inputs differ, the weight formats differ, or a
+    weight is not a `phimoe.weight` symbol.
+  }];
+  let dependentDialects = ["::mlir::phimoe::PhiMoEDialect"];
+}
+
+def FuseGateUpPass : Pass<"phimoe-fuse-gate-up", "::mlir::ModuleOp"> {
+  let summary = "Fuse an expert's gate (w1) and up (w3) projections with silu·mul";
+  let description = [{
+    `mul(silu(linear(x, w1)), linear(x, w3))`, with both linears unbiased, over
+    the same x, with weights of one format, becomes
+    `gate_up(x, concat [@w1, @w3])`: one projection whose epilogue applies
+    SiLU to the first half and multiplies by the second.
+
+    Before:
+    ```mlir
+    %g = phimoe.linear %x, %w1 : ...
+    %u = phimoe.linear %x, %w3 : ...
+    %s = phimoe.silu %g : ...
+    %a = phimoe.mul %s, %u : ...
+    ```
+    After:
+    ```mlir
+    %a = phimoe.gate_up %x, %w13 : ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::phimoe::PhiMoEDialect"];
+}
+
+def FuseAddNormPass : Pass<"phimoe-fuse-add-norm", "::mlir::ModuleOp"> {
+  let summary = "Fuse a residual add into the LayerNorm that reads it";
+  let description = [{
+    `%s = add %a, %b; %n = layer_norm %s, %w, %bias` becomes
+    `%s, %n = add_layer_norm %a, %b, %w, %bias`; other users of the sum keep
+    reading it from the fused op.
+  }];
+  let dependentDialects = ["::mlir::phimoe::PhiMoEDialect"];
+}
+
+def FuseMoEPass : Pass<"phimoe-fuse-moe", "::mlir::ModuleOp"> {
+  let summary = "Fuse router, expert selection, the experts and the weighted sum";
+  let description = [{
+    Anchored on `phimoe.moe_combine`: when its routing comes from one
+    `phimoe.router` over x, and expert output j is
+    `linear(gate_up(x, @gu_j), @down_j)` (no bias) for every expert j of the
+    router, the block becomes one `phimoe.moe` over derived weights
+    `stack [@gu_0, ...]` and `stack [@down_0, ...]`, which computes only the
+    selected experts.
+
+    Before:
+    ```mlir
+    %ids, %w = phimoe.router sparsemixer %x, %wg ...
+    %a0 = phimoe.gate_up %x, %gu0 ...   %e0 = phimoe.linear %a0, %d0 ...
+    ...
+    %y = phimoe.moe_combine %ids, %w, %e0, ... 
+    ```
+    After:
+    ```mlir
+    %y = phimoe.moe sparsemixer %x, %wg, %gu, %down ...
+    ```
+  }];
+  let dependentDialects = ["::mlir::phimoe::PhiMoEDialect"];
+}
+
+//===----------------------------------------------------------------------===//
+// Quantization
+//===----------------------------------------------------------------------===//
+
+def QuantizePass : Pass<"phimoe-quantize", "::mlir::ModuleOp"> {
+  let summary = "Choose the storage type of every weight";
+  let description = [{
+    Sets the type of each weight that the functions read, by its role:
+    - router weights: never quantized (kept as declared);
+    - 1-D weights (norms, biases): float32;
+    - the LM head: `lm-head` (default `auto`: q6k under a 4- or 5-bit body,
+      else the body's scheme);
+    - the embedding table: `embedding` (default `auto`: q8_0 under a 4-, 5- or
+      6-bit body, else the body's scheme);
+    - expert weights (of `phimoe.moe`, `phimoe.gate_up` and the linears that
+      make an expert): `scheme`;
+    - everything else: `scheme` with `scope=all`, kept as declared with
+      `scope=experts` (MoQE).
+    `override=REGEX=TYPE` sets the type of every weight whose name, or the name
+    of one of its parts, matches REGEX; the last matching override wins (the
+    router still stays as it is). TYPE `keep` keeps the declared type.
+
+    A block-quantized type needs rows that are a whole number of blocks; a row
+    that is not falls back to q8_0 (32-wide blocks), else stays float32.
+
+    Before:
+    ```mlir
+    phimoe.weight @w : tensor<64x64xbf16>
+    ```
+    After (`scheme=q8_0`):
+    ```mlir
+    phimoe.weight @w : !phimoe.qweight<q8_0, [64, 64]>
+    ```
+  }];
+  let options = [
+    Option<"scheme", "scheme", "std::string", "\"q8_0\"",
+           "storage of the body: f32, f16, bf16, q8_0, q4_0, q4k, q5k, q6k or keep">,
+    Option<"scope", "scope", "std::string", "\"all\"",
+           "which weights take the scheme: all, or experts (MoQE)">,
+    Option<"lmHead", "lm-head", "std::string", "\"auto\"",
+           "storage of the LM head: auto, keep or a scheme">,
+    Option<"embedding", "embedding", "std::string", "\"auto\"",
+           "storage of the embedding table: auto, keep or a scheme">,
+    ListOption<"overrides", "override", "std::string",
+               "REGEX=TYPE: the storage of weights whose name matches REGEX">
+  ];
+  let dependentDialects = ["::mlir::phimoe::PhiMoEDialect"];
+}
+
+#endif // PHIMOE_PASSES_TD
