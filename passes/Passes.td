@@ -118,7 +118,8 @@ def QuantizePass : Pass<"phimoe-quantize", "::mlir::ModuleOp"> {
       `scope=experts` (MoQE).
     `override=REGEX=TYPE` sets the type of every weight whose name, or the name
     of one of its parts, matches REGEX; the last matching override wins (the
-    router still stays as it is). TYPE `keep` keeps the declared type.
+    router still stays as it is, and 1-D weights take only float types).
+    TYPE `keep` keeps the declared type.
 
     A block-quantized type needs rows that are a whole number of blocks; a row
     that is not falls back to q8_0 (32-wide blocks), else stays float32.

@@ -250,6 +250,9 @@ void QuantizePass::runOnOperation() {
                              << "' ignored: the router is never quantized";
         continue;
       }
+      // Biases and norms are read as floats: a block scheme does not apply.
+      if (role == Role::Vector && o.storage.kind == Storage::Block)
+        continue;
       storage = o.storage;
     }
     Type type = storedType(storage, weight.getType());

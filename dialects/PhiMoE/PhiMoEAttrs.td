@@ -22,33 +22,23 @@ def PhiMoE_QuantScheme : I32Enum<"QuantScheme",
   let cppNamespace = "::mlir::phimoe";
 }
 
-def PhiMoE_RouterKind : I32Enum<"RouterKind", "how a router picks experts", [
+def PhiMoE_RouterKindAttr : I32EnumAttr<"RouterKind", "how a router picks experts", [
       // Phi-3.5-MoE: two masked softmaxes, weights not renormalised.
-      I32EnumCase<"Sparsemixer", 0, "sparsemixer">,
+      I32EnumAttrCase<"Sparsemixer", 0, "sparsemixer">,
       // Mixtral: softmax over all experts, top-k, renormalised.
-      I32EnumCase<"SoftmaxTopK", 1, "softmax_topk">
+      I32EnumAttrCase<"SoftmaxTopK", 1, "softmax_topk">
     ]> {
   let cppNamespace = "::mlir::phimoe";
 }
 
-def PhiMoE_WeightRecipe : I32Enum<"WeightRecipe",
+def PhiMoE_WeightRecipeAttr : I32EnumAttr<"WeightRecipe",
     "how a derived weight is made from its parts", [
       // Rows of the parts one after another (dimension 0 grows).
-      I32EnumCase<"Concat", 0, "concat">,
+      I32EnumAttrCase<"Concat", 0, "concat">,
       // The parts, all of one shape, along a new leading dimension.
-      I32EnumCase<"Stack", 1, "stack">
+      I32EnumAttrCase<"Stack", 1, "stack">
     ]> {
   let cppNamespace = "::mlir::phimoe";
-}
-
-def PhiMoE_RouterKindAttr : EnumAttr<PhiMoE_Dialect, PhiMoE_RouterKind,
-                                     "router_kind"> {
-  let assemblyFormat = "$value";
-}
-
-def PhiMoE_WeightRecipeAttr : EnumAttr<PhiMoE_Dialect, PhiMoE_WeightRecipe,
-                                       "weight_recipe"> {
-  let assemblyFormat = "$value";
 }
 
 //===----------------------------------------------------------------------===//

@@ -114,22 +114,40 @@ Attribute LongRopeAttr::parse(AsmParser &parser, Type) {
       DenseF32ArrayAttr::get(ctx, longFactor));
 }
 
+/// Prints `value` with the fewest digits that read back to the same float
+/// (or double), always with a '.' so that it lexes as a float.
+static void printShortFloat(AsmPrinter &printer, double value, bool single) {
+  char text[64];
+  for (int precision = 6; precision <= 17; ++precision) {
+    snprintf(text, sizeof text, "%.*g", precision, value);
+    double back = strtod(text, nullptr);
+    if (single ? static_cast<float>(back) == static_cast<float>(value)
+               : back == value)
+      break;
+  }
+  std::string s(text);
+  if (s.find_first_of(".ein") == std::string::npos)
+    s += ".0";
+  else if (s.find('.') == std::string::npos && s.find('e') != std::string::npos)
+    s.insert(s.find('e'), ".0");
+  printer << s;
+}
+
 static void printFloatList(AsmPrinter &printer, ArrayRef<float> values) {
   printer << '[';
-  llvm::interleaveComma(values, printer.getStream(), [&](float v) {
-    printer.printFloat(APFloat(v));
-  });
+  llvm::interleaveComma(values, printer.getStream(),
+                        [&](float v) { printShortFloat(printer, v, true); });
   printer << ']';
 }
 
 void LongRopeAttr::print(AsmPrinter &printer) const {
   printer << "<theta = ";
-  printer.printFloat(getTheta());
+  printShortFloat(printer, getTheta().convertToDouble(), false);
   printer << ", original_max_position = " << getOriginalMaxPosition()
           << ", short_mscale = ";
-  printer.printFloat(getShortMscale());
+  printShortFloat(printer, getShortMscale().convertToDouble(), false);
   printer << ", long_mscale = ";
-  printer.printFloat(getLongMscale());
+  printShortFloat(printer, getLongMscale().convertToDouble(), false);
   printer << ", short_factor = ";
   printFloatList(printer, getShortFactor().asArrayRef());
   printer << ", long_factor = ";

@@ -1,0 +1,137 @@
+#!/usr/bin/env python3
+"""Writes a small PhiMoE model in the phimoe dialect, unfused, as the frontend
+states a checkpoint: one weight symbol per checkpoint tensor, and the forward
+pass of ../shared/docs/phimoe-reference.md op by op.
+
+Used to make the inputs of test/Pipelines/; `phimoec compile` builds the same
+IR from a checkpoint's config.json.
+
+  scripts/gen-model-mlir.py --layers 2 > test/Pipelines/phimoe-2layer.mlir
+"""
+import argparse
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--layers", type=int, default=1)
+    ap.add_argument("--hidden", type=int, default=64)
+    ap.add_argument("--heads", type=int, default=4)
+    ap.add_argument("--kv-heads", type=int, default=2)
+    ap.add_argument("--experts", type=int, default=4)
+    ap.add_argument("--intermediate", type=int, default=128)
+    ap.add_argument("--vocab", type=int, default=96)
+    ap.add_argument("--dtype", default="bf16")
+    a = ap.parse_args()
+
+    H, I, V, E, dt = a.hidden, a.intermediate, a.vocab, a.experts, a.dtype
+    hd = H // a.heads
+    kvw = a.kv_heads * hd
+    out = []
+    w = out.append
+    decls = []
+
+    def weight(name, shape):
+        t = f"tensor<{'x'.join(map(str, shape))}x{dt}>"
+        decls.append(f"  phimoe.weight @{name} : {t}")
+        return name, t
+
+    n = [0]
+
+    def val(prefix="v"):
+        n[0] += 1
+        return f"%{prefix}{n[0]}"
+
+    act = lambda width: f"tensor<?x{width}xf32>"
+
+    def ref(name, t):
+        v = val("w")
+        w(f"    {v} = phimoe.weight_ref @{name} : {t}")
+        return v, t
+
+    def linear(x, xw, wname, bias=None):
+        wv, wt = ref(*wname)
+        rows = int(wt.split("<")[1].split("x")[0])
+        y = val()
+        if bias:
+            bv, bt = ref(*bias)
+            w(f"    {y} = phimoe.linear {x}, {wv}, {bv} : {act(xw)}, {wt}, {bt} -> {act(rows)}")
+        else:
+            w(f"    {y} = phimoe.linear {x}, {wv} : {act(xw)}, {wt} -> {act(rows)}")
+        return y, rows
+
+    def norm(x, prefix):
+        wv, wt = ref(*weight(f"{prefix}.weight", [H]))
+        bv, _ = ref(*weight(f"{prefix}.bias", [H]))
+        y = val()
+        w(f"    {y} = phimoe.layer_norm {x}, {wv}, {bv} {{epsilon = 1.0e-05 : f64}} : {act(H)}, {wt}")
+        return y
+
+    cache = f"!phimoe.kv_cache<layers = {a.layers}, kv_heads = {a.kv_heads}, head_dim = {hd}, dtype = f32>"
+    w(f"  func.func @forward(%ids: tensor<?xi32>, %pos: tensor<?xi32>, %cache: {cache}) -> {act(V)} {{")
+    ev, et = ref(*weight("model.embed_tokens.weight", [V, H]))
+    h = val("h")
+    w(f"    {h} = phimoe.embed %ids, {ev} : tensor<?xi32>, {et} -> {act(H)}")
+    for L in range(a.layers):
+        p = f"model.layers.{L}"
+        w(f"    // layer {L}: attention")
+        x = norm(h, f"{p}.input_layernorm")
+        proj = {}
+        for nm, rows in (("q", H), ("k", kvw), ("v", kvw)):
+            proj[nm], _ = linear(x, H, weight(f"{p}.self_attn.{nm}_proj.weight", [rows, H]),
+                                 weight(f"{p}.self_attn.{nm}_proj.bias", [rows]))
+        for nm, width in (("q", H), ("k", kvw)):
+            r = val()
+            w(f"    {r} = phimoe.rope {proj[nm]}, %pos {{head_dim = {hd} : i64, scaling = #rope}} : {act(width)}, tensor<?xi32>")
+            proj[nm] = r
+        att = val()
+        w(f"    {att} = phimoe.attention {proj['q']}, {proj['k']}, {proj['v']}, %pos, %cache "
+          f"{{head_dim = {hd} : i64, layer = {L} : i64, num_heads = {a.heads} : i64, num_kv_heads = {a.kv_heads} : i64}} "
+          f": {act(H)}, {act(kvw)}, tensor<?xi32>, {cache}")
+        o, _ = linear(att, H, weight(f"{p}.self_attn.o_proj.weight", [H, H]),
+                      weight(f"{p}.self_attn.o_proj.bias", [H]))
+        h2 = val("h")
+        w(f"    {h2} = phimoe.add {h}, {o} : {act(H)}")
+        h = h2
+        w(f"    // layer {L}: mixture of experts")
+        x = norm(h, f"{p}.post_attention_layernorm")
+        gv, gt = ref(*weight(f"{p}.block_sparse_moe.gate.weight", [E, H]))
+        ids, rw = val("experts"), val("routing")
+        w(f"    {ids}, {rw} = phimoe.router sparsemixer {x}, {gv} {{epsilon = 1.0e-02 : f64, top_k = 2 : i64}} "
+          f": {act(H)}, {gt} -> tensor<?x2xi32>, tensor<?x2xf32>")
+        outs = []
+        for e in range(E):
+            q = f"{p}.block_sparse_moe.experts.{e}"
+            g, _ = linear(x, H, weight(f"{q}.w1.weight", [I, H]))
+            u, _ = linear(x, H, weight(f"{q}.w3.weight", [I, H]))
+            s, m = val(), val()
+            w(f"    {s} = phimoe.silu {g} : {act(I)}")
+            w(f"    {m} = phimoe.mul {s}, {u} : {act(I)}")
+            d, _ = linear(m, I, weight(f"{q}.w2.weight", [H, I]))
+            outs.append(d)
+        moe = val()
+        w(f"    {moe} = phimoe.moe_combine {ids}, {rw}, {', '.join(outs)} : tensor<?x2xi32>, tensor<?x2xf32>, "
+          f"{', '.join([act(H)] * E)} -> {act(H)}")
+        h2 = val("h")
+        w(f"    {h2} = phimoe.add {h}, {moe} : {act(H)}")
+        h = h2
+    x = norm(h, "model.norm")
+    lw, lt = ref(*weight("lm_head.weight", [V, H]))
+    lb, bt = ref(*weight("lm_head.bias", [V]))
+    logits = val("logits")
+    w(f"    {logits} = phimoe.lm_head {x}, {lw}, {lb} : {act(H)}, {lt}, {bt} -> {act(V)}")
+    w(f"    return {logits} : {act(V)}")
+    w("  }")
+
+    factors = ", ".join(["1.0"] * (hd // 2))
+    long_f = ", ".join(f"{1.0 + 0.25 * i}" for i in range(hd // 2))
+    print(f"#rope = #phimoe.longrope<theta = 10000.0, original_max_position = 32, "
+          f"short_mscale = 1.1684489, long_mscale = 1.1684489, short_factor = [{factors}], "
+          f"long_factor = [{long_f}]>")
+    print("module {")
+    print("\n".join(decls))
+    print("\n".join(out))
+    print("}")
+
+
+if __name__ == "__main__":
+    main()
