@@ -293,7 +293,7 @@ def PhiMoE_AttentionOp : PhiMoE_Op<"attention", [
   let results = (outs PhiMoE_Activation:$result);
   let assemblyFormat = [{
     $q `,` $k `,` $v `,` $positions `,` $cache attr-dict `:` type($q) `,` type($k)
-    `,` type($positions) `,` type($cache)
+    `,` type($positions) `,` qualified(type($cache))
   }];
   let hasVerifier = 1;
 }
