@@ -3,6 +3,7 @@
 #include "dialects/PhiMoE/PhiMoEOps.h"
 #include "passes/Passes.h"
 
+#include "mlir/Dialect/EmitC/IR/EmitC.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/DialectRegistry.h"
 #include "mlir/Tools/mlir-opt/MlirOptMain.h"
@@ -10,7 +11,8 @@
 
 int main(int argc, char **argv) {
   mlir::DialectRegistry registry;
-  registry.insert<mlir::phimoe::PhiMoEDialect, mlir::func::FuncDialect>();
+  registry.insert<mlir::phimoe::PhiMoEDialect, mlir::func::FuncDialect,
+                  mlir::emitc::EmitCDialect>();
 
   mlir::phimoe::registerPhiMoEPassesAndPipelines();
   mlir::registerCanonicalizerPass();

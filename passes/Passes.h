@@ -4,6 +4,7 @@
 #define PHIMOE_PASSES_H
 
 #include "dialects/PhiMoE/PhiMoEOps.h"
+#include "mlir/IR/BuiltinOps.h"
 #include "mlir/IR/PatternMatch.h"
 #include "mlir/Pass/Pass.h"
 #include "mlir/Pass/PassOptions.h"
@@ -36,6 +37,13 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
                                     llvm::cl::desc("REGEX=TYPE overrides")};
   Option<bool> fuse{*this, "fuse", llvm::cl::desc("run the fusion passes"),
                     llvm::cl::init(true)};
+  Option<std::string> target{*this, "target",
+                             llvm::cl::desc("none: stop after quantization; cpu: plan "
+                                            "memory and lower to EmitC"),
+                             llvm::cl::init("none")};
+  Option<int64_t> maxTokens{*this, "max-tokens",
+                            llvm::cl::desc("rows per forward call (see phimoe-plan-memory)"),
+                            llvm::cl::init(256)};
 };
 
 /// The rewrite patterns behind each fusion pass.
@@ -43,6 +51,10 @@ void populateFuseQKVPatterns(RewritePatternSet &patterns);
 void populateFuseGateUpPatterns(RewritePatternSet &patterns);
 void populateFuseAddNormPatterns(RewritePatternSet &patterns);
 void populateFuseMoEPatterns(RewritePatternSet &patterns);
+
+/// A hash of the module's printed form (without debug locations), which
+/// phimoe-bin and its weights.phw must agree on.
+uint64_t hashModule(ModuleOp module);
 
 /// Adds the whole phimoe pipeline to `pm`, in the one order it runs in.
 void buildPhiMoEPipeline(OpPassManager &pm, const PipelineOptions &options);

@@ -148,4 +148,47 @@ def QuantizePass : Pass<"phimoe-quantize", "::mlir::ModuleOp"> {
   let dependentDialects = ["::mlir::phimoe::PhiMoEDialect"];
 }
 
+//===----------------------------------------------------------------------===//
+// Planning and lowering
+//===----------------------------------------------------------------------===//
+
+def PlanMemoryPass : Pass<"phimoe-plan-memory", "::mlir::ModuleOp"> {
+  let summary = "Place activations in one static arena and weights in the pack";
+  let description = [{
+    Activations: every tensor an op of `@forward` produces (but the returned
+    logits) gets a fixed offset, in floats, in one arena sized for `max-tokens`
+    rows: `phimoe.arena = array<i64: ...>` on the op (one offset per result),
+    and `phimoe.arena_floats` / `phimoe.max_tokens` on the function. Buffers are
+    reused once their value is dead (first fit, in program order); the sum of
+    `add_layer_norm` takes the buffer of its `lhs` when that dies there, so the
+    residual stream stays in place.
+
+    Weights: each weight the function reads gets `phimoe.pack_offset` and
+    `phimoe.pack_bytes` (aligned to `alignment` bytes, in module order); the
+    module gets `phimoe.pack_bytes` and `phimoe.model_hash`, a hash of the
+    planned IR that phimoe-bin and weights.phw must agree on.
+  }];
+  let options = [
+    Option<"maxTokens", "max-tokens", "int64_t", "256",
+           "rows per forward call: the arena holds this many tokens">,
+    Option<"alignment", "alignment", "int64_t", "64",
+           "byte alignment of each weight in the pack">
+  ];
+}
+
+def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
+  let summary = "Lower the planned @forward to EmitC calls of the phimoe_rt kernels";
+  let description = [{
+    Replaces `func.func @forward` by `emitc.func @phimoe_forward(ctx, ids,
+    positions, n, logit_rows, logits)`: a flat list of `emitc.call_opaque`s of
+    `phimoe_rt` kernel templates, instantiated with the model's constant shapes,
+    on activation pointers at the planned arena offsets and weight pointers at
+    the planned pack offsets. The LongRoPE tables and `phimoe_model_info` are
+    emitted as constants. Weight declarations stay (the packer reads them).
+    Needs `phimoe-plan-memory` first; unfused ops (router, moe_combine, silu...)
+    are an error: the fusion passes must have run.
+  }];
+  let dependentDialects = ["::mlir::emitc::EmitCDialect"];
+}
+
 #endif // PHIMOE_PASSES_TD

@@ -26,12 +26,19 @@ void mlir::phimoe::buildPhiMoEPipeline(OpPassManager &pm,
   quantize.embedding = options.embedding;
   quantize.overrides.assign(options.overrides.begin(), options.overrides.end());
   pm.addPass(createQuantizePass(quantize));
+  if (options.target == "cpu") {
+    PlanMemoryPassOptions plan;
+    plan.maxTokens = options.maxTokens;
+    pm.addPass(createPlanMemoryPass(plan));
+    pm.addPass(createLowerToEmitCPass());
+  }
 }
 
 void mlir::phimoe::registerPhiMoEPassesAndPipelines() {
   registerPhiMoEPasses();
   PassPipelineRegistration<PipelineOptions>(
       "phimoe-pipeline",
-      "Canonicalize, fuse (qkv, gate-up, add-norm, moe), then quantize",
+      "Canonicalize, fuse (qkv, gate-up, add-norm, moe), quantize; with "
+      "target=cpu, plan memory and lower to EmitC",
       buildPhiMoEPipeline);
 }

@@ -7,6 +7,8 @@
 #include "mlir/IR/OpImplementation.h"
 #include "llvm/ADT/TypeSwitch.h"
 
+#include <cmath>
+
 using namespace mlir;
 using namespace mlir::phimoe;
 
@@ -68,6 +70,20 @@ ArrayRef<int64_t> mlir::phimoe::getLogicalShape(Type type) {
   if (auto qweight = dyn_cast<QWeightType>(type))
     return qweight.getShape();
   return {};
+}
+
+int64_t mlir::phimoe::getStorageBytes(Type type) {
+  if (auto q = dyn_cast<QWeightType>(type)) {
+    int64_t blocks = 1;
+    for (int64_t d : q.getShape())
+      blocks *= d;
+    return blocks / q.getBlockSize() * q.getBlockBytes();
+  }
+  auto tensor = dyn_cast<RankedTensorType>(type);
+  if (!tensor || !tensor.hasStaticShape() || !tensor.getElementType().isIntOrFloat())
+    return -1;
+  return tensor.getNumElements() *
+         ((tensor.getElementType().getIntOrFloatBitWidth() + 7) / 8);
 }
 
 std::optional<QuantScheme> mlir::phimoe::parseQuantScheme(StringRef name) {
@@ -161,14 +177,14 @@ LongRopeAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                      APFloat shortMscale, APFloat longMscale,
                      DenseF32ArrayAttr shortFactor,
                      DenseF32ArrayAttr longFactor) {
-  if (!(theta.convertToDouble() > 0.0))
-    return emitError() << "longrope theta must be positive";
+  if (!(theta.convertToDouble() > 0.0) || !std::isfinite(theta.convertToDouble()))
+    return emitError() << "longrope theta must be positive and finite";
   if (originalMaxPosition <= 0)
     return emitError() << "longrope original_max_position must be positive, got "
                        << originalMaxPosition;
-  if (!(shortMscale.convertToDouble() > 0.0) ||
-      !(longMscale.convertToDouble() > 0.0))
-    return emitError() << "longrope mscales must be positive";
+  for (const APFloat &mscale : {shortMscale, longMscale})
+    if (!(mscale.convertToDouble() > 0.0) || !std::isfinite(mscale.convertToDouble()))
+      return emitError() << "longrope mscales must be positive and finite";
   if (shortFactor.empty())
     return emitError() << "longrope factor arrays must not be empty";
   if (shortFactor.size() != longFactor.size())
@@ -176,8 +192,8 @@ LongRopeAttr::verify(function_ref<InFlightDiagnostic()> emitError,
                        << " values but long_factor has " << longFactor.size();
   for (float f : llvm::concat<const float>(shortFactor.asArrayRef(),
                                            longFactor.asArrayRef()))
-    if (!(f > 0.0f))
-      return emitError() << "longrope factors must be positive, got " << f;
+    if (!(f > 0.0f) || !std::isfinite(f))
+      return emitError() << "longrope factors must be positive and finite floats, got " << f;
   return success();
 }
 

@@ -23,6 +23,10 @@ namespace mlir::phimoe {
 /// or a quantized weight's shape. Empty for anything else.
 ArrayRef<int64_t> getLogicalShape(Type type);
 
+/// Bytes a weight of this type takes in the weight pack (row-major, blocks of
+/// a quantized row one after another), or -1 for a type that is not a weight.
+int64_t getStorageBytes(Type type);
+
 /// Elements per block of `scheme` along a row.
 int64_t getBlockSize(QuantScheme scheme);
 

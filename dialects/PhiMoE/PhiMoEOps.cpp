@@ -54,6 +54,9 @@ static LogicalResult checkDim(Operation *op, StringRef what, Type type,
 
 static int64_t dimOf(Type type, int64_t dim) { return getLogicalShape(type)[dim]; }
 
+/// Half a dimension; a dynamic one stays dynamic.
+static int64_t half(int64_t d) { return ShapedType::isDynamic(d) ? d : d / 2; }
+
 /// Shared rule of `linear` and `lm_head`: input [T, K], weight [N, K],
 /// bias [N], result [T, N].
 static LogicalResult verifyProjection(Operation *op, Value input, Value weight,
@@ -115,9 +118,27 @@ LogicalResult WeightOp::verify() {
   return success();
 }
 
+/// Whether `target` is among the parts of `weight`, at any depth.
+static bool derivesFrom(WeightOp weight, StringAttr target,
+                        SymbolTableCollection &symbolTable,
+                        llvm::SmallPtrSetImpl<Operation *> &visited) {
+  if (!weight.isDerived() || !visited.insert(weight).second)
+    return false;
+  for (auto ref : weight.getPartsAttr().getAsRange<FlatSymbolRefAttr>()) {
+    if (ref.getAttr() == target)
+      return true;
+    auto part = symbolTable.lookupNearestSymbolFrom<WeightOp>(weight, ref);
+    if (part && derivesFrom(part, target, symbolTable, visited))
+      return true;
+  }
+  return false;
+}
+
 LogicalResult WeightOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
   if (!isDerived())
     return success();
+  bool concat = *getRecipe() == WeightRecipe::Concat;
+  StringRef verb = concat ? "concatenated" : "stacked";
   SmallVector<int64_t> first;
   int64_t rows = 0;
   for (Attribute attr : getPartsAttr()) {
@@ -128,24 +149,28 @@ LogicalResult WeightOp::verifySymbolUses(SymbolTableCollection &symbolTable) {
     auto part = symbolTable.lookupNearestSymbolFrom<WeightOp>(*this, ref);
     if (!part)
       return emitOpError() << "part " << ref << " does not name a phimoe.weight";
+    llvm::SmallPtrSet<Operation *, 8> visited;
+    if (derivesFrom(part, getSymNameAttr(), symbolTable, visited))
+      return emitOpError() << "weight @" << getSymName()
+                           << " cannot be derived from itself (through " << ref << ")";
     ArrayRef<int64_t> shape = getLogicalShape(part.getType());
+    if (shape.empty())
+      return emitOpError() << "part " << ref << " has rank 0 and cannot be " << verb;
     if (first.empty()) {
       first.assign(shape.begin(), shape.end());
     } else {
       bool same = shape.size() == first.size();
-      for (size_t i = (*getRecipe() == WeightRecipe::Concat ? 1 : 0);
-           same && i < shape.size(); ++i)
+      for (size_t i = concat ? 1 : 0; same && i < shape.size(); ++i)
         same = shape[i] == first[i];
       if (!same)
         return emitOpError() << "part " << ref << " has shape " << shapeStr(shape)
-                             << ", which cannot be "
-                             << stringifyWeightRecipe(*getRecipe())
-                             << "ed with " << shapeStr(first);
+                             << ", which cannot be " << verb << " with "
+                             << shapeStr(first);
     }
     rows += shape.front();
   }
   SmallVector<int64_t> expected;
-  if (*getRecipe() == WeightRecipe::Concat) {
+  if (concat) {
     expected = first;
     expected.front() = rows;
   } else {
@@ -293,7 +318,7 @@ LogicalResult AttentionOp::verify() {
                          << cache.getLayers() << " layers";
   if (getScale() && !(getScale()->convertToDouble() > 0.0))
     return emitOpError() << "scale must be positive";
-  if (getSlidingWindow() && *getSlidingWindow() <= 0)
+  if (getSlidingWindow() && static_cast<int64_t>(*getSlidingWindow()) <= 0)
     return emitOpError() << "sliding_window must be positive";
   return success();
 }
@@ -327,12 +352,12 @@ LogicalResult GateUpOp::verify() {
       failed(checkRank(*this, "result", out, 2)) ||
       failed(checkDim(*this, "weight", w, 1, dimOf(in, 1), "the input width")))
     return failure();
-  if (dimOf(w, 0) % 2 != 0)
+  int64_t rows = dimOf(w, 0);
+  if (!ShapedType::isDynamic(rows) && rows % 2 != 0)
     return emitOpError() << "weight must hold gate and up rows in equal numbers, got "
-                         << dimOf(w, 0) << " rows";
+                         << rows << " rows";
   if (failed(checkDim(*this, "result", out, 0, dimOf(in, 0), "the input's row count")) ||
-      failed(checkDim(*this, "result", out, 1, dimOf(w, 0) / 2,
-                      "half the weight's row count")))
+      failed(checkDim(*this, "result", out, 1, half(rows), "half the weight's row count")))
     return failure();
   return success();
 }
@@ -379,13 +404,14 @@ LogicalResult MoEOp::verify() {
       failed(checkDim(*this, "gate_up weight", gateUp, 2, dimOf(in, 1),
                       "the input width")))
     return failure();
-  if (dimOf(gateUp, 1) % 2 != 0)
+  int64_t gateUpRows = dimOf(gateUp, 1);
+  if (!ShapedType::isDynamic(gateUpRows) && gateUpRows % 2 != 0)
     return emitOpError() << "gate_up weight must hold gate and up rows in equal "
                             "numbers, got "
-                         << dimOf(gateUp, 1) << " rows";
+                         << gateUpRows << " rows";
   if (failed(checkDim(*this, "down weight", down, 1, dimOf(in, 1),
                       "the input width")) ||
-      failed(checkDim(*this, "down weight", down, 2, dimOf(gateUp, 1) / 2,
+      failed(checkDim(*this, "down weight", down, 2, half(gateUpRows),
                       "the expert's intermediate size")))
     return failure();
   return verifyRouting(*this, getKind(), getTopK(), experts,

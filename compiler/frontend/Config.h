@@ -1,0 +1,36 @@
+//===- Config.h - a PhiMoE checkpoint's config.json -------------*- C++ -*-===//
+
+#ifndef PHIMOE_COMPILER_FRONTEND_CONFIG_H
+#define PHIMOE_COMPILER_FRONTEND_CONFIG_H
+
+#include "llvm/Support/Error.h"
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace phimoe {
+
+/// Every field of config.json that the PhiMoE forward pass depends on.
+/// Absent optional fields take transformers' PhimoeConfig defaults.
+struct PhiMoEConfig {
+  int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0, kvHeads = 0, headDim = 0;
+  int64_t experts = 16, topK = 2, vocab = 0;
+  int64_t maxPosition = 131072, originalMaxPosition = 131072;
+  double eps = 1e-5, ropeTheta = 1e6, routerJitter = 0.01;
+  // LongRoPE; without rope scaling the factors are 1 and the mscales 1.
+  std::vector<float> shortFactor, longFactor;
+  double shortMscale = 1.0, longMscale = 1.0;
+  bool attentionBias = false, lmHeadBias = false, tieEmbeddings = false;
+  std::optional<int64_t> slidingWindow;
+  int64_t bos = 1;
+  std::vector<int64_t> eos;
+  std::string dtype; // torch_dtype / dtype as written, may be empty
+};
+
+/// Reads and checks `path` (a config.json). Errors name the file and field.
+llvm::Expected<PhiMoEConfig> readConfig(const std::string &path);
+
+} // namespace phimoe
+
+#endif // PHIMOE_COMPILER_FRONTEND_CONFIG_H

@@ -1,0 +1,301 @@
+//===- LowerToEmitC.cpp - @forward as EmitC calls of phimoe_rt kernels ----===//
+
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/EmitC/IR/EmitC.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Builders.h"
+#include "llvm/ADT/MapVector.h"
+#include "llvm/Support/Format.h"
+
+namespace mlir::phimoe {
+#define GEN_PASS_DEF_LOWERTOEMITCPASS
+#include "passes/Passes.h.inc"
+} // namespace mlir::phimoe
+
+using namespace mlir;
+using namespace mlir::phimoe;
+
+namespace {
+
+/// A float as a C++ float literal that reads back to the same float.
+std::string floatLiteral(double value) {
+  std::string s;
+  llvm::raw_string_ostream(s) << llvm::format("%.9g", static_cast<float>(value));
+  if (s.find_first_of(".en") == std::string::npos)
+    s += ".0";
+  return s + "f";
+}
+
+/// The C++ storage element of a weight type, e.g. "phimoe_rt::bf16".
+std::string storageName(Type type) {
+  if (auto q = dyn_cast<QWeightType>(type))
+    return ("phimoe_rt::block_" + stringifyQuantScheme(q.getScheme())).str();
+  Type element = cast<RankedTensorType>(type).getElementType();
+  if (element.isF32())
+    return "float";
+  if (element.isBF16())
+    return "phimoe_rt::bf16";
+  if (element.isF16())
+    return "phimoe_rt::f16";
+  return "";
+}
+
+int64_t dim(Value value, int64_t i) { return getLogicalShape(value.getType())[i]; }
+
+class Lowering {
+public:
+  Lowering(ModuleOp module, func::FuncOp forward)
+      : module(module), forward(forward), ctx(module.getContext()), b(ctx) {}
+
+  LogicalResult run();
+
+private:
+  Value act(Operation *op, unsigned result);
+  Value weightPtr(WeightRefOp ref);
+  LogicalResult lower(Operation *op);
+  void call(StringRef callee, ArrayRef<Attribute> templateArgs, ArrayRef<Attribute> args,
+            ValueRange operands);
+  /// An operand placeholder for `call`: the i-th of its operands.
+  Attribute operand(unsigned i) { return b.getIndexAttr(i); }
+  Attribute i32(int64_t v) { return b.getI32IntegerAttr(v); }
+  Attribute f32(double v) { return b.getF32FloatAttr(v); }
+  Attribute opaque(StringRef text) { return emitc::OpaqueAttr::get(ctx, text); }
+  std::string ropeTable(LongRopeAttr rope);
+
+  ModuleOp module;
+  func::FuncOp forward;
+  MLIRContext *ctx;
+  OpBuilder b;
+  Location loc = UnknownLoc::get(ctx);
+  emitc::OpaqueType ctxType = emitc::OpaqueType::get(ctx, "phimoe_rt::Context&");
+  emitc::PointerType floatPtr = emitc::PointerType::get(Float32Type::get(ctx));
+  Value ctxArg, idsArg, posArg, nArg, rowsArg, logitsArg;
+  llvm::DenseMap<Value, Value> values; // phimoe value -> emitc pointer
+  llvm::MapVector<Attribute, std::string> ropes;
+  std::string globals;
+  int64_t hidden = 0, intermediate = 0, experts = 0;
+};
+
+void Lowering::call(StringRef callee, ArrayRef<Attribute> templateArgs,
+                    ArrayRef<Attribute> args, ValueRange operands) {
+  emitc::CallOpaqueOp::create(b, loc, TypeRange{}, callee, operands, b.getArrayAttr(args),
+                              templateArgs.empty() ? ArrayAttr()
+                                                   : b.getArrayAttr(templateArgs));
+}
+
+Value Lowering::act(Operation *op, unsigned result) {
+  auto offsets = op->getAttrOfType<DenseI64ArrayAttr>("phimoe.arena");
+  if (!offsets || offsets.size() <= result || offsets[result] < 0)
+    return {};
+  return emitc::CallOpaqueOp::create(
+             b, loc, TypeRange{floatPtr}, "phimoe_rt::act", ValueRange{ctxArg},
+             b.getArrayAttr({operand(0), b.getI64IntegerAttr(offsets[result])}), ArrayAttr())
+      .getResult(0);
+}
+
+Value Lowering::weightPtr(WeightRefOp ref) {
+  auto decl = module.lookupSymbol<WeightOp>(ref.getNameAttr());
+  auto offset = decl ? decl->getAttrOfType<IntegerAttr>("phimoe.pack_offset") : nullptr;
+  if (!offset) {
+    ref.emitOpError("has no pack offset: run phimoe-plan-memory first");
+    return {};
+  }
+  std::string element = storageName(ref.getType());
+  auto type = emitc::PointerType::get(emitc::OpaqueType::get(ctx, "const " + element));
+  return emitc::CallOpaqueOp::create(
+             b, loc, TypeRange{type}, "phimoe_rt::weight", ValueRange{ctxArg},
+             b.getArrayAttr({operand(0), b.getI64IntegerAttr(offset.getInt())}),
+             b.getArrayAttr({TypeAttr::get(emitc::OpaqueType::get(ctx, element))}))
+      .getResult(0);
+}
+
+std::string Lowering::ropeTable(LongRopeAttr rope) {
+  auto it = ropes.find(rope);
+  if (it != ropes.end())
+    return it->second;
+  std::string name = "kRope" + std::to_string(ropes.size());
+  llvm::raw_string_ostream os(globals);
+  for (auto [suffix, factors] : {std::pair<const char *, DenseF32ArrayAttr>{"Short", rope.getShortFactor()},
+                                 {"Long", rope.getLongFactor()}}) {
+    os << "static const float " << name << suffix << "[" << factors.size() << "] = {";
+    llvm::interleaveComma(factors.asArrayRef(), os,
+                          [&](float f) { os << floatLiteral(f); });
+    os << "};\n";
+  }
+  os << "static const phimoe_rt::RopeParams " << name << " = {"
+     << floatLiteral(rope.getTheta().convertToDouble()) << ", "
+     << rope.getOriginalMaxPosition() << ", "
+     << floatLiteral(rope.getShortMscale().convertToDouble()) << ", "
+     << floatLiteral(rope.getLongMscale().convertToDouble()) << ", " << name << "Short, "
+     << name << "Long};\n";
+  ropes[rope] = name;
+  return name;
+}
+
+LogicalResult Lowering::lower(Operation *op) {
+  // Operands as emitc values, in order, with `n` wherever a kernel wants it.
+  auto v = [&](Value value) { return values.lookup(value); };
+  Value n = nArg;
+  if (auto ref = dyn_cast<WeightRefOp>(op)) {
+    values[ref] = weightPtr(ref);
+    return success(static_cast<bool>(values[ref]));
+  }
+  if (auto ret = dyn_cast<func::ReturnOp>(op)) {
+    emitc::ReturnOp::create(b, loc, Value());
+    return success();
+  }
+  for (Value operand : op->getOperands())
+    if (!values.lookup(operand) && operand != forward.getArgument(2))
+      return op->emitOpError("phimoe-lower-to-emitc: an operand has no lowered value");
+  for (OpResult result : op->getResults())
+    if (Value ptr = act(op, result.getResultNumber()))
+      values[result] = ptr;
+
+  if (auto e = dyn_cast<EmbedOp>(op)) {
+    hidden = dim(e.getTable(), 1);
+    call("phimoe_rt::embed", {i32(dim(e.getTable(), 0)), i32(dim(e.getTable(), 1))},
+         {operand(0), operand(1), operand(2), operand(3), operand(4)},
+         {ctxArg, idsArg, n, v(e.getTable()), v(e)});
+  } else if (auto ln = dyn_cast<LayerNormOp>(op)) {
+    call("phimoe_rt::layer_norm", {i32(dim(ln.getInput(), 1))},
+         {operand(0), operand(1), operand(2), operand(3), operand(4),
+          f32(ln.getEpsilon().convertToDouble()), operand(5)},
+         {ctxArg, v(ln.getInput()), n, v(ln.getWeight()), v(ln.getBias()), v(ln)});
+  } else if (auto aln = dyn_cast<AddLayerNormOp>(op)) {
+    call("phimoe_rt::add_layer_norm", {i32(dim(aln.getLhs(), 1))},
+         {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
+          f32(aln.getEpsilon().convertToDouble()), operand(6), operand(7)},
+         {ctxArg, v(aln.getLhs()), v(aln.getRhs()), n, v(aln.getWeight()), v(aln.getBias()),
+          v(aln.getSum()), v(aln.getResult())});
+  } else if (isa<LinearOp, LMHeadOp>(op)) {
+    Value input = op->getOperand(0), weight = op->getOperand(1);
+    Value bias = op->getNumOperands() > 2 ? op->getOperand(2) : Value();
+    Value x = v(input), out = v(op->getResult(0)), rows = n;
+    if (!out) { // the returned logits: only the last logit_rows rows
+      auto last = emitc::CallOpaqueOp::create(
+          b, loc, TypeRange{floatPtr}, "phimoe_rt::last_rows", ValueRange{x, n, rowsArg},
+          ArrayAttr(), b.getArrayAttr({i32(dim(input, 1))}));
+      x = last.getResult(0);
+      out = logitsArg;
+      rows = rowsArg;
+    }
+    SmallVector<Value> operands{ctxArg, x, rows, v(weight)};
+    SmallVector<Attribute> args{operand(0), operand(1), operand(2), operand(3)};
+    if (bias) {
+      operands.push_back(v(bias));
+      args.push_back(operand(4));
+    } else {
+      args.push_back(opaque("static_cast<const float*>(nullptr)"));
+    }
+    args.push_back(operand(operands.size()));
+    operands.push_back(out);
+    call("phimoe_rt::linear", {i32(dim(weight, 0)), i32(dim(weight, 1))}, args, operands);
+  } else if (auto split = dyn_cast<SplitOp>(op)) {
+    int64_t offset = 0;
+    for (auto [size, result] : llvm::zip(split.getSizes(), split.getResults())) {
+      call("phimoe_rt::copy_cols", {i32(dim(split.getInput(), 1)), i32(offset), i32(size)},
+           {operand(0), operand(1), operand(2), operand(3)},
+           {ctxArg, v(split.getInput()), n, v(result)});
+      offset += size;
+    }
+  } else if (auto rope = dyn_cast<RopeOp>(op)) {
+    int64_t headDim = rope.getHeadDim();
+    call("phimoe_rt::rope", {i32(dim(rope.getInput(), 1) / headDim), i32(headDim)},
+         {operand(0), operand(1), operand(2), operand(3), opaque(ropeTable(rope.getScaling())),
+          operand(4)},
+         {ctxArg, v(rope.getInput()), n, posArg, v(rope)});
+  } else if (auto att = dyn_cast<AttentionOp>(op)) {
+    double scale = att.getScale() ? att.getScale()->convertToDouble()
+                                  : 1.0 / std::sqrt(static_cast<double>(att.getHeadDim()));
+    int64_t window = att.getSlidingWindow() ? *att.getSlidingWindow() : 0;
+    call("phimoe_rt::attention",
+         {i32(att.getNumHeads()), i32(att.getNumKvHeads()), i32(att.getHeadDim())},
+         {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
+          i32(att.getLayer()), f32(scale), i32(window), operand(6)},
+         {ctxArg, v(att.getQ()), v(att.getK()), v(att.getV()), n, posArg, v(att)});
+  } else if (auto moe = dyn_cast<MoEOp>(op)) {
+    if (moe.getKind() != RouterKind::Sparsemixer)
+      return moe.emitOpError("phimoe-lower-to-emitc: only sparsemixer routing has a kernel");
+    experts = dim(moe.getDown(), 0);
+    intermediate = dim(moe.getDown(), 2);
+    call("phimoe_rt::moe_sparsemixer",
+         {i32(experts), i32(dim(moe.getDown(), 1)), i32(intermediate)},
+         {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
+          f32(moe.getEpsilon().convertToDouble()), operand(6)},
+         {ctxArg, v(moe.getInput()), n, v(moe.getRouterWeight()), v(moe.getGateUp()),
+          v(moe.getDown()), v(moe)});
+  } else {
+    return op->emitOpError("phimoe-lower-to-emitc: no kernel for this op; the fusion "
+                           "passes must run first");
+  }
+  return success();
+}
+
+LogicalResult Lowering::run() {
+  auto i32Type = b.getI32Type();
+  auto idsType = emitc::PointerType::get(emitc::OpaqueType::get(ctx, "const int32_t"));
+  b.setInsertionPoint(forward);
+  emitc::IncludeOp::create(b, loc, "phimoe_rt/kernels.h", /*is_standard_include=*/false);
+  auto globalsOp = emitc::VerbatimOp::create(b, loc, b.getStringAttr(""));
+  auto fnType =
+      b.getFunctionType({ctxType, idsType, idsType, i32Type, i32Type, floatPtr}, {});
+  auto fn = emitc::FuncOp::create(b, loc, "phimoe_forward", fnType);
+  Block *entry = fn.addEntryBlock();
+  ctxArg = entry->getArgument(0);
+  idsArg = entry->getArgument(1);
+  posArg = entry->getArgument(2);
+  nArg = entry->getArgument(3);
+  rowsArg = entry->getArgument(4);
+  logitsArg = entry->getArgument(5);
+  values[forward.getArgument(0)] = idsArg;
+  values[forward.getArgument(1)] = posArg;
+
+  b.setInsertionPointToStart(entry);
+  for (Operation &op : forward.getBody().front())
+    if (failed(lower(&op)))
+      return failure();
+
+  // The model's description, read by the runtime at start.
+  auto cache = cast<KVCacheType>(forward.getArgument(2).getType());
+  auto planned = [&](Operation *op, StringRef name) {
+    auto attr = op->getAttrOfType<IntegerAttr>(name);
+    return attr ? attr.getValue().getZExtValue() : 0;
+  };
+  auto logits = cast<RankedTensorType>(forward.getResultTypes()[0]);
+  int64_t originalMax = ropes.empty()
+                            ? 0
+                            : cast<LongRopeAttr>(ropes.front().first).getOriginalMaxPosition();
+  auto maxPosition = module->getAttrOfType<IntegerAttr>("phimoe.max_position");
+  llvm::raw_string_ostream os(globals);
+  os << "extern const phimoe_rt::ModelInfo phimoe_model_info;\n"
+     << "const phimoe_rt::ModelInfo phimoe_model_info = {" << planned(module, "phimoe.model_hash")
+     << "ull, " << planned(module, "phimoe.pack_bytes") << "ull, "
+     << planned(forward, "phimoe.arena_floats") << "ull, "
+     << planned(forward, "phimoe.max_tokens") << ", " << logits.getShape().back() << ", "
+     << hidden << ", "
+     << intermediate << ", " << experts << ", " << cache.getLayers() << ", "
+     << cache.getKvHeads() << ", " << cache.getHeadDim() << ", " << originalMax << ", "
+     << (maxPosition ? maxPosition.getInt() : 0) << "};";
+  globalsOp.setValueAttr(b.getStringAttr(globals));
+  forward.erase();
+  return success();
+}
+
+struct LowerToEmitCPass final
+    : public phimoe::impl::LowerToEmitCPassBase<LowerToEmitCPass> {
+  using Base::Base;
+  void runOnOperation() override {
+    ModuleOp module = getOperation();
+    auto forward = module.lookupSymbol<func::FuncOp>("forward");
+    if (!forward || !forward->hasAttr("phimoe.arena_floats")) {
+      module.emitError("phimoe-lower-to-emitc: needs a func.func @forward planned by "
+                       "phimoe-plan-memory");
+      return signalPassFailure();
+    }
+    if (failed(Lowering(module, forward).run()))
+      signalPassFailure();
+  }
+};
+
+} // namespace

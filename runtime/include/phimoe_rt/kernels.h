@@ -1,0 +1,60 @@
+// kernels.h - CPU kernels of the PhiMoE forward pass, templates over the model's constant shapes.
+//
+// Activations are float, row-major [n, width]; weights are row-major as nn.Linear stores
+// them ([out, in]) in float, bf16 or f16. Every kernel matches transformers'
+// PhimoeForCausalLM (float32) to float rounding; threads come from ctx.pool.
+#ifndef PHIMOE_RT_KERNELS_H
+#define PHIMOE_RT_KERNELS_H
+
+#include "phimoe_rt/runtime.h"
+
+namespace phimoe_rt {
+
+// out[t, :] = table[ids[t], :]
+template <int V, int H, class W>
+void embed(Context &ctx, const int32_t *ids, int n, const W *table, float *out);
+
+// LayerNorm over H with weight and bias (biased variance, eps inside the sqrt).
+template <int H, class W>
+void layer_norm(Context &ctx, const float *x, int n, const W *w, const W *b, float eps,
+                float *out);
+
+// sum = a + b; out = layer_norm(sum). sum may alias a.
+template <int H, class W>
+void add_layer_norm(Context &ctx, const float *a, const float *b, int n, const W *w,
+                    const W *bias, float eps, float *sum, float *out);
+
+// out[n, N] = x[n, K] · w[N, K]ᵀ (+ bias[N]); bias may be null.
+template <int N, int K, class W, class B>
+void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, float *out);
+
+// out[n, Width] = columns [Offset, Offset + Width) of x[n, In].
+template <int In, int Offset, int Width>
+void copy_cols(Context &ctx, const float *x, int n, float *out);
+
+// LongRoPE rotation of Heads heads of D lanes (non-interleaved halves), with the
+// factor set ctx.rope_long selects; cos and sin are scaled by that set's mscale.
+template <int Heads, int D>
+void rope(Context &ctx, const float *x, int n, const int32_t *pos, const RopeParams &p,
+          float *out);
+
+// Writes k, v rows at pos[i] into layer `layer` of ctx.cache, then causal GQA:
+// query row i (position pos[i]) attends cache positions [max(0, pos[i]-window+1), pos[i]]
+// (window <= 0: no window); query head h reads kv head h / (Hq / Hkv); softmax in float.
+template <int Hq, int Hkv, int D>
+void attention(Context &ctx, const float *q, const float *k, const float *v, int n,
+               const int32_t *pos, int layer, float scale, int window, float *out);
+
+// A whole sparsemixer MoE block: router logits x·routerᵀ, the two experts chosen per
+// row as ../shared/docs/phimoe-reference.md says, and out = w1·E_i1(x) + w2·E_i2(x)
+// with E(x) = down·(silu(x·gate_upᵀ[:I]) * (x·gate_upᵀ[I:])). gate_up is [E, 2I, H],
+// down [E, H, I]. Only the selected experts' weights are read.
+template <int E, int H, int I, class R, class GU, class DW>
+void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
+                     const DW *down, float eps, float *out);
+
+} // namespace phimoe_rt
+
+#include "phimoe_rt/kernels_impl.h"
+
+#endif // PHIMOE_RT_KERNELS_H

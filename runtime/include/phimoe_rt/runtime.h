@@ -1,0 +1,147 @@
+// runtime.h - what generated phimoe-bin code calls: context, weights, arena, KV cache, thread pool.
+#ifndef PHIMOE_RT_RUNTIME_H
+#define PHIMOE_RT_RUNTIME_H
+
+#include <condition_variable>
+#include <cstdint>
+#include <cstring>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace phimoe_rt {
+
+// Storage element types of weights (activations are always float).
+struct bf16 {
+  uint16_t bits;
+};
+struct f16 {
+  uint16_t bits;
+};
+
+inline float to_float(float x) { return x; }
+inline float to_float(bf16 x) {
+  uint32_t u = static_cast<uint32_t>(x.bits) << 16;
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+float f16_to_float(uint16_t bits);
+inline float to_float(f16 x) { return f16_to_float(x.bits); }
+// Round-to-nearest-even conversions (used by the weight packer and tests).
+bf16 float_to_bf16(float x);
+f16 float_to_f16(float x);
+
+// A persistent pool of worker threads. parallel_for(n, fn) calls
+// fn(begin, end, thread) on disjoint ranges covering [0, n), on the calling thread
+// (thread 0) and the workers (1..size()-1), and returns when all are done. It
+// allocates nothing per call.
+class ThreadPool {
+public:
+  explicit ThreadPool(int threads);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool &) = delete;
+  ThreadPool &operator=(const ThreadPool &) = delete;
+
+  int size() const { return static_cast<int>(workers_.size()) + 1; }
+
+  template <class F> void parallel_for(int64_t n, F &&fn) {
+    if (n <= 0)
+      return;
+    if (workers_.empty() || n == 1) {
+      fn(int64_t{0}, n, 0);
+      return;
+    }
+    run(n,
+        [](void *f, int64_t b, int64_t e, int t) { (*static_cast<F *>(f))(b, e, t); },
+        static_cast<void *>(&fn));
+  }
+
+private:
+  using Trampoline = void (*)(void *, int64_t, int64_t, int);
+  void run(int64_t n, Trampoline call, void *fn);
+  void worker(int index);
+
+  std::vector<std::thread> workers_;
+  std::mutex mutex_;
+  std::condition_variable wake_, done_;
+  uint64_t generation_ = 0;
+  int pending_ = 0;
+  bool stop_ = false;
+  int64_t n_ = 0;
+  Trampoline call_ = nullptr;
+  void *fn_ = nullptr;
+};
+
+// Keys (rotated) and values of every layer: [layer][position][kv_head][head_dim].
+struct KVCache {
+  int layers = 0, capacity = 0, kv_heads = 0, head_dim = 0;
+  std::vector<float> k, v;
+
+  void resize(int layers, int capacity, int kv_heads, int head_dim);
+  size_t row() const { return static_cast<size_t>(kv_heads) * head_dim; }
+  float *k_at(int layer, int pos) {
+    return k.data() + (static_cast<size_t>(layer) * capacity + pos) * row();
+  }
+  float *v_at(int layer, int pos) {
+    return v.data() + (static_cast<size_t>(layer) * capacity + pos) * row();
+  }
+};
+
+// LongRoPE parameters of a model (factor arrays of head_dim/2 floats).
+struct RopeParams {
+  float theta;
+  int32_t original_max_position;
+  float short_mscale, long_mscale;
+  const float *short_factor;
+  const float *long_factor;
+};
+
+// Everything one forward pass needs besides its inputs.
+struct Context {
+  ThreadPool *pool = nullptr;
+  const uint8_t *weights = nullptr; // the data section of weights.phw
+  float *arena = nullptr;           // activations, planned at compile time
+  KVCache *cache = nullptr;
+  // Per-thread scratch for kernels: thread t owns
+  // [scratch + t * scratch_stride, scratch + (t + 1) * scratch_stride).
+  // The runtime sizes it as scratch_floats() says.
+  float *scratch = nullptr;
+  size_t scratch_stride = 0;
+  // Which LongRoPE set this forward uses: the runtime sets it from the
+  // sequence length (long once it exceeds original_max_position).
+  bool rope_long = false;
+
+  float *scratch_of(int thread) const { return scratch + thread * scratch_stride; }
+};
+
+// Floats of per-thread scratch that every kernel of a model fits in: attention
+// scores over the cache capacity, and an expert's intermediate row (2 * I) plus
+// router logits (E) and an output row (H).
+inline size_t scratch_floats(int capacity, int hidden, int intermediate, int experts) {
+  return static_cast<size_t>(capacity) + 2 * static_cast<size_t>(intermediate) +
+         static_cast<size_t>(experts) + static_cast<size_t>(hidden) + 64;
+}
+
+// What the generated code states about its model (phimoe_model_info).
+struct ModelInfo {
+  uint64_t hash;            // of the optimized IR; weights.phw must carry the same
+  uint64_t pack_bytes;      // size of the weight data section
+  uint64_t arena_floats;    // activation arena
+  int32_t max_tokens;       // rows per forward call (prompt chunks)
+  int32_t vocab, hidden, intermediate, experts, layers, kv_heads, head_dim;
+  int32_t original_max_position, max_position;
+};
+
+template <class T> inline const T *weight(const Context &ctx, uint64_t offset) {
+  return reinterpret_cast<const T *>(ctx.weights + offset);
+}
+inline float *act(const Context &ctx, uint64_t offset) { return ctx.arena + offset; }
+// The last `rows` rows of an [n, width] activation.
+template <int Width> inline float *last_rows(float *x, int n, int rows) {
+  return x + static_cast<size_t>(n - rows) * Width;
+}
+
+} // namespace phimoe_rt
+
+#endif // PHIMOE_RT_RUNTIME_H

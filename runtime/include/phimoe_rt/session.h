@@ -1,0 +1,68 @@
+// session.h - a loaded model with its KV cache: prefill, decode, and the LongRoPE switch.
+#ifndef PHIMOE_RT_SESSION_H
+#define PHIMOE_RT_SESSION_H
+
+#include "phimoe_rt/runtime.h"
+
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace phimoe_rt {
+
+// The mapped weights.phw, checked against the generated model.
+class WeightPack {
+public:
+  // Maps `path` and checks magic, version, hash and size against `info`;
+  // on failure returns null and sets `error` to a message naming the file.
+  static std::unique_ptr<WeightPack> open(const std::string &path, const ModelInfo &info,
+                                          std::string &error);
+  ~WeightPack();
+  const uint8_t *data() const { return data_; }
+
+private:
+  WeightPack() = default;
+  void *map_ = nullptr;
+  size_t map_bytes_ = 0;
+  const uint8_t *data_ = nullptr;
+};
+
+// One sequence: its tokens, KV cache and buffers, all allocated up front.
+// The logits of position t are those of a fresh forward over tokens[0..t]:
+// the LongRoPE short set while t + 1 <= original_max_position, the long set
+// after; when a sequence first grows past that length, every cached position
+// is recomputed with the long set (as the reference does).
+class Session {
+public:
+  Session(const ModelInfo &info, const uint8_t *weights, int threads, int capacity);
+
+  int capacity() const { return capacity_; }
+  int size() const { return static_cast<int>(tokens_.size()); }
+  const std::vector<int32_t> &tokens() const { return tokens_; }
+
+  // Appends tokens and runs them; returns the logits of the last one ([vocab]).
+  // With `all_logits`, the logits of every appended position are added to it
+  // (row-major [count, vocab]). Fails (returns null) when capacity is exceeded.
+  const float *append(const int32_t *ids, int count, std::vector<float> *all_logits = nullptr);
+  void reset();
+
+private:
+  void run(int begin, int end, bool rope_long, std::vector<float> *all_logits);
+
+  const ModelInfo &info_;
+  int capacity_;
+  ThreadPool pool_;
+  KVCache cache_;
+  std::vector<float> arena_, scratch_, logits_;
+  std::vector<int32_t> tokens_, positions_;
+  Context ctx_;
+  bool rope_long_ = false;
+};
+
+// Writes a float32 .npy array of shape [rows, cols].
+bool write_npy(const std::string &path, const float *data, int64_t rows, int64_t cols,
+               std::string &error);
+
+} // namespace phimoe_rt
+
+#endif // PHIMOE_RT_SESSION_H
