@@ -41,7 +41,7 @@ struct FuseGateUpPattern : public OpRewritePattern<MulOp> {
         continue;
       WeightOp w1 = getWeightDecl(gate.getWeight());
       WeightOp w3 = getWeightDecl(up.getWeight());
-      if (!sameWeightFormat(w1.getType(), w3.getType()))
+      if (!canConcat({w1, w3}))
         continue;
       rewriter.setInsertionPoint(op);
       Location loc = rewriter.getFusedLoc({gate.getLoc(), up.getLoc(), op.getLoc()});

@@ -24,6 +24,8 @@ struct FuseMoEPattern : public OpRewritePattern<MoECombineOp> {
     if (!router || op.getWeights() != router.getWeights())
       return rewriter.notifyMatchFailure(op, "routing does not come from one router");
     Value x = router.getInput();
+    if (op.getType() != x.getType())
+      return rewriter.notifyMatchFailure(op, "the result type differs from the input's");
     int64_t numExperts = router.getWeight().getType().getDimSize(0);
     if (static_cast<int64_t>(op.getExpertOutputs().size()) != numExperts)
       return rewriter.notifyMatchFailure(op, "not one output per router expert");

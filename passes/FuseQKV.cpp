@@ -51,10 +51,11 @@ struct FuseQKVPattern : public OpRewritePattern<AttentionOp> {
       return rewriter.notifyMatchFailure(op, "a weight is not a weight symbol");
     if (!biases.empty() && biases.size() != 3)
       return rewriter.notifyMatchFailure(op, "only some projections have a bias");
-    for (auto group : {ArrayRef<WeightOp>(weights), ArrayRef<WeightOp>(biases)})
-      for (WeightOp w : group)
-        if (!sameWeightFormat(w.getType(), WeightOp(group.front()).getType()))
-          return rewriter.notifyMatchFailure(op, "weights of different formats");
+    if (!canConcat(weights) || (!biases.empty() && !canConcat(biases)))
+      return rewriter.notifyMatchFailure(op, "weights of different formats or widths");
+    Type element = q.getType().getElementType();
+    if (k.getType().getElementType() != element || v.getType().getElementType() != element)
+      return rewriter.notifyMatchFailure(op, "q, k and v of different element types");
 
     // The fused projection goes where the first of the three was.
     Operation *first = q;

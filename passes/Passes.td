@@ -118,7 +118,9 @@ def QuantizePass : Pass<"phimoe-quantize", "::mlir::ModuleOp"> {
       `scope=experts` (MoQE).
     `override=REGEX=TYPE` sets the type of every weight whose name, or the name
     of one of its parts, matches REGEX; the last matching override wins (the
-    router still stays as it is, and 1-D weights take only float types).
+    router still stays as it is, and 1-D weights take only float types; when
+    overrides give a LayerNorm's weight and bias different types, both become
+    f32).
     TYPE `keep` keeps the declared type.
 
     A block-quantized type needs rows that are a whole number of blocks; a row

@@ -118,6 +118,16 @@ private:
   }
 };
 
+/// Gives `weight` and every reference to it the type `type`.
+void setType(WeightOp weight, Type type,
+             llvm::DenseMap<WeightOp, SmallVector<WeightRefOp>> &refs) {
+  if (type == weight.getType())
+    return;
+  weight.setType(type);
+  for (WeightRefOp ref : refs[weight])
+    ref.getResult().setType(type);
+}
+
 /// The type `storage` gives a weight declared as `declared`.
 Type storedType(const Storage &storage, Type declared) {
   ArrayRef<int64_t> shape = getLogicalShape(declared);
@@ -255,13 +265,25 @@ void QuantizePass::runOnOperation() {
         continue;
       storage = o.storage;
     }
-    Type type = storedType(storage, weight.getType());
-    if (type == weight.getType())
-      continue;
-    weight.setType(type);
-    for (WeightRefOp ref : refs[weight])
-      ref.getResult().setType(type);
+    setType(weight, storedType(storage, weight.getType()), refs);
   }
+
+  // A LayerNorm reads its weight and bias as one type: when overrides gave
+  // them different ones, both are stored as f32, which loses nothing.
+  module.walk([&](Operation *op) {
+    if (!isa<LayerNormOp, AddLayerNormOp>(op))
+      return;
+    unsigned w = isa<LayerNormOp>(op) ? 1 : 2;
+    Value weight = op->getOperand(w), bias = op->getOperand(w + 1);
+    if (weight.getType() == bias.getType())
+      return;
+    for (Value v : {weight, bias})
+      if (auto ref = v.getDefiningOp<WeightRefOp>())
+        if (auto decl = symbols.lookup<WeightOp>(ref.getName()))
+          setType(decl, RankedTensorType::get(getLogicalShape(decl.getType()),
+                                              Float32Type::get(ctx)),
+                  refs);
+  });
 }
 
 } // namespace

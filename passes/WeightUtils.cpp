@@ -22,6 +22,20 @@ bool mlir::phimoe::sameWeightFormat(Type a, Type b) {
   return qa && qb && qa.getScheme() == qb.getScheme();
 }
 
+bool mlir::phimoe::canConcat(ArrayRef<WeightOp> parts) {
+  if (parts.empty())
+    return false;
+  Type first = WeightOp(parts.front()).getType();
+  ArrayRef<int64_t> firstShape = getLogicalShape(first);
+  for (WeightOp part : parts) {
+    ArrayRef<int64_t> shape = getLogicalShape(part.getType());
+    if (!sameWeightFormat(part.getType(), first) || shape.size() != firstShape.size() ||
+        shape.empty() || shape.drop_front() != firstShape.drop_front())
+      return false;
+  }
+  return true;
+}
+
 /// The type of the weight that `recipe` makes of `parts`, in their format.
 static Type derivedType(WeightRecipe recipe, ArrayRef<WeightOp> parts) {
   ArrayRef<int64_t> first = getLogicalShape(WeightOp(parts.front()).getType());

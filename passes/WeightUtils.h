@@ -16,6 +16,10 @@ WeightOp getWeightDecl(Value value);
 /// or the same quantization scheme.
 bool sameWeightFormat(Type a, Type b);
 
+/// Whether `parts` can be concatenated along rows into one weight: one
+/// format and the same trailing dimensions.
+bool canConcat(ArrayRef<WeightOp> parts);
+
 /// Declares (or finds, when an identical one exists) the weight derived from
 /// `parts` by `recipe`, named after the parts' common prefix and `tag`, and
 /// returns a `phimoe.weight_ref` to it created at the rewriter's insertion

@@ -244,9 +244,13 @@ LogicalResult SplitOp::verify() {
   if (inShape.empty())
     return emitOpError() << "input must have rank at least 1";
   int64_t total = 0;
+  Type element = cast<RankedTensorType>(in).getElementType();
   for (auto [size, result] : llvm::zip(sizes, getResults())) {
     if (size <= 0)
       return emitOpError() << "sizes must be positive, got " << size;
+    if (cast<RankedTensorType>(result.getType()).getElementType() != element)
+      return emitOpError() << "results must have the input's element type " << element
+                           << ", got " << result.getType();
     total += size;
     SmallVector<int64_t> expected(inShape);
     expected.back() = size;

@@ -1273,3 +1273,11 @@ func.func @f(%x: tensor<?x64xf32>, %w: tensor<?x64xf32>) -> tensor<?x128xf32> {
   %1 = phimoe.gate_up %0, %w : tensor<?x128xf32>, tensor<?x64xf32> -> tensor<?x128xf32>
   return %0 : tensor<?x128xf32>
 }
+
+// -----
+
+func.func @f(%x: tensor<?x96xf32>) {
+  // expected-error @+1 {{'phimoe.split' op results must have the input's element type 'f32', got 'tensor<?x32xf16>'}}
+  %0:2 = phimoe.split %x [64, 32] : tensor<?x96xf32> -> tensor<?x64xf32>, tensor<?x32xf16>
+  return
+}

@@ -347,8 +347,8 @@ func.func @qkv_weight_not_symbol(%x: tensor<?x64xf32>, %wv: tensor<32x64xbf16>, 
 
 // -----
 
-// Negative: k and v are one linear (num_kv_heads = num_heads here would not
-// be needed: k = v shares the projection).
+// Negative: k and v are one linear (a single projection read twice), so
+// there are not three projections to fuse.
 
 phimoe.weight @l0.q.weight : tensor<64x64xbf16>
 phimoe.weight @l0.kv.weight : tensor<32x64xbf16>

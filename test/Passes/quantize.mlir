@@ -91,9 +91,13 @@
 // RUN:   -DEXP='!phimoe.qweight<q8_0, [256, 256]>' -DGU='!phimoe.qweight<q8_0, [512, 256]>' \
 // RUN:   -DLMH='tensor<96x256xbf16>'
 //
-// Overrides (the last matching one wins; a part's name matches a derived
-// weight; a block type does not apply to norms and biases; keep).
-// RUN: phimoe-opt %s -split-input-file --phimoe-quantize='scheme=q4k override=embed_tokens=q4k,self_attn=f16,o_proj=q6k,layernorm=f16,_proj\.bias=q8_0,experts\.0\.=keep,experts\.1\.w3=q8_0,lm_head=keep' \
+// Overrides: embed_tokens=q4k beats the embedding's auto q8_0; o_proj=q6k
+// comes after self_attn=f16 and wins; the block types of _proj\.bias and
+// input_layernorm do not apply to 1-D weights (q_proj.bias keeps the f16 of
+// self_attn, the norm stays f32); experts\.0\.=keep keeps expert 0 as
+// declared; experts\.1\.w3 matches only a part of expert 1's derived
+// gate_up; lm_head=keep keeps the LM head and its bias.
+// RUN: phimoe-opt %s -split-input-file --phimoe-quantize='scheme=q4k override=embed_tokens=q4k,self_attn=f16,o_proj=q6k,_proj\.bias=q8_0,input_layernorm=q8_0,experts\.0\.=keep,experts\.1\.w3=q8_0,lm_head=keep' \
 // RUN: | FileCheck %s --check-prefixes=CHECK,OVR
 //
 // An override that matches the router warns (once, at the router weight) and
@@ -178,8 +182,8 @@ phimoe.weight @model.unused.weight : tensor<256x256xbf16>
 // MODEL-NEXT: phimoe.weight @model.unused.weight : tensor<256x256xbf16>
 
 // OVR:      phimoe.weight @model.embed_tokens.weight : !phimoe.qweight<q4k, [96, 256]>
-// OVR-NEXT: phimoe.weight @model.layers.0.input_layernorm.weight : tensor<256xf16>
-// OVR-NEXT: phimoe.weight @model.layers.0.input_layernorm.bias : tensor<256xf16>
+// OVR-NEXT: phimoe.weight @model.layers.0.input_layernorm.weight : tensor<256xf32>
+// OVR-NEXT: phimoe.weight @model.layers.0.input_layernorm.bias : tensor<256xf32>
 // OVR-NEXT: phimoe.weight @model.layers.0.self_attn.q_proj.weight : tensor<256x256xf16>
 // OVR-NEXT: phimoe.weight @model.layers.0.self_attn.q_proj.bias : tensor<256xf16>
 // OVR-NEXT: phimoe.weight @model.layers.0.self_attn.o_proj.weight : !phimoe.qweight<q6k, [256, 256]>
@@ -414,4 +418,42 @@ func.func @router_override(%h: tensor<?x64xf32>) -> tensor<?x64xf32> {
   %e1 = phimoe.linear %a1, %d1 : tensor<?x128xf32>, tensor<64x128xbf16> -> tensor<?x64xf32>
   %y = phimoe.moe_combine %sel, %rw, %e0, %e1 : tensor<?x2xi32>, tensor<?x2xf32>, tensor<?x64xf32>, tensor<?x64xf32> -> tensor<?x64xf32>
   return %y : tensor<?x64xf32>
+}
+
+// -----
+
+// A dense MLP (silu·mul like an expert's, but not feeding a moe_combine) is
+// not an expert: MoQE keeps it as declared. A table used both as the
+// embedding and as the LM head (tied) is stored as the LM head.
+
+phimoe.weight @model.embed_tokens.weight : tensor<96x256xbf16>
+phimoe.weight @model.layers.0.mlp.gate_proj.weight : tensor<256x256xbf16>
+phimoe.weight @model.layers.0.mlp.up_proj.weight : tensor<256x256xbf16>
+phimoe.weight @model.layers.0.mlp.down_proj.weight : tensor<256x256xbf16>
+
+// Q4K:       phimoe.weight @model.embed_tokens.weight : !phimoe.qweight<q6k, [96, 256]>
+// Q4K-NEXT:  phimoe.weight @model.layers.0.mlp.gate_proj.weight : !phimoe.qweight<q4k, [256, 256]>
+// Q4K-NEXT:  phimoe.weight @model.layers.0.mlp.up_proj.weight : !phimoe.qweight<q4k, [256, 256]>
+// Q4K-NEXT:  phimoe.weight @model.layers.0.mlp.down_proj.weight : !phimoe.qweight<q4k, [256, 256]>
+// MOQE:      phimoe.weight @model.embed_tokens.weight : tensor<96x256xbf16>
+// MOQE-NEXT: phimoe.weight @model.layers.0.mlp.gate_proj.weight : tensor<256x256xbf16>
+// MOQE-NEXT: phimoe.weight @model.layers.0.mlp.up_proj.weight : tensor<256x256xbf16>
+// MOQE-NEXT: phimoe.weight @model.layers.0.mlp.down_proj.weight : tensor<256x256xbf16>
+// CHECK-LABEL: func.func @dense_mlp_tied
+// Q4K: phimoe.embed {{%.+}}, {{%.+}} : tensor<?xi32>, !phimoe.qweight<q6k, [96, 256]>
+// Q4K: phimoe.lm_head {{%.+}}, {{%.+}} : tensor<?x256xf32>, !phimoe.qweight<q6k, [96, 256]>
+func.func @dense_mlp_tied(%ids: tensor<?xi32>) -> tensor<?x96xf32> {
+  %emb = phimoe.weight_ref @model.embed_tokens.weight : tensor<96x256xbf16>
+  %h = phimoe.embed %ids, %emb : tensor<?xi32>, tensor<96x256xbf16> -> tensor<?x256xf32>
+  %w1 = phimoe.weight_ref @model.layers.0.mlp.gate_proj.weight : tensor<256x256xbf16>
+  %w3 = phimoe.weight_ref @model.layers.0.mlp.up_proj.weight : tensor<256x256xbf16>
+  %w2 = phimoe.weight_ref @model.layers.0.mlp.down_proj.weight : tensor<256x256xbf16>
+  %g = phimoe.linear %h, %w1 : tensor<?x256xf32>, tensor<256x256xbf16> -> tensor<?x256xf32>
+  %u = phimoe.linear %h, %w3 : tensor<?x256xf32>, tensor<256x256xbf16> -> tensor<?x256xf32>
+  %s = phimoe.silu %g : tensor<?x256xf32>
+  %m = phimoe.mul %s, %u : tensor<?x256xf32>
+  %d = phimoe.linear %m, %w2 : tensor<?x256xf32>, tensor<256x256xbf16> -> tensor<?x256xf32>
+  %h1 = phimoe.add %h, %d : tensor<?x256xf32>
+  %l = phimoe.lm_head %h1, %emb : tensor<?x256xf32>, tensor<96x256xbf16> -> tensor<?x96xf32>
+  return %l : tensor<?x96xf32>
 }
