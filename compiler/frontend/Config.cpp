@@ -74,7 +74,7 @@ public:
   llvm::Error take() {
     if (message_.empty())
       return llvm::Error::success();
-    return llvm::createStringError(std::errc::invalid_argument, message_);
+    return llvm::createStringError(message_);
   }
 
 private:
@@ -88,7 +88,7 @@ private:
 
 llvm::Expected<PhiMoEConfig> phimoe::readConfig(const std::string &path) {
   auto fail = [&](const std::string &message) {
-    return llvm::createStringError(std::errc::invalid_argument, path + ": " + message);
+    return llvm::createStringError(path + ": " + message);
   };
   std::ifstream in(path);
   if (!in)

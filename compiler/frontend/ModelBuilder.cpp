@@ -9,15 +9,15 @@
 
 using namespace mlir;
 using namespace mlir::phimoe;
-using phimoe::Checkpoint;
-using phimoe::PhiMoEConfig;
-using phimoe::TensorInfo;
+using ::phimoe::Checkpoint;
+using ::phimoe::PhiMoEConfig;
+using ::phimoe::TensorInfo;
 
 namespace {
 
-class Builder {
+class ModelBuilder {
 public:
-  Builder(MLIRContext &ctx, const PhiMoEConfig &c, const Checkpoint &ckpt)
+  ModelBuilder(MLIRContext &ctx, const PhiMoEConfig &c, const Checkpoint &ckpt)
       : ctx(ctx), c(c), ckpt(ckpt), b(&ctx) {}
 
   llvm::Expected<OwningOpRef<ModuleOp>> build();
@@ -40,7 +40,7 @@ private:
   std::string error;
 };
 
-Value Builder::weight(const std::string &name, ArrayRef<int64_t> shape) {
+Value ModelBuilder::weight(const std::string &name, ArrayRef<int64_t> shape) {
   auto it = declared.find(name);
   Type type;
   if (it != declared.end()) {
@@ -66,8 +66,8 @@ Value Builder::weight(const std::string &name, ArrayRef<int64_t> shape) {
       }
       return {};
     }
-    Type element = info->dtype == phimoe::DType::F32   ? Type(b.getF32Type())
-                   : info->dtype == phimoe::DType::F16 ? Type(b.getF16Type())
+    Type element = info->dtype == ::phimoe::DType::F32   ? Type(b.getF32Type())
+                   : info->dtype == ::phimoe::DType::F16 ? Type(b.getF16Type())
                                                        : Type(b.getBF16Type());
     type = RankedTensorType::get(shape, element);
     WeightOp::create(moduleBuilder, loc(name), name, type, nullptr, nullptr);
@@ -76,7 +76,7 @@ Value Builder::weight(const std::string &name, ArrayRef<int64_t> shape) {
   return WeightRefOp::create(b, loc(name), type, FlatSymbolRefAttr::get(&ctx, name));
 }
 
-Value Builder::linear(Value x, const std::string &prefix, int64_t rows, int64_t cols,
+Value ModelBuilder::linear(Value x, const std::string &prefix, int64_t rows, int64_t cols,
                       bool bias) {
   Value w = weight(prefix + ".weight", {rows, cols});
   Value bv = bias ? weight(prefix + ".bias", {rows}) : Value();
@@ -85,7 +85,7 @@ Value Builder::linear(Value x, const std::string &prefix, int64_t rows, int64_t 
   return LinearOp::create(b, loc(prefix), act(rows), x, w, bv);
 }
 
-Value Builder::norm(Value x, const std::string &prefix) {
+Value ModelBuilder::norm(Value x, const std::string &prefix) {
   Value w = weight(prefix + ".weight", {c.hidden});
   Value bias = weight(prefix + ".bias", {c.hidden});
   if (!w || !bias)
@@ -94,7 +94,7 @@ Value Builder::norm(Value x, const std::string &prefix) {
                              b.getF64FloatAttr(c.eps));
 }
 
-llvm::Expected<OwningOpRef<ModuleOp>> Builder::build() {
+llvm::Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
   OwningOpRef<ModuleOp> module = ModuleOp::create(loc(ckpt.dir()));
   moduleBuilder.setInsertionPointToEnd(module->getBody());
 
@@ -111,7 +111,7 @@ llvm::Expected<OwningOpRef<ModuleOp>> Builder::build() {
                                 DenseF32ArrayAttr::get(&ctx, c.longFactor));
   int64_t qWidth = c.heads * c.headDim, kvWidth = c.kvHeads * c.headDim;
   auto fail = [&]() -> llvm::Expected<OwningOpRef<ModuleOp>> {
-    return llvm::createStringError(std::errc::invalid_argument, error);
+    return llvm::createStringError(error);
   };
 
   Value embedTable = weight("model.embed_tokens.weight", {c.vocab, c.hidden});
@@ -148,7 +148,8 @@ llvm::Expected<OwningOpRef<ModuleOp>> Builder::build() {
       return fail();
     auto pair = RankedTensorType::get({ShapedType::kDynamic, c.topK}, b.getI32Type());
     auto pairF = RankedTensorType::get({ShapedType::kDynamic, c.topK}, b.getF32Type());
-    auto router = RouterOp::create(b, loc(m + ".gate"), pair, pairF, RouterKind::Sparsemixer,
+    auto router = RouterOp::create(b, loc(m + ".gate"), pair, pairF,
+                                   RouterKindAttr::get(&ctx, RouterKind::Sparsemixer),
                                    x, gate, b.getI64IntegerAttr(c.topK),
                                    b.getF64FloatAttr(c.routerJitter));
     SmallVector<Value> outputs;
@@ -184,8 +185,10 @@ llvm::Expected<OwningOpRef<ModuleOp>> Builder::build() {
 
 } // namespace
 
-llvm::Expected<OwningOpRef<ModuleOp>>
-phimoe::buildModel(MLIRContext &ctx, const PhiMoEConfig &config, const Checkpoint &checkpoint) {
-  ctx.loadDialect<PhiMoEDialect, func::FuncDialect>();
-  return Builder(ctx, config, checkpoint).build();
+namespace phimoe {
+llvm::Expected<OwningOpRef<ModuleOp>> buildModel(MLIRContext &ctx, const PhiMoEConfig &config,
+                                                 const Checkpoint &checkpoint) {
+  ctx.loadDialect<mlir::phimoe::PhiMoEDialect, func::FuncDialect>();
+  return ModelBuilder(ctx, config, checkpoint).build();
 }
+} // namespace phimoe

@@ -53,7 +53,7 @@ int64_t TensorInfo::numElements() const {
 }
 
 static Error fail(const llvm::Twine &message) {
-  return createStringError(std::errc::invalid_argument, message);
+  return createStringError(message);
 }
 
 //===----------------------------------------------------------------------===//

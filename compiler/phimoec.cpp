@@ -1,0 +1,230 @@
+//===- phimoec.cpp - the compiler driver: checkpoint to phimoe-bin --------===//
+
+#include "codegen/EmitCpp.h"
+#include "codegen/Toolchain.h"
+#include "codegen/WeightPacker.h"
+#include "compiler/frontend/Config.h"
+#include "compiler/frontend/ModelBuilder.h"
+#include "compiler/frontend/Safetensors.h"
+#include "dialects/PhiMoE/PhiMoEOps.h"
+#include "passes/Passes.h"
+
+#include "mlir/Dialect/EmitC/IR/EmitC.h"
+#include "mlir/Dialect/Func/IR/FuncOps.h"
+#include "mlir/IR/Verifier.h"
+#include "mlir/Pass/PassManager.h"
+#include "llvm/ADT/ScopeExit.h"
+#include "llvm/Support/FileSystem.h"
+#include "llvm/Support/Path.h"
+#include "llvm/Support/Process.h"
+#include "llvm/Support/raw_ostream.h"
+
+#include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
+
+#include <unistd.h>
+
+using namespace mlir;
+
+namespace {
+
+struct CompileOptions {
+  std::string model, out, target = "cpu", quant = "keep", scope = "all", emit;
+  std::string march = "native", lmHead = "auto", embedding = "auto";
+  std::vector<std::string> overrides;
+  bool moqe = false, printIRAfterAll = false;
+  int64_t maxTokens = 256;
+};
+
+int fail(const llvm::Twine &message) {
+  llvm::errs() << "phimoec: error: " << message << "\n";
+  return 1;
+}
+
+int fail(llvm::Error error) {
+  std::string message = llvm::toString(std::move(error));
+  return fail(message);
+}
+
+/// The scheme names --quant takes now; block schemes arrive with their
+/// kernels.
+bool supportedQuant(const std::string &q) {
+  return q == "keep" || q == "f32" || q == "f16" || q == "bf16";
+}
+
+/// Moves the finished `tmp` into place as `out`. A previous phimoec output
+/// there (it has phimoec.json) is replaced; anything else is left alone.
+llvm::Error commitOutput(const std::string &tmp, const std::string &out) {
+  if (llvm::sys::fs::exists(out)) {
+    llvm::SmallString<256> marker(out);
+    llvm::sys::path::append(marker, "phimoec.json");
+    if (!llvm::sys::fs::exists(marker))
+      return llvm::createStringError(out + " exists and is not a phimoec output directory (no phimoec.json): "
+                "remove it or choose another -o");
+    std::string old = out + ".phimoec-old-" + std::to_string(getpid());
+    if (auto ec = llvm::sys::fs::rename(out, old))
+      return llvm::createStringError(ec, "cannot replace " + out + ": " + ec.message());
+    if (auto ec = llvm::sys::fs::rename(tmp, out)) {
+      (void)llvm::sys::fs::rename(old, out);
+      return llvm::createStringError(ec, "cannot write " + out + ": " + ec.message());
+    }
+    (void)llvm::sys::fs::remove_directories(old);
+    return llvm::Error::success();
+  }
+  if (auto ec = llvm::sys::fs::rename(tmp, out))
+    return llvm::createStringError(ec, "cannot write " + out + ": " + ec.message());
+  return llvm::Error::success();
+}
+
+int compile(const CompileOptions &o) {
+  if (o.target != "cpu")
+    return fail("--target " + o.target + ": this phimoec builds --target cpu only");
+  if (!supportedQuant(o.quant))
+    return fail("--quant " + o.quant +
+                ": block quantization (q8_0, q4k, q6k) is not implemented yet; use f32, "
+                "bf16, f16 or keep");
+  if (o.emit.empty() && o.out.empty())
+    return fail("-o OUT is required (or --emit=mlir|mlir-opt|cpp to print a stage)");
+  if (!llvm::sys::fs::is_directory(o.model))
+    return fail(o.model + ": not a directory (give a Hugging Face checkpoint directory)");
+
+  llvm::SmallString<256> configPath(o.model);
+  llvm::sys::path::append(configPath, "config.json");
+  auto config = ::phimoe::readConfig(std::string(configPath));
+  if (!config)
+    return fail(config.takeError());
+  auto checkpoint = ::phimoe::Checkpoint::open(o.model);
+  if (!checkpoint)
+    return fail(checkpoint.takeError());
+
+  DialectRegistry registry;
+  registry.insert<mlir::phimoe::PhiMoEDialect, func::FuncDialect, emitc::EmitCDialect>();
+  MLIRContext ctx(registry);
+  ctx.loadAllAvailableDialects();
+  auto module = ::phimoe::buildModel(ctx, *config, **checkpoint);
+  if (!module)
+    return fail(module.takeError());
+  (**module)->setAttr("phimoe.max_position",
+                      Builder(&ctx).getI64IntegerAttr(config->maxPosition));
+  if (failed(verify(**module)))
+    return fail("the model IR does not verify (a phimoec bug)");
+  if (o.emit == "mlir") {
+    (**module)->print(llvm::outs());
+    return 0;
+  }
+
+  mlir::phimoe::PipelineOptions pipeline;
+  pipeline.quant = o.quant;
+  pipeline.scope = o.moqe ? "experts" : o.scope;
+  pipeline.lmHead = o.lmHead;
+  pipeline.embedding = o.embedding;
+  pipeline.overrides = o.overrides;
+  pipeline.target = o.emit == "mlir-opt" ? "none" : "cpu";
+  pipeline.maxTokens = o.maxTokens;
+  PassManager pm(&ctx);
+  mlir::phimoe::buildPhiMoEPipeline(pm, pipeline);
+  if (o.printIRAfterAll) {
+    ctx.disableMultithreading();
+    pm.enableIRPrinting([](Pass *, Operation *) { return false; },
+                        [](Pass *, Operation *) { return true; },
+                        /*printModuleScope=*/true, /*printAfterOnlyOnChange=*/false);
+  }
+  if (failed(pm.run(**module)))
+    return fail("the phimoe pipeline failed");
+  if (o.emit == "mlir-opt") {
+    (**module)->print(llvm::outs());
+    return 0;
+  }
+  std::string cpp;
+  llvm::raw_string_ostream cppStream(cpp);
+  if (failed(::phimoe::emitCpp(**module, cppStream)))
+    return fail("C++ emission failed");
+  if (o.emit == "cpp") {
+    llvm::outs() << cpp;
+    return 0;
+  }
+  if (!o.emit.empty())
+    return fail("--emit=" + o.emit + ": expected mlir, mlir-opt or cpp");
+
+  // Everything goes to a temporary sibling of OUT, moved into place at the end:
+  // a failed compile leaves OUT as it was.
+  std::string out = o.out;
+  while (out.size() > 1 && out.back() == '/')
+    out.pop_back();
+  std::string tmp = out + ".phimoec-tmp-" + std::to_string(getpid());
+  if (auto ec = llvm::sys::fs::create_directories(tmp))
+    return fail("cannot create " + tmp + ": " + ec.message());
+  llvm::scope_exit cleanup([&] { (void)llvm::sys::fs::remove_directories(tmp); });
+  auto path = [&](const char *name) {
+    llvm::SmallString<256> p(tmp);
+    llvm::sys::path::append(p, name);
+    return std::string(p);
+  };
+  {
+    std::error_code ec;
+    llvm::raw_fd_ostream file(path("model.cpp"), ec);
+    if (ec)
+      return fail(path("model.cpp") + ": " + ec.message());
+    file << cpp;
+  }
+  bool progress = llvm::sys::Process::StandardErrIsDisplayed();
+  if (auto e = ::phimoe::packWeights(**module, **checkpoint, path("weights.phw"), progress))
+    return fail(std::move(e));
+  ::phimoe::ToolchainOptions toolchain = ::phimoe::defaultToolchain();
+  toolchain.march = o.march;
+  if (auto e = ::phimoe::buildExecutable(toolchain, path("model.cpp"), path("phimoe-bin"),
+                                       path("build.log")))
+    return fail(std::move(e));
+  {
+    nlohmann::json info = {
+        {"model", o.model}, {"target", o.target}, {"march", o.march}, {"quant", o.quant},
+        {"scope", pipeline.scope.getValue()}, {"max_tokens", o.maxTokens},
+        {"model_hash", (**module)->getAttrOfType<IntegerAttr>("phimoe.model_hash")
+                           .getValue().getZExtValue()}};
+    std::error_code ec;
+    llvm::raw_fd_ostream file(path("phimoec.json"), ec);
+    if (ec)
+      return fail(path("phimoec.json") + ": " + ec.message());
+    file << info.dump(2) << "\n";
+  }
+  if (auto e = commitOutput(tmp, out))
+    return fail(std::move(e));
+  cleanup.release();
+  llvm::errs() << "phimoec: wrote " << out << "/phimoe-bin and " << out << "/weights.phw\n";
+  return 0;
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  CLI::App app{"phimoec: compiles a PhiMoE checkpoint into phimoe-bin, an executable "
+               "specialized for the model and the target"};
+  app.require_subcommand(1);
+  CompileOptions o;
+  CLI::App *cmd = app.add_subcommand("compile", "compile a Hugging Face checkpoint directory");
+  cmd->add_option("model", o.model, "checkpoint directory (config.json, *.safetensors)")
+      ->required();
+  cmd->add_option("-o,--output", o.out, "output directory (phimoe-bin, weights.phw)");
+  cmd->add_option("--target", o.target, "cpu (x86-64)")->capture_default_str();
+  cmd->add_option("--march", o.march, "-march of the generated code: native, x86-64-v2, "
+                                      "x86-64-v3, x86-64-v4, ...")
+      ->capture_default_str();
+  cmd->add_option("--quant", o.quant, "weight storage: f32, bf16, f16, or keep (as the "
+                                      "checkpoint has them)")
+      ->capture_default_str();
+  cmd->add_flag("--moqe", o.moqe, "quantize only the expert weights (MoQE)");
+  cmd->add_option("--quant-override", o.overrides,
+                  "REGEX=TYPE: storage of the weights whose name matches REGEX");
+  cmd->add_option("--lm-head", o.lmHead, "storage of the LM head (auto, keep, a scheme)")
+      ->capture_default_str();
+  cmd->add_option("--embedding", o.embedding, "storage of the embedding table")
+      ->capture_default_str();
+  cmd->add_option("--max-tokens", o.maxTokens, "tokens per forward call (prompt chunk)")
+      ->check(CLI::Range(1, 1 << 16))
+      ->capture_default_str();
+  cmd->add_option("--emit", o.emit, "print a stage instead of building: mlir, mlir-opt, cpp")
+      ->check(CLI::IsMember({"mlir", "mlir-opt", "cpp"}));
+  cmd->add_flag("--print-ir-after-all", o.printIRAfterAll, "print the IR after every pass");
+  CLI11_PARSE(app, argc, argv);
+  return compile(o);
+}
