@@ -237,6 +237,7 @@ LogicalResult Lowering::run() {
   auto idsType = emitc::PointerType::get(emitc::OpaqueType::get(ctx, "const int32_t"));
   b.setInsertionPoint(forward);
   emitc::IncludeOp::create(b, loc, "phimoe_rt/kernels.h", /*is_standard_include=*/false);
+  emitc::IncludeOp::create(b, loc, "phimoe_rt/model.h", /*is_standard_include=*/false);
   auto globalsOp = emitc::VerbatimOp::create(b, loc, b.getStringAttr(""));
   auto fnType =
       b.getFunctionType({ctxType, idsType, idsType, i32Type, i32Type, floatPtr}, {});
@@ -268,8 +269,7 @@ LogicalResult Lowering::run() {
                             : cast<LongRopeAttr>(ropes.front().first).getOriginalMaxPosition();
   auto maxPosition = module->getAttrOfType<IntegerAttr>("phimoe.max_position");
   llvm::raw_string_ostream os(globals);
-  os << "extern const phimoe_rt::ModelInfo phimoe_model_info;\n"
-     << "const phimoe_rt::ModelInfo phimoe_model_info = {" << planned(module, "phimoe.model_hash")
+  os << "const phimoe_rt::ModelInfo phimoe_model_info = {" << planned(module, "phimoe.model_hash")
      << "ull, " << planned(module, "phimoe.pack_bytes") << "ull, "
      << planned(forward, "phimoe.arena_floats") << "ull, "
      << planned(forward, "phimoe.max_tokens") << ", " << logits.getShape().back() << ", "

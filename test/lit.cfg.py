@@ -13,4 +13,4 @@ config.excludes = ["CMakeLists.txt", "lit.cfg.py", "lit.site.cfg.py"]
 
 llvm_config.use_default_substitutions()
 llvm_config.with_environment("PATH", config.llvm_tools_dir, append_path=True)
-llvm_config.add_tool_substitutions(["phimoe-opt"], [config.phimoe_tools_dir])
+llvm_config.add_tool_substitutions(["phimoe-opt", "phimoe-translate"], [config.phimoe_tools_dir])
