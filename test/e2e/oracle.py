@@ -72,9 +72,11 @@ def tiny_config(layers=2, hidden=64, heads=4, kv_heads=2, experts=4, intermediat
         **extra)
 
 
-def make_model(config, seed=0, router_scale=1.0):
-    """A seeded random PhiMoE. router_scale < 1 brings router logits close together
-    so that the sparsemixer threshold keeps several experts for some tokens."""
+def make_model(config, seed=0, router_spread=None):
+    """A seeded random PhiMoE. With router_spread, every router row is one shared row
+    plus router_spread times its own: the logits of a token then lie close together
+    relative to their size, so that the sparsemixer threshold (a relative one: 2 *
+    router_jitter_noise) keeps several experts for some tokens and one for others."""
     torch.manual_seed(seed)
     model = PhimoeForCausalLM(config).eval()
     with torch.no_grad():
@@ -84,8 +86,8 @@ def make_model(config, seed=0, router_scale=1.0):
             if name.endswith("bias") or "norm" in name:
                 p.copy_(torch.randn_like(p) * 0.1 + (1.0 if "norm" in name and
                                                      name.endswith("weight") else 0.0))
-            if "router" in name or ".gate." in name:
-                p.mul_(router_scale)
+            if router_spread is not None and ("router" in name or ".gate." in name):
+                p.copy_(p[0:1] + router_spread * p)
     return model
 
 

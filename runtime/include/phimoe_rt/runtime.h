@@ -7,6 +7,7 @@
 #include <cstring>
 #include <mutex>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 namespace phimoe_rt {
@@ -52,9 +53,10 @@ public:
       fn(int64_t{0}, n, 0);
       return;
     }
+    using Fn = std::remove_reference_t<F>;
     run(n,
-        [](void *f, int64_t b, int64_t e, int t) { (*static_cast<F *>(f))(b, e, t); },
-        static_cast<void *>(&fn));
+        [](void *f, int64_t b, int64_t e, int t) { (*static_cast<Fn *>(f))(b, e, t); },
+        const_cast<void *>(static_cast<const void *>(&fn)));
   }
 
 private:
