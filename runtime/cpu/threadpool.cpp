@@ -1,4 +1,9 @@
 // threadpool.cpp - the persistent worker pool behind ThreadPool::parallel_for.
+//
+// One parallel_for at a time: it publishes (n, fn) under the mutex with a new generation
+// number and wakes the workers; each worker runs its chunk once per generation, and the
+// last one to finish wakes the caller, which ran chunk 0 meanwhile. A pool is driven by
+// one thread, and fn must not call parallel_for on the same pool (it would deadlock).
 #include "phimoe_rt/runtime.h"
 
 namespace phimoe_rt {

@@ -1,0 +1,57 @@
+// sparsemixer.h - PhiMoE's eval-mode sparsemixer top-2 routing of one row of router logits.
+#ifndef PHIMOE_RT_SPARSEMIXER_H
+#define PHIMOE_RT_SPARSEMIXER_H
+
+#include <cmath>
+
+namespace phimoe_rt {
+
+// The two experts of a row and their (not renormalised) weights.
+struct Route {
+  int i1, i2;
+  float w1, w2;
+};
+
+// transformers' sparsemixer(scores, jitter_eps, training=False), in float:
+//   i1 = argmax s (first index on ties), m1 = s[i1];
+//   j is masked when (m1 - s[j]) / max(|s[j]|, m1) > 2*eps (a nan ratio keeps j);
+//   w1 = softmax of the unmasked logits at i1.
+//   Stage 2 repeats this with s[i1] = -inf: i2, m2 = s[i2], the same test with m2 (on the
+//   ORIGINAL logits) and i1 always excluded; w2 = that softmax at i2.
+template <int E> inline Route sparsemixer(const float *s, float eps) {
+  static_assert(E >= 2, "sparsemixer needs at least two experts");
+  const float threshold = 2.0f * eps;
+  Route r;
+  r.i1 = 0;
+  for (int j = 1; j < E; ++j)
+    if (s[j] > s[r.i1])
+      r.i1 = j;
+  const float m1 = s[r.i1];
+  float sum = 0.0f;
+  for (int j = 0; j < E; ++j) {
+    const float factor = std::fabs(s[j]) < m1 ? m1 : std::fabs(s[j]);
+    if (!((m1 - s[j]) / factor > threshold))
+      sum += std::exp(s[j] - m1);
+  }
+  r.w1 = 1.0f / sum; // exp(m1 - m1) / sum
+
+  r.i2 = r.i1 == 0 ? 1 : 0;
+  for (int j = r.i2 + 1; j < E; ++j)
+    if (j != r.i1 && s[j] > s[r.i2])
+      r.i2 = j;
+  const float m2 = s[r.i2];
+  sum = 0.0f;
+  for (int j = 0; j < E; ++j) {
+    if (j == r.i1)
+      continue;
+    const float factor = std::fabs(s[j]) < m2 ? m2 : std::fabs(s[j]);
+    if (!((m2 - s[j]) / factor > threshold))
+      sum += std::exp(s[j] - m2);
+  }
+  r.w2 = 1.0f / sum;
+  return r;
+}
+
+} // namespace phimoe_rt
+
+#endif // PHIMOE_RT_SPARSEMIXER_H
