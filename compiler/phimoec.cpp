@@ -22,6 +22,7 @@
 #include <CLI/CLI.hpp>
 #include <nlohmann/json.hpp>
 
+#include <optional>
 #include <unistd.h>
 
 using namespace mlir;
@@ -46,10 +47,16 @@ int fail(llvm::Error error) {
   return fail(message);
 }
 
-/// The scheme names --quant takes now; block schemes arrive with their
-/// kernels.
-bool supportedQuant(const std::string &q) {
-  return q == "keep" || q == "f32" || q == "f16" || q == "bf16";
+/// Checks a storage name given to --quant, --lm-head, --embedding or
+/// --quant-override: the float types, keep, and the block schemes that phimoec
+/// can pack and phimoe-bin can run. q4_0 and q5k are dialect schemes without
+/// kernels. Anything else is left to the quantize pass, which names the valid
+/// values.
+std::optional<std::string> checkStorage(const std::string &given, const std::string &name) {
+  if (name == "q4_0" || name == "q5k")
+    return given + ": phimoe-bin has no kernels for " + name +
+           " yet; use q4k, q6k or q8_0 (or f32, bf16, f16, keep)";
+  return std::nullopt;
 }
 
 /// Moves the finished `tmp` into place as `out`. A previous phimoec output
@@ -79,10 +86,17 @@ llvm::Error commitOutput(const std::string &tmp, const std::string &out) {
 int compile(const CompileOptions &o) {
   if (o.target != "cpu")
     return fail("--target " + o.target + ": this phimoec builds --target cpu only");
-  if (!supportedQuant(o.quant))
-    return fail("--quant " + o.quant +
-                ": block quantization (q8_0, q4k, q6k) is not implemented yet; use f32, "
-                "bf16, f16 or keep");
+  {
+    std::vector<std::pair<std::string, std::string>> storages = {
+        {"--quant " + o.quant, o.quant},
+        {"--lm-head " + o.lmHead, o.lmHead},
+        {"--embedding " + o.embedding, o.embedding}};
+    for (const std::string &text : o.overrides)
+      storages.push_back({"--quant-override " + text, text.substr(text.rfind('=') + 1)});
+    for (auto &[given, name] : storages)
+      if (auto error = checkStorage(given, name))
+        return fail(*error);
+  }
   if (o.emit.empty() && o.out.empty())
     return fail("-o OUT is required (or --emit=mlir|mlir-opt|cpp to print a stage)");
   if (!llvm::sys::fs::is_directory(o.model))
@@ -175,10 +189,23 @@ int compile(const CompileOptions &o) {
   if (auto e = ::phimoe::buildExecutable(toolchain, path("model.cpp"), path("phimoe-bin"),
                                        path("build.log")))
     return fail(std::move(e));
+  // The tokenizer and generation settings travel with the binary.
+  std::vector<std::string> copied;
+  for (const char *name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+                           "generation_config.json", "tokenizer.model"}) {
+    llvm::SmallString<256> from(o.model);
+    llvm::sys::path::append(from, name);
+    if (!llvm::sys::fs::exists(from))
+      continue;
+    if (auto ec = llvm::sys::fs::copy_file(from, path(name)))
+      return fail("cannot copy " + std::string(from) + ": " + ec.message());
+    copied.push_back(name);
+  }
   {
     nlohmann::json info = {
         {"model", o.model}, {"target", o.target}, {"march", o.march}, {"quant", o.quant},
         {"scope", pipeline.scope.getValue()}, {"max_tokens", o.maxTokens},
+        {"copied", copied},
         {"model_hash", (**module)->getAttrOfType<IntegerAttr>("phimoe.model_hash")
                            .getValue().getZExtValue()}};
     std::error_code ec;
@@ -209,8 +236,9 @@ int main(int argc, char **argv) {
   cmd->add_option("--march", o.march, "-march of the generated code: native, x86-64-v2, "
                                       "x86-64-v3, x86-64-v4, ...")
       ->capture_default_str();
-  cmd->add_option("--quant", o.quant, "weight storage: f32, bf16, f16, or keep (as the "
-                                      "checkpoint has them)")
+  cmd->add_option("--quant", o.quant, "weight storage: q4k, q6k, q8_0 (llama.cpp's block "
+                                      "formats), f32, bf16, f16, or keep (as the checkpoint "
+                                      "has them)")
       ->capture_default_str();
   cmd->add_flag("--moqe", o.moqe, "quantize only the expert weights (MoQE)");
   cmd->add_option("--quant-override", o.overrides,

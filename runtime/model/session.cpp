@@ -32,6 +32,17 @@ void Session::reset() {
   rope_long_ = false;
 }
 
+int Session::truncate(int n) {
+  if (n >= size())
+    return size();
+  if (rope_long_ && n <= info_.original_max_position) {
+    reset();
+    return 0;
+  }
+  tokens_.resize(n);
+  return n;
+}
+
 void Session::run(int begin, int end, bool rope_long, std::vector<float> *all_logits) {
   ctx_.rope_long = rope_long;
   for (int chunk = begin; chunk < end; chunk += info_.max_tokens) {

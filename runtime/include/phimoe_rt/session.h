@@ -45,6 +45,10 @@ public:
   // (row-major [count, vocab]). Fails (returns null) when capacity is exceeded.
   const float *append(const int32_t *ids, int count, std::vector<float> *all_logits = nullptr);
   void reset();
+  // Keeps the first n tokens, whose cache stays valid; returns how many were
+  // kept (0 when the cache was computed with the long LongRoPE set and n is
+  // back within original_max_position, where a fresh forward uses the short set).
+  int truncate(int n);
 
 private:
   void run(int begin, int end, bool rope_long, std::vector<float> *all_logits);

@@ -1,0 +1,90 @@
+// generate.cpp - phimoe-bin's text generation: completion and chat over one session.
+#include "generate.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace phimoe_rt {
+
+void GenerationStats::add(const GenerationStats &o) {
+  prompt_tokens += o.prompt_tokens;
+  generated_tokens += o.generated_tokens;
+  prompt_seconds += o.prompt_seconds;
+  generation_seconds += o.generation_seconds;
+}
+
+std::string GenerationStats::summary() const {
+  char buf[160];
+  auto rate = [](int n, double s) { return s > 0 ? n / s : 0.0; };
+  snprintf(buf, sizeof buf, "prompt: %d tokens, %.1f tokens/s; generation: %d tokens, %.1f tokens/s",
+           prompt_tokens, rate(prompt_tokens, prompt_seconds), generated_tokens,
+           rate(generated_tokens, generation_seconds));
+  return buf;
+}
+
+Generator::Generator(Session &session, const Tokenizer &tokenizer,
+                     const SamplingParams &params, int vocab)
+    : session_(session), tokenizer_(tokenizer), sampler_(params, vocab) {}
+
+bool Generator::generate(const std::vector<int32_t> &prompt, int max_tokens,
+                         const std::vector<int32_t> &stop_ids, FILE *out, std::string &reply,
+                         GenerationStats &stats, std::string &error) {
+  using clock = std::chrono::steady_clock;
+  reply.clear();
+  // Reuse the cache of the longest common prefix (chat turns extend the last).
+  const std::vector<int32_t> &held = session_.tokens();
+  size_t common = 0;
+  while (common < held.size() && common < prompt.size() && held[common] == prompt[common])
+    ++common;
+  if (common == prompt.size() && common > 0)
+    --common; // the last prompt token must run to give the next logits
+  int kept = session_.truncate(static_cast<int>(common));
+  int fresh = static_cast<int>(prompt.size()) - kept;
+  if (static_cast<int>(prompt.size()) > session_.capacity()) {
+    error = "the prompt is " + std::to_string(prompt.size()) +
+            " tokens, which does not fit the context of " +
+            std::to_string(session_.capacity()) + " (--ctx-size)";
+    return false;
+  }
+  auto t0 = clock::now();
+  const float *logits = session_.append(prompt.data() + kept, fresh);
+  if (!logits) {
+    error = "the prompt does not fit the context of " + std::to_string(session_.capacity()) +
+            " tokens (--ctx-size)";
+    return false;
+  }
+  auto t1 = clock::now();
+  stats.prompt_tokens += fresh;
+  stats.prompt_seconds += std::chrono::duration<double>(t1 - t0).count();
+
+  StreamDecoder decoder(tokenizer_);
+  std::string piece;
+  int generated = 0;
+  while (generated < max_tokens) {
+    const std::vector<int32_t> &tokens = session_.tokens();
+    int32_t next = sampler_.sample(logits, tokens.data(), static_cast<int>(tokens.size()));
+    ++generated;
+    if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end())
+      break;
+    piece.clear();
+    decoder.push(next, piece);
+    reply += piece;
+    if (out && !piece.empty()) {
+      std::fputs(piece.c_str(), out);
+      std::fflush(out);
+    }
+    if (session_.size() >= session_.capacity())
+      break; // the context is full: stop here
+    logits = session_.append(&next, 1);
+  }
+  piece.clear();
+  decoder.finish(piece);
+  reply += piece;
+  if (out && !piece.empty())
+    std::fputs(piece.c_str(), out);
+  stats.generated_tokens += generated;
+  stats.generation_seconds += std::chrono::duration<double>(clock::now() - t1).count();
+  return true;
+}
+
+} // namespace phimoe_rt

@@ -1,0 +1,96 @@
+// stream_decoder_test.cpp - StreamDecoder: the pushed pieces add up to decode(ids, true), and a
+// character split over byte pieces appears only when its last byte arrives.
+#include "test_data.h"
+
+#include "phimoe_rt/tokenizer.h"
+
+#include <gtest/gtest.h>
+
+using phimoe_rt::StreamDecoder;
+using phimoe_rt::Tokenizer;
+using namespace phimoe_test;
+
+namespace {
+
+std::string stream(const Tokenizer &t, const std::vector<int32_t> &ids,
+                   std::vector<std::string> *pieces = nullptr) {
+  StreamDecoder d(t);
+  std::string all, piece;
+  for (int32_t id : ids) {
+    piece.clear();
+    d.push(id, piece);
+    if (pieces)
+      pieces->push_back(piece);
+    all += piece;
+  }
+  piece.clear();
+  d.finish(piece);
+  if (pieces)
+    pieces->push_back(piece);
+  return all + piece;
+}
+
+class Stream : public ::testing::TestWithParam<const char *> {};
+
+} // namespace
+
+TEST_P(Stream, AddsUpToDecode) {
+  std::string base = vocab_dir() + "/ggml-vocab-" + GetParam() + ".gguf";
+  std::string error, inp;
+  auto tok = Tokenizer::load_gguf(base, error);
+  ASSERT_TRUE(tok) << error;
+  ASSERT_TRUE(read_file(base + ".inp", inp));
+  for (const std::string &text : split_inp(lf(inp))) {
+    std::vector<int32_t> ids = tok->encode(text, true);
+    EXPECT_EQ(stream(*tok, ids), tok->decode(ids, true)) << text;
+    EXPECT_EQ(stream(*tok, ids), text);
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(Shared, Stream, ::testing::Values("phi-3", "llama-spm", "gpt-2"),
+                         [](const auto &info) {
+                           std::string n = info.param;
+                           return n == "phi-3"   ? std::string("phi_3")
+                                  : n == "gpt-2" ? std::string("gpt_2")
+                                                 : std::string("llama_spm");
+                         });
+
+TEST(StreamDecoder, HoldsACharacterUntilItsLastByte) {
+  std::string error;
+  auto tok = Tokenizer::load_gguf(vocab_dir() + "/ggml-vocab-phi-3.gguf", error);
+  ASSERT_TRUE(tok) << error;
+  // "a🦙b": the llama emoji has no piece in this vocabulary, so it arrives as four bytes.
+  std::vector<int32_t> ids = tok->encode("a\xF0\x9F\xA6\x99"
+                                         "b",
+                                         false);
+  std::vector<std::string> pieces;
+  std::string all = stream(*tok, ids, &pieces);
+  EXPECT_EQ(all, "a\xF0\x9F\xA6\x99"
+                 "b");
+  size_t first_byte = 0;
+  while (first_byte < ids.size() && ids[first_byte] != *tok->token_id("<0xF0>"))
+    ++first_byte;
+  ASSERT_LT(first_byte + 3, ids.size());
+  for (size_t k = first_byte; k < first_byte + 3; ++k)
+    EXPECT_EQ(pieces[k], "") << k;
+  EXPECT_EQ(pieces[first_byte + 3], "\xF0\x9F\xA6\x99");
+
+  // A sequence cut short is flushed as U+FFFD by finish(); an ill-formed one at once.
+  int32_t f0 = *tok->token_id("<0xF0>"), x9f = *tok->token_id("<0x9F>");
+  EXPECT_EQ(stream(*tok, {f0, x9f}), "\xEF\xBF\xBD");
+  std::vector<int32_t> then_text = {f0};
+  for (int32_t id : tok->encode("ok", false))
+    then_text.push_back(id);
+  EXPECT_EQ(stream(*tok, then_text), "\xEF\xBF\xBD ok");
+
+  // Special tokens are not shown; reset() starts over.
+  StreamDecoder d(*tok);
+  std::string out;
+  d.push(*tok->token_id("<|user|>"), out);
+  EXPECT_EQ(out, "");
+  d.reset();
+  for (int32_t id : tok->encode("Hello world", false))
+    d.push(id, out);
+  d.finish(out);
+  EXPECT_EQ(out, "Hello world");
+}
