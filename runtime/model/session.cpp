@@ -13,7 +13,15 @@ Session::Session(const ModelInfo &info, const uint8_t *weights, int threads, int
   cache_.resize(info.layers, capacity, info.kv_heads, info.head_dim);
   arena_.assign(info.arena_floats, 0.0f);
   size_t stride = scratch_floats(capacity, info.hidden, info.intermediate, info.experts);
-  scratch_.assign(stride * pool_.size(), 0.0f);
+  // After the per-thread scratch: Context::qbuf and Context::work of the kernels with
+  // quantized weights. The widest input of a linear is hidden, intermediate or the attention
+  // output (heads * head_dim, which ModelInfo lacks: hidden in every supported model).
+  int widest = std::max({info.hidden, info.intermediate, info.kv_heads * info.head_dim});
+  size_t qbuf_bytes = qbuf_bytes_for(info.max_tokens, widest);
+  size_t work_bytes = moe_work_bytes(info.max_tokens, info.intermediate, info.experts);
+  size_t qbuf_floats = (qbuf_bytes + sizeof(float) - 1) / sizeof(float);
+  size_t work_floats = (work_bytes + sizeof(float) - 1) / sizeof(float);
+  scratch_.assign(stride * pool_.size() + qbuf_floats + work_floats, 0.0f);
   logits_.assign(static_cast<size_t>(info.max_tokens) * info.vocab, 0.0f);
   tokens_.reserve(capacity);
   positions_.resize(capacity);
@@ -25,6 +33,10 @@ Session::Session(const ModelInfo &info, const uint8_t *weights, int threads, int
   ctx_.cache = &cache_;
   ctx_.scratch = scratch_.data();
   ctx_.scratch_stride = stride;
+  ctx_.qbuf = reinterpret_cast<uint8_t *>(scratch_.data() + stride * pool_.size());
+  ctx_.qbuf_bytes = qbuf_bytes;
+  ctx_.work = reinterpret_cast<uint8_t *>(scratch_.data() + stride * pool_.size() + qbuf_floats);
+  ctx_.work_bytes = work_bytes;
 }
 
 void Session::reset() {

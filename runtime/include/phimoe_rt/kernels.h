@@ -3,6 +3,14 @@
 // Activations are float, row-major [n, width]; weights are row-major as nn.Linear stores
 // them ([out, in]) in float, bf16 or f16. Every kernel matches transformers'
 // PhimoeForCausalLM (float32) to float rounding; threads come from ctx.pool.
+//
+// embed, linear (and so the LM head) and moe_sparsemixer's gate_up and down also take
+// block-quantized weights (block_q8_0, block_q4k, block_q6k: rows of whole blocks,
+// quant.h); gate_up and down may differ in type, the router stays float/bf16/f16. Their
+// activations are quantized once per row per op into ctx.qbuf (q8_0 rows for q8_0 weights,
+// q8_K blocks for k-quants) and multiplied with integer dot products (quant_kernels.h,
+// kernels_quant.h); the MoE also uses ctx.work. Results then match the dequantized weights
+// times the quantized activations to float rounding.
 #ifndef PHIMOE_RT_KERNELS_H
 #define PHIMOE_RT_KERNELS_H
 

@@ -4,11 +4,14 @@
 // ctx.pool in contiguous chunks; outputs do not depend on the number of threads (each
 // output is computed by the same operations whichever thread computes it). Nothing is
 // allocated: per-thread scratch comes from ctx.scratch_of(thread), whose size
-// scratch_floats() gives (attention: capacity; moe: 2*I + E).
+// scratch_floats() gives (attention: capacity; moe: 2*I + E). Block-quantized weights
+// (block_q8_0, block_q4k, block_q6k) go to kernels_quant.h, which also uses ctx.qbuf and
+// ctx.work.
 #ifndef PHIMOE_RT_KERNELS_IMPL_H
 #define PHIMOE_RT_KERNELS_IMPL_H
 
 #include "phimoe_rt/kernels.h"
+#include "phimoe_rt/kernels_quant.h"
 #include "phimoe_rt/simd.h"
 #include "phimoe_rt/sparsemixer.h"
 
@@ -104,10 +107,9 @@ inline void linear_rows(const float *x, int t0, int t1, const W *w, const B *bia
     linear_tile<N, K, 1, RR>(x, t, w, bias, r0, out);
 }
 
-} // namespace detail
 
 template <int V, int H, class W>
-void embed(Context &ctx, const int32_t *ids, int n, const W *table, float *out) {
+void embed_float(Context &ctx, const int32_t *ids, int n, const W *table, float *out) {
   detail::parallel(ctx, n, [&](int64_t begin, int64_t end, int) {
     for (int64_t t = begin; t < end; ++t) {
       float *o = out + t * H;
@@ -119,6 +121,15 @@ void embed(Context &ctx, const int32_t *ids, int n, const W *table, float *out) 
       detail::convert_row<H>(table + static_cast<size_t>(id) * H, o);
     }
   });
+}
+} // namespace detail
+
+template <int V, int H, class W>
+void embed(Context &ctx, const int32_t *ids, int n, const W *table, float *out) {
+  if constexpr (detail::is_qblock<W>::value)
+    detail::embed_quant<V, H>(ctx, ids, n, table, out);
+  else
+    detail::embed_float<V, H>(ctx, ids, n, table, out);
 }
 
 template <int H, class W>
@@ -144,11 +155,13 @@ void add_layer_norm(Context &ctx, const float *a, const float *b, int n, const W
   });
 }
 
-// Work items are (token block of 32, group of 8 output rows), row groups varying fastest:
-// for decode (n = 1) the threads split the rows; for a prompt each item reuses its 8
-// weight rows (in cache) across the block's tokens.
+namespace detail {
+
+// Float, bf16 and f16 weights. Work items are (token block of 32, group of 8 output rows),
+// row groups varying fastest: for decode (n = 1) the threads split the rows; for a prompt
+// each item reuses its 8 weight rows (in cache) across the block's tokens.
 template <int N, int K, class W, class B>
-void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, float *out) {
+void linear_float(Context &ctx, const float *x, int n, const W *w, const B *bias, float *out) {
   static_assert(N > 0 && K > 0, "linear: empty shape");
   constexpr int row_group = simd::kMaxRows, token_block = 32;
   constexpr int64_t groups = (N + row_group - 1) / row_group;
@@ -170,6 +183,15 @@ void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, floa
       }
     }
   });
+}
+} // namespace detail
+
+template <int N, int K, class W, class B>
+void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, float *out) {
+  if constexpr (detail::is_qblock<W>::value)
+    detail::linear_quant<N, K>(ctx, x, n, w, bias, out);
+  else
+    detail::linear_float<N, K>(ctx, x, n, w, bias, out);
 }
 
 template <int In, int Offset, int Width>
@@ -280,15 +302,17 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
   });
 }
 
-// Per row: router logits (float), sparsemixer routing, then both experts. Rows are done
-// one after another with the threads splitting each expert's rows, so decode reads the
-// two selected experts once, split across threads, and nothing else. Until row t is
-// computed, out[t][0..3] holds its route (i1, i2, w1, w2); out must not alias x. The
-// expert activations of the current row live in thread 0's scratch [0, 2I), shared by all
-// threads; each thread's router logits in its own [2I, 2I + E).
+namespace detail {
+
+// Float, bf16 and f16 experts. Per row: router logits (float), sparsemixer routing, then
+// both experts. Rows are done one after another with the threads splitting each expert's
+// rows, so decode reads the two selected experts once, split across threads, and nothing
+// else. Until row t is computed, out[t][0..3] holds its route (i1, i2, w1, w2); out must
+// not alias x. The expert activations of the current row live in thread 0's scratch
+// [0, 2I), shared by all threads; each thread's router logits in its own [2I, 2I + E).
 template <int E, int H, int I, class R, class GU, class DW>
-void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
-                     const DW *down, float eps, float *out) {
+void moe_float(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
+               const DW *down, float eps, float *out) {
   static_assert(E >= 2 && H >= 4 && I >= 1, "moe_sparsemixer: bad shape");
   constexpr int row_group = simd::kMaxRows;
   constexpr int groups_i = (I + row_group - 1) / row_group;
@@ -347,6 +371,16 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
       }
     });
   }
+}
+} // namespace detail
+
+template <int E, int H, int I, class R, class GU, class DW>
+void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
+                     const DW *down, float eps, float *out) {
+  if constexpr (detail::is_qblock<GU>::value || detail::is_qblock<DW>::value)
+    detail::moe_quant<E, H, I>(ctx, x, n, router, gate_up, down, eps, out);
+  else
+    detail::moe_float<E, H, I>(ctx, x, n, router, gate_up, down, eps, out);
 }
 
 } // namespace phimoe_rt

@@ -113,6 +113,20 @@ struct Context {
   // Which LongRoPE set this forward uses: the runtime sets it from the
   // sequence length (long once it exceeds original_max_position).
   bool rope_long = false;
+  // Quantized activations, for kernels with block-quantized weights (q8_0, q4_K,
+  // q6_K): such a kernel quantizes its n input rows once into
+  // [qbuf, qbuf + qbuf_bytes) and runs its dot products on them. Shared by all
+  // threads of one kernel call; no alignment required. The runtime sizes it with
+  // qbuf_bytes_for(max_tokens, widest input width of any linear or expert).
+  // May be null in a model without quantized weights.
+  uint8_t *qbuf = nullptr;
+  size_t qbuf_bytes = 0;
+  // Workspace of the MoE kernel with quantized experts: routes, the rows grouped by
+  // expert, and the experts' intermediate rows (float and quantized). The runtime
+  // sizes it with moe_work_bytes(max_tokens, intermediate, experts). May be null in
+  // a model without quantized experts.
+  uint8_t *work = nullptr;
+  size_t work_bytes = 0;
 
   float *scratch_of(int thread) const { return scratch + thread * scratch_stride; }
 };
@@ -123,6 +137,26 @@ struct Context {
 inline size_t scratch_floats(int capacity, int hidden, int intermediate, int experts) {
   return static_cast<size_t>(capacity) + 2 * static_cast<size_t>(intermediate) +
          static_cast<size_t>(experts) + static_cast<size_t>(hidden) + 64;
+}
+
+// Bytes of one quantized activation row of k values, in any format the kernels use
+// (q8_0 rows take 36 bytes per 32 values, q8_K blocks 292 per 256).
+inline size_t quantized_row_bytes(int k) { return static_cast<size_t>((k + 255) / 256) * 292; }
+
+// Bytes of Context::qbuf for `rows` input rows (max_tokens) of at most widest_k values.
+inline size_t qbuf_bytes_for(int rows, int widest_k) {
+  return static_cast<size_t>(rows) * quantized_row_bytes(widest_k) + 64;
+}
+
+// Bytes of Context::work for a MoE over `rows` rows (max_tokens): 64-byte aligned
+// regions for the routes (16 bytes a row), expert offsets (4 * (experts + 1)), two
+// 12-byte entries a row, and max(rows, 2) intermediate rows of floats and quantized.
+inline size_t moe_work_bytes(int rows, int intermediate, int experts) {
+  auto a64 = [](size_t b) { return (b + 63) / 64 * 64; };
+  const size_t r = static_cast<size_t>(rows), h = static_cast<size_t>(rows < 2 ? 2 : rows);
+  return a64(16 * r) + a64(4 * (static_cast<size_t>(experts) + 1)) + a64(24 * r) +
+         a64(4 * h * static_cast<size_t>(intermediate)) + a64(h * quantized_row_bytes(intermediate)) +
+         64;
 }
 
 // What the generated code states about its model (phimoe_model_info).

@@ -1,0 +1,141 @@
+// quant_bench_main.cpp - rough timings of the quantized kernels (not a test):
+// phimoe-rt-quant-bench [threads] [prompt tokens].
+#include "phimoe_rt/kernels.h"
+#include "phimoe_rt/quant.h"
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <random>
+#include <vector>
+
+namespace {
+
+using namespace phimoe_rt;
+using clock_type = std::chrono::steady_clock;
+
+// Blocks of random bytes with sane f16 scales (the values do not matter for timing).
+template <class W> std::vector<W> random_blocks(size_t n, std::mt19937_64 &rng) {
+  std::vector<W> v(n);
+  uint64_t *p = reinterpret_cast<uint64_t *>(v.data());
+  for (size_t i = 0; i < n * sizeof(W) / 8; ++i)
+    p[i] = rng();
+  const uint16_t scale = float_to_f16(0.001f).bits;
+  for (W &b : v) {
+    if constexpr (std::is_same<W, block_q4k>::value) {
+      b.d = scale;
+      b.dmin = scale;
+    } else {
+      b.d = scale;
+    }
+  }
+  return v;
+}
+
+std::vector<float> random_floats(size_t n, std::mt19937_64 &rng) {
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float &x : v)
+    x = d(rng);
+  return v;
+}
+
+template <class F> double best_ms(int reps, F &&f) {
+  double best = 1e30;
+  for (int r = 0; r < reps; ++r) {
+    const auto t0 = clock_type::now();
+    f();
+    const double ms = std::chrono::duration<double, std::milli>(clock_type::now() - t0).count();
+    best = best < ms ? best : ms;
+  }
+  return best;
+}
+
+template <class W> constexpr int values_per_block() {
+  return std::is_same<W, block_q8_0>::value ? 32 : 256;
+}
+
+// Cycles through copies of the matrix (~64 MB or more in all) so that decode reads weights
+// from memory, not from the 32 MB last-level cache.
+template <class W> void bench_linear(Context &ctx, const char *name, int n, std::mt19937_64 &rng) {
+  constexpr int N = 4096, K = 4096;
+  const size_t blocks = static_cast<size_t>(N) * K / values_per_block<W>();
+  const double bytes = static_cast<double>(blocks) * sizeof(W);
+  const int copies = n == 1 ? static_cast<int>(64e6 / bytes) + 2 : 1;
+  std::vector<std::vector<W>> w;
+  for (int c = 0; c < copies; ++c)
+    w.push_back(random_blocks<W>(blocks, rng));
+  const std::vector<float> x = random_floats(static_cast<size_t>(n) * K, rng);
+  std::vector<float> out(static_cast<size_t>(n) * N);
+  int next = 0;
+  const double ms = best_ms(n == 1 ? 60 : 5, [&] {
+    linear<N, K>(ctx, x.data(), n, w[next].data(), static_cast<const float *>(nullptr),
+                 out.data());
+    next = (next + 1) % copies;
+  });
+  std::printf("linear 4096x4096 %-5s n=%-4d %9.3f ms  %6.1f GB/s weights  %7.1f GFLOP/s\n", name,
+              n, ms, bytes / (ms * 1e6), 2.0 * N * K * n / (ms * 1e6));
+}
+
+// Phi-3.5-MoE's expert shapes; decode with E = 2 (both read), a prompt with E = 4.
+template <class W> void bench_moe(Context &ctx, const char *name, int n, std::mt19937_64 &rng) {
+  constexpr int H = 4096, I = 6400;
+  const int E = n == 1 ? 2 : 4;
+  const std::vector<float> router = random_floats(static_cast<size_t>(E) * H, rng);
+  const std::vector<W> gu = random_blocks<W>(static_cast<size_t>(E) * 2 * I * H / values_per_block<W>(), rng);
+  const std::vector<W> dw = random_blocks<W>(static_cast<size_t>(E) * H * I / values_per_block<W>(), rng);
+  const std::vector<float> x = random_floats(static_cast<size_t>(n) * H, rng);
+  std::vector<float> out(static_cast<size_t>(n) * H);
+  const double ms = best_ms(n == 1 ? 10 : 2, [&] {
+    if (E == 2)
+      moe_sparsemixer<2, H, I>(ctx, x.data(), n, router.data(), gu.data(), dw.data(), 0.01f,
+                               out.data());
+    else
+      moe_sparsemixer<4, H, I>(ctx, x.data(), n, router.data(), gu.data(), dw.data(), 0.01f,
+                               out.data());
+  });
+  const double expert_bytes = 3.0 * H * I / values_per_block<W>() * sizeof(W);
+  std::printf("moe %d experts of 4096x6400 %-5s n=%-4d %9.3f ms  %6.1f GB/s (2 experts)  "
+              "%7.1f GFLOP/s\n",
+              E, name, n, ms, 2 * expert_bytes / (ms * 1e6), 2.0 * 2 * 3 * H * I * n / (ms * 1e6));
+}
+
+} // namespace
+
+int main(int argc, char **argv) {
+  const int threads = argc > 1 ? std::atoi(argv[1]) : 2;
+  const int prompt = argc > 2 ? std::atoi(argv[2]) : 512;
+  const char *only = argc > 3 ? argv[3] : "";
+  constexpr int H = 4096, I = 6400, E = 4;
+  ThreadPool pool(threads);
+  const size_t stride = scratch_floats(0, H, I, E);
+  std::vector<float> scratch(stride * pool.size());
+  std::vector<uint8_t> qbuf(qbuf_bytes_for(prompt, I)), work(moe_work_bytes(prompt, I, E));
+  Context ctx;
+  ctx.pool = &pool;
+  ctx.scratch = scratch.data();
+  ctx.scratch_stride = stride;
+  ctx.qbuf = qbuf.data();
+  ctx.qbuf_bytes = qbuf.size();
+  ctx.work = work.data();
+  ctx.work_bytes = work.size();
+  std::mt19937_64 rng(1);
+  std::printf("threads: %d, prompt: %d tokens\n", pool.size(), prompt);
+  const bool all = !*only;
+  if (all || !std::strcmp(only, "decode")) {
+    bench_linear<block_q4k>(ctx, "q4k", 1, rng);
+    bench_linear<block_q8_0>(ctx, "q8_0", 1, rng);
+    bench_linear<block_q6k>(ctx, "q6k", 1, rng);
+  }
+  if (all || !std::strcmp(only, "prefill")) {
+    bench_linear<block_q4k>(ctx, "q4k", prompt, rng);
+    bench_linear<block_q8_0>(ctx, "q8_0", prompt, rng);
+    bench_linear<block_q6k>(ctx, "q6k", prompt, rng);
+  }
+  if (all || !std::strcmp(only, "moe")) {
+    bench_moe<block_q4k>(ctx, "q4k", 1, rng);
+    bench_moe<block_q4k>(ctx, "q4k", prompt, rng);
+  }
+  return 0;
+}

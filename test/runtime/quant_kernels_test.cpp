@@ -1,0 +1,360 @@
+// quant_kernels_test.cpp - quant_kernels.h on every SIMD path this build has: activation
+// quantization (bit-identical to the scalar reference, which follows its definition), the
+// integer block sums of q8_0 / q4_K / q6_K dot products (bit-exact against the tests' own
+// integer sums), and whole dot-product tiles (bit-identical to the scalar path, and within
+// float rounding of the dequantized weights times the quantized activations in double).
+#include "quant_test_util.h"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+namespace {
+
+using namespace phimoe_rt;
+using namespace phimoe_rt_test;
+
+using Paths = ::testing::Types<qk::Scalar
+#if defined(__AVX2__)
+                               ,
+                               qk::Avx2
+#endif
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+                               ,
+                               qk::Avx512
+#endif
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+                               ,
+                               qk::Vnni
+#endif
+                               >;
+
+template <class P> class QuantPath : public ::testing::Test {};
+TYPED_TEST_SUITE(QuantPath, Paths, PathName);
+
+// Activations with a few special blocks: all zeros, one value only, a negative maximum.
+std::vector<float> activations(std::mt19937 &rng, int k, int block) {
+  std::vector<float> x = random_floats(rng, static_cast<size_t>(k), 1.5f);
+  if (k >= 4 * block) {
+    std::fill(x.begin(), x.begin() + block, 0.0f);
+    std::fill(x.begin() + block, x.begin() + 2 * block, 0.0f);
+    x[block + 3] = -2.5f;
+    x[2 * block + 7] = -40.0f; // dominates its block
+  }
+  return x;
+}
+
+// q = x * (127 / amax) rounded to nearest (ties to even), d = amax / 127, per block.
+void check_definition(const float *x, int count, const int8_t *q, float d) {
+  float amax = 0.0f;
+  for (int i = 0; i < count; ++i)
+    amax = std::max(amax, std::fabs(x[i]));
+  ASSERT_EQ(d, amax / 127.0f);
+  const float id = amax > 0.0f ? 127.0f / amax : 0.0f;
+  for (int i = 0; i < count; ++i) {
+    const float v = x[i] * id;
+    ASSERT_EQ(q[i], static_cast<int8_t>(std::nearbyint(v))) << "value " << i;
+    ASSERT_LE(std::abs(q[i]), 127);
+  }
+}
+
+TYPED_TEST(QuantPath, QuantizeQ8_0) {
+  using P = TypeParam;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(301);
+  constexpr int K = 32 * 9;
+  for (int rep = 0; rep < 5; ++rep) {
+    const std::vector<float> x = activations(rng, K, 32);
+    std::vector<uint8_t> got(qk::act_bytes_q8_0(K)), want(qk::act_bytes_q8_0(K));
+    P::quantize_q8_0(x.data(), K, reinterpret_cast<int8_t *>(got.data()),
+                     reinterpret_cast<float *>(got.data() + K));
+    qk::Scalar::quantize_q8_0(x.data(), K, reinterpret_cast<int8_t *>(want.data()),
+                              reinterpret_cast<float *>(want.data() + K));
+    ASSERT_EQ(got, want) << P::kName << " differs from the scalar reference";
+    for (int b = 0; b < K / 32; ++b)
+      check_definition(x.data() + 32 * b, 32, reinterpret_cast<int8_t *>(want.data()) + 32 * b,
+                       reinterpret_cast<const float *>(want.data() + K)[b]);
+  }
+}
+
+TYPED_TEST(QuantPath, QuantizeQ8K) {
+  using P = TypeParam;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(302);
+  constexpr int K = 256 * 5;
+  for (int rep = 0; rep < 5; ++rep) {
+    const std::vector<float> x = activations(rng, K, 256);
+    std::vector<block_q8k> got(K / 256), want(K / 256);
+    P::quantize_q8k(x.data(), K, got.data());
+    qk::Scalar::quantize_q8k(x.data(), K, want.data());
+    ASSERT_EQ(std::memcmp(got.data(), want.data(), sizeof(block_q8k) * got.size()), 0)
+        << P::kName << " differs from the scalar reference";
+    for (int b = 0; b < K / 256; ++b) {
+      check_definition(x.data() + 256 * b, 256, want[b].qs, want[b].d);
+      for (int j = 0; j < 16; ++j) {
+        int sum = 0;
+        for (int i = 0; i < 16; ++i)
+          sum += want[b].qs[16 * j + i];
+        ASSERT_EQ(want[b].bsums[j], sum) << "block " << b << " group " << j;
+      }
+    }
+  }
+}
+
+// Random int8 activations in [-127, 127] (what the quantizers produce), extremes included.
+std::vector<int8_t> random_int8(std::mt19937 &rng, size_t n) {
+  std::uniform_int_distribution<int> d(-127, 127);
+  std::vector<int8_t> v(n);
+  for (auto &x : v)
+    x = static_cast<int8_t>(d(rng));
+  v[0] = 127;
+  v[n - 1] = -127;
+  return v;
+}
+
+std::vector<block_q8k> random_q8k(std::mt19937 &rng, size_t blocks) {
+  std::vector<block_q8k> v(blocks);
+  std::uniform_real_distribution<float> d(0.001f, 0.1f);
+  for (auto &b : v) {
+    const std::vector<int8_t> q = random_int8(rng, 256);
+    std::copy(q.begin(), q.end(), b.qs);
+    b.d = d(rng);
+    qk::q8k_bsums(b);
+  }
+  return v;
+}
+
+// ---- integer sums ------------------------------------------------------------------------
+
+template <class P, int TT, int RR> void check_isums_q8_0(std::mt19937 &rng) {
+  const std::vector<block_q8_0> w = random_q8_0(rng, RR * 8, 0.01f);
+  std::vector<block_q8_0> extreme = w; // a row of -128 and 127 weights: the sign trick's edge
+  for (int l = 0; l < 8; ++l)
+    for (int i = 0; i < 32; ++i)
+      extreme[l].qs[i] = static_cast<int8_t>(i % 2 ? -128 : 127);
+  const std::vector<block_q8_0> *cases[2] = {&w, &extreme};
+  for (const std::vector<block_q8_0> *ws : cases) {
+    std::vector<std::vector<int8_t>> act;
+    for (int t = 0; t < TT; ++t)
+      act.push_back(random_int8(rng, 256));
+    const block_q8_0 *wp[RR];
+    const int8_t *ap[TT];
+    for (int r = 0; r < RR; ++r)
+      wp[r] = ws->data() + 8 * r;
+    for (int t = 0; t < TT; ++t)
+      ap[t] = act[t].data();
+    for (int g : {8, 5, 1}) {
+      int32_t s[TT][RR][qk::kGroup];
+      P::template isums_q8_0<TT, RR>(wp, ap, g, s);
+      for (int t = 0; t < TT; ++t)
+        for (int r = 0; r < RR; ++r)
+          for (int l = 0; l < 8; ++l) {
+            int32_t want = 0;
+            for (int i = 0; l < g && i < 32; ++i)
+              want += decode(wp[r][l], i).q * act[t][32 * l + i];
+            ASSERT_EQ(s[t][r][l], want) << P::kName << " TT=" << TT << " RR=" << RR
+                                        << " g=" << g << " t=" << t << " r=" << r << " l=" << l;
+          }
+    }
+  }
+}
+
+template <class P, int TT, int RR> void check_isums_q4k(std::mt19937 &rng) {
+  std::vector<block_q4k> w = random_q4k(rng, RR, 0.01f);
+  std::fill(std::begin(w[0].scales), std::end(w[0].scales), uint8_t{0xFF}); // all scales 63
+  std::fill(std::begin(w[0].qs), std::end(w[0].qs), uint8_t{0xFF});         // all q 15
+  const std::vector<block_q8k> a = random_q8k(rng, TT);
+  const block_q4k *wp[RR];
+  const block_q8k *ap[TT];
+  for (int r = 0; r < RR; ++r)
+    wp[r] = &w[r];
+  for (int t = 0; t < TT; ++t)
+    ap[t] = &a[t];
+  int32_t si[TT][RR], sm[TT][RR];
+  P::template isums_q4k<TT, RR>(wp, ap, si, sm);
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < RR; ++r) {
+      int32_t want_i = 0, want_m = 0;
+      for (int i = 0; i < 256; ++i) {
+        const IntWeight v = decode(w[r], i);
+        want_i += v.a * v.q * a[t].qs[i];
+        want_m += v.m * a[t].qs[i];
+      }
+      ASSERT_EQ(si[t][r], want_i) << P::kName << " TT=" << TT << " RR=" << RR << " t=" << t
+                                  << " r=" << r;
+      ASSERT_EQ(sm[t][r], want_m) << P::kName << " TT=" << TT << " RR=" << RR << " t=" << t
+                                  << " r=" << r;
+    }
+}
+
+template <class P, int TT, int RR> void check_isums_q6k(std::mt19937 &rng) {
+  std::vector<block_q6k> w = random_q6k(rng, RR, 0.01f);
+  std::fill(std::begin(w[0].scales), std::end(w[0].scales), int8_t{-128});
+  std::fill(std::begin(w[0].ql), std::end(w[0].ql), uint8_t{0}); // all q = 0 (-32 after offset)
+  std::fill(std::begin(w[0].qh), std::end(w[0].qh), uint8_t{0});
+  const std::vector<block_q8k> a = random_q8k(rng, TT);
+  const block_q6k *wp[RR];
+  const block_q8k *ap[TT];
+  for (int r = 0; r < RR; ++r)
+    wp[r] = &w[r];
+  for (int t = 0; t < TT; ++t)
+    ap[t] = &a[t];
+  int32_t s[TT][RR];
+  P::template isums_q6k<TT, RR>(wp, ap, s);
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < RR; ++r) {
+      int32_t want = 0;
+      for (int i = 0; i < 256; ++i) {
+        const IntWeight v = decode(w[r], i);
+        want += v.a * v.q * a[t].qs[i];
+      }
+      ASSERT_EQ(s[t][r], want) << P::kName << " TT=" << TT << " RR=" << RR << " t=" << t
+                               << " r=" << r;
+    }
+}
+
+TYPED_TEST(QuantPath, IntegerSumsQ8_0) {
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(311);
+  for (int rep = 0; rep < 3; ++rep) {
+    check_isums_q8_0<TypeParam, 1, 1>(rng);
+    check_isums_q8_0<TypeParam, 1, 4>(rng);
+    check_isums_q8_0<TypeParam, 4, 4>(rng);
+    check_isums_q8_0<TypeParam, 3, 2>(rng);
+  }
+}
+
+TYPED_TEST(QuantPath, IntegerSumsQ4K) {
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(312);
+  for (int rep = 0; rep < 3; ++rep) {
+    check_isums_q4k<TypeParam, 1, 1>(rng);
+    check_isums_q4k<TypeParam, 1, 4>(rng);
+    check_isums_q4k<TypeParam, 4, 4>(rng);
+    check_isums_q4k<TypeParam, 3, 2>(rng);
+  }
+}
+
+TYPED_TEST(QuantPath, IntegerSumsQ6K) {
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(313);
+  for (int rep = 0; rep < 3; ++rep) {
+    check_isums_q6k<TypeParam, 1, 1>(rng);
+    check_isums_q6k<TypeParam, 1, 4>(rng);
+    check_isums_q6k<TypeParam, 4, 4>(rng);
+    check_isums_q6k<TypeParam, 3, 2>(rng);
+  }
+}
+
+// ---- whole dot products -------------------------------------------------------------------
+
+// TT activation rows against RR weight rows of K values: the path's tile equals the scalar
+// tile bit for bit, and both are within float rounding of sum_k w_k * xq_k in double
+// (tolerance 1e-5 * sum_k |w_k| |xq_k|, with |w_k| = |scaled part| + |min part|; the float
+// error of the per-block combination is below (K/32 + 10) u of that).
+template <class P, class W, int K, int TT, int RR> void check_tile(std::mt19937 &rng) {
+  using F = qk::format<W>;
+  const std::vector<W> w = random_blocks<W>(rng, static_cast<size_t>(RR) * (K / F::kBlock), 0.02f);
+  const std::vector<double> wv = dequantized(w, RR, K), wm = magnitudes(w, RR, K);
+  std::vector<QuantRow<W>> xq;
+  for (int t = 0; t < TT; ++t) {
+    const std::vector<float> x = random_floats(rng, K, 1.0f);
+    xq.push_back(quantize_row<W>(x.data(), K));
+  }
+  const W *wp[RR];
+  const uint8_t *ap[TT];
+  for (int r = 0; r < RR; ++r)
+    wp[r] = w.data() + static_cast<size_t>(r) * (K / F::kBlock);
+  for (int t = 0; t < TT; ++t)
+    ap[t] = xq[t].bytes.data();
+  float got[TT][RR], ref[TT][RR];
+  F::template tile<P, TT, RR>(wp, ap, K, got);
+  F::template tile<qk::Scalar, TT, RR>(wp, ap, K, ref);
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < RR; ++r) {
+      ASSERT_EQ(std::memcmp(&got[t][r], &ref[t][r], sizeof(float)), 0)
+          << P::kName << " K=" << K << " t=" << t << " r=" << r << ": " << got[t][r] << " vs "
+          << ref[t][r];
+      double want = 0, scale = 0;
+      for (int k = 0; k < K; ++k) {
+        want += wv[static_cast<size_t>(r) * K + k] * xq[t].value[k];
+        scale += wm[static_cast<size_t>(r) * K + k] * std::fabs(xq[t].value[k]);
+      }
+      ASSERT_NEAR(ref[t][r], want, 1e-5 * scale) << "K=" << K << " t=" << t << " r=" << r;
+    }
+}
+
+TYPED_TEST(QuantPath, TilesQ8_0) {
+  using P = TypeParam;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(321);
+  check_tile<P, block_q8_0, 32 * 19, 1, 1>(rng); // two groups of 8 blocks and a tail of 3
+  check_tile<P, block_q8_0, 32 * 19, 1, 4>(rng);
+  check_tile<P, block_q8_0, 32 * 19, 4, 4>(rng);
+  check_tile<P, block_q8_0, 32 * 8, 2, 3>(rng);
+  check_tile<P, block_q8_0, 32, 3, 1>(rng); // a single block
+}
+
+TYPED_TEST(QuantPath, TilesQ4K) {
+  using P = TypeParam;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(322);
+  check_tile<P, block_q4k, 256 * 3, 1, 1>(rng);
+  check_tile<P, block_q4k, 256 * 3, 1, 4>(rng);
+  check_tile<P, block_q4k, 256 * 3, 4, 4>(rng);
+  check_tile<P, block_q4k, 256, 2, 3>(rng);
+}
+
+TYPED_TEST(QuantPath, TilesQ6K) {
+  using P = TypeParam;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(323);
+  check_tile<P, block_q6k, 256 * 3, 1, 1>(rng);
+  check_tile<P, block_q6k, 256 * 3, 1, 4>(rng);
+  check_tile<P, block_q6k, 256 * 3, 4, 4>(rng);
+  check_tile<P, block_q6k, 256, 2, 3>(rng);
+}
+
+// The runtime's dequantization of a row (embeddings) against the tests' decoding: a few
+// float roundings of d * scale * q - dmin * m.
+template <class W> void check_dequantize(std::mt19937 &rng) {
+  constexpr int K = 512;
+  const std::vector<W> w = random_blocks<W>(rng, K / block_values<W>(), 0.05f);
+  std::vector<float> got(K);
+  qk::dequantize(w.data(), got.data(), K);
+  for (int i = 0; i < K; ++i) {
+    const IntWeight v = decode_at(w, K, 0, i);
+    ASSERT_NEAR(got[i], v.value(), 4 * kFloatU * v.magnitude()) << "value " << i;
+  }
+}
+
+TEST(QuantFormats, Dequantize) {
+  std::mt19937 rng(331);
+  check_dequantize<block_q8_0>(rng);
+  check_dequantize<block_q4k>(rng);
+  check_dequantize<block_q6k>(rng);
+}
+
+TEST(QuantFormats, BufferSizesCoverEveryFormat) {
+  for (int k : {32, 96, 256, 4096, 6400, 6432})
+    EXPECT_GE(quantized_row_bytes(k), qk::act_bytes_q8_0(k)) << k;
+  for (int k : {256, 4096, 6400})
+    EXPECT_GE(quantized_row_bytes(k), qk::act_bytes_q8k(k)) << k;
+}
+
+TEST(QuantFormats, BestPathIsTheWidestTheTargetHas) {
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  EXPECT_STREQ(qk::Best::kName, "vnni");
+#elif defined(__AVX512F__) && defined(__AVX512BW__)
+  EXPECT_STREQ(qk::Best::kName, "avx512");
+#elif defined(__AVX2__)
+  EXPECT_STREQ(qk::Best::kName, "avx2");
+#else
+  EXPECT_STREQ(qk::Best::kName, "scalar");
+#endif
+  std::printf("quantized kernels: %s path\n", qk::Best::kName);
+}
+
+} // namespace
