@@ -4,13 +4,23 @@
 
 #include "dialects/PhiMoE/PhiMoEOps.h"
 #include "phimoe_rt/pack_format.h"
+#include "phimoe_rt/quant.h"
 #include "phimoe_rt/runtime.h"
+
+#include "llvm/Support/Format.h"
+#include "llvm/Support/Threading.h"
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <fcntl.h>
+#include <mutex>
+#include <optional>
+#include <thread>
 #include <unistd.h>
 
 using namespace mlir;
@@ -23,16 +33,122 @@ Error fail(const llvm::Twine &message) {
   return llvm::createStringError(message);
 }
 
+/// The progress bar on stderr (when it is a terminal): weights done, bytes written
+/// and a percentage. add() may be called from any thread; draw() from one only.
+class Progress {
+public:
+  Progress(bool enabled, size_t tensors, uint64_t bytes)
+      : enabled(enabled), tensors(tensors), total(bytes) {}
+
+  void startTensor(size_t index) {
+    current = index + 1;
+    draw(/*force=*/true);
+  }
+  void add(uint64_t bytes) { done.fetch_add(bytes, std::memory_order_relaxed); }
+  /// Redraws at most every 100 ms unless forced.
+  void draw(bool force = false) {
+    if (!enabled)
+      return;
+    auto now = std::chrono::steady_clock::now();
+    if (!force && now - last < std::chrono::milliseconds(100))
+      return;
+    last = now;
+    uint64_t d = std::min<uint64_t>(done.load(std::memory_order_relaxed), total);
+    double fraction = total ? static_cast<double>(d) / total : 1.0;
+    constexpr int kWidth = 30;
+    int filled = static_cast<int>(fraction * kWidth);
+    std::string bar(filled, '#');
+    bar.resize(kWidth, '.');
+    bool giga = total >= 1e9;
+    double unit = giga ? 1e9 : 1e6;
+    llvm::errs() << "\rphimoec: packing [" << bar << "] " << current << "/" << tensors
+                 << " weights, "
+                 << llvm::format("%.2f/%.2f %s, %3d%%", d / unit, total / unit,
+                                 giga ? "GB" : "MB", static_cast<int>(fraction * 100));
+  }
+  void finish() {
+    if (!enabled)
+      return;
+    done.store(total);
+    draw(/*force=*/true);
+    llvm::errs() << "\n";
+  }
+
+private:
+  bool enabled;
+  size_t tensors, current = 0;
+  uint64_t total;
+  std::atomic<uint64_t> done{0};
+  std::chrono::steady_clock::time_point last;
+};
+
+/// Checkpoint elements as floats.
+void toFloat(const uint8_t *in, ::phimoe::DType dtype, size_t count, float *out) {
+  switch (dtype) {
+  case ::phimoe::DType::F32:
+    std::memcpy(out, in, count * 4);
+    return;
+  case ::phimoe::DType::BF16:
+    for (size_t i = 0; i < count; ++i) {
+      uint16_t bits;
+      std::memcpy(&bits, in + 2 * i, 2);
+      out[i] = phimoe_rt::to_float(phimoe_rt::bf16{bits});
+    }
+    return;
+  case ::phimoe::DType::F16:
+    for (size_t i = 0; i < count; ++i) {
+      uint16_t bits;
+      std::memcpy(&bits, in + 2 * i, 2);
+      out[i] = phimoe_rt::f16_to_float(bits);
+    }
+    return;
+  }
+}
+
+/// A block format's row quantizer (the runtime's: phimoe_rt/quant.h).
+struct RowQuantizer {
+  void (*quantize)(const float *x, void *y, int64_t n);
+  int64_t blockValues;
+  size_t blockBytes;
+};
+
+template <class Block, void (*Quantize)(const float *, Block *, int64_t)>
+void quantizeInto(const float *x, void *y, int64_t n) {
+  Quantize(x, static_cast<Block *>(y), n);
+}
+
+std::optional<RowQuantizer> rowQuantizer(QuantScheme scheme) {
+  switch (scheme) {
+  case QuantScheme::Q8_0:
+    return RowQuantizer{quantizeInto<phimoe_rt::block_q8_0, phimoe_rt::quantize_row_q8_0>,
+                        phimoe_rt::kQK8_0, sizeof(phimoe_rt::block_q8_0)};
+  case QuantScheme::Q4K:
+    return RowQuantizer{quantizeInto<phimoe_rt::block_q4k, phimoe_rt::quantize_row_q4k>,
+                        phimoe_rt::kQK_K, sizeof(phimoe_rt::block_q4k)};
+  case QuantScheme::Q6K:
+    return RowQuantizer{quantizeInto<phimoe_rt::block_q6k, phimoe_rt::quantize_row_q6k>,
+                        phimoe_rt::kQK_K, sizeof(phimoe_rt::block_q6k)};
+  case QuantScheme::Q4_0:
+  case QuantScheme::Q5K:
+    return std::nullopt;
+  }
+  return std::nullopt;
+}
+
 class Packer {
 public:
-  Packer(ModuleOp module, const ::phimoe::Checkpoint &ckpt, int fd, const std::string &path)
-      : module(module), ckpt(ckpt), fd(fd), path(path) {}
+  Packer(ModuleOp module, const ::phimoe::Checkpoint &ckpt, int fd, const std::string &path,
+         Progress &progress)
+      : module(module), ckpt(ckpt), fd(fd), path(path), progress(progress),
+        threads(std::max(1u, llvm::hardware_concurrency().compute_thread_count())) {}
 
   /// Writes `weight`, stored as `storage` (its logical shape), at `offset`.
   Error write(WeightOp weight, Type storage, uint64_t offset);
 
 private:
   Error writeLeaf(WeightOp weight, Type storage, uint64_t offset);
+  Error writeFloats(const ::phimoe::TensorInfo &info, Type element, uint64_t offset);
+  Error writeBlocks(const ::phimoe::TensorInfo &info, QWeightType type, uint64_t offset);
   Error put(const void *data, size_t bytes, uint64_t offset) {
     const char *p = static_cast<const char *>(data);
     while (bytes > 0) {
@@ -45,11 +161,19 @@ private:
     }
     return Error::success();
   }
+  /// Drops the mapped pages of [begin, begin + count) elements of `info`.
+  void release(const ::phimoe::TensorInfo &info, size_t begin, size_t count) {
+    size_t size = ::phimoe::dtypeSize(info.dtype);
+    ckpt.files()[info.file]->release(info.offset + begin * size, count * size);
+  }
 
   ModuleOp module;
   const ::phimoe::Checkpoint &ckpt;
   int fd;
   const std::string &path;
+  Progress &progress;
+  unsigned threads;
+  std::vector<float> floats;
   std::vector<uint8_t> buffer;
 };
 
@@ -82,50 +206,116 @@ Error Packer::writeLeaf(WeightOp weight, Type storage, uint64_t offset) {
   const ::phimoe::TensorInfo *info = ckpt.find(weight.getSymName());
   if (!info)
     return fail(ckpt.dir() + ": tensor '" + weight.getSymName() + "' is missing");
-  auto tensor = dyn_cast<RankedTensorType>(storage);
-  if (!tensor)
-    return fail("weight '" + weight.getSymName() +
-                "': block quantization is not implemented in the packer yet");
-  Type element = tensor.getElementType();
+  auto q = dyn_cast<QWeightType>(storage);
+  Error e = q ? writeBlocks(*info, q, offset)
+              : writeFloats(*info, cast<RankedTensorType>(storage).getElementType(), offset);
+  ckpt.release(*info);
+  if (e)
+    return fail("weight '" + weight.getSymName() + "': " + llvm::toString(std::move(e)));
+  return Error::success();
+}
+
+/// f32, f16 or bf16: converted in chunks of 1M elements.
+Error Packer::writeFloats(const ::phimoe::TensorInfo &info, Type element, uint64_t offset) {
   size_t outSize = element.isF32() ? 4 : 2;
-  llvm::ArrayRef<uint8_t> src = ckpt.bytes(*info);
-  size_t count = static_cast<size_t>(info->numElements());
-  size_t inSize = ::phimoe::dtypeSize(info->dtype);
+  const uint8_t *src = ckpt.bytes(info).data();
+  size_t count = static_cast<size_t>(info.numElements());
+  size_t inSize = ::phimoe::dtypeSize(info.dtype);
   constexpr size_t kChunk = 1 << 20;
-  buffer.resize(kChunk * outSize);
+  floats.resize(std::min(kChunk, count));
+  buffer.resize(std::min(kChunk, count) * outSize);
   for (size_t begin = 0; begin < count; begin += kChunk) {
     size_t n = std::min(kChunk, count - begin);
-    const uint8_t *in = src.data() + begin * inSize;
+    toFloat(src + begin * inSize, info.dtype, n, floats.data());
     for (size_t i = 0; i < n; ++i) {
-      float f;
-      const uint8_t *e = in + i * inSize;
-      uint16_t half;
-      switch (info->dtype) {
-      case ::phimoe::DType::F32:
-        std::memcpy(&f, e, 4);
-        break;
-      case ::phimoe::DType::BF16:
-        std::memcpy(&half, e, 2);
-        f = phimoe_rt::to_float(phimoe_rt::bf16{half});
-        break;
-      case ::phimoe::DType::F16:
-        std::memcpy(&half, e, 2);
-        f = phimoe_rt::f16_to_float(half);
-        break;
-      }
       uint8_t *out = buffer.data() + i * outSize;
       if (element.isF32()) {
-        std::memcpy(out, &f, 4);
+        std::memcpy(out, &floats[i], 4);
       } else {
-        uint16_t bits = element.isBF16() ? phimoe_rt::float_to_bf16(f).bits
-                                         : phimoe_rt::float_to_f16(f).bits;
+        uint16_t bits = element.isBF16() ? phimoe_rt::float_to_bf16(floats[i]).bits
+                                         : phimoe_rt::float_to_f16(floats[i]).bits;
         std::memcpy(out, &bits, 2);
       }
     }
     if (Error e = put(buffer.data(), n * outSize, offset + begin * outSize))
       return e;
+    release(info, begin, n);
+    progress.add(n * outSize);
+    progress.draw();
   }
-  ckpt.release(*info);
+  return Error::success();
+}
+
+/// Block quantization, row by row (rows along the last dimension), on all cores:
+/// each thread takes the next few rows, converts them to floats, quantizes them
+/// and writes their blocks where they belong. The bytes of a row depend only on
+/// that row, so the output is the same for any number of threads; each thread
+/// holds a few rows, and the input pages are dropped as rows are done.
+Error Packer::writeBlocks(const ::phimoe::TensorInfo &info, QWeightType type, uint64_t offset) {
+  std::optional<RowQuantizer> quantizer = rowQuantizer(type.getScheme());
+  if (!quantizer)
+    return fail("phimoec has no quantizer for " + stringifyQuantScheme(type.getScheme()));
+  if (quantizer->blockValues != type.getBlockSize() ||
+      static_cast<int64_t>(quantizer->blockBytes) != type.getBlockBytes())
+    return fail("the " + stringifyQuantScheme(type.getScheme()) +
+                " block of the dialect and of phimoe_rt differ (a phimoec bug)");
+  int64_t rowLength = type.getShape().back();
+  int64_t count = info.numElements();
+  if (rowLength <= 0 || rowLength % quantizer->blockValues != 0 || count % rowLength != 0)
+    return fail("cannot cut " + llvm::Twine(count) + " elements into rows of " +
+                llvm::Twine(rowLength) + " for " + stringifyQuantScheme(type.getScheme()));
+  int64_t rows = count / rowLength;
+  size_t rowBytes =
+      static_cast<size_t>(rowLength / quantizer->blockValues) * quantizer->blockBytes;
+  size_t inSize = ::phimoe::dtypeSize(info.dtype);
+  // A few rows per step: up to 128 KiB of floats.
+  int64_t batch = std::clamp<int64_t>((128 << 10) / (rowLength * 4), 1, 8);
+  int64_t batches = (rows + batch - 1) / batch;
+  if (batches == 0)
+    return Error::success();
+  const uint8_t *src = ckpt.bytes(info).data();
+
+  std::atomic<int64_t> next{0};
+  std::atomic<bool> failed{false};
+  std::mutex errorMutex;
+  std::string error;
+  auto work = [&](bool mainThread) {
+    std::vector<float> in(static_cast<size_t>(batch * rowLength));
+    std::vector<uint8_t> out(batch * rowBytes);
+    while (!failed.load(std::memory_order_relaxed)) {
+      int64_t b = next.fetch_add(1);
+      if (b >= batches)
+        return;
+      int64_t first = b * batch, n = std::min(batch, rows - first);
+      size_t begin = static_cast<size_t>(first * rowLength);
+      size_t values = static_cast<size_t>(n * rowLength);
+      toFloat(src + begin * inSize, info.dtype, values, in.data());
+      for (int64_t r = 0; r < n; ++r)
+        quantizer->quantize(in.data() + r * rowLength, out.data() + r * rowBytes, rowLength);
+      if (Error e = put(out.data(), n * rowBytes, offset + first * rowBytes)) {
+        std::lock_guard<std::mutex> lock(errorMutex);
+        if (!failed.exchange(true))
+          error = llvm::toString(std::move(e));
+        else
+          llvm::consumeError(std::move(e));
+        return;
+      }
+      release(info, begin, values);
+      progress.add(n * rowBytes);
+      if (mainThread)
+        progress.draw();
+    }
+  };
+  unsigned helpers = static_cast<unsigned>(std::min<int64_t>(threads, batches)) - 1;
+  std::vector<std::thread> pool;
+  pool.reserve(helpers);
+  for (unsigned t = 0; t < helpers; ++t)
+    pool.emplace_back(work, false);
+  work(true);
+  for (std::thread &t : pool)
+    t.join();
+  if (failed)
+    return fail(error);
   return Error::success();
 }
 
@@ -173,16 +363,18 @@ Error packWeights(ModuleOp planned, const Checkpoint &checkpoint, const std::str
         pwrite(fd, tableText.data(), tableText.size(), sizeof header) !=
             static_cast<ssize_t>(tableText.size()))
       return fail(path + ": write failed: " + std::strerror(errno));
-    Packer packer(planned, checkpoint, fd, path);
+    uint64_t payload = 0;
+    for (auto &root : roots)
+      payload += getStorageBytes(root.first.getType());
+    Progress bar(progress, roots.size(), payload);
+    Packer packer(planned, checkpoint, fd, path, bar);
     for (auto [i, root] : llvm::enumerate(roots)) {
-      if (progress)
-        llvm::errs() << "\rphimoec: packing weight " << i + 1 << "/" << roots.size();
+      bar.startTensor(i);
       if (Error e = packer.write(root.first, root.first.getType(),
                                  header.data_offset + root.second))
         return e;
     }
-    if (progress)
-      llvm::errs() << "\n";
+    bar.finish();
     return Error::success();
   };
   Error result = writeAll();
