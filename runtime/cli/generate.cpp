@@ -58,6 +58,7 @@ bool Generator::generate(const std::vector<int32_t> &prompt, int max_tokens,
   stats.prompt_seconds += std::chrono::duration<double>(t1 - t0).count();
 
   StreamDecoder decoder(tokenizer_);
+  decoder.prime(prompt.data(), prompt.size()); // the reply reads on from the prompt
   std::string piece;
   int generated = 0;
   while (generated < max_tokens) {

@@ -3,6 +3,8 @@
 
 #include "phimoe_rt/tokenizer.h"
 
+#include <algorithm>
+
 namespace phimoe_rt {
 
 // What a Tokenizer that knows no better gives the stream decoder: its plain decode.
@@ -41,6 +43,15 @@ void StreamDecoder::finish(std::string &out) {
   if (read_ < ids_.size())
     emit(true, out);
   reset();
+}
+
+void StreamDecoder::prime(const int32_t *context, size_t n) {
+  reset();
+  // A few tokens are enough context for every decoder step (spaces, byte fallback: a
+  // character is at most 4 byte tokens).
+  size_t keep = std::min<size_t>(n, 8);
+  ids_.assign(context + (n - keep), context + n);
+  read_ = ids_.size();
 }
 
 void StreamDecoder::reset() {

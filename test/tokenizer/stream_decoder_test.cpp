@@ -94,3 +94,36 @@ TEST(StreamDecoder, HoldsACharacterUntilItsLastByte) {
   d.finish(out);
   EXPECT_EQ(out, "Hello world");
 }
+
+// A continuation primed with its prompt reads on from it: prompt text + continuation text
+// is the text of the whole, so the space that opens the continuation is not stripped.
+TEST_P(Stream, PrimedContinuationReadsOnFromThePrompt) {
+  std::string base = vocab_dir() + "/ggml-vocab-" + GetParam() + ".gguf";
+  std::string error, inp;
+  auto tok = Tokenizer::load_gguf(base, error);
+  ASSERT_TRUE(tok) << error;
+  ASSERT_TRUE(read_file(base + ".inp", inp));
+  int checked = 0;
+  for (const std::string &text : split_inp(lf(inp))) {
+    std::vector<int32_t> ids = tok->encode(text, true);
+    if (ids.size() < 3)
+      continue;
+    const std::string whole = tok->decode(ids, true);
+    for (size_t cut : {ids.size() / 2, ids.size() - 1}) {
+      std::vector<int32_t> head(ids.begin(), ids.begin() + static_cast<std::ptrdiff_t>(cut));
+      const std::string shown = tok->decode(head, true);
+      // A prompt is whole characters: skip cuts inside one (byte pieces of one character).
+      if (whole.compare(0, shown.size(), shown) != 0)
+        continue;
+      StreamDecoder d(*tok);
+      d.prime(ids.data(), cut);
+      std::string rest;
+      for (size_t i = cut; i < ids.size(); ++i)
+        d.push(ids[i], rest);
+      d.finish(rest);
+      EXPECT_EQ(shown + rest, whole) << text << " @" << cut;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 10);
+}

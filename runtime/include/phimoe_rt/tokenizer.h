@@ -75,6 +75,10 @@ public:
   // Whatever is still held (an incomplete sequence is flushed as U+FFFD).
   void finish(std::string &out);
   void reset();
+  // Resets, then continues after the last tokens of `context` (a prompt): the text of the
+  // ids pushed next is what they add to the context's text, so a SentencePiece space that
+  // opens the first of them is kept (decode() of those ids alone would strip it).
+  void prime(const int32_t *context, size_t n);
 
 private:
   // Appends the text that ids_[read_, end) adds to ids_[0, read_), the context already shown;
