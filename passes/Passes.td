@@ -109,7 +109,7 @@ def QuantizePass : Pass<"phimoe-quantize", "::mlir::ModuleOp"> {
     - router weights: never quantized (kept as declared);
     - 1-D weights (norms, biases): float32;
     - the LM head: `lm-head` (default `auto`: q6k under a 4- or 5-bit body,
-      else the body's scheme);
+      q8_0 under q6k, else the body's scheme);
     - the embedding table: `embedding` (default `auto`: q8_0 under a 4-, 5- or
       6-bit body, else the body's scheme);
     - expert weights (of `phimoe.moe`, `phimoe.gate_up` and the linears that

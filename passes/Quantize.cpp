@@ -161,7 +161,9 @@ void QuantizePass::runOnOperation() {
   bool moqe = scope == "experts";
 
   // The LM head and the embedding default to more precision than a low-bit
-  // body, as the best peers do; under MoQE they stay as declared.
+  // body (measured: bench/lm_head_choice.py, docs/BENCHMARKS.md): LM head q6k
+  // under q4/q5 bodies and q8_0 under q6k; embedding q8_0 under 4- to 6-bit
+  // bodies (one row a token: no decode cost). Under MoQE they stay as declared.
   auto autoFor = [&](Role role) -> Storage {
     if (moqe || body->kind != Storage::Block)
       return moqe ? Storage() : *body;
@@ -170,6 +172,8 @@ void QuantizePass::runOnOperation() {
     Storage out = *body;
     if (role == Role::LMHead && lowBit)
       out.scheme = QuantScheme::Q6K;
+    if (role == Role::LMHead && s == QuantScheme::Q6K)
+      out.scheme = QuantScheme::Q8_0;
     if (role == Role::Embedding && (lowBit || s == QuantScheme::Q6K))
       out.scheme = QuantScheme::Q8_0;
     return out;
