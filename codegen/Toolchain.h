@@ -14,7 +14,7 @@ struct ToolchainOptions {
   std::string compiler;               // found at configure time, or $PHIMOE_CXX
   std::string march = "native";       // -march= for the generated code
   std::string includeDir;             // runtime/include
-  std::vector<std::string> libraries; // phimoe_rt_main, phimoe_rt
+  std::vector<std::string> libraries; // phimoe_rt_cli ... phimoe_rt, then libcpp-httplib
 };
 
 /// The toolchain phimoec was configured with (overridable through the

@@ -2,6 +2,7 @@
 #include "generate.h"
 
 #include "phimoe_rt/model.h"
+#include "phimoe_rt/server.h"
 #include "phimoe_rt/session.h"
 
 #include <CLI/CLI.hpp>
@@ -73,6 +74,8 @@ struct Options {
   // bench
   int bench_prompt = 512, bench_gen = 128, bench_reps = 5;
   bool bench_json = false;
+  // serve
+  ServerOptions server;
 };
 
 struct Timing {
@@ -257,7 +260,8 @@ int main(int argc, char **argv) {
                "  phimoe-bin tokenize \"Hello world\"                text -> ids\n"
                "  phimoe-bin detokenize 1,15043,3186               ids -> text\n"
                "  phimoe-bin --tokens 1,450 -n 8 --dump-logits l.npy   ids in, ids and logits out\n"
-               "  phimoe-bin bench -p 512 -n 128 -r 5 [--json]     speed, as llama-bench\n"};
+               "  phimoe-bin bench -p 512 -n 128 -r 5 [--json]     speed, as llama-bench\n"
+               "  phimoe-bin serve --port 8080 --parallel 4        OpenAI-compatible HTTP server\n"};
   app.fallthrough();
   app.set_version_flag("--version", "phimoe-bin (phimoec), model hash " + std::to_string(info.hash));
   app.add_option("-p,--prompt", o.prompt, "complete this text");
@@ -308,14 +312,37 @@ int main(int argc, char **argv) {
   bench->add_option("-r,--repetitions", o.bench_reps, "timed repetitions (after one warm-up)")
       ->check(CLI::PositiveNumber)->capture_default_str();
   bench->add_flag("--json", o.bench_json, "one JSON object instead of a table");
+  CLI::App *serve = app.add_subcommand(
+      "serve", "an OpenAI-compatible HTTP server (/v1/chat/completions, /v1/completions, "
+               "/v1/models, /health, /metrics) with continuous batching");
+  serve->add_option("--host", o.server.host, "address to listen on")->capture_default_str();
+  serve->add_option("--port", o.server.port, "port (0: any free port, printed)")
+      ->check(CLI::Range(0, 65535))->capture_default_str();
+  serve->add_option("--api-key", o.server.api_key,
+                    "require 'Authorization: Bearer KEY' on /v1/ routes");
+  serve->add_option("--parallel", o.server.parallel, "sequences decoding together")
+      ->check(CLI::Range(1, 1024))->capture_default_str();
+  serve->add_option("--queue-size", o.server.queue_size,
+                    "waiting requests beyond which requests get 503")
+      ->check(CLI::Range(1, 1 << 20))->capture_default_str();
+  serve->add_option("--alias", o.server.model, "the model id clients name")
+      ->capture_default_str();
+  serve->add_option("--block-size", o.server.block_size, "KV cache positions per block")
+      ->check(CLI::Range(1, 4096))->capture_default_str();
+  serve->add_option("--kv-blocks", o.server.kv_blocks,
+                    "KV cache blocks in all (default: parallel * ctx-size / block-size)")
+      ->check(CLI::NonNegativeNumber);
+  serve->add_option("--step-delay-ms", o.server.step_delay_ms,
+                    "pause after each batched step, emulating a slower model (for tests)")
+      ->check(CLI::Range(0, 10000));
   CLI11_PARSE(app, argc, argv);
 
   int modes = !o.prompt.empty() + !o.tokens.empty() + chat->parsed() + tokenize->parsed() +
-              detokenize->parsed() + bench->parsed();
+              detokenize->parsed() + bench->parsed() + serve->parsed();
   if (modes != 1)
-    return fail(modes ? "give one of -p, --tokens, chat, tokenize, detokenize, bench"
+    return fail(modes ? "give one of -p, --tokens, chat, tokenize, detokenize, bench, serve"
                       : "nothing to do: give -p \"text\", chat, --tokens ids, tokenize, "
-                        "detokenize or bench (--help for more)");
+                        "detokenize, bench or serve (--help for more)");
   if (!o.dump_path.empty() && o.tokens.empty())
     return fail("--dump-logits needs --tokens");
 
@@ -358,6 +385,11 @@ int main(int argc, char **argv) {
     // Exactly what --tokens needs.
     size_t count = std::count(o.tokens.begin(), o.tokens.end(), ',') + 1;
     o.ctx_size = static_cast<int>(count) + (o.n_predict < 0 ? 16 : o.n_predict);
+  }
+  if (serve->parsed()) {
+    o.server.ctx_size = o.ctx_size;
+    o.server.threads = o.threads;
+    return run_server(info, pack->data(), *tokenizer, o.server);
   }
   Session session(info, pack->data(), o.threads, o.ctx_size);
   if (!o.tokens.empty())

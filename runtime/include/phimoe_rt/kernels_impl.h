@@ -203,22 +203,30 @@ void copy_cols(Context &, const float *x, int n, float *out) {
 }
 
 // inv_freq, angles and cos/sin in float32 as transformers computes them; out may alias x.
+// With ctx.batch, each row takes its own LongRoPE set (rope_long[t]).
 template <int Heads, int D>
 void rope(Context &ctx, const float *x, int n, const int32_t *pos, const RopeParams &p,
           float *out) {
   static_assert(D % 2 == 0, "rope: odd head dimension");
   constexpr int half = D / 2;
-  const float *factor = ctx.rope_long ? p.long_factor : p.short_factor;
-  const float mscale = ctx.rope_long ? p.long_mscale : p.short_mscale;
-  float inv_freq[half];
-  for (int i = 0; i < half; ++i)
-    inv_freq[i] = 1.0f / (factor[i] * std::pow(p.theta, static_cast<float>(2 * i) / D));
+  // [0]: the short set, [1]: the long set.
+  const float *factors[2] = {p.short_factor, p.long_factor};
+  const float mscales[2] = {p.short_mscale, p.long_mscale};
+  float inv_freq[2][half];
+  for (int set = 0; set < 2; ++set)
+    for (int i = 0; i < half; ++i)
+      inv_freq[set][i] =
+          1.0f / (factors[set][i] * std::pow(p.theta, static_cast<float>(2 * i) / D));
+  const BatchRows *batch = ctx.batch;
+  const int fixed = ctx.rope_long ? 1 : 0;
   detail::parallel(ctx, n, [&](int64_t begin, int64_t end, int) {
     float c[half], s[half];
     for (int64_t t = begin; t < end; ++t) {
+      const int set = batch ? (batch->rope_long[t] ? 1 : 0) : fixed;
+      const float mscale = mscales[set];
       const float position = static_cast<float>(pos[t]);
       for (int i = 0; i < half; ++i) {
-        const float angle = position * inv_freq[i];
+        const float angle = position * inv_freq[set][i];
         c[i] = std::cos(angle) * mscale;
         s[i] = std::sin(angle) * mscale;
       }
@@ -235,15 +243,114 @@ void rope(Context &ctx, const float *x, int n, const int32_t *pos, const RopePar
   });
 }
 
+namespace detail {
+
+// One query head against positions [lo, p] of one sequence, whose key and value rows
+// (all kv heads) k_of(j) and v_of(j) give: scores in `scores`, the result in `o`.
+template <int D, class KOf, class VOf>
+PHIMOE_RT_INLINE void attend(const float *qh, int kvh, int lo, int p, float scale, KOf k_of,
+                             VOf v_of, float *scores, float *o) {
+  float mx = -std::numeric_limits<float>::infinity();
+  for (int j = lo; j <= p; ++j) {
+    float d[1][1];
+    simd::dot_tile<D, 1, 1>(qh, 0, k_of(j) + kvh * D, d);
+    scores[j - lo] = d[0][0] * scale;
+    mx = std::max(mx, scores[j - lo]);
+  }
+  float lanes[8] = {};
+  for (int j = 0; j <= p - lo; ++j) {
+    scores[j] = std::exp(scores[j] - mx);
+    lanes[j & 7] += scores[j];
+  }
+  const float inv = 1.0f / (((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) +
+                            ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7])));
+  // Weighted sum of v in blocks of 32 positions (bounds the float rounding error).
+  float acc[D] = {}, part[D];
+  for (int j0 = lo; j0 <= p; j0 += 32) {
+    std::fill(part, part + D, 0.0f);
+    for (int j = j0; j <= std::min(p, j0 + 31); ++j) {
+      const float pj = scores[j - lo] * inv;
+      const float *vj = v_of(j) + kvh * D;
+      for (int d = 0; d < D; ++d)
+        part[d] += pj * vj[d];
+    }
+    for (int d = 0; d < D; ++d)
+      acc[d] += part[d];
+  }
+  std::memcpy(o, acc, sizeof acc);
+}
+
+// attention over a PagedKVCache (ctx.batch): row i attends to positions [lo, pos[i]] of
+// its own sequence. A row whose position has no block, or whose earlier positions lack
+// one, gives nan (as a position outside a contiguous cache does).
+template <int Hq, int Hkv, int D>
+void attention_paged(Context &ctx, const float *q, const float *k, const float *v, int n,
+                     const int32_t *pos, int layer, float scale, int window, float *out) {
+  constexpr int group = Hq / Hkv;
+  constexpr size_t kv_row = static_cast<size_t>(Hkv) * D;
+  const BatchRows &batch = *ctx.batch;
+  PagedKVCache &cache = *batch.cache;
+  if (cache.kv_heads != Hkv || cache.head_dim != D || layer < 0 || layer >= cache.layers) {
+    std::fill(out, out + static_cast<size_t>(n) * Hq * D,
+              std::numeric_limits<float>::quiet_NaN());
+    return;
+  }
+  const int bs = cache.block_size, mask = bs - 1;
+  const int shift = (bs & mask) == 0 ? __builtin_ctz(static_cast<unsigned>(bs)) : -1;
+  for (int i = 0; i < n; ++i) {
+    const int b = batch.block_of(batch.slot[i], pos[i]);
+    if (b < 0)
+      continue;
+    std::memcpy(cache.k_at(layer, b, pos[i] % bs), k + i * kv_row, sizeof(float) * kv_row);
+    std::memcpy(cache.v_at(layer, b, pos[i] % bs), v + i * kv_row, sizeof(float) * kv_row);
+  }
+  detail::parallel(ctx, static_cast<int64_t>(n) * Hq, [&](int64_t begin, int64_t end,
+                                                          int thread) {
+    float *scores = ctx.scratch_of(thread);
+    for (int64_t item = begin; item < end; ++item) {
+      const int64_t i = item / Hq;
+      const int h = static_cast<int>(item % Hq), kvh = h / group;
+      float *o = out + (i * Hq + h) * D;
+      const int p = pos[i], s = batch.slot[i];
+      const int lo = window > 0 ? std::max(0, p - window + 1) : 0;
+      bool mapped = p >= 0 && batch.block_of(s, p) >= 0;
+      for (int j = lo; mapped && j <= p; j += bs)
+        mapped = batch.block_of(s, j) >= 0;
+      if (!mapped) {
+        std::fill(o, o + D, std::numeric_limits<float>::quiet_NaN());
+        continue;
+      }
+      const int32_t *table = batch.block_table + static_cast<size_t>(s) * batch.max_blocks;
+      const float *qh = q + (i * Hq + h) * D;
+      if (shift >= 0) { // a power-of-two block size: no division per position
+        auto k_of = [&](int j) { return cache.k_at(layer, table[j >> shift], j & mask); };
+        auto v_of = [&](int j) { return cache.v_at(layer, table[j >> shift], j & mask); };
+        attend<D>(qh, kvh, lo, p, scale, k_of, v_of, scores, o);
+      } else {
+        auto k_of = [&](int j) { return cache.k_at(layer, table[j / bs], j % bs); };
+        auto v_of = [&](int j) { return cache.v_at(layer, table[j / bs], j % bs); };
+        attend<D>(qh, kvh, lo, p, scale, k_of, v_of, scores, o);
+      }
+    }
+  });
+}
+
+} // namespace detail
+
 // Rows whose position lies outside the cache are neither written nor attended, and a
 // cache of another shape (or a layer it lacks) is not touched at all: those outputs are nan
-// (a runtime bug made visible rather than memory corrupted).
+// (a runtime bug made visible rather than memory corrupted). With ctx.batch, the rows
+// belong to several sequences in a PagedKVCache (attention_paged).
 template <int Hq, int Hkv, int D>
 void attention(Context &ctx, const float *q, const float *k, const float *v, int n,
                const int32_t *pos, int layer, float scale, int window, float *out) {
   static_assert(Hkv > 0 && Hq % Hkv == 0, "attention: Hq must be a multiple of Hkv");
   constexpr int group = Hq / Hkv;
   constexpr size_t kv_row = static_cast<size_t>(Hkv) * D;
+  if (ctx.batch) {
+    detail::attention_paged<Hq, Hkv, D>(ctx, q, k, v, n, pos, layer, scale, window, out);
+    return;
+  }
   KVCache &cache = *ctx.cache;
   if (cache.kv_heads != Hkv || cache.head_dim != D || layer < 0 || layer >= cache.layers) {
     std::fill(out, out + static_cast<size_t>(n) * Hq * D,
@@ -269,35 +376,9 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
         continue;
       }
       const int lo = window > 0 ? std::max(0, p - window + 1) : 0;
-      const float *qh = q + (i * Hq + h) * D;
-      float mx = -std::numeric_limits<float>::infinity();
-      for (int j = lo; j <= p; ++j) {
-        float d[1][1];
-        simd::dot_tile<D, 1, 1>(qh, 0, cache.k_at(layer, j) + kvh * D, d);
-        scores[j - lo] = d[0][0] * scale;
-        mx = std::max(mx, scores[j - lo]);
-      }
-      float lanes[8] = {};
-      for (int j = 0; j <= p - lo; ++j) {
-        scores[j] = std::exp(scores[j] - mx);
-        lanes[j & 7] += scores[j];
-      }
-      const float inv = 1.0f / (((lanes[0] + lanes[4]) + (lanes[2] + lanes[6])) +
-                                ((lanes[1] + lanes[5]) + (lanes[3] + lanes[7])));
-      // Weighted sum of v in blocks of 32 positions (bounds the float rounding error).
-      float acc[D] = {}, part[D];
-      for (int j0 = lo; j0 <= p; j0 += 32) {
-        std::fill(part, part + D, 0.0f);
-        for (int j = j0; j <= std::min(p, j0 + 31); ++j) {
-          const float pj = scores[j - lo] * inv;
-          const float *vj = cache.v_at(layer, j) + kvh * D;
-          for (int d = 0; d < D; ++d)
-            part[d] += pj * vj[d];
-        }
-        for (int d = 0; d < D; ++d)
-          acc[d] += part[d];
-      }
-      std::memcpy(o, acc, sizeof acc);
+      auto k_of = [&](int j) { return cache.k_at(layer, j); };
+      auto v_of = [&](int j) { return cache.v_at(layer, j); };
+      detail::attend<D>(q + (i * Hq + h) * D, kvh, lo, p, scale, k_of, v_of, scores, o);
     }
   });
 }

@@ -90,6 +90,55 @@ struct KVCache {
   }
 };
 
+// Keys (rotated) and values of many sequences in fixed-size blocks of positions:
+// [layer][block][position in block][kv_head][head_dim]. Which blocks hold a sequence's
+// positions says its block table (BatchRows); the server hands blocks out from a free list.
+struct PagedKVCache {
+  int layers = 0, blocks = 0, block_size = 0, kv_heads = 0, head_dim = 0;
+  std::vector<float> k, v;
+
+  void resize(int layers, int blocks, int block_size, int kv_heads, int head_dim) {
+    this->layers = layers;
+    this->blocks = blocks;
+    this->block_size = block_size;
+    this->kv_heads = kv_heads;
+    this->head_dim = head_dim;
+    const size_t floats = static_cast<size_t>(layers) * blocks * block_size * row();
+    k.assign(floats, 0.0f);
+    v.assign(floats, 0.0f);
+  }
+  size_t row() const { return static_cast<size_t>(kv_heads) * head_dim; }
+  size_t offset(int layer, int block, int slot_in_block) const {
+    return ((static_cast<size_t>(layer) * blocks + block) * block_size + slot_in_block) * row();
+  }
+  float *k_at(int layer, int block, int i) { return k.data() + offset(layer, block, i); }
+  float *v_at(int layer, int block, int i) { return v.data() + offset(layer, block, i); }
+};
+
+// The rows of one forward that belong to several sequences (Context::batch). Row t
+// belongs to the sequence in slot slot[t], lies at position pos[t] (the forward's
+// positions) and uses the long LongRoPE set when rope_long[t] != 0. Position p of the
+// sequence in slot s is kept in block block_table[s * max_blocks + p / block_size] of
+// `cache` (-1: none). Attention of a row reads only its own sequence's positions, in
+// the same order as with a contiguous KVCache, so a row's result does not depend on the
+// other rows of the batch.
+struct BatchRows {
+  PagedKVCache *cache = nullptr;
+  const int32_t *slot = nullptr;
+  const uint8_t *rope_long = nullptr;
+  const int32_t *block_table = nullptr;
+  int max_blocks = 0;
+
+  // The block of `pos` in `slot`'s sequence, or -1 when it has none.
+  int block_of(int slot_index, int pos) const {
+    if (pos < 0 || cache->block_size <= 0 || pos / cache->block_size >= max_blocks)
+      return -1;
+    const int b =
+        block_table[static_cast<size_t>(slot_index) * max_blocks + pos / cache->block_size];
+    return b >= 0 && b < cache->blocks ? b : -1;
+  }
+};
+
 // LongRoPE parameters of a model (factor arrays of head_dim/2 floats).
 struct RopeParams {
   float theta;
@@ -113,6 +162,10 @@ struct Context {
   // Which LongRoPE set this forward uses: the runtime sets it from the
   // sequence length (long once it exceeds original_max_position).
   bool rope_long = false;
+  // Several sequences in one forward (continuous batching): when set, rope takes
+  // each row's LongRoPE set and attention its sequence and KV blocks from here, and
+  // `cache` and `rope_long` are not used. Null: one sequence in `cache`.
+  const BatchRows *batch = nullptr;
   // Quantized activations, for kernels with block-quantized weights (q8_0, q4_K,
   // q6_K): such a kernel quantizes its n input rows once into
   // [qbuf, qbuf + qbuf_bytes) and runs its dot products on them. Shared by all

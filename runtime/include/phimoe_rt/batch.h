@@ -1,0 +1,145 @@
+// batch.h - continuous batching: many sequences share each forward over a paged KV cache.
+//
+// A BatchEngine owns one scheduler thread. Each step it admits waiting requests while KV
+// blocks and sequence slots are free, gathers the rows every running sequence needs (one
+// token of each decoding sequence, prompt chunks of the others, up to max_tokens rows in
+// all), runs ONE phimoe_forward over them (Context::batch says which rows belong to which
+// sequence), samples each sequence's next token and hands its text to the request's
+// stream. Row results do not depend on the other rows of a batch (see BatchRows), so a
+// request's greedy output is the same alone or in a batch.
+#ifndef PHIMOE_RT_BATCH_H
+#define PHIMOE_RT_BATCH_H
+
+#include "phimoe_rt/runtime.h"
+#include "phimoe_rt/sampler.h"
+#include "phimoe_rt/tokenizer.h"
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace phimoe_rt {
+
+struct GenerationRequest {
+  std::vector<int32_t> prompt;
+  int max_tokens = 16;
+  SamplingParams sampling;
+  std::vector<int32_t> stop_ids;        // tokens that end the reply (not shown)
+  std::vector<std::string> stop_strings; // texts that end the reply (not shown)
+};
+
+// What a request receives: text as it forms, then the end. Written by the scheduler,
+// read by the request's HTTP handler.
+class GenerationStream {
+public:
+  struct Chunk {
+    std::string text;
+    bool done = false;
+    std::string finish_reason; // "stop" or "length" (when done without error)
+    std::string error;         // when done because of an error (e.g. the server stops)
+    int prompt_tokens = 0, completion_tokens = 0;
+  };
+  // Waits (at most timeout_ms) for text or the end; returns false on timeout. Text taken
+  // is removed from the stream.
+  bool next(Chunk &chunk, int timeout_ms);
+  // The client went away: the scheduler drops the sequence and frees its blocks at its
+  // next step.
+  void cancel() { cancelled_ = true; }
+  bool cancelled() const { return cancelled_; }
+
+private:
+  friend class BatchEngine;
+  void push(const std::string &text);
+  void finish(const std::string &reason, const std::string &error, int prompt, int completion);
+
+  std::mutex mutex_;
+  std::condition_variable ready_;
+  std::string text_;
+  bool done_ = false;
+  std::string reason_, error_;
+  int prompt_ = 0, completion_ = 0;
+  std::atomic<bool> cancelled_{false};
+};
+
+struct BatchOptions {
+  int parallel = 4;    // sequences decoding together
+  int ctx_size = 4096; // positions per sequence
+  int queue_size = 64; // waiting requests beyond which submit refuses
+  int threads = 1;     // compute threads of the forward
+  int block_size = 16; // positions per KV block
+  int kv_blocks = 0;   // blocks in the pool (0: parallel * ctx_size / block_size)
+  int step_delay_ms = 0; // a pause after each step: emulates a slower model (tests)
+};
+
+struct BatchMetrics {
+  uint64_t requests = 0, prompt_tokens = 0, generated_tokens = 0, steps = 0, rejected = 0;
+  uint64_t preempted = 0;        // sequences sent back to the queue for lack of KV blocks
+  double busy_seconds = 0;      // time spent in forward passes and sampling
+  double tokens_per_second = 0; // generated tokens per second over the last few seconds
+  int queued = 0, active = 0, free_blocks = 0, total_blocks = 0;
+};
+
+class BatchEngine {
+public:
+  BatchEngine(const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
+              const BatchOptions &options);
+  ~BatchEngine();
+  BatchEngine(const BatchEngine &) = delete;
+  BatchEngine &operator=(const BatchEngine &) = delete;
+
+  enum class Refusal { None, QueueFull, TooLong, Stopped };
+  // Queues a request; null (and `why`) when the queue is full, the prompt does not fit a
+  // sequence's context, or the engine is stopping.
+  std::shared_ptr<GenerationStream> submit(GenerationRequest request, Refusal &why);
+  // Ends every request (with an error) and the scheduler thread.
+  void stop();
+  BatchMetrics metrics();
+  const BatchOptions &options() const { return options_; }
+
+private:
+  struct Sequence;
+  void loop();
+  bool step(); // false when there was nothing to do
+  void release(Sequence &seq);
+  bool grow(Sequence &seq, int positions);
+  void finish(Sequence &seq, const std::string &reason, bool flush);
+  bool emit_text(Sequence &seq, bool at_end);
+
+  const ModelInfo &info_;
+  const Tokenizer &tokenizer_;
+  BatchOptions options_;
+  int max_blocks_ = 0; // per sequence
+  ThreadPool pool_;
+  PagedKVCache cache_;
+  std::vector<float> arena_, scratch_, logits_;
+  std::vector<int32_t> block_table_, free_blocks_, free_slots_;
+  std::vector<int32_t> ids_, positions_, row_slot_;
+  std::vector<uint8_t> row_long_;
+  BatchRows rows_;
+  Context ctx_;
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  struct Ended {
+    std::shared_ptr<GenerationStream> stream;
+    std::string reason;
+    int prompt_tokens, completion_tokens;
+  };
+  std::vector<Ended> ended_; // streams to end once this step's metrics are in
+  std::deque<std::unique_ptr<Sequence>> waiting_;
+  std::vector<std::unique_ptr<Sequence>> running_;
+  bool stopping_ = false;
+  BatchMetrics metrics_;
+  std::deque<std::pair<double, int>> recent_; // (time, tokens) of recent steps
+  std::thread thread_;
+};
+
+} // namespace phimoe_rt
+
+#endif // PHIMOE_RT_BATCH_H

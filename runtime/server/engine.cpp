@@ -1,0 +1,485 @@
+// engine.cpp - continuous batching over a paged KV cache (see batch.h).
+#include "phimoe_rt/batch.h"
+
+#include "phimoe_rt/model.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace phimoe_rt {
+
+namespace {
+using Clock = std::chrono::steady_clock;
+
+double now_seconds() {
+  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
+}
+} // namespace
+
+// ---- GenerationStream --------------------------------------------------------------------
+
+bool GenerationStream::next(Chunk &chunk, int timeout_ms) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!ready_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                       [&] { return !text_.empty() || done_; }))
+    return false;
+  chunk = Chunk();
+  chunk.text.swap(text_);
+  chunk.done = done_;
+  chunk.finish_reason = reason_;
+  chunk.error = error_;
+  chunk.prompt_tokens = prompt_;
+  chunk.completion_tokens = completion_;
+  return true;
+}
+
+void GenerationStream::push(const std::string &text) {
+  if (text.empty())
+    return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    text_ += text;
+  }
+  ready_.notify_all();
+}
+
+void GenerationStream::finish(const std::string &reason, const std::string &error, int prompt,
+                              int completion) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (done_)
+      return;
+    done_ = true;
+    reason_ = reason;
+    error_ = error;
+    prompt_ = prompt;
+    completion_ = completion;
+  }
+  ready_.notify_all();
+}
+
+// ---- BatchEngine -------------------------------------------------------------------------
+
+struct BatchEngine::Sequence {
+  Sequence(GenerationRequest r, const Tokenizer &tokenizer, int vocab)
+      : request(std::move(r)), sampler(request.sampling, vocab), decoder(tokenizer),
+        tokens(request.prompt), prompt_tokens(static_cast<int>(request.prompt.size())) {
+    // The reply reads on from the prompt (a leading space stays), as phimoe-bin's does.
+    decoder.prime(request.prompt.data(), request.prompt.size());
+  }
+
+  GenerationRequest request;
+  std::shared_ptr<GenerationStream> stream = std::make_shared<GenerationStream>();
+  Sampler sampler;
+  StreamDecoder decoder;
+  std::vector<int32_t> tokens; // prompt, then generated
+  int prompt_tokens;
+  int computed = 0;      // positions whose keys and values are in the cache (current set)
+  bool rope_long = false;
+  int slot = -1;
+  std::vector<int32_t> blocks;
+  int generated = 0;
+  std::string text;  // the reply so far
+  size_t sent = 0;   // bytes of text handed to the stream
+  bool finished = false;
+};
+
+BatchEngine::BatchEngine(const ModelInfo &info, const uint8_t *weights,
+                         const Tokenizer &tokenizer, const BatchOptions &options)
+    : info_(info), tokenizer_(tokenizer), options_(options), pool_(options.threads) {
+  options_.parallel = std::max(1, std::min(options_.parallel, info.max_tokens));
+  options_.block_size = std::max(1, options_.block_size);
+  max_blocks_ = (options_.ctx_size + options_.block_size - 1) / options_.block_size;
+  int blocks = options_.kv_blocks > 0 ? options_.kv_blocks : options_.parallel * max_blocks_;
+  blocks = std::max(blocks, max_blocks_); // one sequence of ctx_size always fits
+  options_.kv_blocks = blocks;
+  cache_.resize(info.layers, blocks, options_.block_size, info.kv_heads, info.head_dim);
+  for (int b = blocks - 1; b >= 0; --b)
+    free_blocks_.push_back(b);
+  for (int s = options_.parallel - 1; s >= 0; --s)
+    free_slots_.push_back(s);
+  block_table_.assign(static_cast<size_t>(options_.parallel) * max_blocks_, -1);
+
+  // As Session: per-thread scratch (attention over ctx_size positions), then the
+  // quantized kernels' qbuf and MoE workspace.
+  arena_.assign(info.arena_floats, 0.0f);
+  size_t stride = scratch_floats(options_.ctx_size, info.hidden, info.intermediate, info.experts);
+  int widest = std::max({info.hidden, info.intermediate, info.kv_heads * info.head_dim});
+  size_t qbuf_bytes = qbuf_bytes_for(info.max_tokens, widest);
+  size_t work_bytes = moe_work_bytes(info.max_tokens, info.intermediate, info.experts);
+  size_t qbuf_floats = (qbuf_bytes + sizeof(float) - 1) / sizeof(float);
+  size_t work_floats = (work_bytes + sizeof(float) - 1) / sizeof(float);
+  scratch_.assign(stride * pool_.size() + qbuf_floats + work_floats, 0.0f);
+  logits_.assign(static_cast<size_t>(info.max_tokens) * info.vocab, 0.0f);
+  ids_.resize(info.max_tokens);
+  positions_.resize(info.max_tokens);
+  row_slot_.resize(info.max_tokens);
+  row_long_.resize(info.max_tokens);
+
+  rows_.cache = &cache_;
+  rows_.slot = row_slot_.data();
+  rows_.rope_long = row_long_.data();
+  rows_.block_table = block_table_.data();
+  rows_.max_blocks = max_blocks_;
+  ctx_.pool = &pool_;
+  ctx_.weights = weights;
+  ctx_.arena = arena_.data();
+  ctx_.batch = &rows_;
+  ctx_.scratch = scratch_.data();
+  ctx_.scratch_stride = stride;
+  ctx_.qbuf = reinterpret_cast<uint8_t *>(scratch_.data() + stride * pool_.size());
+  ctx_.qbuf_bytes = qbuf_bytes;
+  ctx_.work = reinterpret_cast<uint8_t *>(scratch_.data() + stride * pool_.size() + qbuf_floats);
+  ctx_.work_bytes = work_bytes;
+
+  metrics_.total_blocks = blocks;
+  metrics_.free_blocks = blocks;
+  thread_ = std::thread([this] { loop(); });
+}
+
+BatchEngine::~BatchEngine() { stop(); }
+
+std::shared_ptr<GenerationStream> BatchEngine::submit(GenerationRequest request,
+                                                      Refusal &why) {
+  why = Refusal::None;
+  if (request.prompt.empty() || static_cast<int>(request.prompt.size()) > options_.ctx_size) {
+    why = Refusal::TooLong;
+    return nullptr;
+  }
+  if (request.sampling.penalty_last_n <= 0)
+    request.sampling.penalty_last_n = options_.ctx_size;
+  auto seq = std::make_unique<Sequence>(std::move(request), tokenizer_, info_.vocab);
+  std::shared_ptr<GenerationStream> stream = seq->stream;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) {
+      why = Refusal::Stopped;
+      return nullptr;
+    }
+    if (static_cast<int>(waiting_.size()) >= options_.queue_size) {
+      ++metrics_.rejected;
+      why = Refusal::QueueFull;
+      return nullptr;
+    }
+    ++metrics_.requests;
+    waiting_.push_back(std::move(seq));
+    metrics_.queued = static_cast<int>(waiting_.size());
+  }
+  wake_.notify_all();
+  return stream;
+}
+
+void BatchEngine::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+BatchMetrics BatchEngine::metrics() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  BatchMetrics m = metrics_;
+  double now = now_seconds();
+  while (!recent_.empty() && recent_.front().first < now - 10.0)
+    recent_.pop_front();
+  int tokens = 0;
+  for (auto &entry : recent_)
+    tokens += entry.second;
+  double span = recent_.empty() ? 0.0 : std::max(1.0, now - recent_.front().first);
+  m.tokens_per_second = span > 0 ? tokens / span : 0.0;
+  return m;
+}
+
+void BatchEngine::loop() {
+  while (true) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !waiting_.empty() || !running_.empty(); });
+      if (stopping_) {
+        for (auto &seq : waiting_)
+          seq->stream->finish("", "the server is shutting down", seq->prompt_tokens,
+                              seq->generated);
+        waiting_.clear();
+        for (auto &seq : running_) {
+          seq->stream->finish("", "the server is shutting down", seq->prompt_tokens,
+                              seq->generated);
+          release(*seq);
+        }
+        running_.clear();
+        metrics_.queued = metrics_.active = 0;
+        return;
+      }
+    }
+    const bool ran = step();
+    if (ran && options_.step_delay_ms > 0) {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait_for(lock, std::chrono::milliseconds(options_.step_delay_ms),
+                     [&] { return stopping_; });
+    }
+    if (!ran) {
+      // Nothing could run (e.g. every waiting request was cancelled): wait for news.
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait_for(lock, std::chrono::milliseconds(20));
+    }
+  }
+}
+
+void BatchEngine::release(Sequence &seq) {
+  for (int32_t b : seq.blocks)
+    free_blocks_.push_back(b);
+  seq.blocks.clear();
+  if (seq.slot >= 0) {
+    std::fill(block_table_.begin() + static_cast<size_t>(seq.slot) * max_blocks_,
+              block_table_.begin() + static_cast<size_t>(seq.slot + 1) * max_blocks_, -1);
+    free_slots_.push_back(seq.slot);
+    seq.slot = -1;
+  }
+}
+
+// Gives seq blocks for its first `positions` positions; false when the pool is short.
+bool BatchEngine::grow(Sequence &seq, int positions) {
+  const int need = (positions + options_.block_size - 1) / options_.block_size;
+  if (need > max_blocks_)
+    return false;
+  if (need - static_cast<int>(seq.blocks.size()) > static_cast<int>(free_blocks_.size()))
+    return false;
+  while (static_cast<int>(seq.blocks.size()) < need) {
+    int32_t b = free_blocks_.back();
+    free_blocks_.pop_back();
+    block_table_[static_cast<size_t>(seq.slot) * max_blocks_ + seq.blocks.size()] = b;
+    seq.blocks.push_back(b);
+  }
+  return true;
+}
+
+// Hands the text of the reply to the stream, holding back what may still become a stop
+// string (unless at_end). Returns true when a stop string appeared: the reply is cut there
+// and the sequence finished.
+bool BatchEngine::emit_text(Sequence &seq, bool at_end) {
+  size_t longest = 0;
+  for (const std::string &s : seq.request.stop_strings)
+    longest = std::max(longest, s.size());
+  if (longest > 0) {
+    size_t from = seq.sent >= longest ? seq.sent - longest + 1 : 0;
+    size_t cut = std::string::npos;
+    for (const std::string &s : seq.request.stop_strings) {
+      size_t at = s.empty() ? std::string::npos : seq.text.find(s, from);
+      if (at != std::string::npos)
+        cut = std::min(cut, at);
+    }
+    if (cut != std::string::npos) {
+      if (cut > seq.sent)
+        seq.stream->push(seq.text.substr(seq.sent, cut - seq.sent));
+      seq.text.resize(std::max(cut, seq.sent));
+      seq.sent = seq.text.size();
+      finish(seq, "stop", false);
+      return true;
+    }
+  }
+  size_t hold = 0;
+  if (!at_end)
+    for (const std::string &s : seq.request.stop_strings) {
+      if (s.empty())
+        continue;
+      for (size_t k = std::min(s.size() - 1, seq.text.size()); k > hold; --k)
+        if (seq.text.compare(seq.text.size() - k, k, s, 0, k) == 0) {
+          hold = k;
+          break;
+        }
+    }
+  size_t upto = std::max(seq.sent, seq.text.size() - hold);
+  if (upto > seq.sent) {
+    seq.stream->push(seq.text.substr(seq.sent, upto - seq.sent));
+    seq.sent = upto;
+  }
+  return false;
+}
+
+// Ends the reply: what the decoder holds, then the end of the stream.
+// With `flush` (a stop token or the length limit), the text the decoder and the stop-string
+// check held back goes out first; a stop string cut the reply otherwise.
+void BatchEngine::finish(Sequence &seq, const std::string &reason, bool flush) {
+  if (seq.finished)
+    return;
+  seq.finished = true;
+  if (flush) {
+    std::string rest;
+    seq.decoder.finish(rest);
+    seq.text += rest;
+    if (seq.text.size() > seq.sent)
+      seq.stream->push(seq.text.substr(seq.sent));
+    seq.sent = seq.text.size();
+  }
+  // The stream ends after the step has freed the sequence and updated the metrics (step()),
+  // so that a client that got its answer sees them.
+  ended_.push_back({seq.stream, reason, seq.prompt_tokens, seq.generated});
+}
+
+bool BatchEngine::step() {
+  const double t0 = now_seconds();
+  // Admission (and the requests whose client went away).
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = waiting_.begin(); it != waiting_.end();)
+      it = (*it)->stream->cancelled() ? waiting_.erase(it) : it + 1;
+    while (!waiting_.empty() && !free_slots_.empty()) {
+      Sequence &seq = *waiting_.front();
+      // Blocks for the prompt and the first generated token (at most a whole context).
+      const int need = std::min(max_blocks_, (static_cast<int>(seq.tokens.size()) + 1 +
+                                              options_.block_size - 1) / options_.block_size);
+      if (need > static_cast<int>(free_blocks_.size()))
+        break;
+      seq.slot = free_slots_.back();
+      free_slots_.pop_back();
+      grow(seq, static_cast<int>(seq.tokens.size()));
+      seq.computed = 0;
+      const int original = info_.original_max_position;
+      if (original > 0 && static_cast<int>(seq.tokens.size()) > original)
+        seq.rope_long = true;
+      if (seq.generated == 0)
+        metrics_.prompt_tokens += seq.prompt_tokens;
+      running_.push_back(std::move(waiting_.front()));
+      waiting_.pop_front();
+    }
+    metrics_.queued = static_cast<int>(waiting_.size());
+  }
+  // Drop what was cancelled: its slot and blocks are free from this step on.
+  for (auto &seq : running_)
+    if (seq->stream->cancelled()) {
+      seq->finished = true;
+      release(*seq);
+    }
+  running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                [](const std::unique_ptr<Sequence> &s) { return s->finished; }),
+                 running_.end());
+
+  // Rows: one for each decoding sequence first, then prompt (or recompute) chunks.
+  struct Part {
+    Sequence *seq;
+    int begin, count;
+    bool logits;
+  };
+  std::vector<Part> parts;
+  int budget = info_.max_tokens;
+  std::vector<std::unique_ptr<Sequence>> preempted;
+  for (int pass = 0; pass < 2; ++pass)
+    for (auto &holder : running_) {
+      Sequence &seq = *holder;
+      const int pending = static_cast<int>(seq.tokens.size()) - seq.computed;
+      if (pending <= 0 || budget <= 0 || (pass == 0) != (pending == 1))
+        continue;
+      const int count = std::min(pending, budget);
+      if (!grow(seq, seq.computed + count)) {
+        // The pool is short: this sequence goes back to the queue (its cache is
+        // recomputed when it is admitted again; sampling state is kept).
+        seq.finished = true;
+        continue;
+      }
+      parts.push_back({&seq, seq.computed, count, seq.computed + count ==
+                                                       static_cast<int>(seq.tokens.size())});
+      budget -= count;
+    }
+  for (auto &holder : running_)
+    if (holder->finished) {
+      release(*holder);
+      holder->finished = false;
+      preempted.push_back(std::move(holder));
+    }
+  running_.erase(std::remove(running_.begin(), running_.end(), nullptr), running_.end());
+  if (!preempted.empty()) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    for (auto it = preempted.rbegin(); it != preempted.rend(); ++it)
+      waiting_.push_front(std::move(*it));
+    metrics_.preempted += preempted.size();
+    metrics_.queued = static_cast<int>(waiting_.size());
+  }
+  if (parts.empty()) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    metrics_.active = static_cast<int>(running_.size());
+    metrics_.free_blocks = static_cast<int>(free_blocks_.size());
+    return false;
+  }
+  // Rows without logits first, then one row per sequence that gets its next token.
+  int n = 0;
+  auto add_row = [&](Sequence &seq, int p) {
+    ids_[n] = seq.tokens[p];
+    positions_[n] = p;
+    row_slot_[n] = seq.slot;
+    row_long_[n] = seq.rope_long ? 1 : 0;
+    ++n;
+  };
+  for (const Part &part : parts)
+    for (int p = part.begin; p < part.begin + part.count - (part.logits ? 1 : 0); ++p)
+      add_row(*part.seq, p);
+  int logit_rows = 0;
+  for (const Part &part : parts)
+    if (part.logits) {
+      add_row(*part.seq, part.begin + part.count - 1);
+      ++logit_rows;
+    }
+  phimoe_forward(ctx_, ids_.data(), positions_.data(), n, logit_rows, logits_.data());
+
+  // Sample, stream, finish.
+  int row = 0, produced = 0;
+  const int original = info_.original_max_position;
+  for (const Part &part : parts) {
+    Sequence &seq = *part.seq;
+    seq.computed = part.begin + part.count;
+    if (!part.logits)
+      continue;
+    const float *logits = logits_.data() + static_cast<size_t>(row++) * info_.vocab;
+    const int32_t next = seq.sampler.sample(logits, seq.tokens.data() + seq.prompt_tokens,
+                                            seq.generated);
+    ++seq.generated;
+    ++produced;
+    const std::vector<int32_t> &stops = seq.request.stop_ids;
+    if (std::find(stops.begin(), stops.end(), next) != stops.end()) {
+      finish(seq, "stop", true);
+      continue;
+    }
+    seq.tokens.push_back(next);
+    std::string piece;
+    seq.decoder.push(next, piece);
+    seq.text += piece;
+    if (emit_text(seq, false))
+      continue;
+    if (seq.generated >= seq.request.max_tokens ||
+        static_cast<int>(seq.tokens.size()) > options_.ctx_size) {
+      finish(seq, "length", true);
+      continue;
+    }
+    if (!seq.rope_long && original > 0 && static_cast<int>(seq.tokens.size()) > original) {
+      // Past original_max_position: every position again with the long set (as Session).
+      seq.rope_long = true;
+      seq.computed = 0;
+    }
+  }
+  for (auto &seq : running_)
+    if (seq->finished)
+      release(*seq);
+  running_.erase(std::remove_if(running_.begin(), running_.end(),
+                                [](const std::unique_ptr<Sequence> &s) { return s->finished; }),
+                 running_.end());
+  const double t1 = now_seconds();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++metrics_.steps;
+    metrics_.generated_tokens += produced;
+    metrics_.busy_seconds += t1 - t0;
+    metrics_.active = static_cast<int>(running_.size());
+    metrics_.free_blocks = static_cast<int>(free_blocks_.size());
+    if (produced > 0)
+      recent_.push_back({t1, produced});
+    while (recent_.size() > 4096)
+      recent_.pop_front();
+  }
+  for (Ended &e : ended_)
+    e.stream->finish(e.reason, "", e.prompt_tokens, e.completion_tokens);
+  ended_.clear();
+  return true;
+}
+
+} // namespace phimoe_rt

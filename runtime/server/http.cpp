@@ -1,0 +1,602 @@
+// http.cpp - phimoe-bin serve: the OpenAI-compatible HTTP API (cpp-httplib, nlohmann-json)
+// over a BatchEngine. Routes: POST /v1/chat/completions, POST /v1/completions (both with
+// server-sent events when "stream": true), GET /v1/models[/ID], GET /health, GET /metrics.
+#include "phimoe_rt/server.h"
+
+#include "phimoe_rt/batch.h"
+#include "phimoe_rt/chat.h"
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <csignal>
+#include <cstdio>
+#include <pthread.h>
+#include <random>
+#include <sstream>
+
+namespace phimoe_rt {
+namespace {
+
+using json = nlohmann::json;
+
+// JSON text; ill-formed UTF-8 (which the replies never hold) would become U+FFFD, not an
+// exception.
+std::string dump(const json &j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
+
+// An error in OpenAI's shape: {"error": {"message", "type", "param", "code"}}.
+struct ApiError {
+  int status;
+  std::string message, param, code;
+};
+
+const char *error_type(int status) {
+  switch (status) {
+  case 401: return "authentication_error";
+  case 404: return "not_found_error";
+  case 413: return "invalid_request_error";
+  case 503: return "server_error";
+  default: return status >= 500 ? "server_error" : "invalid_request_error";
+  }
+}
+
+json error_json(const ApiError &e) {
+  json error = {{"message", e.message},
+                {"type", error_type(e.status)},
+                {"param", e.param.empty() ? json(nullptr) : json(e.param)},
+                {"code", e.code.empty() ? json(nullptr) : json(e.code)}};
+  return {{"error", error}};
+}
+
+void send_error(httplib::Response &res, const ApiError &e) {
+  res.status = e.status;
+  res.set_content(dump(error_json(e)), "application/json");
+}
+
+ApiError bad(const std::string &param, const std::string &message) {
+  return {400, message, param, "invalid_value"};
+}
+
+// ---- request fields ----------------------------------------------------------------------
+
+const json *field(const json &body, const char *name) {
+  auto it = body.find(name);
+  return it == body.end() || it->is_null() ? nullptr : &*it;
+}
+
+double number(const json &body, const char *name, double fallback, double lo, double hi) {
+  const json *v = field(body, name);
+  if (!v)
+    return fallback;
+  if (!v->is_number())
+    throw bad(name, std::string("'") + name + "' must be a number");
+  double x = v->get<double>();
+  if (!(x >= lo && x <= hi)) {
+    std::ostringstream msg;
+    msg << "'" << name << "' must lie in [" << lo << ", " << hi << "], got " << x;
+    throw bad(name, msg.str());
+  }
+  return x;
+}
+
+int64_t integer(const json &body, const char *name, int64_t fallback, int64_t lo, int64_t hi) {
+  const json *v = field(body, name);
+  if (!v)
+    return fallback;
+  if (!v->is_number_integer())
+    throw bad(name, std::string("'") + name + "' must be an integer");
+  const bool out_of_range =
+      v->is_number_unsigned()
+          ? (v->get<uint64_t>() > static_cast<uint64_t>(hi) ||
+             (lo > 0 && v->get<uint64_t>() < static_cast<uint64_t>(lo)))
+          : (v->get<int64_t>() < lo || v->get<int64_t>() > hi);
+  if (out_of_range)
+    throw bad(name, std::string("'") + name + "' must lie in [" + std::to_string(lo) + ", " +
+                        std::to_string(hi) + "]");
+  return v->is_number_unsigned() ? static_cast<int64_t>(v->get<uint64_t>()) : v->get<int64_t>();
+}
+
+bool boolean(const json &body, const char *name, bool fallback) {
+  const json *v = field(body, name);
+  if (!v)
+    return fallback;
+  if (!v->is_boolean())
+    throw bad(name, std::string("'") + name + "' must be true or false");
+  return v->get<bool>();
+}
+
+// What both endpoints share: model, sampling, limits, stop strings, streaming.
+struct Common {
+  GenerationRequest request;
+  bool stream = false, include_usage = false;
+  bool max_tokens_given = false;
+  bool ignore_eos = false; // an extension (as llama.cpp's): generate through EOS and end markers
+};
+
+Common parse_common(const json &body, const ServerOptions &options) {
+  Common c;
+  const json *model = field(body, "model");
+  if (!model || !model->is_string())
+    throw bad("model", "'model' is required and must be a string");
+  if (model->get<std::string>() != options.model)
+    throw ApiError{404,
+                   "The model '" + model->get<std::string>() +
+                       "' does not exist (this server has '" + options.model + "')",
+                   "model", "model_not_found"};
+  if (integer(body, "n", 1, 1, 1) != 1)
+    throw bad("n", "'n' must be 1");
+  // What this server does not do is refused rather than silently ignored.
+  for (const char *name : {"logprobs", "echo"}) {
+    const json *v = field(body, name);
+    if (v && !(v->is_boolean() && !v->get<bool>()))
+      throw bad(name, std::string("'") + name + "' is not supported by this server");
+  }
+  for (const char *name : {"tools", "functions", "tool_choice", "function_call"})
+    if (field(body, name))
+      throw bad(name, std::string("'") + name + "' (tool calls) is not supported by this server");
+  if (const json *format = field(body, "response_format"))
+    if (!format->is_object() || format->value("type", "") != "text")
+      throw bad("response_format", "only {\"type\": \"text\"} is supported");
+  int64_t max_tokens = integer(body, "max_completion_tokens", -1, 1, 1 << 30);
+  max_tokens = integer(body, "max_tokens", max_tokens, 1, 1 << 30);
+  c.max_tokens_given = max_tokens > 0;
+  c.request.max_tokens = max_tokens > 0 ? static_cast<int>(max_tokens) : 0;
+  SamplingParams &s = c.request.sampling;
+  s.temperature = static_cast<float>(number(body, "temperature", 1.0, 0.0, 2.0));
+  s.top_p = static_cast<float>(number(body, "top_p", 1.0, 0.0, 1.0));
+  s.top_k = 0;
+  s.min_p = 0.0f;
+  s.repeat_penalty = 1.0f;
+  s.presence_penalty = static_cast<float>(number(body, "presence_penalty", 0.0, -2.0, 2.0));
+  s.frequency_penalty = static_cast<float>(number(body, "frequency_penalty", 0.0, -2.0, 2.0));
+  s.penalty_last_n = 0; // the whole reply (BatchEngine)
+  if (field(body, "seed"))
+    s.seed = static_cast<uint64_t>(integer(body, "seed", 0, INT64_MIN, INT64_MAX));
+  else
+    s.seed = std::random_device{}();
+  if (const json *stop = field(body, "stop")) {
+    if (stop->is_string()) {
+      c.request.stop_strings.push_back(stop->get<std::string>());
+    } else if (stop->is_array() && stop->size() <= 4) {
+      for (const json &item : *stop) {
+        if (!item.is_string())
+          throw bad("stop", "'stop' must be a string or an array of at most 4 strings");
+        c.request.stop_strings.push_back(item.get<std::string>());
+      }
+    } else {
+      throw bad("stop", "'stop' must be a string or an array of at most 4 strings");
+    }
+    for (const std::string &text : c.request.stop_strings)
+      if (text.empty())
+        throw bad("stop", "a stop string must not be empty");
+  }
+  c.ignore_eos = boolean(body, "ignore_eos", false);
+  c.stream = boolean(body, "stream", false);
+  if (const json *so = field(body, "stream_options")) {
+    if (!so->is_object())
+      throw bad("stream_options", "'stream_options' must be an object");
+    c.include_usage = boolean(*so, "include_usage", false);
+  }
+  return c;
+}
+
+std::string message_text(const json &content, size_t index) {
+  const std::string param = "messages[" + std::to_string(index) + "].content";
+  if (content.is_null())
+    return "";
+  if (content.is_string())
+    return content.get<std::string>();
+  if (content.is_array()) {
+    std::string text;
+    for (const json &part : content) {
+      if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
+          !part["text"].is_string())
+        throw bad(param,
+                  "only text content parts ({\"type\": \"text\", \"text\": ...}) are supported");
+      text += part["text"].get<std::string>();
+    }
+    return text;
+  }
+  throw bad(param, "'content' must be a string or an array of text parts");
+}
+
+json usage_json(int prompt, int completion) {
+  return {{"prompt_tokens", prompt},
+          {"completion_tokens", completion},
+          {"total_tokens", prompt + completion}};
+}
+
+int64_t unix_time() {
+  return std::chrono::duration_cast<std::chrono::seconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+class Api {
+public:
+  Api(const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
+      const ServerOptions &options)
+      : options_(options), tokenizer_(tokenizer),
+        format_(ChatFormat::from_template(tokenizer.chat_template(), notice_)),
+        engine_(info, weights, tokenizer, engine_options(options)), vocab_(info.vocab) {
+    chat_stops_ = format_.stop_ids(tokenizer);
+    if (auto eos = tokenizer.eos())
+      completion_stops_.push_back(*eos);
+    created_ = unix_time();
+  }
+
+  static BatchOptions engine_options(const ServerOptions &o) {
+    BatchOptions b;
+    b.parallel = o.parallel;
+    b.ctx_size = o.ctx_size;
+    b.queue_size = o.queue_size;
+    b.threads = o.threads;
+    b.block_size = o.block_size;
+    b.kv_blocks = o.kv_blocks;
+    b.step_delay_ms = o.step_delay_ms;
+    return b;
+  }
+
+  const std::string &notice() const { return notice_; }
+  BatchEngine &engine() { return engine_; }
+
+  void install(httplib::Server &server) {
+    server.set_pre_routing_handler([this](const httplib::Request &req, httplib::Response &res) {
+      if (options_.api_key.empty() || req.path.rfind("/v1/", 0) != 0)
+        return httplib::Server::HandlerResponse::Unhandled;
+      if (req.get_header_value("Authorization") == "Bearer " + options_.api_key)
+        return httplib::Server::HandlerResponse::Unhandled;
+      send_error(res, {401, "Incorrect API key provided", "", "invalid_api_key"});
+      return httplib::Server::HandlerResponse::Handled;
+    });
+    server.Post("/v1/chat/completions", [this](const httplib::Request &req,
+                                               httplib::Response &res) { handle(req, res, true); });
+    server.Post("/v1/completions", [this](const httplib::Request &req, httplib::Response &res) {
+      handle(req, res, false);
+    });
+    server.Get("/v1/models", [this](const httplib::Request &, httplib::Response &res) {
+      json list = {{"object", "list"}, {"data", json::array({model_json()})}};
+      res.set_content(list.dump(), "application/json");
+    });
+    server.Get(R"(/v1/models/(.+))", [this](const httplib::Request &req, httplib::Response &res) {
+      if (req.matches[1] != options_.model)
+        return send_error(res, {404, "The model '" + req.matches[1].str() + "' does not exist",
+                                "model", "model_not_found"});
+      res.set_content(model_json().dump(), "application/json");
+    });
+    server.Get("/health", [](const httplib::Request &, httplib::Response &res) {
+      res.set_content(R"({"status":"ok"})", "application/json");
+    });
+    server.Get("/metrics", [this](const httplib::Request &, httplib::Response &res) {
+      res.set_content(metrics_text(), "text/plain; version=0.0.4");
+    });
+    server.set_error_handler([](const httplib::Request &req, httplib::Response &res) {
+      if (!res.body.empty())
+        return;
+      if (res.status == 404)
+        send_error(res, {404, "Unknown route: " + req.method + " " + req.path, "", "not_found"});
+      else if (res.status == 413)
+        send_error(res, {413, "The request body is too large", "", "request_too_large"});
+      else
+        send_error(res, {res.status, "HTTP error " + std::to_string(res.status), "", ""});
+    });
+    server.set_exception_handler(
+        [](const httplib::Request &, httplib::Response &res, std::exception_ptr ep) {
+          std::string what = "internal error";
+          try {
+            std::rethrow_exception(ep);
+          } catch (const std::exception &e) {
+            what = e.what();
+          } catch (...) {
+          }
+          send_error(res, {500, what, "", ""});
+        });
+  }
+
+private:
+  json model_json() const {
+    return {{"id", options_.model}, {"object", "model"}, {"created", created_},
+            {"owned_by", "phimoec"}};
+  }
+
+  std::string metrics_text() {
+    BatchMetrics m = engine_.metrics();
+    std::ostringstream out;
+    auto metric = [&](const char *name, const char *type, const char *help, double value) {
+      out << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n"
+          << name << " " << value << "\n";
+    };
+    metric("phimoe_requests_total", "counter", "Completion requests accepted.",
+           static_cast<double>(m.requests));
+    metric("phimoe_requests_rejected_total", "counter", "Requests refused with 503 (queue full).",
+           static_cast<double>(m.rejected));
+    metric("phimoe_prompt_tokens_total", "counter", "Prompt tokens processed.",
+           static_cast<double>(m.prompt_tokens));
+    metric("phimoe_generated_tokens_total", "counter", "Tokens generated.",
+           static_cast<double>(m.generated_tokens));
+    metric("phimoe_tokens_per_second", "gauge",
+           "Tokens generated per second over the last 10 seconds.", m.tokens_per_second);
+    metric("phimoe_queue_depth", "gauge", "Requests waiting for a sequence slot or KV blocks.",
+           m.queued);
+    metric("phimoe_active_sequences", "gauge", "Sequences in the running batch.", m.active);
+    metric("phimoe_kv_blocks_free", "gauge", "Free KV cache blocks.", m.free_blocks);
+    metric("phimoe_kv_blocks_total", "gauge", "KV cache blocks in all.", m.total_blocks);
+    metric("phimoe_preemptions_total", "counter",
+           "Sequences sent back to the queue for lack of KV blocks (recomputed later).",
+           static_cast<double>(m.preempted));
+    metric("phimoe_batch_steps_total", "counter", "Batched forward passes.",
+           static_cast<double>(m.steps));
+    metric("phimoe_busy_seconds_total", "counter", "Seconds spent in batched steps.",
+           m.busy_seconds);
+    return out.str();
+  }
+
+  // The prompt of a /v1/completions body: a string, one string in an array, token ids, or
+  // one array of token ids in an array.
+  std::vector<int32_t> completion_prompt(const json &body) {
+    const json *prompt = field(body, "prompt");
+    if (!prompt)
+      throw bad("prompt", "'prompt' is required");
+    const json *p = prompt;
+    if (p->is_array() && p->size() == 1 && ((*p)[0].is_string() || (*p)[0].is_array()))
+      p = &(*p)[0];
+    if (p->is_string())
+      return tokenizer_.encode(p->get<std::string>(), true);
+    if (p->is_array() && !p->empty()) {
+      std::vector<int32_t> ids;
+      for (const json &id : *p) {
+        if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= vocab_)
+          throw bad("prompt", "token ids must be integers in [0, " + std::to_string(vocab_) + ")");
+        ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
+      }
+      return ids;
+    }
+    throw bad("prompt", "'prompt' must be a string, an array of one string, or token ids");
+  }
+
+  std::vector<int32_t> chat_prompt(const json &body) {
+    const json *messages = field(body, "messages");
+    if (!messages || !messages->is_array() || messages->empty())
+      throw bad("messages", "'messages' is required and must be a non-empty array");
+    std::vector<ChatMessage> chat;
+    for (size_t i = 0; i < messages->size(); ++i) {
+      const json &m = (*messages)[i];
+      const std::string param = "messages[" + std::to_string(i) + "]";
+      if (!m.is_object() || !m.contains("role") || !m["role"].is_string())
+        throw bad(param + ".role", "each message needs a string 'role'");
+      std::string role = m["role"].get<std::string>();
+      if (role == "developer")
+        role = "system";
+      if (role != "system" && role != "user" && role != "assistant")
+        throw bad(param + ".role", "unsupported role '" + role +
+                                       "' (system, developer, user or assistant)");
+      chat.push_back({role, message_text(m.contains("content") ? m["content"] : json(nullptr), i)});
+    }
+    return tokenizer_.encode(format_.render(chat, true), true);
+  }
+
+  void handle(const httplib::Request &req, httplib::Response &res, bool chat) {
+    json body;
+    try {
+      body = json::parse(req.body);
+    } catch (const json::parse_error &e) {
+      return send_error(res, {400, std::string("The body is not valid JSON: ") + e.what(), "",
+                              "invalid_json"});
+    }
+    std::shared_ptr<GenerationStream> stream;
+    Common c;
+    try {
+      if (!body.is_object())
+        throw ApiError{400, "The body must be a JSON object", "", "invalid_json"};
+      c = parse_common(body, options_);
+      c.request.prompt = chat ? chat_prompt(body) : completion_prompt(body);
+      if (c.request.prompt.empty())
+        throw bad(chat ? "messages" : "prompt", "the prompt is empty");
+      const int prompt = static_cast<int>(c.request.prompt.size());
+      if (prompt >= options_.ctx_size)
+        throw ApiError{413,
+                       "The prompt is " + std::to_string(prompt) +
+                           " tokens; this server's context is " +
+                           std::to_string(options_.ctx_size) + " tokens (--ctx-size)",
+                       chat ? "messages" : "prompt", "context_length_exceeded"};
+      if (!c.max_tokens_given)
+        c.request.max_tokens = chat ? options_.ctx_size : 16;
+      if (!c.ignore_eos)
+        c.request.stop_ids = chat ? chat_stops_ : completion_stops_;
+      BatchEngine::Refusal why;
+      stream = engine_.submit(c.request, why);
+      if (why == BatchEngine::Refusal::QueueFull)
+        throw ApiError{503, "The server is busy: the request queue is full; retry later", "",
+                       "queue_full"};
+      if (why == BatchEngine::Refusal::Stopped)
+        throw ApiError{503, "The server is shutting down", "", "shutting_down"};
+      if (why == BatchEngine::Refusal::TooLong)
+        throw ApiError{413, "The prompt does not fit the context", "", "context_length_exceeded"};
+    } catch (const ApiError &e) {
+      return send_error(res, e);
+    }
+    const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(++next_id_);
+    const int64_t created = unix_time();
+    if (c.stream)
+      return stream_response(res, stream, chat, id, created, c.include_usage);
+
+    std::string text;
+    GenerationStream::Chunk chunk;
+    while (true) {
+      if (!stream->next(chunk, 1000))
+        continue;
+      text += chunk.text;
+      if (chunk.done)
+        break;
+    }
+    if (!chunk.error.empty())
+      return send_error(res, {503, chunk.error, "", "server_error"});
+    json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", chunk.finish_reason}};
+    if (chat)
+      choice["message"] = {{"role", "assistant"}, {"content", text}};
+    else
+      choice["text"] = text;
+    json out = {{"id", id},
+                {"object", chat ? "chat.completion" : "text_completion"},
+                {"created", created},
+                {"model", options_.model},
+                {"choices", json::array({choice})},
+                {"usage", usage_json(chunk.prompt_tokens, chunk.completion_tokens)}};
+    res.set_content(dump(out), "application/json");
+  }
+
+  // Server-sent events: a chunk per piece of text, the finish reason, usage when asked,
+  // then "data: [DONE]". A client that goes away cancels its sequence.
+  void stream_response(httplib::Response &res, std::shared_ptr<GenerationStream> stream,
+                       bool chat, const std::string &id, int64_t created, bool include_usage) {
+    auto started = std::make_shared<bool>(false);
+    auto chunk_json = [this, chat, id, created](const json &delta_or_text,
+                                                const json &finish_reason) {
+      json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason}};
+      if (chat)
+        choice["delta"] = delta_or_text;
+      else
+        choice["text"] = delta_or_text;
+      return json{{"id", id},
+                  {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                  {"created", created},
+                  {"model", options_.model},
+                  {"choices", json::array({choice})}};
+    };
+    res.set_header("Cache-Control", "no-cache");
+    res.set_chunked_content_provider(
+        "text/event-stream",
+        [stream, started, chunk_json, chat, include_usage, this, id,
+         created](size_t, httplib::DataSink &sink) {
+          auto send = [&](const json &event) {
+            const std::string data = "data: " + dump(event) + "\n\n";
+            return sink.write(data.data(), data.size());
+          };
+          if (!*started) {
+            *started = true;
+            if (chat && !send(chunk_json({{"role", "assistant"}, {"content", ""}}, nullptr))) {
+              stream->cancel();
+              return false;
+            }
+          }
+          GenerationStream::Chunk chunk;
+          if (!stream->next(chunk, 200)) {
+            if (!sink.is_writable()) {
+              stream->cancel();
+              return false;
+            }
+            return true;
+          }
+          if (!chunk.text.empty()) {
+            const json piece = chat ? json{{"content", chunk.text}} : json(chunk.text);
+            if (!send(chunk_json(piece, nullptr))) {
+              stream->cancel();
+              return false;
+            }
+          }
+          if (!chunk.done)
+            return true;
+          if (!chunk.error.empty()) {
+            send(error_json({503, chunk.error, "", "server_error"}));
+          } else {
+            send(chunk_json(chat ? json::object() : json(""), chunk.finish_reason));
+            if (include_usage) {
+              json usage = {{"id", id},
+                            {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                            {"created", created},
+                            {"model", options_.model},
+                            {"choices", json::array()},
+                            {"usage", usage_json(chunk.prompt_tokens, chunk.completion_tokens)}};
+              send(usage);
+            }
+          }
+          static const std::string done = "data: [DONE]\n\n";
+          sink.write(done.data(), done.size());
+          sink.done();
+          return true;
+        },
+        [stream](bool) { stream->cancel(); });
+  }
+
+  const ServerOptions &options_;
+  const Tokenizer &tokenizer_;
+  std::string notice_;
+  ChatFormat format_;
+  BatchEngine engine_;
+  int vocab_;
+  std::vector<int32_t> chat_stops_, completion_stops_;
+  int64_t created_ = 0;
+  std::atomic<uint64_t> next_id_{0};
+};
+
+} // namespace
+
+int run_server(const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
+               const ServerOptions &options) {
+  // SIGINT and SIGTERM go to one thread that stops the server; every other thread (the
+  // engine's, httplib's) inherits the blocked mask. Writes to a closed socket fail
+  // instead of killing the process.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  Api api(info, weights, tokenizer, options);
+  if (!api.notice().empty())
+    std::fprintf(stderr, "phimoe-bin: %s\n", api.notice().c_str());
+  if (api.engine().options().parallel < options.parallel)
+    std::fprintf(stderr,
+                 "phimoe-bin: --parallel %d: this model runs at most %d rows per forward; "
+                 "serving %d sequences at once\n",
+                 options.parallel, info.max_tokens, api.engine().options().parallel);
+  httplib::Server server;
+  const size_t workers = static_cast<size_t>(options.parallel + options.queue_size) + 32;
+  server.new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
+  server.set_payload_max_length(size_t{64} << 20);
+  server.set_tcp_nodelay(true); // each streamed token goes out at once (no Nagle delay)
+  api.install(server);
+
+  int port = options.port;
+  if (port == 0) {
+    port = server.bind_to_any_port(options.host);
+    if (port < 0)
+      port = 0;
+  } else if (!server.bind_to_port(options.host, port)) {
+    port = 0;
+  }
+  if (port == 0) {
+    std::fprintf(stderr, "phimoe-bin: error: cannot listen on %s:%d\n", options.host.c_str(),
+                 options.port);
+    api.engine().stop();
+    return 1;
+  }
+
+  std::atomic<bool> listening{true};
+  std::thread waiter([&] {
+    int sig = 0;
+    sigwait(&stop_signals, &sig);
+    if (listening)
+      std::fprintf(stderr, "phimoe-bin: %s: stopping\n", sig == SIGINT ? "SIGINT" : "SIGTERM");
+    api.engine().stop(); // in-flight requests end (with an error), streams close
+    server.stop();
+  });
+  std::fprintf(stderr,
+               "phimoe-bin: listening on http://%s:%d (model '%s', %d parallel, context %d)\n",
+               options.host.c_str(), port, options.model.c_str(),
+               api.engine().options().parallel, options.ctx_size);
+  std::fflush(stderr);
+  const bool ok = server.listen_after_bind();
+  listening = false;
+  // Wake the waiter if listening ended by itself (after a signal it has returned already).
+  pthread_kill(waiter.native_handle(), SIGTERM);
+  waiter.join();
+  api.engine().stop();
+  std::fprintf(stderr, "phimoe-bin: stopped\n");
+  return ok ? 0 : 1;
+}
+
+} // namespace phimoe_rt

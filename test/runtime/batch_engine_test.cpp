@@ -1,0 +1,213 @@
+// batch_engine_test.cpp - the continuous-batching scheduler (BatchEngine) over a fake model:
+// many sequences with chunked prompts, LongRoPE recomputes and preemption for KV blocks must
+// each produce exactly what the sequence alone produces; cancelled sequences free their
+// blocks. The fake phimoe_forward reads everything through the batch descriptor and the paged
+// cache, so a block-table mix-up, a stale position or a wrong LongRoPE set changes the output.
+#include "phimoe_rt/batch.h"
+#include "phimoe_rt/model.h"
+#include "phimoe_rt/tokenizer.h"
+
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <thread>
+
+namespace {
+constexpr int kVocab = 300, kOriginal = 16;
+} // namespace
+
+// rows per forward 8 (prompts go in chunks), one layer, one kv head of 8 floats.
+const phimoe_rt::ModelInfo phimoe_model_info = {1, 0, 0, 8, kVocab, 8, 8, 1, 1, 1, 8,
+                                                kOriginal, 64};
+
+// The fake model: row t stores (token, LongRoPE set) at its position in its sequence's cache;
+// the logits of a row pick hash(tokens and sets at positions 0..pos of the same sequence).
+void phimoe_forward(phimoe_rt::Context &ctx, const int32_t *ids, const int32_t *pos, int32_t n,
+                    int32_t logit_rows, float *logits) {
+  const phimoe_rt::BatchRows &b = *ctx.batch;
+  phimoe_rt::PagedKVCache &cache = *b.cache;
+  const int bs = cache.block_size;
+  for (int t = 0; t < n; ++t) {
+    const int block = b.block_of(b.slot[t], pos[t]);
+    ASSERT_GE(block, 0) << "row " << t << " has no block";
+    float *k = cache.k_at(0, block, pos[t] % bs);
+    k[0] = static_cast<float>(ids[t]);
+    k[1] = b.rope_long[t] ? 1.0f : 0.0f;
+  }
+  for (int r = 0; r < logit_rows; ++r) {
+    const int t = n - logit_rows + r;
+    uint32_t h = 17;
+    for (int j = 0; j <= pos[t]; ++j) {
+      const float *k = cache.k_at(0, b.block_of(b.slot[t], j), j % bs);
+      h = h * 31u + static_cast<uint32_t>(k[0]) * 7u + static_cast<uint32_t>(k[1]);
+    }
+    float *row = logits + static_cast<size_t>(r) * kVocab;
+    std::fill(row, row + kVocab, 0.0f);
+    row[3 + h % (kVocab - 3)] = 1.0f; // never 0..2 (special tokens)
+  }
+}
+
+namespace {
+
+using namespace phimoe_rt;
+
+std::unique_ptr<Tokenizer> tokenizer() {
+  std::string error;
+  auto t = Tokenizer::load_hf(PHIMOE_EXAMPLE_DIR "/tokenizer.json", "", error);
+  EXPECT_TRUE(t) << error;
+  return t;
+}
+
+// What the fake model generates for one sequence alone (as Session would run it: the long
+// set on every position once the sequence is longer than kOriginal).
+std::string alone(const Tokenizer &tok, std::vector<int32_t> tokens, int max_tokens) {
+  StreamDecoder decoder(tok);
+  decoder.prime(tokens.data(), tokens.size());
+  std::string text, piece;
+  for (int i = 0; i < max_tokens; ++i) {
+    const uint32_t set = tokens.size() > static_cast<size_t>(kOriginal) ? 1 : 0;
+    uint32_t h = 17;
+    for (int32_t id : tokens)
+      h = h * 31u + static_cast<uint32_t>(id) * 7u + set;
+    const int32_t next = static_cast<int32_t>(3 + h % (kVocab - 3));
+    tokens.push_back(next);
+    piece.clear();
+    decoder.push(next, piece);
+    text += piece;
+  }
+  piece.clear();
+  decoder.finish(piece);
+  return text + piece;
+}
+
+std::string drain(GenerationStream &stream, GenerationStream::Chunk &last) {
+  std::string text;
+  while (true) {
+    if (!stream.next(last, 10000))
+      return text + "<timeout>";
+    text += last.text;
+    if (last.done)
+      return text;
+  }
+}
+
+GenerationRequest greedy(std::vector<int32_t> prompt, int max_tokens) {
+  GenerationRequest r;
+  r.prompt = std::move(prompt);
+  r.max_tokens = max_tokens;
+  r.sampling.temperature = 0.0f;
+  return r;
+}
+
+TEST(BatchEngine, EverySequenceGeneratesWhatItWouldAlone) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  for (int kv_blocks : {0, 14}) { // 14 blocks of 4 < 4 sequences x 12: preemption
+    BatchOptions o;
+    o.parallel = 4;
+    o.ctx_size = 48;
+    o.block_size = 4;
+    o.kv_blocks = kv_blocks;
+    o.threads = 1;
+    BatchEngine engine(phimoe_model_info, nullptr, *tok, o);
+    std::vector<std::shared_ptr<GenerationStream>> streams;
+    std::vector<std::string> expected;
+    for (int i = 0; i < 12; ++i) {
+      // Prompts of 1..23 tokens (some past kOriginal from the start), replies that cross it.
+      std::vector<int32_t> prompt;
+      for (int j = 0; j < 1 + (i * 7) % 23; ++j)
+        prompt.push_back(100 + (i * 13 + j * 5) % 150);
+      const int max_tokens = 10 + (i * 5) % 20;
+      expected.push_back(alone(*tok, prompt, max_tokens));
+      BatchEngine::Refusal why;
+      streams.push_back(engine.submit(greedy(prompt, max_tokens), why));
+      ASSERT_TRUE(streams.back()) << static_cast<int>(why);
+    }
+    for (size_t i = 0; i < streams.size(); ++i) {
+      GenerationStream::Chunk last;
+      EXPECT_EQ(drain(*streams[i], last), expected[i]) << "request " << i;
+      EXPECT_EQ(last.finish_reason, "length");
+      EXPECT_EQ(last.completion_tokens, 10 + (static_cast<int>(i) * 5) % 20);
+    }
+    BatchMetrics m = engine.metrics();
+    EXPECT_EQ(m.active, 0);
+    EXPECT_EQ(m.free_blocks, m.total_blocks);
+    EXPECT_LT(m.steps, m.generated_tokens); // steps were shared
+    if (kv_blocks)
+      EXPECT_GT(m.preempted, 0u);
+  }
+}
+
+TEST(BatchEngine, RefusesWhatDoesNotFitAndStopsCleanly) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  BatchOptions o;
+  o.parallel = 2;
+  o.ctx_size = 16;
+  o.block_size = 4;
+  BatchEngine engine(phimoe_model_info, nullptr, *tok, o);
+  BatchEngine::Refusal why;
+  EXPECT_FALSE(engine.submit(greedy(std::vector<int32_t>(17, 100), 4), why));
+  EXPECT_EQ(why, BatchEngine::Refusal::TooLong);
+  EXPECT_FALSE(engine.submit(greedy({}, 4), why));
+  // A reply that reaches the end of the context ends with "length".
+  auto s = engine.submit(greedy(std::vector<int32_t>(10, 100), 100), why);
+  ASSERT_TRUE(s);
+  GenerationStream::Chunk last;
+  drain(*s, last);
+  EXPECT_EQ(last.finish_reason, "length");
+  EXPECT_EQ(last.completion_tokens, 7); // positions 10..15 run, the 7th token is not run
+  engine.stop();
+  EXPECT_FALSE(engine.submit(greedy({100}, 4), why));
+  EXPECT_EQ(why, BatchEngine::Refusal::Stopped);
+}
+
+TEST(BatchEngine, CancelFreesTheSequenceAndItsBlocks) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  BatchOptions o;
+  o.parallel = 2;
+  o.ctx_size = 64;
+  o.block_size = 4;
+  o.step_delay_ms = 5; // about 0.3 s for the whole reply
+  BatchEngine engine(phimoe_model_info, nullptr, *tok, o);
+  BatchEngine::Refusal why;
+  auto s = engine.submit(greedy({100, 101, 102}, 60), why);
+  ASSERT_TRUE(s);
+  GenerationStream::Chunk chunk;
+  ASSERT_TRUE(s->next(chunk, 10000));
+  s->cancel();
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+  BatchMetrics m;
+  do {
+    m = engine.metrics();
+    if (m.active == 0)
+      break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(1)); // polling the state
+  } while (std::chrono::steady_clock::now() < deadline);
+  EXPECT_EQ(m.active, 0);
+  EXPECT_EQ(m.free_blocks, m.total_blocks);
+  EXPECT_LT(m.generated_tokens, 30u); // stopped long before its 60 tokens
+}
+
+TEST(BatchEngine, StopStringsCutTheReply) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  std::vector<int32_t> prompt = {120, 121};
+  const std::string full = alone(*tok, prompt, 20);
+  ASSERT_GT(full.size(), 10u);
+  const std::string stop = full.substr(6, 3);
+  BatchOptions o;
+  o.ctx_size = 64;
+  BatchEngine engine(phimoe_model_info, nullptr, *tok, o);
+  GenerationRequest r = greedy(prompt, 20);
+  r.stop_strings = {stop};
+  BatchEngine::Refusal why;
+  auto s = engine.submit(r, why);
+  ASSERT_TRUE(s);
+  GenerationStream::Chunk last;
+  EXPECT_EQ(drain(*s, last), full.substr(0, full.find(stop)));
+  EXPECT_EQ(last.finish_reason, "stop");
+}
+
+} // namespace
