@@ -107,4 +107,12 @@ if ! built; then
   touch "$CACHE/.built"
 fi
 
+# 3. What the sdist's llama_cpp package imports beyond numpy (bench/llamacpp_logits.py reads
+# llama.cpp's logits through it): installed into the benchmark's Python when missing.
+PY="$(pick_python)"
+if ! "$PY" -c "import diskcache, jinja2, typing_extensions" 2>/dev/null; then
+  echo "llamacpp.sh: installing diskcache, jinja2, typing-extensions into $PY's environment" >&2
+  "$PY" -m pip install --quiet --disable-pip-version-check diskcache jinja2 typing-extensions >&2
+fi
+
 print_env

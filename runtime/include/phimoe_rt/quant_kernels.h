@@ -805,12 +805,55 @@ PHIMOE_RT_INLINE void prefetch_span(const void *p, int bytes) {
 template <class P, int TT, int RR>
 PHIMOE_RT_INLINE void tile_q8_0(const block_q8_0 *const *w, const uint8_t *const *a, int nb,
                                 float (&res)[TT][RR]) {
+#if defined(__AVX2__) && defined(__F16C__)
+  // The same per-lane operations as combine_q8_0 (multiply, multiply, add: no fused
+  // multiply-add), on 8-lane vectors kept in registers: whole groups of 8 blocks.
+  __m256 accv[TT][RR];
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < RR; ++r)
+      accv[t][r] = _mm256_setzero_ps();
+  const int whole = nb / kGroup * kGroup;
+  for (int b = 0; b < whole; b += kGroup) {
+    const block_q8_0 *wb[RR];
+    const int8_t *ab[TT];
+    __m256 dw[RR], da[TT];
+    for (int r = 0; r < RR; ++r) {
+      wb[r] = w[r] + b;
+      prefetch_span(wb[r], kGroup * static_cast<int>(sizeof(block_q8_0)));
+      const block_q8_0 *x = wb[r];
+      dw[r] = _mm256_cvtph_ps(_mm_setr_epi16(
+          static_cast<short>(x[0].d), static_cast<short>(x[1].d), static_cast<short>(x[2].d),
+          static_cast<short>(x[3].d), static_cast<short>(x[4].d), static_cast<short>(x[5].d),
+          static_cast<short>(x[6].d), static_cast<short>(x[7].d)));
+    }
+    for (int t = 0; t < TT; ++t) {
+      ab[t] = reinterpret_cast<const int8_t *>(a[t]) + kQK8_0 * b;
+      const float *d = reinterpret_cast<const float *>(a[t] + static_cast<size_t>(nb) * kQK8_0);
+      da[t] = _mm256_loadu_ps(d + b);
+    }
+    int32_t s[TT][RR][kGroup];
+    P::template isums_q8_0<TT, RR>(wb, ab, kGroup, s);
+    for (int t = 0; t < TT; ++t)
+      for (int r = 0; r < RR; ++r) {
+        const __m256 isum =
+            _mm256_cvtepi32_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i *>(s[t][r])));
+        accv[t][r] = _mm256_add_ps(accv[t][r], _mm256_mul_ps(isum, _mm256_mul_ps(dw[r], da[t])));
+      }
+  }
+  float acc[TT][RR][kGroup];
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < RR; ++r)
+      _mm256_storeu_ps(acc[t][r], accv[t][r]);
+  const int first = whole;
+#else
   float acc[TT][RR][kGroup];
   for (int t = 0; t < TT; ++t)
     for (int r = 0; r < RR; ++r)
       for (int l = 0; l < kGroup; ++l)
         acc[t][r][l] = 0.0f;
-  for (int b = 0; b < nb; b += kGroup) {
+  const int first = 0;
+#endif
+  for (int b = first; b < nb; b += kGroup) {
     const int g = nb - b < kGroup ? nb - b : kGroup;
     const block_q8_0 *wb[RR];
     const int8_t *ab[TT];
