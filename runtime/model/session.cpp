@@ -11,7 +11,21 @@ namespace phimoe_rt {
 Session::Session(const ModelInfo &info, const uint8_t *weights, int threads, int capacity)
     : info_(info), capacity_(capacity), pool_(threads) {
   cache_.resize(info.layers, capacity, info.kv_heads, info.head_dim);
-  arena_.assign(info.arena_floats, 0.0f);
+  allocate_kernel_buffers(info, capacity, pool_.size(), arena_, scratch_, ctx_);
+  logits_.assign(static_cast<size_t>(info.max_tokens) * info.vocab, 0.0f);
+  tokens_.reserve(capacity);
+  positions_.resize(capacity);
+  for (int i = 0; i < capacity; ++i)
+    positions_[i] = i;
+  ctx_.pool = &pool_;
+  ctx_.weights = weights;
+  ctx_.cache = &cache_;
+}
+
+void allocate_kernel_buffers(const ModelInfo &info, int capacity, int threads,
+                             std::vector<float> &arena, std::vector<float> &scratch,
+                             Context &ctx) {
+  arena.assign(info.arena_floats, 0.0f);
   size_t stride = scratch_floats(capacity, info.hidden, info.intermediate, info.experts);
   // After the per-thread scratch: Context::qbuf and Context::work of the kernels with
   // quantized weights. The widest input of a linear is hidden, intermediate or the attention
@@ -21,22 +35,15 @@ Session::Session(const ModelInfo &info, const uint8_t *weights, int threads, int
   size_t work_bytes = moe_work_bytes(info.max_tokens, info.intermediate, info.experts);
   size_t qbuf_floats = (qbuf_bytes + sizeof(float) - 1) / sizeof(float);
   size_t work_floats = (work_bytes + sizeof(float) - 1) / sizeof(float);
-  scratch_.assign(stride * pool_.size() + qbuf_floats + work_floats, 0.0f);
-  logits_.assign(static_cast<size_t>(info.max_tokens) * info.vocab, 0.0f);
-  tokens_.reserve(capacity);
-  positions_.resize(capacity);
-  for (int i = 0; i < capacity; ++i)
-    positions_[i] = i;
-  ctx_.pool = &pool_;
-  ctx_.weights = weights;
-  ctx_.arena = arena_.data();
-  ctx_.cache = &cache_;
-  ctx_.scratch = scratch_.data();
-  ctx_.scratch_stride = stride;
-  ctx_.qbuf = reinterpret_cast<uint8_t *>(scratch_.data() + stride * pool_.size());
-  ctx_.qbuf_bytes = qbuf_bytes;
-  ctx_.work = reinterpret_cast<uint8_t *>(scratch_.data() + stride * pool_.size() + qbuf_floats);
-  ctx_.work_bytes = work_bytes;
+  size_t per_thread = stride * static_cast<size_t>(threads);
+  scratch.assign(per_thread + qbuf_floats + work_floats, 0.0f);
+  ctx.arena = arena.data();
+  ctx.scratch = scratch.data();
+  ctx.scratch_stride = stride;
+  ctx.qbuf = reinterpret_cast<uint8_t *>(scratch.data() + per_thread);
+  ctx.qbuf_bytes = qbuf_bytes;
+  ctx.work = reinterpret_cast<uint8_t *>(scratch.data() + per_thread + qbuf_floats);
+  ctx.work_bytes = work_bytes;
 }
 
 void Session::reset() {

@@ -2,6 +2,7 @@
 #include "phimoe_rt/batch.h"
 
 #include "phimoe_rt/model.h"
+#include "phimoe_rt/session.h"
 
 #include <algorithm>
 #include <chrono>
@@ -102,14 +103,7 @@ BatchEngine::BatchEngine(const ModelInfo &info, const uint8_t *weights,
 
   // As Session: per-thread scratch (attention over ctx_size positions), then the
   // quantized kernels' qbuf and MoE workspace.
-  arena_.assign(info.arena_floats, 0.0f);
-  size_t stride = scratch_floats(options_.ctx_size, info.hidden, info.intermediate, info.experts);
-  int widest = std::max({info.hidden, info.intermediate, info.kv_heads * info.head_dim});
-  size_t qbuf_bytes = qbuf_bytes_for(info.max_tokens, widest);
-  size_t work_bytes = moe_work_bytes(info.max_tokens, info.intermediate, info.experts);
-  size_t qbuf_floats = (qbuf_bytes + sizeof(float) - 1) / sizeof(float);
-  size_t work_floats = (work_bytes + sizeof(float) - 1) / sizeof(float);
-  scratch_.assign(stride * pool_.size() + qbuf_floats + work_floats, 0.0f);
+  allocate_kernel_buffers(info, options_.ctx_size, pool_.size(), arena_, scratch_, ctx_);
   logits_.assign(static_cast<size_t>(info.max_tokens) * info.vocab, 0.0f);
   ids_.resize(info.max_tokens);
   positions_.resize(info.max_tokens);
@@ -123,14 +117,7 @@ BatchEngine::BatchEngine(const ModelInfo &info, const uint8_t *weights,
   rows_.max_blocks = max_blocks_;
   ctx_.pool = &pool_;
   ctx_.weights = weights;
-  ctx_.arena = arena_.data();
   ctx_.batch = &rows_;
-  ctx_.scratch = scratch_.data();
-  ctx_.scratch_stride = stride;
-  ctx_.qbuf = reinterpret_cast<uint8_t *>(scratch_.data() + stride * pool_.size());
-  ctx_.qbuf_bytes = qbuf_bytes;
-  ctx_.work = reinterpret_cast<uint8_t *>(scratch_.data() + stride * pool_.size() + qbuf_floats);
-  ctx_.work_bytes = work_bytes;
 
   metrics_.total_blocks = blocks;
   metrics_.free_blocks = blocks;

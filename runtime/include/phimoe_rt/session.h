@@ -63,6 +63,14 @@ private:
   bool rope_long_ = false;
 };
 
+// Sizes the buffers the generated forward and its kernels use, for `threads` threads
+// (ctx.pool) over contexts of up to `capacity` positions: the activation arena, and in
+// `scratch` the per-thread scratch followed by the quantized kernels' qbuf and MoE
+// workspace; points ctx.arena, scratch, scratch_stride, qbuf and work into them.
+void allocate_kernel_buffers(const ModelInfo &info, int capacity, int threads,
+                             std::vector<float> &arena, std::vector<float> &scratch,
+                             Context &ctx);
+
 // Writes a float32 .npy array of shape [rows, cols].
 bool write_npy(const std::string &path, const float *data, int64_t rows, int64_t cols,
                std::string &error);
