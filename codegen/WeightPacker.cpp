@@ -144,6 +144,16 @@ public:
 
   /// Writes `weight`, stored as `storage` (its logical shape), at `offset`.
   Error write(WeightOp weight, Type storage, uint64_t offset);
+  /// Writes a whole weight (a root of the pack) at `offset`: with `splitQ8`, a q8_0 weight
+  /// goes in the CUDA layout (all its quants, row-major, then all its f16 scales: the same
+  /// bytes as its blocks, see phimoe_cuda/kernels.cuh), parts of a derived one included.
+  Error writeRoot(WeightOp weight, uint64_t offset, bool splitQ8) {
+    auto q = dyn_cast<QWeightType>(weight.getType());
+    split = splitQ8 && q && q.getScheme() == QuantScheme::Q8_0;
+    rootOffset = offset;
+    rootBytes = getStorageBytes(weight.getType());
+    return write(weight, weight.getType(), offset);
+  }
 
 private:
   Error writeLeaf(WeightOp weight, Type storage, uint64_t offset);
@@ -161,6 +171,28 @@ private:
     }
     return Error::success();
   }
+  /// q8_0 blocks of `rows` rows of `rowLength` values, which the interleaved layout would put
+  /// at `offset`, written in the split layout of the root instead: quants at rootOffset +
+  /// (value index), scales after all of the root's quants.
+  Error putSplitQ8(const uint8_t *blocks, int64_t rows, int64_t rowLength, uint64_t offset) {
+    constexpr size_t kBlock = sizeof(phimoe_rt::block_q8_0);
+    const uint64_t firstBlock = (offset - rootOffset) / kBlock;
+    const uint64_t rootBlocks = rootBytes / kBlock;
+    const size_t count = static_cast<size_t>(rows * rowLength / phimoe_rt::kQK8_0);
+    std::vector<int8_t> quants(count * phimoe_rt::kQK8_0);
+    std::vector<uint16_t> scales(count);
+    for (size_t i = 0; i < count; ++i) {
+      phimoe_rt::block_q8_0 block;
+      std::memcpy(&block, blocks + i * kBlock, kBlock);
+      scales[i] = block.d;
+      std::memcpy(quants.data() + i * phimoe_rt::kQK8_0, block.qs, phimoe_rt::kQK8_0);
+    }
+    if (Error e = put(quants.data(), quants.size(),
+                      rootOffset + firstBlock * phimoe_rt::kQK8_0))
+      return e;
+    return put(scales.data(), scales.size() * 2,
+               rootOffset + rootBlocks * phimoe_rt::kQK8_0 + firstBlock * 2);
+  }
   /// Drops the mapped pages of [begin, begin + count) elements of `info`.
   void release(const ::phimoe::TensorInfo &info, size_t begin, size_t count) {
     size_t size = ::phimoe::dtypeSize(info.dtype);
@@ -173,6 +205,9 @@ private:
   const std::string &path;
   Progress &progress;
   unsigned threads;
+  bool split = false;        // the root being written is q8_0 in the CUDA layout
+  uint64_t rootOffset = 0;   // where the root starts in the file
+  uint64_t rootBytes = 0;    // and its bytes (= its blocks' bytes)
   std::vector<float> floats;
   std::vector<uint8_t> buffer;
 };
@@ -292,7 +327,9 @@ Error Packer::writeBlocks(const ::phimoe::TensorInfo &info, QWeightType type, ui
       toFloat(src + begin * inSize, info.dtype, values, in.data());
       for (int64_t r = 0; r < n; ++r)
         quantizer->quantize(in.data() + r * rowLength, out.data() + r * rowBytes, rowLength);
-      if (Error e = put(out.data(), n * rowBytes, offset + first * rowBytes)) {
+      Error e = split ? putSplitQ8(out.data(), n, rowLength, offset + first * rowBytes)
+                      : put(out.data(), n * rowBytes, offset + first * rowBytes);
+      if (e) {
         std::lock_guard<std::mutex> lock(errorMutex);
         if (!failed.exchange(true))
           error = llvm::toString(std::move(e));
@@ -319,18 +356,11 @@ Error Packer::writeBlocks(const ::phimoe::TensorInfo &info, QWeightType type, ui
   return Error::success();
 }
 
-} // namespace
-
-namespace phimoe {
-Error packWeights(ModuleOp planned, const Checkpoint &checkpoint, const std::string &path,
-                  bool progress) {
-  auto hash = planned->getAttrOfType<IntegerAttr>("phimoe.model_hash");
-  auto total = planned->getAttrOfType<IntegerAttr>("phimoe.pack_bytes");
-  if (!hash || !total)
-    return fail("the module is not planned (run phimoe-plan-memory)");
-
-  std::vector<std::pair<WeightOp, uint64_t>> roots;
-  nlohmann::json table = nlohmann::json::array();
+/// The weights of the pack (those with a pack offset, in module order) and the JSON table
+/// of weights.phw that lists them.
+void collectRoots(ModuleOp planned, std::vector<std::pair<WeightOp, uint64_t>> &roots,
+                  nlohmann::json &table) {
+  table = nlohmann::json::array();
   for (WeightOp weight : planned.getOps<WeightOp>()) {
     auto offset = weight->getAttrOfType<IntegerAttr>("phimoe.pack_offset");
     if (!offset)
@@ -343,6 +373,80 @@ Error packWeights(ModuleOp planned, const Checkpoint &checkpoint, const std::str
                      {"bytes", getStorageBytes(weight.getType())}});
     roots.emplace_back(weight, offset.getInt());
   }
+}
+
+/// The checkpoint tensors that make `weight`, in the order their values follow one another.
+Error leafTensors(ModuleOp module, WeightOp weight, std::vector<std::string> &out) {
+  if (!weight.isDerived()) {
+    out.push_back(weight.getSymName().str());
+    return Error::success();
+  }
+  for (auto ref : weight.getPartsAttr().getAsRange<FlatSymbolRefAttr>()) {
+    auto part = module.lookupSymbol<WeightOp>(ref);
+    if (!part)
+      return fail("weight @" + weight.getSymName() + ": part " + ref.getValue() +
+                  " is not declared");
+    if (Error e = leafTensors(module, part, out))
+      return e;
+  }
+  return Error::success();
+}
+
+} // namespace
+
+namespace phimoe {
+llvm::Expected<std::string> packPlan(ModuleOp planned) {
+  auto hash = planned->getAttrOfType<IntegerAttr>("phimoe.model_hash");
+  auto total = planned->getAttrOfType<IntegerAttr>("phimoe.pack_bytes");
+  if (!hash || !total)
+    return fail("the module is not planned (run phimoe-plan-memory)");
+  std::vector<std::pair<WeightOp, uint64_t>> roots;
+  nlohmann::json table;
+  collectRoots(planned, roots, table);
+  auto layout = planned->getAttrOfType<StringAttr>("phimoe.pack_layout");
+  nlohmann::json weights = nlohmann::json::array();
+  for (auto &[weight, offset] : roots) {
+    std::string storage;
+    Type type = weight.getType();
+    if (auto q = dyn_cast<QWeightType>(type)) {
+      storage = stringifyQuantScheme(q.getScheme()).str();
+    } else {
+      Type element = cast<RankedTensorType>(type).getElementType();
+      storage = element.isF32() ? "f32" : element.isBF16() ? "bf16" : element.isF16() ? "f16" : "";
+    }
+    if (storage.empty() || (isa<QWeightType>(type) && storage != "q8_0"))
+      return fail("weight '" + weight.getSymName() + "': phimoe-pack has no " +
+                  (storage.empty() ? std::string("such") : storage) + " storage");
+    std::vector<std::string> parts;
+    if (Error e = leafTensors(planned, weight, parts))
+      return std::move(e);
+    weights.push_back({{"name", weight.getSymName().str()},
+                       {"offset", offset},
+                       {"bytes", getStorageBytes(type)},
+                       {"storage", storage},
+                       {"row", getLogicalShape(type).back()},
+                       {"parts", parts}});
+  }
+  nlohmann::json plan = {{"format", "phimoe-pack-plan"},
+                         {"version", 1},
+                         {"model_hash", hash.getValue().getZExtValue()},
+                         {"data_bytes", total.getValue().getZExtValue()},
+                         {"layout", layout ? layout.getValue().str() : std::string("cpu")},
+                         {"table", table.dump()},
+                         {"weights", weights}};
+  return plan.dump(1) + "\n";
+}
+
+Error packWeights(ModuleOp planned, const Checkpoint &checkpoint, const std::string &path,
+                  bool progress) {
+  auto hash = planned->getAttrOfType<IntegerAttr>("phimoe.model_hash");
+  auto total = planned->getAttrOfType<IntegerAttr>("phimoe.pack_bytes");
+  if (!hash || !total)
+    return fail("the module is not planned (run phimoe-plan-memory)");
+
+  std::vector<std::pair<WeightOp, uint64_t>> roots;
+  nlohmann::json table;
+  collectRoots(planned, roots, table);
   std::string tableText = table.dump();
   phimoe_rt::PackHeader header{};
   std::memcpy(header.magic, phimoe_rt::kPackMagic, sizeof header.magic);
@@ -368,10 +472,11 @@ Error packWeights(ModuleOp planned, const Checkpoint &checkpoint, const std::str
       payload += getStorageBytes(root.first.getType());
     Progress bar(progress, roots.size(), payload);
     Packer packer(planned, checkpoint, fd, path, bar);
+    auto layout = planned->getAttrOfType<StringAttr>("phimoe.pack_layout");
+    bool splitQ8 = layout && layout.getValue() == "cuda";
     for (auto [i, root] : llvm::enumerate(roots)) {
       bar.startTensor(i);
-      if (Error e = packer.write(root.first, root.first.getType(),
-                                 header.data_offset + root.second))
+      if (Error e = packer.writeRoot(root.first, header.data_offset + root.second, splitQ8))
         return e;
     }
     bar.finish();

@@ -1,5 +1,7 @@
 //===- phimoec.cpp - the compiler driver: checkpoint to phimoe-bin --------===//
 
+#include "codegen/CudaProject.h"
+#include "codegen/CudaToolchain.h"
 #include "codegen/EmitCpp.h"
 #include "codegen/Toolchain.h"
 #include "codegen/WeightPacker.h"
@@ -31,7 +33,7 @@ namespace {
 
 struct CompileOptions {
   std::string model, out, target = "cpu", quant = "keep", scope = "all", emit;
-  std::string march = "native", lmHead = "auto", embedding = "auto";
+  std::string march = "native", lmHead = "auto", embedding = "auto", project;
   std::vector<std::string> overrides;
   bool moqe = false, printIRAfterAll = false;
   int64_t maxTokens = 256;
@@ -84,8 +86,16 @@ llvm::Error commitOutput(const std::string &tmp, const std::string &out) {
 }
 
 int compile(const CompileOptions &o) {
-  if (o.target != "cpu")
-    return fail("--target " + o.target + ": this phimoec builds --target cpu only");
+  // --target cpu, or a CUDA architecture (docs/cuda.md).
+  std::optional<std::string> cudaArch = ::phimoe::cudaArchForTarget(o.target);
+  if (o.target != "cpu" && !cudaArch)
+    return fail("--target " + o.target + ": expected cpu, sm_80, sm_86, sm_89 or sm_90");
+  if (cudaArch && !o.emit.empty() && o.emit == "cpp")
+    return fail("--emit=cpp: --target " + o.target + " emits CUDA C++ (--emit=cuda)");
+  if (!cudaArch && o.emit == "cuda")
+    return fail("--emit=cuda needs a CUDA --target (sm_80, sm_86, sm_89, sm_90)");
+  if (!o.project.empty() && (!cudaArch || !o.emit.empty() || !o.out.empty()))
+    return fail("--emit-project DIR: needs a CUDA --target, and neither -o nor --emit");
   {
     std::vector<std::pair<std::string, std::string>> storages = {
         {"--quant " + o.quant, o.quant},
@@ -96,9 +106,22 @@ int compile(const CompileOptions &o) {
     for (auto &[given, name] : storages)
       if (auto error = checkStorage(given, name))
         return fail(*error);
+    if (cudaArch)
+      for (auto &[given, name] : storages)
+        if (name == "q4k" || name == "q6k")
+          return fail(given + ": --target " + o.target + " has no CUDA kernels for " + name +
+                      " yet; use q8_0, bf16, f16, f32 or keep");
   }
-  if (o.emit.empty() && o.out.empty())
-    return fail("-o OUT is required (or --emit=mlir|mlir-opt|cpp to print a stage)");
+  std::optional<::phimoe::CudaToolchainOptions> cudaToolchain;
+  if (cudaArch && o.emit.empty() && o.project.empty()) {
+    auto toolchain = ::phimoe::defaultCudaToolchain();
+    if (!toolchain)
+      return fail(toolchain.takeError());
+    cudaToolchain = std::move(*toolchain);
+    cudaToolchain->arch = *cudaArch;
+  }
+  if (o.emit.empty() && o.out.empty() && o.project.empty())
+    return fail("-o OUT is required (or --emit=mlir|mlir-opt|cpp|cuda to print a stage)");
   if (!llvm::sys::fs::is_directory(o.model))
     return fail(o.model + ": not a directory (give a Hugging Face checkpoint directory)");
 
@@ -133,7 +156,7 @@ int compile(const CompileOptions &o) {
   pipeline.lmHead = o.lmHead;
   pipeline.embedding = o.embedding;
   pipeline.overrides = o.overrides;
-  pipeline.target = o.emit == "mlir-opt" ? "none" : "cpu";
+  pipeline.target = o.emit == "mlir-opt" ? "none" : (cudaArch ? "cuda" : "cpu");
   pipeline.maxTokens = o.maxTokens;
   PassManager pm(&ctx);
   mlir::phimoe::buildPhiMoEPipeline(pm, pipeline);
@@ -149,20 +172,29 @@ int compile(const CompileOptions &o) {
     (**module)->print(llvm::outs());
     return 0;
   }
+  if (cudaArch)
+    for (auto weight : (**module).getOps<mlir::phimoe::WeightOp>()) {
+      auto q = dyn_cast<mlir::phimoe::QWeightType>(weight.getType());
+      if (q && weight->hasAttr("phimoe.pack_offset") &&
+          q.getScheme() != mlir::phimoe::QuantScheme::Q8_0)
+        return fail("weight '" + weight.getSymName() + "' is stored as " +
+                    mlir::phimoe::stringifyQuantScheme(q.getScheme()) + ": --target " +
+                    o.target + " has kernels for q8_0 and float weights only");
+    }
   std::string cpp;
   llvm::raw_string_ostream cppStream(cpp);
   if (failed(::phimoe::emitCpp(**module, cppStream)))
     return fail("C++ emission failed");
-  if (o.emit == "cpp") {
+  if (o.emit == "cpp" || o.emit == "cuda") {
     llvm::outs() << cpp;
     return 0;
   }
   if (!o.emit.empty())
-    return fail("--emit=" + o.emit + ": expected mlir, mlir-opt or cpp");
+    return fail("--emit=" + o.emit + ": expected mlir, mlir-opt, cpp or cuda");
 
   // Everything goes to a temporary sibling of OUT, moved into place at the end:
   // a failed compile leaves OUT as it was.
-  std::string out = o.out;
+  std::string out = o.project.empty() ? o.out : o.project;
   while (out.size() > 1 && out.back() == '/')
     out.pop_back();
   std::string tmp = out + ".phimoec-tmp-" + std::to_string(getpid());
@@ -174,21 +206,56 @@ int compile(const CompileOptions &o) {
     llvm::sys::path::append(p, name);
     return std::string(p);
   };
+  if (!o.project.empty()) {
+    // A source tree that builds phimoe-bin and phimoe-pack without phimoec (docs/cuda.md).
+    auto plan = ::phimoe::packPlan(**module);
+    if (!plan)
+      return fail(plan.takeError());
+    std::string description = "phimoe-bin of " + o.model + " for --target " + o.target +
+                              " --quant " + o.quant;
+    if (auto e = ::phimoe::writeCudaProject(tmp, cpp, *plan, *cudaArch, description))
+      return fail(std::move(e));
+    nlohmann::json info = {
+        {"model", o.model}, {"target", o.target}, {"quant", o.quant},
+        {"scope", pipeline.scope.getValue()}, {"max_tokens", o.maxTokens}, {"project", true},
+        {"model_hash", (**module)->getAttrOfType<IntegerAttr>("phimoe.model_hash")
+                           .getValue().getZExtValue()}};
+    std::error_code ec;
+    {
+      llvm::raw_fd_ostream file(path("phimoec.json"), ec);
+      if (ec)
+        return fail(path("phimoec.json") + ": " + ec.message());
+      file << info.dump(2) << "\n";
+    }
+    if (auto e = commitOutput(tmp, out))
+      return fail(std::move(e));
+    cleanup.release();
+    llvm::errs() << "phimoec: wrote the project " << out
+                 << " (cmake -S " << out << " -B " << out << "/build; docs/cuda.md)\n";
+    return 0;
+  }
+  const char *sourceName = cudaArch ? "model.cu" : "model.cpp";
   {
     std::error_code ec;
-    llvm::raw_fd_ostream file(path("model.cpp"), ec);
+    llvm::raw_fd_ostream file(path(sourceName), ec);
     if (ec)
-      return fail(path("model.cpp") + ": " + ec.message());
+      return fail(path(sourceName) + ": " + ec.message());
     file << cpp;
   }
   bool progress = llvm::sys::Process::StandardErrIsDisplayed();
   if (auto e = ::phimoe::packWeights(**module, **checkpoint, path("weights.phw"), progress))
     return fail(std::move(e));
-  ::phimoe::ToolchainOptions toolchain = ::phimoe::defaultToolchain();
-  toolchain.march = o.march;
-  if (auto e = ::phimoe::buildExecutable(toolchain, path("model.cpp"), path("phimoe-bin"),
-                                       path("build.log")))
-    return fail(std::move(e));
+  if (cudaToolchain) {
+    if (auto e = ::phimoe::buildCudaExecutable(*cudaToolchain, path(sourceName),
+                                               path("phimoe-bin"), path("build.log")))
+      return fail(std::move(e));
+  } else {
+    ::phimoe::ToolchainOptions toolchain = ::phimoe::defaultToolchain();
+    toolchain.march = o.march;
+    if (auto e = ::phimoe::buildExecutable(toolchain, path("model.cpp"), path("phimoe-bin"),
+                                         path("build.log")))
+      return fail(std::move(e));
+  }
   // The tokenizer and generation settings travel with the binary.
   std::vector<std::string> copied;
   for (const char *name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
@@ -203,7 +270,8 @@ int compile(const CompileOptions &o) {
   }
   {
     nlohmann::json info = {
-        {"model", o.model}, {"target", o.target}, {"march", o.march}, {"quant", o.quant},
+        {"model", o.model}, {"target", o.target},
+        {"march", cudaArch ? std::string() : o.march}, {"quant", o.quant},
         {"scope", pipeline.scope.getValue()}, {"max_tokens", o.maxTokens},
         {"copied", copied},
         {"model_hash", (**module)->getAttrOfType<IntegerAttr>("phimoe.model_hash")
@@ -232,7 +300,9 @@ int main(int argc, char **argv) {
   cmd->add_option("model", o.model, "checkpoint directory (config.json, *.safetensors)")
       ->required();
   cmd->add_option("-o,--output", o.out, "output directory (phimoe-bin, weights.phw)");
-  cmd->add_option("--target", o.target, "cpu (x86-64)")->capture_default_str();
+  cmd->add_option("--target", o.target, "cpu (x86-64), or an NVIDIA GPU architecture: sm_80, "
+                                        "sm_86, sm_89, sm_90 (docs/cuda.md)")
+      ->capture_default_str();
   cmd->add_option("--march", o.march, "-march of the generated code: native, x86-64-v2, "
                                       "x86-64-v3, x86-64-v4, ...")
       ->capture_default_str();
@@ -250,8 +320,12 @@ int main(int argc, char **argv) {
   cmd->add_option("--max-tokens", o.maxTokens, "tokens per forward call (prompt chunk)")
       ->check(CLI::Range(1, 1 << 16))
       ->capture_default_str();
-  cmd->add_option("--emit", o.emit, "print a stage instead of building: mlir, mlir-opt, cpp")
-      ->check(CLI::IsMember({"mlir", "mlir-opt", "cpp"}));
+  cmd->add_option("--emit", o.emit,
+                  "print a stage instead of building: mlir, mlir-opt, cpp (cpu), cuda (sm_XX)")
+      ->check(CLI::IsMember({"mlir", "mlir-opt", "cpp", "cuda"}));
+  cmd->add_option("--emit-project", o.project,
+                  "with a CUDA --target: write DIR, a source tree that builds phimoe-bin and "
+                  "phimoe-pack (from a pack plan) without phimoec or MLIR");
   cmd->add_flag("--print-ir-after-all", o.printIRAfterAll, "print the IR after every pass");
   CLI11_PARSE(app, argc, argv);
   return compile(o);

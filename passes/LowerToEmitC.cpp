@@ -5,6 +5,7 @@
 #include "mlir/Dialect/EmitC/IR/EmitC.h"
 #include "mlir/Dialect/Func/IR/FuncOps.h"
 #include "mlir/IR/Builders.h"
+#include "llvm/ADT/DenseSet.h"
 #include "llvm/ADT/MapVector.h"
 #include "llvm/Support/Format.h"
 
@@ -41,12 +42,15 @@ std::string storageName(Type type) {
   return "";
 }
 
+/// XORed into the model hash of a CUDA build (its weight pack differs in layout).
+constexpr uint64_t kCudaHashSalt = 0x43554441u; // "CUDA"
+
 int64_t dim(Value value, int64_t i) { return getLogicalShape(value.getType())[i]; }
 
 class Lowering {
 public:
-  Lowering(ModuleOp module, func::FuncOp forward)
-      : module(module), forward(forward), ctx(module.getContext()), b(ctx) {}
+  Lowering(ModuleOp module, func::FuncOp forward, bool cuda)
+      : module(module), forward(forward), ctx(module.getContext()), b(ctx), cuda(cuda) {}
 
   LogicalResult run();
 
@@ -62,17 +66,33 @@ private:
   Attribute f32(double v) { return b.getF32FloatAttr(v); }
   Attribute opaque(StringRef text) { return emitc::OpaqueAttr::get(ctx, text); }
   std::string ropeTable(LongRopeAttr rope);
+  /// Whether `rope` rotates the keys of one attention only, whose values are lowered
+  /// already: then CUDA fuses it with the KV-cache write.
+  bool fusesWithCacheWrite(RopeOp rope) {
+    if (!rope->hasOneUse())
+      return false;
+    auto att = dyn_cast<AttentionOp>(*rope->getUsers().begin());
+    return att && att.getK() == rope.getResult() && att.getQ() != rope.getResult() &&
+           att.getV() != rope.getResult() && values.lookup(att.getV()) &&
+           rope.getHeadDim() == att.getHeadDim();
+  }
+  /// A runtime entry point: phimoe_rt::NAME for the CPU, phimoe_cuda::NAME for CUDA.
+  std::string rt(StringRef name) const {
+    return ((cuda ? "phimoe_cuda::" : "phimoe_rt::") + name).str();
+  }
 
   ModuleOp module;
   func::FuncOp forward;
   MLIRContext *ctx;
   OpBuilder b;
+  bool cuda;
   Location loc = UnknownLoc::get(ctx);
-  emitc::OpaqueType ctxType = emitc::OpaqueType::get(ctx, "phimoe_rt::Context&");
+  emitc::OpaqueType ctxType = emitc::OpaqueType::get(ctx, rt("Context&"));
   emitc::PointerType floatPtr = emitc::PointerType::get(Float32Type::get(ctx));
   Value ctxArg, idsArg, posArg, nArg, rowsArg, logitsArg;
   llvm::DenseMap<Value, Value> values; // phimoe value -> emitc pointer
   llvm::MapVector<Attribute, std::string> ropes;
+  llvm::DenseSet<Operation *> kvWritten; // attentions whose k and v rope_kv_write wrote
   std::string globals;
   int64_t hidden = 0, intermediate = 0, experts = 0;
 };
@@ -89,7 +109,7 @@ Value Lowering::act(Operation *op, unsigned result) {
   if (!offsets || offsets.size() <= result || offsets[result] < 0)
     return {};
   return emitc::CallOpaqueOp::create(
-             b, loc, TypeRange{floatPtr}, "phimoe_rt::act", ValueRange{ctxArg},
+             b, loc, TypeRange{floatPtr}, rt("act"), ValueRange{ctxArg},
              b.getArrayAttr({operand(0), b.getI64IntegerAttr(offsets[result])}), ArrayAttr())
       .getResult(0);
 }
@@ -104,7 +124,7 @@ Value Lowering::weightPtr(WeightRefOp ref) {
   std::string element = storageName(ref.getType());
   auto type = emitc::PointerType::get(emitc::OpaqueType::get(ctx, "const " + element));
   return emitc::CallOpaqueOp::create(
-             b, loc, TypeRange{type}, "phimoe_rt::weight", ValueRange{ctxArg},
+             b, loc, TypeRange{type}, rt("weight"), ValueRange{ctxArg},
              b.getArrayAttr({operand(0), b.getI64IntegerAttr(offset.getInt())}),
              b.getArrayAttr({TypeAttr::get(emitc::OpaqueType::get(ctx, element))}))
       .getResult(0);
@@ -154,16 +174,16 @@ LogicalResult Lowering::lower(Operation *op) {
 
   if (auto e = dyn_cast<EmbedOp>(op)) {
     hidden = dim(e.getTable(), 1);
-    call("phimoe_rt::embed", {i32(dim(e.getTable(), 0)), i32(dim(e.getTable(), 1))},
+    call(rt("embed"), {i32(dim(e.getTable(), 0)), i32(dim(e.getTable(), 1))},
          {operand(0), operand(1), operand(2), operand(3), operand(4)},
          {ctxArg, idsArg, n, v(e.getTable()), v(e)});
   } else if (auto ln = dyn_cast<LayerNormOp>(op)) {
-    call("phimoe_rt::layer_norm", {i32(dim(ln.getInput(), 1))},
+    call(rt("layer_norm"), {i32(dim(ln.getInput(), 1))},
          {operand(0), operand(1), operand(2), operand(3), operand(4),
           f32(ln.getEpsilon().convertToDouble()), operand(5)},
          {ctxArg, v(ln.getInput()), n, v(ln.getWeight()), v(ln.getBias()), v(ln)});
   } else if (auto aln = dyn_cast<AddLayerNormOp>(op)) {
-    call("phimoe_rt::add_layer_norm", {i32(dim(aln.getLhs(), 1))},
+    call(rt("add_layer_norm"), {i32(dim(aln.getLhs(), 1))},
          {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
           f32(aln.getEpsilon().convertToDouble()), operand(6), operand(7)},
          {ctxArg, v(aln.getLhs()), v(aln.getRhs()), n, v(aln.getWeight()), v(aln.getBias()),
@@ -174,7 +194,7 @@ LogicalResult Lowering::lower(Operation *op) {
     Value x = v(input), out = v(op->getResult(0)), rows = n;
     if (!out) { // the returned logits: only the last logit_rows rows
       auto last = emitc::CallOpaqueOp::create(
-          b, loc, TypeRange{floatPtr}, "phimoe_rt::last_rows", ValueRange{x, n, rowsArg},
+          b, loc, TypeRange{floatPtr}, rt("last_rows"), ValueRange{x, n, rowsArg},
           ArrayAttr(), b.getArrayAttr({i32(dim(input, 1))}));
       x = last.getResult(0);
       out = logitsArg;
@@ -190,18 +210,26 @@ LogicalResult Lowering::lower(Operation *op) {
     }
     args.push_back(operand(operands.size()));
     operands.push_back(out);
-    call("phimoe_rt::linear", {i32(dim(weight, 0)), i32(dim(weight, 1))}, args, operands);
+    call(rt("linear"), {i32(dim(weight, 0)), i32(dim(weight, 1))}, args, operands);
   } else if (auto split = dyn_cast<SplitOp>(op)) {
     int64_t offset = 0;
     for (auto [size, result] : llvm::zip(split.getSizes(), split.getResults())) {
-      call("phimoe_rt::copy_cols", {i32(dim(split.getInput(), 1)), i32(offset), i32(size)},
+      call(rt("copy_cols"), {i32(dim(split.getInput(), 1)), i32(offset), i32(size)},
            {operand(0), operand(1), operand(2), operand(3)},
            {ctxArg, v(split.getInput()), n, v(result)});
       offset += size;
     }
+  } else if (auto rope = dyn_cast<RopeOp>(op); rope && cuda && fusesWithCacheWrite(rope)) {
+    // CUDA: the keys' RoPE and the KV-cache write in one kernel; the attention then only reads.
+    auto att = cast<AttentionOp>(*rope->getUsers().begin());
+    call(rt("rope_kv_write"), {i32(att.getNumKvHeads()), i32(att.getHeadDim())},
+         {operand(0), operand(1), operand(2), operand(3), operand(4),
+          opaque(ropeTable(rope.getScaling())), i32(att.getLayer())},
+         {ctxArg, v(rope.getInput()), v(att.getV()), n, posArg});
+    kvWritten.insert(att);
   } else if (auto rope = dyn_cast<RopeOp>(op)) {
     int64_t headDim = rope.getHeadDim();
-    call("phimoe_rt::rope", {i32(dim(rope.getInput(), 1) / headDim), i32(headDim)},
+    call(rt("rope"), {i32(dim(rope.getInput(), 1) / headDim), i32(headDim)},
          {operand(0), operand(1), operand(2), operand(3), opaque(ropeTable(rope.getScaling())),
           operand(4)},
          {ctxArg, v(rope.getInput()), n, posArg, v(rope)});
@@ -209,8 +237,11 @@ LogicalResult Lowering::lower(Operation *op) {
     double scale = att.getScale() ? att.getScale()->convertToDouble()
                                   : 1.0 / std::sqrt(static_cast<double>(att.getHeadDim()));
     int64_t window = att.getSlidingWindow() ? *att.getSlidingWindow() : 0;
-    call("phimoe_rt::attention",
-         {i32(att.getNumHeads()), i32(att.getNumKvHeads()), i32(att.getHeadDim())},
+    SmallVector<Attribute> shape{i32(att.getNumHeads()), i32(att.getNumKvHeads()),
+                                 i32(att.getHeadDim())};
+    if (kvWritten.contains(att))
+      shape.push_back(opaque("true")); // KvWritten: rope_kv_write wrote this layer's k and v
+    call(rt("attention"), shape,
          {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
           i32(att.getLayer()), f32(scale), i32(window), operand(6)},
          {ctxArg, v(att.getQ()), v(att.getK()), v(att.getV()), n, posArg, v(att)});
@@ -219,7 +250,7 @@ LogicalResult Lowering::lower(Operation *op) {
       return moe.emitOpError("phimoe-lower-to-emitc: only sparsemixer routing has a kernel");
     experts = dim(moe.getDown(), 0);
     intermediate = dim(moe.getDown(), 2);
-    call("phimoe_rt::moe_sparsemixer",
+    call(rt("moe_sparsemixer"),
          {i32(experts), i32(dim(moe.getDown(), 1)), i32(intermediate)},
          {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
           f32(moe.getEpsilon().convertToDouble()), operand(6)},
@@ -236,8 +267,21 @@ LogicalResult Lowering::run() {
   auto i32Type = b.getI32Type();
   auto idsType = emitc::PointerType::get(emitc::OpaqueType::get(ctx, "const int32_t"));
   b.setInsertionPoint(forward);
-  emitc::IncludeOp::create(b, loc, "phimoe_rt/kernels.h", /*is_standard_include=*/false);
-  emitc::IncludeOp::create(b, loc, "phimoe_rt/model.h", /*is_standard_include=*/false);
+  emitc::IncludeOp::create(b, loc, cuda ? "phimoe_cuda/kernels.cuh" : "phimoe_rt/kernels.h",
+                           /*is_standard_include=*/false);
+  emitc::IncludeOp::create(b, loc, cuda ? "phimoe_cuda/model.h" : "phimoe_rt/model.h",
+                           /*is_standard_include=*/false);
+  if (cuda) {
+    // CUDA kernels read q8_0 weights in another layout (quants, then scales: see
+    // phimoe_cuda/kernels.cuh), which the packer writes when the module says so; the hash
+    // changes with it, so that phimoe-bin refuses a pack of the other layout.
+    module->setAttr("phimoe.pack_layout", b.getStringAttr("cuda"));
+    if (auto hash = module->getAttrOfType<IntegerAttr>("phimoe.model_hash"))
+      module->setAttr("phimoe.model_hash",
+                      IntegerAttr::get(hash.getType(),
+                                       hash.getValue() ^ llvm::APInt(hash.getValue().getBitWidth(),
+                                                                    kCudaHashSalt)));
+  }
   auto globalsOp = emitc::VerbatimOp::create(b, loc, b.getStringAttr(""));
   auto fnType =
       b.getFunctionType({ctxType, idsType, idsType, i32Type, i32Type, floatPtr}, {});
@@ -293,7 +337,12 @@ struct LowerToEmitCPass final
                        "phimoe-plan-memory");
       return signalPassFailure();
     }
-    if (failed(Lowering(module, forward).run()))
+    if (target != "cpu" && target != "cuda") {
+      module.emitError("phimoe-lower-to-emitc: target must be cpu or cuda, not '")
+          << target << "'";
+      return signalPassFailure();
+    }
+    if (failed(Lowering(module, forward, target == "cuda").run()))
       signalPassFailure();
   }
 };

@@ -39,7 +39,8 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
                     llvm::cl::init(true)};
   Option<std::string> target{*this, "target",
                              llvm::cl::desc("none: stop after quantization; cpu: plan "
-                                            "memory and lower to EmitC"),
+                                            "memory and lower to EmitC calls of phimoe_rt "
+                                            "kernels; cuda: the same with phimoe_cuda's"),
                              llvm::cl::init("none")};
   Option<int64_t> maxTokens{*this, "max-tokens",
                             llvm::cl::desc("rows per forward call (see phimoe-plan-memory)"),

@@ -189,7 +189,17 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
     emitted as constants. Weight declarations stay (the packer reads them).
     Needs `phimoe-plan-memory` first; unfused ops (router, moe_combine, silu...)
     are an error: the fusion passes must have run.
+
+    With `target=cuda` the calls are of the `phimoe_cuda` kernel launchers
+    (phimoe_cuda/kernels.cuh, same names and arguments, on device pointers),
+    the context is a `phimoe_cuda::Context&`, the module gets
+    `phimoe.pack_layout = "cuda"` (the packer writes q8_0 weights as all quants,
+    then all scales) and its `phimoe.model_hash` changes accordingly.
   }];
+  let options = [
+    Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
+           "cpu: phimoe_rt kernels (C++); cuda: phimoe_cuda kernels (CUDA C++)">,
+  ];
   let dependentDialects = ["::mlir::emitc::EmitCDialect"];
 }
 

@@ -26,11 +26,13 @@ void mlir::phimoe::buildPhiMoEPipeline(OpPassManager &pm,
   quantize.embedding = options.embedding;
   quantize.overrides.assign(options.overrides.begin(), options.overrides.end());
   pm.addPass(createQuantizePass(quantize));
-  if (options.target == "cpu") {
+  if (options.target == "cpu" || options.target == "cuda") {
     PlanMemoryPassOptions plan;
     plan.maxTokens = options.maxTokens;
     pm.addPass(createPlanMemoryPass(plan));
-    pm.addPass(createLowerToEmitCPass());
+    LowerToEmitCPassOptions lower;
+    lower.target = options.target;
+    pm.addPass(createLowerToEmitCPass(lower));
   }
 }
 
@@ -39,6 +41,6 @@ void mlir::phimoe::registerPhiMoEPassesAndPipelines() {
   PassPipelineRegistration<PipelineOptions>(
       "phimoe-pipeline",
       "Canonicalize, fuse (qkv, gate-up, add-norm, moe), quantize; with "
-      "target=cpu, plan memory and lower to EmitC",
+      "target=cpu (or cuda), plan memory and lower to EmitC",
       buildPhiMoEPipeline);
 }

@@ -1,0 +1,130 @@
+// session.cpp - one sequence over a generated CUDA model: upload, chunked prefill, decode,
+// LongRoPE switch. Host C++ on the CUDA runtime API; the kernels are in the generated code.
+#include "phimoe_cuda/session.h"
+
+#include "phimoe_cuda/model.h"
+
+#include <algorithm>
+#include <cstring>
+
+namespace phimoe_cuda {
+
+namespace {
+
+template <class T> T *device_alloc(std::vector<void *> &owned, size_t count) {
+  void *p = nullptr;
+  PHIMOE_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)));
+  owned.push_back(p);
+  return static_cast<T *>(p);
+}
+
+} // namespace
+
+Session::Session(const phimoe_rt::ModelInfo &info, const uint8_t *weights, int capacity)
+    : info_(info), capacity_(capacity) {
+  try {
+    PHIMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx_.stream, cudaStreamNonBlocking));
+    weights_ = device_alloc<uint8_t>(buffers_, info.pack_bytes);
+    PHIMOE_CUDA_CHECK(cudaMemcpy(weights_, weights, info.pack_bytes, cudaMemcpyHostToDevice));
+    const size_t kv = static_cast<size_t>(info.layers) * capacity * info.kv_heads * info.head_dim;
+    ctx_.weights = weights_;
+    ctx_.arena = device_alloc<float>(buffers_, info.arena_floats);
+    ctx_.k_cache = device_alloc<float>(buffers_, kv);
+    ctx_.v_cache = device_alloc<float>(buffers_, kv);
+    ctx_.layers = info.layers;
+    ctx_.capacity = capacity;
+    ctx_.kv_heads = info.kv_heads;
+    ctx_.head_dim = info.head_dim;
+    ctx_.routes = device_alloc<DeviceRoute>(buffers_, info.max_tokens);
+    ctx_.moe_act =
+        device_alloc<float>(buffers_, static_cast<size_t>(info.max_tokens) * 2 * info.intermediate);
+    ctx_.attn_partial_floats = attention_partial_floats(info);
+    ctx_.attn_partials = device_alloc<float>(buffers_, ctx_.attn_partial_floats);
+    ids_ = device_alloc<int32_t>(buffers_, info.max_tokens);
+    logits_device_ =
+        device_alloc<float>(buffers_, static_cast<size_t>(info.max_tokens) * info.vocab);
+    // Positions 0..capacity-1, once: a forward over [begin, end) reads positions_ + begin.
+    positions_ = device_alloc<int32_t>(buffers_, capacity);
+    std::vector<int32_t> positions(capacity);
+    for (int i = 0; i < capacity; ++i)
+      positions[i] = i;
+    PHIMOE_CUDA_CHECK(cudaMemcpy(positions_, positions.data(), sizeof(int32_t) * capacity,
+                                 cudaMemcpyHostToDevice));
+  } catch (...) {
+    for (void *p : buffers_)
+      (void)cudaFree(p);
+    if (ctx_.stream)
+      (void)cudaStreamDestroy(ctx_.stream);
+    throw;
+  }
+  logits_.assign(static_cast<size_t>(info.max_tokens) * info.vocab, 0.0f);
+  tokens_.reserve(capacity);
+}
+
+Session::~Session() {
+  for (void *p : buffers_)
+    (void)cudaFree(p);
+  (void)cudaStreamDestroy(ctx_.stream);
+}
+
+void Session::reset() {
+  tokens_.clear();
+  rope_long_ = false;
+}
+
+void Session::run(int begin, int end, bool rope_long, std::vector<float> *all_logits) {
+  ctx_.rope_long = rope_long;
+  for (int chunk = begin; chunk < end; chunk += info_.max_tokens) {
+    const int n = std::min(info_.max_tokens, end - chunk);
+    const bool last = chunk + n == end;
+    const int rows = all_logits ? n : (last ? 1 : 0);
+    ctx_.seq_end = chunk + n;
+    PHIMOE_CUDA_CHECK(cudaMemcpyAsync(ids_, tokens_.data() + chunk, sizeof(int32_t) * n,
+                                      cudaMemcpyHostToDevice, ctx_.stream));
+    phimoe_forward(ctx_, ids_, positions_ + chunk, n, rows, logits_device_);
+    if (rows > 0) {
+      PHIMOE_CUDA_CHECK(cudaMemcpyAsync(logits_.data(), logits_device_,
+                                        sizeof(float) * rows * info_.vocab,
+                                        cudaMemcpyDeviceToHost, ctx_.stream));
+    }
+    // The ids buffer is reused by the next chunk, and the logits are read now.
+    PHIMOE_CUDA_CHECK(cudaStreamSynchronize(ctx_.stream));
+    if (all_logits)
+      all_logits->insert(all_logits->end(), logits_.begin(),
+                         logits_.begin() + static_cast<size_t>(rows) * info_.vocab);
+    if (last && rows > 1)
+      std::memmove(logits_.data(), logits_.data() + static_cast<size_t>(rows - 1) * info_.vocab,
+                   sizeof(float) * info_.vocab);
+  }
+}
+
+const float *Session::append(const int32_t *ids, int count, std::vector<float> *all_logits) {
+  if (count <= 0 || size() + count > capacity_)
+    return nullptr;
+  const int begin = size();
+  tokens_.insert(tokens_.end(), ids, ids + count);
+  const int end = size();
+  const int original = info_.original_max_position;
+  if (original > 0 && end > original && !rope_long_) {
+    // Positions before the crossing keep the short set's logits ...
+    std::vector<float> before;
+    if (all_logits && begin < original) {
+      run(begin, original, false, &before);
+      all_logits->insert(all_logits->end(), before.begin(), before.end());
+    }
+    // ... and everything is recomputed with the long set, as the reference does when the
+    // sequence first grows past original_max_position.
+    rope_long_ = true;
+    std::vector<float> recomputed;
+    run(0, end, true, all_logits ? &recomputed : nullptr);
+    if (all_logits) {
+      const size_t from = static_cast<size_t>(std::max(begin, original)) * info_.vocab;
+      all_logits->insert(all_logits->end(), recomputed.begin() + from, recomputed.end());
+    }
+  } else {
+    run(begin, end, rope_long_, all_logits);
+  }
+  return logits_.data();
+}
+
+} // namespace phimoe_cuda

@@ -1,0 +1,700 @@
+// kernels.cuh - CUDA kernels of the PhiMoE forward pass, templates over the model's constant
+// shapes, with the host launchers that the generated .cu calls (same names and arguments as
+// the CPU kernels of phimoe_rt/kernels.h, on device pointers, queued on ctx.stream).
+//
+// Weights are row-major [rows, K] as nn.Linear stores them, in float, bf16, f16, or q8_0 in
+// the CUDA pack layout (weights.phw of a --target sm_XX build): a q8_0 tensor of R rows of K
+// values holds its R*K int8 quants first (row-major), then its R*K/32 f16 scales, the same
+// bytes as R*K/32 interleaved blocks, so that 16-byte loads of quants stay aligned.
+// Activations are float. Every launch is checked (PHIMOE_CUDA_CHECK_LAUNCH).
+//
+// Decode (n <= kGemvMaxRows rows) multiplies with a warp per output row and 16-byte loads;
+// longer prompts with a shared-memory tiled kernel that converts weight tiles to float.
+// The MoE reads the expert ids its router kernel wrote on the device: no host sync.
+#ifndef PHIMOE_CUDA_KERNELS_CUH
+#define PHIMOE_CUDA_KERNELS_CUH
+
+#include "phimoe_cuda/runtime.h"
+#include "phimoe_rt/quant.h"
+
+#include <cuda_fp16.h>
+
+#include <cmath>
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+
+namespace phimoe_cuda {
+namespace detail {
+
+constexpr int kGemvMaxRows = 8; // up to this many tokens: GEMV kernels, then the tiled GEMM
+constexpr int kWarps = 8;       // warps per block of the row kernels
+constexpr int kThreads = 32 * kWarps;
+
+__device__ __forceinline__ float warp_sum(float v) {
+  for (int o = 16; o > 0; o >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, o);
+  return v;
+}
+
+// The sum over the block of every thread's v; `part` is 32 floats of shared memory.
+__device__ __forceinline__ float block_sum(float v, float *part) {
+  v = warp_sum(v);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  if (lane == 0)
+    part[warp] = v;
+  __syncthreads();
+  float total = 0.0f;
+  for (int i = 0; i < static_cast<int>((blockDim.x + 31) / 32); ++i)
+    total += part[i];
+  __syncthreads();
+  return total;
+}
+
+__device__ __forceinline__ float bf16_bits(uint32_t bits) { return __uint_as_float(bits << 16); }
+
+__device__ __forceinline__ float ld(const float *p) { return *p; }
+__device__ __forceinline__ float ld(const phimoe_rt::bf16 *p) { return bf16_bits(p->bits); }
+__device__ __forceinline__ float ld(const phimoe_rt::f16 *p) {
+  return __half2float(__ushort_as_half(p->bits));
+}
+
+// Element access to a weight matrix of R rows of K values stored as W: at() reads one value,
+// chunk() the kVec values [k0, k0 + kVec) of row r with one 16-byte load (vec() says when
+// every such load is aligned).
+template <class W> struct Elem {
+  static constexpr int kVec = 16 / sizeof(W);
+  __host__ __device__ static constexpr bool vec(int K) { return K % kVec == 0; }
+  __device__ static float at(const W *w, size_t, int K, size_t r, int k) {
+    return ld(w + r * K + k);
+  }
+  __device__ static void chunk(const W *w, size_t, int K, size_t r, int k0, float *v) {
+    const uint4 q = *reinterpret_cast<const uint4 *>(w + r * K + k0);
+    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
+    if constexpr (sizeof(W) == 4) {
+      for (int i = 0; i < 4; ++i)
+        v[i] = __uint_as_float(words[i]);
+    } else if constexpr (std::is_same<W, phimoe_rt::bf16>::value) {
+      for (int i = 0; i < 4; ++i) {
+        v[2 * i] = bf16_bits(words[i] & 0xffffu);
+        v[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
+      }
+    } else {
+      for (int i = 0; i < 4; ++i) {
+        v[2 * i] = __half2float(__ushort_as_half(static_cast<unsigned short>(words[i])));
+        v[2 * i + 1] = __half2float(__ushort_as_half(static_cast<unsigned short>(words[i] >> 16)));
+      }
+    }
+  }
+};
+
+// q8_0, split layout: quants [R*K] int8, then scales [R*K/32] f16.
+template <> struct Elem<phimoe_rt::block_q8_0> {
+  using W = phimoe_rt::block_q8_0;
+  static constexpr int kVec = 16;
+  __host__ __device__ static constexpr bool vec(int K) { return K % 32 == 0; }
+  __device__ static float scale(const W *w, size_t R, int K, size_t index) {
+    const __half *d = reinterpret_cast<const __half *>(reinterpret_cast<const int8_t *>(w) +
+                                                       R * static_cast<size_t>(K));
+    return __half2float(d[index / 32]);
+  }
+  __device__ static float at(const W *w, size_t R, int K, size_t r, int k) {
+    const size_t i = r * K + k;
+    return static_cast<float>(reinterpret_cast<const int8_t *>(w)[i]) * scale(w, R, K, i);
+  }
+  __device__ static void chunk(const W *w, size_t R, int K, size_t r, int k0, float *v) {
+    const size_t i = r * K + k0;
+    const int4 q = *reinterpret_cast<const int4 *>(reinterpret_cast<const int8_t *>(w) + i);
+    const float d = scale(w, R, K, i);
+    const int words[4] = {q.x, q.y, q.z, q.w};
+    for (int j = 0; j < 4; ++j)
+      for (int b = 0; b < 4; ++b)
+        v[4 * j + b] = static_cast<float>(static_cast<int8_t>(words[j] >> (8 * b))) * d;
+  }
+};
+
+// Row r of a [R, K] weight times xs[0, K) (shared memory), summed over the warp; every lane
+// gets the result. Warp-collective.
+template <class W, long long R, int K>
+__device__ __forceinline__ float row_dot(const W *w, size_t r, const float *xs) {
+  using E = Elem<W>;
+  const int lane = threadIdx.x & 31;
+  float acc = 0.0f;
+  if constexpr (E::vec(K)) {
+    for (int k0 = lane * E::kVec; k0 < K; k0 += 32 * E::kVec) {
+      float v[E::kVec];
+      E::chunk(w, R, K, r, k0, v);
+#pragma unroll
+      for (int j = 0; j < E::kVec; ++j)
+        acc += v[j] * xs[k0 + j];
+    }
+  } else {
+    for (int k = lane; k < K; k += 32)
+      acc += E::at(w, R, K, r, k) * xs[k];
+  }
+  return warp_sum(acc);
+}
+
+// Copies `count` floats from global to shared memory with the whole block.
+__device__ __forceinline__ void stage(float *dst, const float *src, int count) {
+  for (int i = threadIdx.x; i < count; i += blockDim.x)
+    dst[i] = src[i];
+}
+
+// Dynamic shared memory above the 48 KiB default needs an opt-in per kernel.
+template <class Kernel> inline void allow_shared(Kernel kernel, size_t bytes) {
+  if (bytes > 48 * 1024)
+    PHIMOE_CUDA_CHECK(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                           static_cast<int>(bytes)));
+}
+
+inline int blocks_for(long long items, int per_block) {
+  return static_cast<int>((items + per_block - 1) / per_block);
+}
+
+// ---------------------------------------------------------------------------------------
+template <int V, int H, class W>
+__global__ void embed_kernel(const int32_t *ids, const W *table, float *out) {
+  const int t = blockIdx.x;
+  const int id = ids[t];
+  float *o = out + static_cast<size_t>(t) * H;
+  for (int j = threadIdx.x; j < H; j += blockDim.x)
+    o[j] = id < 0 || id >= V ? 0.0f : Elem<W>::at(table, V, H, id, j);
+}
+
+// LayerNorm of one row per block (two passes over the row: mean, then biased variance); with
+// Add, the row is a + b, also written to sum (which may alias a).
+template <int H, bool Add, class W>
+__global__ void layer_norm_kernel(const float *a, const float *b, const W *w, const W *bias,
+                                  float eps, float *sum, float *out) {
+  __shared__ float part[32];
+  const size_t row = static_cast<size_t>(blockIdx.x) * H;
+  float s = 0.0f;
+  for (int j = threadIdx.x; j < H; j += blockDim.x) {
+    float v = a[row + j];
+    if constexpr (Add) {
+      v += b[row + j];
+      sum[row + j] = v;
+    }
+    s += v;
+  }
+  const float *x = Add ? sum : a;
+  const float mean = block_sum(s, part) / H;
+  float q = 0.0f;
+  for (int j = threadIdx.x; j < H; j += blockDim.x) {
+    const float d = x[row + j] - mean;
+    q += d * d;
+  }
+  const float rstd = 1.0f / sqrtf(block_sum(q, part) / H + eps);
+  for (int j = threadIdx.x; j < H; j += blockDim.x)
+    out[row + j] = (x[row + j] - mean) * rstd * ld(w + j) + ld(bias + j);
+}
+
+template <class B> __device__ __forceinline__ float bias_at(const B *bias, int r) {
+  return bias ? ld(bias + r) : 0.0f;
+}
+
+// Decode: block (row group, token); a warp per output row, x staged in shared memory.
+template <int N, int K, class W, class B>
+__global__ void gemv_kernel(const float *x, const W *w, const B *bias, float *out) {
+  extern __shared__ float xs[];
+  const int t = blockIdx.y;
+  stage(xs, x + static_cast<size_t>(t) * K, K);
+  __syncthreads();
+  const int r = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  if (r >= N)
+    return;
+  const float y = row_dot<W, N, K>(w, r, xs);
+  if ((threadIdx.x & 31) == 0)
+    out[static_cast<size_t>(t) * N + r] = y + bias_at(bias, r);
+}
+
+// Prefill: a 32-token x 64-row tile per block of 256 threads (2 x 4 outputs each), K in steps
+// of 32; weight tiles are converted to float in shared memory.
+template <int N, int K, class W, class B>
+__global__ void gemm_kernel(const float *x, int n, const W *w, const B *bias, float *out) {
+  constexpr int BM = 32, BN = 64, BK = 32;
+  __shared__ float xs[BM][BK + 1];
+  __shared__ float ws[BN][BK + 1];
+  const int tx = threadIdx.x % 16, ty = threadIdx.x / 16;
+  const int t0 = blockIdx.y * BM, r0 = blockIdx.x * BN;
+  float acc[2][4] = {};
+  for (int k0 = 0; k0 < K; k0 += BK) {
+    for (int i = threadIdx.x; i < BM * BK; i += blockDim.x) {
+      const int tt = i / BK, kk = i % BK, t = t0 + tt, k = k0 + kk;
+      xs[tt][kk] = t < n && k < K ? x[static_cast<size_t>(t) * K + k] : 0.0f;
+    }
+    for (int i = threadIdx.x; i < BN * BK; i += blockDim.x) {
+      const int rr = i / BK, kk = i % BK, r = r0 + rr, k = k0 + kk;
+      ws[rr][kk] = r < N && k < K ? Elem<W>::at(w, N, K, r, k) : 0.0f;
+    }
+    __syncthreads();
+#pragma unroll 8
+    for (int kk = 0; kk < BK; ++kk)
+      for (int a = 0; a < 2; ++a) {
+        const float xv = xs[ty * 2 + a][kk];
+        for (int b = 0; b < 4; ++b)
+          acc[a][b] += xv * ws[tx + 16 * b][kk];
+      }
+    __syncthreads();
+  }
+  for (int a = 0; a < 2; ++a)
+    for (int b = 0; b < 4; ++b) {
+      const int t = t0 + ty * 2 + a, r = r0 + tx + 16 * b;
+      if (t < n && r < N)
+        out[static_cast<size_t>(t) * N + r] = acc[a][b] + bias_at(bias, r);
+    }
+}
+
+template <int In, int Offset, int Width>
+__global__ void copy_cols_kernel(const float *x, int n, float *out) {
+  const long long total = static_cast<long long>(n) * Width;
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long t = i / Width, j = i % Width;
+    out[i] = x[t * In + Offset + j];
+  }
+}
+
+// The inverse frequencies of the forward's LongRoPE set and its mscale, computed on the host
+// in float32 as the CPU kernel (and transformers) computes them.
+template <int D> struct RopeTable {
+  float inv_freq[D / 2];
+  float mscale;
+};
+
+// One token per block; out may alias x (each thread reads its pair, then writes it).
+template <int Heads, int D>
+__global__ void rope_kernel(const float *x, const int32_t *pos, RopeTable<D> table, float *out) {
+  constexpr int half = D / 2;
+  const int t = blockIdx.x;
+  const float position = static_cast<float>(pos[t]);
+  for (int i = threadIdx.x; i < Heads * half; i += blockDim.x) {
+    const int h = i / half, j = i % half;
+    const float angle = position * table.inv_freq[j];
+    const float c = cosf(angle) * table.mscale, s = sinf(angle) * table.mscale;
+    const size_t base = (static_cast<size_t>(t) * Heads + h) * D;
+    const float a = x[base + j], b = x[base + j + half];
+    out[base + j] = a * c - b * s;
+    out[base + j + half] = b * c + a * s;
+  }
+}
+
+// RoPE of the keys fused with the KV-cache write: rotates the k rows of this forward as
+// rope_kernel does and writes them, and the v rows, at their positions (rows outside the
+// cache: not). The rotated keys go to the cache only.
+template <int Hkv, int D>
+__global__ void rope_kv_write_kernel(const float *k, const float *v, const int32_t *pos,
+                                     RopeTable<D> table, int layer, int capacity,
+                                     float *k_cache, float *v_cache) {
+  constexpr int half = D / 2, row = Hkv * D;
+  const int t = blockIdx.x, p = pos[t];
+  if (p < 0 || p >= capacity)
+    return;
+  const size_t src = static_cast<size_t>(t) * row;
+  const size_t dst = (static_cast<size_t>(layer) * capacity + p) * row;
+  const float position = static_cast<float>(p);
+  for (int i = threadIdx.x; i < Hkv * half; i += blockDim.x) {
+    const int h = i / half, j = i % half;
+    const float angle = position * table.inv_freq[j];
+    const float c = cosf(angle) * table.mscale, s = sinf(angle) * table.mscale;
+    const float a = k[src + h * D + j], b = k[src + h * D + j + half];
+    k_cache[dst + h * D + j] = a * c - b * s;
+    k_cache[dst + h * D + j + half] = b * c + a * s;
+  }
+  for (int j = threadIdx.x; j < row; j += blockDim.x)
+    v_cache[dst + j] = v[src + j];
+}
+
+// Writes the k and v rows of this forward at their positions (rows outside the cache: not).
+template <int Hkv, int D>
+__global__ void kv_write_kernel(const float *k, const float *v, const int32_t *pos, int layer,
+                                int capacity, float *k_cache, float *v_cache) {
+  constexpr int row = Hkv * D;
+  const int t = blockIdx.x, p = pos[t];
+  if (p < 0 || p >= capacity)
+    return;
+  const size_t dst = (static_cast<size_t>(layer) * capacity + p) * row;
+  for (int j = threadIdx.x; j < row; j += blockDim.x) {
+    k_cache[dst + j] = k[static_cast<size_t>(t) * row + j];
+    v_cache[dst + j] = v[static_cast<size_t>(t) * row + j];
+  }
+}
+
+constexpr int kAttnWarps = 4;
+
+// Flash-decoding, first half: block (row * Hq + head, split) attends the split's share of the
+// row's positions [lo, p] with an online softmax per warp, merges its warps and writes
+// (max, sum, acc[D]) to `partials`. A split without positions writes (-inf, 0, 0...).
+template <int Hq, int Hkv, int D>
+__global__ void attention_partial_kernel(const float *q, const int32_t *pos, int layer,
+                                         int capacity, const float *k_cache,
+                                         const float *v_cache, float scale, int window,
+                                         float *partials) {
+  constexpr int group = Hq / Hkv, per_lane = (D + 31) / 32;
+  __shared__ float qs[D];
+  __shared__ float wm[kAttnWarps], wl[kAttnWarps];
+  __shared__ float wacc[kAttnWarps][D];
+  const int item = blockIdx.x, split = blockIdx.y, splits = gridDim.y;
+  const int t = item / Hq, h = item % Hq, kvh = h / group;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int d = threadIdx.x; d < D; d += blockDim.x)
+    qs[d] = q[(static_cast<size_t>(t) * Hq + h) * D + d];
+  __syncthreads();
+  const int p = pos[t];
+  const bool valid = p >= 0 && p < capacity;
+  const int lo = window > 0 ? max(0, p - window + 1) : 0;
+  const int len = valid ? p - lo + 1 : 0;
+  const int chunk = (len + splits - 1) / splits;
+  const int begin = lo + split * chunk, end = min(lo + len, begin + chunk);
+  float m = -INFINITY, l = 0.0f, acc[per_lane];
+  for (int i = 0; i < per_lane; ++i)
+    acc[i] = 0.0f;
+  const size_t layer_base = static_cast<size_t>(layer) * capacity;
+  for (int j = begin + warp; j < end; j += kAttnWarps) {
+    const size_t at = ((layer_base + j) * Hkv + kvh) * D;
+    float dot = 0.0f;
+    for (int i = 0; i < per_lane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D)
+        dot += qs[d] * k_cache[at + d];
+    }
+    const float score = warp_sum(dot) * scale;
+    const float m_new = fmaxf(m, score);
+    const float correction = expf(m - m_new), weight = expf(score - m_new);
+    l = l * correction + weight;
+    for (int i = 0; i < per_lane; ++i) {
+      const int d = lane + 32 * i;
+      acc[i] = acc[i] * correction + (d < D ? weight * v_cache[at + d] : 0.0f);
+    }
+    m = m_new;
+  }
+  if (lane == 0) {
+    wm[warp] = m;
+    wl[warp] = l;
+  }
+  for (int i = 0; i < per_lane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < D)
+      wacc[warp][d] = acc[i];
+  }
+  __syncthreads();
+  float *dst = partials + (static_cast<size_t>(item) * splits + split) * (D + 2);
+  float mx = -INFINITY;
+  for (int w = 0; w < kAttnWarps; ++w)
+    mx = fmaxf(mx, wm[w]);
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float a = 0.0f;
+    for (int w = 0; w < kAttnWarps; ++w)
+      if (wm[w] != -INFINITY)
+        a += wacc[w][d] * expf(wm[w] - mx);
+    dst[2 + d] = a;
+  }
+  if (threadIdx.x == 0) {
+    float s = 0.0f;
+    for (int w = 0; w < kAttnWarps; ++w)
+      if (wm[w] != -INFINITY)
+        s += wl[w] * expf(wm[w] - mx);
+    dst[0] = mx;
+    dst[1] = s;
+  }
+}
+
+// Flash-decoding, second half: block (row * Hq + head) merges its splits. Rows whose
+// position lies outside the cache give nan, as on the CPU.
+template <int Hq, int D>
+__global__ void attention_combine_kernel(const float *partials, int splits, const int32_t *pos,
+                                         int capacity, float *out) {
+  const int item = blockIdx.x, t = item / Hq;
+  const float *src = partials + static_cast<size_t>(item) * splits * (D + 2);
+  float *o = out + static_cast<size_t>(item) * D;
+  const int p = pos[t];
+  if (p < 0 || p >= capacity) {
+    for (int d = threadIdx.x; d < D; d += blockDim.x)
+      o[d] = NAN;
+    return;
+  }
+  float mx = -INFINITY;
+  for (int s = 0; s < splits; ++s)
+    mx = fmaxf(mx, src[s * (D + 2)]);
+  float total = 0.0f;
+  for (int s = 0; s < splits; ++s) {
+    const float ms = src[s * (D + 2)];
+    if (ms != -INFINITY)
+      total += src[s * (D + 2) + 1] * expf(ms - mx);
+  }
+  for (int d = threadIdx.x; d < D; d += blockDim.x) {
+    float a = 0.0f;
+    for (int s = 0; s < splits; ++s) {
+      const float ms = src[s * (D + 2)];
+      if (ms != -INFINITY)
+        a += src[s * (D + 2) + 2 + d] * expf(ms - mx);
+    }
+    o[d] = a / total;
+  }
+}
+
+// transformers' eval-mode sparsemixer on one row of router logits (the CPU's
+// phimoe_rt::sparsemixer, operation for operation).
+template <int E> __device__ DeviceRoute sparsemixer(const float *s, float eps) {
+  const float threshold = 2.0f * eps;
+  DeviceRoute r;
+  r.i1 = 0;
+  for (int j = 1; j < E; ++j)
+    if (s[j] > s[r.i1])
+      r.i1 = j;
+  const float m1 = s[r.i1];
+  float sum = 0.0f;
+  for (int j = 0; j < E; ++j) {
+    const float factor = fabsf(s[j]) < m1 ? m1 : fabsf(s[j]);
+    if (!((m1 - s[j]) / factor > threshold))
+      sum += expf(s[j] - m1);
+  }
+  r.w1 = 1.0f / sum;
+  r.i2 = r.i1 == 0 ? 1 : 0;
+  for (int j = r.i2 + 1; j < E; ++j)
+    if (j != r.i1 && s[j] > s[r.i2])
+      r.i2 = j;
+  const float m2 = s[r.i2];
+  sum = 0.0f;
+  for (int j = 0; j < E; ++j) {
+    if (j == r.i1)
+      continue;
+    const float factor = fabsf(s[j]) < m2 ? m2 : fabsf(s[j]);
+    if (!((m2 - s[j]) / factor > threshold))
+      sum += expf(s[j] - m2);
+  }
+  r.w2 = 1.0f / sum;
+  return r;
+}
+
+// Router: one row per block; a warp per expert logit, then thread 0 routes.
+template <int E, int H, class R>
+__global__ void router_kernel(const float *x, const R *router, float eps, DeviceRoute *routes) {
+  extern __shared__ float xs[]; // H floats, then E logits
+  float *logits = xs + H;
+  const int t = blockIdx.x;
+  stage(xs, x + static_cast<size_t>(t) * H, H);
+  __syncthreads();
+  for (int e = threadIdx.x >> 5; e < E; e += kWarps) {
+    const float y = row_dot<R, E, H>(router, e, xs);
+    if ((threadIdx.x & 31) == 0)
+      logits[e] = y;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0)
+    routes[t] = sparsemixer<E>(logits, eps);
+}
+
+// act[t][slot][r] = silu(gate_r . x) * (up_r . x) of the slot's expert (read on the device).
+template <int E, int H, int I, class GU>
+__global__ void gate_up_kernel(const float *x, const GU *gate_up, const DeviceRoute *routes,
+                               float *act) {
+  extern __shared__ float xs[];
+  const int slot = blockIdx.y, t = blockIdx.z;
+  stage(xs, x + static_cast<size_t>(t) * H, H);
+  __syncthreads();
+  const int r = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  if (r >= I)
+    return;
+  const DeviceRoute route = routes[t];
+  const size_t e = static_cast<size_t>(slot ? route.i2 : route.i1);
+  constexpr long long rows = static_cast<long long>(E) * 2 * I;
+  const float g = row_dot<GU, rows, H>(gate_up, e * 2 * I + r, xs);
+  const float u = row_dot<GU, rows, H>(gate_up, e * 2 * I + I + r, xs);
+  if ((threadIdx.x & 31) == 0)
+    act[(static_cast<size_t>(t) * 2 + slot) * I + r] = g / (1.0f + expf(-g)) * u;
+}
+
+// out[t][r] = w1 * (down_i1[r] . act[t][0]) + w2 * (down_i2[r] . act[t][1]).
+template <int E, int H, int I, class DW>
+__global__ void down_kernel(const float *act, const DW *down, const DeviceRoute *routes,
+                            float *out) {
+  extern __shared__ float as[]; // 2 * I floats
+  const int t = blockIdx.y;
+  stage(as, act + static_cast<size_t>(t) * 2 * I, 2 * I);
+  __syncthreads();
+  const int r = blockIdx.x * kWarps + (threadIdx.x >> 5);
+  if (r >= H)
+    return;
+  const DeviceRoute route = routes[t];
+  constexpr long long rows = static_cast<long long>(E) * H;
+  const float y1 = row_dot<DW, rows, I>(down, static_cast<size_t>(route.i1) * H + r, as);
+  const float y2 = row_dot<DW, rows, I>(down, static_cast<size_t>(route.i2) * H + r, as + I);
+  if ((threadIdx.x & 31) == 0)
+    out[static_cast<size_t>(t) * H + r] = route.w1 * y1 + route.w2 * y2;
+}
+
+} // namespace detail
+
+// ---------------------------------------------------------------------------------------
+// Launchers: the CPU kernels' signatures (phimoe_rt/kernels.h), on device pointers.
+
+template <class T> inline T *last_rows_of(T *x, int n, int rows, int width) {
+  return x + static_cast<size_t>(n - rows) * width;
+}
+template <int Width> inline float *last_rows(float *x, int n, int rows) {
+  return last_rows_of(x, n, rows, Width);
+}
+
+template <int V, int H, class W>
+void embed(Context &ctx, const int32_t *ids, int n, const W *table, float *out) {
+  if (n <= 0)
+    return;
+  detail::embed_kernel<V, H, W><<<n, 256, 0, ctx.stream>>>(ids, table, out);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+template <int H, class W>
+void layer_norm(Context &ctx, const float *x, int n, const W *w, const W *b, float eps,
+                float *out) {
+  if (n <= 0)
+    return;
+  detail::layer_norm_kernel<H, false, W><<<n, 256, 0, ctx.stream>>>(x, nullptr, w, b, eps,
+                                                                     nullptr, out);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+template <int H, class W>
+void add_layer_norm(Context &ctx, const float *a, const float *b, int n, const W *w,
+                    const W *bias, float eps, float *sum, float *out) {
+  if (n <= 0)
+    return;
+  detail::layer_norm_kernel<H, true, W><<<n, 256, 0, ctx.stream>>>(a, b, w, bias, eps, sum, out);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+template <int N, int K, class W, class B>
+void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, float *out) {
+  static_assert(N > 0 && K > 0, "linear: empty shape");
+  if (n <= 0)
+    return;
+  if (n <= detail::kGemvMaxRows) {
+    constexpr size_t smem = sizeof(float) * K;
+    static bool configured = (detail::allow_shared(detail::gemv_kernel<N, K, W, B>, smem), true);
+    (void)configured;
+    dim3 grid(detail::blocks_for(N, detail::kWarps), n);
+    detail::gemv_kernel<N, K, W, B><<<grid, detail::kThreads, smem, ctx.stream>>>(x, w, bias, out);
+  } else {
+    dim3 grid(detail::blocks_for(N, 64), detail::blocks_for(n, 32));
+    detail::gemm_kernel<N, K, W, B><<<grid, 256, 0, ctx.stream>>>(x, n, w, bias, out);
+  }
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+template <int In, int Offset, int Width>
+void copy_cols(Context &ctx, const float *x, int n, float *out) {
+  static_assert(Offset >= 0 && Width > 0 && Offset + Width <= In, "copy_cols: out of range");
+  if (n <= 0)
+    return;
+  const int blocks = detail::blocks_for(static_cast<long long>(n) * Width, 256);
+  detail::copy_cols_kernel<In, Offset, Width>
+      <<<blocks < 4096 ? blocks : 4096, 256, 0, ctx.stream>>>(x, n, out);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+namespace detail {
+// The forward's LongRoPE set (ctx.rope_long) as the kernels take it.
+template <int D> RopeTable<D> rope_table(const Context &ctx, const phimoe_rt::RopeParams &p) {
+  static_assert(D % 2 == 0 && D <= 512, "rope: head dimension");
+  RopeTable<D> table;
+  const float *factors = ctx.rope_long ? p.long_factor : p.short_factor;
+  table.mscale = ctx.rope_long ? p.long_mscale : p.short_mscale;
+  for (int i = 0; i < D / 2; ++i)
+    table.inv_freq[i] = 1.0f / (factors[i] * std::pow(p.theta, static_cast<float>(2 * i) / D));
+  return table;
+}
+} // namespace detail
+
+template <int Heads, int D>
+void rope(Context &ctx, const float *x, int n, const int32_t *pos, const phimoe_rt::RopeParams &p,
+          float *out) {
+  if (n <= 0)
+    return;
+  detail::rope_kernel<Heads, D><<<n, 128, 0, ctx.stream>>>(x, pos, detail::rope_table<D>(ctx, p),
+                                                           out);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+// The keys' RoPE fused with the KV-cache write of layer `layer` (k unrotated, v as is); the
+// attention of that layer then runs with KvWritten. phimoe-lower-to-emitc{target=cuda} emits
+// it where a rope's only use is an attention's keys.
+template <int Hkv, int D>
+void rope_kv_write(Context &ctx, const float *k, const float *v, int n, const int32_t *pos,
+                   const phimoe_rt::RopeParams &p, int layer) {
+  if (n <= 0)
+    return;
+  if (ctx.kv_heads != Hkv || ctx.head_dim != D || layer < 0 || layer >= ctx.layers)
+    throw std::runtime_error("rope_kv_write: the KV cache has another shape than layer " +
+                             std::to_string(layer) + " (a phimoe-bin bug)");
+  detail::rope_kv_write_kernel<Hkv, D><<<n, 128, 0, ctx.stream>>>(
+      k, v, pos, detail::rope_table<D>(ctx, p), layer, ctx.capacity, ctx.k_cache, ctx.v_cache);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+// Writes k, v into the cache (unless KvWritten: rope_kv_write did), then attends: query row
+// i (position pos[i]) to the positions [max(0, pos[i]-window+1), pos[i]] of layer `layer`,
+// split over the context (flash-decoding) when it is long.
+template <int Hq, int Hkv, int D, bool KvWritten = false>
+void attention(Context &ctx, const float *q, const float *k, const float *v, int n,
+               const int32_t *pos, int layer, float scale, int window, float *out) {
+  static_assert(Hkv > 0 && Hq % Hkv == 0, "attention: Hq must be a multiple of Hkv");
+  if (n <= 0)
+    return;
+  if (ctx.kv_heads != Hkv || ctx.head_dim != D || layer < 0 || layer >= ctx.layers)
+    throw std::runtime_error("attention: the KV cache has another shape than layer " +
+                             std::to_string(layer) + " (a phimoe-bin bug)");
+  if constexpr (!KvWritten) {
+    detail::kv_write_kernel<Hkv, D><<<n, 256, 0, ctx.stream>>>(k, v, pos, layer, ctx.capacity,
+                                                               ctx.k_cache, ctx.v_cache);
+    PHIMOE_CUDA_CHECK_LAUNCH();
+  }
+  // Splits of at least 64 positions, as many as the partials buffer holds (at most 1024).
+  const size_t per_split = static_cast<size_t>(n) * Hq * (D + 2);
+  long long splits = (ctx.seq_end + 63) / 64;
+  const long long room = static_cast<long long>(ctx.attn_partial_floats / per_split);
+  splits = splits < room ? splits : room;
+  splits = splits < 1024 ? splits : 1024;
+  if (splits < 1)
+    throw std::runtime_error("attention: no room for the partial results (a phimoe-bin bug)");
+  dim3 grid(n * Hq, static_cast<unsigned>(splits));
+  detail::attention_partial_kernel<Hq, Hkv, D><<<grid, 32 * detail::kAttnWarps, 0, ctx.stream>>>(
+      q, pos, layer, ctx.capacity, ctx.k_cache, ctx.v_cache, scale, window, ctx.attn_partials);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  detail::attention_combine_kernel<Hq, D><<<n * Hq, D < 256 ? D : 256, 0, ctx.stream>>>(
+      ctx.attn_partials, static_cast<int>(splits), pos, ctx.capacity, out);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+// Router on the device, then the two experts of every row, whose ids the expert kernels read
+// from the device: no host synchronisation. gate_up is [E, 2I, H], down [E, H, I].
+template <int E, int H, int I, class R, class GU, class DW>
+void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
+                     const DW *down, float eps, float *out) {
+  static_assert(E >= 2 && H >= 1 && I >= 1, "moe_sparsemixer: bad shape");
+  if (n <= 0)
+    return;
+  constexpr size_t router_smem = sizeof(float) * (H + E);
+  constexpr size_t gate_smem = sizeof(float) * H;
+  constexpr size_t down_smem = sizeof(float) * 2 * I;
+  static bool configured =
+      (detail::allow_shared(detail::router_kernel<E, H, R>, router_smem),
+       detail::allow_shared(detail::gate_up_kernel<E, H, I, GU>, gate_smem),
+       detail::allow_shared(detail::down_kernel<E, H, I, DW>, down_smem), true);
+  (void)configured;
+  detail::router_kernel<E, H, R><<<n, detail::kThreads, router_smem, ctx.stream>>>(x, router, eps,
+                                                                                   ctx.routes);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  dim3 gu_grid(detail::blocks_for(I, detail::kWarps), 2, n);
+  detail::gate_up_kernel<E, H, I, GU><<<gu_grid, detail::kThreads, gate_smem, ctx.stream>>>(
+      x, gate_up, ctx.routes, ctx.moe_act);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  dim3 down_grid(detail::blocks_for(H, detail::kWarps), n);
+  detail::down_kernel<E, H, I, DW><<<down_grid, detail::kThreads, down_smem, ctx.stream>>>(
+      ctx.moe_act, down, ctx.routes, out);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+} // namespace phimoe_cuda
+
+#endif // PHIMOE_CUDA_KERNELS_CUH

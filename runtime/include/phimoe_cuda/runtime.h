@@ -1,0 +1,62 @@
+// runtime.h - what generated CUDA phimoe-bin code calls: the device context, weights, arena.
+//
+// Host C++: included by the generated .cu (nvcc) and by the CUDA session (the host compiler).
+// Everything a kernel touches is device memory: the weights (uploaded once), the activation
+// arena (planned at compile time, in floats, as on the CPU), the KV cache
+// ([layer][position][kv_head][head_dim], floats) and the kernels' workspaces.
+#ifndef PHIMOE_CUDA_RUNTIME_H
+#define PHIMOE_CUDA_RUNTIME_H
+
+#include "phimoe_cuda/check.h"
+#include "phimoe_rt/runtime.h" // RopeParams, ModelInfo, bf16, f16
+
+#include <cuda_runtime.h>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace phimoe_cuda {
+
+// The route of one row of a sparsemixer MoE, as the router kernel leaves it on the device.
+struct DeviceRoute {
+  int32_t i1, i2;
+  float w1, w2;
+};
+
+struct Context {
+  cudaStream_t stream = nullptr;
+  const uint8_t *weights = nullptr; // device copy of the data section of weights.phw
+  float *arena = nullptr;           // device activations, planned at compile time
+  // The KV cache of one sequence: [layer][position][kv_head][head_dim] floats.
+  float *k_cache = nullptr, *v_cache = nullptr;
+  int layers = 0, capacity = 0, kv_heads = 0, head_dim = 0;
+  // One past the largest position of this forward (the host knows it without reading the
+  // device's position array): attention sizes its split over the context with it.
+  int seq_end = 0;
+  // Which LongRoPE set this forward uses (the session sets it from the sequence length).
+  bool rope_long = false;
+  // MoE workspace: a route per row, and 2 * intermediate floats per row.
+  DeviceRoute *routes = nullptr;
+  float *moe_act = nullptr;
+  // Flash-decoding partials: (head_dim + 2) floats per (row, head, split).
+  float *attn_partials = nullptr;
+  size_t attn_partial_floats = 0;
+};
+
+// Floats of Context::attn_partials that the session allocates: 16 splits of every row of a
+// full chunk, and at least 1024 splits of one decode row.
+inline size_t attention_partial_floats(const phimoe_rt::ModelInfo &info) {
+  const size_t heads = info.head_dim > 0 ? static_cast<size_t>(info.hidden / info.head_dim) : 1;
+  const size_t per_split = heads * (static_cast<size_t>(info.head_dim) + 2);
+  const size_t rows = static_cast<size_t>(info.max_tokens) * 16;
+  return per_split * (rows > 1024 ? rows : 1024);
+}
+
+template <class T> inline const T *weight(const Context &ctx, uint64_t offset) {
+  return reinterpret_cast<const T *>(ctx.weights + offset);
+}
+inline float *act(const Context &ctx, uint64_t offset) { return ctx.arena + offset; }
+
+} // namespace phimoe_cuda
+
+#endif // PHIMOE_CUDA_RUNTIME_H

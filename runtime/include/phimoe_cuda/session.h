@@ -1,0 +1,50 @@
+// session.h - one sequence on the GPU: weights uploaded once, device KV cache and arena,
+// prefill, decode and the LongRoPE switch (the semantics of phimoe_rt::Session).
+#ifndef PHIMOE_CUDA_SESSION_H
+#define PHIMOE_CUDA_SESSION_H
+
+#include "phimoe_cuda/runtime.h"
+
+#include <vector>
+
+namespace phimoe_cuda {
+
+// The logits of position t are those of a fresh forward over tokens[0..t]: the LongRoPE short
+// set while t + 1 <= original_max_position, the long set after; when the sequence first grows
+// past that length, every cached position is recomputed with the long set (as the reference
+// does). CUDA errors throw std::runtime_error naming the call, file and line.
+class Session {
+public:
+  // Uploads `pack_bytes` bytes of weights (the data section of weights.phw) to the device.
+  Session(const phimoe_rt::ModelInfo &info, const uint8_t *weights, int capacity);
+  ~Session();
+  Session(const Session &) = delete;
+  Session &operator=(const Session &) = delete;
+
+  int capacity() const { return capacity_; }
+  int size() const { return static_cast<int>(tokens_.size()); }
+
+  // Appends tokens and runs them; returns the logits of the last one ([vocab], host memory).
+  // With `all_logits`, the logits of every appended position are added to it. Returns null
+  // when the capacity would be exceeded.
+  const float *append(const int32_t *ids, int count, std::vector<float> *all_logits = nullptr);
+  void reset();
+
+private:
+  void run(int begin, int end, bool rope_long, std::vector<float> *all_logits);
+
+  const phimoe_rt::ModelInfo &info_;
+  int capacity_;
+  Context ctx_;
+  uint8_t *weights_ = nullptr;
+  int32_t *ids_ = nullptr, *positions_ = nullptr;
+  float *logits_device_ = nullptr;
+  std::vector<void *> buffers_; // every device allocation, freed by the destructor
+  std::vector<float> logits_;
+  std::vector<int32_t> tokens_;
+  bool rope_long_ = false;
+};
+
+} // namespace phimoe_cuda
+
+#endif // PHIMOE_CUDA_SESSION_H

@@ -1,0 +1,165 @@
+#!/usr/bin/env python3
+"""End-to-end check of CUDA phimoe-bin builds, in two steps that may run on two machines.
+
+  gpu_oracle.py prepare DIR   (a machine with phimoec, i.e. MLIR; no GPU needed)
+      builds small random PhiMoE checkpoints with transformers (test/e2e/oracle.py), compiles
+      each with `phimoec --target $PHIMOE_CUDA_TARGET` (default sm_90) and with --target cpu,
+      and records the CPU binary's greedy tokens and logits as a second reference.
+  gpu_oracle.py check DIR     (the GPU machine; numpy, and torch + transformers if present)
+      runs every CUDA phimoe-bin and compares
+        - its logits over prompt + the CPU's greedy tokens with transformers' (float32 on the
+          stored weights, the LongRoPE semantics of docs/compiling.md) when transformers is
+          importable, and always with the CPU phimoe-bin's;
+        - its greedy continuation with the CPU binary's (and transformers').
+      Exit status 0 when every case passes.
+
+DIR travels between the two (a few MB). Which machine runs which step: test/gpu/run.sh.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "e2e"))
+
+# name: (tiny_config kwargs, router spread, prompt length, generated, checkpoint dtype, --quant,
+#        bound on max|d logit| against float32 references relative to max|logit| (None: the
+#        absolute 1e-3 of test/e2e/test_cpu_oracle.py), and whether greedy ids must agree)
+CASES = {
+    "f32-crossing": (dict(layers=2), 0.05, 20, 40, "float32", "f32", None, True),
+    "f32-kv1-6experts": (dict(layers=2, hidden=48, heads=3, kv_heads=1, experts=6,
+                              intermediate=64, original_max=40), 0.05, 12, 40, "float32", "f32",
+                         None, True),
+    "f32-long-prompt": (dict(layers=2, original_max=256, max_position=1024), 0.05, 300, 8,
+                        "float32", "f32", None, True),
+    "bf16": (dict(layers=2), 0.05, 16, 24, "bfloat16", "bf16", None, True),
+    "q8_0": (dict(layers=2, hidden=128, heads=4, kv_heads=2, intermediate=256), 0.05, 16, 24,
+             "float32", "q8_0", 0.05, False),
+}
+
+
+# Cases also checked through phimoec --emit-project: the project is built with CMake on the
+# GPU machine, and its phimoe-pack packs the checkpoint there.
+PROJECT_CASES = ("bf16", "q8_0")
+
+
+def build_project(case):
+    """Builds case/project with CMake, packs case/src with its phimoe-pack; the binary."""
+    project, build = case / "project", case / "project" / "build"
+    run(["cmake", "-S", project, "-B", build, "-DCMAKE_BUILD_TYPE=Release"])
+    run(["cmake", "--build", build, "-j", str(os.cpu_count() or 2)])
+    run([build / "phimoe-pack", project / "pack-plan.json", case / "src", build / "weights.phw"])
+    return build / "phimoe-bin"
+
+
+def run(cmd, **kw):
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True, **kw)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed ({proc.returncode}):\n"
+                           f"{proc.stderr[-3000:]}")
+    return proc
+
+
+def run_bin(binary, tokens, n, dump):
+    proc = run([binary, "--tokens", ",".join(map(str, tokens)), "-n", n, "--dump-logits", dump])
+    out = proc.stdout.strip()
+    return ([int(t) for t in out.split(",")] if n and out else []), np.load(dump)
+
+
+def prepare(root):
+    import torch
+    import oracle
+    target = os.environ.get("PHIMOE_CUDA_TARGET", "sm_90")
+    root.mkdir(parents=True, exist_ok=True)
+    for name, (kwargs, spread, plen, n, dtype, quant, _, _) in CASES.items():
+        case = root / name
+        config = oracle.tiny_config(**kwargs)
+        model = oracle.make_model(config, seed=len(name), router_spread=spread)
+        oracle.save(model, case / "src", dtype=getattr(torch, dtype))
+        for out, flags in ((case / "cuda", ["--target", target]), (case / "cpu", [])):
+            proc = oracle.compile_model(case / "src", out, "--quant", quant, *flags)
+            if proc.returncode != 0:
+                raise RuntimeError(f"{name}: phimoec failed:\n{proc.stderr}")
+        if name in PROJECT_CASES:  # the MLIR-free route: a project, built and packed there
+            run([oracle.PHIMOEC, "compile", case / "src", "--target", target, "--quant", quant,
+                 "--emit-project", case / "project"])
+        prompt = torch.randint(3, config.vocab_size, (plen,),
+                               generator=torch.Generator().manual_seed(7)).tolist()
+        greedy, _ = run_bin(case / "cpu" / "phimoe-bin", prompt, n, case / "cpu-greedy.npy")
+        _, logits = run_bin(case / "cpu" / "phimoe-bin", prompt + greedy, 0, case / "cpu.npy")
+        original = config.rope_parameters["original_max_position_embeddings"]
+        (case / "case.json").write_text(json.dumps(dict(
+            prompt=prompt, n=n, cpu_greedy=greedy, original_max=original, target=target)))
+        print(f"prepared {name}: {len(prompt)} + {n} tokens, logits {logits.shape}")
+
+
+def check(root):
+    try:
+        import torch
+        import oracle
+        oracle.use_reference_longrope()
+    except ImportError as e:
+        print(f"note: no transformers ({e}): comparing with the CPU phimoe-bin only")
+        torch = oracle = None
+    failures = 0
+    for name, (_, _, _, _, _, quant, rel, greedy_must_agree) in CASES.items():
+        case = root / name
+        if not (case / "case.json").exists():
+            print(f"SKIP {name}: not prepared")
+            continue
+        info = json.loads((case / "case.json").read_text())
+        tokens = info["prompt"] + info["cpu_greedy"]
+        references = {"cpu phimoe-bin": np.load(case / "cpu.npy")}
+        if oracle is not None:
+            model = oracle.PhimoeForCausalLM.from_pretrained(case / "src").float().eval()
+            references["transformers"] = oracle.reference_logits(model, tokens,
+                                                                 info["original_max"])
+        builds = [("phimoec", case / "cuda" / "phimoe-bin")]
+        if (case / "project").exists():
+            builds.append(("project", None))
+        for how, binary in builds:
+            failures += check_build(f"{name} ({how})", case, binary, info, tokens, references,
+                                    rel, greedy_must_agree)
+    print(f"{failures} case(s) failed")
+    return 1 if failures else 0
+
+
+def check_build(name, case, binary, info, tokens, references, rel, greedy_must_agree):
+    problems = []
+    try:
+        if binary is None:
+            binary = build_project(case)
+        ours_greedy, _ = run_bin(binary, info["prompt"], info["n"], case / "gpu-greedy.npy")
+        _, ours = run_bin(binary, tokens, 0, case / "gpu.npy")
+    except RuntimeError as e:
+        print(f"FAIL {name}: {e}")
+        return 1
+    for ref_name, ref in references.items():
+        if ours.shape != ref.shape:
+            problems.append(f"shape {ours.shape} vs {ref_name} {ref.shape}")
+            continue
+        err, scale = float(np.abs(ours - ref).max()), float(np.abs(ref).max())
+        bound = 1e-3 if rel is None else rel * scale
+        # q8_0: the CPU quantizes activations too, the GPU does not; the transformers run
+        # has the unquantized weights. Both within the relative bound.
+        status = "ok" if err <= bound else "TOO LARGE"
+        print(f"     {name}: max|d| vs {ref_name} = {err:.3g} (bound {bound:.3g}, "
+              f"max|logit| {scale:.3g}) {status}")
+        if err > bound:
+            problems.append(f"logits vs {ref_name}: {err:.3g} > {bound:.3g}")
+    if greedy_must_agree and ours_greedy != info["cpu_greedy"]:
+        problems.append(f"greedy {ours_greedy} != cpu {info['cpu_greedy']}")
+    print(f"{'FAIL' if problems else 'PASS'} {name}" +
+          (": " + "; ".join(problems) if problems else ""))
+    return 1 if problems else 0
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] not in ("prepare", "check"):
+        sys.exit(__doc__)
+    root = pathlib.Path(sys.argv[2]).resolve()
+    sys.exit(prepare(root) if sys.argv[1] == "prepare" else check(root))

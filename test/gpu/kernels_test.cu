@@ -1,0 +1,451 @@
+// kernels_test.cu - every CUDA kernel of phimoe_cuda/kernels.cuh against a scalar CPU reference
+// (double accumulation) on fresh random inputs. Needs a GPU: test/gpu/run.sh builds and runs it.
+#include "phimoe_cuda/kernels.cuh"
+#include "phimoe_rt/quant.h"
+#include "phimoe_rt/sparsemixer.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <random>
+#include <vector>
+
+using namespace phimoe_cuda;
+using phimoe_rt::bf16;
+using phimoe_rt::block_q8_0;
+using phimoe_rt::f16;
+
+namespace {
+
+int failures = 0;
+std::mt19937 rng(20261204);
+
+std::vector<float> random_floats(size_t n, float scale = 1.0f, float offset = 0.0f) {
+  std::normal_distribution<float> d(0.0f, 1.0f);
+  std::vector<float> v(n);
+  for (float &x : v)
+    x = d(rng) * scale + offset;
+  return v;
+}
+
+void check(const char *name, const std::vector<float> &got, const std::vector<double> &want,
+           double tol) {
+  double err = 0.0, scale = 1e-6;
+  size_t bad = 0;
+  for (size_t i = 0; i < want.size(); ++i) {
+    scale = std::max(scale, std::fabs(want[i]));
+    const double e = std::fabs(got[i] - want[i]);
+    if (!(e <= err) || std::isnan(got[i]) != std::isnan(want[i])) {
+      err = std::isnan(e) ? INFINITY : e;
+      bad = i;
+    }
+  }
+  const bool ok = err <= tol * scale;
+  std::printf("%s %-44s max|d| = %.3g (scale %.3g, at %zu)\n", ok ? "PASS" : "FAIL", name, err,
+              scale, bad);
+  if (!ok)
+    ++failures;
+}
+
+template <class T> T *upload(const std::vector<T> &host) {
+  T *p = nullptr;
+  PHIMOE_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(host.size(), 1) * sizeof(T)));
+  PHIMOE_CUDA_CHECK(cudaMemcpy(p, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice));
+  return p;
+}
+template <class T> T *device(size_t n) {
+  T *p = nullptr;
+  PHIMOE_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(T)));
+  PHIMOE_CUDA_CHECK(cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T)));
+  return p;
+}
+std::vector<float> download(const float *p, size_t n) {
+  PHIMOE_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<float> h(n);
+  PHIMOE_CUDA_CHECK(cudaMemcpy(h.data(), p, n * sizeof(float), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+// A [rows, k] weight in storage W as the CUDA pack holds it (q8_0: quants, then scales) and
+// the values it stands for.
+template <class W> struct Weight {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+};
+template <class W> Weight<W> make_weight(size_t rows, size_t k) {
+  Weight<W> w;
+  std::vector<float> x = random_floats(rows * k, 0.2f);
+  if constexpr (std::is_same<W, block_q8_0>::value) {
+    const size_t blocks = rows * k / 32;
+    std::vector<block_q8_0> q(blocks);
+    for (size_t r = 0; r < rows; ++r)
+      phimoe_rt::quantize_row_q8_0(x.data() + r * k, q.data() + r * k / 32, k);
+    w.values.resize(rows * k);
+    for (size_t r = 0; r < rows; ++r)
+      phimoe_rt::dequantize_row_q8_0(q.data() + r * k / 32, w.values.data() + r * k, k);
+    w.bytes.resize(blocks * sizeof(block_q8_0));
+    for (size_t b = 0; b < blocks; ++b) {
+      std::memcpy(w.bytes.data() + b * 32, q[b].qs, 32);
+      std::memcpy(w.bytes.data() + blocks * 32 + b * 2, &q[b].d, 2);
+    }
+  } else {
+    w.bytes.resize(rows * k * sizeof(W));
+    w.values.resize(rows * k);
+    for (size_t i = 0; i < rows * k; ++i) {
+      W v;
+      if constexpr (std::is_same<W, float>::value)
+        v = x[i];
+      else if constexpr (std::is_same<W, bf16>::value)
+        v = phimoe_rt::float_to_bf16(x[i]);
+      else
+        v = phimoe_rt::float_to_f16(x[i]);
+      std::memcpy(w.bytes.data() + i * sizeof(W), &v, sizeof(W));
+      w.values[i] = phimoe_rt::to_float(v);
+    }
+  }
+  return w;
+}
+
+template <int N, int K, class W> void test_linear(const char *name, int n, bool bias) {
+  Weight<W> w = make_weight<W>(N, K);
+  std::vector<float> x = random_floats(static_cast<size_t>(n) * K), b = random_floats(N, 0.1f);
+  std::vector<double> want(static_cast<size_t>(n) * N);
+  for (int t = 0; t < n; ++t)
+    for (int r = 0; r < N; ++r) {
+      double s = bias ? b[r] : 0.0;
+      for (int k = 0; k < K; ++k)
+        s += static_cast<double>(x[t * K + k]) * w.values[static_cast<size_t>(r) * K + k];
+      want[static_cast<size_t>(t) * N + r] = s;
+    }
+  Context ctx;
+  uint8_t *dw = upload(w.bytes);
+  float *dx = upload(x), *db = upload(b), *out = device<float>(want.size());
+  linear<N, K>(ctx, dx, n, reinterpret_cast<const W *>(dw), bias ? db : nullptr, out);
+  char label[96];
+  std::snprintf(label, sizeof label, "linear<%d,%d> %s n=%d%s", N, K, name, n,
+                bias ? " +bias" : "");
+  check(label, download(out, want.size()), want, 1e-5);
+  cudaFree(dw), cudaFree(dx), cudaFree(db), cudaFree(out);
+}
+
+template <int V, int H, class W> void test_embed(const char *name) {
+  Weight<W> w = make_weight<W>(V, H);
+  std::vector<int32_t> ids = {3, 0, V - 1, 7, -1, V}; // the last two are invalid: zeros
+  std::vector<double> want(ids.size() * H, 0.0);
+  for (size_t t = 0; t < ids.size(); ++t)
+    if (ids[t] >= 0 && ids[t] < V)
+      for (int j = 0; j < H; ++j)
+        want[t * H + j] = w.values[static_cast<size_t>(ids[t]) * H + j];
+  Context ctx;
+  uint8_t *dw = upload(w.bytes);
+  int32_t *di = upload(ids);
+  float *out = device<float>(want.size());
+  embed<V, H>(ctx, di, static_cast<int>(ids.size()), reinterpret_cast<const W *>(dw), out);
+  check(name, download(out, want.size()), want, 0.0);
+  cudaFree(dw), cudaFree(di), cudaFree(out);
+}
+
+template <int H> void test_layer_norm(int n) {
+  std::vector<float> a = random_floats(static_cast<size_t>(n) * H, 1.0f, 3.0f);
+  std::vector<float> b = random_floats(a.size()), w = random_floats(H, 0.1f, 1.0f),
+                     bias = random_floats(H, 0.1f);
+  std::vector<double> want(a.size()), want_sum(a.size());
+  for (int t = 0; t < n; ++t) {
+    double mean = 0, var = 0;
+    for (int j = 0; j < H; ++j)
+      mean += want_sum[t * H + j] = static_cast<double>(a[t * H + j]) + b[t * H + j];
+    mean /= H;
+    for (int j = 0; j < H; ++j)
+      var += (want_sum[t * H + j] - mean) * (want_sum[t * H + j] - mean);
+    const double rstd = 1.0 / std::sqrt(var / H + 1e-5);
+    for (int j = 0; j < H; ++j)
+      want[t * H + j] = (want_sum[t * H + j] - mean) * rstd * w[j] + bias[j];
+  }
+  Context ctx;
+  float *da = upload(a), *dbb = upload(b), *dw = upload(w), *dbias = upload(bias);
+  float *out = device<float>(a.size());
+  add_layer_norm<H>(ctx, da, dbb, n, dw, dbias, 1e-5f, da, out); // sum aliases a
+  check("add_layer_norm (sum)", download(da, a.size()), want_sum, 1e-6);
+  check("add_layer_norm (out)", download(out, a.size()), want, 1e-5);
+  layer_norm<H>(ctx, da, n, dw, dbias, 1e-5f, out);
+  check("layer_norm", download(out, a.size()), want, 1e-5);
+  cudaFree(da), cudaFree(dbb), cudaFree(dw), cudaFree(dbias), cudaFree(out);
+}
+
+template <int Heads, int D> void test_rope(bool rope_long) {
+  const int n = 5;
+  std::vector<int32_t> pos = {0, 1, 17, 300, 4097};
+  std::vector<float> x = random_floats(static_cast<size_t>(n) * Heads * D);
+  std::vector<float> sf(D / 2), lf(D / 2);
+  for (int i = 0; i < D / 2; ++i)
+    sf[i] = 1.0f + 0.01f * i, lf[i] = 1.0f + 0.3f * i;
+  phimoe_rt::RopeParams p{10000.0f, 4096, 1.1f, 1.25f, sf.data(), lf.data()};
+  std::vector<double> want(x.size());
+  for (int t = 0; t < n; ++t)
+    for (int i = 0; i < D / 2; ++i) {
+      const float *f = rope_long ? lf.data() : sf.data();
+      const double m = rope_long ? 1.25 : 1.1;
+      const float inv = 1.0f / (f[i] * std::pow(10000.0f, static_cast<float>(2 * i) / D));
+      const double angle = static_cast<double>(static_cast<float>(pos[t]) * inv);
+      const double c = std::cos(angle) * m, s = std::sin(angle) * m;
+      for (int h = 0; h < Heads; ++h) {
+        const size_t base = (static_cast<size_t>(t) * Heads + h) * D;
+        want[base + i] = x[base + i] * c - x[base + i + D / 2] * s;
+        want[base + i + D / 2] = x[base + i + D / 2] * c + x[base + i] * s;
+      }
+    }
+  Context ctx;
+  ctx.rope_long = rope_long;
+  float *dx = upload(x);
+  int32_t *dp = upload(pos);
+  rope<Heads, D>(ctx, dx, n, dp, p, dx); // in place, as the generated code may do
+  check(rope_long ? "rope (long set, in place)" : "rope (short set, in place)",
+        download(dx, x.size()), want, 2e-5);
+  cudaFree(dx), cudaFree(dp);
+}
+
+// Causal GQA of the n query rows at `pos` against a written cache [layer][position][Hkv][D].
+template <int Hq, int Hkv, int D>
+std::vector<double> attention_ref(const std::vector<float> &q, const std::vector<float> &kw,
+                                  const std::vector<float> &vw, const std::vector<int32_t> &pos,
+                                  int layer, int capacity, int window) {
+  const int n = static_cast<int>(pos.size());
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  std::vector<double> want(q.size());
+  for (int i = 0; i < n; ++i)
+    for (int h = 0; h < Hq; ++h) {
+      const int kvh = h / (Hq / Hkv), p = pos[i], lo = window > 0 ? std::max(0, p - window + 1) : 0;
+      std::vector<double> s(p - lo + 1);
+      double mx = -INFINITY, sum = 0;
+      for (int j = lo; j <= p; ++j) {
+        double d = 0;
+        for (int c = 0; c < D; ++c)
+          d += static_cast<double>(q[(i * Hq + h) * D + c]) *
+               kw[((static_cast<size_t>(layer) * capacity + j) * Hkv + kvh) * D + c];
+        s[j - lo] = d * scale;
+        mx = std::max(mx, s[j - lo]);
+      }
+      for (double &x : s)
+        sum += x = std::exp(x - mx);
+      for (int c = 0; c < D; ++c) {
+        double o = 0;
+        for (int j = lo; j <= p; ++j)
+          o += s[j - lo] / sum *
+               vw[((static_cast<size_t>(layer) * capacity + j) * Hkv + kvh) * D + c];
+        want[(static_cast<size_t>(i) * Hq + h) * D + c] = o;
+      }
+    }
+  return want;
+}
+
+// RoPE of the keys fused with the cache write (rope_kv_write), then attention<..., true> on
+// the cache it wrote: the new rows at positions past..past+n-1, the LongRoPE set `rope_long`.
+template <int Hq, int Hkv, int D> void test_rope_kv_write(int past, int n, bool rope_long) {
+  const int capacity = past + n + 2, layers = 3, layer = 2;
+  constexpr int row = Hkv * D, half = D / 2;
+  std::vector<float> kc = random_floats(static_cast<size_t>(layers) * capacity * row),
+                     vc = random_floats(kc.size());
+  std::vector<float> q = random_floats(static_cast<size_t>(n) * Hq * D),
+                     k = random_floats(static_cast<size_t>(n) * row),
+                     v = random_floats(static_cast<size_t>(n) * row);
+  std::vector<int32_t> pos(n);
+  for (int i = 0; i < n; ++i)
+    pos[i] = past + i;
+  std::vector<float> sf(half), lf(half);
+  for (int i = 0; i < half; ++i)
+    sf[i] = 1.0f + 0.02f * i, lf[i] = 1.5f + 0.25f * i;
+  phimoe_rt::RopeParams p{10000.0f, 64, 1.1f, 1.25f, sf.data(), lf.data()};
+  std::vector<float> kw = kc, vw = vc;
+  for (int i = 0; i < n; ++i) {
+    const size_t dst = (static_cast<size_t>(layer) * capacity + pos[i]) * row;
+    for (int h = 0; h < Hkv; ++h)
+      for (int j = 0; j < half; ++j) {
+        const float *f = rope_long ? lf.data() : sf.data();
+        const double m = rope_long ? 1.25 : 1.1;
+        const float inv = 1.0f / (f[j] * std::pow(10000.0f, static_cast<float>(2 * j) / D));
+        const double angle = static_cast<double>(static_cast<float>(pos[i]) * inv);
+        const double c = std::cos(angle) * m, s = std::sin(angle) * m;
+        const float a = k[i * row + h * D + j], b = k[i * row + h * D + j + half];
+        kw[dst + h * D + j] = static_cast<float>(a * c - b * s);
+        kw[dst + h * D + j + half] = static_cast<float>(b * c + a * s);
+      }
+    for (int j = 0; j < row; ++j)
+      vw[dst + j] = v[i * row + j];
+  }
+  Context ctx;
+  ctx.k_cache = upload(kc);
+  ctx.v_cache = upload(vc);
+  ctx.layers = layers;
+  ctx.capacity = capacity;
+  ctx.kv_heads = Hkv;
+  ctx.head_dim = D;
+  ctx.seq_end = past + n;
+  ctx.rope_long = rope_long;
+  ctx.attn_partial_floats = static_cast<size_t>(n) * Hq * (D + 2) * 64;
+  ctx.attn_partials = device<float>(ctx.attn_partial_floats);
+  float *dq = upload(q), *dk = upload(k), *dv = upload(v), *out = device<float>(q.size());
+  int32_t *dp = upload(pos);
+  rope_kv_write<Hkv, D>(ctx, dk, dv, n, dp, p, layer);
+  attention<Hq, Hkv, D, true>(ctx, dq, nullptr, nullptr, n, dp, layer,
+                              1.0f / std::sqrt(static_cast<float>(D)), 0, out);
+  std::vector<double> kwd(kw.begin(), kw.end()), vwd(vw.begin(), vw.end());
+  char label[96];
+  std::snprintf(label, sizeof label, "rope_kv_write<%d,%d> %s: k cache", Hkv, D,
+                rope_long ? "long" : "short");
+  check(label, download(ctx.k_cache, kw.size()), kwd, 2e-6);
+  check("rope_kv_write: v cache", download(ctx.v_cache, vw.size()), vwd, 0.0);
+  std::snprintf(label, sizeof label, "attention<%d,%d,%d,KvWritten> past=%d n=%d", Hq, Hkv, D,
+                past, n);
+  check(label, download(out, q.size()),
+        attention_ref<Hq, Hkv, D>(q, kw, vw, pos, layer, capacity, 0), 1e-5);
+  cudaFree(ctx.k_cache), cudaFree(ctx.v_cache), cudaFree(ctx.attn_partials);
+  cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(out), cudaFree(dp);
+}
+
+// A cache of `past` positions, then n new rows at positions past..past+n-1.
+template <int Hq, int Hkv, int D> void test_attention(int past, int n, int window) {
+  const int capacity = past + n + 3, layers = 2, layer = 1;
+  constexpr int row = Hkv * D;
+  std::vector<float> kc = random_floats(static_cast<size_t>(layers) * capacity * row),
+                     vc = random_floats(kc.size());
+  std::vector<float> q = random_floats(static_cast<size_t>(n) * Hq * D),
+                     k = random_floats(static_cast<size_t>(n) * row),
+                     v = random_floats(static_cast<size_t>(n) * row);
+  std::vector<int32_t> pos(n);
+  for (int i = 0; i < n; ++i)
+    pos[i] = past + i;
+  // The expected cache after the write, then attention over it.
+  std::vector<float> kw = kc, vw = vc;
+  for (int i = 0; i < n; ++i)
+    for (int j = 0; j < row; ++j) {
+      kw[(static_cast<size_t>(layer) * capacity + pos[i]) * row + j] = k[i * row + j];
+      vw[(static_cast<size_t>(layer) * capacity + pos[i]) * row + j] = v[i * row + j];
+    }
+  const float scale = 1.0f / std::sqrt(static_cast<float>(D));
+  const std::vector<double> want =
+      attention_ref<Hq, Hkv, D>(q, kw, vw, pos, layer, capacity, window);
+  Context ctx;
+  ctx.k_cache = upload(kc);
+  ctx.v_cache = upload(vc);
+  ctx.layers = layers;
+  ctx.capacity = capacity;
+  ctx.kv_heads = Hkv;
+  ctx.head_dim = D;
+  ctx.seq_end = past + n;
+  ctx.attn_partial_floats = static_cast<size_t>(n) * Hq * (D + 2) * 64;
+  ctx.attn_partials = device<float>(ctx.attn_partial_floats);
+  float *dq = upload(q), *dk = upload(k), *dv = upload(v), *out = device<float>(q.size());
+  int32_t *dp = upload(pos);
+  attention<Hq, Hkv, D>(ctx, dq, dk, dv, n, dp, layer, scale, window, out);
+  char label[96];
+  std::snprintf(label, sizeof label, "attention<%d,%d,%d> past=%d n=%d window=%d", Hq, Hkv, D,
+                past, n, window);
+  check(label, download(out, q.size()), want, 1e-5);
+  std::vector<double> kwd(kw.begin(), kw.end());
+  check("attention: the k cache after the write", download(ctx.k_cache, kw.size()), kwd, 0.0);
+  cudaFree(ctx.k_cache), cudaFree(ctx.v_cache), cudaFree(ctx.attn_partials);
+  cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(out), cudaFree(dp);
+}
+
+template <int E, int H, int I, class W> void test_moe(const char *name, int n) {
+  Weight<float> router = make_weight<float>(E, H);
+  for (float &r : router.values) // spread the router rows: well-separated logits
+    r *= 10.0f;
+  std::memcpy(router.bytes.data(), router.values.data(), router.bytes.size());
+  Weight<W> gate_up = make_weight<W>(static_cast<size_t>(E) * 2 * I, H);
+  Weight<W> down = make_weight<W>(static_cast<size_t>(E) * H, I);
+  std::vector<float> x = random_floats(static_cast<size_t>(n) * H);
+  std::vector<double> want(static_cast<size_t>(n) * H);
+  for (int t = 0; t < n; ++t) {
+    float logits[E];
+    for (int e = 0; e < E; ++e) {
+      double s = 0;
+      for (int k = 0; k < H; ++k)
+        s += static_cast<double>(x[t * H + k]) * router.values[e * H + k];
+      logits[e] = static_cast<float>(s);
+    }
+    const phimoe_rt::Route r = phimoe_rt::sparsemixer<E>(logits, 0.01f);
+    std::vector<double> act(2 * I);
+    for (int slot = 0; slot < 2; ++slot) {
+      const size_t e = slot ? r.i2 : r.i1;
+      for (int i = 0; i < I; ++i) {
+        double g = 0, u = 0;
+        for (int k = 0; k < H; ++k) {
+          g += static_cast<double>(x[t * H + k]) * gate_up.values[(e * 2 * I + i) * H + k];
+          u += static_cast<double>(x[t * H + k]) * gate_up.values[(e * 2 * I + I + i) * H + k];
+        }
+        act[slot * I + i] = g / (1.0 + std::exp(-g)) * u;
+      }
+    }
+    for (int h = 0; h < H; ++h) {
+      double y1 = 0, y2 = 0;
+      for (int i = 0; i < I; ++i) {
+        y1 += act[i] * down.values[(static_cast<size_t>(r.i1) * H + h) * I + i];
+        y2 += act[I + i] * down.values[(static_cast<size_t>(r.i2) * H + h) * I + i];
+      }
+      want[static_cast<size_t>(t) * H + h] = r.w1 * y1 + r.w2 * y2;
+    }
+  }
+  Context ctx;
+  ctx.routes = device<DeviceRoute>(n);
+  ctx.moe_act = device<float>(static_cast<size_t>(n) * 2 * I);
+  uint8_t *dr = upload(router.bytes), *dgu = upload(gate_up.bytes), *dd = upload(down.bytes);
+  float *dx = upload(x), *out = device<float>(want.size());
+  moe_sparsemixer<E, H, I>(ctx, dx, n, reinterpret_cast<const float *>(dr),
+                           reinterpret_cast<const W *>(dgu), reinterpret_cast<const W *>(dd),
+                           0.01f, out);
+  char label[96];
+  std::snprintf(label, sizeof label, "moe_sparsemixer<%d,%d,%d> %s n=%d", E, H, I, name, n);
+  check(label, download(out, want.size()), want, 1e-4);
+  cudaFree(ctx.routes), cudaFree(ctx.moe_act), cudaFree(dr), cudaFree(dgu), cudaFree(dd);
+  cudaFree(dx), cudaFree(out);
+}
+
+} // namespace
+
+int main() {
+  int devices = 0;
+  if (cudaGetDeviceCount(&devices) != cudaSuccess || devices == 0) {
+    std::printf("SKIP: no CUDA device\n");
+    return 77;
+  }
+  try {
+    for (int n : {1, 3, 8, 9, 40}) {
+      test_linear<96, 64, float>("f32", n, true);
+      test_linear<96, 64, bf16>("bf16", n, true);
+      test_linear<96, 64, f16>("f16", n, false);
+      test_linear<96, 64, block_q8_0>("q8_0", n, true);
+    }
+    test_linear<70, 48, float>("f32 (K not a multiple of 32)", 2, true);
+    test_linear<70, 48, bf16>("bf16 (K not a multiple of 32)", 33, true);
+    test_linear<200, 4096, bf16>("bf16 (wide)", 1, true);
+    test_linear<200, 4096, block_q8_0>("q8_0 (wide)", 1, false);
+    test_linear<131, 6400, block_q8_0>("q8_0 (expert width)", 70, false);
+    test_embed<50, 64, bf16>("embed bf16");
+    test_embed<50, 64, block_q8_0>("embed q8_0");
+    test_embed<50, 64, float>("embed f32");
+    test_layer_norm<64>(3);
+    test_layer_norm<4096>(2);
+    test_rope<4, 16>(false);
+    test_rope<32, 128>(true);
+    test_attention<4, 2, 16>(0, 1, 0);
+    test_attention<4, 2, 16>(10, 7, 0);
+    test_attention<32, 8, 128>(3000, 1, 0);     // decode, split over 47 chunks
+    test_attention<32, 8, 128>(200, 33, 0);     // a prefill chunk
+    test_attention<4, 1, 64>(500, 2, 100);      // sliding window
+    test_rope_kv_write<4, 2, 16>(5, 3, false);
+    test_rope_kv_write<32, 8, 128>(100, 1, true);
+    test_rope_kv_write<32, 8, 128>(0, 40, false);
+    test_moe<4, 64, 128, float>("f32", 1);
+    test_moe<4, 64, 128, bf16>("bf16", 5);
+    test_moe<16, 256, 320, block_q8_0>("q8_0", 1);
+    test_moe<16, 256, 320, block_q8_0>("q8_0", 20);
+    test_moe<8, 128, 6400, bf16>("bf16 (I = 6400: > 48 KiB shared)", 2);
+  } catch (const std::exception &e) {
+    std::printf("FAIL: %s\n", e.what());
+    return 1;
+  }
+  std::printf("%s: %d failure(s)\n", failures ? "FAILED" : "OK", failures);
+  return failures ? 1 : 0;
+}

@@ -1,0 +1,183 @@
+#!/usr/bin/env python3
+"""Phi-3.5-MoE's shapes on the GPU (hidden 4096, 32/8 heads of 128, 16 experts of 6400, vocab
+32064) in a 2-layer random model: correctness against transformers and rough timings, through
+the MLIR-free route (phimoec --emit-project, phimoe-pack).
+
+  real_shapes.py plan DIR   (where phimoec is; no GPU, no weights: the checkpoint it reads is
+                             a sparse file with the real header)
+      writes DIR/config.json, DIR/project-bf16 and DIR/project-q8_0 (--target sm_90).
+  real_shapes.py run DIR    (the GPU machine: torch, transformers, cmake, nvcc)
+      makes the random checkpoint with transformers (seeded), builds and packs both projects,
+      times a 128-token prompt and 64 greedy tokens, and compares the prompt logits with
+      transformers in float32 on the GPU (bound: 1e-3 * max|logit|): the bf16 build with the
+      model as stored, the q8_0 build with the model whose quantized weights are replaced by
+      their q8_0 values (same rounding as phimoe_rt::quantize_row_q8_0). Against the unquantized
+      model the q8_0 build's error is printed, not bounded: in a random model with Phi-3.5-MoE's
+      widths, small errors flip sparsemixer routes and greedy top-1s.
+      $REAL_QUANTS (default "bf16 q8_0") picks the builds.
+"""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+import time
+
+HERE = pathlib.Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent / "e2e"))
+
+LAYERS, HIDDEN, HEADS, KV, EXPERTS, INTER, VOCAB = 2, 4096, 32, 8, 16, 6400, 32064
+PROMPT, GENERATED = 128, 64
+
+
+def config():
+    import oracle
+    return oracle.tiny_config(layers=LAYERS, hidden=HIDDEN, heads=HEADS, kv_heads=KV,
+                              experts=EXPERTS, intermediate=INTER, vocab=VOCAB,
+                              original_max=4096, max_position=131072)
+
+
+def tensor_shapes():
+    d = HIDDEN // HEADS
+    shapes = {"model.embed_tokens.weight": [VOCAB, HIDDEN], "model.norm.weight": [HIDDEN],
+              "model.norm.bias": [HIDDEN], "lm_head.weight": [VOCAB, HIDDEN],
+              "lm_head.bias": [VOCAB]}
+    for layer in range(LAYERS):
+        p = f"model.layers.{layer}."
+        for norm in ("input_layernorm", "post_attention_layernorm"):
+            shapes[p + norm + ".weight"] = shapes[p + norm + ".bias"] = [HIDDEN]
+        for proj, rows in (("q", HIDDEN), ("k", KV * d), ("v", KV * d), ("o", HIDDEN)):
+            shapes[p + f"self_attn.{proj}_proj.weight"] = [rows, HIDDEN]
+            shapes[p + f"self_attn.{proj}_proj.bias"] = [rows]
+        shapes[p + "block_sparse_moe.gate.weight"] = [EXPERTS, HIDDEN]
+        for e in range(EXPERTS):
+            q = p + f"block_sparse_moe.experts.{e}."
+            shapes[q + "w1.weight"] = shapes[q + "w3.weight"] = [INTER, HIDDEN]
+            shapes[q + "w2.weight"] = [HIDDEN, INTER]
+    return shapes
+
+
+def plan(root):
+    """A checkpoint with the real header and no data (a sparse file): enough for phimoec to
+    emit the projects, which never read the weights."""
+    import oracle
+    src = root / "header-only"
+    src.mkdir(parents=True, exist_ok=True)
+    config().save_pretrained(src)
+    header, offset = {}, 0
+    for name, shape in sorted(tensor_shapes().items()):
+        size = 2
+        for n in shape:
+            size *= n
+        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
+        offset += size
+    header["__metadata__"] = {"format": "pt"}
+    text = json.dumps(header).encode()
+    text += b" " * (-len(text) % 8)
+    with open(src / "model.safetensors", "wb") as f:
+        f.write(len(text).to_bytes(8, "little") + text)
+        f.truncate(8 + len(text) + offset)
+    for quant in ("bf16", "q8_0"):
+        proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(src), "--target", "sm_90",
+                               "--quant", quant, "--emit-project", str(root / f"project-{quant}")],
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            sys.exit(f"phimoec failed for {quant}:\n{proc.stderr}")
+    (src / "model.safetensors").unlink()
+    (root / "config.json").write_text((src / "config.json").read_text())
+    print(f"planned {root}")
+
+
+def sh(cmd):
+    t = time.time()
+    proc = subprocess.run([str(c) for c in cmd], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(map(str, cmd))} failed:\n{proc.stderr[-3000:]}")
+    return proc, time.time() - t
+
+
+def fake_q8_0(model):
+    """The model with every weight that --quant q8_0 quantizes (all but the router, norms and
+    biases) replaced by its q8_0 values: blocks of 32 along rows, d = amax / 127 stored as
+    f16, quants round(x / d) with ties away from zero (runtime/quant/quant.cpp)."""
+    import torch
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.dim() < 2 or "router" in name or ".gate." in name:
+                continue
+            x = p.float().reshape(-1, 32)
+            d = x.abs().amax(1, keepdim=True) / 127.0
+            inv = torch.where(d != 0, 1.0 / d, torch.zeros_like(d))
+            v = x * inv
+            q = (torch.sign(v) * torch.floor(v.abs() + 0.5)).clamp(-127, 127)
+            p.copy_((q * d.half().float()).reshape(p.shape))
+    return model
+
+
+def run(root):
+    import numpy as np
+    import torch
+    import oracle
+    oracle.use_reference_longrope()
+    t = time.time()
+    torch.manual_seed(0)
+    model = oracle.PhimoeForCausalLM(config()).eval()
+    ckpt = root / "checkpoint"
+    model.to(torch.bfloat16).save_pretrained(ckpt)
+    print(f"random checkpoint: {time.time() - t:.0f} s")
+    prompt = torch.randint(3, VOCAB, (PROMPT,), generator=torch.Generator().manual_seed(7)).tolist()
+    ids = ",".join(map(str, prompt))
+    results = {}
+    quants = os.environ.get("REAL_QUANTS", "bf16 q8_0").split()
+    for quant in quants:
+        project = root / f"project-{quant}"
+        build = project / "build"
+        sh(["cmake", "-S", project, "-B", build, "-DCMAKE_BUILD_TYPE=Release"])
+        _, secs = sh(["cmake", "--build", build, "-j", os.cpu_count() or 2,
+                      "--target", "phimoe-bin", "phimoe-pack"])
+        print(f"{quant}: built in {secs:.0f} s")
+        _, secs = sh([build / "phimoe-pack", project / "pack-plan.json", ckpt,
+                      build / "weights.phw"])
+        print(f"{quant}: packed in {secs:.0f} s")
+        bin_ = build / "phimoe-bin"
+        sh([bin_, "--tokens", ids, "-n", 0])  # warm-up (page cache, driver)
+        _, t0 = sh([bin_, "--tokens", ids, "-n", 0])
+        _, t1 = sh([bin_, "--tokens", ids, "-n", GENERATED])
+        print(f"{quant}: process with a {PROMPT}-token prompt {t0:.2f} s; + {GENERATED} greedy "
+              f"tokens {t1:.2f} s: about {(t1 - t0) / GENERATED * 1e3:.1f} ms per decode step "
+              f"({LAYERS} layers)")
+        dump = root / f"{quant}.npy"
+        sh([bin_, "--tokens", ids, "-n", 0, "--dump-logits", dump])
+        results[quant] = np.load(dump)
+    def logits(m):
+        with torch.no_grad():
+            out = m.cuda()(torch.tensor([prompt]).cuda()).logits[0].float().cpu().numpy()
+        m.cpu()
+        return out
+
+    def compare(what, ours, ref, bounded):
+        err, scale = float(np.abs(ours - ref).max()), float(np.abs(ref).max())
+        ok = err <= 1e-3 * scale and not np.isnan(ours).any()
+        top1 = float((ours.argmax(-1) == ref.argmax(-1)).mean())
+        print(f"{('PASS' if ok else 'FAIL') if bounded else 'INFO'} {what}: max|d| = {err:.3g}, "
+              f"max|logit| = {scale:.3g}, top-1 agreement {top1:.3f}")
+        return 0 if ok or not bounded else 1
+
+    model = model.float()
+    ref = logits(model)
+    status = 0
+    if "bf16" in results:
+        status |= compare("bf16 vs transformers", results["bf16"], ref, True)
+    if "q8_0" in results:
+        status |= compare("q8_0 vs transformers on the q8_0 weights", results["q8_0"],
+                          logits(fake_q8_0(model)), True)
+        compare("q8_0 vs transformers on the unquantized weights", results["q8_0"], ref, False)
+    return status
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 3 or sys.argv[1] not in ("plan", "run"):
+        sys.exit(__doc__)
+    root = pathlib.Path(sys.argv[2]).resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    sys.exit(plan(root) if sys.argv[1] == "plan" else run(root))
