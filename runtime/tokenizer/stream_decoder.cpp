@@ -48,9 +48,15 @@ void StreamDecoder::finish(std::string &out) {
 void StreamDecoder::prime(const int32_t *context, size_t n) {
   reset();
   // A few tokens are enough context for every decoder step (spaces, byte fallback: a
-  // character is at most 4 byte tokens).
-  size_t keep = std::min<size_t>(n, 8);
-  ids_.assign(context + (n - keep), context + n);
+  // character is at most 4 byte tokens). A special token ends the context: what follows
+  // one (a chat reply after <|assistant|>) is a text of its own, as HF decodes it.
+  size_t begin = n - std::min<size_t>(n, 8);
+  for (size_t i = n; i > begin; --i)
+    if (tokenizer_.is_special(context[i - 1])) {
+      begin = i;
+      break;
+    }
+  ids_.assign(context + begin, context + n);
   read_ = ids_.size();
 }
 

@@ -127,3 +127,22 @@ TEST_P(Stream, PrimedContinuationReadsOnFromThePrompt) {
   }
   EXPECT_GT(checked, 10);
 }
+
+// After a special token (a chat prompt's <|assistant|>) a reply is a text of its own: its
+// opening space is dropped, as decode() of the reply alone drops it.
+TEST(StreamDecoder, PrimedAfterASpecialTokenStartsAFreshText) {
+  std::string error;
+  auto tok = Tokenizer::load_gguf(vocab_dir() + "/ggml-vocab-phi-3.gguf", error);
+  ASSERT_TRUE(tok) << error;
+  std::vector<int32_t> prompt = tok->encode("<|user|>\nWho made the earth?<|end|>\n<|assistant|>", true);
+  ASSERT_TRUE(tok->is_special(prompt.back()));
+  std::vector<int32_t> reply = tok->encode("The LORD made it.", false);
+  StreamDecoder d(*tok);
+  d.prime(prompt.data(), prompt.size());
+  std::string text;
+  for (int32_t id : reply)
+    d.push(id, text);
+  d.finish(text);
+  EXPECT_EQ(text, tok->decode(reply, true));
+  EXPECT_EQ(text, "The LORD made it.");
+}

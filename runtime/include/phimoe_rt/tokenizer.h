@@ -77,7 +77,9 @@ public:
   void reset();
   // Resets, then continues after the last tokens of `context` (a prompt): the text of the
   // ids pushed next is what they add to the context's text, so a SentencePiece space that
-  // opens the first of them is kept (decode() of those ids alone would strip it).
+  // opens the first of them is kept (decode() of those ids alone would strip it). When the
+  // context ends with a special token (a chat prompt ending in <|assistant|>), the ids
+  // pushed next start a text of their own, as decode() of them alone gives.
   void prime(const int32_t *context, size_t n);
 
 private:
