@@ -139,11 +139,14 @@ TEST_P(QuantQuality, GaussianRowsAtTheKnownLevel) {
   const double e = compare(x, "gaussian");
   EXPECT_LT(e, c.level_max);
   EXPECT_GT(e, c.level_min);
-  // The level does not depend on the scale (within f16's normal range).
+  // The level does not depend on the scale (within f16's normal range). As many values
+  // as above: with 16 * 4096 the sampling spread of the q4k error (about 2e-4) put the
+  // level within 3 spreads of level_max, and the test failed about one run in 500.
   for (float sigma : {0.02f, 30.f}) {
-    std::vector<float> y = gaussian(rng, 16 * 4096, sigma);
+    std::vector<float> y = gaussian(rng, 64 * 4096, sigma);
     const double ey = compare(y, sigma < 1 ? "gaussian sigma 0.02" : "gaussian sigma 30");
     EXPECT_LT(ey, c.level_max);
+    EXPECT_NEAR(ey, e, 0.02 * e); // the same level, up to sampling
   }
 }
 
