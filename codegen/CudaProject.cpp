@@ -31,6 +31,7 @@ const std::pair<const char *, const char *> kProjectFiles[] = {
     {"runtime/include/phimoe_cuda/session.h", "runtime/include/phimoe_cuda/session.h"},
     {"runtime/cuda/session.cpp", "runtime/cuda/session.cpp"},
     {"runtime/cuda/main.cpp", "runtime/cuda/main.cpp"},
+    {"runtime/model/args.cpp", "runtime/model/args.cpp"},
     {"runtime/model/pack.cpp", "runtime/model/pack.cpp"},
     {"runtime/model/npy.cpp", "runtime/model/npy.cpp"},
     {"runtime/cpu/convert.cpp", "runtime/cpu/convert.cpp"},
@@ -77,7 +78,7 @@ std::string cmakeLists(const std::string &arch, const std::string &description) 
          "find_package(Threads REQUIRED)\n"
          "\n"
          "add_executable(phimoe-bin model.cu runtime/cuda/session.cpp runtime/cuda/main.cpp\n"
-         "  runtime/model/pack.cpp runtime/model/npy.cpp)\n"
+         "  runtime/model/args.cpp runtime/model/pack.cpp runtime/model/npy.cpp)\n"
          "target_include_directories(phimoe-bin PRIVATE runtime/include)\n"
          "target_link_libraries(phimoe-bin PRIVATE CUDA::cudart_static Threads::Threads)\n"
          "\n"

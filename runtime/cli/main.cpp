@@ -9,12 +9,10 @@
 
 #include <algorithm>
 #include <chrono>
-#include <climits>
 #include <cmath>
 #include <random>
 #include <cstdio>
 #include <iostream>
-#include <sstream>
 #include <thread>
 #include <unistd.h>
 
@@ -25,44 +23,6 @@ namespace {
 int fail(const std::string &message) {
   std::fprintf(stderr, "phimoe-bin: error: %s\n", message.c_str());
   return 1;
-}
-
-// The directory of this executable, where phimoec put weights.phw and the tokenizer.
-std::string executable_dir() {
-  char buf[PATH_MAX];
-  ssize_t len = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (len <= 0)
-    return ".";
-  std::string path(buf, static_cast<size_t>(len));
-  size_t slash = path.rfind('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
-
-bool parse_ids(const std::string &text, const char *what, int vocab,
-               std::vector<int32_t> &ids, std::string &error) {
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    char *end = nullptr;
-    long v = std::strtol(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0') {
-      error = std::string(what) + ": '" + item + "' is not a token id";
-      return false;
-    }
-    if (v < 0 || v >= vocab) {
-      error = std::string(what) + ": id " + item + " is outside the vocabulary [0, " +
-              std::to_string(vocab) + ")";
-      return false;
-    }
-    ids.push_back(static_cast<int32_t>(v));
-  }
-  if (ids.empty()) {
-    error = std::string(what) + ": no token ids given";
-    return false;
-  }
-  return true;
 }
 
 struct Options {
@@ -147,7 +107,7 @@ int run_bench(const ModelInfo &info, const Options &o, Session &session) {
 int run_ids(const ModelInfo &info, const Options &o, Session &session) {
   std::vector<int32_t> prompt;
   std::string error;
-  if (!parse_ids(o.tokens, "--tokens", info.vocab, prompt, error))
+  if (!parse_token_ids(o.tokens, "--tokens", info.vocab, prompt, error))
     return fail(error);
   int n_predict = o.n_predict < 0 ? 16 : o.n_predict;
   if (static_cast<int>(prompt.size()) + n_predict > session.capacity())
@@ -362,7 +322,7 @@ int main(int argc, char **argv) {
   }
   if (detokenize->parsed()) {
     std::vector<int32_t> ids;
-    if (!parse_ids(o.ids, "detokenize", tokenizer->vocab_size(), ids, error))
+    if (!parse_token_ids(o.ids, "detokenize", tokenizer->vocab_size(), ids, error))
       return fail(error);
     std::printf("%s\n", tokenizer->decode(ids, false).c_str());
     return 0;

@@ -8,53 +8,14 @@
 #include <climits>
 #include <cstdlib>
 #include <cstdio>
-#include <sstream>
 #include <stdexcept>
 #include <string>
-#include <unistd.h>
 
 namespace {
 
 int fail(const std::string &message) {
   std::fprintf(stderr, "phimoe-bin: error: %s\n", message.c_str());
   return 1;
-}
-
-std::string executable_dir() {
-  char buf[PATH_MAX];
-  ssize_t len = readlink("/proc/self/exe", buf, sizeof buf - 1);
-  if (len <= 0)
-    return ".";
-  std::string path(buf, static_cast<size_t>(len));
-  size_t slash = path.rfind('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
-
-bool parse_ids(const std::string &text, int vocab, std::vector<int32_t> &ids,
-               std::string &error) {
-  std::stringstream in(text);
-  std::string item;
-  while (std::getline(in, item, ',')) {
-    item.erase(0, item.find_first_not_of(" \t"));
-    item.erase(item.find_last_not_of(" \t") + 1);
-    char *end = nullptr;
-    long v = std::strtol(item.c_str(), &end, 10);
-    if (item.empty() || *end != '\0') {
-      error = "--tokens: '" + item + "' is not a token id";
-      return false;
-    }
-    if (v < 0 || v >= vocab) {
-      error = "--tokens: id " + item + " is outside the vocabulary [0, " +
-              std::to_string(vocab) + ")";
-      return false;
-    }
-    ids.push_back(static_cast<int32_t>(v));
-  }
-  if (ids.empty()) {
-    error = "--tokens: no token ids given";
-    return false;
-  }
-  return true;
 }
 
 constexpr const char *kUsage =
@@ -114,7 +75,7 @@ int main(int argc, char **argv) {
 
   std::vector<int32_t> prompt;
   std::string error;
-  if (!parse_ids(tokens, info.vocab, prompt, error))
+  if (!phimoe_rt::parse_token_ids(tokens, "--tokens", info.vocab, prompt, error))
     return fail(error);
   const int needed = static_cast<int>(prompt.size()) + n_predict;
   if (ctx_size == 0)
@@ -124,7 +85,7 @@ int main(int argc, char **argv) {
                 std::to_string(n_predict) + " generated tokens need a context of " +
                 std::to_string(needed) + ", more than --ctx-size " + std::to_string(ctx_size));
   if (weights.empty())
-    weights = executable_dir() + "/weights.phw";
+    weights = phimoe_rt::executable_dir() + "/weights.phw";
   auto pack = phimoe_rt::WeightPack::open(weights, info, error);
   if (!pack)
     return fail(error);

@@ -71,6 +71,14 @@ void allocate_kernel_buffers(const ModelInfo &info, int capacity, int threads,
                              std::vector<float> &arena, std::vector<float> &scratch,
                              Context &ctx);
 
+// The directory of the running executable, where phimoec put weights.phw and the tokenizer.
+std::string executable_dir();
+
+// Appends the comma-separated token ids of `text` (each in [0, vocab)) to `ids`; on bad
+// input returns false with `error` naming `what` (e.g. "--tokens") and the offending item.
+bool parse_token_ids(const std::string &text, const char *what, int vocab,
+                     std::vector<int32_t> &ids, std::string &error);
+
 // Writes a float32 .npy array of shape [rows, cols].
 bool write_npy(const std::string &path, const float *data, int64_t rows, int64_t cols,
                std::string &error);
