@@ -16,6 +16,7 @@
 
 #include "phimoe_cuda/runtime.h"
 #include "phimoe_rt/quant.h"
+#include "phimoe_rt/sparsemixer.h"
 
 #include <cuda_fp16.h>
 
@@ -434,40 +435,6 @@ __global__ void attention_combine_kernel(const float *partials, int splits, cons
   }
 }
 
-// transformers' eval-mode sparsemixer on one row of router logits (the CPU's
-// phimoe_rt::sparsemixer, operation for operation).
-template <int E> __device__ DeviceRoute sparsemixer(const float *s, float eps) {
-  const float threshold = 2.0f * eps;
-  DeviceRoute r;
-  r.i1 = 0;
-  for (int j = 1; j < E; ++j)
-    if (s[j] > s[r.i1])
-      r.i1 = j;
-  const float m1 = s[r.i1];
-  float sum = 0.0f;
-  for (int j = 0; j < E; ++j) {
-    const float factor = fabsf(s[j]) < m1 ? m1 : fabsf(s[j]);
-    if (!((m1 - s[j]) / factor > threshold))
-      sum += expf(s[j] - m1);
-  }
-  r.w1 = 1.0f / sum;
-  r.i2 = r.i1 == 0 ? 1 : 0;
-  for (int j = r.i2 + 1; j < E; ++j)
-    if (j != r.i1 && s[j] > s[r.i2])
-      r.i2 = j;
-  const float m2 = s[r.i2];
-  sum = 0.0f;
-  for (int j = 0; j < E; ++j) {
-    if (j == r.i1)
-      continue;
-    const float factor = fabsf(s[j]) < m2 ? m2 : fabsf(s[j]);
-    if (!((m2 - s[j]) / factor > threshold))
-      sum += expf(s[j] - m2);
-  }
-  r.w2 = 1.0f / sum;
-  return r;
-}
-
 // Router: one row per block; a warp per expert logit, then thread 0 routes.
 template <int E, int H, class R>
 __global__ void router_kernel(const float *x, const R *router, float eps, DeviceRoute *routes) {
@@ -482,8 +449,11 @@ __global__ void router_kernel(const float *x, const R *router, float eps, Device
       logits[e] = y;
   }
   __syncthreads();
-  if (threadIdx.x == 0)
-    routes[t] = sparsemixer<E>(logits, eps);
+  if (threadIdx.x == 0) {
+    // transformers' eval-mode sparsemixer: the CPU's code, run on the device.
+    const phimoe_rt::Route route = phimoe_rt::sparsemixer<E>(logits, eps);
+    routes[t] = DeviceRoute{route.i1, route.i2, route.w1, route.w2};
+  }
 }
 
 // act[t][slot][r] = silu(gate_r . x) * (up_r . x) of the slot's expert (read on the device).

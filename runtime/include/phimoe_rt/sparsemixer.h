@@ -4,6 +4,13 @@
 
 #include <cmath>
 
+// The same routing runs on the host and, in CUDA builds, on the device (phimoe_cuda).
+#ifdef __CUDACC__
+#define PHIMOE_RT_HOST_DEVICE __host__ __device__
+#else
+#define PHIMOE_RT_HOST_DEVICE
+#endif
+
 namespace phimoe_rt {
 
 // The two experts of a row and their (not renormalised) weights.
@@ -18,7 +25,7 @@ struct Route {
 //   w1 = softmax of the unmasked logits at i1.
 //   Stage 2 repeats this with s[i1] = -inf: i2, m2 = s[i2], the same test with m2 (on the
 //   ORIGINAL logits) and i1 always excluded; w2 = that softmax at i2.
-template <int E> inline Route sparsemixer(const float *s, float eps) {
+template <int E> PHIMOE_RT_HOST_DEVICE inline Route sparsemixer(const float *s, float eps) {
   static_assert(E >= 2, "sparsemixer needs at least two experts");
   const float threshold = 2.0f * eps;
   Route r;
@@ -29,9 +36,9 @@ template <int E> inline Route sparsemixer(const float *s, float eps) {
   const float m1 = s[r.i1];
   float sum = 0.0f;
   for (int j = 0; j < E; ++j) {
-    const float factor = std::fabs(s[j]) < m1 ? m1 : std::fabs(s[j]);
+    const float factor = fabsf(s[j]) < m1 ? m1 : fabsf(s[j]);
     if (!((m1 - s[j]) / factor > threshold))
-      sum += std::exp(s[j] - m1);
+      sum += expf(s[j] - m1);
   }
   r.w1 = 1.0f / sum; // exp(m1 - m1) / sum
 
@@ -44,9 +51,9 @@ template <int E> inline Route sparsemixer(const float *s, float eps) {
   for (int j = 0; j < E; ++j) {
     if (j == r.i1)
       continue;
-    const float factor = std::fabs(s[j]) < m2 ? m2 : std::fabs(s[j]);
+    const float factor = fabsf(s[j]) < m2 ? m2 : fabsf(s[j]);
     if (!((m2 - s[j]) / factor > threshold))
-      sum += std::exp(s[j] - m2);
+      sum += expf(s[j] - m2);
   }
   r.w2 = 1.0f / sum;
   return r;
