@@ -134,8 +134,13 @@ PHIMOE_RT_INLINE float combine_q6k(float acc, float dy, float d, int32_t isum) {
 // ---- Scalar: the reference path -------------------------------------------------------------
 
 // Micro-tile shapes of a path per weight format (q8_0, q4_K, q6_K): tokens and rows of a
-// GEMM tile, rows of a GEMV (decode) tile. The fastest measured on AMD Zen 5 (AVX2 with its
-// 16 registers, -march=x86-64-v3); some other shapes spill badly: measure before changing.
+// GEMM tile, rows of a GEMV (decode) tile. GEMM shapes: the fastest measured on AMD Zen 5
+// (AVX2 with its 16 registers, -march=x86-64-v3); some other shapes spill badly: measure
+// before changing. Decode reads each weight once, from memory: one row at a time, so a
+// thread streams one sequential run of bytes. Measured on AMD Zen 4 (bench/gemv_micro.cpp,
+// weights far larger than the caches, 2 threads): 1-row tiles stream q8_0 and q4_K at
+// 24-27 GB/s, 2- and 4-row tiles (rows 4-5 KB apart, read side by side) at 10-14 GB/s,
+// although 4-row tiles are faster when the weights sit in cache.
 struct TileShape {
   int tt, rr, rr_decode;
 };
@@ -336,7 +341,7 @@ PHIMOE_RT_INLINE void q4k_scales_avx2(const block_q4k *w, __m256i *sc16, __m256i
 
 struct Avx2 {
   static constexpr const char *kName = "avx2";
-  static constexpr TileShape kShape[3] = {{3, 3, 4}, {4, 2, 4}, {4, 2, 2}};
+  static constexpr TileShape kShape[3] = {{3, 3, 1}, {4, 2, 1}, {4, 2, 1}};
 
   static void quantize_q8_0(const float *x, int k, int8_t *qs, float *d) {
     for (int b = 0; b < k / kQK8_0; ++b) {
@@ -591,7 +596,7 @@ PHIMOE_RT_INLINE void round16(const float *x, __m512 id, int8_t *out) {
 
 template <bool Vnni> struct Avx512T {
   static constexpr const char *kName = Vnni ? "vnni" : "avx512";
-  static constexpr TileShape kShape[3] = {{3, 3, 4}, {4, 3, 4}, {4, 4, 4}};
+  static constexpr TileShape kShape[3] = {{3, 3, 1}, {4, 3, 1}, {4, 4, 1}};
 
   static void quantize_q8_0(const float *x, int k, int8_t *qs, float *d) {
     for (int b = 0; b < k / kQK8_0; ++b) {
