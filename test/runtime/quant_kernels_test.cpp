@@ -161,7 +161,9 @@ template <class P, int TT, int RR> void check_isums_q8_0(std::mt19937 &rng) {
   }
 }
 
-template <class P, int TT, int RR> void check_isums_q4k(std::mt19937 &rng) {
+// The lanes of a q4_K super-block (Scalar::lanes_q4k defines them): S[l] sums a * q * y
+// over the values i with i % 32 in [4l, 4l + 4), M[l] sums m * y over sub-block l.
+template <class P, int TT, int RR> void check_lanes_q4k(std::mt19937 &rng) {
   std::vector<block_q4k> w = random_q4k(rng, RR, 0.01f);
   std::fill(std::begin(w[0].scales), std::end(w[0].scales), uint8_t{0xFF}); // all scales 63
   std::fill(std::begin(w[0].qs), std::end(w[0].qs), uint8_t{0xFF});         // all q 15
@@ -172,24 +174,28 @@ template <class P, int TT, int RR> void check_isums_q4k(std::mt19937 &rng) {
     wp[r] = &w[r];
   for (int t = 0; t < TT; ++t)
     ap[t] = &a[t];
-  int32_t si[TT][RR], sm[TT][RR];
-  P::template isums_q4k<TT, RR>(wp, ap, si, sm);
+  int32_t S[TT][RR][8], M[TT][RR][8];
+  qk::lanes_q4k<P, TT, RR>(wp, ap, S, M);
   for (int t = 0; t < TT; ++t)
     for (int r = 0; r < RR; ++r) {
-      int32_t want_i = 0, want_m = 0;
+      int32_t want_s[8] = {}, want_m[8] = {};
       for (int i = 0; i < 256; ++i) {
         const IntWeight v = decode(w[r], i);
-        want_i += v.a * v.q * a[t].qs[i];
-        want_m += v.m * a[t].qs[i];
+        want_s[(i % 32) / 4] += v.a * v.q * a[t].qs[i];
+        want_m[i / 32] += v.m * a[t].qs[i];
       }
-      ASSERT_EQ(si[t][r], want_i) << P::kName << " TT=" << TT << " RR=" << RR << " t=" << t
-                                  << " r=" << r;
-      ASSERT_EQ(sm[t][r], want_m) << P::kName << " TT=" << TT << " RR=" << RR << " t=" << t
-                                  << " r=" << r;
+      for (int l = 0; l < 8; ++l) {
+        ASSERT_EQ(S[t][r][l], want_s[l]) << P::kName << " TT=" << TT << " RR=" << RR
+                                         << " t=" << t << " r=" << r << " lane " << l;
+        ASSERT_EQ(M[t][r][l], want_m[l]) << P::kName << " TT=" << TT << " RR=" << RR
+                                         << " t=" << t << " r=" << r << " lane " << l;
+      }
     }
 }
 
-template <class P, int TT, int RR> void check_isums_q6k(std::mt19937 &rng) {
+// The lanes of a q6_K super-block (Scalar::lanes_q6k): S[l] sums a * (q + 32) * y over the
+// values i with i % 32 in [4l, 4l + 4), less 32 * a * y summed over values 32l .. 32l + 31.
+template <class P, int TT, int RR> void check_lanes_q6k(std::mt19937 &rng) {
   std::vector<block_q6k> w = random_q6k(rng, RR, 0.01f);
   std::fill(std::begin(w[0].scales), std::end(w[0].scales), int8_t{-128});
   std::fill(std::begin(w[0].ql), std::end(w[0].ql), uint8_t{0}); // all q = 0 (-32 after offset)
@@ -201,17 +207,24 @@ template <class P, int TT, int RR> void check_isums_q6k(std::mt19937 &rng) {
     wp[r] = &w[r];
   for (int t = 0; t < TT; ++t)
     ap[t] = &a[t];
-  int32_t s[TT][RR];
-  P::template isums_q6k<TT, RR>(wp, ap, s);
+  int32_t S[TT][RR][8];
+  qk::lanes_q6k<P, TT, RR>(wp, ap, S);
   for (int t = 0; t < TT; ++t)
     for (int r = 0; r < RR; ++r) {
-      int32_t want = 0;
+      int32_t want[8] = {}, total = 0;
       for (int i = 0; i < 256; ++i) {
         const IntWeight v = decode(w[r], i);
-        want += v.a * v.q * a[t].qs[i];
+        want[(i % 32) / 4] += v.a * (v.q + 32) * a[t].qs[i];
+        want[i / 32] -= 32 * v.a * a[t].qs[i];
+        total += v.a * v.q * a[t].qs[i];
       }
-      ASSERT_EQ(s[t][r], want) << P::kName << " TT=" << TT << " RR=" << RR << " t=" << t
-                               << " r=" << r;
+      int32_t sum = 0;
+      for (int l = 0; l < 8; ++l) {
+        ASSERT_EQ(S[t][r][l], want[l]) << P::kName << " TT=" << TT << " RR=" << RR
+                                       << " t=" << t << " r=" << r << " lane " << l;
+        sum += S[t][r][l];
+      }
+      ASSERT_EQ(sum, total); // the lanes add up to the dot product of the quants
     }
 }
 
@@ -226,25 +239,25 @@ TYPED_TEST(QuantPath, IntegerSumsQ8_0) {
   }
 }
 
-TYPED_TEST(QuantPath, IntegerSumsQ4K) {
+TYPED_TEST(QuantPath, LanesQ4K) {
   REQUIRE_TARGET_CPU();
   std::mt19937 rng(312);
   for (int rep = 0; rep < 3; ++rep) {
-    check_isums_q4k<TypeParam, 1, 1>(rng);
-    check_isums_q4k<TypeParam, 1, 4>(rng);
-    check_isums_q4k<TypeParam, 4, 4>(rng);
-    check_isums_q4k<TypeParam, 3, 2>(rng);
+    check_lanes_q4k<TypeParam, 1, 1>(rng);
+    check_lanes_q4k<TypeParam, 1, 4>(rng);
+    check_lanes_q4k<TypeParam, 4, 4>(rng);
+    check_lanes_q4k<TypeParam, 3, 2>(rng);
   }
 }
 
-TYPED_TEST(QuantPath, IntegerSumsQ6K) {
+TYPED_TEST(QuantPath, LanesQ6K) {
   REQUIRE_TARGET_CPU();
   std::mt19937 rng(313);
   for (int rep = 0; rep < 3; ++rep) {
-    check_isums_q6k<TypeParam, 1, 1>(rng);
-    check_isums_q6k<TypeParam, 1, 4>(rng);
-    check_isums_q6k<TypeParam, 4, 4>(rng);
-    check_isums_q6k<TypeParam, 3, 2>(rng);
+    check_lanes_q6k<TypeParam, 1, 1>(rng);
+    check_lanes_q6k<TypeParam, 1, 4>(rng);
+    check_lanes_q6k<TypeParam, 4, 4>(rng);
+    check_lanes_q6k<TypeParam, 3, 2>(rng);
   }
 }
 

@@ -17,9 +17,13 @@
 // (ties to even), so the values stay in [-127, 127]: the AVX2 sign trick needs that.
 //
 // Exactness: every path computes the same integer sums, per block for q8_0 (a group of 8
-// blocks at a time) and per 256-value super-block for the k-quants, and then the same float
-// operations in the same order (qk::combine_*). So all paths give bit-identical results, and
-// a dot product does not depend on the tile it is computed in or on the number of threads.
+// blocks at a time) and, for the k-quants, per 256-value super-block in 8 int32 lanes (which
+// values go to which lane is fixed: see Scalar::lanes_q4k and lanes_q6k), and then the same
+// float operations in the same order (qk::combine_q8_0, qk::fma_lanes, qk::lanes_sum). So all
+// paths give bit-identical results, and a dot product does not depend on the tile it is
+// computed in or on the number of threads. The k-quant lanes are accumulated in float lanes
+// with fused multiply-adds and summed once per dot product, as vectors hold them: no
+// horizontal sum per super-block.
 #ifndef PHIMOE_RT_QUANT_KERNELS_H
 #define PHIMOE_RT_QUANT_KERNELS_H
 
@@ -28,7 +32,9 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <cmath>
 #include <cstring>
+#include <type_traits>
 
 #if defined(__AVX2__) || defined(__F16C__)
 #include <immintrin.h>
@@ -115,20 +121,13 @@ PHIMOE_RT_INLINE void combine_q8_0(const int32_t *isum, const float *dw, const f
 PHIMOE_RT_INLINE float lanes_sum(const float *acc) {
   return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 }
-// acc += dy * (d * sumi - dmin * summ) for one q4_K super-block.
-PHIMOE_RT_INLINE float combine_q4k(float acc, float dy, float d, float dmin, int32_t sumi,
-                                   int32_t summ) {
-  const float a = d * static_cast<float>(sumi);
-  const float m = dmin * static_cast<float>(summ);
-  const float s = a - m;
-  const float p = dy * s;
-  return acc + p;
-}
-// acc += dy * (d * isum) for one q6_K super-block.
-PHIMOE_RT_INLINE float combine_q6k(float acc, float dy, float d, int32_t isum) {
-  const float s = d * static_cast<float>(isum);
-  const float p = dy * s;
-  return acc + p;
+// acc[l] = fma(float(lanes[l]), scale, acc[l]) for the 8 lanes of a k-quant super-block.
+// A q4_K super-block adds its scaled lanes S with scale d * dy, then its min lanes M with
+// -(dmin * dy); a q6_K super-block its lanes with d * dy (d of the weights, dy of the
+// activations). The result is lanes_sum(acc).
+PHIMOE_RT_INLINE void fma_lanes(const int32_t *lanes, float scale, float *acc) {
+  for (int l = 0; l < 8; ++l)
+    acc[l] = std::fma(static_cast<float>(lanes[l]), scale, acc[l]);
 }
 
 // ---- Scalar: the reference path -------------------------------------------------------------
@@ -196,36 +195,36 @@ struct Scalar {
         }
   }
 
-  // sumi = sum_j sc_j * sum_{i in sub-block j} q_i * y_i; summ = sum_j m_j * sum_{i in j} y_i.
+  // The lanes of one q4_K super-block (value i, 0..255, in sub-block j = i / 32):
+  //   S[l] = sum of sc_j * q_i * y_i over the values with i % 32 in [4l, 4l + 4),
+  //   M[l] = m_l * (bsums[2l] + bsums[2l + 1])  (the min of sub-block l times its y sum).
   template <int TT, int RR>
-  static PHIMOE_RT_INLINE void isums_q4k(const block_q4k *const *w, const block_q8k *const *a,
-                        int32_t (*sumi)[RR], int32_t (*summ)[RR]) {
+  static PHIMOE_RT_INLINE void lanes_q4k(const block_q4k *const *w, const block_q8k *const *a,
+                                         int32_t (*S)[RR][8], int32_t (*M)[RR][8]) {
     for (int r = 0; r < RR; ++r) {
       uint8_t sc[8], mn[8];
       q4k_scales(w[r]->scales, sc, mn);
       for (int t = 0; t < TT; ++t) {
-        int32_t si = 0, sm = 0;
-        for (int j = 0; j < 8; ++j) {
-          int32_t dot = 0;
+        for (int l = 0; l < 8; ++l) {
+          S[t][r][l] = 0;
+          M[t][r][l] = mn[l] * a[t]->bsums[2 * l] + mn[l] * a[t]->bsums[2 * l + 1];
+        }
+        for (int j = 0; j < 8; ++j)
           for (int l = 0; l < 32; ++l) {
             const uint8_t byte = w[r]->qs[32 * (j / 2) + l];
             const int q = (j % 2) ? byte >> 4 : byte & 0xF;
-            dot += q * a[t]->qs[32 * j + l];
+            S[t][r][l / 4] += sc[j] * q * a[t]->qs[32 * j + l];
           }
-          si += sc[j] * dot;
-          sm += mn[j] * (a[t]->bsums[2 * j] + a[t]->bsums[2 * j + 1]);
-        }
-        sumi[t][r] = si;
-        summ[t][r] = sm;
       }
     }
   }
 
-  // isum = sum_j sc_j * sum_{i in sub-block j of 16} (q_i - 32) * y_i, computed as
-  // sum_j sc_j * sum q_i y_i - 32 * sum_j sc_j * bsums_j.
+  // The lanes of one q6_K super-block (value i in sub-block j = i / 16, quant q_i - 32):
+  //   S[l] = sum of sc_j * q_i * y_i over the values with i % 32 in [4l, 4l + 4)
+  //          - 32 * (sc_{2l} * bsums[2l] + sc_{2l+1} * bsums[2l + 1]).
   template <int TT, int RR>
-  static PHIMOE_RT_INLINE void isums_q6k(const block_q6k *const *w, const block_q8k *const *a,
-                        int32_t (*isum)[RR]) {
+  static PHIMOE_RT_INLINE void lanes_q6k(const block_q6k *const *w, const block_q8k *const *a,
+                                         int32_t (*S)[RR][8]) {
     for (int r = 0; r < RR; ++r) {
       uint8_t q[kQK_K];
       for (int half = 0; half < 2; ++half)
@@ -239,15 +238,11 @@ struct Scalar {
           qv[l + 96] = static_cast<uint8_t>((ql[l + 32] >> 4) | (((h >> 6) & 3) << 4));
         }
       for (int t = 0; t < TT; ++t) {
-        int32_t sum = 0, corr = 0;
-        for (int j = 0; j < kQK_K / 16; ++j) {
-          int32_t dot = 0;
-          for (int i = 0; i < 16; ++i)
-            dot += q[16 * j + i] * a[t]->qs[16 * j + i];
-          sum += w[r]->scales[j] * dot;
-          corr += w[r]->scales[j] * a[t]->bsums[j];
-        }
-        isum[t][r] = sum - 32 * corr;
+        for (int l = 0; l < 8; ++l)
+          S[t][r][l] = -32 * (w[r]->scales[2 * l] * a[t]->bsums[2 * l] +
+                              w[r]->scales[2 * l + 1] * a[t]->bsums[2 * l + 1]);
+        for (int i = 0; i < kQK_K; ++i)
+          S[t][r][(i % 32) / 4] += w[r]->scales[i / 16] * q[i] * a[t]->qs[i];
       }
     }
   }
@@ -257,38 +252,6 @@ struct Scalar {
 
 #if defined(__AVX2__)
 namespace x86 {
-
-// [sum a, sum b, sum c, sum d] of four vectors of 8 int32.
-PHIMOE_RT_INLINE __m128i reduce4(__m256i a, __m256i b, __m256i c, __m256i d) {
-  const __m256i abcd = _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
-  return _mm_add_epi32(_mm256_castsi256_si128(abcd), _mm256_extracti128_si256(abcd, 1));
-}
-
-// out[i] = the sum of the lanes of v[i], for M vectors.
-template <int M> PHIMOE_RT_INLINE void reduce_all(const __m256i *v, int32_t *out) {
-  for (int i = 0; i < M; i += 4) {
-    const __m256i z = _mm256_setzero_si256();
-    const __m128i s = reduce4(v[i], i + 1 < M ? v[i + 1] : z, i + 2 < M ? v[i + 2] : z,
-                              i + 3 < M ? v[i + 3] : z);
-    if (i + 4 <= M) {
-      _mm_storeu_si128(reinterpret_cast<__m128i *>(out + i), s);
-    } else {
-      int32_t tmp[4];
-      _mm_storeu_si128(reinterpret_cast<__m128i *>(tmp), s);
-      for (int k = 0; i + k < M; ++k)
-        out[i + k] = tmp[k];
-    }
-  }
-}
-
-// [sum v0, ..., sum v7] of eight vectors of 8 int32, in order.
-PHIMOE_RT_INLINE __m256i reduce8(__m256i v0, __m256i v1, __m256i v2, __m256i v3, __m256i v4,
-                                 __m256i v5, __m256i v6, __m256i v7) {
-  const __m256i a = _mm256_hadd_epi32(_mm256_hadd_epi32(v0, v1), _mm256_hadd_epi32(v2, v3));
-  const __m256i b = _mm256_hadd_epi32(_mm256_hadd_epi32(v4, v5), _mm256_hadd_epi32(v6, v7));
-  return _mm256_add_epi32(_mm256_permute2x128_si256(a, b, 0x20),
-                          _mm256_permute2x128_si256(a, b, 0x31));
-}
 
 PHIMOE_RT_INLINE __m256i load256(const void *p) {
   return _mm256_loadu_si256(static_cast<const __m256i *>(p));
@@ -435,14 +398,14 @@ struct Avx2 {
       }
   }
 
+  // Scalar::lanes_q4k on vectors: lane l of the int32 vectors S and M.
   template <int TT, int RR>
-  static PHIMOE_RT_INLINE void isums_q4k(const block_q4k *const *w, const block_q8k *const *a,
-                        int32_t (*sumi)[RR], int32_t (*summ)[RR]) {
+  static PHIMOE_RT_INLINE void vlanes_q4k(const block_q4k *const *w, const block_q8k *const *a,
+                                          __m256i (*S)[RR], __m256i (*M)[RR]) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256i sc16[RR], mn16[RR];
     for (int r = 0; r < RR; ++r)
       x86::q4k_scales_avx2(w[r], &sc16[r], &mn16[r]);
-    __m256i acc[TT][RR];
     for (int j = 0; j < 4; ++j) {
       // sub-blocks 2j (low nibbles) and 2j+1 (high nibbles) of qs[32j .. 32j+31]
       const __m256i pick_lo = _mm256_set1_epi16(static_cast<int16_t>(((4 * j + 1) << 8) | (4 * j)));
@@ -463,31 +426,21 @@ struct Avx2 {
           const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], ylo), slo[r]);
           const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], yhi), shi[r]);
           const __m256i p = _mm256_add_epi32(p0, p1);
-          acc[t][r] = j == 0 ? p : _mm256_add_epi32(acc[t][r], p);
+          S[t][r] = j == 0 ? p : _mm256_add_epi32(S[t][r], p);
         }
       }
     }
-    // lanes 2i, 2i+1: (sumi, summ) of pair i
-    __m256i v[2 * TT * RR];
     for (int t = 0; t < TT; ++t) {
       const __m256i bs = x86::load256(a[t]->bsums);
-      for (int r = 0; r < RR; ++r) {
-        v[2 * (t * RR + r)] = acc[t][r];
-        v[2 * (t * RR + r) + 1] = _mm256_madd_epi16(mn16[r], bs);
-      }
+      for (int r = 0; r < RR; ++r)
+        M[t][r] = _mm256_madd_epi16(mn16[r], bs);
     }
-    int32_t out[2 * TT * RR];
-    x86::reduce_all<2 * TT * RR>(v, out);
-    for (int t = 0; t < TT; ++t)
-      for (int r = 0; r < RR; ++r) {
-        sumi[t][r] = out[2 * (t * RR + r)];
-        summ[t][r] = out[2 * (t * RR + r) + 1];
-      }
   }
 
+  // Scalar::lanes_q6k on vectors.
   template <int TT, int RR>
-  static PHIMOE_RT_INLINE void isums_q6k(const block_q6k *const *w, const block_q8k *const *a,
-                        int32_t (*isum)[RR]) {
+  static PHIMOE_RT_INLINE void vlanes_q6k(const block_q6k *const *w, const block_q8k *const *a,
+                                          __m256i (*S)[RR]) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
     __m128i sc8[RR];
     __m256i sc32[RR]; // scales * 32 as int16, for the bsums correction
@@ -529,17 +482,11 @@ struct Avx2 {
         }
       }
     }
-    __m256i vec[TT * RR];
     for (int t = 0; t < TT; ++t) {
       const __m256i bs = x86::load256(a[t]->bsums);
       for (int r = 0; r < RR; ++r)
-        vec[t * RR + r] = _mm256_sub_epi32(acc[t][r], _mm256_madd_epi16(sc32[r], bs));
+        S[t][r] = _mm256_sub_epi32(acc[t][r], _mm256_madd_epi16(sc32[r], bs));
     }
-    int32_t out[TT * RR];
-    x86::reduce_all<TT * RR>(vec, out);
-    for (int t = 0; t < TT; ++t)
-      for (int r = 0; r < RR; ++r)
-        isum[t][r] = out[t * RR + r];
   }
 };
 #endif // __AVX2__
@@ -678,9 +625,11 @@ template <bool Vnni> struct Avx512T {
             x86::reduce8_pairs(v[t][r][0], v[t][r][1], v[t][r][2], v[t][r][3]));
   }
 
+  // Scalar::lanes_q4k: 64 values per vector (low nibbles in the low half, high nibbles in
+  // the high half), the halves added at the end.
   template <int TT, int RR>
-  static PHIMOE_RT_INLINE void isums_q4k(const block_q4k *const *w, const block_q8k *const *a,
-                        int32_t (*sumi)[RR], int32_t (*summ)[RR]) {
+  static PHIMOE_RT_INLINE void vlanes_q4k(const block_q4k *const *w, const block_q8k *const *a,
+                                          __m256i (*S)[RR], __m256i (*M)[RR]) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
     __m512i sc16[RR];
@@ -709,26 +658,19 @@ template <bool Vnni> struct Avx512T {
         }
       }
     }
-    __m256i v[2 * TT * RR];
     for (int t = 0; t < TT; ++t) {
       const __m256i bs = x86::load256(a[t]->bsums);
       for (int r = 0; r < RR; ++r) {
-        v[2 * (t * RR + r)] = x86::fold(acc[t][r]);
-        v[2 * (t * RR + r) + 1] = _mm256_madd_epi16(mn16[r], bs);
+        S[t][r] = x86::fold(acc[t][r]);
+        M[t][r] = _mm256_madd_epi16(mn16[r], bs);
       }
     }
-    int32_t out[2 * TT * RR];
-    x86::reduce_all<2 * TT * RR>(v, out);
-    for (int t = 0; t < TT; ++t)
-      for (int r = 0; r < RR; ++r) {
-        sumi[t][r] = out[2 * (t * RR + r)];
-        summ[t][r] = out[2 * (t * RR + r) + 1];
-      }
   }
 
+  // Scalar::lanes_q6k, 64 values per vector, the halves added at the end.
   template <int TT, int RR>
-  static PHIMOE_RT_INLINE void isums_q6k(const block_q6k *const *w, const block_q8k *const *a,
-                        int32_t (*isum)[RR]) {
+  static PHIMOE_RT_INLINE void vlanes_q6k(const block_q6k *const *w, const block_q8k *const *a,
+                                          __m256i (*S)[RR]) {
     const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
     // per 256-bit half: (qh << 4, qh << 2) for values 0..63 and (qh, qh >> 2) for 64..127
     const __m512i shl = _mm512_inserti64x4(_mm512_set1_epi16(4), _mm256_set1_epi16(2), 1);
@@ -767,17 +709,11 @@ template <bool Vnni> struct Avx512T {
         }
       }
     }
-    __m256i vec[TT * RR];
     for (int t = 0; t < TT; ++t) {
       const __m256i bs = x86::load256(a[t]->bsums);
       for (int r = 0; r < RR; ++r)
-        vec[t * RR + r] = _mm256_sub_epi32(x86::fold(acc[t][r]), _mm256_madd_epi16(sc32[r], bs));
+        S[t][r] = _mm256_sub_epi32(x86::fold(acc[t][r]), _mm256_madd_epi16(sc32[r], bs));
     }
-    int32_t out[TT * RR];
-    x86::reduce_all<TT * RR>(vec, out);
-    for (int t = 0; t < TT; ++t)
-      for (int r = 0; r < RR; ++r)
-        isum[t][r] = out[t * RR + r];
   }
 };
 using Avx512 = Avx512T<false>;
@@ -886,56 +822,176 @@ PHIMOE_RT_INLINE void tile_q8_0(const block_q8_0 *const *w, const uint8_t *const
       res[t][r] = lanes_sum(acc[t][r]);
 }
 
+// The k-quant lanes of TT x RR super-blocks as int32 arrays: P::lanes_* for the scalar
+// path, the vector lanes stored for the others (what the tests compare).
+template <class P, int TT, int RR>
+PHIMOE_RT_INLINE void lanes_q4k(const block_q4k *const *w, const block_q8k *const *a,
+                                int32_t (*S)[RR][8], int32_t (*M)[RR][8]) {
+#if defined(__AVX2__)
+  if constexpr (!std::is_same_v<P, Scalar>) {
+    __m256i vs[TT][RR], vm[TT][RR];
+    P::template vlanes_q4k<TT, RR>(w, a, vs, vm);
+    for (int t = 0; t < TT; ++t)
+      for (int r = 0; r < RR; ++r) {
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(S[t][r]), vs[t][r]);
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(M[t][r]), vm[t][r]);
+      }
+    return;
+  }
+#endif
+  Scalar::lanes_q4k<TT, RR>(w, a, S, M);
+}
+template <class P, int TT, int RR>
+PHIMOE_RT_INLINE void lanes_q6k(const block_q6k *const *w, const block_q8k *const *a,
+                                int32_t (*S)[RR][8]) {
+#if defined(__AVX2__)
+  if constexpr (!std::is_same_v<P, Scalar>) {
+    __m256i vs[TT][RR];
+    P::template vlanes_q6k<TT, RR>(w, a, vs);
+    for (int t = 0; t < TT; ++t)
+      for (int r = 0; r < RR; ++r)
+        _mm256_storeu_si256(reinterpret_cast<__m256i *>(S[t][r]), vs[t][r]);
+    return;
+  }
+#endif
+  Scalar::lanes_q6k<TT, RR>(w, a, S);
+}
+
+#if defined(__AVX2__)
+namespace x86 {
+// fma_lanes on a vector: acc + float(lanes) * scale, fused.
+PHIMOE_RT_INLINE __m256 fma_lanes(__m256i lanes, float scale, __m256 acc) {
+#if defined(__FMA__)
+  return _mm256_fmadd_ps(_mm256_cvtepi32_ps(lanes), _mm256_set1_ps(scale), acc);
+#else
+  alignas(32) int32_t l[8];
+  alignas(32) float f[8];
+  _mm256_store_si256(reinterpret_cast<__m256i *>(l), lanes);
+  _mm256_store_ps(f, acc);
+  qk::fma_lanes(l, scale, f);
+  return _mm256_load_ps(f);
+#endif
+}
+} // namespace x86
+#endif
+
+// res[t][r] = lanes_sum of the float lanes that every super-block's lanes are added to:
+// q4_K: acc = fma(S, d * dy, acc), then acc = fma(M, -(dmin * dy), acc).
 template <class P, int TT, int RR>
 PHIMOE_RT_INLINE void tile_q4k(const block_q4k *const *w, const uint8_t *const *a, int nb,
                                float (&res)[TT][RR]) {
-  float acc[TT][RR] = {};
-  for (int b = 0; b < nb; ++b) {
-    const block_q4k *wb[RR];
-    const block_q8k *ab[TT];
-    for (int r = 0; r < RR; ++r) {
-      wb[r] = w[r] + b;
-      prefetch_span(wb[r], static_cast<int>(sizeof(block_q4k)));
+  const block_q4k *wb[RR];
+  const block_q8k *ab[TT];
+#if defined(__AVX2__)
+  if constexpr (!std::is_same_v<P, Scalar>) {
+    __m256 acc[TT][RR];
+    for (int t = 0; t < TT; ++t)
+      for (int r = 0; r < RR; ++r)
+        acc[t][r] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; ++b) {
+      for (int r = 0; r < RR; ++r) {
+        wb[r] = w[r] + b;
+        prefetch_span(wb[r], static_cast<int>(sizeof(block_q4k)));
+      }
+      for (int t = 0; t < TT; ++t)
+        ab[t] = reinterpret_cast<const block_q8k *>(a[t]) + b;
+      __m256i S[TT][RR], M[TT][RR];
+      P::template vlanes_q4k<TT, RR>(wb, ab, S, M);
+      for (int r = 0; r < RR; ++r) {
+        const float d = half_to_float(wb[r]->d), dmin = half_to_float(wb[r]->dmin);
+        for (int t = 0; t < TT; ++t) {
+          const float ds = d * ab[t]->d;
+          const float dm = dmin * ab[t]->d;
+          acc[t][r] = x86::fma_lanes(S[t][r], ds, acc[t][r]);
+          acc[t][r] = x86::fma_lanes(M[t][r], -dm, acc[t][r]);
+        }
+      }
     }
     for (int t = 0; t < TT; ++t)
+      for (int r = 0; r < RR; ++r) {
+        float f[8];
+        _mm256_storeu_ps(f, acc[t][r]);
+        res[t][r] = lanes_sum(f);
+      }
+    return;
+  }
+#endif
+  float acc[TT][RR][8] = {};
+  for (int b = 0; b < nb; ++b) {
+    for (int r = 0; r < RR; ++r)
+      wb[r] = w[r] + b;
+    for (int t = 0; t < TT; ++t)
       ab[t] = reinterpret_cast<const block_q8k *>(a[t]) + b;
-    int32_t si[TT][RR], sm[TT][RR];
-    P::template isums_q4k<TT, RR>(wb, ab, si, sm);
+    int32_t S[TT][RR][8], M[TT][RR][8];
+    Scalar::lanes_q4k<TT, RR>(wb, ab, S, M);
     for (int r = 0; r < RR; ++r) {
       const float d = half_to_float(wb[r]->d), dmin = half_to_float(wb[r]->dmin);
-      for (int t = 0; t < TT; ++t)
-        acc[t][r] = combine_q4k(acc[t][r], ab[t]->d, d, dmin, si[t][r], sm[t][r]);
+      for (int t = 0; t < TT; ++t) {
+        const float ds = d * ab[t]->d;
+        const float dm = dmin * ab[t]->d;
+        fma_lanes(S[t][r], ds, acc[t][r]);
+        fma_lanes(M[t][r], -dm, acc[t][r]);
+      }
     }
   }
   for (int t = 0; t < TT; ++t)
     for (int r = 0; r < RR; ++r)
-      res[t][r] = acc[t][r];
+      res[t][r] = lanes_sum(acc[t][r]);
 }
 
+// q6_K: acc = fma(S, d * dy, acc) per super-block; res = lanes_sum(acc).
 template <class P, int TT, int RR>
 PHIMOE_RT_INLINE void tile_q6k(const block_q6k *const *w, const uint8_t *const *a, int nb,
                                float (&res)[TT][RR]) {
-  float acc[TT][RR] = {};
-  for (int b = 0; b < nb; ++b) {
-    const block_q6k *wb[RR];
-    const block_q8k *ab[TT];
-    for (int r = 0; r < RR; ++r) {
-      wb[r] = w[r] + b;
-      prefetch_span(wb[r], static_cast<int>(sizeof(block_q6k)));
+  const block_q6k *wb[RR];
+  const block_q8k *ab[TT];
+#if defined(__AVX2__)
+  if constexpr (!std::is_same_v<P, Scalar>) {
+    __m256 acc[TT][RR];
+    for (int t = 0; t < TT; ++t)
+      for (int r = 0; r < RR; ++r)
+        acc[t][r] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; ++b) {
+      for (int r = 0; r < RR; ++r) {
+        wb[r] = w[r] + b;
+        prefetch_span(wb[r], static_cast<int>(sizeof(block_q6k)));
+      }
+      for (int t = 0; t < TT; ++t)
+        ab[t] = reinterpret_cast<const block_q8k *>(a[t]) + b;
+      __m256i S[TT][RR];
+      P::template vlanes_q6k<TT, RR>(wb, ab, S);
+      for (int r = 0; r < RR; ++r) {
+        const float d = half_to_float(wb[r]->d);
+        for (int t = 0; t < TT; ++t)
+          acc[t][r] = x86::fma_lanes(S[t][r], d * ab[t]->d, acc[t][r]);
+      }
     }
     for (int t = 0; t < TT; ++t)
+      for (int r = 0; r < RR; ++r) {
+        float f[8];
+        _mm256_storeu_ps(f, acc[t][r]);
+        res[t][r] = lanes_sum(f);
+      }
+    return;
+  }
+#endif
+  float acc[TT][RR][8] = {};
+  for (int b = 0; b < nb; ++b) {
+    for (int r = 0; r < RR; ++r)
+      wb[r] = w[r] + b;
+    for (int t = 0; t < TT; ++t)
       ab[t] = reinterpret_cast<const block_q8k *>(a[t]) + b;
-    int32_t is[TT][RR];
-    P::template isums_q6k<TT, RR>(wb, ab, is);
+    int32_t S[TT][RR][8];
+    Scalar::lanes_q6k<TT, RR>(wb, ab, S);
     for (int r = 0; r < RR; ++r) {
       const float d = half_to_float(wb[r]->d);
       for (int t = 0; t < TT; ++t)
-        acc[t][r] = combine_q6k(acc[t][r], ab[t]->d, d, is[t][r]);
+        fma_lanes(S[t][r], d * ab[t]->d, acc[t][r]);
     }
   }
   for (int t = 0; t < TT; ++t)
     for (int r = 0; r < RR; ++r)
-      res[t][r] = acc[t][r];
+      res[t][r] = lanes_sum(acc[t][r]);
 }
 
 // ---- per weight format: activation layout, quantization, tile -------------------------------
