@@ -103,6 +103,32 @@ TYPED_TEST(QuantPath, QuantizeQ8K) {
   }
 }
 
+// q4_K activations: the q8_K blocks, then each 32-value sub-block's value sum times the
+// block scale, negated (what a sub-block's min multiplies), the same bytes on every path.
+TYPED_TEST(QuantPath, QuantizeQ4KActivations) {
+  using P = TypeParam;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(303);
+  constexpr int K = 256 * 3;
+  using F = qk::format<block_q4k>;
+  for (int rep = 0; rep < 5; ++rep) {
+    const std::vector<float> x = activations(rng, K, 256);
+    std::vector<uint8_t> got(F::act_bytes(K)), want(F::act_bytes(K));
+    F::quantize<P>(x.data(), K, got.data());
+    F::quantize<qk::Scalar>(x.data(), K, want.data());
+    ASSERT_EQ(got, want) << P::kName << " differs from the scalar reference";
+    const auto *y = reinterpret_cast<const block_q8k *>(want.data());
+    const auto *ms = reinterpret_cast<const float *>(want.data() + K / 256 * sizeof(block_q8k));
+    for (int b = 0; b < K / 256; ++b)
+      for (int l = 0; l < 8; ++l) {
+        int sum = 0;
+        for (int i = 0; i < 32; ++i)
+          sum += y[b].qs[32 * l + i];
+        ASSERT_EQ(ms[8 * b + l], -(y[b].d * static_cast<float>(sum))) << "block " << b << " sub-block " << l;
+      }
+  }
+}
+
 // Random int8 activations in [-127, 127] (what the quantizers produce), extremes included.
 std::vector<int8_t> random_int8(std::mt19937 &rng, size_t n) {
   std::uniform_int_distribution<int> d(-127, 127);
@@ -162,7 +188,7 @@ template <class P, int TT, int RR> void check_isums_q8_0(std::mt19937 &rng) {
 }
 
 // The lanes of a q4_K super-block (Scalar::lanes_q4k defines them): S[l] sums a * q * y
-// over the values i with i % 32 in [4l, 4l + 4), M[l] sums m * y over sub-block l.
+// over the values i with i % 32 in [4l, 4l + 4); M[l] is the min of sub-block l.
 template <class P, int TT, int RR> void check_lanes_q4k(std::mt19937 &rng) {
   std::vector<block_q4k> w = random_q4k(rng, RR, 0.01f);
   std::fill(std::begin(w[0].scales), std::end(w[0].scales), uint8_t{0xFF}); // all scales 63
@@ -174,22 +200,21 @@ template <class P, int TT, int RR> void check_lanes_q4k(std::mt19937 &rng) {
     wp[r] = &w[r];
   for (int t = 0; t < TT; ++t)
     ap[t] = &a[t];
-  int32_t S[TT][RR][8], M[TT][RR][8];
+  int32_t S[TT][RR][8], M[RR][8];
   qk::lanes_q4k<P, TT, RR>(wp, ap, S, M);
+  for (int r = 0; r < RR; ++r)
+    for (int l = 0; l < 8; ++l)
+      ASSERT_EQ(M[r][l], decode(w[r], 32 * l).m) << P::kName << " r=" << r << " lane " << l;
   for (int t = 0; t < TT; ++t)
     for (int r = 0; r < RR; ++r) {
-      int32_t want_s[8] = {}, want_m[8] = {};
+      int32_t want_s[8] = {};
       for (int i = 0; i < 256; ++i) {
         const IntWeight v = decode(w[r], i);
         want_s[(i % 32) / 4] += v.a * v.q * a[t].qs[i];
-        want_m[i / 32] += v.m * a[t].qs[i];
       }
-      for (int l = 0; l < 8; ++l) {
+      for (int l = 0; l < 8; ++l)
         ASSERT_EQ(S[t][r][l], want_s[l]) << P::kName << " TT=" << TT << " RR=" << RR
                                          << " t=" << t << " r=" << r << " lane " << l;
-        ASSERT_EQ(M[t][r][l], want_m[l]) << P::kName << " TT=" << TT << " RR=" << RR
-                                         << " t=" << t << " r=" << r << " lane " << l;
-      }
     }
 }
 
@@ -353,8 +378,10 @@ TEST(QuantFormats, Dequantize) {
 TEST(QuantFormats, BufferSizesCoverEveryFormat) {
   for (int k : {32, 96, 256, 4096, 6400, 6432})
     EXPECT_GE(quantized_row_bytes(k), qk::act_bytes_q8_0(k)) << k;
-  for (int k : {256, 4096, 6400})
-    EXPECT_GE(quantized_row_bytes(k), qk::act_bytes_q8k(k)) << k;
+  for (int k : {256, 4096, 6400}) {
+    EXPECT_GE(quantized_row_bytes(k), qk::format<block_q4k>::act_bytes(k)) << k;
+    EXPECT_GE(quantized_row_bytes(k), qk::format<block_q6k>::act_bytes(k)) << k;
+  }
 }
 
 TEST(QuantFormats, BestPathIsTheWidestTheTargetHas) {

@@ -12,7 +12,10 @@
 //
 // Activations (formats of ours, not llama.cpp's; only the weights' layouts are fixed):
 //   for q8_0 weights: a row of K values is K int8 then K/32 float scales, x ~ d[b] * q;
-//   for q4_K and q6_K weights: K/256 block_q8k (float scale, 256 int8, 16 sums of 16).
+//   for q6_K weights: K/256 block_q8k (float scale, 256 int8, 16 sums of 16);
+//   for q4_K weights: the same K/256 block_q8k, then K/256 x 8 floats
+//     ms[b][l] = -(d_b * float(bsums[2l] + bsums[2l + 1])), the scaled value sum of each
+//     32-value sub-block, negated: what a q4_K sub-block's min multiplies (q4k_msums).
 // Each block of 32 (q8_0) or 256 values (q8_K) is scaled by amax/127 and rounded to nearest
 // (ties to even), so the values stay in [-127, 127]: the AVX2 sign trick needs that.
 //
@@ -56,6 +59,9 @@ constexpr size_t act_bytes_q8_0(int k) {
   return static_cast<size_t>(k) + static_cast<size_t>(k / kQK8_0) * sizeof(float);
 }
 constexpr size_t act_bytes_q8k(int k) { return static_cast<size_t>(k / kQK_K) * sizeof(block_q8k); }
+constexpr size_t act_bytes_q4k(int k) {
+  return act_bytes_q8k(k) + static_cast<size_t>(k / kQK_K) * 8 * sizeof(float);
+}
 
 PHIMOE_RT_INLINE float half_to_float(uint16_t h) {
 #if defined(__F16C__)
@@ -100,6 +106,17 @@ PHIMOE_RT_INLINE void q8k_bsums(block_q8k &y) {
   }
 }
 
+// The min sums of q4_K activations (see the top of the file) for nb blocks y, into ms.
+// Scalar code shared by every path (the same float operations whatever the target).
+inline void q4k_msums(const block_q8k *y, int nb, float *ms) {
+  for (int b = 0; b < nb; ++b)
+    for (int l = 0; l < 8; ++l) {
+      const int s = y[b].bsums[2 * l] + y[b].bsums[2 * l + 1];
+      const float v = y[b].d * static_cast<float>(s);
+      ms[8 * b + l] = -v;
+    }
+}
+
 // Scale and inverse scale of a block with largest magnitude amax (both 0 for a zero block).
 PHIMOE_RT_INLINE void block_scale(float amax, float *d, float *id) {
   *d = amax / 127.0f;
@@ -122,8 +139,9 @@ PHIMOE_RT_INLINE float lanes_sum(const float *acc) {
   return ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
 }
 // acc[l] = fma(float(lanes[l]), scale, acc[l]) for the 8 lanes of a k-quant super-block.
-// A q4_K super-block adds its scaled lanes S with scale d * dy, then its min lanes M with
-// -(dmin * dy); a q6_K super-block its lanes with d * dy (d of the weights, dy of the
+// A q4_K super-block adds its scaled lanes S with scale d * dy, then, lane l, the product
+// (dmin * float(m_l)) * ms[l] (fused; the first product is exact: an f16 times a 6-bit
+// integer); a q6_K super-block adds its lanes with d * dy (d of the weights, dy of the
 // activations). The result is lanes_sum(acc).
 PHIMOE_RT_INLINE void fma_lanes(const int32_t *lanes, float scale, float *acc) {
   for (int l = 0; l < 8; ++l)
@@ -197,18 +215,18 @@ struct Scalar {
 
   // The lanes of one q4_K super-block (value i, 0..255, in sub-block j = i / 32):
   //   S[l] = sum of sc_j * q_i * y_i over the values with i % 32 in [4l, 4l + 4),
-  //   M[l] = m_l * (bsums[2l] + bsums[2l + 1])  (the min of sub-block l times its y sum).
+  //   M[l] = m_l, the min of sub-block l (per weight row: it meets the activations' ms).
   template <int TT, int RR>
   static PHIMOE_RT_INLINE void lanes_q4k(const block_q4k *const *w, const block_q8k *const *a,
-                                         int32_t (*S)[RR][8], int32_t (*M)[RR][8]) {
+                                         int32_t (*S)[RR][8], int32_t (*M)[8]) {
     for (int r = 0; r < RR; ++r) {
       uint8_t sc[8], mn[8];
       q4k_scales(w[r]->scales, sc, mn);
+      for (int l = 0; l < 8; ++l)
+        M[r][l] = mn[l];
       for (int t = 0; t < TT; ++t) {
-        for (int l = 0; l < 8; ++l) {
+        for (int l = 0; l < 8; ++l)
           S[t][r][l] = 0;
-          M[t][r][l] = mn[l] * a[t]->bsums[2 * l] + mn[l] * a[t]->bsums[2 * l + 1];
-        }
         for (int j = 0; j < 8; ++j)
           for (int l = 0; l < 32; ++l) {
             const uint8_t byte = w[r]->qs[32 * (j / 2) + l];
@@ -282,9 +300,8 @@ PHIMOE_RT_INLINE void round32(const float *x, __m256 id, int8_t *out) {
                       _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
 }
 
-// The q4_K scales as int16 [sc0..sc7] in both 128-bit lanes, and the mins as int16
-// [m0, m0, m1, m1, ..., m7, m7] (to pair with the 16 bsums).
-PHIMOE_RT_INLINE void q4k_scales_avx2(const block_q4k *w, __m256i *sc16, __m256i *mn16) {
+// The q4_K scales as int16 [sc0..sc7] in both 128-bit lanes, and the mins as int32 [m0..m7].
+PHIMOE_RT_INLINE void q4k_scales_avx2(const block_q4k *w, __m256i *sc16, __m256i *mn32) {
   // 16 bytes from the scales (the last 4 are qs, unused): q4k_scales with byte shuffles,
   // [sc0..sc7, m0..m7] = low bits | high bits
   const __m128i v = load128(w->scales);
@@ -297,7 +314,7 @@ PHIMOE_RT_INLINE void q4k_scales_avx2(const block_q4k *w, __m256i *sc16, __m256i
   const __m128i high = _mm_and_si128(_mm_srli_epi16(b, 2), _mm_set1_epi8(0x30));
   const __m128i sm = _mm_or_si128(low, high);
   *sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sm));
-  *mn16 = _mm256_cvtepu8_epi16(_mm_unpackhi_epi8(sm, sm));
+  *mn32 = _mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8));
 }
 
 } // namespace x86
@@ -401,11 +418,11 @@ struct Avx2 {
   // Scalar::lanes_q4k on vectors: lane l of the int32 vectors S and M.
   template <int TT, int RR>
   static PHIMOE_RT_INLINE void vlanes_q4k(const block_q4k *const *w, const block_q8k *const *a,
-                                          __m256i (*S)[RR], __m256i (*M)[RR]) {
+                                          __m256i (*S)[RR], __m256i *M) {
     const __m256i m4 = _mm256_set1_epi8(0x0F);
-    __m256i sc16[RR], mn16[RR];
+    __m256i sc16[RR];
     for (int r = 0; r < RR; ++r)
-      x86::q4k_scales_avx2(w[r], &sc16[r], &mn16[r]);
+      x86::q4k_scales_avx2(w[r], &sc16[r], &M[r]);
     for (int j = 0; j < 4; ++j) {
       // sub-blocks 2j (low nibbles) and 2j+1 (high nibbles) of qs[32j .. 32j+31]
       const __m256i pick_lo = _mm256_set1_epi16(static_cast<int16_t>(((4 * j + 1) << 8) | (4 * j)));
@@ -429,11 +446,6 @@ struct Avx2 {
           S[t][r] = j == 0 ? p : _mm256_add_epi32(S[t][r], p);
         }
       }
-    }
-    for (int t = 0; t < TT; ++t) {
-      const __m256i bs = x86::load256(a[t]->bsums);
-      for (int r = 0; r < RR; ++r)
-        M[t][r] = _mm256_madd_epi16(mn16[r], bs);
     }
   }
 
@@ -629,14 +641,13 @@ template <bool Vnni> struct Avx512T {
   // the high half), the halves added at the end.
   template <int TT, int RR>
   static PHIMOE_RT_INLINE void vlanes_q4k(const block_q4k *const *w, const block_q8k *const *a,
-                                          __m256i (*S)[RR], __m256i (*M)[RR]) {
+                                          __m256i (*S)[RR], __m256i *M) {
     const __m512i m4 = _mm512_set1_epi8(0x0F);
     const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
     __m512i sc16[RR];
-    __m256i mn16[RR];
     for (int r = 0; r < RR; ++r) {
       __m256i s;
-      x86::q4k_scales_avx2(w[r], &s, &mn16[r]);
+      x86::q4k_scales_avx2(w[r], &s, &M[r]);
       sc16[r] = _mm512_castsi256_si512(s);
     }
     __m512i acc[TT][RR];
@@ -658,13 +669,9 @@ template <bool Vnni> struct Avx512T {
         }
       }
     }
-    for (int t = 0; t < TT; ++t) {
-      const __m256i bs = x86::load256(a[t]->bsums);
-      for (int r = 0; r < RR; ++r) {
+    for (int t = 0; t < TT; ++t)
+      for (int r = 0; r < RR; ++r)
         S[t][r] = x86::fold(acc[t][r]);
-        M[t][r] = _mm256_madd_epi16(mn16[r], bs);
-      }
-    }
   }
 
   // Scalar::lanes_q6k, 64 values per vector, the halves added at the end.
@@ -826,16 +833,16 @@ PHIMOE_RT_INLINE void tile_q8_0(const block_q8_0 *const *w, const uint8_t *const
 // path, the vector lanes stored for the others (what the tests compare).
 template <class P, int TT, int RR>
 PHIMOE_RT_INLINE void lanes_q4k(const block_q4k *const *w, const block_q8k *const *a,
-                                int32_t (*S)[RR][8], int32_t (*M)[RR][8]) {
+                                int32_t (*S)[RR][8], int32_t (*M)[8]) {
 #if defined(__AVX2__)
   if constexpr (!std::is_same_v<P, Scalar>) {
-    __m256i vs[TT][RR], vm[TT][RR];
+    __m256i vs[TT][RR], vm[RR];
     P::template vlanes_q4k<TT, RR>(w, a, vs, vm);
-    for (int t = 0; t < TT; ++t)
-      for (int r = 0; r < RR; ++r) {
+    for (int r = 0; r < RR; ++r) {
+      _mm256_storeu_si256(reinterpret_cast<__m256i *>(M[r]), vm[r]);
+      for (int t = 0; t < TT; ++t)
         _mm256_storeu_si256(reinterpret_cast<__m256i *>(S[t][r]), vs[t][r]);
-        _mm256_storeu_si256(reinterpret_cast<__m256i *>(M[t][r]), vm[t][r]);
-      }
+    }
     return;
   }
 #endif
@@ -859,6 +866,20 @@ PHIMOE_RT_INLINE void lanes_q6k(const block_q6k *const *w, const block_q8k *cons
 
 #if defined(__AVX2__)
 namespace x86 {
+// acc + a * b, fused, lane by lane.
+PHIMOE_RT_INLINE __m256 fma8(__m256 a, __m256 b, __m256 acc) {
+#if defined(__FMA__)
+  return _mm256_fmadd_ps(a, b, acc);
+#else
+  alignas(32) float x[8], y[8], z[8];
+  _mm256_store_ps(x, a);
+  _mm256_store_ps(y, b);
+  _mm256_store_ps(z, acc);
+  for (int l = 0; l < 8; ++l)
+    z[l] = std::fma(x[l], y[l], z[l]);
+  return _mm256_load_ps(z);
+#endif
+}
 // fma_lanes on a vector: acc + float(lanes) * scale, fused.
 PHIMOE_RT_INLINE __m256 fma_lanes(__m256i lanes, float scale, __m256 acc) {
 #if defined(__FMA__)
@@ -876,12 +897,16 @@ PHIMOE_RT_INLINE __m256 fma_lanes(__m256i lanes, float scale, __m256 acc) {
 #endif
 
 // res[t][r] = lanes_sum of the float lanes that every super-block's lanes are added to:
-// q4_K: acc = fma(S, d * dy, acc), then acc = fma(M, -(dmin * dy), acc).
+// q4_K: acc = fma(S, d * dy, acc), then acc = fma(dmin * M, ms, acc) (ms: the activation
+// row's min sums, after its blocks).
 template <class P, int TT, int RR>
 PHIMOE_RT_INLINE void tile_q4k(const block_q4k *const *w, const uint8_t *const *a, int nb,
                                float (&res)[TT][RR]) {
   const block_q4k *wb[RR];
   const block_q8k *ab[TT];
+  const float *ms[TT];
+  for (int t = 0; t < TT; ++t)
+    ms[t] = reinterpret_cast<const float *>(a[t] + static_cast<size_t>(nb) * sizeof(block_q8k));
 #if defined(__AVX2__)
   if constexpr (!std::is_same_v<P, Scalar>) {
     __m256 acc[TT][RR];
@@ -895,15 +920,18 @@ PHIMOE_RT_INLINE void tile_q4k(const block_q4k *const *w, const uint8_t *const *
       }
       for (int t = 0; t < TT; ++t)
         ab[t] = reinterpret_cast<const block_q8k *>(a[t]) + b;
-      __m256i S[TT][RR], M[TT][RR];
+      __m256i S[TT][RR], M[RR];
       P::template vlanes_q4k<TT, RR>(wb, ab, S, M);
+      __m256 msv[TT];
+      for (int t = 0; t < TT; ++t)
+        msv[t] = _mm256_loadu_ps(ms[t] + 8 * b);
       for (int r = 0; r < RR; ++r) {
-        const float d = half_to_float(wb[r]->d), dmin = half_to_float(wb[r]->dmin);
+        const float d = half_to_float(wb[r]->d);
+        const __m256 mf = _mm256_mul_ps(_mm256_cvtepi32_ps(M[r]),
+                                        _mm256_set1_ps(half_to_float(wb[r]->dmin)));
         for (int t = 0; t < TT; ++t) {
-          const float ds = d * ab[t]->d;
-          const float dm = dmin * ab[t]->d;
-          acc[t][r] = x86::fma_lanes(S[t][r], ds, acc[t][r]);
-          acc[t][r] = x86::fma_lanes(M[t][r], -dm, acc[t][r]);
+          acc[t][r] = x86::fma_lanes(S[t][r], d * ab[t]->d, acc[t][r]);
+          acc[t][r] = x86::fma8(mf, msv[t], acc[t][r]);
         }
       }
     }
@@ -922,15 +950,17 @@ PHIMOE_RT_INLINE void tile_q4k(const block_q4k *const *w, const uint8_t *const *
       wb[r] = w[r] + b;
     for (int t = 0; t < TT; ++t)
       ab[t] = reinterpret_cast<const block_q8k *>(a[t]) + b;
-    int32_t S[TT][RR][8], M[TT][RR][8];
+    int32_t S[TT][RR][8], M[RR][8];
     Scalar::lanes_q4k<TT, RR>(wb, ab, S, M);
     for (int r = 0; r < RR; ++r) {
       const float d = half_to_float(wb[r]->d), dmin = half_to_float(wb[r]->dmin);
+      float mf[8];
+      for (int l = 0; l < 8; ++l)
+        mf[l] = static_cast<float>(M[r][l]) * dmin;
       for (int t = 0; t < TT; ++t) {
-        const float ds = d * ab[t]->d;
-        const float dm = dmin * ab[t]->d;
-        fma_lanes(S[t][r], ds, acc[t][r]);
-        fma_lanes(M[t][r], -dm, acc[t][r]);
+        fma_lanes(S[t][r], d * ab[t]->d, acc[t][r]);
+        for (int l = 0; l < 8; ++l)
+          acc[t][r][l] = std::fma(mf[l], ms[t][8 * b + l], acc[t][r][l]);
       }
     }
   }
@@ -1016,9 +1046,11 @@ template <> struct format<block_q8_0> {
 template <> struct format<block_q4k> {
   static constexpr int kBlock = kQK_K;
   static constexpr int kIndex = 1;
-  static constexpr size_t act_bytes(int k) { return act_bytes_q8k(k); }
+  static constexpr size_t act_bytes(int k) { return act_bytes_q4k(k); }
   template <class P> static void quantize(const float *x, int k, uint8_t *out) {
-    P::quantize_q8k(x, k, reinterpret_cast<block_q8k *>(out));
+    block_q8k *y = reinterpret_cast<block_q8k *>(out);
+    P::quantize_q8k(x, k, y);
+    q4k_msums(y, k / kQK_K, reinterpret_cast<float *>(out + act_bytes_q8k(k)));
   }
   template <class P, int TT, int RR>
   static PHIMOE_RT_INLINE void tile(const block_q4k *const *w, const uint8_t *const *a, int k,

@@ -196,8 +196,8 @@ inline size_t scratch_floats(int capacity, int hidden, int intermediate, int exp
 }
 
 // Bytes of one quantized activation row of k values, in any format the kernels use
-// (q8_0 rows take 36 bytes per 32 values, q8_K blocks 292 per 256).
-inline size_t quantized_row_bytes(int k) { return static_cast<size_t>((k + 255) / 256) * 292; }
+// (q8_0 rows take 36 bytes per 32 values, q8_K blocks 292 per 256 and 32 more for q4_K).
+inline size_t quantized_row_bytes(int k) { return static_cast<size_t>((k + 255) / 256) * 324; }
 
 // Bytes of Context::qbuf for `rows` input rows (max_tokens) of at most widest_k values.
 inline size_t qbuf_bytes_for(int rows, int widest_k) {
