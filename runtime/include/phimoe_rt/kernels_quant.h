@@ -7,10 +7,11 @@
 // nothing is allocated. A kernel whose buffers are too small for n rows writes nan (a
 // runtime bug made visible, not memory corrupted).
 //
-// GEMM: work items are panels of weight rows; each item runs over the tokens in blocks of
-// kTokenBlock (whose quantized rows stay in L2) and micro-tiles of tt tokens x rr rows
-// (each weight block is loaded once per micro-tile and used for its tt tokens). So a panel's
-// weights are read from memory once per forward whatever the number of tokens. Decode (n = 1)
+// GEMM: work items are panels of weight rows (kPanelRows, which stay in L2); each item runs
+// over all the tokens in micro-tiles of tt tokens x rr rows (each weight block is loaded once
+// per micro-tile and used for its tt tokens). So a panel's weights are read from memory once
+// per forward whatever the number of tokens. q4_K prompts of kUnpackMinTokens or more unpack
+// kUnpackRows rows at a time into a per-thread buffer first (qk::block_q4k_unpacked). Decode (n = 1)
 // uses rr_decode rows at a time (shapes: qk::TileShape). Every output is computed by the same operations whatever
 // the tile or thread that computes it (quant_kernels.h), so outputs do not depend on the
 // number of threads, and a prompt's rows equal the rows decode computes one at a time.
@@ -26,6 +27,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <new>
 #include <type_traits>
 
 namespace phimoe_rt {
@@ -124,10 +126,74 @@ inline void micro_any(int tt, int rr, int t, int r, RowFn &row, ActFn &act, Sink
   micro<M, TT, RR, W>(t, r, row, act, sink);
 }
 
+#if defined(__AVX2__)
+// Prompt tiles over q4_K rows unpacked first (qk::block_q4k_unpacked): each weight block is
+// used once per tile of tokens, so unpacking it once per group of kUnpackRows rows takes the
+// nibble and scale unpacking out of the tiles. The same integer sums and float steps as the
+// packed tile (so decode rows still equal prompt rows bit for bit).
+template <int K> struct matmul_q4k_unpacked {
+  using P = qk::Best;
+  static constexpr int kTT = P::kShape[1].tt, kRR = P::kShape[1].rr;
+  template <int TT, int RR>
+  static PHIMOE_RT_INLINE void tile(const qk::block_q4k_unpacked *const *w,
+                                    const uint8_t *const *a, float (&res)[TT][RR]) {
+    qk::tile_q4k_vec<P, TT, RR>(w, a, K / kQK_K, res);
+  }
+};
+
+constexpr int kUnpackRows = 32;
+// Fewer tokens than this use the packed tiles: unpacking would cost more than it saves.
+constexpr int kUnpackMinTokens = 16;
+
+// A thread's buffer for kUnpackRows unpacked rows of `blocks` blocks: allocated on the
+// thread's first prompt GEMM over q4_K weights of that width, then reused.
+inline qk::block_q4k_unpacked *unpack_buffer(size_t blocks) {
+  struct Buffer {
+    qk::block_q4k_unpacked *p = nullptr;
+    size_t size = 0;
+    ~Buffer() { ::operator delete[](p, std::align_val_t{alignof(qk::block_q4k_unpacked)}); }
+  };
+  thread_local Buffer buf;
+  const size_t need = blocks * kUnpackRows;
+  if (buf.size < need) {
+    ::operator delete[](buf.p, std::align_val_t{alignof(qk::block_q4k_unpacked)});
+    buf.p = static_cast<qk::block_q4k_unpacked *>(::operator new[](
+        need * sizeof(qk::block_q4k_unpacked), std::align_val_t{alignof(qk::block_q4k_unpacked)}));
+    buf.size = need;
+  }
+  return buf.p;
+}
+#endif
+
 // Outputs (t, r) for rows [r0, r1) and tokens [0, n): row(r) is weight row r, act(t) the
 // activation row of token t; sink(t, r, value) receives each result once.
 template <class M, class W, class RowFn, class ActFn, class Sink>
 inline void gemm_rows(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &sink) {
+#if defined(__AVX2__)
+  if constexpr (std::is_same_v<W, block_q4k> && M::kQuantized &&
+                !std::is_same_v<qk::Best, qk::Scalar>) {
+    if (n >= kUnpackMinTokens) {
+      constexpr int nb = static_cast<int>(M::kRowStride);
+      using MU = matmul_q4k_unpacked<nb * kQK_K>;
+      qk::block_q4k_unpacked *buf = unpack_buffer(nb);
+      for (int g0 = r0; g0 < r1; g0 += kUnpackRows) {
+        const int g1 = std::min(r1, g0 + kUnpackRows);
+        for (int r = g0; r < g1; ++r)
+          qk::unpack_q4k(row(r), nb, buf + static_cast<size_t>(r - g0) * nb);
+        auto urow = [&](int r) -> const qk::block_q4k_unpacked * {
+          return buf + static_cast<size_t>(r - g0) * nb;
+        };
+        for (int t = 0; t < n; t += MU::kTT) {
+          const int tt = std::min(MU::kTT, n - t);
+          for (int r = g0; r < g1; r += MU::kRR)
+            micro_any<MU, MU::kTT, MU::kRR, qk::block_q4k_unpacked>(
+                tt, std::min(MU::kRR, g1 - r), t, r, urow, act, sink);
+        }
+      }
+      return;
+    }
+  }
+#endif
   if (n == 1) {
     constexpr int RR = M::kRRDecode;
     for (int r = r0; r < r1; r += RR)

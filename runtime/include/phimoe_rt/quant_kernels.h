@@ -96,6 +96,40 @@ PHIMOE_RT_INLINE void q4k_scales(const uint8_t *s12, uint8_t *sc, uint8_t *mn) {
   std::memcpy(mn + 4, &mn_hi, 4);
 }
 
+// A q4_K block unpacked for prompt tiles, which use each weight block once per 3-4 tokens:
+// the quants one per byte in value order (so a vector load is the values it multiplies), the
+// 6-bit scales and mins decoded, d and dmin as stored. Same numbers, no nibble or scale
+// unpacking in the tile. 320 bytes, so that consecutive blocks keep q 64-byte aligned.
+struct alignas(64) block_q4k_unpacked {
+  uint8_t q[kQK_K];
+  uint8_t sc[8], mn[8];
+  uint16_t d, dmin;
+};
+
+inline void unpack_q4k(const block_q4k *x, int nb, block_q4k_unpacked *y) {
+  for (int b = 0; b < nb; ++b) {
+#if defined(__AVX2__)
+    const __m256i m4 = _mm256_set1_epi8(0x0F);
+    for (int c = 0; c < 4; ++c) {
+      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[b].qs + 32 * c));
+      _mm256_store_si256(reinterpret_cast<__m256i *>(y[b].q + 64 * c), _mm256_and_si256(q, m4));
+      _mm256_store_si256(reinterpret_cast<__m256i *>(y[b].q + 64 * c + 32),
+                         _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
+    }
+#else
+    for (int c = 0; c < 4; ++c)
+      for (int j = 0; j < 32; ++j) {
+        const uint8_t byte = x[b].qs[32 * c + j];
+        y[b].q[64 * c + j] = byte & 0xF;
+        y[b].q[64 * c + 32 + j] = byte >> 4;
+      }
+#endif
+    q4k_scales(x[b].scales, y[b].sc, y[b].mn);
+    y[b].d = x[b].d;
+    y[b].dmin = x[b].dmin;
+  }
+}
+
 // The sums of 16 of a q8_K block's values.
 PHIMOE_RT_INLINE void q8k_bsums(block_q8k &y) {
   for (int j = 0; j < kQK_K / 16; ++j) {
@@ -449,6 +483,41 @@ struct Avx2 {
     }
   }
 
+  // vlanes_q4k on unpacked blocks.
+  template <int TT, int RR>
+  static PHIMOE_RT_INLINE void vlanes_q4k(const block_q4k_unpacked *const *w,
+                                          const block_q8k *const *a, __m256i (*S)[RR],
+                                          __m256i *M) {
+    __m256i sc16[RR];
+    for (int r = 0; r < RR; ++r) {
+      const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(w[r]->sc));
+      sc16[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v));
+      M[r] = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(w[r]->mn)));
+    }
+    for (int j = 0; j < 4; ++j) {
+      const __m256i pick_lo = _mm256_set1_epi16(static_cast<int16_t>(((4 * j + 1) << 8) | (4 * j)));
+      const __m256i pick_hi =
+          _mm256_set1_epi16(static_cast<int16_t>(((4 * j + 3) << 8) | (4 * j + 2)));
+      __m256i lo[RR], hi[RR], slo[RR], shi[RR];
+      for (int r = 0; r < RR; ++r) {
+        lo[r] = x86::load256(w[r]->q + 64 * j);
+        hi[r] = x86::load256(w[r]->q + 64 * j + 32);
+        slo[r] = _mm256_shuffle_epi8(sc16[r], pick_lo);
+        shi[r] = _mm256_shuffle_epi8(sc16[r], pick_hi);
+      }
+      for (int t = 0; t < TT; ++t) {
+        const __m256i ylo = x86::load256(a[t]->qs + 64 * j);
+        const __m256i yhi = x86::load256(a[t]->qs + 64 * j + 32);
+        for (int r = 0; r < RR; ++r) {
+          const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], ylo), slo[r]);
+          const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], yhi), shi[r]);
+          const __m256i p = _mm256_add_epi32(p0, p1);
+          S[t][r] = j == 0 ? p : _mm256_add_epi32(S[t][r], p);
+        }
+      }
+    }
+  }
+
   // Scalar::lanes_q6k on vectors.
   template <int TT, int RR>
   static PHIMOE_RT_INLINE void vlanes_q6k(const block_q6k *const *w, const block_q8k *const *a,
@@ -659,6 +728,39 @@ template <bool Vnni> struct Avx512T {
       for (int r = 0; r < RR; ++r) {
         const __m512i b = _mm512_broadcast_i64x4(x86::load256(w[r]->qs + 32 * c));
         q[r] = _mm512_and_si512(_mm512_srlv_epi16(b, shift), m4);
+        sc[r] = _mm512_permutexvar_epi16(pick, sc16[r]);
+      }
+      for (int t = 0; t < TT; ++t) {
+        const __m512i y = x86::load512(a[t]->qs + 64 * c);
+        for (int r = 0; r < RR; ++r) {
+          const __m512i p = _mm512_maddubs_epi16(q[r], y);
+          acc[t][r] = c == 0 ? _mm512_madd_epi16(p, sc[r]) : x86::madd_acc<Vnni>(acc[t][r], p, sc[r]);
+        }
+      }
+    }
+    for (int t = 0; t < TT; ++t)
+      for (int r = 0; r < RR; ++r)
+        S[t][r] = x86::fold(acc[t][r]);
+  }
+
+  // vlanes_q4k on unpacked blocks: a 64-byte load is a chunk's 64 quants.
+  template <int TT, int RR>
+  static PHIMOE_RT_INLINE void vlanes_q4k(const block_q4k_unpacked *const *w,
+                                          const block_q8k *const *a, __m256i (*S)[RR],
+                                          __m256i *M) {
+    __m512i sc16[RR];
+    for (int r = 0; r < RR; ++r) {
+      const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(w[r]->sc));
+      sc16[r] = _mm512_castsi128_si512(_mm_cvtepu8_epi16(v));
+      M[r] = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(w[r]->mn)));
+    }
+    __m512i acc[TT][RR];
+    for (int c = 0; c < 4; ++c) {
+      const __m512i pick = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(2 * c)),
+                                              _mm256_set1_epi16(static_cast<int16_t>(2 * c + 1)), 1);
+      __m512i q[RR], sc[RR];
+      for (int r = 0; r < RR; ++r) {
+        q[r] = x86::load512(w[r]->q + 64 * c);
         sc[r] = _mm512_permutexvar_epi16(pick, sc16[r]);
       }
       for (int t = 0; t < TT; ++t) {
@@ -896,54 +998,69 @@ PHIMOE_RT_INLINE __m256 fma_lanes(__m256i lanes, float scale, __m256 acc) {
 } // namespace x86
 #endif
 
+#if defined(__AVX2__)
+// tile_q4k's vector paths, on packed (block_q4k) or unpacked (block_q4k_unpacked) blocks.
+template <class P, int TT, int RR, class B>
+PHIMOE_RT_INLINE void tile_q4k_vec(const B *const *w, const uint8_t *const *a, int nb,
+                                   float (&res)[TT][RR]) {
+  const B *wb[RR];
+  const block_q8k *ab[TT];
+  const float *ms[TT];
+  for (int t = 0; t < TT; ++t)
+    ms[t] = reinterpret_cast<const float *>(a[t] + static_cast<size_t>(nb) * sizeof(block_q8k));
+  __m256 acc[TT][RR];
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < RR; ++r)
+      acc[t][r] = _mm256_setzero_ps();
+  for (int b = 0; b < nb; ++b) {
+    for (int r = 0; r < RR; ++r) {
+      wb[r] = w[r] + b;
+      if constexpr (std::is_same_v<B, block_q4k>)
+        prefetch_span(wb[r], static_cast<int>(sizeof(block_q4k)));
+    }
+    for (int t = 0; t < TT; ++t)
+      ab[t] = reinterpret_cast<const block_q8k *>(a[t]) + b;
+    __m256i S[TT][RR], M[RR];
+    P::template vlanes_q4k<TT, RR>(wb, ab, S, M);
+    __m256 msv[TT];
+    for (int t = 0; t < TT; ++t)
+      msv[t] = _mm256_loadu_ps(ms[t] + 8 * b);
+    for (int r = 0; r < RR; ++r) {
+      const float d = half_to_float(wb[r]->d);
+      const __m256 mf = _mm256_mul_ps(_mm256_cvtepi32_ps(M[r]),
+                                      _mm256_set1_ps(half_to_float(wb[r]->dmin)));
+      for (int t = 0; t < TT; ++t) {
+        acc[t][r] = x86::fma_lanes(S[t][r], d * ab[t]->d, acc[t][r]);
+        acc[t][r] = x86::fma8(mf, msv[t], acc[t][r]);
+      }
+    }
+  }
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < RR; ++r) {
+      float f[8];
+      _mm256_storeu_ps(f, acc[t][r]);
+      res[t][r] = lanes_sum(f);
+    }
+}
+#endif
+
 // res[t][r] = lanes_sum of the float lanes that every super-block's lanes are added to:
 // q4_K: acc = fma(S, d * dy, acc), then acc = fma(dmin * M, ms, acc) (ms: the activation
 // row's min sums, after its blocks).
 template <class P, int TT, int RR>
 PHIMOE_RT_INLINE void tile_q4k(const block_q4k *const *w, const uint8_t *const *a, int nb,
                                float (&res)[TT][RR]) {
+#if defined(__AVX2__)
+  if constexpr (!std::is_same_v<P, Scalar>) {
+    tile_q4k_vec<P, TT, RR>(w, a, nb, res);
+    return;
+  }
+#endif
   const block_q4k *wb[RR];
   const block_q8k *ab[TT];
   const float *ms[TT];
   for (int t = 0; t < TT; ++t)
     ms[t] = reinterpret_cast<const float *>(a[t] + static_cast<size_t>(nb) * sizeof(block_q8k));
-#if defined(__AVX2__)
-  if constexpr (!std::is_same_v<P, Scalar>) {
-    __m256 acc[TT][RR];
-    for (int t = 0; t < TT; ++t)
-      for (int r = 0; r < RR; ++r)
-        acc[t][r] = _mm256_setzero_ps();
-    for (int b = 0; b < nb; ++b) {
-      for (int r = 0; r < RR; ++r) {
-        wb[r] = w[r] + b;
-        prefetch_span(wb[r], static_cast<int>(sizeof(block_q4k)));
-      }
-      for (int t = 0; t < TT; ++t)
-        ab[t] = reinterpret_cast<const block_q8k *>(a[t]) + b;
-      __m256i S[TT][RR], M[RR];
-      P::template vlanes_q4k<TT, RR>(wb, ab, S, M);
-      __m256 msv[TT];
-      for (int t = 0; t < TT; ++t)
-        msv[t] = _mm256_loadu_ps(ms[t] + 8 * b);
-      for (int r = 0; r < RR; ++r) {
-        const float d = half_to_float(wb[r]->d);
-        const __m256 mf = _mm256_mul_ps(_mm256_cvtepi32_ps(M[r]),
-                                        _mm256_set1_ps(half_to_float(wb[r]->dmin)));
-        for (int t = 0; t < TT; ++t) {
-          acc[t][r] = x86::fma_lanes(S[t][r], d * ab[t]->d, acc[t][r]);
-          acc[t][r] = x86::fma8(mf, msv[t], acc[t][r]);
-        }
-      }
-    }
-    for (int t = 0; t < TT; ++t)
-      for (int r = 0; r < RR; ++r) {
-        float f[8];
-        _mm256_storeu_ps(f, acc[t][r]);
-        res[t][r] = lanes_sum(f);
-      }
-    return;
-  }
-#endif
   float acc[TT][RR][8] = {};
   for (int b = 0; b < nb; ++b) {
     for (int r = 0; r < RR; ++r)
