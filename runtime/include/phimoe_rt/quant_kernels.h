@@ -351,6 +351,28 @@ PHIMOE_RT_INLINE void q4k_scales_avx2(const block_q4k *w, __m256i *sc16, __m256i
   *mn32 = _mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8));
 }
 
+// q4k_scales_avx2 for a packed or an unpacked block.
+PHIMOE_RT_INLINE void q4k_scales_of(const block_q4k *w, __m256i *sc16, __m256i *mn32) {
+  q4k_scales_avx2(w, sc16, mn32);
+}
+PHIMOE_RT_INLINE void q4k_scales_of(const block_q4k_unpacked *w, __m256i *sc16, __m256i *mn32) {
+  const __m128i sc = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(w->sc));
+  *sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sc));
+  *mn32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(w->mn)));
+}
+
+// The quants of values 64j .. 64j+31 (lo) and 64j+32 .. 64j+63 (hi), one per byte.
+PHIMOE_RT_INLINE void q4k_quants(const block_q4k *w, int j, __m256i *lo, __m256i *hi) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F);
+  const __m256i q = load256(w->qs + 32 * j);
+  *lo = _mm256_and_si256(q, m4);
+  *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
+}
+PHIMOE_RT_INLINE void q4k_quants(const block_q4k_unpacked *w, int j, __m256i *lo, __m256i *hi) {
+  *lo = load256(w->q + 64 * j);
+  *hi = load256(w->q + 64 * j + 32);
+}
+
 } // namespace x86
 
 struct Avx2 {
@@ -449,59 +471,22 @@ struct Avx2 {
       }
   }
 
-  // Scalar::lanes_q4k on vectors: lane l of the int32 vectors S and M.
-  template <int TT, int RR>
-  static PHIMOE_RT_INLINE void vlanes_q4k(const block_q4k *const *w, const block_q8k *const *a,
+  // Scalar::lanes_q4k on vectors: lane l of the int32 vectors S and M, from packed
+  // (block_q4k) or unpacked (block_q4k_unpacked) blocks.
+  template <int TT, int RR, class B>
+  static PHIMOE_RT_INLINE void vlanes_q4k(const B *const *w, const block_q8k *const *a,
                                           __m256i (*S)[RR], __m256i *M) {
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
     __m256i sc16[RR];
     for (int r = 0; r < RR; ++r)
-      x86::q4k_scales_avx2(w[r], &sc16[r], &M[r]);
+      x86::q4k_scales_of(w[r], &sc16[r], &M[r]);
     for (int j = 0; j < 4; ++j) {
-      // sub-blocks 2j (low nibbles) and 2j+1 (high nibbles) of qs[32j .. 32j+31]
+      // sub-blocks 2j (values 64j .. 64j+31) and 2j+1 (the next 32)
       const __m256i pick_lo = _mm256_set1_epi16(static_cast<int16_t>(((4 * j + 1) << 8) | (4 * j)));
       const __m256i pick_hi =
           _mm256_set1_epi16(static_cast<int16_t>(((4 * j + 3) << 8) | (4 * j + 2)));
       __m256i lo[RR], hi[RR], slo[RR], shi[RR];
       for (int r = 0; r < RR; ++r) {
-        const __m256i q = x86::load256(w[r]->qs + 32 * j);
-        lo[r] = _mm256_and_si256(q, m4);
-        hi[r] = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-        slo[r] = _mm256_shuffle_epi8(sc16[r], pick_lo);
-        shi[r] = _mm256_shuffle_epi8(sc16[r], pick_hi);
-      }
-      for (int t = 0; t < TT; ++t) {
-        const __m256i ylo = x86::load256(a[t]->qs + 64 * j);
-        const __m256i yhi = x86::load256(a[t]->qs + 64 * j + 32);
-        for (int r = 0; r < RR; ++r) {
-          const __m256i p0 = _mm256_madd_epi16(_mm256_maddubs_epi16(lo[r], ylo), slo[r]);
-          const __m256i p1 = _mm256_madd_epi16(_mm256_maddubs_epi16(hi[r], yhi), shi[r]);
-          const __m256i p = _mm256_add_epi32(p0, p1);
-          S[t][r] = j == 0 ? p : _mm256_add_epi32(S[t][r], p);
-        }
-      }
-    }
-  }
-
-  // vlanes_q4k on unpacked blocks.
-  template <int TT, int RR>
-  static PHIMOE_RT_INLINE void vlanes_q4k(const block_q4k_unpacked *const *w,
-                                          const block_q8k *const *a, __m256i (*S)[RR],
-                                          __m256i *M) {
-    __m256i sc16[RR];
-    for (int r = 0; r < RR; ++r) {
-      const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(w[r]->sc));
-      sc16[r] = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(v));
-      M[r] = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(w[r]->mn)));
-    }
-    for (int j = 0; j < 4; ++j) {
-      const __m256i pick_lo = _mm256_set1_epi16(static_cast<int16_t>(((4 * j + 1) << 8) | (4 * j)));
-      const __m256i pick_hi =
-          _mm256_set1_epi16(static_cast<int16_t>(((4 * j + 3) << 8) | (4 * j + 2)));
-      __m256i lo[RR], hi[RR], slo[RR], shi[RR];
-      for (int r = 0; r < RR; ++r) {
-        lo[r] = x86::load256(w[r]->q + 64 * j);
-        hi[r] = x86::load256(w[r]->q + 64 * j + 32);
+        x86::q4k_quants(w[r], j, &lo[r], &hi[r]);
         slo[r] = _mm256_shuffle_epi8(sc16[r], pick_lo);
         shi[r] = _mm256_shuffle_epi8(sc16[r], pick_hi);
       }
@@ -598,6 +583,17 @@ PHIMOE_RT_INLINE __m256i reduce8_pairs(__m512i v01, __m512i v23, __m512i v45, __
   const __m512i s4 = _mm512_add_epi32(s3, _mm512_shuffle_i32x4(s3, s3, 0xB1));
   const __m512i order = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 0, 0, 0, 0, 0, 0, 0, 0);
   return _mm512_castsi512_si256(_mm512_permutexvar_epi32(order, s4));
+}
+
+// The quants of values 64c .. 64c+63 in one vector, one per byte.
+PHIMOE_RT_INLINE __m512i q4k_quants512(const block_q4k *w, int c) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F);
+  const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
+  const __m512i b = _mm512_broadcast_i64x4(load256(w->qs + 32 * c));
+  return _mm512_and_si512(_mm512_srlv_epi16(b, shift), m4);
+}
+PHIMOE_RT_INLINE __m512i q4k_quants512(const block_q4k_unpacked *w, int c) {
+  return load512(w->q + 64 * c);
 }
 
 // acc + madd(a, b): dpwssd with VNNI.
@@ -706,61 +702,24 @@ template <bool Vnni> struct Avx512T {
             x86::reduce8_pairs(v[t][r][0], v[t][r][1], v[t][r][2], v[t][r][3]));
   }
 
-  // Scalar::lanes_q4k: 64 values per vector (low nibbles in the low half, high nibbles in
-  // the high half), the halves added at the end.
-  template <int TT, int RR>
-  static PHIMOE_RT_INLINE void vlanes_q4k(const block_q4k *const *w, const block_q8k *const *a,
+  // Scalar::lanes_q4k: 64 values per vector (values 64c .. 64c+31 in the low half, the next
+  // 32 in the high half), the halves added at the end; packed or unpacked blocks.
+  template <int TT, int RR, class B>
+  static PHIMOE_RT_INLINE void vlanes_q4k(const B *const *w, const block_q8k *const *a,
                                           __m256i (*S)[RR], __m256i *M) {
-    const __m512i m4 = _mm512_set1_epi8(0x0F);
-    const __m512i shift = _mm512_inserti64x4(_mm512_setzero_si512(), _mm256_set1_epi16(4), 1);
     __m512i sc16[RR];
     for (int r = 0; r < RR; ++r) {
       __m256i s;
-      x86::q4k_scales_avx2(w[r], &s, &M[r]);
+      x86::q4k_scales_of(w[r], &s, &M[r]);
       sc16[r] = _mm512_castsi256_si512(s);
     }
     __m512i acc[TT][RR];
     for (int c = 0; c < 4; ++c) {
-      // values 64c .. 64c+63: [low nibbles of qs[32c..] | high nibbles]
       const __m512i pick = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(2 * c)),
                                               _mm256_set1_epi16(static_cast<int16_t>(2 * c + 1)), 1);
       __m512i q[RR], sc[RR];
       for (int r = 0; r < RR; ++r) {
-        const __m512i b = _mm512_broadcast_i64x4(x86::load256(w[r]->qs + 32 * c));
-        q[r] = _mm512_and_si512(_mm512_srlv_epi16(b, shift), m4);
-        sc[r] = _mm512_permutexvar_epi16(pick, sc16[r]);
-      }
-      for (int t = 0; t < TT; ++t) {
-        const __m512i y = x86::load512(a[t]->qs + 64 * c);
-        for (int r = 0; r < RR; ++r) {
-          const __m512i p = _mm512_maddubs_epi16(q[r], y);
-          acc[t][r] = c == 0 ? _mm512_madd_epi16(p, sc[r]) : x86::madd_acc<Vnni>(acc[t][r], p, sc[r]);
-        }
-      }
-    }
-    for (int t = 0; t < TT; ++t)
-      for (int r = 0; r < RR; ++r)
-        S[t][r] = x86::fold(acc[t][r]);
-  }
-
-  // vlanes_q4k on unpacked blocks: a 64-byte load is a chunk's 64 quants.
-  template <int TT, int RR>
-  static PHIMOE_RT_INLINE void vlanes_q4k(const block_q4k_unpacked *const *w,
-                                          const block_q8k *const *a, __m256i (*S)[RR],
-                                          __m256i *M) {
-    __m512i sc16[RR];
-    for (int r = 0; r < RR; ++r) {
-      const __m128i v = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(w[r]->sc));
-      sc16[r] = _mm512_castsi128_si512(_mm_cvtepu8_epi16(v));
-      M[r] = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(w[r]->mn)));
-    }
-    __m512i acc[TT][RR];
-    for (int c = 0; c < 4; ++c) {
-      const __m512i pick = _mm512_inserti64x4(_mm512_set1_epi16(static_cast<int16_t>(2 * c)),
-                                              _mm256_set1_epi16(static_cast<int16_t>(2 * c + 1)), 1);
-      __m512i q[RR], sc[RR];
-      for (int r = 0; r < RR; ++r) {
-        q[r] = x86::load512(w[r]->q + 64 * c);
+        q[r] = x86::q4k_quants512(w[r], c);
         sc[r] = _mm512_permutexvar_epi16(pick, sc16[r]);
       }
       for (int t = 0; t < TT; ++t) {
