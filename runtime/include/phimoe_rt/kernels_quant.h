@@ -10,8 +10,8 @@
 // GEMM: work items are panels of weight rows (kPanelRows, which stay in L2); each item runs
 // over all the tokens in micro-tiles of tt tokens x rr rows (each weight block is loaded once
 // per micro-tile and used for its tt tokens). So a panel's weights are read from memory once
-// per forward whatever the number of tokens. q4_K prompts of kUnpackMinTokens or more unpack
-// kUnpackRows rows at a time into a per-thread buffer first (qk::block_q4k_unpacked). Decode (n = 1)
+// per forward whatever the number of tokens. q4_K and q8_0 prompts of kUnpackMinTokens or
+// more unpack kUnpackRows rows at a time into a per-thread buffer first (unpacked<W>). Decode (n = 1)
 // uses rr_decode rows at a time (shapes: qk::TileShape). Every output is computed by the same operations whatever
 // the tile or thread that computes it (quant_kernels.h), so outputs do not depend on the
 // number of threads, and a prompt's rows equal the rows decode computes one at a time.
@@ -127,17 +127,46 @@ inline void micro_any(int tt, int rr, int t, int r, RowFn &row, ActFn &act, Sink
 }
 
 #if defined(__AVX2__)
-// Prompt tiles over q4_K rows unpacked first (qk::block_q4k_unpacked): each weight block is
-// used once per tile of tokens, so unpacking it once per group of kUnpackRows rows takes the
-// nibble and scale unpacking out of the tiles. The same integer sums and float steps as the
-// packed tile (so decode rows still equal prompt rows bit for bit).
-template <int K> struct matmul_q4k_unpacked {
+// Prompt tiles over weight rows unpacked first: each weight block is used once per tile of
+// tokens, so unpacking it once per group of kUnpackRows rows takes the unpacking out of the
+// tiles. q4_K: quants one per byte, scales decoded (qk::block_q4k_unpacked); q8_0: groups of
+// 8 blocks with contiguous quants and float scales (qk::block_q8_0x8). The same integer sums
+// and float steps as the packed tiles, so decode rows still equal prompt rows bit for bit.
+template <class W> struct unpacked {
+  static constexpr bool kAny = false;
+};
+template <> struct unpacked<block_q4k> {
+  static constexpr bool kAny = true;
+  using U = qk::block_q4k_unpacked;
+  static constexpr int units(int nb) { return nb; }
+  static void unpack(const block_q4k *x, int nb, U *y) { qk::unpack_q4k(x, nb, y); }
+  template <class P, int TT, int RR>
+  static PHIMOE_RT_INLINE void tile(const U *const *w, const uint8_t *const *a, int nb,
+                                    float (&res)[TT][RR]) {
+    qk::tile_q4k_vec<P, TT, RR>(w, a, nb, res);
+  }
+};
+template <> struct unpacked<block_q8_0> {
+  static constexpr bool kAny = true;
+  using U = qk::block_q8_0x8;
+  static constexpr int units(int nb) { return (nb + qk::kGroup - 1) / qk::kGroup; }
+  static void unpack(const block_q8_0 *x, int nb, U *y) { qk::unpack_q8_0(x, nb, y); }
+  template <class P, int TT, int RR>
+  static PHIMOE_RT_INLINE void tile(const U *const *w, const uint8_t *const *a, int nb,
+                                    float (&res)[TT][RR]) {
+    qk::tile_q8_0<P, TT, RR, U>(w, a, nb, res);
+  }
+};
+
+// The micro-tile interface (micro, micro_any) over unpacked rows of K values.
+template <class W, int K> struct matmul_unpacked {
   using P = qk::Best;
-  static constexpr int kTT = P::kShape[1].tt, kRR = P::kShape[1].rr;
+  using F = qk::format<W>;
+  static constexpr int kTT = P::kShape[F::kIndex].tt, kRR = P::kShape[F::kIndex].rr;
   template <int TT, int RR>
-  static PHIMOE_RT_INLINE void tile(const qk::block_q4k_unpacked *const *w,
+  static PHIMOE_RT_INLINE void tile(const typename unpacked<W>::U *const *w,
                                     const uint8_t *const *a, float (&res)[TT][RR]) {
-    qk::tile_q4k_vec<P, TT, RR>(w, a, K / kQK_K, res);
+    unpacked<W>::template tile<P, TT, RR>(w, a, K / F::kBlock, res);
   }
 };
 
@@ -145,21 +174,19 @@ constexpr int kUnpackRows = 32;
 // Fewer tokens than this use the packed tiles: unpacking would cost more than it saves.
 constexpr int kUnpackMinTokens = 16;
 
-// A thread's buffer for kUnpackRows unpacked rows of `blocks` blocks: allocated on the
-// thread's first prompt GEMM over q4_K weights of that width, then reused.
-inline qk::block_q4k_unpacked *unpack_buffer(size_t blocks) {
+// A thread's buffer for `bytes` of unpacked rows: allocated on the thread's first prompt
+// GEMM that needs that many, then reused.
+inline void *unpack_buffer(size_t bytes) {
   struct Buffer {
-    qk::block_q4k_unpacked *p = nullptr;
+    void *p = nullptr;
     size_t size = 0;
-    ~Buffer() { ::operator delete[](p, std::align_val_t{alignof(qk::block_q4k_unpacked)}); }
+    ~Buffer() { ::operator delete[](p, std::align_val_t{64}); }
   };
   thread_local Buffer buf;
-  const size_t need = blocks * kUnpackRows;
-  if (buf.size < need) {
-    ::operator delete[](buf.p, std::align_val_t{alignof(qk::block_q4k_unpacked)});
-    buf.p = static_cast<qk::block_q4k_unpacked *>(::operator new[](
-        need * sizeof(qk::block_q4k_unpacked), std::align_val_t{alignof(qk::block_q4k_unpacked)}));
-    buf.size = need;
+  if (buf.size < bytes) {
+    ::operator delete[](buf.p, std::align_val_t{64});
+    buf.p = ::operator new[](bytes, std::align_val_t{64});
+    buf.size = bytes;
   }
   return buf.p;
 }
@@ -170,24 +197,23 @@ inline qk::block_q4k_unpacked *unpack_buffer(size_t blocks) {
 template <class M, class W, class RowFn, class ActFn, class Sink>
 inline void gemm_rows(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &sink) {
 #if defined(__AVX2__)
-  if constexpr (std::is_same_v<W, block_q4k> && M::kQuantized &&
-                !std::is_same_v<qk::Best, qk::Scalar>) {
+  if constexpr (unpacked<W>::kAny && M::kQuantized) {
     if (n >= kUnpackMinTokens) {
-      constexpr int nb = static_cast<int>(M::kRowStride);
-      using MU = matmul_q4k_unpacked<nb * kQK_K>;
-      qk::block_q4k_unpacked *buf = unpack_buffer(nb);
+      using UP = unpacked<W>;
+      using U = typename UP::U;
+      constexpr int nb = static_cast<int>(M::kRowStride), units = UP::units(nb);
+      using MU = matmul_unpacked<W, nb * qk::format<W>::kBlock>;
+      U *buf = static_cast<U *>(unpack_buffer(sizeof(U) * units * kUnpackRows));
       for (int g0 = r0; g0 < r1; g0 += kUnpackRows) {
         const int g1 = std::min(r1, g0 + kUnpackRows);
         for (int r = g0; r < g1; ++r)
-          qk::unpack_q4k(row(r), nb, buf + static_cast<size_t>(r - g0) * nb);
-        auto urow = [&](int r) -> const qk::block_q4k_unpacked * {
-          return buf + static_cast<size_t>(r - g0) * nb;
-        };
+          UP::unpack(row(r), nb, buf + static_cast<size_t>(r - g0) * units);
+        auto urow = [&](int r) -> const U * { return buf + static_cast<size_t>(r - g0) * units; };
         for (int t = 0; t < n; t += MU::kTT) {
           const int tt = std::min(MU::kTT, n - t);
           for (int r = g0; r < g1; r += MU::kRR)
-            micro_any<MU, MU::kTT, MU::kRR, qk::block_q4k_unpacked>(
-                tt, std::min(MU::kRR, g1 - r), t, r, urow, act, sink);
+            micro_any<MU, MU::kTT, MU::kRR, U>(tt, std::min(MU::kRR, g1 - r), t, r, urow, act,
+                                               sink);
         }
       }
       return;

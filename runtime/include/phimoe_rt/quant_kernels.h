@@ -130,6 +130,40 @@ inline void unpack_q4k(const block_q4k *x, int nb, block_q4k_unpacked *y) {
   }
 }
 
+// q8_0 rows unpacked for prompt tiles: groups of 8 blocks (a dot product's kGroup), their
+// quants contiguous (two blocks are one 64-byte load) and their scales as float. A row of nb
+// blocks is (nb + 7) / 8 groups; the blocks past nb are zero. Same numbers as the blocks.
+struct alignas(64) block_q8_0x8 {
+  int8_t qs[kGroup * kQK8_0];
+  float d[kGroup];
+};
+
+inline void unpack_q8_0(const block_q8_0 *x, int nb, block_q8_0x8 *y) {
+  for (int g = 0; g < (nb + kGroup - 1) / kGroup; ++g)
+    for (int l = 0; l < kGroup; ++l) {
+      const int b = kGroup * g + l;
+      if (b < nb) {
+        std::memcpy(y[g].qs + kQK8_0 * l, x[b].qs, kQK8_0);
+        y[g].d[l] = half_to_float(x[b].d);
+      } else {
+        std::memset(y[g].qs + kQK8_0 * l, 0, kQK8_0);
+        y[g].d[l] = 0.0f;
+      }
+    }
+}
+
+// The quants of block l of a group that starts at w (packed blocks or an unpacked group).
+PHIMOE_RT_INLINE const int8_t *q8_qs(const block_q8_0 *w, int l) { return w[l].qs; }
+PHIMOE_RT_INLINE const int8_t *q8_qs(const block_q8_0x8 *w, int l) { return w->qs + kQK8_0 * l; }
+// The scale of block l of such a group, as float.
+PHIMOE_RT_INLINE float q8_scale(const block_q8_0 *w, int l) { return half_to_float(w[l].d); }
+PHIMOE_RT_INLINE float q8_scale(const block_q8_0x8 *w, int l) { return w->d[l]; }
+// The group that starts at block b (a multiple of kGroup) of a row.
+PHIMOE_RT_INLINE const block_q8_0 *q8_group(const block_q8_0 *row, int b) { return row + b; }
+PHIMOE_RT_INLINE const block_q8_0x8 *q8_group(const block_q8_0x8 *row, int b) {
+  return row + b / kGroup;
+}
+
 // The sums of 16 of a q8_K block's values.
 PHIMOE_RT_INLINE void q8k_bsums(block_q8k &y) {
   for (int j = 0; j < kQK_K / 16; ++j) {
@@ -233,8 +267,8 @@ struct Scalar {
 
   // s[t][r][l] = sum_i w[r][l].qs[i] * a[t][32 l + i] for the g <= 8 blocks of a group
   // (lanes l >= g are 0). w[r] points at the group's first block, a[t] at its first value.
-  template <int TT, int RR>
-  static PHIMOE_RT_INLINE void isums_q8_0(const block_q8_0 *const *w, const int8_t *const *a, int g,
+  template <int TT, int RR, class B>
+  static PHIMOE_RT_INLINE void isums_q8_0(const B *const *w, const int8_t *const *a, int g,
                          int32_t (*s)[RR][kGroup]) {
     for (int t = 0; t < TT; ++t)
       for (int r = 0; r < RR; ++r)
@@ -242,7 +276,7 @@ struct Scalar {
           int32_t sum = 0;
           if (l < g)
             for (int i = 0; i < kQK8_0; ++i)
-              sum += w[r][l].qs[i] * a[t][kQK8_0 * l + i];
+              sum += q8_qs(w[r], l)[i] * a[t][kQK8_0 * l + i];
           s[t][r][l] = sum;
         }
   }
@@ -424,8 +458,8 @@ struct Avx2 {
     }
   }
 
-  template <int TT, int RR>
-  static PHIMOE_RT_INLINE void isums_q8_0(const block_q8_0 *const *w, const int8_t *const *a, int g,
+  template <int TT, int RR, class B>
+  static PHIMOE_RT_INLINE void isums_q8_0(const B *const *w, const int8_t *const *a, int g,
                          int32_t (*s)[RR][kGroup]) {
     const __m256i ones = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
     // h[t][r][p]: after blocks 2p, 2p+1: hadd of their vectors; q[t][r][k]: of 4 blocks.
@@ -444,7 +478,7 @@ struct Avx2 {
           }
           __m256i wq[RR], wa[RR];
           for (int r = 0; r < RR; ++r) {
-            wq[r] = x86::load256(w[r][l].qs);
+            wq[r] = x86::load256(q8_qs(w[r], l));
             wa[r] = _mm256_sign_epi8(wq[r], wq[r]);
           }
           for (int t = 0; t < TT; ++t) {
@@ -654,8 +688,8 @@ template <bool Vnni> struct Avx512T {
 
   // Two blocks (l, l+1) per 512-bit vector; VNNI: dpbusd of (w + 128) as u8 with y, started
   // from -128 * sum(y) (so that it sums w * y); otherwise the sign trick with maddubs.
-  template <int TT, int RR>
-  static PHIMOE_RT_INLINE void isums_q8_0(const block_q8_0 *const *w, const int8_t *const *a, int g,
+  template <int TT, int RR, class B>
+  static PHIMOE_RT_INLINE void isums_q8_0(const B *const *w, const int8_t *const *a, int g,
                          int32_t (*s)[RR][kGroup]) {
     __m512i v[TT][RR][4];
     const __m512i zero = _mm512_setzero_si512();
@@ -670,9 +704,13 @@ template <bool Vnni> struct Avx512T {
       const bool both = l + 1 < g;
       __m512i wq[RR];
       for (int r = 0; r < RR; ++r) {
-        const __m256i w0 = x86::load256(w[r][l].qs);
-        const __m256i w1 = both ? x86::load256(w[r][l + 1].qs) : _mm256_setzero_si256();
-        wq[r] = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
+        if constexpr (std::is_same_v<B, block_q8_0x8>) { // blocks past nb are zero
+          wq[r] = x86::load512(q8_qs(w[r], l));
+        } else {
+          const __m256i w0 = x86::load256(q8_qs(w[r], l));
+          const __m256i w1 = both ? x86::load256(q8_qs(w[r], l + 1)) : _mm256_setzero_si256();
+          wq[r] = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
+        }
       }
       for (int t = 0; t < TT; ++t) {
         const __m512i y = both ? x86::load512(a[t] + kQK8_0 * l)
@@ -811,8 +849,9 @@ PHIMOE_RT_INLINE void prefetch_span(const void *p, int bytes) {
 }
 
 // q8_0 weights; a[t] is an activation row of nb blocks (act_bytes_q8_0 layout).
-template <class P, int TT, int RR>
-PHIMOE_RT_INLINE void tile_q8_0(const block_q8_0 *const *w, const uint8_t *const *a, int nb,
+// (B: block_q8_0 rows, or rows unpacked into block_q8_0x8 groups.)
+template <class P, int TT, int RR, class B = block_q8_0>
+PHIMOE_RT_INLINE void tile_q8_0(const B *const *w, const uint8_t *const *a, int nb,
                                 float (&res)[TT][RR]) {
 #if defined(__AVX2__) && defined(__F16C__)
   // The same per-lane operations as combine_q8_0 (multiply, multiply, add: no fused
@@ -823,17 +862,21 @@ PHIMOE_RT_INLINE void tile_q8_0(const block_q8_0 *const *w, const uint8_t *const
       accv[t][r] = _mm256_setzero_ps();
   const int whole = nb / kGroup * kGroup;
   for (int b = 0; b < whole; b += kGroup) {
-    const block_q8_0 *wb[RR];
+    const B *wb[RR];
     const int8_t *ab[TT];
     __m256 dw[RR], da[TT];
     for (int r = 0; r < RR; ++r) {
-      wb[r] = w[r] + b;
-      prefetch_span(wb[r], kGroup * static_cast<int>(sizeof(block_q8_0)));
-      const block_q8_0 *x = wb[r];
-      dw[r] = _mm256_cvtph_ps(_mm_setr_epi16(
-          static_cast<short>(x[0].d), static_cast<short>(x[1].d), static_cast<short>(x[2].d),
-          static_cast<short>(x[3].d), static_cast<short>(x[4].d), static_cast<short>(x[5].d),
-          static_cast<short>(x[6].d), static_cast<short>(x[7].d)));
+      wb[r] = q8_group(w[r], b);
+      if constexpr (std::is_same_v<B, block_q8_0x8>) {
+        dw[r] = _mm256_load_ps(wb[r]->d);
+      } else {
+        prefetch_span(wb[r], kGroup * static_cast<int>(sizeof(block_q8_0)));
+        const block_q8_0 *x = wb[r];
+        dw[r] = _mm256_cvtph_ps(_mm_setr_epi16(
+            static_cast<short>(x[0].d), static_cast<short>(x[1].d), static_cast<short>(x[2].d),
+            static_cast<short>(x[3].d), static_cast<short>(x[4].d), static_cast<short>(x[5].d),
+            static_cast<short>(x[6].d), static_cast<short>(x[7].d)));
+      }
     }
     for (int t = 0; t < TT; ++t) {
       ab[t] = reinterpret_cast<const int8_t *>(a[t]) + kQK8_0 * b;
@@ -864,14 +907,15 @@ PHIMOE_RT_INLINE void tile_q8_0(const block_q8_0 *const *w, const uint8_t *const
 #endif
   for (int b = first; b < nb; b += kGroup) {
     const int g = nb - b < kGroup ? nb - b : kGroup;
-    const block_q8_0 *wb[RR];
+    const B *wb[RR];
     const int8_t *ab[TT];
     float dw[RR][kGroup] = {}, da[TT][kGroup] = {};
     for (int r = 0; r < RR; ++r) {
-      wb[r] = w[r] + b;
-      prefetch_span(wb[r], kGroup * static_cast<int>(sizeof(block_q8_0)));
+      wb[r] = q8_group(w[r], b);
+      if constexpr (std::is_same_v<B, block_q8_0>)
+        prefetch_span(wb[r], kGroup * static_cast<int>(sizeof(block_q8_0)));
       for (int l = 0; l < g; ++l)
-        dw[r][l] = half_to_float(wb[r][l].d);
+        dw[r][l] = q8_scale(wb[r], l);
     }
     for (int t = 0; t < TT; ++t) {
       ab[t] = reinterpret_cast<const int8_t *>(a[t]) + kQK8_0 * b;
