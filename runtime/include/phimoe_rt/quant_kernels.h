@@ -971,6 +971,17 @@ PHIMOE_RT_INLINE void lanes_q6k(const block_q6k *const *w, const block_q8k *cons
 
 #if defined(__AVX2__)
 namespace x86 {
+// res[t][r] = lanes_sum of acc[t][r]'s 8 lanes.
+template <int TT, int RR>
+PHIMOE_RT_INLINE void lanes_sums(const __m256 (&acc)[TT][RR], float (&res)[TT][RR]) {
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < RR; ++r) {
+      float f[8];
+      _mm256_storeu_ps(f, acc[t][r]);
+      res[t][r] = lanes_sum(f);
+    }
+}
+
 // acc + a * b, fused, lane by lane.
 PHIMOE_RT_INLINE __m256 fma8(__m256 a, __m256 b, __m256 acc) {
 #if defined(__FMA__)
@@ -1011,10 +1022,7 @@ PHIMOE_RT_INLINE void tile_q4k_vec(const B *const *w, const uint8_t *const *a, i
   const float *ms[TT];
   for (int t = 0; t < TT; ++t)
     ms[t] = reinterpret_cast<const float *>(a[t] + static_cast<size_t>(nb) * sizeof(block_q8k));
-  __m256 acc[TT][RR];
-  for (int t = 0; t < TT; ++t)
-    for (int r = 0; r < RR; ++r)
-      acc[t][r] = _mm256_setzero_ps();
+  __m256 acc[TT][RR] = {};
   for (int b = 0; b < nb; ++b) {
     for (int r = 0; r < RR; ++r) {
       wb[r] = w[r] + b;
@@ -1038,12 +1046,7 @@ PHIMOE_RT_INLINE void tile_q4k_vec(const B *const *w, const uint8_t *const *a, i
       }
     }
   }
-  for (int t = 0; t < TT; ++t)
-    for (int r = 0; r < RR; ++r) {
-      float f[8];
-      _mm256_storeu_ps(f, acc[t][r]);
-      res[t][r] = lanes_sum(f);
-    }
+  x86::lanes_sums(acc, res);
 }
 #endif
 
@@ -1097,10 +1100,7 @@ PHIMOE_RT_INLINE void tile_q6k(const block_q6k *const *w, const uint8_t *const *
   const block_q8k *ab[TT];
 #if defined(__AVX2__)
   if constexpr (!std::is_same_v<P, Scalar>) {
-    __m256 acc[TT][RR];
-    for (int t = 0; t < TT; ++t)
-      for (int r = 0; r < RR; ++r)
-        acc[t][r] = _mm256_setzero_ps();
+    __m256 acc[TT][RR] = {};
     for (int b = 0; b < nb; ++b) {
       for (int r = 0; r < RR; ++r) {
         wb[r] = w[r] + b;
@@ -1116,12 +1116,7 @@ PHIMOE_RT_INLINE void tile_q6k(const block_q6k *const *w, const uint8_t *const *
           acc[t][r] = x86::fma_lanes(S[t][r], d * ab[t]->d, acc[t][r]);
       }
     }
-    for (int t = 0; t < TT; ++t)
-      for (int r = 0; r < RR; ++r) {
-        float f[8];
-        _mm256_storeu_ps(f, acc[t][r]);
-        res[t][r] = lanes_sum(f);
-      }
+    x86::lanes_sums(acc, res);
     return;
   }
 #endif
