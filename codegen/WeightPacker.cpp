@@ -152,7 +152,11 @@ public:
     split = splitQ8 && q && q.getScheme() == QuantScheme::Q8_0;
     rootOffset = offset;
     rootBytes = getStorageBytes(weight.getType());
-    return write(weight, weight.getType(), offset);
+    if (Error e = write(weight, weight.getType(), offset))
+      return e;
+    if (weight->hasAttr("phimoe.q4k_rows16"))
+      return interleaveRows16(weight, offset);
+    return Error::success();
   }
 
 private:
@@ -168,6 +172,32 @@ private:
       p += n;
       bytes -= n;
       offset += n;
+    }
+    return Error::success();
+  }
+  /// Rewrites the q4_K root `weight` at `offset` (written row by row) in groups of 16 rows
+  /// interleaved, as the CPU kernels read it (phimoe_rt::block_q4k_16rows; the lowering
+  /// marks such weights): group by group, each read back and written in place.
+  Error interleaveRows16(WeightOp weight, uint64_t offset) {
+    ArrayRef<int64_t> shape = cast<QWeightType>(weight.getType()).getShape();
+    int64_t rows = 1;
+    for (int64_t d : shape.drop_back())
+      rows *= d;
+    const int64_t nb = shape.back() / phimoe_rt::kQK_K;
+    if (rows % 16 != 0)
+      return fail("weight @" + weight.getSymName().str() + ": " + std::to_string(rows) +
+                  " rows do not make groups of 16");
+    const size_t groupBytes = static_cast<size_t>(16 * nb) * sizeof(phimoe_rt::block_q4k);
+    std::vector<phimoe_rt::block_q4k> plain(static_cast<size_t>(16 * nb));
+    std::vector<phimoe_rt::block_q4k_16rows> group(static_cast<size_t>(nb));
+    for (int64_t g = 0; g < rows / 16; ++g) {
+      const uint64_t at = offset + static_cast<uint64_t>(g) * groupBytes;
+      if (pread(fd, plain.data(), groupBytes, static_cast<off_t>(at)) !=
+          static_cast<ssize_t>(groupBytes))
+        return fail(path + ": read back failed: " + std::strerror(errno));
+      phimoe_rt::interleave_q4k16(plain.data(), nb, group.data());
+      if (Error e = put(group.data(), groupBytes, at))
+        return e;
     }
     return Error::success();
   }
@@ -367,10 +397,13 @@ void collectRoots(ModuleOp planned, std::vector<std::pair<WeightOp, uint64_t>> &
       continue;
     std::string type;
     llvm::raw_string_ostream(type) << weight.getType();
-    table.push_back({{"name", weight.getSymName().str()},
-                     {"type", type},
-                     {"offset", offset.getInt()},
-                     {"bytes", getStorageBytes(weight.getType())}});
+    nlohmann::json entry = {{"name", weight.getSymName().str()},
+                            {"type", type},
+                            {"offset", offset.getInt()},
+                            {"bytes", getStorageBytes(weight.getType())}};
+    if (weight->hasAttr("phimoe.q4k_rows16"))
+      entry["layout"] = "q4k_rows16"; // groups of 16 rows interleaved (block_q4k_16rows)
+    table.push_back(std::move(entry));
     roots.emplace_back(weight, offset.getInt());
   }
 }
@@ -458,7 +491,7 @@ Error packWeights(ModuleOp planned, const Checkpoint &checkpoint, const std::str
   header.data_offset = (sizeof header + tableText.size() + align - 1) / align * align;
   header.data_bytes = total.getValue().getZExtValue();
 
-  int fd = ::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
   if (fd < 0)
     return fail(path + ": cannot create: " + std::strerror(errno));
   auto writeAll = [&]() -> Error {

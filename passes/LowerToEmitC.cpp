@@ -42,6 +42,44 @@ std::string storageName(Type type) {
   return "";
 }
 
+/// A q4_K weight whose rows the CPU kernels read interleaved in groups of 16
+/// (phimoe_rt::block_q4k_16rows): the packer writes it so when this unit attribute is on its
+/// declaration.
+constexpr llvm::StringLiteral kRows16Attr = "phimoe.q4k_rows16";
+
+/// Whether `weight` can be interleaved for the CPU: q4_K, a row count (the second-to-last
+/// dimension) of whole groups of 16, and read only as the matrix of a linear layer, the LM
+/// head or a MoE's experts (not as an embedding table, which is read by rows).
+bool interleavable(WeightOp weight, ModuleOp module) {
+  auto q = dyn_cast<QWeightType>(weight.getType());
+  if (!q || q.getScheme() != QuantScheme::Q4K || !weight->hasAttr("phimoe.pack_offset"))
+    return false;
+  ArrayRef<int64_t> shape = q.getShape();
+  if (shape.size() < 2 || shape[shape.size() - 2] % 16 != 0)
+    return false;
+  auto uses = SymbolTable::getSymbolUses(weight, &module.getBodyRegion());
+  if (!uses)
+    return false;
+  bool any = false;
+  for (const SymbolTable::SymbolUse &use : *uses) {
+    auto ref = dyn_cast<WeightRefOp>(use.getUser());
+    if (!ref)
+      return false;
+    for (OpOperand &operand : ref->getUses()) {
+      Operation *user = operand.getOwner();
+      bool matrix = false;
+      if (isa<LinearOp, LMHeadOp>(user))
+        matrix = operand.getOperandNumber() == 1;
+      else if (auto moe = dyn_cast<MoEOp>(user))
+        matrix = operand.get() == moe.getGateUp() || operand.get() == moe.getDown();
+      if (!matrix)
+        return false;
+      any = true;
+    }
+  }
+  return any;
+}
+
 /// XORed into the model hash of a CUDA build (its weight pack differs in layout).
 constexpr uint64_t kCudaHashSalt = 0x43554441u; // "CUDA"
 
@@ -121,7 +159,8 @@ Value Lowering::weightPtr(WeightRefOp ref) {
     ref.emitOpError("has no pack offset: run phimoe-plan-memory first");
     return {};
   }
-  std::string element = storageName(ref.getType());
+  std::string element = decl->hasAttr(kRows16Attr) ? std::string("phimoe_rt::block_q4k_x16")
+                                                    : storageName(ref.getType());
   auto type = emitc::PointerType::get(emitc::OpaqueType::get(ctx, "const " + element));
   return emitc::CallOpaqueOp::create(
              b, loc, TypeRange{type}, rt("weight"), ValueRange{ctxArg},
@@ -282,6 +321,10 @@ LogicalResult Lowering::run() {
                                        hash.getValue() ^ llvm::APInt(hash.getValue().getBitWidth(),
                                                                     kCudaHashSalt)));
   }
+  if (!cuda)
+    for (WeightOp weight : module.getOps<WeightOp>())
+      if (interleavable(weight, module))
+        weight->setAttr(kRows16Attr, b.getUnitAttr());
   auto globalsOp = emitc::VerbatimOp::create(b, loc, b.getStringAttr(""));
   auto fnType =
       b.getFunctionType({ctxType, idsType, idsType, i32Type, i32Type, floatPtr}, {});

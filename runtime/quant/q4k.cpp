@@ -327,4 +327,34 @@ void dequantize_row_q4k(const block_q4k *x, float *y, int64_t n) {
   }
 }
 
+void interleave_q4k16(const block_q4k *rows, int64_t nb, block_q4k_16rows *out) {
+  for (int64_t b = 0; b < nb; ++b) {
+    block_q4k_16rows &g = out[b];
+    for (int r = 0; r < 16; ++r) {
+      const block_q4k &x = rows[r * nb + b];
+      g.d[r] = x.d;
+      g.dmin[r] = x.dmin;
+      for (int p = 0; p < 3; ++p)
+        std::memcpy(&g.scales[p][r], x.scales + 4 * p, 4);
+      for (int v = 0; v < 32; ++v) // v = 8c + k: row bytes 32c + 4k .. +3 = bytes 4v .. 4v+3
+        std::memcpy(&g.qs[v][4 * r], x.qs + 4 * v, 4);
+    }
+  }
+}
+
+void deinterleave_q4k16(const block_q4k_16rows *in, int64_t nb, block_q4k *rows) {
+  for (int64_t b = 0; b < nb; ++b) {
+    const block_q4k_16rows &g = in[b];
+    for (int r = 0; r < 16; ++r) {
+      block_q4k &x = rows[r * nb + b];
+      x.d = g.d[r];
+      x.dmin = g.dmin[r];
+      for (int p = 0; p < 3; ++p)
+        std::memcpy(x.scales + 4 * p, &g.scales[p][r], 4);
+      for (int v = 0; v < 32; ++v)
+        std::memcpy(x.qs + 4 * v, &g.qs[v][4 * r], 4);
+    }
+  }
+}
+
 } // namespace phimoe_rt

@@ -22,12 +22,19 @@ template <class W> std::vector<W> random_blocks(size_t n, std::mt19937_64 &rng) 
   for (size_t i = 0; i < n * sizeof(W) / 8; ++i)
     p[i] = rng();
   const uint16_t scale = float_to_f16(0.001f).bits;
-  for (W &b : v) {
-    if constexpr (std::is_same<W, block_q4k>::value) {
-      b.d = scale;
-      b.dmin = scale;
-    } else {
-      b.d = scale;
+  if constexpr (std::is_same<W, block_q4k_x16>::value) { // n is a multiple of 16
+    auto *g = reinterpret_cast<block_q4k_16rows *>(v.data());
+    for (size_t i = 0; i < n / 16; ++i)
+      for (int r = 0; r < 16; ++r)
+        g[i].d[r] = g[i].dmin[r] = scale;
+  } else {
+    for (W &b : v) {
+      if constexpr (std::is_same<W, block_q4k>::value) {
+        b.d = scale;
+        b.dmin = scale;
+      } else {
+        b.d = scale;
+      }
     }
   }
   return v;
@@ -125,17 +132,21 @@ int main(int argc, char **argv) {
   const bool all = !*only;
   if (all || !std::strcmp(only, "decode")) {
     bench_linear<block_q4k>(ctx, "q4k", 1, rng);
+    bench_linear<block_q4k_x16>(ctx, "q4k16", 1, rng);
     bench_linear<block_q8_0>(ctx, "q8_0", 1, rng);
     bench_linear<block_q6k>(ctx, "q6k", 1, rng);
   }
   if (all || !std::strcmp(only, "prefill")) {
     bench_linear<block_q4k>(ctx, "q4k", prompt, rng);
+    bench_linear<block_q4k_x16>(ctx, "q4k16", prompt, rng);
     bench_linear<block_q8_0>(ctx, "q8_0", prompt, rng);
     bench_linear<block_q6k>(ctx, "q6k", prompt, rng);
   }
   if (all || !std::strcmp(only, "moe")) {
     bench_moe<block_q4k>(ctx, "q4k", 1, rng);
+    bench_moe<block_q4k_x16>(ctx, "q4k16", 1, rng);
     bench_moe<block_q4k>(ctx, "q4k", prompt, rng);
+    bench_moe<block_q4k_x16>(ctx, "q4k16", prompt, rng);
   }
   return 0;
 }

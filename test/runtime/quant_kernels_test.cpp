@@ -355,6 +355,118 @@ TYPED_TEST(QuantPath, TilesQ6K) {
   check_tile<P, block_q6k, 256, 2, 3>(rng);
 }
 
+// ---- interleaved q4_K (groups of 16 rows) ------------------------------------------------
+
+TEST(QuantFormats, InterleaveQ4K16RoundTrips) {
+  std::mt19937 rng(341);
+  constexpr int nb = 3;
+  const std::vector<block_q4k> rows = random_q4k(rng, 16 * nb, 0.02f);
+  std::vector<block_q4k_16rows> g(nb);
+  interleave_q4k16(rows.data(), nb, g.data());
+  std::vector<block_q4k> back(16 * nb);
+  deinterleave_q4k16(g.data(), nb, back.data());
+  ASSERT_EQ(std::memcmp(rows.data(), back.data(), sizeof(block_q4k) * rows.size()), 0);
+  // the layout quant.h states: row r's d at [r], its scale bytes 4p.. in scales[p][r], its
+  // qs bytes 4v .. 4v+3 at qs[v][4r ..]
+  for (int b = 0; b < nb; ++b)
+    for (int r = 0; r < 16; ++r) {
+      const block_q4k &x = rows[r * nb + b];
+      ASSERT_EQ(g[b].d[r], x.d);
+      ASSERT_EQ(g[b].dmin[r], x.dmin);
+      ASSERT_EQ(std::memcmp(&g[b].scales[1][r], x.scales + 4, 4), 0);
+      ASSERT_EQ(std::memcmp(&g[b].qs[9][4 * r], x.qs + 36, 4), 0);
+    }
+}
+
+// Interleaved q4_K activations: the q8_K blocks, then the sub-block sum pairs, the same
+// bytes on every path.
+TYPED_TEST(QuantPath, QuantizeQ4K16Activations) {
+  using P = TypeParam;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(342);
+  constexpr int K = 256 * 3;
+  using F = qk::format<block_q4k_x16>;
+  for (int rep = 0; rep < 5; ++rep) {
+    const std::vector<float> x = activations(rng, K, 256);
+    std::vector<uint8_t> got(F::act_bytes(K)), want(F::act_bytes(K));
+    F::quantize<P>(x.data(), K, got.data());
+    F::quantize<qk::Scalar>(x.data(), K, want.data());
+    ASSERT_EQ(got, want) << P::kName << " differs from the scalar reference";
+    const auto *y = reinterpret_cast<const block_q8k *>(want.data());
+    const auto *pairs = reinterpret_cast<const int32_t *>(want.data() + qk::act_bytes_q8k(K));
+    for (int b = 0; b < K / 256; ++b) {
+      std::vector<uint8_t> one(sizeof(block_q8k));
+      P::quantize_q8k(x.data() + 256 * b, 256, reinterpret_cast<block_q8k *>(one.data()));
+      ASSERT_EQ(std::memcmp(one.data(), &y[b], sizeof(block_q8k)), 0);
+      int bs[8];
+      for (int j = 0; j < 8; ++j) {
+        bs[j] = 0;
+        for (int i = 0; i < 32; ++i)
+          bs[j] += y[b].qs[32 * j + i];
+      }
+      const int order[4][2] = {{0, 2}, {1, 3}, {4, 6}, {5, 7}};
+      for (int p = 0; p < 4; ++p) {
+        const int32_t v = pairs[4 * b + p];
+        ASSERT_EQ(static_cast<int16_t>(v & 0xFFFF), bs[order[p][0]]) << "block " << b << " pair " << p;
+        ASSERT_EQ(static_cast<int16_t>(v >> 16), bs[order[p][1]]) << "block " << b << " pair " << p;
+      }
+    }
+  }
+}
+
+// TT activation rows against a group of 16 interleaved rows: the path equals the scalar
+// reference bit for bit, and both are within float rounding of the dequantized weights
+// times the quantized activations in double. Row 0 has every scale and min 63 and every
+// quant 15 (the integer extremes).
+template <class P, int K, int TT> void check_tile_q4k16(std::mt19937 &rng) {
+  constexpr int nb = K / 256;
+  std::vector<block_q4k> rows = random_q4k(rng, 16 * nb, 0.02f);
+  for (int b = 0; b < nb; ++b) {
+    std::fill(std::begin(rows[b].scales), std::end(rows[b].scales), uint8_t{0xFF});
+    std::fill(std::begin(rows[b].qs), std::end(rows[b].qs), uint8_t{0xFF});
+  }
+  std::vector<block_q4k_16rows> g(nb);
+  interleave_q4k16(rows.data(), nb, g.data());
+  const std::vector<double> wv = dequantized(rows, 16, K), wm = magnitudes(rows, 16, K);
+  std::vector<QuantRow<block_q4k_x16>> xq;
+  for (int t = 0; t < TT; ++t) {
+    std::vector<float> x = random_floats(rng, K, 1.0f);
+    if (t == 0)
+      for (int i = 0; i < 256; ++i)
+        x[i] = i % 3 == 0 ? -1.0f : 0.75f; // saturating sums in the first super-block
+    xq.push_back(quantize_row<block_q4k_x16>(x.data(), K));
+  }
+  const uint8_t *ap[TT];
+  for (int t = 0; t < TT; ++t)
+    ap[t] = xq[t].bytes.data();
+  float got[TT][16], ref[TT][16];
+  qk::tile_q4k16<P, TT>(g.data(), ap, nb, got);
+  qk::tile_q4k16<qk::Scalar, TT>(g.data(), ap, nb, ref);
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < 16; ++r) {
+      ASSERT_EQ(std::memcmp(&got[t][r], &ref[t][r], sizeof(float)), 0)
+          << P::kName << " K=" << K << " TT=" << TT << " t=" << t << " r=" << r << ": "
+          << got[t][r] << " vs " << ref[t][r];
+      double want = 0, scale = 0;
+      for (int k = 0; k < K; ++k) {
+        want += wv[static_cast<size_t>(r) * K + k] * xq[t].value[k];
+        scale += wm[static_cast<size_t>(r) * K + k] * std::fabs(xq[t].value[k]);
+      }
+      ASSERT_NEAR(ref[t][r], want, 1e-5 * scale) << "K=" << K << " t=" << t << " r=" << r;
+    }
+}
+
+TYPED_TEST(QuantPath, TilesQ4K16) {
+  using P = TypeParam;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(343);
+  check_tile_q4k16<P, 256 * 3, 1>(rng);
+  check_tile_q4k16<P, 256 * 3, 2>(rng);
+  check_tile_q4k16<P, 256 * 2, 3>(rng);
+  check_tile_q4k16<P, 256, 4>(rng);
+  check_tile_q4k16<P, 256 * 16, 1>(rng);
+}
+
 // The runtime's dequantization of a row (embeddings) against the tests' decoding: a few
 // float roundings of d * scale * q - dmin * m.
 template <class W> void check_dequantize(std::mt19937 &rng) {
@@ -381,6 +493,7 @@ TEST(QuantFormats, BufferSizesCoverEveryFormat) {
   for (int k : {256, 4096, 6400}) {
     EXPECT_GE(quantized_row_bytes(k), qk::format<block_q4k>::act_bytes(k)) << k;
     EXPECT_GE(quantized_row_bytes(k), qk::format<block_q6k>::act_bytes(k)) << k;
+    EXPECT_GE(quantized_row_bytes(k), qk::format<block_q4k_x16>::act_bytes(k)) << k;
   }
 }
 

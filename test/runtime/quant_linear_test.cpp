@@ -97,6 +97,16 @@ TYPED_TEST(QuantLinear, LMHeadShape) {
   test_linear<W, 1001, 256, f16>(rng, true);
 }
 
+// Interleaved q4_K (what phimoec packs for the CPU's q4k linear layers): rows in groups of
+// 16, so the row counts are multiples of 16; the same checks as for the other types.
+TEST(QuantLinearQ4K16, Linear) {
+  std::mt19937 rng(403);
+  test_linear<block_q4k_x16, 160, 256 * 3, float>(rng, false); // a panel of 128 and a tail
+  test_linear<block_q4k_x16, 160, 256 * 3, float>(rng, true);
+  test_linear<block_q4k_x16, 16, 256, bf16>(rng, true); // a single group
+  test_linear<block_q4k_x16, 1008, 256, f16>(rng, true); // a vocabulary-like row count
+}
+
 TYPED_TEST(QuantLinear, NoPoolRunsOnTheCaller) {
   using W = TypeParam;
   REQUIRE_TARGET_CPU();

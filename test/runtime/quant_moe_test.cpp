@@ -41,7 +41,8 @@ template <class W> AnyWeights<W> make_weights(std::mt19937 &rng, int rows, int k
   AnyWeights<W> w;
   if constexpr (is_block<W>()) {
     const float scale = std::is_same<W, block_q8_0>::value ? sd / 74
-                        : std::is_same<W, block_q4k>::value ? sd / 8
+                        : std::is_same<W, block_q4k>::value || std::is_same<W, block_q4k_x16>::value
+                            ? sd / 8
                                                             : sd * 2;
     w.stored = random_blocks<W>(rng, static_cast<size_t>(rows) * k / block_values<W>(), scale);
     w.value = dequantized(w.stored, rows, k);
@@ -266,7 +267,8 @@ struct PairName {
 using Pairs = ::testing::Types<std::pair<block_q4k, block_q4k>, std::pair<block_q6k, block_q6k>,
                                std::pair<block_q8_0, block_q8_0>, std::pair<block_q4k, block_q6k>,
                                std::pair<block_q8_0, block_q4k>, std::pair<bf16, block_q4k>,
-                               std::pair<block_q6k, f16>>;
+                               std::pair<block_q6k, f16>, std::pair<block_q4k_x16, block_q4k_x16>,
+                               std::pair<block_q4k_x16, block_q6k>>;
 TYPED_TEST_SUITE(QuantMoe, Pairs, PairName);
 
 TYPED_TEST(QuantMoe, DecodeAndShortPrompt) {

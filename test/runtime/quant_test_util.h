@@ -7,7 +7,7 @@
 #include "test_util.h"
 
 #include "phimoe_rt/quant.h"
-#include "phimoe_rt/quant_kernels.h"
+#include "phimoe_rt/quant_q4k16.h"
 
 #include <gtest/gtest.h>
 
@@ -21,6 +21,8 @@
 namespace phimoe_rt_test {
 
 using phimoe_rt::block_q4k;
+using phimoe_rt::block_q4k_16rows;
+using phimoe_rt::block_q4k_x16;
 using phimoe_rt::block_q6k;
 using phimoe_rt::block_q8_0;
 using phimoe_rt::block_q8k;
@@ -116,6 +118,16 @@ template <> inline std::vector<block_q6k> random_blocks(std::mt19937 &rng, size_
   return random_q6k(rng, b, s);
 }
 
+// Interleaved q4_K (groups of 16 rows): each 16 random q4_K blocks make one super-block of a
+// group (any 16 blocks are 16 rows of one super-block), so `b` must be a multiple of 16.
+template <> inline std::vector<block_q4k_x16> random_blocks(std::mt19937 &rng, size_t b, float s) {
+  const std::vector<block_q4k> plain = random_q4k(rng, b, s);
+  std::vector<block_q4k_x16> v(b);
+  for (size_t i = 0; i < b / 16; ++i)
+    phimoe_rt::interleave_q4k16(plain.data() + 16 * i, 1, reinterpret_cast<block_q4k_16rows *>(v.data()) + i);
+  return v;
+}
+
 template <class W> constexpr int block_values() {
   return std::is_same<W, block_q8_0>::value ? 32 : 256;
 }
@@ -172,6 +184,16 @@ inline IntWeight decode(const block_q6k &b, int i) {
 template <class W> IntWeight decode_at(const std::vector<W> &w, int k, int r, int i) {
   const int per = block_values<W>();
   return decode(w[static_cast<size_t>(r) * (k / per) + i / per], i % per);
+}
+
+// Row r of an interleaved q4_K matrix, value i: the row's block gathered from its group.
+inline IntWeight decode_at(const std::vector<block_q4k_x16> &w, int k, int r, int i) {
+  const int nb = k / 256;
+  const auto *g = reinterpret_cast<const block_q4k_16rows *>(w.data()) +
+                  static_cast<size_t>(r / 16) * nb + i / 256;
+  block_q4k rows[16];
+  phimoe_rt::deinterleave_q4k16(g, 1, rows);
+  return decode(rows[r % 16], i % 256);
 }
 
 // The dequantized [rows, k] matrix in double.
@@ -252,6 +274,8 @@ struct BlockName {
       return "q8_0";
     if (std::is_same<T, block_q4k>::value)
       return "q4k";
+    if (std::is_same<T, block_q4k_x16>::value)
+      return "q4k_x16";
     return "q6k";
   }
 };

@@ -19,6 +19,7 @@
 #define PHIMOE_RT_KERNELS_QUANT_H
 
 #include "phimoe_rt/quant_kernels.h"
+#include "phimoe_rt/quant_q4k16.h"
 #include "phimoe_rt/runtime.h"
 #include "phimoe_rt/simd.h"
 #include "phimoe_rt/sparsemixer.h"
@@ -37,6 +38,7 @@ template <class W> struct is_qblock : std::false_type {};
 template <> struct is_qblock<block_q8_0> : std::true_type {};
 template <> struct is_qblock<block_q4k> : std::true_type {};
 template <> struct is_qblock<block_q6k> : std::true_type {};
+template <> struct is_qblock<block_q4k_x16> : std::true_type {};
 
 // ctx.pool->parallel_for, or the calling thread alone when the context has no pool.
 template <class F> inline void run_parallel(Context &ctx, int64_t n, F &&fn) {
@@ -48,6 +50,7 @@ template <class F> inline void run_parallel(Context &ctx, int64_t n, F &&fn) {
 
 constexpr int kPanelRows = 128; // weight rows per GEMM work item (prompt)
 constexpr int kDecodeRows = 16; // weight rows per GEMV work item (n = 1)
+static_assert(kPanelRows % 16 == 0 && kDecodeRows % 16 == 0, "items of whole q4_K groups");
 
 inline size_t align64(size_t bytes) { return (bytes + 63) / 64 * 64; }
 
@@ -87,6 +90,20 @@ template <class W, int K> struct matmul<W, K, false> {
         simd::dot_tile<K, 1, 1>(reinterpret_cast<const float *>(a[t]), 0, w[r], d);
         res[t][r] = d[0][0];
       }
+  }
+};
+
+// Interleaved q4_K (block_q4k_x16: groups of 16 rows, quant_q4k16.h): tiles of TT tokens
+// times a group's 16 rows, decode included (one token times 16 rows).
+template <int K> struct matmul<block_q4k_x16, K, true> {
+  using P = qk::Best;
+  static_assert(K % kQK_K == 0, "a quantized weight's rows must be whole blocks");
+  static constexpr bool kQuantized = true;
+  static constexpr int kTT = qk::q4k16_tokens<P>(), kRR = 16, kRRDecode = 16;
+  static constexpr size_t kActBytes = qk::format<block_q4k_x16>::act_bytes(K);
+  static constexpr size_t kRowStride = K / kQK_K;
+  static void quantize(const float *x, uint8_t *out) {
+    qk::format<block_q4k_x16>::quantize<P>(x, K, out);
   }
 };
 
@@ -192,10 +209,52 @@ inline void *unpack_buffer(size_t bytes) {
 }
 #endif
 
+template <class M, class W, class RowFn, class ActFn, class Sink>
+void gemm_rows_of_blocks(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &sink);
+
+template <int K, int TT>
+__attribute__((noinline)) void group_tile(const block_q4k_16rows *g, const uint8_t *const *a,
+                                          float (&res)[TT][16]) {
+  qk::tile_q4k16<qk::Best, TT>(g, a, K / kQK_K, res);
+}
+
+// group_tile for run-time tt <= TT tokens from t, the group whose first row is r.
+template <int K, int TT, class RowFn, class ActFn, class Sink>
+inline void group_any(int tt, int t, int r, RowFn &row, ActFn &act, Sink &sink) {
+  if constexpr (TT > 1)
+    if (tt < TT)
+      return group_any<K, TT - 1>(tt, t, r, row, act, sink);
+  const uint8_t *a[TT];
+  for (int i = 0; i < TT; ++i)
+    a[i] = act(t + i);
+  float res[TT][16];
+  group_tile<K, TT>(reinterpret_cast<const block_q4k_16rows *>(row(r)), a, res);
+  for (int i = 0; i < TT; ++i)
+    for (int j = 0; j < 16; ++j)
+      sink(t + i, r + j, res[i][j]);
+}
+
 // Outputs (t, r) for rows [r0, r1) and tokens [0, n): row(r) is weight row r, act(t) the
-// activation row of token t; sink(t, r, value) receives each result once.
+// activation row of token t; sink(t, r, value) receives each result once. Interleaved
+// q4_K rows go by groups: r0 and r1 must be multiples of 16 (panels are, and such a
+// weight's row counts are).
 template <class M, class W, class RowFn, class ActFn, class Sink>
 inline void gemm_rows(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &sink) {
+  if constexpr (std::is_same_v<W, block_q4k_x16>) {
+    constexpr int K = static_cast<int>(M::kRowStride) * kQK_K;
+    for (int t = 0; t < n; t += M::kTT) {
+      const int tt = std::min(M::kTT, n - t);
+      for (int r = r0; r < r1; r += 16)
+        group_any<K, M::kTT>(tt, t, r, row, act, sink);
+    }
+  } else {
+    gemm_rows_of_blocks<M, W>(r0, r1, n, row, act, sink);
+  }
+}
+
+// gemm_rows for row-by-row weights.
+template <class M, class W, class RowFn, class ActFn, class Sink>
+void gemm_rows_of_blocks(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &sink) {
 #if defined(__AVX2__)
   if constexpr (unpacked<W>::kAny && M::kQuantized) {
     if (n >= kUnpackMinTokens) {

@@ -53,6 +53,38 @@ struct block_q8k {
 };
 static_assert(sizeof(block_q8k) == 292, "q8_K block");
 
+// q4_K for the CPU's matrix kernels: 16 weight rows interleaved, so that a 512-bit vector
+// holds 4 quants of each of the 16 rows and its 32-bit lanes are rows (no lanes to fold
+// after a dot product). block_q4k_16rows is super-block b of 16 rows (the bytes of their 16
+// block_q4k, rearranged): group g of a matrix of nb super-blocks a row is the 16 * nb *
+// 144 bytes where its plain rows 16g .. 16g+15 would be, its super-blocks in order.
+//   d, dmin: row r's f16 scales at [r];
+//   scales[p][r]: bytes 4p .. 4p+3 of row r's 12 scale bytes (as block_q4k packs them);
+//   qs[8c + k][4r + i] = row r's qs[32c + 4k + i] (c = 0..3, k = 0..7, i = 0..3): the low
+//   nibble is value 64c + 4k + i, the high nibble value 64c + 32 + 4k + i.
+// This layout is ours (llama.cpp's own repacking is another); a row's values and scales
+// are exactly its block_q4k's.
+struct block_q4k_16rows {
+  uint16_t d[16];
+  uint16_t dmin[16];
+  uint32_t scales[3][16];
+  uint8_t qs[32][64];
+};
+static_assert(sizeof(block_q4k_16rows) == 16 * sizeof(block_q4k), "16 q4_K blocks");
+
+// The element type of an interleaved q4_K matrix as generated code declares it: a row's
+// share (144 bytes) of a group, so that pointer arithmetic in rows stays that of block_q4k
+// (row 16g of the matrix is where group g starts).
+struct block_q4k_x16 {
+  uint8_t bytes[sizeof(block_q4k)];
+};
+static_assert(sizeof(block_q4k_x16) == sizeof(block_q4k), "a row's share of a q4_K group");
+
+// rows: 16 rows of nb blocks each, one after another; out: their nb interleaved blocks.
+void interleave_q4k16(const block_q4k *rows, int64_t nb, block_q4k_16rows *out);
+// The inverse: the 16 rows of nb plain blocks each.
+void deinterleave_q4k16(const block_q4k_16rows *in, int64_t nb, block_q4k *rows);
+
 // Quantizes one row of n floats (n a multiple of the block size) into blocks,
 // minimising the squared error as well as llama.cpp's reference quantizers do
 // (never worse at the same type on the same data).
