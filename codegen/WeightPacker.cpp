@@ -154,7 +154,7 @@ public:
     rootBytes = getStorageBytes(weight.getType());
     if (Error e = write(weight, weight.getType(), offset))
       return e;
-    if (weight->hasAttr("phimoe.q4k_rows16"))
+    if (weight->hasAttr("phimoe.rows16"))
       return interleaveRows16(weight, offset);
     return Error::success();
   }
@@ -175,27 +175,41 @@ private:
     }
     return Error::success();
   }
-  /// Rewrites the q4_K root `weight` at `offset` (written row by row) in groups of 16 rows
-  /// interleaved, as the CPU kernels read it (phimoe_rt::block_q4k_16rows; the lowering
-  /// marks such weights): group by group, each read back and written in place.
+  /// Rewrites the q4_K or q8_0 root `weight` at `offset` (written row by row) in groups of
+  /// 16 rows interleaved, as the CPU kernels read it (phimoe_rt::block_q4k_16rows,
+  /// block_q8_0_16rows; the lowering marks such weights): group by group, each read back and
+  /// written in place.
   Error interleaveRows16(WeightOp weight, uint64_t offset) {
-    ArrayRef<int64_t> shape = cast<QWeightType>(weight.getType()).getShape();
+    auto q = cast<QWeightType>(weight.getType());
+    ArrayRef<int64_t> shape = q.getShape();
     int64_t rows = 1;
     for (int64_t d : shape.drop_back())
       rows *= d;
-    const int64_t nb = shape.back() / phimoe_rt::kQK_K;
     if (rows % 16 != 0)
       return fail("weight @" + weight.getSymName().str() + ": " + std::to_string(rows) +
                   " rows do not make groups of 16");
-    const size_t groupBytes = static_cast<size_t>(16 * nb) * sizeof(phimoe_rt::block_q4k);
-    std::vector<phimoe_rt::block_q4k> plain(static_cast<size_t>(16 * nb));
-    std::vector<phimoe_rt::block_q4k_16rows> group(static_cast<size_t>(nb));
+    if (q.getScheme() == QuantScheme::Q4K)
+      return interleaveGroups<phimoe_rt::block_q4k, phimoe_rt::block_q4k_16rows,
+                              phimoe_rt::interleave_q4k16>(rows, shape.back() / phimoe_rt::kQK_K,
+                                                          offset);
+    if (q.getScheme() == QuantScheme::Q8_0)
+      return interleaveGroups<phimoe_rt::block_q8_0, phimoe_rt::block_q8_0_16rows,
+                              phimoe_rt::interleave_q8_016>(rows, shape.back() / phimoe_rt::kQK8_0,
+                                                           offset);
+    return fail("weight @" + weight.getSymName().str() + ": no interleaved layout for " +
+                stringifyQuantScheme(q.getScheme()).str());
+  }
+  template <class Block, class Group, void (*Interleave)(const Block *, int64_t, Group *)>
+  Error interleaveGroups(int64_t rows, int64_t nb, uint64_t offset) {
+    const size_t groupBytes = static_cast<size_t>(16 * nb) * sizeof(Block);
+    std::vector<Block> plain(static_cast<size_t>(16 * nb));
+    std::vector<Group> group(static_cast<size_t>(nb));
     for (int64_t g = 0; g < rows / 16; ++g) {
       const uint64_t at = offset + static_cast<uint64_t>(g) * groupBytes;
       if (pread(fd, plain.data(), groupBytes, static_cast<off_t>(at)) !=
           static_cast<ssize_t>(groupBytes))
         return fail(path + ": read back failed: " + std::strerror(errno));
-      phimoe_rt::interleave_q4k16(plain.data(), nb, group.data());
+      Interleave(plain.data(), nb, group.data());
       if (Error e = put(group.data(), groupBytes, at))
         return e;
     }
@@ -401,8 +415,8 @@ void collectRoots(ModuleOp planned, std::vector<std::pair<WeightOp, uint64_t>> &
                             {"type", type},
                             {"offset", offset.getInt()},
                             {"bytes", getStorageBytes(weight.getType())}};
-    if (weight->hasAttr("phimoe.q4k_rows16"))
-      entry["layout"] = "q4k_rows16"; // groups of 16 rows interleaved (block_q4k_16rows)
+    if (weight->hasAttr("phimoe.rows16"))
+      entry["layout"] = "rows16"; // groups of 16 rows interleaved (block_q4k_16rows, ...)
     table.push_back(std::move(entry));
     roots.emplace_back(weight, offset.getInt());
   }

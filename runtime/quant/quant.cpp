@@ -33,4 +33,24 @@ void dequantize_row_q8_0(const block_q8_0 *x, float *y, int64_t n) {
   }
 }
 
+void interleave_q8_016(const block_q8_0 *rows, int64_t nb, block_q8_0_16rows *out) {
+  for (int64_t b = 0; b < nb; ++b)
+    for (int r = 0; r < 16; ++r) {
+      const block_q8_0 &x = rows[r * nb + b];
+      out[b].d[r] = x.d;
+      for (int i = 0; i < kQK8_0; ++i)
+        out[b].qs[i / 4][4 * r + i % 4] = static_cast<uint8_t>(x.qs[i] + 128);
+    }
+}
+
+void deinterleave_q8_016(const block_q8_0_16rows *in, int64_t nb, block_q8_0 *rows) {
+  for (int64_t b = 0; b < nb; ++b)
+    for (int r = 0; r < 16; ++r) {
+      block_q8_0 &x = rows[r * nb + b];
+      x.d = in[b].d[r];
+      for (int i = 0; i < kQK8_0; ++i)
+        x.qs[i] = static_cast<int8_t>(in[b].qs[i / 4][4 * r + i % 4] - 128);
+    }
+}
+
 } // namespace phimoe_rt

@@ -254,32 +254,43 @@ def test_pack_holds_our_quantized_rows(checkpoint, quant, tmp_path):
         rows = source_rows(tensors, entry["name"], config["num_local_experts"])
         rows = rows.reshape(-1, rows.shape[-1])
         expected = ours("quantize", fmt, rows, tmp_path)
-        if entry.get("layout") == "q4k_rows16":
-            expected = interleave_rows16(expected)
+        if entry.get("layout") == "rows16":
+            expected = interleave_rows16(expected, fmt)
         expected = expected.reshape(-1)
         begin = data_offset + entry["offset"]
         assert entry["bytes"] == expected.size, entry
         got = data[begin:begin + entry["bytes"]]
         assert np.array_equal(got, expected), entry["name"]
     # The body's scheme, and the policies' q6_K LM head and q8_0 embedding under q4k; every
-    # q4_K matrix of a CPU build in groups of 16 rows.
+    # q4_K and q8_0 matrix of a CPU build in groups of 16 rows, the embedding table by rows.
     assert quant in seen
     if quant == "q4k":
         assert seen == {"q4k", "q6k", "q8_0"}
-        assert all(e.get("layout") == "q4k_rows16" for e in table if "<q4k" in e["type"])
+    for e in table:
+        matrix = e["type"].startswith(("!phimoe.qweight<q4k", "!phimoe.qweight<q8_0"))
+        embedding = e["name"].endswith("embed_tokens.weight")
+        assert (e.get("layout") == "rows16") == (matrix and not embedding), e
 
 
-def interleave_rows16(blocks):
-    """q4_K rows [R, nb * 144] as the CPU kernels read them (phimoe_rt::block_q4k_16rows):
-    per group of 16 rows and super-block, the 16 d, the 16 dmin, the scale bytes 4p..4p+3 of
-    each row for p = 0..2, then for each 4 quant bytes of a row (32 of them) those 4 bytes of
-    all 16 rows."""
+def interleave_rows16(blocks, fmt):
+    """Quantized rows [R, nb * block bytes] as the CPU kernels read them, per group of 16 rows
+    and block (phimoe_rt::block_q4k_16rows, block_q8_0_16rows in quant.h).
+    q4_K: the 16 d, the 16 dmin, the scale bytes 4p..4p+3 of each row for p = 0..2, then for
+    each 4 quant bytes of a row (32 of them) those 4 bytes of all 16 rows.
+    q8_0: the 16 d, then for each 4 quants of a row (8 of them) those of all 16 rows, plus
+    128 (as unsigned bytes)."""
+    size = {"q4k": 144, "q8_0": 34}[fmt]
     r, width = blocks.shape
-    nb = width // 144
-    g = blocks.reshape(r // 16, 16, nb, 144).transpose(0, 2, 1, 3)  # [group, block, row, byte]
-    parts = [g[..., 0:2], g[..., 2:4]]
-    parts += [g[..., 4 + 4 * p:8 + 4 * p] for p in range(3)]
-    parts.append(g[..., 16:].reshape(r // 16, nb, 16, 32, 4).transpose(0, 1, 3, 2, 4))
+    nb = width // size
+    g = blocks.reshape(r // 16, 16, nb, size).transpose(0, 2, 1, 3)  # [group, block, row, byte]
+    if fmt == "q4k":
+        parts = [g[..., 0:2], g[..., 2:4]]
+        parts += [g[..., 4 + 4 * p:8 + 4 * p] for p in range(3)]
+        quants = g[..., 16:]
+    else:
+        parts = [g[..., 0:2]]
+        quants = g[..., 2:] + np.uint8(128)  # int8 q + 128, wrapping as bytes do
+    parts.append(quants.reshape(r // 16, nb, 16, -1, 4).transpose(0, 1, 3, 2, 4))
     flat = [p.reshape(r // 16, nb, -1) for p in parts]
     return np.concatenate(flat, axis=2).reshape(r, width)
 

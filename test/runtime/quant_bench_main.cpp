@@ -27,6 +27,11 @@ template <class W> std::vector<W> random_blocks(size_t n, std::mt19937_64 &rng) 
     for (size_t i = 0; i < n / 16; ++i)
       for (int r = 0; r < 16; ++r)
         g[i].d[r] = g[i].dmin[r] = scale;
+  } else if constexpr (std::is_same<W, block_q8_0_x16>::value) {
+    auto *g = reinterpret_cast<block_q8_0_16rows *>(v.data());
+    for (size_t i = 0; i < n / 16; ++i)
+      for (int r = 0; r < 16; ++r)
+        g[i].d[r] = scale;
   } else {
     for (W &b : v) {
       if constexpr (std::is_same<W, block_q4k>::value) {
@@ -60,7 +65,7 @@ template <class F> double best_ms(int reps, F &&f) {
 }
 
 template <class W> constexpr int values_per_block() {
-  return std::is_same<W, block_q8_0>::value ? 32 : 256;
+  return std::is_same<W, block_q8_0>::value || std::is_same<W, block_q8_0_x16>::value ? 32 : 256;
 }
 
 // Cycles through copies of the matrix (~64 MB or more in all) so that decode reads weights
@@ -134,12 +139,14 @@ int main(int argc, char **argv) {
     bench_linear<block_q4k>(ctx, "q4k", 1, rng);
     bench_linear<block_q4k_x16>(ctx, "q4k16", 1, rng);
     bench_linear<block_q8_0>(ctx, "q8_0", 1, rng);
+    bench_linear<block_q8_0_x16>(ctx, "q8_016", 1, rng);
     bench_linear<block_q6k>(ctx, "q6k", 1, rng);
   }
   if (all || !std::strcmp(only, "prefill")) {
     bench_linear<block_q4k>(ctx, "q4k", prompt, rng);
     bench_linear<block_q4k_x16>(ctx, "q4k16", prompt, rng);
     bench_linear<block_q8_0>(ctx, "q8_0", prompt, rng);
+    bench_linear<block_q8_0_x16>(ctx, "q8_016", prompt, rng);
     bench_linear<block_q6k>(ctx, "q6k", prompt, rng);
   }
   if (all || !std::strcmp(only, "moe")) {

@@ -467,6 +467,102 @@ TYPED_TEST(QuantPath, TilesQ4K16) {
   check_tile_q4k16<P, 256 * 16, 1>(rng);
 }
 
+TEST(QuantFormats, InterleaveQ8_016RoundTrips) {
+  std::mt19937 rng(344);
+  constexpr int nb = 5;
+  std::vector<block_q8_0> rows = random_q8_0(rng, 16 * nb, 0.02f);
+  rows[3].qs[7] = -128; // the extremes survive the bias
+  rows[4].qs[0] = 127;
+  std::vector<block_q8_0_16rows> g(nb);
+  interleave_q8_016(rows.data(), nb, g.data());
+  std::vector<block_q8_0> back(16 * nb);
+  deinterleave_q8_016(g.data(), nb, back.data());
+  ASSERT_EQ(std::memcmp(rows.data(), back.data(), sizeof(block_q8_0) * rows.size()), 0);
+  for (int b = 0; b < nb; ++b)
+    for (int r = 0; r < 16; ++r) {
+      const block_q8_0 &x = rows[r * nb + b];
+      ASSERT_EQ(g[b].d[r], x.d);
+      for (int i = 0; i < 32; ++i)
+        ASSERT_EQ(g[b].qs[i / 4][4 * r + i % 4], x.qs[i] + 128) << "b=" << b << " r=" << r;
+    }
+}
+
+// Interleaved q8_0 activations: the q8_0 row, then -128 times each block's quant sum.
+TYPED_TEST(QuantPath, QuantizeQ8_016Activations) {
+  using P = TypeParam;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(345);
+  constexpr int K = 32 * 9;
+  using F = qk::format<block_q8_0_x16>;
+  for (int rep = 0; rep < 5; ++rep) {
+    const std::vector<float> x = activations(rng, K, 32);
+    std::vector<uint8_t> got(F::act_bytes(K)), want(F::act_bytes(K));
+    F::quantize<P>(x.data(), K, got.data());
+    F::quantize<qk::Scalar>(x.data(), K, want.data());
+    ASSERT_EQ(got, want) << P::kName << " differs from the scalar reference";
+    std::vector<uint8_t> plain(qk::act_bytes_q8_0(K));
+    qk::format<block_q8_0>::quantize<qk::Scalar>(x.data(), K, plain.data());
+    ASSERT_TRUE(std::equal(plain.begin(), plain.end(), want.begin()));
+    const auto *q = reinterpret_cast<const int8_t *>(want.data());
+    const auto *c = reinterpret_cast<const int32_t *>(want.data() + qk::act_bytes_q8_0(K));
+    for (int b = 0; b < K / 32; ++b) {
+      int sum = 0;
+      for (int i = 0; i < 32; ++i)
+        sum += q[32 * b + i];
+      ASSERT_EQ(c[b], -128 * sum) << "block " << b;
+    }
+  }
+}
+
+// As check_tile_q4k16 for q8_0; row 0 holds -128 and 127 and token 0 +-127 (extreme sums).
+template <class P, int K, int TT> void check_tile_q8_016(std::mt19937 &rng) {
+  constexpr int nb = K / 32;
+  std::vector<block_q8_0> rows = random_q8_0(rng, 16 * nb, 0.02f);
+  for (int b = 0; b < nb; ++b)
+    for (int i = 0; i < 32; ++i)
+      rows[b].qs[i] = static_cast<int8_t>(i % 2 ? -128 : 127);
+  std::vector<block_q8_0_16rows> g(nb);
+  interleave_q8_016(rows.data(), nb, g.data());
+  const std::vector<double> wv = dequantized(rows, 16, K), wm = magnitudes(rows, 16, K);
+  std::vector<QuantRow<block_q8_0_x16>> xq;
+  for (int t = 0; t < TT; ++t) {
+    std::vector<float> x = random_floats(rng, K, 1.0f);
+    if (t == 0)
+      for (int i = 0; i < K; ++i)
+        x[i] = i % 2 ? -1.0f : 1.0f;
+    xq.push_back(quantize_row<block_q8_0_x16>(x.data(), K));
+  }
+  const uint8_t *ap[TT];
+  for (int t = 0; t < TT; ++t)
+    ap[t] = xq[t].bytes.data();
+  float got[TT][16], ref[TT][16];
+  qk::tile_q8_016<P, TT>(g.data(), ap, nb, got);
+  qk::tile_q8_016<qk::Scalar, TT>(g.data(), ap, nb, ref);
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < 16; ++r) {
+      ASSERT_EQ(std::memcmp(&got[t][r], &ref[t][r], sizeof(float)), 0)
+          << P::kName << " K=" << K << " TT=" << TT << " t=" << t << " r=" << r << ": "
+          << got[t][r] << " vs " << ref[t][r];
+      double want = 0, scale = 0;
+      for (int k = 0; k < K; ++k) {
+        want += wv[static_cast<size_t>(r) * K + k] * xq[t].value[k];
+        scale += wm[static_cast<size_t>(r) * K + k] * std::fabs(xq[t].value[k]);
+      }
+      ASSERT_NEAR(ref[t][r], want, 1e-5 * scale) << "K=" << K << " t=" << t << " r=" << r;
+    }
+}
+
+TYPED_TEST(QuantPath, TilesQ8_016) {
+  using P = TypeParam;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(346);
+  check_tile_q8_016<P, 32 * 19, 1>(rng);
+  check_tile_q8_016<P, 32 * 19, 2>(rng);
+  check_tile_q8_016<P, 32 * 3, 3>(rng);
+  check_tile_q8_016<P, 32, 4>(rng);
+  check_tile_q8_016<P, 32 * 128, 1>(rng);
+}
+
 // The runtime's dequantization of a row (embeddings) against the tests' decoding: a few
 // float roundings of d * scale * q - dmin * m.
 template <class W> void check_dequantize(std::mt19937 &rng) {
@@ -494,6 +590,7 @@ TEST(QuantFormats, BufferSizesCoverEveryFormat) {
     EXPECT_GE(quantized_row_bytes(k), qk::format<block_q4k>::act_bytes(k)) << k;
     EXPECT_GE(quantized_row_bytes(k), qk::format<block_q6k>::act_bytes(k)) << k;
     EXPECT_GE(quantized_row_bytes(k), qk::format<block_q4k_x16>::act_bytes(k)) << k;
+    EXPECT_GE(quantized_row_bytes(k), qk::format<block_q8_0_x16>::act_bytes(k)) << k;
   }
 }
 

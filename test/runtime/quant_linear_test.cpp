@@ -107,6 +107,14 @@ TEST(QuantLinearQ4K16, Linear) {
   test_linear<block_q4k_x16, 1008, 256, f16>(rng, true); // a vocabulary-like row count
 }
 
+TEST(QuantLinearQ8_016, Linear) {
+  std::mt19937 rng(404);
+  test_linear<block_q8_0_x16, 160, 32 * 19, float>(rng, false);
+  test_linear<block_q8_0_x16, 160, 32 * 19, float>(rng, true);
+  test_linear<block_q8_0_x16, 16, 32, bf16>(rng, true); // a single group of one block
+  test_linear<block_q8_0_x16, 1008, 256, f16>(rng, true);
+}
+
 TYPED_TEST(QuantLinear, NoPoolRunsOnTheCaller) {
   using W = TypeParam;
   REQUIRE_TARGET_CPU();

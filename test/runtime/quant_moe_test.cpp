@@ -40,7 +40,8 @@ template <class W> struct AnyWeights {
 template <class W> AnyWeights<W> make_weights(std::mt19937 &rng, int rows, int k, float sd) {
   AnyWeights<W> w;
   if constexpr (is_block<W>()) {
-    const float scale = std::is_same<W, block_q8_0>::value ? sd / 74
+    const float scale = std::is_same<W, block_q8_0>::value || std::is_same<W, block_q8_0_x16>::value
+                            ? sd / 74
                         : std::is_same<W, block_q4k>::value || std::is_same<W, block_q4k_x16>::value
                             ? sd / 8
                                                             : sd * 2;
@@ -268,7 +269,8 @@ using Pairs = ::testing::Types<std::pair<block_q4k, block_q4k>, std::pair<block_
                                std::pair<block_q8_0, block_q8_0>, std::pair<block_q4k, block_q6k>,
                                std::pair<block_q8_0, block_q4k>, std::pair<bf16, block_q4k>,
                                std::pair<block_q6k, f16>, std::pair<block_q4k_x16, block_q4k_x16>,
-                               std::pair<block_q4k_x16, block_q6k>>;
+                               std::pair<block_q4k_x16, block_q6k>,
+                               std::pair<block_q8_0_x16, block_q8_0_x16>>;
 TYPED_TEST_SUITE(QuantMoe, Pairs, PairName);
 
 TYPED_TEST(QuantMoe, DecodeAndShortPrompt) {

@@ -7,7 +7,7 @@
 #include "test_util.h"
 
 #include "phimoe_rt/quant.h"
-#include "phimoe_rt/quant_q4k16.h"
+#include "phimoe_rt/quant_rows16.h"
 
 #include <gtest/gtest.h>
 
@@ -23,6 +23,8 @@ namespace phimoe_rt_test {
 using phimoe_rt::block_q4k;
 using phimoe_rt::block_q4k_16rows;
 using phimoe_rt::block_q4k_x16;
+using phimoe_rt::block_q8_0_16rows;
+using phimoe_rt::block_q8_0_x16;
 using phimoe_rt::block_q6k;
 using phimoe_rt::block_q8_0;
 using phimoe_rt::block_q8k;
@@ -128,8 +130,18 @@ template <> inline std::vector<block_q4k_x16> random_blocks(std::mt19937 &rng, s
   return v;
 }
 
+// Interleaved q8_0, the same way.
+template <> inline std::vector<block_q8_0_x16> random_blocks(std::mt19937 &rng, size_t b, float s) {
+  const std::vector<block_q8_0> plain = random_q8_0(rng, b, s);
+  std::vector<block_q8_0_x16> v(b);
+  for (size_t i = 0; i < b / 16; ++i)
+    phimoe_rt::interleave_q8_016(plain.data() + 16 * i, 1,
+                                 reinterpret_cast<block_q8_0_16rows *>(v.data()) + i);
+  return v;
+}
+
 template <class W> constexpr int block_values() {
-  return std::is_same<W, block_q8_0>::value ? 32 : 256;
+  return std::is_same<W, block_q8_0>::value || std::is_same<W, block_q8_0_x16>::value ? 32 : 256;
 }
 
 // ---- the tests' decoding: integer parts of each value ---------------------------------------
@@ -196,6 +208,16 @@ inline IntWeight decode_at(const std::vector<block_q4k_x16> &w, int k, int r, in
   return decode(rows[r % 16], i % 256);
 }
 
+// Row r of an interleaved q8_0 matrix, value i.
+inline IntWeight decode_at(const std::vector<block_q8_0_x16> &w, int k, int r, int i) {
+  const int nb = k / 32;
+  const auto *g = reinterpret_cast<const block_q8_0_16rows *>(w.data()) +
+                  static_cast<size_t>(r / 16) * nb + i / 32;
+  block_q8_0 rows[16];
+  phimoe_rt::deinterleave_q8_016(g, 1, rows);
+  return decode(rows[r % 16], i % 32);
+}
+
 // The dequantized [rows, k] matrix in double.
 template <class W> std::vector<double> dequantized(const std::vector<W> &w, int rows, int k) {
   std::vector<double> out(static_cast<size_t>(rows) * k);
@@ -234,7 +256,7 @@ template <class W> QuantRow<W> quantize_row(const float *x, int k) {
   for (int i = 0; i < k; ++i) {
     double d;
     int v;
-    if constexpr (std::is_same<W, block_q8_0>::value) {
+    if constexpr (std::is_same<W, block_q8_0>::value || std::is_same<W, block_q8_0_x16>::value) {
       d = reinterpret_cast<const float *>(q.bytes.data() + k)[i / 32];
       v = reinterpret_cast<const int8_t *>(q.bytes.data())[i];
     } else {
@@ -276,6 +298,8 @@ struct BlockName {
       return "q4k";
     if (std::is_same<T, block_q4k_x16>::value)
       return "q4k_x16";
+    if (std::is_same<T, block_q8_0_x16>::value)
+      return "q8_0_x16";
     return "q6k";
   }
 };

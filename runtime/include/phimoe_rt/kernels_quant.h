@@ -19,7 +19,7 @@
 #define PHIMOE_RT_KERNELS_QUANT_H
 
 #include "phimoe_rt/quant_kernels.h"
-#include "phimoe_rt/quant_q4k16.h"
+#include "phimoe_rt/quant_rows16.h"
 #include "phimoe_rt/runtime.h"
 #include "phimoe_rt/simd.h"
 #include "phimoe_rt/sparsemixer.h"
@@ -39,6 +39,7 @@ template <> struct is_qblock<block_q8_0> : std::true_type {};
 template <> struct is_qblock<block_q4k> : std::true_type {};
 template <> struct is_qblock<block_q6k> : std::true_type {};
 template <> struct is_qblock<block_q4k_x16> : std::true_type {};
+template <> struct is_qblock<block_q8_0_x16> : std::true_type {};
 
 // ctx.pool->parallel_for, or the calling thread alone when the context has no pool.
 template <class F> inline void run_parallel(Context &ctx, int64_t n, F &&fn) {
@@ -93,19 +94,21 @@ template <class W, int K> struct matmul<W, K, false> {
   }
 };
 
-// Interleaved q4_K (block_q4k_x16: groups of 16 rows, quant_q4k16.h): tiles of TT tokens
-// times a group's 16 rows, decode included (one token times 16 rows).
-template <int K> struct matmul<block_q4k_x16, K, true> {
+// Interleaved q4_K and q8_0 (block_q4k_x16, block_q8_0_x16: groups of 16 rows,
+// quant_rows16.h): tiles of TT tokens times a group's 16 rows, decode included (one token
+// times 16 rows).
+template <class W, int K> struct matmul_rows16 {
   using P = qk::Best;
-  static_assert(K % kQK_K == 0, "a quantized weight's rows must be whole blocks");
+  using F = qk::format<W>;
+  static_assert(K % F::kBlock == 0, "a quantized weight's rows must be whole blocks");
   static constexpr bool kQuantized = true;
-  static constexpr int kTT = qk::q4k16_tokens<P>(), kRR = 16, kRRDecode = 16;
-  static constexpr size_t kActBytes = qk::format<block_q4k_x16>::act_bytes(K);
-  static constexpr size_t kRowStride = K / kQK_K;
-  static void quantize(const float *x, uint8_t *out) {
-    qk::format<block_q4k_x16>::quantize<P>(x, K, out);
-  }
+  static constexpr int kTT = qk::rows16_tokens<P>(), kRR = 16, kRRDecode = 16;
+  static constexpr size_t kActBytes = F::act_bytes(K);
+  static constexpr size_t kRowStride = K / F::kBlock;
+  static void quantize(const float *x, uint8_t *out) { F::template quantize<P>(x, K, out); }
 };
+template <int K> struct matmul<block_q4k_x16, K, true> : matmul_rows16<block_q4k_x16, K> {};
+template <int K> struct matmul<block_q8_0_x16, K, true> : matmul_rows16<block_q8_0_x16, K> {};
 
 // A tile in a function of its own: its code does not depend on the caller's (measured: the
 // tile inlined into the GEMM loops ran at half the speed).
@@ -212,23 +215,23 @@ inline void *unpack_buffer(size_t bytes) {
 template <class M, class W, class RowFn, class ActFn, class Sink>
 void gemm_rows_of_blocks(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &sink);
 
-template <int K, int TT>
-__attribute__((noinline)) void group_tile(const block_q4k_16rows *g, const uint8_t *const *a,
-                                          float (&res)[TT][16]) {
-  qk::tile_q4k16<qk::Best, TT>(g, a, K / kQK_K, res);
+template <class W, int K, int TT>
+__attribute__((noinline)) void group_tile(const typename qk::rows16<W>::G *g,
+                                          const uint8_t *const *a, float (&res)[TT][16]) {
+  qk::rows16<W>::template tile<qk::Best, TT>(g, a, K / qk::rows16<W>::kValues, res);
 }
 
 // group_tile for run-time tt <= TT tokens from t, the group whose first row is r.
-template <int K, int TT, class RowFn, class ActFn, class Sink>
+template <class W, int K, int TT, class RowFn, class ActFn, class Sink>
 inline void group_any(int tt, int t, int r, RowFn &row, ActFn &act, Sink &sink) {
   if constexpr (TT > 1)
     if (tt < TT)
-      return group_any<K, TT - 1>(tt, t, r, row, act, sink);
+      return group_any<W, K, TT - 1>(tt, t, r, row, act, sink);
   const uint8_t *a[TT];
   for (int i = 0; i < TT; ++i)
     a[i] = act(t + i);
   float res[TT][16];
-  group_tile<K, TT>(reinterpret_cast<const block_q4k_16rows *>(row(r)), a, res);
+  group_tile<W, K, TT>(reinterpret_cast<const typename qk::rows16<W>::G *>(row(r)), a, res);
   for (int i = 0; i < TT; ++i)
     for (int j = 0; j < 16; ++j)
       sink(t + i, r + j, res[i][j]);
@@ -236,16 +239,16 @@ inline void group_any(int tt, int t, int r, RowFn &row, ActFn &act, Sink &sink) 
 
 // Outputs (t, r) for rows [r0, r1) and tokens [0, n): row(r) is weight row r, act(t) the
 // activation row of token t; sink(t, r, value) receives each result once. Interleaved
-// q4_K rows go by groups: r0 and r1 must be multiples of 16 (panels are, and such a
-// weight's row counts are).
+// q4_K and q8_0 rows go by groups: r0 and r1 must be multiples of 16 (panels are, and such
+// a weight's row counts are).
 template <class M, class W, class RowFn, class ActFn, class Sink>
 inline void gemm_rows(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &sink) {
-  if constexpr (std::is_same_v<W, block_q4k_x16>) {
-    constexpr int K = static_cast<int>(M::kRowStride) * kQK_K;
+  if constexpr (qk::rows16<W>::kAny) {
+    constexpr int K = static_cast<int>(M::kRowStride) * qk::rows16<W>::kValues;
     for (int t = 0; t < n; t += M::kTT) {
       const int tt = std::min(M::kTT, n - t);
       for (int r = r0; r < r1; r += 16)
-        group_any<K, M::kTT>(tt, t, r, row, act, sink);
+        group_any<W, K, M::kTT>(tt, t, r, row, act, sink);
     }
   } else {
     gemm_rows_of_blocks<M, W>(r0, r1, n, row, act, sink);

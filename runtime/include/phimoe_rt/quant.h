@@ -85,6 +85,25 @@ void interleave_q4k16(const block_q4k *rows, int64_t nb, block_q4k_16rows *out);
 // The inverse: the 16 rows of nb plain blocks each.
 void deinterleave_q4k16(const block_q4k_16rows *in, int64_t nb, block_q4k *rows);
 
+// q8_0 for the CPU's matrix kernels, interleaved the same way: block b of 16 rows.
+//   d: row r's f16 scale at [r];
+//   qs[k][4r + i] = row r's qs[4k + i] + 128 (k = 0..7, i = 0..3), as unsigned bytes: the
+//   u8 operand of the integer dot products (the activations' sums take the 128 back out).
+struct block_q8_0_16rows {
+  uint16_t d[16];
+  uint8_t qs[8][64];
+};
+static_assert(sizeof(block_q8_0_16rows) == 16 * sizeof(block_q8_0), "16 q8_0 blocks");
+
+// A row's share (34 bytes) of an interleaved q8_0 group, as block_q4k_x16 is for q4_K.
+struct block_q8_0_x16 {
+  uint8_t bytes[sizeof(block_q8_0)];
+};
+static_assert(sizeof(block_q8_0_x16) == sizeof(block_q8_0), "a row's share of a q8_0 group");
+
+void interleave_q8_016(const block_q8_0 *rows, int64_t nb, block_q8_0_16rows *out);
+void deinterleave_q8_016(const block_q8_0_16rows *in, int64_t nb, block_q8_0 *rows);
+
 // Quantizes one row of n floats (n a multiple of the block size) into blocks,
 // minimising the squared error as well as llama.cpp's reference quantizers do
 // (never worse at the same type on the same data).

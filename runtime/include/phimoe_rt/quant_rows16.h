@@ -1,5 +1,6 @@
-// quant_q4k16.h - dot products of interleaved q4_K weights (block_q4k_16rows: 16 rows per
-// group, quant.h) with quantized activations: the CPU's q4k matrix kernels.
+// quant_rows16.h - dot products of interleaved q4_K and q8_0 weights (block_q4k_16rows,
+// block_q8_0_16rows: 16 rows per group, quant.h) with quantized activations: the CPU's q4k
+// and q8_0 matrix kernels. (The q4_K part is described first; q8_0 is at the end.)
 //
 // A group's super-block puts 4 quants of each of its 16 rows side by side, so one 512-bit
 // vector (two 256-bit ones on AVX2) multiplies 4 values of 16 rows by the same 4 activations
@@ -17,8 +18,8 @@
 // then acc = fma(float(S), d * dy, acc) and acc = fma(-float(Mn), dmin * dy, acc) (acc from 0,
 // one float per row and token: no lanes), so all paths agree bit for bit, decode rows equal
 // prompt rows, and results do not depend on tiles or threads.
-#ifndef PHIMOE_RT_QUANT_Q4K16_H
-#define PHIMOE_RT_QUANT_Q4K16_H
+#ifndef PHIMOE_RT_QUANT_ROWS16_H
+#define PHIMOE_RT_QUANT_ROWS16_H
 
 #include "phimoe_rt/quant_kernels.h"
 
@@ -52,8 +53,8 @@ template <class P> inline void quantize_q4k16(const float *x, int k, uint8_t *ou
   q4k16_pairs(y, k / kQK_K, reinterpret_cast<int32_t *>(out + act_bytes_q8k(k)));
 }
 
-// Tokens per tile of each path (the rows are always a group's 16).
-template <class P> constexpr int q4k16_tokens() {
+// Tokens per tile of each path, q4_K and q8_0 (the rows are always a group's 16).
+template <class P> constexpr int rows16_tokens() {
   if constexpr (std::is_same_v<P, Scalar>)
     return 2;
 #if defined(__AVX512F__) && defined(__AVX512BW__)
@@ -289,6 +290,150 @@ template <> struct format<block_q4k_x16> {
   }
 };
 
+// ---- q8_0 ---------------------------------------------------------------------------------
+//
+// Activations (act_bytes_q8_016): the q8_0 activation row (k int8, then k/32 float scales),
+// then k/32 int32 c_b = -128 * (sum of the block's 32 quants): a dot product of the biased
+// weight bytes (q + 128) starts from c_b.
+//
+// Exactness: per row, token and 32-value block every path computes the integer
+// D = sum of q_i * y_i, then acc = fma(float(D), d * dy, acc) (acc from 0, one float per row
+// and token).
+
+constexpr size_t act_bytes_q8_016(int k) {
+  return act_bytes_q8_0(k) + static_cast<size_t>(k / kQK8_0) * sizeof(int32_t);
+}
+
+template <class P> inline void quantize_q8_016(const float *x, int k, uint8_t *out) {
+  int8_t *q = reinterpret_cast<int8_t *>(out);
+  P::quantize_q8_0(x, k, q, reinterpret_cast<float *>(out + k));
+  int32_t *c = reinterpret_cast<int32_t *>(out + act_bytes_q8_0(k));
+  for (int b = 0; b < k / kQK8_0; ++b) {
+    int32_t sum = 0;
+    for (int i = 0; i < kQK8_0; ++i)
+      sum += q[kQK8_0 * b + i];
+    c[b] = -128 * sum;
+  }
+}
+
+template <int TT>
+inline void tile_q8_016_scalar(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
+                               float (&res)[TT][16]) {
+  float acc[TT][16] = {};
+  for (int b = 0; b < nb; ++b)
+    for (int r = 0; r < 16; ++r) {
+      const float d = half_to_float(g[b].d[r]);
+      for (int t = 0; t < TT; ++t) {
+        const int8_t *y = reinterpret_cast<const int8_t *>(a[t]) + kQK8_0 * b;
+        const float dy = reinterpret_cast<const float *>(a[t] + nb * kQK8_0)[b];
+        int32_t dot = 0;
+        for (int i = 0; i < kQK8_0; ++i)
+          dot += (g[b].qs[i / 4][4 * r + i % 4] - 128) * y[i];
+        const float s = d * dy;
+        acc[t][r] = std::fma(static_cast<float>(dot), s, acc[t][r]);
+      }
+    }
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < 16; ++r)
+      res[t][r] = acc[t][r];
+}
+
+#if defined(__AVX2__)
+// AVX2: two halves of 8 rows; the weights unbiased and multiplied with the sign trick
+// (maddubs of |w| and y with w's sign: pair sums stay below 2^15).
+template <int TT>
+inline void tile_q8_016_avx2(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
+                             float (&res)[TT][16]) {
+  const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
+  for (int h = 0; h < 2; ++h) {
+    __m256 acc[TT];
+    for (int t = 0; t < TT; ++t)
+      acc[t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; ++b) {
+      __m256i dot[TT];
+      for (int t = 0; t < TT; ++t)
+        dot[t] = _mm256_setzero_si256();
+      for (int k = 0; k < 8; ++k) {
+        const __m256i w = _mm256_xor_si256(x86::load256(g[b].qs[k] + 32 * h), bias);
+        const __m256i aw = _mm256_sign_epi8(w, w);
+        for (int t = 0; t < TT; ++t) {
+          const __m256i y = _mm256_set1_epi32(x86::load4(a[t] + kQK8_0 * b + 4 * k));
+          dot[t] = _mm256_add_epi32(
+              dot[t], _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(y, w)), ones));
+        }
+      }
+      const __m256 d = x86::halves8(g[b].d + 8 * h);
+      for (int t = 0; t < TT; ++t) {
+        const float dy = reinterpret_cast<const float *>(a[t] + nb * kQK8_0)[b];
+        acc[t] = x86::fma8(_mm256_cvtepi32_ps(dot[t]), _mm256_mul_ps(d, _mm256_set1_ps(dy)),
+                           acc[t]);
+      }
+    }
+    for (int t = 0; t < TT; ++t)
+      _mm256_storeu_ps(res[t] + 8 * h, acc[t]);
+  }
+}
+#endif // __AVX2__
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+// AVX-512: with VNNI, dpbusd of the biased bytes from c_b; without, the sign trick.
+template <bool Vnni, int TT>
+inline void tile_q8_016_avx512(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
+                               float (&res)[TT][16]) {
+  const int32_t *c[TT];
+  const float *dy[TT];
+  for (int t = 0; t < TT; ++t) {
+    dy[t] = reinterpret_cast<const float *>(a[t] + nb * kQK8_0);
+    c[t] = reinterpret_cast<const int32_t *>(a[t] + act_bytes_q8_0(nb * kQK8_0));
+  }
+  const __m512i bias = _mm512_set1_epi8(static_cast<char>(0x80)), zero = _mm512_setzero_si512();
+  __m512 acc[TT];
+  for (int t = 0; t < TT; ++t)
+    acc[t] = _mm512_setzero_ps();
+  for (int b = 0; b < nb; ++b) {
+    __m512i dot[TT];
+    for (int t = 0; t < TT; ++t)
+      dot[t] = Vnni ? _mm512_set1_epi32(c[t][b]) : zero;
+    for (int k = 0; k < 8; ++k) {
+      const __m512i q = x86::load512(g[b].qs[k]);
+#if defined(__AVX512VNNI__)
+      if constexpr (Vnni) {
+        for (int t = 0; t < TT; ++t)
+          dot[t] = _mm512_dpbusd_epi32(
+              dot[t], q, _mm512_set1_epi32(x86::load4(a[t] + kQK8_0 * b + 4 * k)));
+        continue;
+      }
+#endif
+      const __m512i w = _mm512_xor_si512(q, bias);
+      const __mmask64 negw = _mm512_movepi8_mask(w);
+      const __m512i aw = _mm512_abs_epi8(w);
+      for (int t = 0; t < TT; ++t) {
+        const __m512i y = _mm512_set1_epi32(x86::load4(a[t] + kQK8_0 * b + 4 * k));
+        const __m512i ys = _mm512_mask_sub_epi8(y, negw, zero, y);
+        dot[t] = _mm512_add_epi32(
+            dot[t], _mm512_madd_epi16(_mm512_maddubs_epi16(aw, ys), _mm512_set1_epi16(1)));
+      }
+    }
+    const __m512 d = _mm512_cvtph_ps(x86::load256(g[b].d));
+    for (int t = 0; t < TT; ++t)
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), _mm512_mul_ps(d, _mm512_set1_ps(dy[t][b])),
+                               acc[t]);
+  }
+  for (int t = 0; t < TT; ++t)
+    _mm512_storeu_ps(res[t], acc[t]);
+}
+#endif // __AVX512F__ && __AVX512BW__
+
+template <> struct format<block_q8_0_x16> {
+  static constexpr int kBlock = kQK8_0;
+  static constexpr size_t act_bytes(int k) { return act_bytes_q8_016(k); }
+  template <class P> static void quantize(const float *x, int k, uint8_t *out) {
+    quantize_q8_016<P>(x, k, out);
+  }
+};
+
+// ---- both -------------------------------------------------------------------------------------
+
 // res[t][r] = dot(activation row t, row r of group g) over nb super-blocks, on path P.
 template <class P, int TT>
 PHIMOE_RT_INLINE void tile_q4k16(const block_q4k_16rows *g, const uint8_t *const *a, int nb,
@@ -314,7 +459,57 @@ PHIMOE_RT_INLINE void tile_q4k16(const block_q4k_16rows *g, const uint8_t *const
 #endif
 }
 
+// res[t][r] = dot(activation row t, row r of q8_0 group g) over nb blocks, on path P.
+template <class P, int TT>
+PHIMOE_RT_INLINE void tile_q8_016(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
+                                  float (&res)[TT][16]) {
+  if constexpr (std::is_same_v<P, Scalar>) {
+    tile_q8_016_scalar<TT>(g, a, nb, res);
+  }
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  else if constexpr (std::is_same_v<P, Avx512>) {
+    tile_q8_016_avx512<false, TT>(g, a, nb, res);
+  }
+#if defined(__AVX512VNNI__)
+  else if constexpr (std::is_same_v<P, Vnni>) {
+    tile_q8_016_avx512<true, TT>(g, a, nb, res);
+  }
+#endif
+#endif
+#if defined(__AVX2__)
+  else {
+    static_assert(std::is_same_v<P, Avx2>, "a path without a q8_0 x16 tile");
+    tile_q8_016_avx2<TT>(g, a, nb, res);
+  }
+#endif
+}
+
+// The interleaved types as the kernels see them: group block, values per block, tile.
+template <class W> struct rows16 {
+  static constexpr bool kAny = false;
+};
+template <> struct rows16<block_q4k_x16> {
+  static constexpr bool kAny = true;
+  using G = block_q4k_16rows;
+  static constexpr int kValues = kQK_K;
+  template <class P, int TT>
+  static PHIMOE_RT_INLINE void tile(const G *g, const uint8_t *const *a, int nb,
+                                    float (&res)[TT][16]) {
+    tile_q4k16<P, TT>(g, a, nb, res);
+  }
+};
+template <> struct rows16<block_q8_0_x16> {
+  static constexpr bool kAny = true;
+  using G = block_q8_0_16rows;
+  static constexpr int kValues = kQK8_0;
+  template <class P, int TT>
+  static PHIMOE_RT_INLINE void tile(const G *g, const uint8_t *const *a, int nb,
+                                    float (&res)[TT][16]) {
+    tile_q8_016<P, TT>(g, a, nb, res);
+  }
+};
+
 } // namespace qk
 } // namespace phimoe_rt
 
-#endif // PHIMOE_RT_QUANT_Q4K16_H
+#endif // PHIMOE_RT_QUANT_ROWS16_H
