@@ -263,13 +263,17 @@ def compile_phimoe(ckpt, quant, extra=(), name=None):
     cmd = [str(c) for c in [PHIMOEC, "compile", ckpt, "--target", "cpu", "--quant", quant,
                             "-o", out, *extra]]
     log("$", " ".join(cmd))
-    # Peak resident memory of phimoec itself (wait4's rusage of that one process; the C++
-    # compiler it runs is a child of its own and not counted) and its wall time.
+    # Peak resident memory of phimoec itself (its VmHWM, polled; the C++ compiler it runs is a
+    # child of its own and not counted) and its wall time. Not wait4's ru_maxrss: Linux carries
+    # the forking parent's RSS into a child's across exec, and this process may hold the
+    # transformers model it has just built.
     start = time.time()
     with tempfile.TemporaryFile(mode="w+") as err:
         child = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err)
-        _, status, usage = os.wait4(child.pid, 0)
-        child.returncode = os.waitstatus_to_exitcode(status)
+        peak = 0
+        while child.poll() is None:
+            peak = max(peak, vm_hwm(child.pid))
+            time.sleep(0.02)
         err.seek(0)
         stderr = err.read()
     seconds = time.time() - start
@@ -278,10 +282,22 @@ def compile_phimoe(ckpt, quant, extra=(), name=None):
             return None, stderr.strip().splitlines()[-1]
         raise RuntimeError(f"phimoec compile --quant {quant} failed:\n{stderr[-4000:]}")
     (out / "compile-stats.json").write_text(json.dumps(
-        {"peak_rss_bytes": usage.ru_maxrss * 1024, "seconds": round(seconds, 1),
+        {"peak_rss_bytes": peak, "seconds": round(seconds, 1),
          "command": " ".join(cmd)}) + "\n")
     stamp.write_text(key)
     return out, None
+
+
+def vm_hwm(pid):
+    """The peak resident set of a running process in bytes (0 once it has exited)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def pack_table(out):
