@@ -175,9 +175,9 @@ private:
     }
     return Error::success();
   }
-  /// Rewrites the q4_K or q8_0 root `weight` at `offset` (written row by row) in groups of
-  /// 16 rows interleaved, as the CPU kernels read it (phimoe_rt::block_q4k_16rows,
-  /// block_q8_0_16rows; the lowering marks such weights): group by group, each read back and
+  /// Rewrites the q4_K, q8_0 or q6_K root `weight` at `offset` (written row by row) in groups
+  /// of 16 rows interleaved, as the CPU kernels read it (phimoe_rt::block_q4k_16rows,
+  /// block_q8_0_16rows, block_q6k_16rows; the lowering marks such weights): group by group, each read back and
   /// written in place.
   Error interleaveRows16(WeightOp weight, uint64_t offset) {
     auto q = cast<QWeightType>(weight.getType());
@@ -196,6 +196,10 @@ private:
       return interleaveGroups<phimoe_rt::block_q8_0, phimoe_rt::block_q8_0_16rows,
                               phimoe_rt::interleave_q8_016>(rows, shape.back() / phimoe_rt::kQK8_0,
                                                            offset);
+    if (q.getScheme() == QuantScheme::Q6K)
+      return interleaveGroups<phimoe_rt::block_q6k, phimoe_rt::block_q6k_16rows,
+                              phimoe_rt::interleave_q6k16>(rows, shape.back() / phimoe_rt::kQK_K,
+                                                          offset);
     return fail("weight @" + weight.getSymName().str() + ": no interleaved layout for " +
                 stringifyQuantScheme(q.getScheme()).str());
   }

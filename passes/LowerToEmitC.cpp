@@ -42,17 +42,19 @@ std::string storageName(Type type) {
   return "";
 }
 
-/// A q4_K or q8_0 weight whose rows the CPU kernels read interleaved in groups of 16
-/// (phimoe_rt::block_q4k_16rows, block_q8_0_16rows): the packer writes it so when this unit
-/// attribute is on its declaration.
+/// A q4_K, q8_0 or q6_K weight whose rows the CPU kernels read interleaved in groups of 16
+/// (phimoe_rt::block_q4k_16rows, block_q8_0_16rows, block_q6k_16rows): the packer writes it
+/// so when this unit attribute is on its declaration.
 constexpr llvm::StringLiteral kRows16Attr = "phimoe.rows16";
 
-/// Whether `weight` can be interleaved for the CPU: q4_K or q8_0, a row count (the
+/// Whether `weight` can be interleaved for the CPU: q4_K, q8_0 or q6_K, a row count (the
 /// second-to-last dimension) of whole groups of 16, and read only as the matrix of a linear
 /// layer, the LM head or a MoE's experts (not as an embedding table, which is read by rows).
 bool interleavable(WeightOp weight, ModuleOp module) {
   auto q = dyn_cast<QWeightType>(weight.getType());
-  if (!q || (q.getScheme() != QuantScheme::Q4K && q.getScheme() != QuantScheme::Q8_0) ||
+  if (!q ||
+      (q.getScheme() != QuantScheme::Q4K && q.getScheme() != QuantScheme::Q8_0 &&
+       q.getScheme() != QuantScheme::Q6K) ||
       !weight->hasAttr("phimoe.pack_offset"))
     return false;
   ArrayRef<int64_t> shape = q.getShape();
@@ -162,7 +164,7 @@ Value Lowering::weightPtr(WeightRefOp ref) {
   }
   std::string element = storageName(ref.getType());
   if (decl->hasAttr(kRows16Attr))
-    element += "_x16"; // phimoe_rt::block_q4k_x16, block_q8_0_x16
+    element += "_x16"; // phimoe_rt::block_q4k_x16, block_q8_0_x16, block_q6k_x16
   auto type = emitc::PointerType::get(emitc::OpaqueType::get(ctx, "const " + element));
   return emitc::CallOpaqueOp::create(
              b, loc, TypeRange{type}, rt("weight"), ValueRange{ctxArg},

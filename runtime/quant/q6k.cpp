@@ -275,4 +275,38 @@ void dequantize_row_q6k(const block_q6k *x, float *y, int64_t n) {
   }
 }
 
+void interleave_q6k16(const block_q6k *rows, int64_t nb, block_q6k_16rows *out) {
+  for (int64_t b = 0; b < nb; ++b)
+    for (int r = 0; r < 16; ++r) {
+      const block_q6k &x = rows[r * nb + b];
+      out[b].d[r] = x.d;
+      for (int j = 0; j < 16; ++j)
+        out[b].scales[j][r] = x.scales[j];
+      for (int h = 0; h < 2; ++h)
+        for (int k = 0; k < 8; ++k) {
+          const int n = 8 * h + k;
+          std::memcpy(&out[b].q[3 * n][4 * r], x.ql + 64 * h + 4 * k, 4);
+          std::memcpy(&out[b].q[3 * n + 1][4 * r], x.ql + 64 * h + 32 + 4 * k, 4);
+          std::memcpy(&out[b].q[3 * n + 2][4 * r], x.qh + 32 * h + 4 * k, 4);
+        }
+    }
+}
+
+void deinterleave_q6k16(const block_q6k_16rows *in, int64_t nb, block_q6k *rows) {
+  for (int64_t b = 0; b < nb; ++b)
+    for (int r = 0; r < 16; ++r) {
+      block_q6k &x = rows[r * nb + b];
+      x.d = in[b].d[r];
+      for (int j = 0; j < 16; ++j)
+        x.scales[j] = in[b].scales[j][r];
+      for (int h = 0; h < 2; ++h)
+        for (int k = 0; k < 8; ++k) {
+          const int n = 8 * h + k;
+          std::memcpy(x.ql + 64 * h + 4 * k, &in[b].q[3 * n][4 * r], 4);
+          std::memcpy(x.ql + 64 * h + 32 + 4 * k, &in[b].q[3 * n + 1][4 * r], 4);
+          std::memcpy(x.qh + 32 * h + 4 * k, &in[b].q[3 * n + 2][4 * r], 4);
+        }
+    }
+}
+
 } // namespace phimoe_rt

@@ -7,9 +7,9 @@
 //
 // RUN: phimoe-opt %s --phimoe-pipeline="quant=q4k" | FileCheck %s
 // RUN: phimoe-opt %s --phimoe-pipeline="quant=q4k override=self_attn=q8_0" | FileCheck %s --check-prefix=OVR
-// Lowered for the CPU, every q4k (or q8_0) matrix of a linear layer, the LM head or the
+// Lowered for the CPU, every q4k (q8_0, q6k) matrix of a linear layer, the LM head or the
 // experts is marked for the packer's 16-row interleaved layout and typed block_q4k_x16
-// (block_q8_0_x16) in the calls; an embedding table, read by rows, stays plain.
+// (block_q8_0_x16, block_q6k_x16) in the calls; an embedding table, read by rows, stays plain.
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cpu quant=q4k override=embed_tokens=q4k,lm_head=q4k max-tokens=16" | FileCheck %s --check-prefix=CPU
 // CPU-DAG: phimoe.weight @model.embed_tokens.weight {phimoe.pack_bytes = {{[0-9]+}} : i64, phimoe.pack_offset = 0 : i64} : !phimoe.qweight<q4k, [96, 256]>
 // CPU-DAG: phimoe.weight @model.layers.0.self_attn.qkv_proj.weight = concat {{.*}}, phimoe.rows16} : !phimoe.qweight<q4k, [512, 256]>
@@ -26,9 +26,12 @@
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cpu quant=q4k override=self_attn=q8_0 max-tokens=16" | FileCheck %s --check-prefix=CPU8
 // CPU8-DAG: phimoe.weight @model.embed_tokens.weight {phimoe.pack_bytes = {{[0-9]+}} : i64, phimoe.pack_offset = 0 : i64} : !phimoe.qweight<q8_0, [96, 256]>
 // CPU8-DAG: phimoe.weight @model.layers.0.self_attn.qkv_proj.weight = concat {{.*}}, phimoe.rows16} : !phimoe.qweight<q8_0, [512, 256]>
-// CPU8-DAG: phimoe.weight @lm_head.weight {phimoe.pack_bytes = {{[0-9]+}} : i64, phimoe.pack_offset = {{[0-9]+}} : i64} : !phimoe.qweight<q6k, [96, 256]>
+// CPU8-DAG: phimoe.weight @lm_head.weight {{{.*}}, phimoe.rows16} : !phimoe.qweight<q6k, [96, 256]>
 // CPU8: call_opaque "phimoe_rt::weight"(%arg0) {args = [0 : index, 0], template_args = [!emitc.opaque<"phimoe_rt::block_q8_0">]}
 // CPU8: call_opaque "phimoe_rt::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q8_0_x16">]}
+// CPU8: call_opaque "phimoe_rt::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q6k_x16">]}
+// CPU8-NEXT: call_opaque "phimoe_rt::weight"
+// CPU8: call_opaque "phimoe_rt::linear"({{.*}}, %arg5)
 
 // CHECK-DAG: phimoe.weight @model.embed_tokens.weight : !phimoe.qweight<q8_0, [96, 256]>
 // CHECK-DAG: phimoe.weight @lm_head.weight : !phimoe.qweight<q6k, [96, 256]>

@@ -262,12 +262,12 @@ def test_pack_holds_our_quantized_rows(checkpoint, quant, tmp_path):
         got = data[begin:begin + entry["bytes"]]
         assert np.array_equal(got, expected), entry["name"]
     # The body's scheme, and the policies' q6_K LM head and q8_0 embedding under q4k; every
-    # q4_K and q8_0 matrix of a CPU build in groups of 16 rows, the embedding table by rows.
+    # block-quantized matrix of a CPU build in groups of 16 rows, the embedding table by rows.
     assert quant in seen
     if quant == "q4k":
         assert seen == {"q4k", "q6k", "q8_0"}
     for e in table:
-        matrix = e["type"].startswith(("!phimoe.qweight<q4k", "!phimoe.qweight<q8_0"))
+        matrix = e["type"].startswith("!phimoe.qweight<")
         embedding = e["name"].endswith("embed_tokens.weight")
         assert (e.get("layout") == "rows16") == (matrix and not embedding), e
 
@@ -278,19 +278,27 @@ def interleave_rows16(blocks, fmt):
     q4_K: the 16 d, the 16 dmin, the scale bytes 4p..4p+3 of each row for p = 0..2, then for
     each 4 quant bytes of a row (32 of them) those 4 bytes of all 16 rows.
     q8_0: the 16 d, then for each 4 quants of a row (8 of them) those of all 16 rows, plus
-    128 (as unsigned bytes)."""
-    size = {"q4k": 144, "q8_0": 34}[fmt]
+    128 (as unsigned bytes).
+    q6_K: for h = 0, 1 and k = 0..7: 4 bytes of each row from ql[64h + 4k], then from
+    ql[64h + 32 + 4k], then from qh[32h + 4k]; then the 16 rows' scales of sub-block 0, ...,
+    of sub-block 15; then the 16 d."""
+    size = {"q4k": 144, "q8_0": 34, "q6k": 210}[fmt]
     r, width = blocks.shape
     nb = width // size
     g = blocks.reshape(r // 16, 16, nb, size).transpose(0, 2, 1, 3)  # [group, block, row, byte]
+    side = lambda q: q.reshape(r // 16, nb, 16, -1, 4).transpose(0, 1, 3, 2, 4)  # noqa: E731
     if fmt == "q4k":
         parts = [g[..., 0:2], g[..., 2:4]]
         parts += [g[..., 4 + 4 * p:8 + 4 * p] for p in range(3)]
-        quants = g[..., 16:]
-    else:
-        parts = [g[..., 0:2]]
-        quants = g[..., 2:] + np.uint8(128)  # int8 q + 128, wrapping as bytes do
-    parts.append(quants.reshape(r // 16, nb, 16, -1, 4).transpose(0, 1, 3, 2, 4))
+        parts.append(side(g[..., 16:]))
+    elif fmt == "q8_0":
+        parts = [g[..., 0:2], side(g[..., 2:] + np.uint8(128))]  # q + 128, wrapping as bytes do
+    else:  # q6_K block: ql[128], qh[64], scales[16], d
+        ql = g[..., 0:128].reshape(r // 16, nb, 16, 2, 2, 8, 4)  # [.., row, h, half of 64, k, i]
+        qh = g[..., 128:192].reshape(r // 16, nb, 16, 2, 1, 8, 4)  # [.., row, h, -, k, i]
+        q = np.concatenate([ql, qh], axis=4)  # [.., row, h, e, k, i]
+        q = q.transpose(0, 1, 3, 5, 4, 2, 6)  # [.., h, k, e, row, i]
+        parts = [q, g[..., 192:208].transpose(0, 1, 3, 2), g[..., 208:210]]
     flat = [p.reshape(r // 16, nb, -1) for p in parts]
     return np.concatenate(flat, axis=2).reshape(r, width)
 

@@ -27,6 +27,11 @@ template <class W> std::vector<W> random_blocks(size_t n, std::mt19937_64 &rng) 
     for (size_t i = 0; i < n / 16; ++i)
       for (int r = 0; r < 16; ++r)
         g[i].d[r] = g[i].dmin[r] = scale;
+  } else if constexpr (std::is_same<W, block_q6k_x16>::value) {
+    auto *g = reinterpret_cast<block_q6k_16rows *>(v.data());
+    for (size_t i = 0; i < n / 16; ++i)
+      for (int r = 0; r < 16; ++r)
+        g[i].d[r] = scale;
   } else if constexpr (std::is_same<W, block_q8_0_x16>::value) {
     auto *g = reinterpret_cast<block_q8_0_16rows *>(v.data());
     for (size_t i = 0; i < n / 16; ++i)
@@ -141,6 +146,7 @@ int main(int argc, char **argv) {
     bench_linear<block_q8_0>(ctx, "q8_0", 1, rng);
     bench_linear<block_q8_0_x16>(ctx, "q8_016", 1, rng);
     bench_linear<block_q6k>(ctx, "q6k", 1, rng);
+    bench_linear<block_q6k_x16>(ctx, "q6k16", 1, rng);
   }
   if (all || !std::strcmp(only, "prefill")) {
     bench_linear<block_q4k>(ctx, "q4k", prompt, rng);
@@ -148,6 +154,7 @@ int main(int argc, char **argv) {
     bench_linear<block_q8_0>(ctx, "q8_0", prompt, rng);
     bench_linear<block_q8_0_x16>(ctx, "q8_016", prompt, rng);
     bench_linear<block_q6k>(ctx, "q6k", prompt, rng);
+    bench_linear<block_q6k_x16>(ctx, "q6k16", prompt, rng);
   }
   if (all || !std::strcmp(only, "moe")) {
     bench_moe<block_q4k>(ctx, "q4k", 1, rng);

@@ -563,6 +563,83 @@ TYPED_TEST(QuantPath, TilesQ8_016) {
   check_tile_q8_016<P, 32 * 128, 1>(rng);
 }
 
+TEST(QuantFormats, InterleaveQ6K16RoundTrips) {
+  std::mt19937 rng(347);
+  constexpr int nb = 3;
+  const std::vector<block_q6k> rows = random_q6k(rng, 16 * nb, 0.02f);
+  std::vector<block_q6k_16rows> g(nb);
+  interleave_q6k16(rows.data(), nb, g.data());
+  std::vector<block_q6k> back(16 * nb);
+  deinterleave_q6k16(g.data(), nb, back.data());
+  ASSERT_EQ(std::memcmp(rows.data(), back.data(), sizeof(block_q6k) * rows.size()), 0);
+  for (int b = 0; b < nb; ++b)
+    for (int r = 0; r < 16; ++r) {
+      const block_q6k &x = rows[r * nb + b];
+      ASSERT_EQ(g[b].d[r], x.d);
+      ASSERT_EQ(g[b].scales[11][r], x.scales[11]);
+      // n = 8h + k = 13 (h = 1, k = 5): ql[64h + 4k], ql[64h + 32 + 4k], qh[32h + 4k]
+      ASSERT_EQ(std::memcmp(&g[b].q[39][4 * r], x.ql + 84, 4), 0);
+      ASSERT_EQ(std::memcmp(&g[b].q[40][4 * r], x.ql + 116, 4), 0);
+      ASSERT_EQ(std::memcmp(&g[b].q[41][4 * r], x.qh + 52, 4), 0);
+    }
+}
+
+// As check_tile_q4k16 for q6_K; row 0 has every quant 0 (-32 after the offset) and every
+// scale -128, row 1 every quant 63 and every scale 127.
+template <class P, int K, int TT> void check_tile_q6k16(std::mt19937 &rng) {
+  constexpr int nb = K / 256;
+  std::vector<block_q6k> rows = random_q6k(rng, 16 * nb, 0.02f);
+  for (int b = 0; b < nb; ++b) {
+    block_q6k &lo = rows[b], &hi = rows[nb + b];
+    std::fill(std::begin(lo.ql), std::end(lo.ql), uint8_t{0});
+    std::fill(std::begin(lo.qh), std::end(lo.qh), uint8_t{0});
+    std::fill(std::begin(lo.scales), std::end(lo.scales), int8_t{-128});
+    std::fill(std::begin(hi.ql), std::end(hi.ql), uint8_t{0xFF});
+    std::fill(std::begin(hi.qh), std::end(hi.qh), uint8_t{0xFF});
+    std::fill(std::begin(hi.scales), std::end(hi.scales), int8_t{127});
+  }
+  std::vector<block_q6k_16rows> g(nb);
+  interleave_q6k16(rows.data(), nb, g.data());
+  const std::vector<double> wv = dequantized(rows, 16, K), wm = magnitudes(rows, 16, K);
+  std::vector<QuantRow<block_q6k_x16>> xq;
+  for (int t = 0; t < TT; ++t) {
+    std::vector<float> x = random_floats(rng, K, 1.0f);
+    if (t == 0)
+      for (int i = 0; i < K; ++i)
+        x[i] = i % 2 ? -1.0f : 1.0f;
+    xq.push_back(quantize_row<block_q6k_x16>(x.data(), K));
+  }
+  const uint8_t *ap[TT];
+  for (int t = 0; t < TT; ++t)
+    ap[t] = xq[t].bytes.data();
+  float got[TT][16], ref[TT][16];
+  qk::tile_q6k16<P, TT>(g.data(), ap, nb, got);
+  qk::tile_q6k16<qk::Scalar, TT>(g.data(), ap, nb, ref);
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < 16; ++r) {
+      ASSERT_EQ(std::memcmp(&got[t][r], &ref[t][r], sizeof(float)), 0)
+          << P::kName << " K=" << K << " TT=" << TT << " t=" << t << " r=" << r << ": "
+          << got[t][r] << " vs " << ref[t][r];
+      double want = 0, scale = 0;
+      for (int k = 0; k < K; ++k) {
+        want += wv[static_cast<size_t>(r) * K + k] * xq[t].value[k];
+        scale += wm[static_cast<size_t>(r) * K + k] * std::fabs(xq[t].value[k]);
+      }
+      ASSERT_NEAR(ref[t][r], want, 1e-5 * scale) << "K=" << K << " t=" << t << " r=" << r;
+    }
+}
+
+TYPED_TEST(QuantPath, TilesQ6K16) {
+  using P = TypeParam;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(348);
+  check_tile_q6k16<P, 256 * 3, 1>(rng);
+  check_tile_q6k16<P, 256 * 3, 2>(rng);
+  check_tile_q6k16<P, 256 * 2, 3>(rng);
+  check_tile_q6k16<P, 256, 4>(rng);
+  check_tile_q6k16<P, 256 * 16, 1>(rng);
+}
+
 // The runtime's dequantization of a row (embeddings) against the tests' decoding: a few
 // float roundings of d * scale * q - dmin * m.
 template <class W> void check_dequantize(std::mt19937 &rng) {

@@ -115,6 +115,14 @@ TEST(QuantLinearQ8_016, Linear) {
   test_linear<block_q8_0_x16, 1008, 256, f16>(rng, true);
 }
 
+TEST(QuantLinearQ6K16, Linear) {
+  std::mt19937 rng(405);
+  test_linear<block_q6k_x16, 160, 256 * 3, float>(rng, false);
+  test_linear<block_q6k_x16, 160, 256 * 3, float>(rng, true);
+  test_linear<block_q6k_x16, 16, 256, bf16>(rng, true);
+  test_linear<block_q6k_x16, 1008, 256, f16>(rng, true); // the LM head of a q4k build
+}
+
 TYPED_TEST(QuantLinear, NoPoolRunsOnTheCaller) {
   using W = TypeParam;
   REQUIRE_TARGET_CPU();

@@ -270,7 +270,8 @@ using Pairs = ::testing::Types<std::pair<block_q4k, block_q4k>, std::pair<block_
                                std::pair<block_q8_0, block_q4k>, std::pair<bf16, block_q4k>,
                                std::pair<block_q6k, f16>, std::pair<block_q4k_x16, block_q4k_x16>,
                                std::pair<block_q4k_x16, block_q6k>,
-                               std::pair<block_q8_0_x16, block_q8_0_x16>>;
+                               std::pair<block_q8_0_x16, block_q8_0_x16>,
+                               std::pair<block_q6k_x16, block_q6k_x16>>;
 TYPED_TEST_SUITE(QuantMoe, Pairs, PairName);
 
 TYPED_TEST(QuantMoe, DecodeAndShortPrompt) {

@@ -25,6 +25,8 @@ using phimoe_rt::block_q4k_16rows;
 using phimoe_rt::block_q4k_x16;
 using phimoe_rt::block_q8_0_16rows;
 using phimoe_rt::block_q8_0_x16;
+using phimoe_rt::block_q6k_16rows;
+using phimoe_rt::block_q6k_x16;
 using phimoe_rt::block_q6k;
 using phimoe_rt::block_q8_0;
 using phimoe_rt::block_q8k;
@@ -140,6 +142,16 @@ template <> inline std::vector<block_q8_0_x16> random_blocks(std::mt19937 &rng, 
   return v;
 }
 
+// Interleaved q6_K, the same way.
+template <> inline std::vector<block_q6k_x16> random_blocks(std::mt19937 &rng, size_t b, float s) {
+  const std::vector<block_q6k> plain = random_q6k(rng, b, s);
+  std::vector<block_q6k_x16> v(b);
+  for (size_t i = 0; i < b / 16; ++i)
+    phimoe_rt::interleave_q6k16(plain.data() + 16 * i, 1,
+                                reinterpret_cast<block_q6k_16rows *>(v.data()) + i);
+  return v;
+}
+
 template <class W> constexpr int block_values() {
   return std::is_same<W, block_q8_0>::value || std::is_same<W, block_q8_0_x16>::value ? 32 : 256;
 }
@@ -216,6 +228,16 @@ inline IntWeight decode_at(const std::vector<block_q8_0_x16> &w, int k, int r, i
   block_q8_0 rows[16];
   phimoe_rt::deinterleave_q8_016(g, 1, rows);
   return decode(rows[r % 16], i % 32);
+}
+
+// Row r of an interleaved q6_K matrix, value i.
+inline IntWeight decode_at(const std::vector<block_q6k_x16> &w, int k, int r, int i) {
+  const int nb = k / 256;
+  const auto *g = reinterpret_cast<const block_q6k_16rows *>(w.data()) +
+                  static_cast<size_t>(r / 16) * nb + i / 256;
+  block_q6k rows[16];
+  phimoe_rt::deinterleave_q6k16(g, 1, rows);
+  return decode(rows[r % 16], i % 256);
 }
 
 // The dequantized [rows, k] matrix in double.
@@ -300,6 +322,8 @@ struct BlockName {
       return "q4k_x16";
     if (std::is_same<T, block_q8_0_x16>::value)
       return "q8_0_x16";
+    if (std::is_same<T, block_q6k_x16>::value)
+      return "q6k_x16";
     return "q6k";
   }
 };

@@ -40,6 +40,7 @@ template <> struct is_qblock<block_q4k> : std::true_type {};
 template <> struct is_qblock<block_q6k> : std::true_type {};
 template <> struct is_qblock<block_q4k_x16> : std::true_type {};
 template <> struct is_qblock<block_q8_0_x16> : std::true_type {};
+template <> struct is_qblock<block_q6k_x16> : std::true_type {};
 
 // ctx.pool->parallel_for, or the calling thread alone when the context has no pool.
 template <class F> inline void run_parallel(Context &ctx, int64_t n, F &&fn) {
@@ -94,7 +95,7 @@ template <class W, int K> struct matmul<W, K, false> {
   }
 };
 
-// Interleaved q4_K and q8_0 (block_q4k_x16, block_q8_0_x16: groups of 16 rows,
+// Interleaved q4_K, q8_0 and q6_K (block_q4k_x16, block_q8_0_x16, block_q6k_x16: groups of 16 rows,
 // quant_rows16.h): tiles of TT tokens times a group's 16 rows, decode included (one token
 // times 16 rows).
 template <class W, int K> struct matmul_rows16 {
@@ -109,6 +110,7 @@ template <class W, int K> struct matmul_rows16 {
 };
 template <int K> struct matmul<block_q4k_x16, K, true> : matmul_rows16<block_q4k_x16, K> {};
 template <int K> struct matmul<block_q8_0_x16, K, true> : matmul_rows16<block_q8_0_x16, K> {};
+template <int K> struct matmul<block_q6k_x16, K, true> : matmul_rows16<block_q6k_x16, K> {};
 
 // A tile in a function of its own: its code does not depend on the caller's (measured: the
 // tile inlined into the GEMM loops ran at half the speed).
@@ -239,7 +241,7 @@ inline void group_any(int tt, int t, int r, RowFn &row, ActFn &act, Sink &sink) 
 
 // Outputs (t, r) for rows [r0, r1) and tokens [0, n): row(r) is weight row r, act(t) the
 // activation row of token t; sink(t, r, value) receives each result once. Interleaved
-// q4_K and q8_0 rows go by groups: r0 and r1 must be multiples of 16 (panels are, and such
+// q4_K, q8_0 and q6_K rows go by groups: r0 and r1 must be multiples of 16 (panels are, and such
 // a weight's row counts are).
 template <class M, class W, class RowFn, class ActFn, class Sink>
 inline void gemm_rows(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &sink) {

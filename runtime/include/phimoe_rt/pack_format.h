@@ -11,8 +11,9 @@
 namespace phimoe_rt {
 
 constexpr char kPackMagic[8] = {'P', 'H', 'I', 'M', 'O', 'E', 'W', '\0'};
-// 2: q4_K and q8_0 matrices of CPU builds in groups of 16 interleaved rows
-// (block_q4k_16rows, block_q8_0_16rows; the table entry says "layout": "rows16").
+// 2: q4_K, q8_0 and q6_K matrices of CPU builds in groups of 16 interleaved rows
+// (block_q4k_16rows, block_q8_0_16rows, block_q6k_16rows; the table entry says "layout":
+// "rows16").
 constexpr uint32_t kPackVersion = 2;
 constexpr uint64_t kPackAlignment = 4096;
 

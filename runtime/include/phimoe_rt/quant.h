@@ -101,6 +101,26 @@ struct block_q8_0_x16 {
 };
 static_assert(sizeof(block_q8_0_x16) == sizeof(block_q8_0), "a row's share of a q8_0 group");
 
+// q6_K interleaved the same way: super-block b of 16 rows, its quant bits in the order the
+// kernels read them (one forward stream per group, as decode's memory prefetch needs):
+//   q[3n + e][4r + i], n = 8h + k (h = 0..1, k = 0..7): row r's ql[64h + 4k + i] (e = 0),
+//   ql[64h + 32 + 4k + i] (e = 1) and qh[32h + 4k + i] (e = 2);
+//   scales[j][r]: row r's scale of sub-block j (16 values); d: row r's f16 scale at [r].
+struct block_q6k_16rows {
+  uint8_t q[48][64];
+  int8_t scales[16][16];
+  uint16_t d[16];
+};
+static_assert(sizeof(block_q6k_16rows) == 16 * sizeof(block_q6k), "16 q6_K blocks");
+
+struct block_q6k_x16 {
+  uint8_t bytes[sizeof(block_q6k)];
+};
+static_assert(sizeof(block_q6k_x16) == sizeof(block_q6k), "a row's share of a q6_K group");
+
+void interleave_q6k16(const block_q6k *rows, int64_t nb, block_q6k_16rows *out);
+void deinterleave_q6k16(const block_q6k_16rows *in, int64_t nb, block_q6k *rows);
+
 void interleave_q8_016(const block_q8_0 *rows, int64_t nb, block_q8_0_16rows *out);
 void deinterleave_q8_016(const block_q8_0_16rows *in, int64_t nb, block_q8_0 *rows);
 

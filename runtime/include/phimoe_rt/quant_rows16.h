@@ -1,6 +1,7 @@
-// quant_rows16.h - dot products of interleaved q4_K and q8_0 weights (block_q4k_16rows,
-// block_q8_0_16rows: 16 rows per group, quant.h) with quantized activations: the CPU's q4k
-// and q8_0 matrix kernels. (The q4_K part is described first; q8_0 is at the end.)
+// quant_rows16.h - dot products of interleaved q4_K, q8_0 and q6_K weights (block_q4k_16rows,
+// block_q8_0_16rows, block_q6k_16rows: 16 rows per group, quant.h) with quantized
+// activations: the CPU's matrix kernels for those types. (The q4_K part is described first;
+// q8_0 and q6_K follow.)
 //
 // A group's super-block puts 4 quants of each of its 16 rows side by side, so one 512-bit
 // vector (two 256-bit ones on AVX2) multiplies 4 values of 16 rows by the same 4 activations
@@ -432,6 +433,195 @@ template <> struct format<block_q8_0_x16> {
   }
 };
 
+// ---- q6_K -----------------------------------------------------------------------------------
+//
+// Activations: the K/256 block_q8k of the row (as for row-by-row q6_K).
+//
+// Exactness: per row, token and super-block every path computes the integer
+//   S = sum_j sc_j * (sum of q_i * y_i over sub-block j - 32 * bsums[j])   (q_i in 0..63)
+// then acc = fma(float(S), d * dy, acc) (acc from 0, one float per row and token).
+//
+// Sub-block j (values 16j .. 16j+15) lies in half h = j / 8, quarter s = (j % 8) / 2 (32 values:
+// the low (s < 2) or high nibbles of vectors q[3n + s % 2], bits 2s, 2s+1 of vectors q[3n + 2],
+// n = 8h + k) and k = 4 (j % 2) .. 4 (j % 2) + 3. The vector paths go through the vectors in
+// memory order: per h and m = j % 2, the four quarters' sums of 4 sub-blocks side by side.
+
+template <int TT>
+inline void tile_q6k16_scalar(const block_q6k_16rows *g, const uint8_t *const *a, int nb,
+                              float (&res)[TT][16]) {
+  float acc[TT][16] = {};
+  for (int b = 0; b < nb; ++b)
+    for (int r = 0; r < 16; ++r) {
+      const float d = half_to_float(g[b].d[r]);
+      for (int t = 0; t < TT; ++t) {
+        const block_q8k &y = reinterpret_cast<const block_q8k *>(a[t])[b];
+        int32_t s = 0;
+        for (int j = 0; j < 16; ++j) {
+          const int h = j / 8, quarter = (j % 8) / 2, m = j % 2;
+          int32_t dot = -32 * y.bsums[j];
+          for (int kk = 0; kk < 4; ++kk) {
+            const int k = 4 * m + kk, n = 8 * h + k;
+            for (int i = 0; i < 4; ++i) {
+              const uint8_t lo = g[b].q[3 * n + quarter % 2][4 * r + i];
+              const uint8_t hi = g[b].q[3 * n + 2][4 * r + i];
+              const int q = ((quarter < 2 ? lo : lo >> 4) & 0xF) | (((hi >> (2 * quarter)) & 3) << 4);
+              dot += q * y.qs[128 * h + 32 * quarter + 4 * k + i];
+            }
+          }
+          s += g[b].scales[j][r] * dot;
+        }
+        const float sd = d * y.d;
+        acc[t][r] = std::fma(static_cast<float>(s), sd, acc[t][r]);
+      }
+    }
+  for (int t = 0; t < TT; ++t)
+    for (int r = 0; r < 16; ++r)
+      res[t][r] = acc[t][r];
+}
+
+#if defined(__AVX2__)
+namespace x86 {
+// The 6-bit quants of one q6_K x16 vector pair (ql, qh) for quarter s: the low or high
+// nibbles of ql with bits 2s, 2s+1 of qh above them. Shifts are 16-bit: the masks drop the
+// bits that cross bytes.
+PHIMOE_RT_INLINE __m256i q6k_quants(__m256i ql, __m256i qh, int s) {
+  const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
+  const __m256i nib = s < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
+  const __m256i hb = s == 0   ? _mm256_slli_epi16(qh, 4)
+                     : s == 1 ? _mm256_slli_epi16(qh, 2)
+                     : s == 2 ? qh
+                              : _mm256_srli_epi16(qh, 2);
+  return _mm256_or_si256(nib, _mm256_and_si256(hb, m30));
+}
+} // namespace x86
+
+template <int TT>
+inline void tile_q6k16_avx2(const block_q6k_16rows *g, const uint8_t *const *a, int nb,
+                            float (&res)[TT][16]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (int h8 = 0; h8 < 2; ++h8) { // rows 8 h8 .. 8 h8 + 7
+    __m256 acc[TT];
+    for (int t = 0; t < TT; ++t)
+      acc[t] = _mm256_setzero_ps();
+    for (int b = 0; b < nb; ++b) {
+      const block_q6k_16rows &x = g[b];
+      __m256i S[TT];
+      for (int t = 0; t < TT; ++t)
+        S[t] = _mm256_setzero_si256();
+#pragma unroll
+      for (int h = 0; h < 2; ++h)
+        for (int m = 0; m < 2; ++m)
+          for (int q = 0; q < 4; ++q) { // quarter q: sub-block j
+            const int j = 8 * h + 2 * q + m;
+            const __m256i sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                reinterpret_cast<const __m128i *>(&x.scales[j][8 * h8])));
+            __m256i dot[TT];
+            for (int t = 0; t < TT; ++t)
+              dot[t] =
+                  _mm256_set1_epi32(-32 * reinterpret_cast<const block_q8k *>(a[t])[b].bsums[j]);
+            for (int kk = 0; kk < 4; ++kk) {
+              const int k = 4 * m + kk, n = 8 * h + k;
+              const __m256i qv = x86::q6k_quants(x86::load256(x.q[3 * n + q % 2] + 32 * h8),
+                                                 x86::load256(x.q[3 * n + 2] + 32 * h8), q);
+              for (int t = 0; t < TT; ++t) {
+                const block_q8k &y = reinterpret_cast<const block_q8k *>(a[t])[b];
+                const __m256i yv = _mm256_set1_epi32(x86::load4(y.qs + 128 * h + 32 * q + 4 * k));
+                dot[t] = _mm256_add_epi32(dot[t],
+                                          _mm256_madd_epi16(_mm256_maddubs_epi16(qv, yv), ones));
+              }
+            }
+            for (int t = 0; t < TT; ++t)
+              S[t] = _mm256_add_epi32(S[t], _mm256_mullo_epi32(dot[t], sc));
+          }
+      const __m256 d = x86::halves8(x.d + 8 * h8);
+      for (int t = 0; t < TT; ++t) {
+        const float dy = reinterpret_cast<const block_q8k *>(a[t])[b].d;
+        acc[t] = x86::fma8(_mm256_cvtepi32_ps(S[t]), _mm256_mul_ps(d, _mm256_set1_ps(dy)), acc[t]);
+      }
+    }
+    for (int t = 0; t < TT; ++t)
+      _mm256_storeu_ps(res[t] + 8 * h8, acc[t]);
+  }
+}
+#endif // __AVX2__
+
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+namespace x86 {
+PHIMOE_RT_INLINE __m512i q6k_quants512(__m512i ql, __m512i qh, int s) {
+  const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
+  const __m512i nib = s < 2 ? _mm512_and_si512(ql, m4) : _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);
+  const __m512i hb = s == 0   ? _mm512_slli_epi16(qh, 4)
+                     : s == 1 ? _mm512_slli_epi16(qh, 2)
+                     : s == 2 ? qh
+                              : _mm512_srli_epi16(qh, 2);
+  return _mm512_or_si512(nib, _mm512_and_si512(hb, m30));
+}
+} // namespace x86
+
+template <bool Vnni, int TT>
+inline void tile_q6k16_avx512(const block_q6k_16rows *g, const uint8_t *const *a, int nb,
+                              float (&res)[TT][16]) {
+  __m512 acc[TT];
+  for (int t = 0; t < TT; ++t)
+    acc[t] = _mm512_setzero_ps();
+  for (int b = 0; b < nb; ++b) {
+    const block_q6k_16rows &x = g[b];
+    const block_q8k *y[TT];
+    for (int t = 0; t < TT; ++t)
+      y[t] = reinterpret_cast<const block_q8k *>(a[t]) + b;
+    __m512i S[TT];
+    for (int t = 0; t < TT; ++t)
+      S[t] = _mm512_setzero_si512();
+    for (int h = 0; h < 2; ++h)
+      for (int m = 0; m < 2; ++m) {
+        __m512i dot[TT][4]; // quarter q: sub-block 8h + 2q + m
+        for (int t = 0; t < TT; ++t)
+          for (int q = 0; q < 4; ++q)
+            dot[t][q] = _mm512_set1_epi32(-32 * y[t]->bsums[8 * h + 2 * q + m]);
+        for (int kk = 0; kk < 4; ++kk) {
+          const int k = 4 * m + kk, n = 8 * h + k;
+          const __m512i ql0 = x86::load512(x.q[3 * n]), ql1 = x86::load512(x.q[3 * n + 1]),
+                        qh = x86::load512(x.q[3 * n + 2]);
+          for (int q = 0; q < 4; ++q) {
+            const __m512i qv = x86::q6k_quants512(q % 2 ? ql1 : ql0, qh, q);
+            for (int t = 0; t < TT; ++t) {
+              const __m512i yv =
+                  _mm512_set1_epi32(x86::load4(y[t]->qs + 128 * h + 32 * q + 4 * k));
+#if defined(__AVX512VNNI__)
+              if constexpr (Vnni) {
+                dot[t][q] = _mm512_dpbusd_epi32(dot[t][q], qv, yv);
+                continue;
+              }
+#endif
+              dot[t][q] = _mm512_add_epi32(
+                  dot[t][q], _mm512_madd_epi16(_mm512_maddubs_epi16(qv, yv), _mm512_set1_epi16(1)));
+            }
+          }
+        }
+        for (int q = 0; q < 4; ++q) {
+          const __m512i sc = _mm512_cvtepi8_epi32(x86::load128(x.scales[8 * h + 2 * q + m]));
+          for (int t = 0; t < TT; ++t)
+            S[t] = _mm512_add_epi32(S[t], _mm512_mullo_epi32(dot[t][q], sc));
+        }
+      }
+    const __m512 d = _mm512_cvtph_ps(x86::load256(x.d));
+    for (int t = 0; t < TT; ++t)
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(S[t]), _mm512_mul_ps(d, _mm512_set1_ps(y[t]->d)),
+                               acc[t]);
+  }
+  for (int t = 0; t < TT; ++t)
+    _mm512_storeu_ps(res[t], acc[t]);
+}
+#endif // __AVX512F__ && __AVX512BW__
+
+template <> struct format<block_q6k_x16> {
+  static constexpr int kBlock = kQK_K;
+  static constexpr size_t act_bytes(int k) { return act_bytes_q8k(k); }
+  template <class P> static void quantize(const float *x, int k, uint8_t *out) {
+    P::quantize_q8k(x, k, reinterpret_cast<block_q8k *>(out));
+  }
+};
+
 // ---- both -------------------------------------------------------------------------------------
 
 // res[t][r] = dot(activation row t, row r of group g) over nb super-blocks, on path P.
@@ -484,6 +674,31 @@ PHIMOE_RT_INLINE void tile_q8_016(const block_q8_0_16rows *g, const uint8_t *con
 #endif
 }
 
+// res[t][r] = dot(activation row t, row r of q6_K group g) over nb super-blocks, on path P.
+template <class P, int TT>
+PHIMOE_RT_INLINE void tile_q6k16(const block_q6k_16rows *g, const uint8_t *const *a, int nb,
+                                 float (&res)[TT][16]) {
+  if constexpr (std::is_same_v<P, Scalar>) {
+    tile_q6k16_scalar<TT>(g, a, nb, res);
+  }
+#if defined(__AVX512F__) && defined(__AVX512BW__)
+  else if constexpr (std::is_same_v<P, Avx512>) {
+    tile_q6k16_avx512<false, TT>(g, a, nb, res);
+  }
+#if defined(__AVX512VNNI__)
+  else if constexpr (std::is_same_v<P, Vnni>) {
+    tile_q6k16_avx512<true, TT>(g, a, nb, res);
+  }
+#endif
+#endif
+#if defined(__AVX2__)
+  else {
+    static_assert(std::is_same_v<P, Avx2>, "a path without a q6_K x16 tile");
+    tile_q6k16_avx2<TT>(g, a, nb, res);
+  }
+#endif
+}
+
 // The interleaved types as the kernels see them: group block, values per block, tile.
 template <class W> struct rows16 {
   static constexpr bool kAny = false;
@@ -506,6 +721,17 @@ template <> struct rows16<block_q8_0_x16> {
   static PHIMOE_RT_INLINE void tile(const G *g, const uint8_t *const *a, int nb,
                                     float (&res)[TT][16]) {
     tile_q8_016<P, TT>(g, a, nb, res);
+  }
+};
+
+template <> struct rows16<block_q6k_x16> {
+  static constexpr bool kAny = true;
+  using G = block_q6k_16rows;
+  static constexpr int kValues = kQK_K;
+  template <class P, int TT>
+  static PHIMOE_RT_INLINE void tile(const G *g, const uint8_t *const *a, int nb,
+                                    float (&res)[TT][16]) {
+    tile_q6k16<P, TT>(g, a, nb, res);
   }
 };
 
