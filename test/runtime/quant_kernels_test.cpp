@@ -414,34 +414,31 @@ TYPED_TEST(QuantPath, QuantizeQ4K16Activations) {
   }
 }
 
-// TT activation rows against a group of 16 interleaved rows: the path equals the scalar
-// reference bit for bit, and both are within float rounding of the dequantized weights
-// times the quantized activations in double. Row 0 has every scale and min 63 and every
-// quant 15 (the integer extremes).
-template <class P, int K, int TT> void check_tile_q4k16(std::mt19937 &rng) {
-  constexpr int nb = K / 256;
-  std::vector<block_q4k> rows = random_q4k(rng, 16 * nb, 0.02f);
-  for (int b = 0; b < nb; ++b) {
-    std::fill(std::begin(rows[b].scales), std::end(rows[b].scales), uint8_t{0xFF});
-    std::fill(std::begin(rows[b].qs), std::end(rows[b].qs), uint8_t{0xFF});
-  }
-  std::vector<block_q4k_16rows> g(nb);
-  interleave_q4k16(rows.data(), nb, g.data());
+// TT activation rows against a group of 16 interleaved rows (`rows`, 16 rows of K values in
+// plain blocks, interleaved into W's groups): the path equals the scalar reference bit for
+// bit, and both are within float rounding of the dequantized weights times the quantized
+// activations in double. Token 0 is all ones (every activation quant 127), so that rows of
+// extreme quants and scales give the largest sums the formats allow.
+template <class P, class W, int K, int TT, class B, class G>
+void check_group_tile(const std::vector<B> &rows, void (*interleave)(const B *, int64_t, G *),
+                      std::mt19937 &rng) {
+  constexpr int nb = K / block_values<W>();
+  std::vector<G> g(nb);
+  interleave(rows.data(), nb, g.data());
   const std::vector<double> wv = dequantized(rows, 16, K), wm = magnitudes(rows, 16, K);
-  std::vector<QuantRow<block_q4k_x16>> xq;
+  std::vector<QuantRow<W>> xq;
   for (int t = 0; t < TT; ++t) {
     std::vector<float> x = random_floats(rng, K, 1.0f);
     if (t == 0)
-      for (int i = 0; i < 256; ++i)
-        x[i] = i % 3 == 0 ? -1.0f : 0.75f; // saturating sums in the first super-block
-    xq.push_back(quantize_row<block_q4k_x16>(x.data(), K));
+      std::fill(x.begin(), x.end(), 1.0f);
+    xq.push_back(quantize_row<W>(x.data(), K));
   }
   const uint8_t *ap[TT];
   for (int t = 0; t < TT; ++t)
     ap[t] = xq[t].bytes.data();
   float got[TT][16], ref[TT][16];
-  qk::tile_q4k16<P, TT>(g.data(), ap, nb, got);
-  qk::tile_q4k16<qk::Scalar, TT>(g.data(), ap, nb, ref);
+  qk::tile_group<P, TT>(g.data(), ap, nb, got);
+  qk::tile_group<qk::Scalar, TT>(g.data(), ap, nb, ref);
   for (int t = 0; t < TT; ++t)
     for (int r = 0; r < 16; ++r) {
       ASSERT_EQ(std::memcmp(&got[t][r], &ref[t][r], sizeof(float)), 0)
@@ -454,6 +451,17 @@ template <class P, int K, int TT> void check_tile_q4k16(std::mt19937 &rng) {
       }
       ASSERT_NEAR(ref[t][r], want, 1e-5 * scale) << "K=" << K << " t=" << t << " r=" << r;
     }
+}
+
+// q4_K: row 0 has every scale and min 63 and every quant 15.
+template <class P, int K, int TT> void check_tile_q4k16(std::mt19937 &rng) {
+  constexpr int nb = K / 256;
+  std::vector<block_q4k> rows = random_q4k(rng, 16 * nb, 0.02f);
+  for (int b = 0; b < nb; ++b) {
+    std::fill(std::begin(rows[b].scales), std::end(rows[b].scales), uint8_t{0xFF});
+    std::fill(std::begin(rows[b].qs), std::end(rows[b].qs), uint8_t{0xFF});
+  }
+  check_group_tile<P, block_q4k_x16, K, TT>(rows, interleave_q4k16, rng);
 }
 
 TYPED_TEST(QuantPath, TilesQ4K16) {
@@ -514,42 +522,15 @@ TYPED_TEST(QuantPath, QuantizeQ8_016Activations) {
   }
 }
 
-// As check_tile_q4k16 for q8_0; row 0 holds -128 and 127 and token 0 +-127 (extreme sums).
+// q8_0: row 0 all -128, row 1 all 127.
 template <class P, int K, int TT> void check_tile_q8_016(std::mt19937 &rng) {
   constexpr int nb = K / 32;
   std::vector<block_q8_0> rows = random_q8_0(rng, 16 * nb, 0.02f);
-  for (int b = 0; b < nb; ++b)
-    for (int i = 0; i < 32; ++i)
-      rows[b].qs[i] = static_cast<int8_t>(i % 2 ? -128 : 127);
-  std::vector<block_q8_0_16rows> g(nb);
-  interleave_q8_016(rows.data(), nb, g.data());
-  const std::vector<double> wv = dequantized(rows, 16, K), wm = magnitudes(rows, 16, K);
-  std::vector<QuantRow<block_q8_0_x16>> xq;
-  for (int t = 0; t < TT; ++t) {
-    std::vector<float> x = random_floats(rng, K, 1.0f);
-    if (t == 0)
-      for (int i = 0; i < K; ++i)
-        x[i] = i % 2 ? -1.0f : 1.0f;
-    xq.push_back(quantize_row<block_q8_0_x16>(x.data(), K));
+  for (int b = 0; b < nb; ++b) {
+    std::fill(std::begin(rows[b].qs), std::end(rows[b].qs), int8_t{-128});
+    std::fill(std::begin(rows[nb + b].qs), std::end(rows[nb + b].qs), int8_t{127});
   }
-  const uint8_t *ap[TT];
-  for (int t = 0; t < TT; ++t)
-    ap[t] = xq[t].bytes.data();
-  float got[TT][16], ref[TT][16];
-  qk::tile_q8_016<P, TT>(g.data(), ap, nb, got);
-  qk::tile_q8_016<qk::Scalar, TT>(g.data(), ap, nb, ref);
-  for (int t = 0; t < TT; ++t)
-    for (int r = 0; r < 16; ++r) {
-      ASSERT_EQ(std::memcmp(&got[t][r], &ref[t][r], sizeof(float)), 0)
-          << P::kName << " K=" << K << " TT=" << TT << " t=" << t << " r=" << r << ": "
-          << got[t][r] << " vs " << ref[t][r];
-      double want = 0, scale = 0;
-      for (int k = 0; k < K; ++k) {
-        want += wv[static_cast<size_t>(r) * K + k] * xq[t].value[k];
-        scale += wm[static_cast<size_t>(r) * K + k] * std::fabs(xq[t].value[k]);
-      }
-      ASSERT_NEAR(ref[t][r], want, 1e-5 * scale) << "K=" << K << " t=" << t << " r=" << r;
-    }
+  check_group_tile<P, block_q8_0_x16, K, TT>(rows, interleave_q8_016, rng);
 }
 
 TYPED_TEST(QuantPath, TilesQ8_016) {
@@ -584,8 +565,8 @@ TEST(QuantFormats, InterleaveQ6K16RoundTrips) {
     }
 }
 
-// As check_tile_q4k16 for q6_K; row 0 has every quant 0 (-32 after the offset) and every
-// scale -128, row 1 every quant 63 and every scale 127.
+// q6_K: row 0 has every quant 0 (-32 after the offset) and every scale -128, row 1 every
+// quant 63 and every scale 127.
 template <class P, int K, int TT> void check_tile_q6k16(std::mt19937 &rng) {
   constexpr int nb = K / 256;
   std::vector<block_q6k> rows = random_q6k(rng, 16 * nb, 0.02f);
@@ -598,35 +579,7 @@ template <class P, int K, int TT> void check_tile_q6k16(std::mt19937 &rng) {
     std::fill(std::begin(hi.qh), std::end(hi.qh), uint8_t{0xFF});
     std::fill(std::begin(hi.scales), std::end(hi.scales), int8_t{127});
   }
-  std::vector<block_q6k_16rows> g(nb);
-  interleave_q6k16(rows.data(), nb, g.data());
-  const std::vector<double> wv = dequantized(rows, 16, K), wm = magnitudes(rows, 16, K);
-  std::vector<QuantRow<block_q6k_x16>> xq;
-  for (int t = 0; t < TT; ++t) {
-    std::vector<float> x = random_floats(rng, K, 1.0f);
-    if (t == 0)
-      for (int i = 0; i < K; ++i)
-        x[i] = i % 2 ? -1.0f : 1.0f;
-    xq.push_back(quantize_row<block_q6k_x16>(x.data(), K));
-  }
-  const uint8_t *ap[TT];
-  for (int t = 0; t < TT; ++t)
-    ap[t] = xq[t].bytes.data();
-  float got[TT][16], ref[TT][16];
-  qk::tile_q6k16<P, TT>(g.data(), ap, nb, got);
-  qk::tile_q6k16<qk::Scalar, TT>(g.data(), ap, nb, ref);
-  for (int t = 0; t < TT; ++t)
-    for (int r = 0; r < 16; ++r) {
-      ASSERT_EQ(std::memcmp(&got[t][r], &ref[t][r], sizeof(float)), 0)
-          << P::kName << " K=" << K << " TT=" << TT << " t=" << t << " r=" << r << ": "
-          << got[t][r] << " vs " << ref[t][r];
-      double want = 0, scale = 0;
-      for (int k = 0; k < K; ++k) {
-        want += wv[static_cast<size_t>(r) * K + k] * xq[t].value[k];
-        scale += wm[static_cast<size_t>(r) * K + k] * std::fabs(xq[t].value[k]);
-      }
-      ASSERT_NEAR(ref[t][r], want, 1e-5 * scale) << "K=" << K << " t=" << t << " r=" << r;
-    }
+  check_group_tile<P, block_q6k_x16, K, TT>(rows, interleave_q6k16, rng);
 }
 
 TYPED_TEST(QuantPath, TilesQ6K16) {

@@ -220,7 +220,7 @@ void gemm_rows_of_blocks(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &si
 template <class W, int K, int TT>
 __attribute__((noinline)) void group_tile(const typename qk::rows16<W>::G *g,
                                           const uint8_t *const *a, float (&res)[TT][16]) {
-  qk::rows16<W>::template tile<qk::Best, TT>(g, a, K / qk::rows16<W>::kValues, res);
+  qk::tile_group<qk::Best, TT>(g, a, K / qk::rows16<W>::kValues, res);
 }
 
 // group_tile for run-time tt <= TT tokens from t, the group whose first row is r.

@@ -76,7 +76,7 @@ PHIMOE_RT_INLINE void q4k16_scales(const block_q4k_16rows &x, int r, uint8_t *sc
 
 // The reference: res[t][r] = dot(activation row t, row r of the group) over nb super-blocks.
 template <int TT>
-inline void tile_q4k16_scalar(const block_q4k_16rows *g, const uint8_t *const *a, int nb,
+inline void tile16_scalar(const block_q4k_16rows *g, const uint8_t *const *a, int nb,
                               float (&res)[TT][16]) {
   float acc[TT][16] = {};
   for (int b = 0; b < nb; ++b) {
@@ -133,7 +133,7 @@ PHIMOE_RT_INLINE __m256 neg8(__m256 v) { return _mm256_xor_ps(v, _mm256_set1_ps(
 
 // AVX2: the group as two halves of 8 rows (bytes 32h .. 32h+31 of each quant vector).
 template <int TT>
-inline void tile_q4k16_avx2(const block_q4k_16rows *g, const uint8_t *const *a, int nb,
+inline void tile16_avx2(const block_q4k_16rows *g, const uint8_t *const *a, int nb,
                             float (&res)[TT][16]) {
   const block_q8k *ab[TT];
   const int32_t *pairs[TT];
@@ -206,7 +206,7 @@ inline void tile_q4k16_avx2(const block_q4k_16rows *g, const uint8_t *const *a, 
 
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 template <bool Vnni, int TT>
-inline void tile_q4k16_avx512(const block_q4k_16rows *g, const uint8_t *const *a, int nb,
+inline void tile16_avx512(const block_q4k_16rows *g, const uint8_t *const *a, int nb,
                               float (&res)[TT][16]) {
   const block_q8k *ab[TT];
   const int32_t *pairs[TT];
@@ -318,7 +318,7 @@ template <class P> inline void quantize_q8_016(const float *x, int k, uint8_t *o
 }
 
 template <int TT>
-inline void tile_q8_016_scalar(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
+inline void tile16_scalar(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
                                float (&res)[TT][16]) {
   float acc[TT][16] = {};
   for (int b = 0; b < nb; ++b)
@@ -343,7 +343,7 @@ inline void tile_q8_016_scalar(const block_q8_0_16rows *g, const uint8_t *const 
 // AVX2: two halves of 8 rows; the weights unbiased and multiplied with the sign trick
 // (maddubs of |w| and y with w's sign: pair sums stay below 2^15).
 template <int TT>
-inline void tile_q8_016_avx2(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
+inline void tile16_avx2(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
                              float (&res)[TT][16]) {
   const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
   for (int h = 0; h < 2; ++h) {
@@ -379,7 +379,7 @@ inline void tile_q8_016_avx2(const block_q8_0_16rows *g, const uint8_t *const *a
 #if defined(__AVX512F__) && defined(__AVX512BW__)
 // AVX-512: with VNNI, dpbusd of the biased bytes from c_b; without, the sign trick.
 template <bool Vnni, int TT>
-inline void tile_q8_016_avx512(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
+inline void tile16_avx512(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
                                float (&res)[TT][16]) {
   const int32_t *c[TT];
   const float *dy[TT];
@@ -447,7 +447,7 @@ template <> struct format<block_q8_0_x16> {
 // memory order: per h and m = j % 2, the four quarters' sums of 4 sub-blocks side by side.
 
 template <int TT>
-inline void tile_q6k16_scalar(const block_q6k_16rows *g, const uint8_t *const *a, int nb,
+inline void tile16_scalar(const block_q6k_16rows *g, const uint8_t *const *a, int nb,
                               float (&res)[TT][16]) {
   float acc[TT][16] = {};
   for (int b = 0; b < nb; ++b)
@@ -496,7 +496,7 @@ PHIMOE_RT_INLINE __m256i q6k_quants(__m256i ql, __m256i qh, int s) {
 } // namespace x86
 
 template <int TT>
-inline void tile_q6k16_avx2(const block_q6k_16rows *g, const uint8_t *const *a, int nb,
+inline void tile16_avx2(const block_q6k_16rows *g, const uint8_t *const *a, int nb,
                             float (&res)[TT][16]) {
   const __m256i ones = _mm256_set1_epi16(1);
   for (int h8 = 0; h8 < 2; ++h8) { // rows 8 h8 .. 8 h8 + 7
@@ -559,7 +559,7 @@ PHIMOE_RT_INLINE __m512i q6k_quants512(__m512i ql, __m512i qh, int s) {
 } // namespace x86
 
 template <bool Vnni, int TT>
-inline void tile_q6k16_avx512(const block_q6k_16rows *g, const uint8_t *const *a, int nb,
+inline void tile16_avx512(const block_q6k_16rows *g, const uint8_t *const *a, int nb,
                               float (&res)[TT][16]) {
   __m512 acc[TT];
   for (int t = 0; t < TT; ++t)
@@ -624,116 +624,44 @@ template <> struct format<block_q6k_x16> {
 
 // ---- both -------------------------------------------------------------------------------------
 
-// res[t][r] = dot(activation row t, row r of group g) over nb super-blocks, on path P.
-template <class P, int TT>
-PHIMOE_RT_INLINE void tile_q4k16(const block_q4k_16rows *g, const uint8_t *const *a, int nb,
+// res[t][r] = dot(activation row t, row r of group g) over nb blocks (super-blocks), on
+// path P; G is the group type (block_q4k_16rows, block_q8_0_16rows, block_q6k_16rows).
+template <class P, int TT, class G>
+PHIMOE_RT_INLINE void tile_group(const G *g, const uint8_t *const *a, int nb,
                                  float (&res)[TT][16]) {
   if constexpr (std::is_same_v<P, Scalar>) {
-    tile_q4k16_scalar<TT>(g, a, nb, res);
+    tile16_scalar<TT>(g, a, nb, res);
   }
 #if defined(__AVX512F__) && defined(__AVX512BW__)
   else if constexpr (std::is_same_v<P, Avx512>) {
-    tile_q4k16_avx512<false, TT>(g, a, nb, res);
+    tile16_avx512<false, TT>(g, a, nb, res);
   }
 #if defined(__AVX512VNNI__)
   else if constexpr (std::is_same_v<P, Vnni>) {
-    tile_q4k16_avx512<true, TT>(g, a, nb, res);
+    tile16_avx512<true, TT>(g, a, nb, res);
   }
 #endif
 #endif
 #if defined(__AVX2__)
   else {
-    static_assert(std::is_same_v<P, Avx2>, "a path without a q4_K x16 tile");
-    tile_q4k16_avx2<TT>(g, a, nb, res);
+    static_assert(std::is_same_v<P, Avx2>, "a path without group tiles");
+    tile16_avx2<TT>(g, a, nb, res);
   }
 #endif
 }
 
-// res[t][r] = dot(activation row t, row r of q8_0 group g) over nb blocks, on path P.
-template <class P, int TT>
-PHIMOE_RT_INLINE void tile_q8_016(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
-                                  float (&res)[TT][16]) {
-  if constexpr (std::is_same_v<P, Scalar>) {
-    tile_q8_016_scalar<TT>(g, a, nb, res);
-  }
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-  else if constexpr (std::is_same_v<P, Avx512>) {
-    tile_q8_016_avx512<false, TT>(g, a, nb, res);
-  }
-#if defined(__AVX512VNNI__)
-  else if constexpr (std::is_same_v<P, Vnni>) {
-    tile_q8_016_avx512<true, TT>(g, a, nb, res);
-  }
-#endif
-#endif
-#if defined(__AVX2__)
-  else {
-    static_assert(std::is_same_v<P, Avx2>, "a path without a q8_0 x16 tile");
-    tile_q8_016_avx2<TT>(g, a, nb, res);
-  }
-#endif
-}
-
-// res[t][r] = dot(activation row t, row r of q6_K group g) over nb super-blocks, on path P.
-template <class P, int TT>
-PHIMOE_RT_INLINE void tile_q6k16(const block_q6k_16rows *g, const uint8_t *const *a, int nb,
-                                 float (&res)[TT][16]) {
-  if constexpr (std::is_same_v<P, Scalar>) {
-    tile_q6k16_scalar<TT>(g, a, nb, res);
-  }
-#if defined(__AVX512F__) && defined(__AVX512BW__)
-  else if constexpr (std::is_same_v<P, Avx512>) {
-    tile_q6k16_avx512<false, TT>(g, a, nb, res);
-  }
-#if defined(__AVX512VNNI__)
-  else if constexpr (std::is_same_v<P, Vnni>) {
-    tile_q6k16_avx512<true, TT>(g, a, nb, res);
-  }
-#endif
-#endif
-#if defined(__AVX2__)
-  else {
-    static_assert(std::is_same_v<P, Avx2>, "a path without a q6_K x16 tile");
-    tile_q6k16_avx2<TT>(g, a, nb, res);
-  }
-#endif
-}
-
-// The interleaved types as the kernels see them: group block, values per block, tile.
+// The interleaved types as the kernels see them: group block and values per block.
 template <class W> struct rows16 {
   static constexpr bool kAny = false;
 };
-template <> struct rows16<block_q4k_x16> {
+template <class Group, int Values> struct rows16_of {
   static constexpr bool kAny = true;
-  using G = block_q4k_16rows;
-  static constexpr int kValues = kQK_K;
-  template <class P, int TT>
-  static PHIMOE_RT_INLINE void tile(const G *g, const uint8_t *const *a, int nb,
-                                    float (&res)[TT][16]) {
-    tile_q4k16<P, TT>(g, a, nb, res);
-  }
+  using G = Group;
+  static constexpr int kValues = Values;
 };
-template <> struct rows16<block_q8_0_x16> {
-  static constexpr bool kAny = true;
-  using G = block_q8_0_16rows;
-  static constexpr int kValues = kQK8_0;
-  template <class P, int TT>
-  static PHIMOE_RT_INLINE void tile(const G *g, const uint8_t *const *a, int nb,
-                                    float (&res)[TT][16]) {
-    tile_q8_016<P, TT>(g, a, nb, res);
-  }
-};
-
-template <> struct rows16<block_q6k_x16> {
-  static constexpr bool kAny = true;
-  using G = block_q6k_16rows;
-  static constexpr int kValues = kQK_K;
-  template <class P, int TT>
-  static PHIMOE_RT_INLINE void tile(const G *g, const uint8_t *const *a, int nb,
-                                    float (&res)[TT][16]) {
-    tile_q6k16<P, TT>(g, a, nb, res);
-  }
-};
+template <> struct rows16<block_q4k_x16> : rows16_of<block_q4k_16rows, kQK_K> {};
+template <> struct rows16<block_q8_0_x16> : rows16_of<block_q8_0_16rows, kQK8_0> {};
+template <> struct rows16<block_q6k_x16> : rows16_of<block_q6k_16rows, kQK_K> {};
 
 } // namespace qk
 } // namespace phimoe_rt
