@@ -7,6 +7,10 @@
 // nothing is allocated. A kernel whose buffers are too small for n rows writes nan (a
 // runtime bug made visible, not memory corrupted).
 //
+// Weights: CPU builds store q8_0, q4_K and q6_K matrices whose row count is a multiple of 16 in
+// groups of 16 interleaved rows (block_*_x16 here, tiles in quant_rows16.h: TT tokens x a
+// group, decode too); other block-quantized weights (embeddings, odd row counts) stay row by
+// row (the tiles of quant_kernels.h).
 // GEMM: work items are panels of weight rows (kPanelRows, which stay in L2); each item runs
 // over all the tokens in micro-tiles of tt tokens x rr rows (each weight block is loaded once
 // per micro-tile and used for its tt tokens). So a panel's weights are read from memory once
