@@ -14,9 +14,8 @@
 // GEMM: work items are panels of weight rows (kPanelRows, which stay in L2); each item runs
 // over all the tokens in micro-tiles of tt tokens x rr rows (each weight block is loaded once
 // per micro-tile and used for its tt tokens). So a panel's weights are read from memory once
-// per forward whatever the number of tokens. q4_K and q8_0 prompts of kUnpackMinTokens or
-// more unpack kUnpackRows rows at a time into a per-thread buffer first (unpacked<W>). Decode (n = 1)
-// uses rr_decode rows at a time (shapes: qk::TileShape). Every output is computed by the same operations whatever
+// per forward whatever the number of tokens. Decode (n = 1) of row-by-row weights uses
+// rr_decode rows at a time (shapes: qk::TileShape). Every output is computed by the same operations whatever
 // the tile or thread that computes it (quant_kernels.h), so outputs do not depend on the
 // number of threads, and a prompt's rows equal the rows decode computes one at a time.
 #ifndef PHIMOE_RT_KERNELS_QUANT_H
@@ -32,7 +31,6 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
-#include <new>
 #include <type_traits>
 
 namespace phimoe_rt {
@@ -152,75 +150,6 @@ inline void micro_any(int tt, int rr, int t, int r, RowFn &row, ActFn &act, Sink
   micro<M, TT, RR, W>(t, r, row, act, sink);
 }
 
-#if defined(__AVX2__)
-// Prompt tiles over weight rows unpacked first: each weight block is used once per tile of
-// tokens, so unpacking it once per group of kUnpackRows rows takes the unpacking out of the
-// tiles. q4_K: quants one per byte, scales decoded (qk::block_q4k_unpacked); q8_0: groups of
-// 8 blocks with contiguous quants and float scales (qk::block_q8_0x8). The same integer sums
-// and float steps as the packed tiles, so decode rows still equal prompt rows bit for bit.
-template <class W> struct unpacked {
-  static constexpr bool kAny = false;
-};
-template <> struct unpacked<block_q4k> {
-  static constexpr bool kAny = true;
-  using U = qk::block_q4k_unpacked;
-  static constexpr int units(int nb) { return nb; }
-  static void unpack(const block_q4k *x, int nb, U *y) { qk::unpack_q4k(x, nb, y); }
-  template <class P, int TT, int RR>
-  static PHIMOE_RT_INLINE void tile(const U *const *w, const uint8_t *const *a, int nb,
-                                    float (&res)[TT][RR]) {
-    qk::tile_q4k_vec<P, TT, RR>(w, a, nb, res);
-  }
-};
-template <> struct unpacked<block_q8_0> {
-  static constexpr bool kAny = true;
-  using U = qk::block_q8_0x8;
-  static constexpr int units(int nb) { return (nb + qk::kGroup - 1) / qk::kGroup; }
-  static void unpack(const block_q8_0 *x, int nb, U *y) { qk::unpack_q8_0(x, nb, y); }
-  template <class P, int TT, int RR>
-  static PHIMOE_RT_INLINE void tile(const U *const *w, const uint8_t *const *a, int nb,
-                                    float (&res)[TT][RR]) {
-    qk::tile_q8_0<P, TT, RR, U>(w, a, nb, res);
-  }
-};
-
-// The micro-tile interface (micro, micro_any) over unpacked rows of K values.
-template <class W, int K> struct matmul_unpacked {
-  using P = qk::Best;
-  using F = qk::format<W>;
-  static constexpr int kTT = P::kShape[F::kIndex].tt, kRR = P::kShape[F::kIndex].rr;
-  template <int TT, int RR>
-  static PHIMOE_RT_INLINE void tile(const typename unpacked<W>::U *const *w,
-                                    const uint8_t *const *a, float (&res)[TT][RR]) {
-    unpacked<W>::template tile<P, TT, RR>(w, a, K / F::kBlock, res);
-  }
-};
-
-constexpr int kUnpackRows = 32;
-// Fewer tokens than this use the packed tiles: unpacking would cost more than it saves.
-constexpr int kUnpackMinTokens = 16;
-
-// A thread's buffer for `bytes` of unpacked rows: allocated on the thread's first prompt
-// GEMM that needs that many, then reused.
-inline void *unpack_buffer(size_t bytes) {
-  struct Buffer {
-    void *p = nullptr;
-    size_t size = 0;
-    ~Buffer() { ::operator delete[](p, std::align_val_t{64}); }
-  };
-  thread_local Buffer buf;
-  if (buf.size < bytes) {
-    ::operator delete[](buf.p, std::align_val_t{64});
-    buf.p = ::operator new[](bytes, std::align_val_t{64});
-    buf.size = bytes;
-  }
-  return buf.p;
-}
-#endif
-
-template <class M, class W, class RowFn, class ActFn, class Sink>
-void gemm_rows_of_blocks(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &sink);
-
 template <class W, int K, int TT>
 __attribute__((noinline)) void group_tile(const typename qk::rows16<W>::G *g,
                                           const uint8_t *const *a, float (&res)[TT][16]) {
@@ -243,6 +172,23 @@ inline void group_any(int tt, int t, int r, RowFn &row, ActFn &act, Sink &sink) 
       sink(t + i, r + j, res[i][j]);
 }
 
+// gemm_rows for row-by-row weights.
+template <class M, class W, class RowFn, class ActFn, class Sink>
+void gemm_rows_of_blocks(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &sink) {
+  if (n == 1) {
+    constexpr int RR = M::kRRDecode;
+    for (int r = r0; r < r1; r += RR)
+      micro_any<M, 1, RR, W>(1, std::min(RR, r1 - r), 0, r, row, act, sink);
+    return;
+  }
+  constexpr int TT = M::kTT, RR = M::kRR;
+  for (int t = 0; t < n; t += TT) {
+    const int tt = std::min(TT, n - t);
+    for (int r = r0; r < r1; r += RR)
+      micro_any<M, TT, RR, W>(tt, std::min(RR, r1 - r), t, r, row, act, sink);
+  }
+}
+
 // Outputs (t, r) for rows [r0, r1) and tokens [0, n): row(r) is weight row r, act(t) the
 // activation row of token t; sink(t, r, value) receives each result once. Interleaved
 // q4_K, q8_0 and q6_K rows go by groups: r0 and r1 must be multiples of 16 (panels are, and such
@@ -258,47 +204,6 @@ inline void gemm_rows(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &sink)
     }
   } else {
     gemm_rows_of_blocks<M, W>(r0, r1, n, row, act, sink);
-  }
-}
-
-// gemm_rows for row-by-row weights.
-template <class M, class W, class RowFn, class ActFn, class Sink>
-void gemm_rows_of_blocks(int r0, int r1, int n, RowFn &row, ActFn &act, Sink &sink) {
-#if defined(__AVX2__)
-  if constexpr (unpacked<W>::kAny && M::kQuantized) {
-    if (n >= kUnpackMinTokens) {
-      using UP = unpacked<W>;
-      using U = typename UP::U;
-      constexpr int nb = static_cast<int>(M::kRowStride), units = UP::units(nb);
-      using MU = matmul_unpacked<W, nb * qk::format<W>::kBlock>;
-      U *buf = static_cast<U *>(unpack_buffer(sizeof(U) * units * kUnpackRows));
-      for (int g0 = r0; g0 < r1; g0 += kUnpackRows) {
-        const int g1 = std::min(r1, g0 + kUnpackRows);
-        for (int r = g0; r < g1; ++r)
-          UP::unpack(row(r), nb, buf + static_cast<size_t>(r - g0) * units);
-        auto urow = [&](int r) -> const U * { return buf + static_cast<size_t>(r - g0) * units; };
-        for (int t = 0; t < n; t += MU::kTT) {
-          const int tt = std::min(MU::kTT, n - t);
-          for (int r = g0; r < g1; r += MU::kRR)
-            micro_any<MU, MU::kTT, MU::kRR, U>(tt, std::min(MU::kRR, g1 - r), t, r, urow, act,
-                                               sink);
-        }
-      }
-      return;
-    }
-  }
-#endif
-  if (n == 1) {
-    constexpr int RR = M::kRRDecode;
-    for (int r = r0; r < r1; r += RR)
-      micro_any<M, 1, RR, W>(1, std::min(RR, r1 - r), 0, r, row, act, sink);
-    return;
-  }
-  constexpr int TT = M::kTT, RR = M::kRR;
-  for (int t = 0; t < n; t += TT) {
-    const int tt = std::min(TT, n - t);
-    for (int r = r0; r < r1; r += RR)
-      micro_any<M, TT, RR, W>(tt, std::min(RR, r1 - r), t, r, row, act, sink);
   }
 }
 

@@ -96,73 +96,6 @@ PHIMOE_RT_INLINE void q4k_scales(const uint8_t *s12, uint8_t *sc, uint8_t *mn) {
   std::memcpy(mn + 4, &mn_hi, 4);
 }
 
-// A q4_K block unpacked for prompt tiles, which use each weight block once per 3-4 tokens:
-// the quants one per byte in value order (so a vector load is the values it multiplies), the
-// 6-bit scales and mins decoded, d and dmin as stored. Same numbers, no nibble or scale
-// unpacking in the tile. 320 bytes, so that consecutive blocks keep q 64-byte aligned.
-struct alignas(64) block_q4k_unpacked {
-  uint8_t q[kQK_K];
-  uint8_t sc[8], mn[8];
-  uint16_t d, dmin;
-};
-
-inline void unpack_q4k(const block_q4k *x, int nb, block_q4k_unpacked *y) {
-  for (int b = 0; b < nb; ++b) {
-#if defined(__AVX2__)
-    const __m256i m4 = _mm256_set1_epi8(0x0F);
-    for (int c = 0; c < 4; ++c) {
-      const __m256i q = _mm256_loadu_si256(reinterpret_cast<const __m256i *>(x[b].qs + 32 * c));
-      _mm256_store_si256(reinterpret_cast<__m256i *>(y[b].q + 64 * c), _mm256_and_si256(q, m4));
-      _mm256_store_si256(reinterpret_cast<__m256i *>(y[b].q + 64 * c + 32),
-                         _mm256_and_si256(_mm256_srli_epi16(q, 4), m4));
-    }
-#else
-    for (int c = 0; c < 4; ++c)
-      for (int j = 0; j < 32; ++j) {
-        const uint8_t byte = x[b].qs[32 * c + j];
-        y[b].q[64 * c + j] = byte & 0xF;
-        y[b].q[64 * c + 32 + j] = byte >> 4;
-      }
-#endif
-    q4k_scales(x[b].scales, y[b].sc, y[b].mn);
-    y[b].d = x[b].d;
-    y[b].dmin = x[b].dmin;
-  }
-}
-
-// q8_0 rows unpacked for prompt tiles: groups of 8 blocks (a dot product's kGroup), their
-// quants contiguous (two blocks are one 64-byte load) and their scales as float. A row of nb
-// blocks is (nb + 7) / 8 groups; the blocks past nb are zero. Same numbers as the blocks.
-struct alignas(64) block_q8_0x8 {
-  int8_t qs[kGroup * kQK8_0];
-  float d[kGroup];
-};
-
-inline void unpack_q8_0(const block_q8_0 *x, int nb, block_q8_0x8 *y) {
-  for (int g = 0; g < (nb + kGroup - 1) / kGroup; ++g)
-    for (int l = 0; l < kGroup; ++l) {
-      const int b = kGroup * g + l;
-      if (b < nb) {
-        std::memcpy(y[g].qs + kQK8_0 * l, x[b].qs, kQK8_0);
-        y[g].d[l] = half_to_float(x[b].d);
-      } else {
-        std::memset(y[g].qs + kQK8_0 * l, 0, kQK8_0);
-        y[g].d[l] = 0.0f;
-      }
-    }
-}
-
-// The quants of block l of a group that starts at w (packed blocks or an unpacked group).
-PHIMOE_RT_INLINE const int8_t *q8_qs(const block_q8_0 *w, int l) { return w[l].qs; }
-PHIMOE_RT_INLINE const int8_t *q8_qs(const block_q8_0x8 *w, int l) { return w->qs + kQK8_0 * l; }
-// The scale of block l of such a group, as float.
-PHIMOE_RT_INLINE float q8_scale(const block_q8_0 *w, int l) { return half_to_float(w[l].d); }
-PHIMOE_RT_INLINE float q8_scale(const block_q8_0x8 *w, int l) { return w->d[l]; }
-// The group that starts at block b (a multiple of kGroup) of a row.
-PHIMOE_RT_INLINE const block_q8_0 *q8_group(const block_q8_0 *row, int b) { return row + b; }
-PHIMOE_RT_INLINE const block_q8_0x8 *q8_group(const block_q8_0x8 *row, int b) {
-  return row + b / kGroup;
-}
 
 // The sums of 16 of a q8_K block's values.
 PHIMOE_RT_INLINE void q8k_bsums(block_q8k &y) {
@@ -267,8 +200,8 @@ struct Scalar {
 
   // s[t][r][l] = sum_i w[r][l].qs[i] * a[t][32 l + i] for the g <= 8 blocks of a group
   // (lanes l >= g are 0). w[r] points at the group's first block, a[t] at its first value.
-  template <int TT, int RR, class B>
-  static PHIMOE_RT_INLINE void isums_q8_0(const B *const *w, const int8_t *const *a, int g,
+  template <int TT, int RR>
+  static PHIMOE_RT_INLINE void isums_q8_0(const block_q8_0 *const *w, const int8_t *const *a, int g,
                          int32_t (*s)[RR][kGroup]) {
     for (int t = 0; t < TT; ++t)
       for (int r = 0; r < RR; ++r)
@@ -276,7 +209,7 @@ struct Scalar {
           int32_t sum = 0;
           if (l < g)
             for (int i = 0; i < kQK8_0; ++i)
-              sum += q8_qs(w[r], l)[i] * a[t][kQK8_0 * l + i];
+              sum += w[r][l].qs[i] * a[t][kQK8_0 * l + i];
           s[t][r][l] = sum;
         }
   }
@@ -385,26 +318,12 @@ PHIMOE_RT_INLINE void q4k_scales_avx2(const block_q4k *w, __m256i *sc16, __m256i
   *mn32 = _mm256_cvtepu8_epi32(_mm_srli_si128(sm, 8));
 }
 
-// q4k_scales_avx2 for a packed or an unpacked block.
-PHIMOE_RT_INLINE void q4k_scales_of(const block_q4k *w, __m256i *sc16, __m256i *mn32) {
-  q4k_scales_avx2(w, sc16, mn32);
-}
-PHIMOE_RT_INLINE void q4k_scales_of(const block_q4k_unpacked *w, __m256i *sc16, __m256i *mn32) {
-  const __m128i sc = _mm_loadl_epi64(reinterpret_cast<const __m128i *>(w->sc));
-  *sc16 = _mm256_broadcastsi128_si256(_mm_cvtepu8_epi16(sc));
-  *mn32 = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i *>(w->mn)));
-}
-
 // The quants of values 64j .. 64j+31 (lo) and 64j+32 .. 64j+63 (hi), one per byte.
 PHIMOE_RT_INLINE void q4k_quants(const block_q4k *w, int j, __m256i *lo, __m256i *hi) {
   const __m256i m4 = _mm256_set1_epi8(0x0F);
   const __m256i q = load256(w->qs + 32 * j);
   *lo = _mm256_and_si256(q, m4);
   *hi = _mm256_and_si256(_mm256_srli_epi16(q, 4), m4);
-}
-PHIMOE_RT_INLINE void q4k_quants(const block_q4k_unpacked *w, int j, __m256i *lo, __m256i *hi) {
-  *lo = load256(w->q + 64 * j);
-  *hi = load256(w->q + 64 * j + 32);
 }
 
 } // namespace x86
@@ -458,8 +377,8 @@ struct Avx2 {
     }
   }
 
-  template <int TT, int RR, class B>
-  static PHIMOE_RT_INLINE void isums_q8_0(const B *const *w, const int8_t *const *a, int g,
+  template <int TT, int RR>
+  static PHIMOE_RT_INLINE void isums_q8_0(const block_q8_0 *const *w, const int8_t *const *a, int g,
                          int32_t (*s)[RR][kGroup]) {
     const __m256i ones = _mm256_set1_epi16(1), zero = _mm256_setzero_si256();
     // h[t][r][p]: after blocks 2p, 2p+1: hadd of their vectors; q[t][r][k]: of 4 blocks.
@@ -478,7 +397,7 @@ struct Avx2 {
           }
           __m256i wq[RR], wa[RR];
           for (int r = 0; r < RR; ++r) {
-            wq[r] = x86::load256(q8_qs(w[r], l));
+            wq[r] = x86::load256(w[r][l].qs);
             wa[r] = _mm256_sign_epi8(wq[r], wq[r]);
           }
           for (int t = 0; t < TT; ++t) {
@@ -505,14 +424,13 @@ struct Avx2 {
       }
   }
 
-  // Scalar::lanes_q4k on vectors: lane l of the int32 vectors S and M, from packed
-  // (block_q4k) or unpacked (block_q4k_unpacked) blocks.
-  template <int TT, int RR, class B>
-  static PHIMOE_RT_INLINE void vlanes_q4k(const B *const *w, const block_q8k *const *a,
+  // Scalar::lanes_q4k on vectors: lane l of the int32 vectors S and M.
+  template <int TT, int RR>
+  static PHIMOE_RT_INLINE void vlanes_q4k(const block_q4k *const *w, const block_q8k *const *a,
                                           __m256i (*S)[RR], __m256i *M) {
     __m256i sc16[RR];
     for (int r = 0; r < RR; ++r)
-      x86::q4k_scales_of(w[r], &sc16[r], &M[r]);
+      x86::q4k_scales_avx2(w[r], &sc16[r], &M[r]);
     for (int j = 0; j < 4; ++j) {
       // sub-blocks 2j (values 64j .. 64j+31) and 2j+1 (the next 32)
       const __m256i pick_lo = _mm256_set1_epi16(static_cast<int16_t>(((4 * j + 1) << 8) | (4 * j)));
@@ -626,9 +544,6 @@ PHIMOE_RT_INLINE __m512i q4k_quants512(const block_q4k *w, int c) {
   const __m512i b = _mm512_broadcast_i64x4(load256(w->qs + 32 * c));
   return _mm512_and_si512(_mm512_srlv_epi16(b, shift), m4);
 }
-PHIMOE_RT_INLINE __m512i q4k_quants512(const block_q4k_unpacked *w, int c) {
-  return load512(w->q + 64 * c);
-}
 
 // acc + madd(a, b): dpwssd with VNNI.
 template <bool Vnni> PHIMOE_RT_INLINE __m512i madd_acc(__m512i acc, __m512i a, __m512i b) {
@@ -688,8 +603,8 @@ template <bool Vnni> struct Avx512T {
 
   // Two blocks (l, l+1) per 512-bit vector; VNNI: dpbusd of (w + 128) as u8 with y, started
   // from -128 * sum(y) (so that it sums w * y); otherwise the sign trick with maddubs.
-  template <int TT, int RR, class B>
-  static PHIMOE_RT_INLINE void isums_q8_0(const B *const *w, const int8_t *const *a, int g,
+  template <int TT, int RR>
+  static PHIMOE_RT_INLINE void isums_q8_0(const block_q8_0 *const *w, const int8_t *const *a, int g,
                          int32_t (*s)[RR][kGroup]) {
     __m512i v[TT][RR][4];
     const __m512i zero = _mm512_setzero_si512();
@@ -704,13 +619,9 @@ template <bool Vnni> struct Avx512T {
       const bool both = l + 1 < g;
       __m512i wq[RR];
       for (int r = 0; r < RR; ++r) {
-        if constexpr (std::is_same_v<B, block_q8_0x8>) { // blocks past nb are zero
-          wq[r] = x86::load512(q8_qs(w[r], l));
-        } else {
-          const __m256i w0 = x86::load256(q8_qs(w[r], l));
-          const __m256i w1 = both ? x86::load256(q8_qs(w[r], l + 1)) : _mm256_setzero_si256();
-          wq[r] = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
-        }
+        const __m256i w0 = x86::load256(w[r][l].qs);
+        const __m256i w1 = both ? x86::load256(w[r][l + 1].qs) : _mm256_setzero_si256();
+        wq[r] = _mm512_inserti64x4(_mm512_castsi256_si512(w0), w1, 1);
       }
       for (int t = 0; t < TT; ++t) {
         const __m512i y = both ? x86::load512(a[t] + kQK8_0 * l)
@@ -741,14 +652,14 @@ template <bool Vnni> struct Avx512T {
   }
 
   // Scalar::lanes_q4k: 64 values per vector (values 64c .. 64c+31 in the low half, the next
-  // 32 in the high half), the halves added at the end; packed or unpacked blocks.
-  template <int TT, int RR, class B>
-  static PHIMOE_RT_INLINE void vlanes_q4k(const B *const *w, const block_q8k *const *a,
+  // 32 in the high half), the halves added at the end.
+  template <int TT, int RR>
+  static PHIMOE_RT_INLINE void vlanes_q4k(const block_q4k *const *w, const block_q8k *const *a,
                                           __m256i (*S)[RR], __m256i *M) {
     __m512i sc16[RR];
     for (int r = 0; r < RR; ++r) {
       __m256i s;
-      x86::q4k_scales_of(w[r], &s, &M[r]);
+      x86::q4k_scales_avx2(w[r], &s, &M[r]);
       sc16[r] = _mm512_castsi256_si512(s);
     }
     __m512i acc[TT][RR];
@@ -849,9 +760,8 @@ PHIMOE_RT_INLINE void prefetch_span(const void *p, int bytes) {
 }
 
 // q8_0 weights; a[t] is an activation row of nb blocks (act_bytes_q8_0 layout).
-// (B: block_q8_0 rows, or rows unpacked into block_q8_0x8 groups.)
-template <class P, int TT, int RR, class B = block_q8_0>
-PHIMOE_RT_INLINE void tile_q8_0(const B *const *w, const uint8_t *const *a, int nb,
+template <class P, int TT, int RR>
+PHIMOE_RT_INLINE void tile_q8_0(const block_q8_0 *const *w, const uint8_t *const *a, int nb,
                                 float (&res)[TT][RR]) {
 #if defined(__AVX2__) && defined(__F16C__)
   // The same per-lane operations as combine_q8_0 (multiply, multiply, add: no fused
@@ -862,21 +772,17 @@ PHIMOE_RT_INLINE void tile_q8_0(const B *const *w, const uint8_t *const *a, int 
       accv[t][r] = _mm256_setzero_ps();
   const int whole = nb / kGroup * kGroup;
   for (int b = 0; b < whole; b += kGroup) {
-    const B *wb[RR];
+    const block_q8_0 *wb[RR];
     const int8_t *ab[TT];
     __m256 dw[RR], da[TT];
     for (int r = 0; r < RR; ++r) {
-      wb[r] = q8_group(w[r], b);
-      if constexpr (std::is_same_v<B, block_q8_0x8>) {
-        dw[r] = _mm256_load_ps(wb[r]->d);
-      } else {
-        prefetch_span(wb[r], kGroup * static_cast<int>(sizeof(block_q8_0)));
-        const block_q8_0 *x = wb[r];
-        dw[r] = _mm256_cvtph_ps(_mm_setr_epi16(
-            static_cast<short>(x[0].d), static_cast<short>(x[1].d), static_cast<short>(x[2].d),
-            static_cast<short>(x[3].d), static_cast<short>(x[4].d), static_cast<short>(x[5].d),
-            static_cast<short>(x[6].d), static_cast<short>(x[7].d)));
-      }
+      wb[r] = w[r] + b;
+      prefetch_span(wb[r], kGroup * static_cast<int>(sizeof(block_q8_0)));
+      const block_q8_0 *x = wb[r];
+      dw[r] = _mm256_cvtph_ps(_mm_setr_epi16(
+          static_cast<short>(x[0].d), static_cast<short>(x[1].d), static_cast<short>(x[2].d),
+          static_cast<short>(x[3].d), static_cast<short>(x[4].d), static_cast<short>(x[5].d),
+          static_cast<short>(x[6].d), static_cast<short>(x[7].d)));
     }
     for (int t = 0; t < TT; ++t) {
       ab[t] = reinterpret_cast<const int8_t *>(a[t]) + kQK8_0 * b;
@@ -907,15 +813,14 @@ PHIMOE_RT_INLINE void tile_q8_0(const B *const *w, const uint8_t *const *a, int 
 #endif
   for (int b = first; b < nb; b += kGroup) {
     const int g = nb - b < kGroup ? nb - b : kGroup;
-    const B *wb[RR];
+    const block_q8_0 *wb[RR];
     const int8_t *ab[TT];
     float dw[RR][kGroup] = {}, da[TT][kGroup] = {};
     for (int r = 0; r < RR; ++r) {
-      wb[r] = q8_group(w[r], b);
-      if constexpr (std::is_same_v<B, block_q8_0>)
-        prefetch_span(wb[r], kGroup * static_cast<int>(sizeof(block_q8_0)));
+      wb[r] = w[r] + b;
+      prefetch_span(wb[r], kGroup * static_cast<int>(sizeof(block_q8_0)));
       for (int l = 0; l < g; ++l)
-        dw[r][l] = q8_scale(wb[r], l);
+        dw[r][l] = half_to_float(wb[r][l].d);
     }
     for (int t = 0; t < TT; ++t) {
       ab[t] = reinterpret_cast<const int8_t *>(a[t]) + kQK8_0 * b;
@@ -1013,11 +918,11 @@ PHIMOE_RT_INLINE __m256 fma_lanes(__m256i lanes, float scale, __m256 acc) {
 #endif
 
 #if defined(__AVX2__)
-// tile_q4k's vector paths, on packed (block_q4k) or unpacked (block_q4k_unpacked) blocks.
-template <class P, int TT, int RR, class B>
-PHIMOE_RT_INLINE void tile_q4k_vec(const B *const *w, const uint8_t *const *a, int nb,
+// tile_q4k's vector paths.
+template <class P, int TT, int RR>
+PHIMOE_RT_INLINE void tile_q4k_vec(const block_q4k *const *w, const uint8_t *const *a, int nb,
                                    float (&res)[TT][RR]) {
-  const B *wb[RR];
+  const block_q4k *wb[RR];
   const block_q8k *ab[TT];
   const float *ms[TT];
   for (int t = 0; t < TT; ++t)
@@ -1026,8 +931,7 @@ PHIMOE_RT_INLINE void tile_q4k_vec(const B *const *w, const uint8_t *const *a, i
   for (int b = 0; b < nb; ++b) {
     for (int r = 0; r < RR; ++r) {
       wb[r] = w[r] + b;
-      if constexpr (std::is_same_v<B, block_q4k>)
-        prefetch_span(wb[r], static_cast<int>(sizeof(block_q4k)));
+      prefetch_span(wb[r], static_cast<int>(sizeof(block_q4k)));
     }
     for (int t = 0; t < TT; ++t)
       ab[t] = reinterpret_cast<const block_q8k *>(a[t]) + b;
