@@ -122,34 +122,50 @@ template <> inline std::vector<block_q6k> random_blocks(std::mt19937 &rng, size_
   return random_q6k(rng, b, s);
 }
 
-// Interleaved q4_K (groups of 16 rows): each 16 random q4_K blocks make one super-block of a
-// group (any 16 blocks are 16 rows of one super-block), so `b` must be a multiple of 16.
+// The interleaved element types (groups of 16 rows): their plain block, their group and the
+// runtime's (de)interleaving of nb blocks of 16 rows.
+template <class W> struct Interleaved {
+  static constexpr bool kIs = false;
+};
+template <class Block, class Group, void (*In)(const Block *, int64_t, Group *),
+          void (*Out)(const Group *, int64_t, Block *)>
+struct InterleavedAs {
+  static constexpr bool kIs = true;
+  using B = Block;
+  using G = Group;
+  static void in(const B *rows, int64_t nb, G *out) { In(rows, nb, out); }
+  static void out(const G *g, int64_t nb, B *rows) { Out(g, nb, rows); }
+};
+template <>
+struct Interleaved<block_q4k_x16>
+    : InterleavedAs<block_q4k, block_q4k_16rows, phimoe_rt::interleave_q4k16,
+                    phimoe_rt::deinterleave_q4k16> {};
+template <>
+struct Interleaved<block_q8_0_x16>
+    : InterleavedAs<block_q8_0, block_q8_0_16rows, phimoe_rt::interleave_q8_016,
+                    phimoe_rt::deinterleave_q8_016> {};
+template <>
+struct Interleaved<block_q6k_x16>
+    : InterleavedAs<block_q6k, block_q6k_16rows, phimoe_rt::interleave_q6k16,
+                    phimoe_rt::deinterleave_q6k16> {};
+
+// Random plain blocks as interleaved ones: each 16 blocks make one super-block of a group (any
+// 16 blocks are 16 rows of one super-block), so their count must be a multiple of 16.
+template <class W> std::vector<W> interleaved(const std::vector<typename Interleaved<W>::B> &plain) {
+  std::vector<W> v(plain.size());
+  for (size_t i = 0; i < plain.size() / 16; ++i)
+    Interleaved<W>::in(plain.data() + 16 * i, 1,
+                       reinterpret_cast<typename Interleaved<W>::G *>(v.data()) + i);
+  return v;
+}
 template <> inline std::vector<block_q4k_x16> random_blocks(std::mt19937 &rng, size_t b, float s) {
-  const std::vector<block_q4k> plain = random_q4k(rng, b, s);
-  std::vector<block_q4k_x16> v(b);
-  for (size_t i = 0; i < b / 16; ++i)
-    phimoe_rt::interleave_q4k16(plain.data() + 16 * i, 1, reinterpret_cast<block_q4k_16rows *>(v.data()) + i);
-  return v;
+  return interleaved<block_q4k_x16>(random_q4k(rng, b, s));
 }
-
-// Interleaved q8_0, the same way.
 template <> inline std::vector<block_q8_0_x16> random_blocks(std::mt19937 &rng, size_t b, float s) {
-  const std::vector<block_q8_0> plain = random_q8_0(rng, b, s);
-  std::vector<block_q8_0_x16> v(b);
-  for (size_t i = 0; i < b / 16; ++i)
-    phimoe_rt::interleave_q8_016(plain.data() + 16 * i, 1,
-                                 reinterpret_cast<block_q8_0_16rows *>(v.data()) + i);
-  return v;
+  return interleaved<block_q8_0_x16>(random_q8_0(rng, b, s));
 }
-
-// Interleaved q6_K, the same way.
 template <> inline std::vector<block_q6k_x16> random_blocks(std::mt19937 &rng, size_t b, float s) {
-  const std::vector<block_q6k> plain = random_q6k(rng, b, s);
-  std::vector<block_q6k_x16> v(b);
-  for (size_t i = 0; i < b / 16; ++i)
-    phimoe_rt::interleave_q6k16(plain.data() + 16 * i, 1,
-                                reinterpret_cast<block_q6k_16rows *>(v.data()) + i);
-  return v;
+  return interleaved<block_q6k_x16>(random_q6k(rng, b, s));
 }
 
 template <class W> constexpr int block_values() {
@@ -204,40 +220,19 @@ inline IntWeight decode(const block_q6k &b, int i) {
   return IntWeight{half_value(b.d), 0.0, b.scales[i / 16], q, 0};
 }
 
-// Weight row r of a [rows, k] matrix of blocks, value i.
+// Weight row r of a [rows, k] matrix of blocks, value i (of an interleaved matrix: the row's
+// block gathered from its group).
 template <class W> IntWeight decode_at(const std::vector<W> &w, int k, int r, int i) {
   const int per = block_values<W>();
-  return decode(w[static_cast<size_t>(r) * (k / per) + i / per], i % per);
-}
-
-// Row r of an interleaved q4_K matrix, value i: the row's block gathered from its group.
-inline IntWeight decode_at(const std::vector<block_q4k_x16> &w, int k, int r, int i) {
-  const int nb = k / 256;
-  const auto *g = reinterpret_cast<const block_q4k_16rows *>(w.data()) +
-                  static_cast<size_t>(r / 16) * nb + i / 256;
-  block_q4k rows[16];
-  phimoe_rt::deinterleave_q4k16(g, 1, rows);
-  return decode(rows[r % 16], i % 256);
-}
-
-// Row r of an interleaved q8_0 matrix, value i.
-inline IntWeight decode_at(const std::vector<block_q8_0_x16> &w, int k, int r, int i) {
-  const int nb = k / 32;
-  const auto *g = reinterpret_cast<const block_q8_0_16rows *>(w.data()) +
-                  static_cast<size_t>(r / 16) * nb + i / 32;
-  block_q8_0 rows[16];
-  phimoe_rt::deinterleave_q8_016(g, 1, rows);
-  return decode(rows[r % 16], i % 32);
-}
-
-// Row r of an interleaved q6_K matrix, value i.
-inline IntWeight decode_at(const std::vector<block_q6k_x16> &w, int k, int r, int i) {
-  const int nb = k / 256;
-  const auto *g = reinterpret_cast<const block_q6k_16rows *>(w.data()) +
-                  static_cast<size_t>(r / 16) * nb + i / 256;
-  block_q6k rows[16];
-  phimoe_rt::deinterleave_q6k16(g, 1, rows);
-  return decode(rows[r % 16], i % 256);
+  if constexpr (Interleaved<W>::kIs) {
+    const auto *g = reinterpret_cast<const typename Interleaved<W>::G *>(w.data()) +
+                    static_cast<size_t>(r / 16) * (k / per) + i / per;
+    typename Interleaved<W>::B rows[16];
+    Interleaved<W>::out(g, 1, rows);
+    return decode(rows[r % 16], i % per);
+  } else {
+    return decode(w[static_cast<size_t>(r) * (k / per) + i / per], i % per);
+  }
 }
 
 // The dequantized [rows, k] matrix in double.
