@@ -21,12 +21,14 @@ namespace {
 const std::pair<const char *, const char *> kProjectFiles[] = {
     {"runtime/include/phimoe_rt/runtime.h", "runtime/include/phimoe_rt/runtime.h"},
     {"runtime/include/phimoe_rt/quant.h", "runtime/include/phimoe_rt/quant.h"},
+    {"runtime/include/phimoe_rt/split_layout.h", "runtime/include/phimoe_rt/split_layout.h"},
     {"runtime/include/phimoe_rt/pack_format.h", "runtime/include/phimoe_rt/pack_format.h"},
     {"runtime/include/phimoe_rt/session.h", "runtime/include/phimoe_rt/session.h"},
     {"runtime/include/phimoe_rt/sparsemixer.h", "runtime/include/phimoe_rt/sparsemixer.h"},
     {"runtime/include/phimoe_cuda/check.h", "runtime/include/phimoe_cuda/check.h"},
     {"runtime/include/phimoe_cuda/runtime.h", "runtime/include/phimoe_cuda/runtime.h"},
     {"runtime/include/phimoe_cuda/model.h", "runtime/include/phimoe_cuda/model.h"},
+    {"runtime/include/phimoe_cuda/elements.cuh", "runtime/include/phimoe_cuda/elements.cuh"},
     {"runtime/include/phimoe_cuda/kernels.cuh", "runtime/include/phimoe_cuda/kernels.cuh"},
     {"runtime/include/phimoe_cuda/session.h", "runtime/include/phimoe_cuda/session.h"},
     {"runtime/cuda/session.cpp", "runtime/cuda/session.cpp"},
@@ -36,10 +38,13 @@ const std::pair<const char *, const char *> kProjectFiles[] = {
     {"runtime/model/npy.cpp", "runtime/model/npy.cpp"},
     {"runtime/cpu/convert.cpp", "runtime/cpu/convert.cpp"},
     {"runtime/quant/quant.cpp", "runtime/quant/quant.cpp"},
+    {"runtime/quant/q4k.cpp", "runtime/quant/q4k.cpp"},
+    {"runtime/quant/q6k.cpp", "runtime/quant/q6k.cpp"},
     {"runtime/quant/quant_util.h", "runtime/quant/quant_util.h"},
     {"runtime/tools/phimoe_pack.cpp", "runtime/tools/phimoe_pack.cpp"},
     {"runtime/tools/mini_json.h", "runtime/tools/mini_json.h"},
     {"test/gpu/kernels_test.cu", "tests/kernels_test.cu"},
+    {"test/gpu/test_weights.h", "tests/test_weights.h"},
 };
 
 llvm::Error writeText(const std::string &path, const std::string &text) {
@@ -83,11 +88,11 @@ std::string cmakeLists(const std::string &arch, const std::string &description) 
          "target_link_libraries(phimoe-bin PRIVATE CUDA::cudart_static Threads::Threads)\n"
          "\n"
          "add_executable(phimoe-pack runtime/tools/phimoe_pack.cpp runtime/cpu/convert.cpp\n"
-         "  runtime/quant/quant.cpp)\n"
+         "  runtime/quant/quant.cpp runtime/quant/q4k.cpp runtime/quant/q6k.cpp)\n"
          "target_include_directories(phimoe-pack PRIVATE runtime/include)\n"
          "\n"
          "add_executable(kernels_test tests/kernels_test.cu runtime/cpu/convert.cpp\n"
-         "  runtime/quant/quant.cpp)\n"
+         "  runtime/quant/quant.cpp runtime/quant/q4k.cpp runtime/quant/q6k.cpp)\n"
          "target_include_directories(kernels_test PRIVATE runtime/include)\n";
 }
 

@@ -6,6 +6,7 @@
 #include "phimoe_rt/pack_format.h"
 #include "phimoe_rt/quant.h"
 #include "phimoe_rt/runtime.h"
+#include "phimoe_rt/split_layout.h"
 
 #include "llvm/Support/Format.h"
 #include "llvm/Support/Threading.h"
@@ -144,12 +145,16 @@ public:
 
   /// Writes `weight`, stored as `storage` (its logical shape), at `offset`.
   Error write(WeightOp weight, Type storage, uint64_t offset);
-  /// Writes a whole weight (a root of the pack) at `offset`: with `splitQ8`, a q8_0 weight
-  /// goes in the CUDA layout (all its quants, row-major, then all its f16 scales: the same
-  /// bytes as its blocks, see phimoe_cuda/kernels.cuh), parts of a derived one included.
-  Error writeRoot(WeightOp weight, uint64_t offset, bool splitQ8) {
+  /// Writes a whole weight (a root of the pack) at `offset`: with `splitBlocks`, a q8_0, q4_K
+  /// or q6_K weight goes in the CUDA layout (field by field over all its blocks: the same bytes
+  /// as its blocks, see phimoe_rt/split_layout.h), parts of a derived one included.
+  Error writeRoot(WeightOp weight, uint64_t offset, bool splitBlocks) {
     auto q = dyn_cast<QWeightType>(weight.getType());
-    split = splitQ8 && q && q.getScheme() == QuantScheme::Q8_0;
+    split = splitBlocks && q ? ::phimoe_rt::split_layout(stringifyQuantScheme(q.getScheme()).str())
+                             : nullptr;
+    if (splitBlocks && q && !split)
+      return fail("weight @" + weight.getSymName().str() + ": no CUDA layout for " +
+                  stringifyQuantScheme(q.getScheme()).str());
     rootOffset = offset;
     rootBytes = getStorageBytes(weight.getType());
     if (Error e = write(weight, weight.getType(), offset))
@@ -219,27 +224,19 @@ private:
     }
     return Error::success();
   }
-  /// q8_0 blocks of `rows` rows of `rowLength` values, which the interleaved layout would put
-  /// at `offset`, written in the split layout of the root instead: quants at rootOffset +
-  /// (value index), scales after all of the root's quants.
-  Error putSplitQ8(const uint8_t *blocks, int64_t rows, int64_t rowLength, uint64_t offset) {
-    constexpr size_t kBlock = sizeof(phimoe_rt::block_q8_0);
-    const uint64_t firstBlock = (offset - rootOffset) / kBlock;
-    const uint64_t rootBlocks = rootBytes / kBlock;
-    const size_t count = static_cast<size_t>(rows * rowLength / phimoe_rt::kQK8_0);
-    std::vector<int8_t> quants(count * phimoe_rt::kQK8_0);
-    std::vector<uint16_t> scales(count);
-    for (size_t i = 0; i < count; ++i) {
-      phimoe_rt::block_q8_0 block;
-      std::memcpy(&block, blocks + i * kBlock, kBlock);
-      scales[i] = block.d;
-      std::memcpy(quants.data() + i * phimoe_rt::kQK8_0, block.qs, phimoe_rt::kQK8_0);
-    }
-    if (Error e = put(quants.data(), quants.size(),
-                      rootOffset + firstBlock * phimoe_rt::kQK8_0))
-      return e;
-    return put(scales.data(), scales.size() * 2,
-               rootOffset + rootBlocks * phimoe_rt::kQK8_0 + firstBlock * 2);
+  /// `bytes` bytes of blocks that the plain layout would put at `offset`, written in the split
+  /// layout of the root instead (phimoe_rt::put_split).
+  Error putSplit(const uint8_t *blocks, size_t bytes, uint64_t offset) {
+    const uint64_t first = (offset - rootOffset) / split->block_bytes;
+    std::vector<uint8_t> scratch;
+    Error e = Error::success();
+    ::phimoe_rt::put_split(*split, blocks, bytes / split->block_bytes, first,
+                           rootBytes / split->block_bytes, scratch,
+                           [&](uint64_t at, const uint8_t *data, size_t size) {
+                             if (!e)
+                               e = put(data, size, rootOffset + at);
+                           });
+    return e;
   }
   /// Drops the mapped pages of [begin, begin + count) elements of `info`.
   void release(const ::phimoe::TensorInfo &info, size_t begin, size_t count) {
@@ -253,7 +250,8 @@ private:
   const std::string &path;
   Progress &progress;
   unsigned threads;
-  bool split = false;        // the root being written is q8_0 in the CUDA layout
+  // The CUDA layout of the root being written, when it is block-quantized for a GPU.
+  const ::phimoe_rt::SplitLayout *split = nullptr;
   uint64_t rootOffset = 0;   // where the root starts in the file
   uint64_t rootBytes = 0;    // and its bytes (= its blocks' bytes)
   std::vector<float> floats;
@@ -375,7 +373,7 @@ Error Packer::writeBlocks(const ::phimoe::TensorInfo &info, QWeightType type, ui
       toFloat(src + begin * inSize, info.dtype, values, in.data());
       for (int64_t r = 0; r < n; ++r)
         quantizer->quantize(in.data() + r * rowLength, out.data() + r * rowBytes, rowLength);
-      Error e = split ? putSplitQ8(out.data(), n, rowLength, offset + first * rowBytes)
+      Error e = split ? putSplit(out.data(), n * rowBytes, offset + first * rowBytes)
                       : put(out.data(), n * rowBytes, offset + first * rowBytes);
       if (e) {
         std::lock_guard<std::mutex> lock(errorMutex);
@@ -465,9 +463,12 @@ llvm::Expected<std::string> packPlan(ModuleOp planned) {
       Type element = cast<RankedTensorType>(type).getElementType();
       storage = element.isF32() ? "f32" : element.isBF16() ? "bf16" : element.isF16() ? "f16" : "";
     }
-    if (storage.empty() || (isa<QWeightType>(type) && storage != "q8_0"))
+    if (storage.empty() || (isa<QWeightType>(type) && !::phimoe_rt::split_layout(storage)))
       return fail("weight '" + weight.getSymName() + "': phimoe-pack has no " +
                   (storage.empty() ? std::string("such") : storage) + " storage");
+    if (weight->hasAttr("phimoe.rows16"))
+      return fail("weight '" + weight.getSymName() +
+                  "': phimoe-pack does not write the CPU's interleaved rows");
     std::vector<std::string> parts;
     if (Error e = leafTensors(planned, weight, parts))
       return std::move(e);
@@ -524,10 +525,10 @@ Error packWeights(ModuleOp planned, const Checkpoint &checkpoint, const std::str
     Progress bar(progress, roots.size(), payload);
     Packer packer(planned, checkpoint, fd, path, bar);
     auto layout = planned->getAttrOfType<StringAttr>("phimoe.pack_layout");
-    bool splitQ8 = layout && layout.getValue() == "cuda";
+    bool splitBlocks = layout && layout.getValue() == "cuda";
     for (auto [i, root] : llvm::enumerate(roots)) {
       bar.startTensor(i);
-      if (Error e = packer.writeRoot(root.first, header.data_offset + root.second, splitQ8))
+      if (Error e = packer.writeRoot(root.first, header.data_offset + root.second, splitBlocks))
         return e;
     }
     bar.finish();

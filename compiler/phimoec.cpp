@@ -106,11 +106,6 @@ int compile(const CompileOptions &o) {
     for (auto &[given, name] : storages)
       if (auto error = checkStorage(given, name))
         return fail(*error);
-    if (cudaArch)
-      for (auto &[given, name] : storages)
-        if (name == "q4k" || name == "q6k")
-          return fail(given + ": --target " + o.target + " has no CUDA kernels for " + name +
-                      " yet; use q8_0, bf16, f16, f32 or keep");
   }
   std::optional<::phimoe::CudaToolchainOptions> cudaToolchain;
   if (cudaArch && o.emit.empty() && o.project.empty()) {
@@ -176,10 +171,12 @@ int compile(const CompileOptions &o) {
     for (auto weight : (**module).getOps<mlir::phimoe::WeightOp>()) {
       auto q = dyn_cast<mlir::phimoe::QWeightType>(weight.getType());
       if (q && weight->hasAttr("phimoe.pack_offset") &&
-          q.getScheme() != mlir::phimoe::QuantScheme::Q8_0)
+          q.getScheme() != mlir::phimoe::QuantScheme::Q8_0 &&
+          q.getScheme() != mlir::phimoe::QuantScheme::Q4K &&
+          q.getScheme() != mlir::phimoe::QuantScheme::Q6K)
         return fail("weight '" + weight.getSymName() + "' is stored as " +
                     mlir::phimoe::stringifyQuantScheme(q.getScheme()) + ": --target " +
-                    o.target + " has kernels for q8_0 and float weights only");
+                    o.target + " has kernels for q4k, q6k, q8_0 and float weights only");
     }
   std::string cpp;
   llvm::raw_string_ostream cppStream(cpp);

@@ -1,13 +1,14 @@
 // phimoe_pack.cpp - phimoe-pack: writes weights.phw from a pack plan and a Hugging Face
 // checkpoint, without MLIR. The plan (pack-plan.json, written by phimoec --emit-project) says
 // which checkpoint tensors make each weight, in which storage and at which offset; the bytes
-// are those phimoec's own packer writes (same conversions, same q8_0 quantizer, same layouts).
+// are those phimoec's own packer writes (same conversions, same quantizers, same layouts).
 //
 //   phimoe-pack PLAN.json CHECKPOINT_DIR OUT.phw
 #include "mini_json.h"
 #include "phimoe_rt/pack_format.h"
 #include "phimoe_rt/quant.h"
 #include "phimoe_rt/runtime.h"
+#include "phimoe_rt/split_layout.h"
 
 #include <algorithm>
 #include <cerrno>
@@ -254,9 +255,27 @@ private:
   int fd_ = -1;
 };
 
-// One weight of the plan: its parts converted to `storage`, one after another from `at`.
+// Quantizes `n` values (whole rows of `row` values) into plain blocks of `layout`'s type.
+void quantize_rows(const phimoe_rt::SplitLayout &layout, const float *x, size_t n, uint64_t row,
+                   uint8_t *out) {
+  const size_t row_bytes = row / layout.block_values * layout.block_bytes;
+  for (size_t r = 0; r < n / row; ++r) {
+    const float *in = x + r * row;
+    uint8_t *dst = out + r * row_bytes;
+    const int64_t len = static_cast<int64_t>(row);
+    if (&layout == &phimoe_rt::kSplitQ8_0)
+      phimoe_rt::quantize_row_q8_0(in, reinterpret_cast<phimoe_rt::block_q8_0 *>(dst), len);
+    else if (&layout == &phimoe_rt::kSplitQ4K)
+      phimoe_rt::quantize_row_q4k(in, reinterpret_cast<phimoe_rt::block_q4k *>(dst), len);
+    else
+      phimoe_rt::quantize_row_q6k(in, reinterpret_cast<phimoe_rt::block_q6k *>(dst), len);
+  }
+}
+
+// One weight of the plan: its parts converted to `storage`, one after another from `at`; a
+// block-quantized weight goes in the CUDA layout with `split` (phimoe_rt/split_layout.h).
 void pack_weight(const Json &w, size_t index, Checkpoint &ckpt, Writer &out, uint64_t data_offset,
-                 bool split_q8) {
+                 bool split) {
   const std::string where = "pack plan: weights[" + std::to_string(index) + "]";
   const std::string &name = field(w, "name", Json::String, where).text;
   const std::string what = where + " ('" + name + "')";
@@ -265,37 +284,41 @@ void pack_weight(const Json &w, size_t index, Checkpoint &ckpt, Writer &out, uin
   const uint64_t bytes = unsigned_field(w, "bytes", what);
   const uint64_t row = unsigned_field(w, "row", what);
   const uint64_t root = data_offset + offset;
-  const bool q8 = storage == "q8_0";
+  const phimoe_rt::SplitLayout *blocks = phimoe_rt::split_layout(storage);
   size_t out_size = 0;
   if (storage == "f32")
     out_size = 4;
   else if (storage == "bf16" || storage == "f16")
     out_size = 2;
-  else if (!q8)
-    throw Error(what + ": storage '" + storage + "' (phimoe-pack writes f32, bf16, f16, q8_0)");
-  if (q8 && (row == 0 || row % phimoe_rt::kQK8_0 != 0))
-    throw Error(what + ": rows of " + std::to_string(row) + " values are not whole q8_0 blocks");
-  constexpr size_t kBlock = sizeof(phimoe_rt::block_q8_0);
-  const uint64_t root_blocks = q8 ? bytes / kBlock : 0;
+  else if (!blocks)
+    throw Error(what + ": storage '" + storage +
+                "' (phimoe-pack writes f32, bf16, f16, q8_0, q4k, q6k)");
+  if (blocks && !split && blocks != &phimoe_rt::kSplitQ8_0)
+    throw Error(what + ": storage '" + storage + "' in the cpu layout (phimoe-pack writes " +
+                storage + " only in the cuda layout)");
+  if (blocks && (row == 0 || row % blocks->block_values != 0))
+    throw Error(what + ": rows of " + std::to_string(row) + " values are not whole " + storage +
+                " blocks");
+  const uint64_t root_blocks = blocks ? bytes / blocks->block_bytes : 0;
 
   uint64_t done = 0; // values of the weight written so far
   std::vector<float> floats;
-  std::vector<uint8_t> buffer;
+  std::vector<uint8_t> buffer, scratch;
   for (const Json &part : field(w, "parts", Json::Array, what).items) {
     if (part.kind != Json::String)
       throw Error(what + ": a part is not a tensor name");
     const Tensor &t = ckpt.find(part.text);
-    if (q8 && t.count % row != 0)
+    if (blocks && t.count % row != 0)
       throw Error(what + ": tensor '" + part.text + "' is not whole rows of " +
                   std::to_string(row));
-    // 1M values per step (whole rows for q8_0).
-    const uint64_t step = q8 ? std::max<uint64_t>(1, (1u << 20) / row) * row : (1u << 20);
+    // 1M values per step (whole rows for block storages).
+    const uint64_t step = blocks ? std::max<uint64_t>(1, (1u << 20) / row) * row : (1u << 20);
     for (uint64_t begin = 0; begin < t.count; begin += step) {
       const size_t n = static_cast<size_t>(std::min(step, t.count - begin));
       floats.resize(n);
       to_float(t, begin, n, floats.data());
       const uint64_t first = done + begin; // value index within the weight
-      if (!q8) {
+      if (!blocks) {
         buffer.resize(n * out_size);
         for (size_t i = 0; i < n; ++i) {
           if (out_size == 4) {
@@ -312,33 +335,27 @@ void pack_weight(const Json &w, size_t index, Checkpoint &ckpt, Writer &out, uin
         out.put(buffer.data(), buffer.size(), root + first * out_size);
         continue;
       }
-      const size_t blocks = n / phimoe_rt::kQK8_0;
-      std::vector<phimoe_rt::block_q8_0> q(blocks);
-      for (size_t r = 0; r < n / row; ++r)
-        phimoe_rt::quantize_row_q8_0(floats.data() + r * row, q.data() + r * (row / 32), row);
-      const uint64_t first_block = first / phimoe_rt::kQK8_0;
-      if (first_block + blocks > root_blocks)
+      const size_t count = n / blocks->block_values;
+      buffer.resize(count * blocks->block_bytes);
+      quantize_rows(*blocks, floats.data(), n, row, buffer.data());
+      const uint64_t first_block = first / blocks->block_values;
+      if (first_block + count > root_blocks)
         throw Error(what + ": its parts hold more values than its " + std::to_string(bytes) +
                     " bytes");
-      if (!split_q8) {
-        out.put(q.data(), blocks * kBlock, root + first_block * kBlock);
+      if (!split) {
+        out.put(buffer.data(), buffer.size(), root + first_block * blocks->block_bytes);
         continue;
       }
-      // The CUDA layout: all quants of the weight, then all its scales.
-      std::vector<int8_t> quants(blocks * phimoe_rt::kQK8_0);
-      std::vector<uint16_t> scales(blocks);
-      for (size_t b = 0; b < blocks; ++b) {
-        std::memcpy(quants.data() + b * phimoe_rt::kQK8_0, q[b].qs, phimoe_rt::kQK8_0);
-        scales[b] = q[b].d;
-      }
-      out.put(quants.data(), quants.size(), root + first_block * phimoe_rt::kQK8_0);
-      out.put(scales.data(), scales.size() * 2,
-              root + root_blocks * phimoe_rt::kQK8_0 + first_block * 2);
+      phimoe_rt::put_split(*blocks, buffer.data(), count, first_block, root_blocks, scratch,
+                           [&](uint64_t at, const uint8_t *data, size_t size) {
+                             out.put(data, size, root + at);
+                           });
     }
     ckpt.file_of(part.text).release(t.data, t.count * t.element_size());
     done += t.count;
   }
-  const uint64_t written = q8 ? done / phimoe_rt::kQK8_0 * kBlock : done * out_size;
+  const uint64_t written =
+      blocks ? done / blocks->block_values * blocks->block_bytes : done * out_size;
   if (written != bytes)
     throw Error(what + ": its parts make " + std::to_string(written) + " bytes, the plan says " +
                 std::to_string(bytes));

@@ -32,6 +32,25 @@
 // CPU8: call_opaque "phimoe_rt::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q6k_x16">]}
 // CPU8-NEXT: call_opaque "phimoe_rt::weight"
 // CPU8: call_opaque "phimoe_rt::linear"({{.*}}, %arg5)
+// For CUDA, q4_K (q6_K LM head, q8_0 embedding) keeps whole blocks (the packer splits them
+// field by field, phimoe_rt/split_layout.h): no rows16, the kernels take the block types.
+// RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q4k max-tokens=16" | FileCheck %s --check-prefix=GPU
+// GPU: module attributes {{{.*}}phimoe.pack_layout = "cuda"}
+// GPU-NOT: phimoe.rows16
+// GPU-DAG: phimoe.weight @model.embed_tokens.weight {{{.*}}} : !phimoe.qweight<q8_0, [96, 256]>
+// GPU-DAG: phimoe.weight @model.layers.0.block_sparse_moe.experts.gate_up.weight = stack {{.*}} : !phimoe.qweight<q4k, [4, 512, 256]>
+// GPU-DAG: phimoe.weight @lm_head.weight {{{.*}}} : !phimoe.qweight<q6k, [96, 256]>
+// GPU: call_opaque "phimoe_cuda::weight"(%arg0) {args = [0 : index, 0], template_args = [!emitc.opaque<"phimoe_rt::block_q8_0">]}
+// GPU: call_opaque "phimoe_cuda::embed"
+// GPU: call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
+// GPU: call_opaque "phimoe_cuda::linear"
+// GPU: call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::bf16">]}
+// GPU-NEXT: %[[GU:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
+// GPU-NEXT: %[[DOWN:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
+// GPU: call_opaque "phimoe_cuda::moe_sparsemixer"({{.*}}, %[[GU]], %[[DOWN]],
+// GPU: %[[HEAD:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q6k">]}
+// GPU: call_opaque "phimoe_cuda::linear"({{.*}}, %[[HEAD]], {{.*}}, %arg5)
+// GPU-NOT: _x16
 
 // CHECK-DAG: phimoe.weight @model.embed_tokens.weight : !phimoe.qweight<q8_0, [96, 256]>
 // CHECK-DAG: phimoe.weight @lm_head.weight : !phimoe.qweight<q6k, [96, 256]>

@@ -228,19 +228,22 @@ def checkpoint(tmp_path_factory):
 
 
 def compile_pack(src, out, *flags, prefix=()):
-    """phimoec compile, with a stand-in for the C++ compiler: these tests are about the pack."""
-    env = dict(os.environ, PHIMOE_CXX=shutil.which("true"))
+    """phimoec compile, with a stand-in for the C++ compiler and nvcc: these tests are about
+    the pack."""
+    env = dict(os.environ, PHIMOE_CXX=shutil.which("true"), PHIMOE_NVCC=shutil.which("true"))
     cmd = [*prefix, str(oracle.PHIMOEC), "compile", str(src), "-o", str(out), *flags]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
     assert proc.returncode == 0, proc.stderr
     return pathlib.Path(out) / "weights.phw"
 
 
+@pytest.mark.parametrize("target", ["cpu", "sm_90"])
 @pytest.mark.parametrize("quant", ["q8_0", "q4k", "q6k"])
-def test_pack_holds_our_quantized_rows(checkpoint, quant, tmp_path):
+def test_pack_holds_our_quantized_rows(checkpoint, quant, target, tmp_path):
     """Every block-quantized weight in weights.phw (leaves, q/k/v concatenations, stacked
-    experts) is byte for byte our quantize_row applied to the checkpoint's rows."""
-    pack = compile_pack(checkpoint, tmp_path / "out", "--quant", quant)
+    experts) is byte for byte our quantize_row applied to the checkpoint's rows, in the
+    layout of the target: groups of 16 rows for the CPU, field by field for a GPU."""
+    pack = compile_pack(checkpoint, tmp_path / "out", "--quant", quant, "--target", target)
     table, data_offset = pack_table(pack)
     tensors = load_file(checkpoint / "model.safetensors")
     config = json.loads((checkpoint / "config.json").read_text())
@@ -256,6 +259,8 @@ def test_pack_holds_our_quantized_rows(checkpoint, quant, tmp_path):
         expected = ours("quantize", fmt, rows, tmp_path)
         if entry.get("layout") == "rows16":
             expected = interleave_rows16(expected, fmt)
+        if target != "cpu":
+            expected = split_fields(expected, fmt)
         expected = expected.reshape(-1)
         begin = data_offset + entry["offset"]
         assert entry["bytes"] == expected.size, entry
@@ -269,7 +274,18 @@ def test_pack_holds_our_quantized_rows(checkpoint, quant, tmp_path):
     for e in table:
         matrix = e["type"].startswith("!phimoe.qweight<")
         embedding = e["name"].endswith("embed_tokens.weight")
-        assert (e.get("layout") == "rows16") == (matrix and not embedding), e
+        assert (e.get("layout") == "rows16") == (matrix and not embedding and target == "cpu"), e
+
+
+def split_fields(blocks, fmt):
+    """A weight's blocks as a GPU build stores them (phimoe_rt/split_layout.h): each field of
+    the block over all blocks, field after field. q8_0: quants, then d. q4_K: quants, then
+    d, dmin, scales (16 bytes). q6_K: ql, qh, scales, d."""
+    size, fields = {"q8_0": (34, [(2, 32), (0, 2)]),
+                    "q4k": (144, [(16, 128), (0, 16)]),
+                    "q6k": (210, [(0, 128), (128, 64), (192, 16), (208, 2)])}[fmt]
+    b = blocks.reshape(-1, size)
+    return np.concatenate([b[:, at:at + n].reshape(-1) for at, n in fields])
 
 
 def interleave_rows16(blocks, fmt):

@@ -3,6 +3,7 @@
 #include "phimoe_cuda/kernels.cuh"
 #include "phimoe_rt/quant.h"
 #include "phimoe_rt/sparsemixer.h"
+#include "test_weights.h"
 
 #include <algorithm>
 #include <cmath>
@@ -13,6 +14,8 @@
 
 using namespace phimoe_cuda;
 using phimoe_rt::bf16;
+using phimoe_rt::block_q4k;
+using phimoe_rt::block_q6k;
 using phimoe_rt::block_q8_0;
 using phimoe_rt::f16;
 
@@ -67,44 +70,10 @@ std::vector<float> download(const float *p, size_t n) {
   return h;
 }
 
-// A [rows, k] weight in storage W as the CUDA pack holds it (q8_0: quants, then scales) and
-// the values it stands for.
-template <class W> struct Weight {
-  std::vector<uint8_t> bytes;
-  std::vector<float> values;
-};
+// A [rows, k] weight in storage W as the CUDA pack holds it and the values it stands for.
+using phimoe_test::Weight;
 template <class W> Weight<W> make_weight(size_t rows, size_t k) {
-  Weight<W> w;
-  std::vector<float> x = random_floats(rows * k, 0.2f);
-  if constexpr (std::is_same<W, block_q8_0>::value) {
-    const size_t blocks = rows * k / 32;
-    std::vector<block_q8_0> q(blocks);
-    for (size_t r = 0; r < rows; ++r)
-      phimoe_rt::quantize_row_q8_0(x.data() + r * k, q.data() + r * k / 32, k);
-    w.values.resize(rows * k);
-    for (size_t r = 0; r < rows; ++r)
-      phimoe_rt::dequantize_row_q8_0(q.data() + r * k / 32, w.values.data() + r * k, k);
-    w.bytes.resize(blocks * sizeof(block_q8_0));
-    for (size_t b = 0; b < blocks; ++b) {
-      std::memcpy(w.bytes.data() + b * 32, q[b].qs, 32);
-      std::memcpy(w.bytes.data() + blocks * 32 + b * 2, &q[b].d, 2);
-    }
-  } else {
-    w.bytes.resize(rows * k * sizeof(W));
-    w.values.resize(rows * k);
-    for (size_t i = 0; i < rows * k; ++i) {
-      W v;
-      if constexpr (std::is_same<W, float>::value)
-        v = x[i];
-      else if constexpr (std::is_same<W, bf16>::value)
-        v = phimoe_rt::float_to_bf16(x[i]);
-      else
-        v = phimoe_rt::float_to_f16(x[i]);
-      std::memcpy(w.bytes.data() + i * sizeof(W), &v, sizeof(W));
-      w.values[i] = phimoe_rt::to_float(v);
-    }
-  }
-  return w;
+  return phimoe_test::store_weight<W>(random_floats(rows * k, 0.2f), rows, k);
 }
 
 template <int N, int K, class W> void test_linear(const char *name, int n, bool bias) {
@@ -422,6 +391,14 @@ int main() {
     test_linear<200, 4096, bf16>("bf16 (wide)", 1, true);
     test_linear<200, 4096, block_q8_0>("q8_0 (wide)", 1, false);
     test_linear<131, 6400, block_q8_0>("q8_0 (expert width)", 70, false);
+    for (int n : {1, 2, 8, 9, 33}) {
+      test_linear<40, 256, block_q4k>("q4k", n, true);
+      test_linear<40, 256, block_q6k>("q6k", n, true);
+    }
+    test_linear<200, 4096, block_q4k>("q4k (wide)", 1, false);
+    test_linear<96, 6400, block_q4k>("q4k (expert width)", 3, false);
+    test_linear<300, 4096, block_q6k>("q6k (LM head width)", 1, false);
+    test_linear<64, 6400, block_q6k>("q6k (expert width)", 12, false);
     test_embed<50, 64, bf16>("embed bf16");
     test_embed<50, 64, block_q8_0>("embed q8_0");
     test_embed<50, 64, float>("embed f32");
@@ -442,6 +419,10 @@ int main() {
     test_moe<16, 256, 320, block_q8_0>("q8_0", 1);
     test_moe<16, 256, 320, block_q8_0>("q8_0", 20);
     test_moe<8, 128, 6400, bf16>("bf16 (I = 6400: > 48 KiB shared)", 2);
+    test_moe<16, 256, 512, block_q4k>("q4k", 1);
+    test_moe<16, 256, 512, block_q4k>("q4k", 12);
+    test_moe<4, 512, 256, block_q6k>("q6k", 3);
+    test_moe<2, 4096, 6400, block_q4k>("q4k (Phi-3.5-MoE widths)", 1);
   } catch (const std::exception &e) {
     std::printf("FAIL: %s\n", e.what());
     return 1;

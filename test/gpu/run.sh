@@ -36,6 +36,7 @@ test_bin=$work/kernels_test
 if [ -x "$cuda/bin/nvcc" ]; then
   "$cuda/bin/nvcc" -std=c++17 -O2 -arch="$arch" -I"$root/runtime/include" \
     "$root/test/gpu/kernels_test.cu" "$root/runtime/cpu/convert.cpp" "$root/runtime/quant/quant.cpp" \
+    "$root/runtime/quant/q4k.cpp" "$root/runtime/quant/q6k.cpp" \
     -o "$test_bin"
 elif [ -n "$artifacts" ] && [ -x "$artifacts/kernels_test" ]; then
   echo "(no nvcc: the prebuilt $artifacts/kernels_test)"

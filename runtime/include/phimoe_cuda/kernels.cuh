@@ -2,18 +2,20 @@
 // shapes, with the host launchers that the generated .cu calls (same names and arguments as
 // the CPU kernels of phimoe_rt/kernels.h, on device pointers, queued on ctx.stream).
 //
-// Weights are row-major [rows, K] as nn.Linear stores them, in float, bf16, f16, or q8_0 in
-// the CUDA pack layout (weights.phw of a --target sm_XX build): a q8_0 tensor of R rows of K
-// values holds its R*K int8 quants first (row-major), then its R*K/32 f16 scales, the same
-// bytes as R*K/32 interleaved blocks, so that 16-byte loads of quants stay aligned.
+// Weights are row-major [rows, K] as nn.Linear stores them, in float, bf16, f16, or q8_0,
+// q4_K, q6_K in the split layout of the CUDA pack (phimoe_rt/split_layout.h: the blocks' fields
+// stored field by field, so that 16-byte loads of quants stay aligned); elements.cuh says how
+// each is read.
 // Activations are float. Every launch is checked (PHIMOE_CUDA_CHECK_LAUNCH).
 //
-// Decode (n <= kGemvMaxRows rows) multiplies with a warp per output row and 16-byte loads;
+// Decode (n <= kGemvMaxRows rows) multiplies with a warp per output row, 16-byte loads of
+// weights and the input row staged in shared memory in the order the loads use it;
 // longer prompts with a shared-memory tiled kernel that converts weight tiles to float.
 // The MoE reads the expert ids its router kernel wrote on the device: no host sync.
 #ifndef PHIMOE_CUDA_KERNELS_CUH
 #define PHIMOE_CUDA_KERNELS_CUH
 
+#include "phimoe_cuda/elements.cuh"
 #include "phimoe_cuda/runtime.h"
 #include "phimoe_rt/quant.h"
 #include "phimoe_rt/sparsemixer.h"
@@ -52,83 +54,19 @@ __device__ __forceinline__ float block_sum(float v, float *part) {
   return total;
 }
 
-__device__ __forceinline__ float bf16_bits(uint32_t bits) { return __uint_as_float(bits << 16); }
-
-__device__ __forceinline__ float ld(const float *p) { return *p; }
-__device__ __forceinline__ float ld(const phimoe_rt::bf16 *p) { return bf16_bits(p->bits); }
-__device__ __forceinline__ float ld(const phimoe_rt::f16 *p) {
-  return __half2float(__ushort_as_half(p->bits));
-}
-
-// Element access to a weight matrix of R rows of K values stored as W: at() reads one value,
-// chunk() the kVec values [k0, k0 + kVec) of row r with one 16-byte load (vec() says when
-// every such load is aligned).
-template <class W> struct Elem {
-  static constexpr int kVec = 16 / sizeof(W);
-  __host__ __device__ static constexpr bool vec(int K) { return K % kVec == 0; }
-  __device__ static float at(const W *w, size_t, int K, size_t r, int k) {
-    return ld(w + r * K + k);
-  }
-  __device__ static void chunk(const W *w, size_t, int K, size_t r, int k0, float *v) {
-    const uint4 q = *reinterpret_cast<const uint4 *>(w + r * K + k0);
-    const uint32_t words[4] = {q.x, q.y, q.z, q.w};
-    if constexpr (sizeof(W) == 4) {
-      for (int i = 0; i < 4; ++i)
-        v[i] = __uint_as_float(words[i]);
-    } else if constexpr (std::is_same<W, phimoe_rt::bf16>::value) {
-      for (int i = 0; i < 4; ++i) {
-        v[2 * i] = bf16_bits(words[i] & 0xffffu);
-        v[2 * i + 1] = __uint_as_float(words[i] & 0xffff0000u);
-      }
-    } else {
-      for (int i = 0; i < 4; ++i) {
-        v[2 * i] = __half2float(__ushort_as_half(static_cast<unsigned short>(words[i])));
-        v[2 * i + 1] = __half2float(__ushort_as_half(static_cast<unsigned short>(words[i] >> 16)));
-      }
-    }
-  }
-};
-
-// q8_0, split layout: quants [R*K] int8, then scales [R*K/32] f16.
-template <> struct Elem<phimoe_rt::block_q8_0> {
-  using W = phimoe_rt::block_q8_0;
-  static constexpr int kVec = 16;
-  __host__ __device__ static constexpr bool vec(int K) { return K % 32 == 0; }
-  __device__ static float scale(const W *w, size_t R, int K, size_t index) {
-    const __half *d = reinterpret_cast<const __half *>(reinterpret_cast<const int8_t *>(w) +
-                                                       R * static_cast<size_t>(K));
-    return __half2float(d[index / 32]);
-  }
-  __device__ static float at(const W *w, size_t R, int K, size_t r, int k) {
-    const size_t i = r * K + k;
-    return static_cast<float>(reinterpret_cast<const int8_t *>(w)[i]) * scale(w, R, K, i);
-  }
-  __device__ static void chunk(const W *w, size_t R, int K, size_t r, int k0, float *v) {
-    const size_t i = r * K + k0;
-    const int4 q = *reinterpret_cast<const int4 *>(reinterpret_cast<const int8_t *>(w) + i);
-    const float d = scale(w, R, K, i);
-    const int words[4] = {q.x, q.y, q.z, q.w};
-    for (int j = 0; j < 4; ++j)
-      for (int b = 0; b < 4; ++b)
-        v[4 * j + b] = static_cast<float>(static_cast<int8_t>(words[j] >> (8 * b))) * d;
-  }
-};
-
-// Row r of a [R, K] weight times xs[0, K) (shared memory), summed over the warp; every lane
-// gets the result. Warp-collective.
+// Row r of a [R, K] weight times the input row staged in xs by stage_row<W, K>, summed over
+// the warp; every lane gets the result. Warp-collective. With whole units (Elem<W>::vec),
+// lane u takes units u, u + 32, ...: its 16-byte loads of quants and its unit-major reads of
+// xs are consecutive with its neighbours'.
 template <class W, long long R, int K>
 __device__ __forceinline__ float row_dot(const W *w, size_t r, const float *xs) {
   using E = Elem<W>;
   const int lane = threadIdx.x & 31;
   float acc = 0.0f;
   if constexpr (E::vec(K)) {
-    for (int k0 = lane * E::kVec; k0 < K; k0 += 32 * E::kVec) {
-      float v[E::kVec];
-      E::chunk(w, R, K, r, k0, v);
-#pragma unroll
-      for (int j = 0; j < E::kVec; ++j)
-        acc += v[j] * xs[k0 + j];
-    }
+    constexpr int U = K / E::kUnit;
+    for (int u = lane; u < U; u += 32)
+      acc += E::unit_dot(w, R, K, r, u, xs, U);
   } else {
     for (int k = lane; k < K; k += 32)
       acc += E::at(w, R, K, r, k) * xs[k];
@@ -140,6 +78,12 @@ __device__ __forceinline__ float row_dot(const W *w, size_t r, const float *xs) 
 __device__ __forceinline__ void stage(float *dst, const float *src, int count) {
   for (int i = threadIdx.x; i < count; i += blockDim.x)
     dst[i] = src[i];
+}
+
+// Stages an input row of K floats for row_dot<W, R, K> (in Elem<W>'s unit-major order).
+template <class W, int K> __device__ __forceinline__ void stage_row(float *dst, const float *src) {
+  for (int i = threadIdx.x; i < K; i += blockDim.x)
+    dst[i] = src[staged_source<W, K>(i)];
 }
 
 // Dynamic shared memory above the 48 KiB default needs an opt-in per kernel.
@@ -200,7 +144,7 @@ template <int N, int K, class W, class B>
 __global__ void gemv_kernel(const float *x, const W *w, const B *bias, float *out) {
   extern __shared__ float xs[];
   const int t = blockIdx.y;
-  stage(xs, x + static_cast<size_t>(t) * K, K);
+  stage_row<W, K>(xs, x + static_cast<size_t>(t) * K);
   __syncthreads();
   const int r = blockIdx.x * kWarps + (threadIdx.x >> 5);
   if (r >= N)
@@ -441,7 +385,7 @@ __global__ void router_kernel(const float *x, const R *router, float eps, Device
   extern __shared__ float xs[]; // H floats, then E logits
   float *logits = xs + H;
   const int t = blockIdx.x;
-  stage(xs, x + static_cast<size_t>(t) * H, H);
+  stage_row<R, H>(xs, x + static_cast<size_t>(t) * H);
   __syncthreads();
   for (int e = threadIdx.x >> 5; e < E; e += kWarps) {
     const float y = row_dot<R, E, H>(router, e, xs);
@@ -462,7 +406,7 @@ __global__ void gate_up_kernel(const float *x, const GU *gate_up, const DeviceRo
                                float *act) {
   extern __shared__ float xs[];
   const int slot = blockIdx.y, t = blockIdx.z;
-  stage(xs, x + static_cast<size_t>(t) * H, H);
+  stage_row<GU, H>(xs, x + static_cast<size_t>(t) * H);
   __syncthreads();
   const int r = blockIdx.x * kWarps + (threadIdx.x >> 5);
   if (r >= I)
@@ -482,7 +426,8 @@ __global__ void down_kernel(const float *act, const DW *down, const DeviceRoute 
                             float *out) {
   extern __shared__ float as[]; // 2 * I floats
   const int t = blockIdx.y;
-  stage(as, act + static_cast<size_t>(t) * 2 * I, 2 * I);
+  stage_row<DW, I>(as, act + static_cast<size_t>(t) * 2 * I);
+  stage_row<DW, I>(as + I, act + static_cast<size_t>(t) * 2 * I + I);
   __syncthreads();
   const int r = blockIdx.x * kWarps + (threadIdx.x >> 5);
   if (r >= H)

@@ -1,0 +1,255 @@
+// elements.cuh - how the CUDA kernels read a weight matrix in each storage of the CUDA pack.
+//
+// Host and device code (__host__ __device__, no CUDA runtime call): the kernels use it on the
+// GPU, test/gpu/elements_test.cu checks it on the CPU against phimoe_rt's dequantizers.
+//
+// A weight is R rows of K values, row-major as nn.Linear stores them: float, bf16, f16, or a
+// block type (q8_0, q4_K, q6_K) in the split layout of phimoe_rt/split_layout.h (field by field
+// over all R*K/block_values blocks). For a matrix M of weights, Elem<W> gives:
+//
+//   at(w, R, K, r, k)   the value M[r][k] (one element; the prefill GEMM's tile loader).
+//   kUnit, vec(K)       a row is read in units of kUnit values, one 16-byte load of quants
+//                       (two or three for q6_K) each; vec(K) says when rows are whole units.
+//   k_of(u, j)          the column of value j of unit u within a row: units need not hold
+//                       consecutive columns (a q4_K byte holds columns c and c + 32).
+//   unit_dot(w, R, K, r, u, xs, U)
+//                       sum over j of M[r][k_of(u, j)] * xs[j * U + u], U = K / kUnit: the
+//                       input row is staged "unit-major" (stage_units) so that lane u of a
+//                       warp reads xs[j * U + u] for the same j as its neighbours: consecutive
+//                       shared-memory words, no bank conflicts.
+#ifndef PHIMOE_CUDA_ELEMENTS_CUH
+#define PHIMOE_CUDA_ELEMENTS_CUH
+
+#include "phimoe_rt/quant.h"
+#include "phimoe_rt/runtime.h"
+
+#include <cuda_fp16.h>
+#include <vector_types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+#define PHIMOE_HD __host__ __device__ __forceinline__
+
+namespace phimoe_cuda {
+namespace detail {
+
+PHIMOE_HD float bits_as_float(uint32_t bits) {
+#ifdef __CUDA_ARCH__
+  return __uint_as_float(bits);
+#else
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+#endif
+}
+PHIMOE_HD float bf16_bits(uint32_t bits) { return bits_as_float(bits << 16); }
+PHIMOE_HD float f16_bits(uint32_t bits) {
+  return __half2float(__ushort_as_half(static_cast<unsigned short>(bits & 0xffffu)));
+}
+PHIMOE_HD float ld(const float *p) { return *p; }
+PHIMOE_HD float ld(const phimoe_rt::bf16 *p) { return bf16_bits(p->bits); }
+PHIMOE_HD float ld(const phimoe_rt::f16 *p) { return f16_bits(p->bits); }
+
+// 16 bytes at p (16-byte aligned) as four little-endian words.
+struct Words {
+  uint32_t w[4];
+  PHIMOE_HD uint32_t byte(int i) const { return (w[i >> 2] >> (8 * (i & 3))) & 0xffu; }
+};
+PHIMOE_HD Words load16(const void *p) {
+  const uint4 q = *reinterpret_cast<const uint4 *>(p);
+  return Words{{q.x, q.y, q.z, q.w}};
+}
+PHIMOE_HD uint32_t load_u16(const uint8_t *p) { return p[0] | (static_cast<uint32_t>(p[1]) << 8); }
+
+// ---------------------------------------------------------------------------------------
+// Float storages: a unit is 16 consecutive bytes of a row (4 floats, 8 bf16 or f16).
+template <class W> struct Elem {
+  static constexpr int kUnit = 16 / sizeof(W);
+  PHIMOE_HD static constexpr bool vec(long long K) { return K % kUnit == 0; }
+  PHIMOE_HD static int k_of(int u, int j) { return u * kUnit + j; }
+  PHIMOE_HD static float at(const W *w, size_t, int K, size_t r, int k) {
+    return ld(w + r * K + k);
+  }
+  PHIMOE_HD static float unit_dot(const W *w, size_t, int K, size_t r, int u, const float *xs,
+                                  int U) {
+    const Words q = load16(w + r * K + static_cast<size_t>(u) * kUnit);
+    float acc = 0.0f;
+    if constexpr (sizeof(W) == 4) {
+      for (int i = 0; i < 4; ++i)
+        acc += bits_as_float(q.w[i]) * xs[i * U + u];
+    } else {
+      for (int i = 0; i < 4; ++i) {
+        const bool bf = std::is_same<W, phimoe_rt::bf16>::value;
+        const float lo = bf ? bf16_bits(q.w[i] & 0xffffu) : f16_bits(q.w[i]);
+        const float hi = bf ? bits_as_float(q.w[i] & 0xffff0000u) : f16_bits(q.w[i] >> 16);
+        acc += lo * xs[(2 * i) * U + u] + hi * xs[(2 * i + 1) * U + u];
+      }
+    }
+    return acc;
+  }
+};
+
+// q8_0: quants [R*K] int8, then scales [R*K/32] f16. A unit: 16 quants (half a block).
+template <> struct Elem<phimoe_rt::block_q8_0> {
+  using W = phimoe_rt::block_q8_0;
+  static constexpr int kUnit = 16;
+  PHIMOE_HD static constexpr bool vec(long long K) { return K % 32 == 0; }
+  PHIMOE_HD static int k_of(int u, int j) { return u * kUnit + j; }
+  PHIMOE_HD static float scale(const W *w, size_t R, int K, size_t index) {
+    const uint8_t *d = reinterpret_cast<const uint8_t *>(w) + R * static_cast<size_t>(K);
+    return f16_bits(load_u16(d + 2 * (index / 32)));
+  }
+  PHIMOE_HD static float at(const W *w, size_t R, int K, size_t r, int k) {
+    const size_t i = r * K + k;
+    return static_cast<float>(reinterpret_cast<const int8_t *>(w)[i]) * scale(w, R, K, i);
+  }
+  PHIMOE_HD static float unit_dot(const W *w, size_t R, int K, size_t r, int u, const float *xs,
+                                  int U) {
+    const size_t i = r * K + static_cast<size_t>(u) * kUnit;
+    const Words q = load16(reinterpret_cast<const int8_t *>(w) + i);
+    float acc = 0.0f;
+    for (int j = 0; j < 16; ++j)
+      acc += static_cast<float>(static_cast<int8_t>(q.byte(j))) * xs[j * U + u];
+    return acc * scale(w, R, K, i);
+  }
+};
+
+// q4_K: quants [R*K/2] (each block's qs[128]), then 16 bytes a block (d, dmin, scales[12]).
+// In a block, byte 32c + l (c < 4, l < 32) holds column 64c + l in its low nibble and column
+// 64c + 32 + l in its high one; sub-block s (32 columns) has the 6-bit scale and min packed as
+// llama.cpp packs them. A unit: 16 bytes of qs, i.e. 32 values of two sub-blocks.
+template <> struct Elem<phimoe_rt::block_q4k> {
+  using W = phimoe_rt::block_q4k;
+  static constexpr int kUnit = 32;
+  PHIMOE_HD static constexpr bool vec(long long K) { return K % phimoe_rt::kQK_K == 0; }
+  // Unit u: block u / 8, 16 bytes p = u % 8 of its qs (chunk c = p / 2, offset 16 (p % 2)).
+  PHIMOE_HD static int k_of(int u, int j) {
+    const int p = u % 8, c = p / 2, o = 16 * (p % 2);
+    return 256 * (u / 8) + 64 * c + (j < 16 ? o + j : 32 + o + j - 16);
+  }
+  PHIMOE_HD static void scale_min(const uint8_t *s, int j, float &sc, float &m) {
+    if (j < 4) {
+      sc = static_cast<float>(s[j] & 63);
+      m = static_cast<float>(s[j + 4] & 63);
+    } else {
+      sc = static_cast<float>((s[j + 4] & 0xf) | ((s[j - 4] >> 6) << 4));
+      m = static_cast<float>((s[j + 4] >> 4) | ((s[j] >> 6) << 4));
+    }
+  }
+  PHIMOE_HD static const uint8_t *meta(const W *w, size_t R, int K, size_t block) {
+    return reinterpret_cast<const uint8_t *>(w) + R * static_cast<size_t>(K) / 2 + block * 16;
+  }
+  PHIMOE_HD static float at(const W *w, size_t R, int K, size_t r, int k) {
+    const size_t i = r * K + k, block = i / 256;
+    const int j = static_cast<int>(i % 256), c = j / 64, l = j % 64;
+    const uint8_t byte = reinterpret_cast<const uint8_t *>(w)[block * 128 + 32 * c + l % 32];
+    const int q = l < 32 ? byte & 0xf : byte >> 4;
+    const uint8_t *m = meta(w, R, K, block);
+    float sc, mn;
+    scale_min(m + 4, j / 32, sc, mn);
+    return f16_bits(load_u16(m)) * sc * q - f16_bits(load_u16(m + 2)) * mn;
+  }
+  PHIMOE_HD static float unit_dot(const W *w, size_t R, int K, size_t r, int u, const float *xs,
+                                  int U) {
+    const size_t block = r * (K / 256) + u / 8;
+    const int p = u % 8, c = p / 2;
+    const Words q = load16(reinterpret_cast<const uint8_t *>(w) + block * 128 + 16 * p);
+    float dot_lo = 0.0f, sum_lo = 0.0f, dot_hi = 0.0f, sum_hi = 0.0f;
+    for (int i = 0; i < 16; ++i) {
+      const uint32_t b = q.byte(i);
+      const float xl = xs[i * U + u], xh = xs[(16 + i) * U + u];
+      dot_lo += xl * static_cast<float>(b & 0xf);
+      sum_lo += xl;
+      dot_hi += xh * static_cast<float>(b >> 4);
+      sum_hi += xh;
+    }
+    const uint8_t *m = meta(w, R, K, block);
+    float sc_lo, m_lo, sc_hi, m_hi;
+    scale_min(m + 4, 2 * c, sc_lo, m_lo);
+    scale_min(m + 4, 2 * c + 1, sc_hi, m_hi);
+    return f16_bits(load_u16(m)) * (sc_lo * dot_lo + sc_hi * dot_hi) -
+           f16_bits(load_u16(m + 2)) * (m_lo * sum_lo + m_hi * sum_hi);
+  }
+};
+
+// q6_K: ql [R*K/2], qh [R*K/4], scales [R*K/16] int8, d [R*K/256] f16. In a block, half n
+// (128 columns) has ql[64n + l], ql[64n + 32 + l] and qh[32n + l] for l < 32: column
+// 128n + 32t + l (quarter t) has 4 low bits from ql[64n + l] (t = 0: low nibble, t = 2: high)
+// or ql[64n + 32 + l] (t = 1, 3), 2 high bits (qh[32n + l] >> 2t) & 3, minus 32, and the
+// scale scales[8n + l / 16 + 2t]. A unit: 16 consecutive l of one half, its 4 quarters: 64
+// values from 3 loads of 16 bytes.
+template <> struct Elem<phimoe_rt::block_q6k> {
+  using W = phimoe_rt::block_q6k;
+  static constexpr int kUnit = 64;
+  PHIMOE_HD static constexpr bool vec(long long K) { return K % phimoe_rt::kQK_K == 0; }
+  // Unit u: block u / 4, p = u % 4: half n = p / 2, l from 16 (p % 2).
+  PHIMOE_HD static int k_of(int u, int j) {
+    const int p = u % 4;
+    return 256 * (u / 4) + 128 * (p / 2) + 32 * (j / 16) + 16 * (p % 2) + j % 16;
+  }
+  struct Regions {
+    const uint8_t *ql, *qh;
+    const int8_t *scales;
+    const uint8_t *d;
+  };
+  PHIMOE_HD static Regions regions(const W *w, size_t R, int K) {
+    const uint8_t *base = reinterpret_cast<const uint8_t *>(w);
+    const size_t n = R * static_cast<size_t>(K);
+    return Regions{base, base + n / 2, reinterpret_cast<const int8_t *>(base + n / 2 + n / 4),
+                   base + n / 2 + n / 4 + n / 16};
+  }
+  PHIMOE_HD static float at(const W *w, size_t R, int K, size_t r, int k) {
+    const Regions g = regions(w, R, K);
+    const size_t i = r * K + k, block = i / 256;
+    const int j = static_cast<int>(i % 256), n = j / 128, t = (j % 128) / 32, l = j % 32;
+    const uint8_t low = g.ql[block * 128 + 64 * n + 32 * (t & 1) + l];
+    const int lo4 = t < 2 ? low & 0xf : low >> 4;
+    const int hi2 = (g.qh[block * 64 + 32 * n + l] >> (2 * t)) & 3;
+    const float d = f16_bits(load_u16(g.d + 2 * block));
+    return d * g.scales[block * 16 + 8 * n + l / 16 + 2 * t] * ((lo4 | (hi2 << 4)) - 32);
+  }
+  PHIMOE_HD static float unit_dot(const W *w, size_t R, int K, size_t r, int u, const float *xs,
+                                  int U) {
+    const Regions g = regions(w, R, K);
+    const size_t block = r * (K / 256) + u / 4;
+    const int p = u % 4, n = p / 2, l0 = 16 * (p % 2);
+    const Words a = load16(g.ql + block * 128 + 64 * n + l0);
+    const Words b = load16(g.ql + block * 128 + 64 * n + 32 + l0);
+    const Words h = load16(g.qh + block * 64 + 32 * n + l0);
+    float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    for (int i = 0; i < 16; ++i) {
+      const uint32_t la = a.byte(i), lb = b.byte(i), hb = h.byte(i);
+      const int q0 = static_cast<int>((la & 0xf) | ((hb & 3) << 4)) - 32;
+      const int q1 = static_cast<int>((lb & 0xf) | (((hb >> 2) & 3) << 4)) - 32;
+      const int q2 = static_cast<int>((la >> 4) | (((hb >> 4) & 3) << 4)) - 32;
+      const int q3 = static_cast<int>((lb >> 4) | (((hb >> 6) & 3) << 4)) - 32;
+      acc[0] += xs[i * U + u] * static_cast<float>(q0);
+      acc[1] += xs[(16 + i) * U + u] * static_cast<float>(q1);
+      acc[2] += xs[(32 + i) * U + u] * static_cast<float>(q2);
+      acc[3] += xs[(48 + i) * U + u] * static_cast<float>(q3);
+    }
+    const int8_t *sc = g.scales + block * 16 + 8 * n + p % 2;
+    const float d = f16_bits(load_u16(g.d + 2 * block));
+    return d * (sc[0] * acc[0] + sc[2] * acc[1] + sc[4] * acc[2] + sc[6] * acc[3]);
+  }
+};
+
+// Where value idx of a staged row of K values comes from: with whole units, the unit-major
+// order unit_dot reads (idx = j * U + u); otherwise the row as it is.
+template <class W, int K> PHIMOE_HD int staged_source(int idx) {
+  using E = Elem<W>;
+  if constexpr (E::vec(K)) {
+    constexpr int U = K / E::kUnit;
+    return E::k_of(idx % U, idx / U);
+  } else {
+    return idx;
+  }
+}
+
+} // namespace detail
+} // namespace phimoe_cuda
+
+#endif // PHIMOE_CUDA_ELEMENTS_CUH
