@@ -14,6 +14,7 @@
       Exit status 0 when every case passes.
 
 DIR travels between the two (a few MB). Which machine runs which step: test/gpu/run.sh.
+$PHIMOE_ORACLE_CASES (space-separated names of CASES) restricts both steps to some cases.
 """
 import json
 import os
@@ -39,12 +40,83 @@ CASES = {
     "bf16": (dict(layers=2), 0.05, 16, 24, "bfloat16", "bf16", None, True),
     "q8_0": (dict(layers=2, hidden=128, heads=4, kv_heads=2, intermediate=256), 0.05, 16, 24,
              "float32", "q8_0", 0.05, False),
+    # q4_K body, q6_K LM head, q8_0 embedding (256 wide: whole k-quant blocks).
+    "q4k": (dict(layers=2, hidden=256, heads=4, kv_heads=2, intermediate=256), 0.05, 16, 24,
+            "float32", "q4k", 0.05, False),
 }
+
+# Quantized cases are also compared, at the absolute 1e-3 of the float builds, with
+# transformers on their "rounded" checkpoint: every block-quantized tensor replaced by the
+# values its blocks stand for (our quantizer and dequantizer, build/test/quant/phimoe-quant),
+# which is exactly what the GPU multiplies with (it keeps activations in float).
+ROUNDED_CASES = ("q8_0", "q4k")
 
 
 # Cases also checked through phimoec --emit-project: the project is built with CMake on the
 # GPU machine, and its phimoe-pack packs the checkpoint there.
-PROJECT_CASES = ("bf16", "q8_0")
+PROJECT_CASES = ("bf16", "q8_0", "q4k")
+
+
+def selected_cases():
+    """CASES, or those named in $PHIMOE_ORACLE_CASES (space-separated)."""
+    names = os.environ.get("PHIMOE_ORACLE_CASES", "").split()
+    unknown = set(names) - set(CASES)
+    if unknown:
+        sys.exit(f"PHIMOE_ORACLE_CASES: unknown case(s) {sorted(unknown)}")
+    return [(n, c) for n, c in CASES.items() if not names or n in names]
+
+
+def pack_table(path):
+    import struct
+    with open(path, "rb") as f:
+        head = f.read(64)
+        magic, _, _, _, table_bytes, _, _ = struct.unpack_from("<8sIIQQQQ", head)
+        assert magic == b"PHIMOEW\0", path
+        return json.loads(f.read(table_bytes))
+
+
+def source_names(name, experts):
+    """The checkpoint tensors a packed weight is made of (rows concatenated or stacked)."""
+    if name.endswith("self_attn.qkv_proj.weight"):
+        base = name[: -len("qkv_proj.weight")]
+        return [base + p + "_proj.weight" for p in "qkv"]
+    if name.endswith("experts.gate_up.weight"):
+        base = name[: -len("gate_up.weight")]
+        return [f"{base}{e}.w{w}.weight" for e in range(experts) for w in (1, 3)]
+    if name.endswith("experts.down.weight"):
+        base = name[: -len("down.weight")]
+        return [f"{base}{e}.w2.weight" for e in range(experts)]
+    return [name]
+
+
+def write_rounded(case, build):
+    """case/src-rounded: case/src with the tensors that `build` block-quantizes replaced by
+    their quantized values (rows are quantized independently, so a tensor's rows give the
+    same blocks alone as inside a fused weight)."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+    import torch
+    import oracle
+    tool = oracle.BUILD / "test" / "quant" / "phimoe-quant"
+    config = json.loads((case / "src" / "config.json").read_text())
+    tensors = load_file(case / "src" / "model.safetensors")
+    for entry in pack_table(build / "weights.phw"):
+        if not entry["type"].startswith("!phimoe.qweight<"):
+            continue
+        fmt = entry["type"][len("!phimoe.qweight<"):].split(",")[0]
+        for name in source_names(entry["name"], config["num_local_experts"]):
+            x = tensors[name].float().numpy()
+            n = x.shape[-1]
+            src, q, back = case / "round.in", case / "round.q", case / "round.out"
+            np.ascontiguousarray(x.reshape(-1, n)).tofile(src)
+            run([tool, "quantize", fmt, n, src, q])
+            run([tool, "dequantize", fmt, n, q, back])
+            tensors[name] = torch.from_numpy(np.fromfile(back, dtype=np.float32).reshape(x.shape))
+            for f in (src, q, back):
+                f.unlink()
+    out = case / "src-rounded"
+    shutil.copytree(case / "src", out, dirs_exist_ok=True)
+    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
 
 
 def build_project(case):
@@ -75,7 +147,7 @@ def prepare(root):
     import oracle
     target = os.environ.get("PHIMOE_CUDA_TARGET", "sm_90")
     root.mkdir(parents=True, exist_ok=True)
-    for name, (kwargs, spread, plen, n, dtype, quant, _, _) in CASES.items():
+    for name, (kwargs, spread, plen, n, dtype, quant, _, _) in selected_cases():
         case = root / name
         config = oracle.tiny_config(**kwargs)
         model = oracle.make_model(config, seed=len(name), router_spread=spread)
@@ -84,6 +156,8 @@ def prepare(root):
             proc = oracle.compile_model(case / "src", out, "--quant", quant, *flags)
             if proc.returncode != 0:
                 raise RuntimeError(f"{name}: phimoec failed:\n{proc.stderr}")
+        if name in ROUNDED_CASES:
+            write_rounded(case, case / "cuda")
         if name in PROJECT_CASES:  # the MLIR-free route: a project, built and packed there
             run([oracle.PHIMOEC, "compile", case / "src", "--target", target, "--quant", quant,
                  "--emit-project", case / "project"])
@@ -106,7 +180,7 @@ def check(root):
         print(f"note: no transformers ({e}): comparing with the CPU phimoe-bin only")
         torch = oracle = None
     failures = 0
-    for name, (_, _, _, _, _, quant, rel, greedy_must_agree) in CASES.items():
+    for name, (_, _, _, _, _, quant, rel, greedy_must_agree) in selected_cases():
         case = root / name
         if not (case / "case.json").exists():
             print(f"SKIP {name}: not prepared")
@@ -118,17 +192,22 @@ def check(root):
             model = oracle.PhimoeForCausalLM.from_pretrained(case / "src").float().eval()
             references["transformers"] = oracle.reference_logits(model, tokens,
                                                                  info["original_max"])
+            if (case / "src-rounded").exists():
+                model = oracle.PhimoeForCausalLM.from_pretrained(
+                    case / "src-rounded").float().eval()
+                references["transformers on the quantized values"] = oracle.reference_logits(
+                    model, tokens, info["original_max"])
         builds = [("phimoec", case / "cuda" / "phimoe-bin")]
         if (case / "project").exists():
             builds.append(("project", None))
         for how, binary in builds:
             failures += check_build(f"{name} ({how})", case, binary, info, tokens, references,
-                                    rel, greedy_must_agree)
+                                    rel, greedy_must_agree, quant)
     print(f"{failures} case(s) failed")
     return 1 if failures else 0
 
 
-def check_build(name, case, binary, info, tokens, references, rel, greedy_must_agree):
+def check_build(name, case, binary, info, tokens, references, rel, greedy_must_agree, quant):
     problems = []
     try:
         if binary is None:
@@ -143,13 +222,18 @@ def check_build(name, case, binary, info, tokens, references, rel, greedy_must_a
             problems.append(f"shape {ours.shape} vs {ref_name} {ref.shape}")
             continue
         err, scale = float(np.abs(ours - ref).max()), float(np.abs(ref).max())
-        bound = 1e-3 if rel is None else rel * scale
+        exact = rel is None or ref_name.endswith("quantized values")
+        bound = 1e-3 if exact else rel * scale
         # q8_0: the CPU quantizes activations too, the GPU does not; the transformers run
         # has the unquantized weights. Both within the relative bound.
-        status = "ok" if err <= bound else "TOO LARGE"
+        # q4_K's rounding alone moves this random model's logits by about 10% of max|logit|
+        # (the CPU build against unquantized transformers: 0.098 of 0.95): reported only; the
+        # rounded checkpoint bounds the q4k build exactly.
+        informational = quant == "q4k" and ref_name == "transformers"
+        status = "info" if informational else "ok" if err <= bound else "TOO LARGE"
         print(f"     {name}: max|d| vs {ref_name} = {err:.3g} (bound {bound:.3g}, "
               f"max|logit| {scale:.3g}) {status}")
-        if err > bound:
+        if err > bound and not informational:
             problems.append(f"logits vs {ref_name}: {err:.3g} > {bound:.3g}")
     if greedy_must_agree and ours_greedy != info["cpu_greedy"]:
         problems.append(f"greedy {ours_greedy} != cpu {info['cpu_greedy']}")

@@ -5,7 +5,8 @@ the MLIR-free route (phimoec --emit-project, phimoe-pack).
 
   real_shapes.py plan DIR   (where phimoec is; no GPU, no weights: the checkpoint it reads is
                              a sparse file with the real header)
-      writes DIR/config.json, DIR/project-bf16 and DIR/project-q8_0 (--target sm_90).
+      writes DIR/config.json, DIR/project-bf16, DIR/project-q8_0 and DIR/project-q4k
+      (--target sm_90).
   real_shapes.py run DIR    (the GPU machine: torch, transformers, cmake, nvcc)
       makes the random checkpoint with transformers (seeded), builds and packs both projects,
       times a 128-token prompt and 64 greedy tokens, and compares the prompt logits with
@@ -14,7 +15,8 @@ the MLIR-free route (phimoec --emit-project, phimoe-pack).
       their q8_0 values (same rounding as phimoe_rt::quantize_row_q8_0). Against the unquantized
       model the q8_0 build's error is printed, not bounded: in a random model with Phi-3.5-MoE's
       widths, small errors flip sparsemixer routes and greedy top-1s.
-      $REAL_QUANTS (default "bf16 q8_0") picks the builds.
+      The q4k build (q6_K LM head, q8_0 embedding) is timed and its error printed.
+      $REAL_QUANTS (default "bf16 q8_0 q4k") picks the builds.
 """
 import json
 import os
@@ -77,7 +79,7 @@ def plan(root):
     with open(src / "model.safetensors", "wb") as f:
         f.write(len(text).to_bytes(8, "little") + text)
         f.truncate(8 + len(text) + offset)
-    for quant in ("bf16", "q8_0"):
+    for quant in ("bf16", "q8_0", "q4k"):
         proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(src), "--target", "sm_90",
                                "--quant", quant, "--emit-project", str(root / f"project-{quant}")],
                               capture_output=True, text=True)
@@ -128,7 +130,7 @@ def run(root):
     prompt = torch.randint(3, VOCAB, (PROMPT,), generator=torch.Generator().manual_seed(7)).tolist()
     ids = ",".join(map(str, prompt))
     results = {}
-    quants = os.environ.get("REAL_QUANTS", "bf16 q8_0").split()
+    quants = os.environ.get("REAL_QUANTS", "bf16 q8_0 q4k").split()
     for quant in quants:
         project = root / f"project-{quant}"
         build = project / "build"
@@ -172,6 +174,8 @@ def run(root):
         status |= compare("q8_0 vs transformers on the q8_0 weights", results["q8_0"],
                           logits(fake_q8_0(model)), True)
         compare("q8_0 vs transformers on the unquantized weights", results["q8_0"], ref, False)
+    if "q4k" in results:  # bounded at these widths by test/gpu/kernels_test.cu (q4k MoE)
+        compare("q4k vs transformers on the unquantized weights", results["q4k"], ref, False)
     return status
 
 
