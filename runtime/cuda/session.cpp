@@ -5,6 +5,7 @@
 #include "phimoe_cuda/model.h"
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 namespace phimoe_cuda {
@@ -50,6 +51,7 @@ Session::Session(const phimoe_rt::ModelInfo &info, const uint8_t *weights, int c
       positions[i] = i;
     PHIMOE_CUDA_CHECK(cudaMemcpy(positions_, positions.data(), sizeof(int32_t) * capacity,
                                  cudaMemcpyHostToDevice));
+    decode_pos_ = device_alloc<int32_t>(buffers_, 1);
   } catch (...) {
     for (void *p : buffers_)
       (void)cudaFree(p);
@@ -59,9 +61,13 @@ Session::Session(const phimoe_rt::ModelInfo &info, const uint8_t *weights, int c
   }
   logits_.assign(static_cast<size_t>(info.max_tokens) * info.vocab, 0.0f);
   tokens_.reserve(capacity);
+  const char *graphs = std::getenv("PHIMOE_CUDA_GRAPH");
+  use_graphs_ = !(graphs && std::strcmp(graphs, "0") == 0);
 }
 
 Session::~Session() {
+  for (auto &entry : graphs_)
+    (void)cudaGraphExecDestroy(entry.second);
   for (void *p : buffers_)
     (void)cudaFree(p);
   (void)cudaStreamDestroy(ctx_.stream);
@@ -81,7 +87,12 @@ void Session::run(int begin, int end, bool rope_long, std::vector<float> *all_lo
     ctx_.seq_end = chunk + n;
     PHIMOE_CUDA_CHECK(cudaMemcpyAsync(ids_, tokens_.data() + chunk, sizeof(int32_t) * n,
                                       cudaMemcpyHostToDevice, ctx_.stream));
-    phimoe_forward(ctx_, ids_, positions_ + chunk, n, rows, logits_device_);
+    if (n == 1 && rows == 1 && use_graphs_ && eager_decode_done_) {
+      decode_graph(chunk, rope_long);
+    } else {
+      phimoe_forward(ctx_, ids_, positions_ + chunk, n, rows, logits_device_);
+      eager_decode_done_ = eager_decode_done_ || (n == 1 && rows == 1);
+    }
     if (rows > 0) {
       PHIMOE_CUDA_CHECK(cudaMemcpyAsync(logits_.data(), logits_device_,
                                         sizeof(float) * rows * info_.vocab,
@@ -96,6 +107,46 @@ void Session::run(int begin, int end, bool rope_long, std::vector<float> *all_lo
       std::memmove(logits_.data(), logits_.data() + static_cast<size_t>(rows - 1) * info_.vocab,
                    sizeof(float) * info_.vocab);
   }
+}
+
+void Session::decode_graph(int position, bool rope_long) {
+  // attention() splits the context in ceil(seq_end / 64) parts: every seq_end up to the next
+  // multiple of 64 gives the same launch, and the kernels read the position from the device.
+  const int bucket = (position + 1 + 63) / 64 * 64;
+  const std::pair<int, bool> key(bucket, rope_long);
+  PHIMOE_CUDA_CHECK(cudaMemcpyAsync(decode_pos_, positions_ + position, sizeof(int32_t),
+                                    cudaMemcpyDeviceToDevice, ctx_.stream));
+  auto found = graphs_.find(key);
+  if (found == graphs_.end()) {
+    // The sequence mostly grows: keep a few graphs, drop the one of the shortest context.
+    if (graphs_.size() >= 8) {
+      (void)cudaGraphExecDestroy(graphs_.begin()->second);
+      graphs_.erase(graphs_.begin());
+    }
+    ctx_.seq_end = bucket;
+    cudaGraph_t graph = nullptr;
+    PHIMOE_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream, cudaStreamCaptureModeThreadLocal));
+    try {
+      phimoe_forward(ctx_, ids_, decode_pos_, 1, 1, logits_device_);
+    } catch (...) {
+      (void)cudaStreamEndCapture(ctx_.stream, &graph);
+      if (graph)
+        (void)cudaGraphDestroy(graph);
+      throw;
+    }
+    PHIMOE_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream, &graph));
+    cudaGraphExec_t exec = nullptr;
+    try {
+      PHIMOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+    } catch (...) {
+      (void)cudaGraphDestroy(graph);
+      throw;
+    }
+    (void)cudaGraphDestroy(graph);
+    found = graphs_.emplace(key, exec).first;
+    ++graphs_captured_;
+  }
+  PHIMOE_CUDA_CHECK(cudaGraphLaunch(found->second, ctx_.stream));
 }
 
 const float *Session::append(const int32_t *ids, int count, std::vector<float> *all_logits) {

@@ -31,7 +31,9 @@ sys.path.insert(0, str(HERE.parent / "e2e"))
 #        bound on max|d logit| against float32 references relative to max|logit| (None: the
 #        absolute 1e-3 of test/e2e/test_cpu_oracle.py), and whether greedy ids must agree)
 CASES = {
-    "f32-crossing": (dict(layers=2), 0.05, 20, 40, "float32", "f32", None, True),
+    # 20 + 60 tokens: the LongRoPE switch at 32 and two decode graphs (positions up to 64,
+    # then up to 128) after it.
+    "f32-crossing": (dict(layers=2), 0.05, 20, 60, "float32", "f32", None, True),
     "f32-kv1-6experts": (dict(layers=2, hidden=48, heads=3, kv_heads=1, experts=6,
                               intermediate=64, original_max=40), 0.05, 12, 40, "float32", "f32",
                          None, True),
@@ -136,8 +138,9 @@ def run(cmd, **kw):
     return proc
 
 
-def run_bin(binary, tokens, n, dump):
-    proc = run([binary, "--tokens", ",".join(map(str, tokens)), "-n", n, "--dump-logits", dump])
+def run_bin(binary, tokens, n, dump, **kw):
+    proc = run([binary, "--tokens", ",".join(map(str, tokens)), "-n", n, "--dump-logits", dump],
+               **kw)
     out = proc.stdout.strip()
     return ([int(t) for t in out.split(",")] if n and out else []), np.load(dump)
 
@@ -212,16 +215,29 @@ def check_build(name, case, binary, info, tokens, references, rel, greedy_must_a
     try:
         if binary is None:
             binary = build_project(case)
-        ours_greedy, _ = run_bin(binary, info["prompt"], info["n"], case / "gpu-greedy.npy")
+        ours_greedy, decoded = run_bin(binary, info["prompt"], info["n"],
+                                       case / "gpu-greedy.npy")
         _, ours = run_bin(binary, tokens, 0, case / "gpu.npy")
+        # Decode steps run as CUDA graphs; without them the same kernels run one by one and
+        # must give the same bits.
+        _, eager = run_bin(binary, info["prompt"], info["n"], case / "gpu-eager.npy",
+                           env=dict(os.environ, PHIMOE_CUDA_GRAPH="0"))
     except RuntimeError as e:
         print(f"FAIL {name}: {e}")
         return 1
-    for ref_name, ref in references.items():
-        if ours.shape != ref.shape:
-            problems.append(f"shape {ours.shape} vs {ref_name} {ref.shape}")
+    if not np.array_equal(decoded, eager, equal_nan=True):
+        problems.append(f"decode with CUDA graphs differs from without: max|d| = "
+                        f"{float(np.nanmax(np.abs(decoded - eager))):.3g}")
+    # The logits of one prefill over prompt + the CPU's greedy tokens, and, when our greedy
+    # tokens are the same, those of the decode steps (graphs) that produced them.
+    runs = [("prefill", ours)]
+    if ours_greedy == info["cpu_greedy"]:
+        runs.append(("decode", decoded))
+    for (how, got), (ref_name, ref) in ((r, f) for r in runs for f in references.items()):
+        if got.shape != ref.shape:
+            problems.append(f"{how}: shape {got.shape} vs {ref_name} {ref.shape}")
             continue
-        err, scale = float(np.abs(ours - ref).max()), float(np.abs(ref).max())
+        err, scale = float(np.abs(got - ref).max()), float(np.abs(ref).max())
         exact = rel is None or ref_name.endswith("quantized values")
         bound = 1e-3 if exact else rel * scale
         # q8_0: the CPU quantizes activations too, the GPU does not; the transformers run
@@ -231,10 +247,10 @@ def check_build(name, case, binary, info, tokens, references, rel, greedy_must_a
         # rounded checkpoint bounds the q4k build exactly.
         informational = quant == "q4k" and ref_name == "transformers"
         status = "info" if informational else "ok" if err <= bound else "TOO LARGE"
-        print(f"     {name}: max|d| vs {ref_name} = {err:.3g} (bound {bound:.3g}, "
+        print(f"     {name} {how}: max|d| vs {ref_name} = {err:.3g} (bound {bound:.3g}, "
               f"max|logit| {scale:.3g}) {status}")
-        if err > bound and not informational:
-            problems.append(f"logits vs {ref_name}: {err:.3g} > {bound:.3g}")
+        if (err > bound or np.isnan(got).any()) and not informational:
+            problems.append(f"{how} logits vs {ref_name}: {err:.3g} > {bound:.3g}")
     if greedy_must_agree and ours_greedy != info["cpu_greedy"]:
         problems.append(f"greedy {ours_greedy} != cpu {info['cpu_greedy']}")
     print(f"{'FAIL' if problems else 'PASS'} {name}" +

@@ -5,6 +5,8 @@
 
 #include "phimoe_cuda/runtime.h"
 
+#include <map>
+#include <utility>
 #include <vector>
 
 namespace phimoe_cuda {
@@ -13,6 +15,13 @@ namespace phimoe_cuda {
 // set while t + 1 <= original_max_position, the long set after; when the sequence first grows
 // past that length, every cached position is recomputed with the long set (as the reference
 // does). CUDA errors throw std::runtime_error naming the call, file and line.
+//
+// A decode step (one token) runs as one CUDA graph launch: the forward of one token is
+// captured once per (attention split count, LongRoPE set) — the only host-side values of a
+// decode forward that change as the sequence grows — with the token id and its position read
+// from fixed device buffers. The first decode step of a session runs eagerly (it also sets
+// the kernels' one-time attributes, which are not captured). PHIMOE_CUDA_GRAPH=0 turns
+// graphs off.
 class Session {
 public:
   // Uploads `pack_bytes` bytes of weights (the data section of weights.phw) to the device.
@@ -30,8 +39,13 @@ public:
   const float *append(const int32_t *ids, int count, std::vector<float> *all_logits = nullptr);
   void reset();
 
+  // Decode graphs captured so far (for tests and the benchmark's report).
+  int graphs_captured() const { return graphs_captured_; }
+
 private:
   void run(int begin, int end, bool rope_long, std::vector<float> *all_logits);
+  // Runs the forward of the one token at `position` (ids_ holds it) through a graph.
+  void decode_graph(int position, bool rope_long);
 
   const phimoe_rt::ModelInfo &info_;
   int capacity_;
@@ -43,6 +57,12 @@ private:
   std::vector<float> logits_;
   std::vector<int32_t> tokens_;
   bool rope_long_ = false;
+  // Decode graphs by (positions rounded up to the attention's split size, LongRoPE set).
+  bool use_graphs_ = true;
+  bool eager_decode_done_ = false;
+  int32_t *decode_pos_ = nullptr; // the position of the token a decode graph runs
+  std::map<std::pair<int, bool>, cudaGraphExec_t> graphs_;
+  int graphs_captured_ = 0;
 };
 
 } // namespace phimoe_cuda
