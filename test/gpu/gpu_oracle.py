@@ -19,6 +19,7 @@ $PHIMOE_ORACLE_CASES (space-separated names of CASES) restricts both steps to so
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -41,10 +42,10 @@ CASES = {
                         "float32", "f32", None, True),
     "bf16": (dict(layers=2), 0.05, 16, 24, "bfloat16", "bf16", None, True),
     "q8_0": (dict(layers=2, hidden=128, heads=4, kv_heads=2, intermediate=256), 0.05, 16, 24,
-             "float32", "q8_0", 0.05, False),
+             "bfloat16", "q8_0", 0.05, False),
     # q4_K body, q6_K LM head, q8_0 embedding (256 wide: whole k-quant blocks).
     "q4k": (dict(layers=2, hidden=256, heads=4, kv_heads=2, intermediate=256), 0.05, 16, 24,
-            "float32", "q4k", 0.05, False),
+            "bfloat16", "q4k", 0.05, False),
 }
 
 # Quantized cases are also compared, at the absolute 1e-3 of the float builds, with
@@ -95,7 +96,6 @@ def write_rounded(case, build):
     """case/src-rounded: case/src with the tensors that `build` block-quantizes replaced by
     their quantized values (rows are quantized independently, so a tensor's rows give the
     same blocks alone as inside a fused weight)."""
-    import shutil
     from safetensors.torch import load_file, save_file
     import torch
     import oracle
@@ -125,7 +125,9 @@ def build_project(case):
     """Builds case/project with CMake, packs case/src with its phimoe-pack; the binary."""
     project, build = case / "project", case / "project" / "build"
     run(["cmake", "-S", project, "-B", build, "-DCMAKE_BUILD_TYPE=Release"])
-    run(["cmake", "--build", build, "-j", str(os.cpu_count() or 2)])
+    # Not the project's kernels_test: run.sh has its own, and it is the slowest to build.
+    run(["cmake", "--build", build, "-j", str(os.cpu_count() or 2), "--target", "phimoe-bin",
+         "phimoe-pack"])
     run([build / "phimoe-pack", project / "pack-plan.json", case / "src", build / "weights.phw"])
     return build / "phimoe-bin"
 
@@ -171,7 +173,25 @@ def prepare(root):
         original = config.rope_parameters["original_max_position_embeddings"]
         (case / "case.json").write_text(json.dumps(dict(
             prompt=prompt, n=n, cpu_greedy=greedy, original_max=original, target=target)))
+        shutil.rmtree(case / "cpu")  # its results are kept; DIR must stay small to travel
         print(f"prepared {name}: {len(prompt)} + {n} tokens, logits {logits.shape}")
+    prebuild_kernels_test(root, target)
+
+
+def prebuild_kernels_test(root, target):
+    """root/kernels_test for `target`, so that the GPU machine need not spend its time on
+    nvcc (run.sh uses it when root/kernels_test.arch names the GPU's architecture)."""
+    nvcc = pathlib.Path(os.environ.get("CUDA_HOME", "/usr/local/cuda")) / "bin" / "nvcc"
+    if not nvcc.exists():
+        print(f"note: no {nvcc}: run.sh will build kernels_test on the GPU machine")
+        return
+    src = HERE.parent.parent
+    run([nvcc, "-std=c++17", "-O2", f"-arch={target}", f"-I{src / 'runtime' / 'include'}",
+         HERE / "kernels_test.cu", src / "runtime/cpu/convert.cpp",
+         src / "runtime/quant/quant.cpp", src / "runtime/quant/q4k.cpp",
+         src / "runtime/quant/q6k.cpp", "-o", root / "kernels_test"])
+    (root / "kernels_test.arch").write_text(target + "\n")
+    print(f"prebuilt kernels_test for {target}")
 
 
 def check(root):

@@ -33,7 +33,11 @@ echo "== GPU: $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader
 
 echo "== (a) kernel unit tests"
 test_bin=$work/kernels_test
-if [ -x "$cuda/bin/nvcc" ]; then
+if [ -n "$artifacts" ] && [ -x "$artifacts/kernels_test" ] &&
+   [ "$(cat "$artifacts/kernels_test.arch" 2>/dev/null)" = "$arch" ]; then
+  echo "(kernels_test prebuilt for $arch by gpu_oracle.py prepare)"
+  test_bin=$artifacts/kernels_test
+elif [ -x "$cuda/bin/nvcc" ]; then
   "$cuda/bin/nvcc" -std=c++17 -O2 -arch="$arch" -I"$root/runtime/include" \
     "$root/test/gpu/kernels_test.cu" "$root/runtime/cpu/convert.cpp" "$root/runtime/quant/quant.cpp" \
     "$root/runtime/quant/q4k.cpp" "$root/runtime/quant/q6k.cpp" \
