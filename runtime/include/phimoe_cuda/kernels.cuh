@@ -139,19 +139,27 @@ template <class B> __device__ __forceinline__ float bias_at(const B *bias, int r
   return bias ? ld(bias + r) : 0.0f;
 }
 
-// Decode: block (row group, token); a warp per output row, x staged in shared memory.
+// Output rows per block of the decode kernels: each block stages its input row once, so as
+// many rows as still leave about 256 blocks to spread over the SMs (8 to 32, whole warps).
+template <long long N> __host__ __device__ constexpr int gemv_rows() {
+  constexpr long long r = N / 256 < kWarps ? kWarps : N / 256 > 4 * kWarps ? 4 * kWarps : N / 256;
+  return static_cast<int>(r / kWarps * kWarps);
+}
+
+// Decode: block (row group, token); a warp per output row at a time, x staged in shared memory.
 template <int N, int K, class W, class B>
 __global__ void gemv_kernel(const float *x, const W *w, const B *bias, float *out) {
   extern __shared__ float xs[];
+  constexpr int RB = gemv_rows<N>();
   const int t = blockIdx.y;
   stage_row<W, K>(xs, x + static_cast<size_t>(t) * K);
   __syncthreads();
-  const int r = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  if (r >= N)
-    return;
-  const float y = row_dot<W, N, K>(w, r, xs);
-  if ((threadIdx.x & 31) == 0)
-    out[static_cast<size_t>(t) * N + r] = y + bias_at(bias, r);
+  const int first = static_cast<int>(blockIdx.x) * RB, end = min(N, first + RB);
+  for (int r = first + static_cast<int>(threadIdx.x >> 5); r < end; r += kWarps) {
+    const float y = row_dot<W, N, K>(w, r, xs);
+    if ((threadIdx.x & 31) == 0)
+      out[static_cast<size_t>(t) * N + r] = y + bias_at(bias, r);
+  }
 }
 
 // Prefill: a 32-token x 64-row tile per block of 256 threads (2 x 4 outputs each), K in steps
@@ -408,16 +416,17 @@ __global__ void gate_up_kernel(const float *x, const GU *gate_up, const DeviceRo
   const int slot = blockIdx.y, t = blockIdx.z;
   stage_row<GU, H>(xs, x + static_cast<size_t>(t) * H);
   __syncthreads();
-  const int r = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  if (r >= I)
-    return;
+  constexpr int RB = gemv_rows<I>();
   const DeviceRoute route = routes[t];
   const size_t e = static_cast<size_t>(slot ? route.i2 : route.i1);
   constexpr long long rows = static_cast<long long>(E) * 2 * I;
-  const float g = row_dot<GU, rows, H>(gate_up, e * 2 * I + r, xs);
-  const float u = row_dot<GU, rows, H>(gate_up, e * 2 * I + I + r, xs);
-  if ((threadIdx.x & 31) == 0)
-    act[(static_cast<size_t>(t) * 2 + slot) * I + r] = g / (1.0f + expf(-g)) * u;
+  const int first = static_cast<int>(blockIdx.x) * RB, end = min(I, first + RB);
+  for (int r = first + static_cast<int>(threadIdx.x >> 5); r < end; r += kWarps) {
+    const float g = row_dot<GU, rows, H>(gate_up, e * 2 * I + r, xs);
+    const float u = row_dot<GU, rows, H>(gate_up, e * 2 * I + I + r, xs);
+    if ((threadIdx.x & 31) == 0)
+      act[(static_cast<size_t>(t) * 2 + slot) * I + r] = g / (1.0f + expf(-g)) * u;
+  }
 }
 
 // out[t][r] = w1 * (down_i1[r] . act[t][0]) + w2 * (down_i2[r] . act[t][1]).
@@ -429,15 +438,16 @@ __global__ void down_kernel(const float *act, const DW *down, const DeviceRoute 
   stage_row<DW, I>(as, act + static_cast<size_t>(t) * 2 * I);
   stage_row<DW, I>(as + I, act + static_cast<size_t>(t) * 2 * I + I);
   __syncthreads();
-  const int r = blockIdx.x * kWarps + (threadIdx.x >> 5);
-  if (r >= H)
-    return;
+  constexpr int RB = gemv_rows<H>();
   const DeviceRoute route = routes[t];
   constexpr long long rows = static_cast<long long>(E) * H;
-  const float y1 = row_dot<DW, rows, I>(down, static_cast<size_t>(route.i1) * H + r, as);
-  const float y2 = row_dot<DW, rows, I>(down, static_cast<size_t>(route.i2) * H + r, as + I);
-  if ((threadIdx.x & 31) == 0)
-    out[static_cast<size_t>(t) * H + r] = route.w1 * y1 + route.w2 * y2;
+  const int first = static_cast<int>(blockIdx.x) * RB, end = min(H, first + RB);
+  for (int r = first + static_cast<int>(threadIdx.x >> 5); r < end; r += kWarps) {
+    const float y1 = row_dot<DW, rows, I>(down, static_cast<size_t>(route.i1) * H + r, as);
+    const float y2 = row_dot<DW, rows, I>(down, static_cast<size_t>(route.i2) * H + r, as + I);
+    if ((threadIdx.x & 31) == 0)
+      out[static_cast<size_t>(t) * H + r] = route.w1 * y1 + route.w2 * y2;
+  }
 }
 
 } // namespace detail
@@ -488,7 +498,7 @@ void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, floa
     constexpr size_t smem = sizeof(float) * K;
     static bool configured = (detail::allow_shared(detail::gemv_kernel<N, K, W, B>, smem), true);
     (void)configured;
-    dim3 grid(detail::blocks_for(N, detail::kWarps), n);
+    dim3 grid(detail::blocks_for(N, detail::gemv_rows<N>()), n);
     detail::gemv_kernel<N, K, W, B><<<grid, detail::kThreads, smem, ctx.stream>>>(x, w, bias, out);
   } else {
     dim3 grid(detail::blocks_for(N, 64), detail::blocks_for(n, 32));
@@ -600,11 +610,11 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
   detail::router_kernel<E, H, R><<<n, detail::kThreads, router_smem, ctx.stream>>>(x, router, eps,
                                                                                    ctx.routes);
   PHIMOE_CUDA_CHECK_LAUNCH();
-  dim3 gu_grid(detail::blocks_for(I, detail::kWarps), 2, n);
+  dim3 gu_grid(detail::blocks_for(I, detail::gemv_rows<I>()), 2, n);
   detail::gate_up_kernel<E, H, I, GU><<<gu_grid, detail::kThreads, gate_smem, ctx.stream>>>(
       x, gate_up, ctx.routes, ctx.moe_act);
   PHIMOE_CUDA_CHECK_LAUNCH();
-  dim3 down_grid(detail::blocks_for(H, detail::kWarps), n);
+  dim3 down_grid(detail::blocks_for(H, detail::gemv_rows<H>()), n);
   detail::down_kernel<E, H, I, DW><<<down_grid, detail::kThreads, down_smem, ctx.stream>>>(
       ctx.moe_act, down, ctx.routes, out);
   PHIMOE_CUDA_CHECK_LAUNCH();
