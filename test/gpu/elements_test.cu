@@ -8,6 +8,7 @@
 //   - staged_source is a permutation of the row and k_of agrees with it,
 //   - the sum of unit_dot over a row's units, on the input staged unit-major, equals the
 //     double-precision dot product of the dequantized row with the input,
+//   - byte_value turns every byte into its value without an integer conversion,
 //   - get_split gives back the plain blocks.
 #include "phimoe_cuda/elements.cuh"
 #include "phimoe_rt/split_layout.h"
@@ -122,8 +123,12 @@ template <class W, int K> void test(size_t rows) {
     double got = 0.0;
     if constexpr (E::vec(K)) {
       constexpr int U = K / E::kUnit;
-      for (int u = 0; u < U; ++u)
-        got += E::unit_dot(w.data(), rows, K, r, u, xs.data(), U);
+      for (int u = 0; u < U; ++u) {
+        float xv[E::kUnit]; // as rows_dot loads them from the staged row
+        for (int j = 0; j < E::kUnit; ++j)
+          xv[j] = xs[j * U + u];
+        got += E::unit_dot(w.data(), rows, K, r, u, xv);
+      }
     } else {
       for (int k = 0; k < K; ++k)
         got += E::at(w.data(), rows, K, r, k) * xs[k];
@@ -136,9 +141,30 @@ template <class W, int K> void test(size_t rows) {
               Traits<W>::kName, K, rows, E::kUnit, worst);
 }
 
+// byte_value: every byte value at every position, with the biases the kernels use; and the
+// host's byte_perm against PRMT's definition on a few selectors.
+void test_byte_value() {
+  int wrong = 0;
+  for (uint32_t b = 0; b < 256; ++b) {
+    const uint32_t word = b | ((b ^ 0x5a) << 8) | ((255 - b) << 16) | ((b * 7 & 0xff) << 24);
+    const uint32_t bytes[4] = {b, b ^ 0x5a, 255 - b, b * 7 & 0xff};
+    for (float bias : {0.0f, 32.0f, 128.0f}) {
+      wrong += byte_value<0>(word, bias) != static_cast<float>(bytes[0]) - bias;
+      wrong += byte_value<1>(word, bias) != static_cast<float>(bytes[1]) - bias;
+      wrong += byte_value<2>(word, bias) != static_cast<float>(bytes[2]) - bias;
+      wrong += byte_value<3>(word, bias) != static_cast<float>(bytes[3]) - bias;
+    }
+  }
+  expect(wrong == 0, "byte_value: " + std::to_string(wrong) + " wrong values");
+  expect(byte_perm(0x33221100u, 0x77665544u, 0x3210u) == 0x33221100u, "byte_perm: identity");
+  expect(byte_perm(0x33221100u, 0x77665544u, 0x4567u) == 0x44556677u, "byte_perm: y reversed");
+  expect(byte_perm(0x000000abu, 0x4b000000u, 0x7540u) == 0x4b0000abu, "byte_perm: 2^23 + byte");
+}
+
 } // namespace
 
 int main() {
+  test_byte_value();
   test<float, 64>(7);
   test<float, 50>(3); // not whole units: element by element
   test<bf16, 4096>(5);

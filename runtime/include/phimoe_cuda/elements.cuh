@@ -12,11 +12,17 @@
 //                       (two or three for q6_K) each; vec(K) says when rows are whole units.
 //   k_of(u, j)          the column of value j of unit u within a row: units need not hold
 //                       consecutive columns (a q4_K byte holds columns c and c + 32).
-//   unit_dot(w, R, K, r, u, xs, U)
-//                       sum over j of M[r][k_of(u, j)] * xs[j * U + u], U = K / kUnit: the
-//                       input row is staged "unit-major" (stage_units) so that lane u of a
-//                       warp reads xs[j * U + u] for the same j as its neighbours: consecutive
-//                       shared-memory words, no bank conflicts.
+//   unit_dot(w, R, K, r, u, xv)
+//                       sum over j of M[r][k_of(u, j)] * xv[j]: the input values of unit u in
+//                       registers. The kernels stage the input row "unit-major" (value j of
+//                       unit u at j * U + u, U = K / kUnit) so that lane u of a warp loads
+//                       xv[j] from the word next to its neighbours' (no bank conflicts), and
+//                       a warp reuses those registers for several rows.
+//
+// Quantized bytes become floats without integer-to-float conversions (16 a clock per SM on
+// sm_80/sm_90, a quarter of the FP32 rate, which would cap a q4_K GEMV near half of HBM
+// bandwidth): byte_value() moves a byte into the low mantissa byte of 2^23 with one PRMT
+// and subtracts 2^23 + bias with one FADD, exactly.
 #ifndef PHIMOE_CUDA_ELEMENTS_CUH
 #define PHIMOE_CUDA_ELEMENTS_CUH
 
@@ -56,13 +62,41 @@ PHIMOE_HD float ld(const phimoe_rt::f16 *p) { return f16_bits(p->bits); }
 // 16 bytes at p (16-byte aligned) as four little-endian words.
 struct Words {
   uint32_t w[4];
-  PHIMOE_HD uint32_t byte(int i) const { return (w[i >> 2] >> (8 * (i & 3))) & 0xffu; }
 };
 PHIMOE_HD Words load16(const void *p) {
   const uint4 q = *reinterpret_cast<const uint4 *>(p);
   return Words{{q.x, q.y, q.z, q.w}};
 }
 PHIMOE_HD uint32_t load_u16(const uint8_t *p) { return p[0] | (static_cast<uint32_t>(p[1]) << 8); }
+
+// __byte_perm (PRMT): byte n of the result is byte (s >> 4n) & 7 of {x (0-3), y (4-7)}. On the
+// host, the same selection by shifts: elements_test checks the selectors used below.
+PHIMOE_HD uint32_t byte_perm(uint32_t x, uint32_t y, uint32_t s) {
+#ifdef __CUDA_ARCH__
+  return __byte_perm(x, y, s);
+#else
+  const uint64_t both = x | (static_cast<uint64_t>(y) << 32);
+  uint32_t r = 0;
+  for (int n = 0; n < 4; ++n)
+    r |= static_cast<uint32_t>((both >> (8 * ((s >> (4 * n)) & 7))) & 0xffu) << (8 * n);
+  return r;
+#endif
+}
+
+// Byte i of `word` minus `bias`, as a float: 0x4B0000bb is 2^23 + bb exactly.
+template <int I> PHIMOE_HD float byte_value(uint32_t word, float bias) {
+  static_assert(I >= 0 && I < 4, "byte_value: a word has 4 bytes");
+  return bits_as_float(byte_perm(word, 0x4B000000u, 0x7540u + I)) - (8388608.0f + bias);
+}
+
+// acc += the 4 bytes of `word` (each minus `bias`) times x[0..3].
+PHIMOE_HD float dot_bytes(uint32_t word, float bias, const float *x, float acc) {
+  acc += byte_value<0>(word, bias) * x[0];
+  acc += byte_value<1>(word, bias) * x[1];
+  acc += byte_value<2>(word, bias) * x[2];
+  acc += byte_value<3>(word, bias) * x[3];
+  return acc;
+}
 
 // ---------------------------------------------------------------------------------------
 // Float storages: a unit is 16 consecutive bytes of a row (4 floats, 8 bf16 or f16).
@@ -73,19 +107,18 @@ template <class W> struct Elem {
   PHIMOE_HD static float at(const W *w, size_t, int K, size_t r, int k) {
     return ld(w + r * K + k);
   }
-  PHIMOE_HD static float unit_dot(const W *w, size_t, int K, size_t r, int u, const float *xs,
-                                  int U) {
+  PHIMOE_HD static float unit_dot(const W *w, size_t, int K, size_t r, int u, const float *xv) {
     const Words q = load16(w + r * K + static_cast<size_t>(u) * kUnit);
     float acc = 0.0f;
     if constexpr (sizeof(W) == 4) {
       for (int i = 0; i < 4; ++i)
-        acc += bits_as_float(q.w[i]) * xs[i * U + u];
+        acc += bits_as_float(q.w[i]) * xv[i];
     } else {
       for (int i = 0; i < 4; ++i) {
         const bool bf = std::is_same<W, phimoe_rt::bf16>::value;
         const float lo = bf ? bf16_bits(q.w[i] & 0xffffu) : f16_bits(q.w[i]);
         const float hi = bf ? bits_as_float(q.w[i] & 0xffff0000u) : f16_bits(q.w[i] >> 16);
-        acc += lo * xs[(2 * i) * U + u] + hi * xs[(2 * i + 1) * U + u];
+        acc += lo * xv[2 * i] + hi * xv[2 * i + 1];
       }
     }
     return acc;
@@ -106,13 +139,12 @@ template <> struct Elem<phimoe_rt::block_q8_0> {
     const size_t i = r * K + k;
     return static_cast<float>(reinterpret_cast<const int8_t *>(w)[i]) * scale(w, R, K, i);
   }
-  PHIMOE_HD static float unit_dot(const W *w, size_t R, int K, size_t r, int u, const float *xs,
-                                  int U) {
+  PHIMOE_HD static float unit_dot(const W *w, size_t R, int K, size_t r, int u, const float *xv) {
     const size_t i = r * K + static_cast<size_t>(u) * kUnit;
     const Words q = load16(reinterpret_cast<const int8_t *>(w) + i);
     float acc = 0.0f;
-    for (int j = 0; j < 16; ++j)
-      acc += static_cast<float>(static_cast<int8_t>(q.byte(j))) * xs[j * U + u];
+    for (int k = 0; k < 4; ++k) // q + 128 as unsigned bytes, minus 128
+      acc = dot_bytes(q.w[k] ^ 0x80808080u, 128.0f, xv + 4 * k, acc);
     return acc * scale(w, R, K, i);
   }
 };
@@ -152,19 +184,18 @@ template <> struct Elem<phimoe_rt::block_q4k> {
     scale_min(m + 4, j / 32, sc, mn);
     return f16_bits(load_u16(m)) * sc * q - f16_bits(load_u16(m + 2)) * mn;
   }
-  PHIMOE_HD static float unit_dot(const W *w, size_t R, int K, size_t r, int u, const float *xs,
-                                  int U) {
+  PHIMOE_HD static float unit_dot(const W *w, size_t R, int K, size_t r, int u, const float *xv) {
     const size_t block = r * (K / 256) + u / 8;
     const int p = u % 8, c = p / 2;
     const Words q = load16(reinterpret_cast<const uint8_t *>(w) + block * 128 + 16 * p);
     float dot_lo = 0.0f, sum_lo = 0.0f, dot_hi = 0.0f, sum_hi = 0.0f;
+    for (int k = 0; k < 4; ++k) {
+      dot_lo = dot_bytes(q.w[k] & 0x0f0f0f0fu, 0.0f, xv + 4 * k, dot_lo);
+      dot_hi = dot_bytes((q.w[k] >> 4) & 0x0f0f0f0fu, 0.0f, xv + 16 + 4 * k, dot_hi);
+    }
     for (int i = 0; i < 16; ++i) {
-      const uint32_t b = q.byte(i);
-      const float xl = xs[i * U + u], xh = xs[(16 + i) * U + u];
-      dot_lo += xl * static_cast<float>(b & 0xf);
-      sum_lo += xl;
-      dot_hi += xh * static_cast<float>(b >> 4);
-      sum_hi += xh;
+      sum_lo += xv[i];
+      sum_hi += xv[16 + i];
     }
     const uint8_t *m = meta(w, R, K, block);
     float sc_lo, m_lo, sc_hi, m_hi;
@@ -211,8 +242,7 @@ template <> struct Elem<phimoe_rt::block_q6k> {
     const float d = f16_bits(load_u16(g.d + 2 * block));
     return d * g.scales[block * 16 + 8 * n + l / 16 + 2 * t] * ((lo4 | (hi2 << 4)) - 32);
   }
-  PHIMOE_HD static float unit_dot(const W *w, size_t R, int K, size_t r, int u, const float *xs,
-                                  int U) {
+  PHIMOE_HD static float unit_dot(const W *w, size_t R, int K, size_t r, int u, const float *xv) {
     const Regions g = regions(w, R, K);
     const size_t block = r * (K / 256) + u / 4;
     const int p = u % 4, n = p / 2, l0 = 16 * (p % 2);
@@ -220,16 +250,16 @@ template <> struct Elem<phimoe_rt::block_q6k> {
     const Words b = load16(g.ql + block * 128 + 64 * n + 32 + l0);
     const Words h = load16(g.qh + block * 64 + 32 * n + l0);
     float acc[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-    for (int i = 0; i < 16; ++i) {
-      const uint32_t la = a.byte(i), lb = b.byte(i), hb = h.byte(i);
-      const int q0 = static_cast<int>((la & 0xf) | ((hb & 3) << 4)) - 32;
-      const int q1 = static_cast<int>((lb & 0xf) | (((hb >> 2) & 3) << 4)) - 32;
-      const int q2 = static_cast<int>((la >> 4) | (((hb >> 4) & 3) << 4)) - 32;
-      const int q3 = static_cast<int>((lb >> 4) | (((hb >> 6) & 3) << 4)) - 32;
-      acc[0] += xs[i * U + u] * static_cast<float>(q0);
-      acc[1] += xs[(16 + i) * U + u] * static_cast<float>(q1);
-      acc[2] += xs[(32 + i) * U + u] * static_cast<float>(q2);
-      acc[3] += xs[(48 + i) * U + u] * static_cast<float>(q3);
+    for (int k = 0; k < 4; ++k) { // 6-bit quants of 4 columns a word, minus 32
+      const uint32_t la = a.w[k], lb = b.w[k], hb = h.w[k];
+      const uint32_t q0 = (la & 0x0f0f0f0fu) | ((hb & 0x03030303u) << 4);
+      const uint32_t q1 = (lb & 0x0f0f0f0fu) | (((hb >> 2) & 0x03030303u) << 4);
+      const uint32_t q2 = ((la >> 4) & 0x0f0f0f0fu) | (((hb >> 4) & 0x03030303u) << 4);
+      const uint32_t q3 = ((lb >> 4) & 0x0f0f0f0fu) | (((hb >> 6) & 0x03030303u) << 4);
+      acc[0] = dot_bytes(q0, 32.0f, xv + 4 * k, acc[0]);
+      acc[1] = dot_bytes(q1, 32.0f, xv + 16 + 4 * k, acc[1]);
+      acc[2] = dot_bytes(q2, 32.0f, xv + 32 + 4 * k, acc[2]);
+      acc[3] = dot_bytes(q3, 32.0f, xv + 48 + 4 * k, acc[3]);
     }
     const int8_t *sc = g.scales + block * 16 + 8 * n + p % 2;
     const float d = f16_bits(load_u16(g.d + 2 * block));

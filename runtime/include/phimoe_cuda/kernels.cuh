@@ -54,24 +54,50 @@ __device__ __forceinline__ float block_sum(float v, float *part) {
   return total;
 }
 
-// Row r of a [R, K] weight times the input row staged in xs by stage_row<W, K>, summed over
-// the warp; every lane gets the result. Warp-collective. With whole units (Elem<W>::vec),
-// lane u takes units u, u + 32, ...: its 16-byte loads of quants and its unit-major reads of
-// xs are consecutive with its neighbours'.
-template <class W, long long R, int K>
-__device__ __forceinline__ float row_dot(const W *w, size_t r, const float *xs) {
+// Rows rows[0..NR) of a [R, K] weight times the input row staged in xs by stage_row<W, K>,
+// summed over the warp; every lane gets the results. Warp-collective. With whole units
+// (Elem<W>::vec), lane u takes units u, u + 32, ...: its 16-byte loads of quants and its
+// unit-major reads of xs are consecutive with its neighbours', and the unit's input values,
+// loaded once into registers, serve the NR rows.
+template <class W, long long R, int K, int NR>
+__device__ __forceinline__ void rows_dot(const W *w, const size_t (&rows)[NR], const float *xs,
+                                         float (&out)[NR]) {
   using E = Elem<W>;
   const int lane = threadIdx.x & 31;
-  float acc = 0.0f;
+  float acc[NR];
+#pragma unroll
+  for (int i = 0; i < NR; ++i)
+    acc[i] = 0.0f;
   if constexpr (E::vec(K)) {
     constexpr int U = K / E::kUnit;
-    for (int u = lane; u < U; u += 32)
-      acc += E::unit_dot(w, R, K, r, u, xs, U);
+    for (int u = lane; u < U; u += 32) {
+      float xv[E::kUnit];
+#pragma unroll
+      for (int j = 0; j < E::kUnit; ++j)
+        xv[j] = xs[j * U + u];
+#pragma unroll
+      for (int i = 0; i < NR; ++i)
+        acc[i] += E::unit_dot(w, R, K, rows[i], u, xv);
+    }
   } else {
-    for (int k = lane; k < K; k += 32)
-      acc += E::at(w, R, K, r, k) * xs[k];
+    for (int k = lane; k < K; k += 32) {
+      const float x = xs[k];
+#pragma unroll
+      for (int i = 0; i < NR; ++i)
+        acc[i] += E::at(w, R, K, rows[i], k) * x;
+    }
   }
-  return warp_sum(acc);
+#pragma unroll
+  for (int i = 0; i < NR; ++i)
+    out[i] = warp_sum(acc[i]);
+}
+
+template <class W, long long R, int K>
+__device__ __forceinline__ float row_dot(const W *w, size_t r, const float *xs) {
+  const size_t rows[1] = {r};
+  float out[1];
+  rows_dot<W, R, K, 1>(w, rows, xs, out);
+  return out[0];
 }
 
 // Copies `count` floats from global to shared memory with the whole block.
@@ -140,13 +166,14 @@ template <class B> __device__ __forceinline__ float bias_at(const B *bias, int r
 }
 
 // Output rows per block of the decode kernels: each block stages its input row once, so as
-// many rows as still leave about 256 blocks to spread over the SMs (8 to 32, whole warps).
+// many rows as still leave about 256 blocks to spread over the SMs (16 or 32: every warp takes
+// two rows at a time).
 template <long long N> __host__ __device__ constexpr int gemv_rows() {
-  constexpr long long r = N / 256 < kWarps ? kWarps : N / 256 > 4 * kWarps ? 4 * kWarps : N / 256;
-  return static_cast<int>(r / kWarps * kWarps);
+  return N / 256 >= 4 * kWarps ? 4 * kWarps : 2 * kWarps;
 }
 
-// Decode: block (row group, token); a warp per output row at a time, x staged in shared memory.
+// Decode: block (row group, token); a warp per two output rows at a time, x staged in shared
+// memory.
 template <int N, int K, class W, class B>
 __global__ void gemv_kernel(const float *x, const W *w, const B *bias, float *out) {
   extern __shared__ float xs[];
@@ -155,10 +182,16 @@ __global__ void gemv_kernel(const float *x, const W *w, const B *bias, float *ou
   stage_row<W, K>(xs, x + static_cast<size_t>(t) * K);
   __syncthreads();
   const int first = static_cast<int>(blockIdx.x) * RB, end = min(N, first + RB);
-  for (int r = first + static_cast<int>(threadIdx.x >> 5); r < end; r += kWarps) {
-    const float y = row_dot<W, N, K>(w, r, xs);
-    if ((threadIdx.x & 31) == 0)
-      out[static_cast<size_t>(t) * N + r] = y + bias_at(bias, r);
+  for (int r = first + 2 * static_cast<int>(threadIdx.x >> 5); r < end; r += 2 * kWarps) {
+    const bool pair = r + 1 < end;
+    const size_t rows[2] = {static_cast<size_t>(r), static_cast<size_t>(pair ? r + 1 : r)};
+    float y[2];
+    rows_dot<W, N, K, 2>(w, rows, xs, y);
+    if ((threadIdx.x & 31) == 0) {
+      out[static_cast<size_t>(t) * N + r] = y[0] + bias_at(bias, r);
+      if (pair)
+        out[static_cast<size_t>(t) * N + r + 1] = y[1] + bias_at(bias, r + 1);
+    }
   }
 }
 
@@ -422,10 +455,12 @@ __global__ void gate_up_kernel(const float *x, const GU *gate_up, const DeviceRo
   constexpr long long rows = static_cast<long long>(E) * 2 * I;
   const int first = static_cast<int>(blockIdx.x) * RB, end = min(I, first + RB);
   for (int r = first + static_cast<int>(threadIdx.x >> 5); r < end; r += kWarps) {
-    const float g = row_dot<GU, rows, H>(gate_up, e * 2 * I + r, xs);
-    const float u = row_dot<GU, rows, H>(gate_up, e * 2 * I + I + r, xs);
+    // The gate and up rows of r share the input values.
+    const size_t pair[2] = {e * 2 * I + r, e * 2 * I + I + r};
+    float gu[2];
+    rows_dot<GU, rows, H, 2>(gate_up, pair, xs, gu);
     if ((threadIdx.x & 31) == 0)
-      act[(static_cast<size_t>(t) * 2 + slot) * I + r] = g / (1.0f + expf(-g)) * u;
+      act[(static_cast<size_t>(t) * 2 + slot) * I + r] = gu[0] / (1.0f + expf(-gu[0])) * gu[1];
   }
 }
 
@@ -442,11 +477,19 @@ __global__ void down_kernel(const float *act, const DW *down, const DeviceRoute 
   const DeviceRoute route = routes[t];
   constexpr long long rows = static_cast<long long>(E) * H;
   const int first = static_cast<int>(blockIdx.x) * RB, end = min(H, first + RB);
-  for (int r = first + static_cast<int>(threadIdx.x >> 5); r < end; r += kWarps) {
-    const float y1 = row_dot<DW, rows, I>(down, static_cast<size_t>(route.i1) * H + r, as);
-    const float y2 = row_dot<DW, rows, I>(down, static_cast<size_t>(route.i2) * H + r, as + I);
-    if ((threadIdx.x & 31) == 0)
-      out[static_cast<size_t>(t) * H + r] = route.w1 * y1 + route.w2 * y2;
+  for (int r = first + 2 * static_cast<int>(threadIdx.x >> 5); r < end; r += 2 * kWarps) {
+    const bool pair = r + 1 < end;
+    const size_t r2 = pair ? r + 1 : r;
+    const size_t e1 = static_cast<size_t>(route.i1) * H, e2 = static_cast<size_t>(route.i2) * H;
+    const size_t rows1[2] = {e1 + r, e1 + r2}, rows2[2] = {e2 + r, e2 + r2};
+    float y1[2], y2[2];
+    rows_dot<DW, rows, I, 2>(down, rows1, as, y1);
+    rows_dot<DW, rows, I, 2>(down, rows2, as + I, y2);
+    if ((threadIdx.x & 31) == 0) {
+      out[static_cast<size_t>(t) * H + r] = route.w1 * y1[0] + route.w2 * y2[0];
+      if (pair)
+        out[static_cast<size_t>(t) * H + r + 1] = route.w1 * y1[1] + route.w2 * y2[1];
+    }
   }
 }
 
