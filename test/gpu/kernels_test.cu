@@ -399,6 +399,18 @@ int main() {
     test_linear<96, 6400, block_q4k>("q4k (expert width)", 3, false);
     test_linear<300, 4096, block_q6k>("q6k (LM head width)", 1, false);
     test_linear<64, 6400, block_q6k>("q6k (expert width)", 12, false);
+    // Tensor cores (n > 8, bf16 and q8_0): N and K multiples of the tiles (64, 32) and not,
+    // K not a multiple of the 8-value units (bf16), one or many row tiles.
+    test_linear<128, 128, bf16>("bf16 tc (tile multiples)", 64, false);
+    test_linear<100, 37, bf16>("bf16 tc (K % 8 != 0)", 9, true);
+    test_linear<130, 200, bf16>("bf16 tc", 100, true);
+    test_linear<300, 4096, bf16>("bf16 tc (hidden width)", 515, true);
+    test_linear<4096, 3072, bf16>("bf16 tc (o_proj-like)", 100, false);
+    test_linear<96, 160, block_q8_0>("q8_0 tc", 100, true);
+    test_linear<70, 64, block_q8_0>("q8_0 tc", 9, false);
+    test_linear<200, 4096, block_q8_0>("q8_0 tc (hidden width)", 515, false);
+    test_linear<136, 6400, block_q8_0>("q8_0 tc (expert width)", 77, false);
+    test_linear<72, 80, f16>("f16 (float GEMM)", 100, true);
     test_embed<50, 64, bf16>("embed bf16");
     test_embed<50, 64, block_q8_0>("embed q8_0");
     test_embed<50, 64, float>("embed f32");

@@ -10,7 +10,8 @@
 //
 // Decode (n <= kGemvMaxRows rows) multiplies with a warp per output row, 16-byte loads of
 // weights and the input row staged in shared memory in the order the loads use it;
-// longer prompts with a shared-memory tiled kernel that converts weight tiles to float.
+// longer prompts with tensor cores (gemm_tc.cuh: bf16 and q8_0 weights) or, for the other
+// storages, a shared-memory tiled kernel that converts weight tiles to float.
 // The MoE reads the expert ids its router kernel wrote on the device: no host sync.
 #ifndef PHIMOE_CUDA_KERNELS_CUH
 #define PHIMOE_CUDA_KERNELS_CUH
@@ -494,6 +495,12 @@ __global__ void down_kernel(const float *act, const DW *down, const DeviceRoute 
 }
 
 } // namespace detail
+} // namespace phimoe_cuda
+
+// Tensor-core GEMM of prefill (it uses Elem, bias_at, blocks_for).
+#include "phimoe_cuda/gemm_tc.cuh"
+
+namespace phimoe_cuda {
 
 // ---------------------------------------------------------------------------------------
 // Launchers: the CPU kernels' signatures (phimoe_rt/kernels.h), on device pointers.
@@ -543,6 +550,8 @@ void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, floa
     (void)configured;
     dim3 grid(detail::blocks_for(N, detail::gemv_rows<N>()), n);
     detail::gemv_kernel<N, K, W, B><<<grid, detail::kThreads, smem, ctx.stream>>>(x, w, bias, out);
+  } else if constexpr (detail::TcLoad<W>::kSupported) {
+    detail::gemm_tc<N, K, W, B>(ctx.stream, x, n, w, bias, out); // tensor cores (gemm_tc.cuh)
   } else {
     dim3 grid(detail::blocks_for(N, 64), detail::blocks_for(n, 32));
     detail::gemm_kernel<N, K, W, B><<<grid, 256, 0, ctx.stream>>>(x, n, w, bias, out);
