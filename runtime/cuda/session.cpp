@@ -39,6 +39,11 @@ Session::Session(const phimoe_rt::ModelInfo &info, const uint8_t *weights, int c
     ctx_.routes = device_alloc<DeviceRoute>(buffers_, info.max_tokens);
     ctx_.moe_act =
         device_alloc<float>(buffers_, static_cast<size_t>(info.max_tokens) * 2 * info.intermediate);
+    ctx_.moe_pairs = device_alloc<int32_t>(buffers_, static_cast<size_t>(info.max_tokens) * 2);
+    ctx_.moe_plan_ints = 3 * info.experts + 1;
+    ctx_.moe_plan = device_alloc<int32_t>(buffers_, ctx_.moe_plan_ints);
+    ctx_.moe_y =
+        device_alloc<float>(buffers_, static_cast<size_t>(info.max_tokens) * 2 * info.hidden);
     ctx_.attn_partial_floats = attention_partial_floats(info);
     ctx_.attn_partials = device_alloc<float>(buffers_, ctx_.attn_partial_floats);
     ids_ = device_alloc<int32_t>(buffers_, info.max_tokens);

@@ -70,10 +70,27 @@ std::vector<float> download(const float *p, size_t n) {
   return h;
 }
 
+// Uniform values in (-scale, scale) from a splitmix64 stream: normal_distribution is too slow
+// for the 1.3G values of Phi-3.5-MoE's experts.
+std::vector<float> fast_random_floats(size_t n, float scale) {
+  uint64_t state = rng();
+  std::vector<float> v(n);
+  for (float &x : v) {
+    uint64_t z = (state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    x = (static_cast<float>(z >> 40) * (1.0f / 16777216.0f) * 2.0f - 1.0f) * scale;
+  }
+  return v;
+}
+
 // A [rows, k] weight in storage W as the CUDA pack holds it and the values it stands for.
 using phimoe_test::Weight;
 template <class W> Weight<W> make_weight(size_t rows, size_t k) {
-  return phimoe_test::store_weight<W>(random_floats(rows * k, 0.2f), rows, k);
+  const bool big = rows * k > (size_t(1) << 24);
+  return phimoe_test::store_weight<W>(
+      big ? fast_random_floats(rows * k, 0.35f) : random_floats(rows * k, 0.2f), rows, k);
 }
 
 template <int N, int K, class W> void test_linear(const char *name, int n, bool bias) {
@@ -317,15 +334,22 @@ template <int Hq, int Hkv, int D> void test_attention(int past, int n, int windo
   cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(out), cudaFree(dp);
 }
 
-template <int E, int H, int I, class W> void test_moe(const char *name, int n) {
+// With `favour` >= 0, x has a positive mean and router row `favour` is pushed by `push`: every
+// row routes to it (push > 0: one expert has all rows in one slot) or none does (push < 0).
+template <int E, int H, int I, class W>
+void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
   Weight<float> router = make_weight<float>(E, H);
   for (float &r : router.values) // spread the router rows: well-separated logits
     r *= 10.0f;
+  if (favour >= 0)
+    for (int k = 0; k < H; ++k)
+      router.values[static_cast<size_t>(favour) * H + k] += push;
   std::memcpy(router.bytes.data(), router.values.data(), router.bytes.size());
   Weight<W> gate_up = make_weight<W>(static_cast<size_t>(E) * 2 * I, H);
   Weight<W> down = make_weight<W>(static_cast<size_t>(E) * H, I);
-  std::vector<float> x = random_floats(static_cast<size_t>(n) * H);
+  std::vector<float> x = random_floats(static_cast<size_t>(n) * H, 1.0f, favour >= 0 ? 0.5f : 0.0f);
   std::vector<double> want(static_cast<size_t>(n) * H);
+  std::vector<DeviceRoute> routes(n);
   for (int t = 0; t < n; ++t) {
     float logits[E];
     for (int e = 0; e < E; ++e) {
@@ -335,6 +359,7 @@ template <int E, int H, int I, class W> void test_moe(const char *name, int n) {
       logits[e] = static_cast<float>(s);
     }
     const phimoe_rt::Route r = phimoe_rt::sparsemixer<E>(logits, 0.01f);
+    routes[t] = DeviceRoute{r.i1, r.i2, r.w1, r.w2};
     std::vector<double> act(2 * I);
     for (int slot = 0; slot < 2; ++slot) {
       const size_t e = slot ? r.i2 : r.i1;
@@ -356,19 +381,52 @@ template <int E, int H, int I, class W> void test_moe(const char *name, int n) {
       want[static_cast<size_t>(t) * H + h] = r.w1 * y1 + r.w2 * y2;
     }
   }
+  // The buckets the grouped path must make (from the reference routes), and what they cover.
+  std::vector<int> plan(detail::moe_plan_ints(E)), pairs(2 * n);
+  detail::moe_bucket_serial(routes.data(), n, E, detail::kTcBM, plan.data(), pairs.data());
+  int empty = 0, most = 0;
+  for (int e = 0; e < E; ++e)
+    empty += plan[e] == 0, most = std::max(most, plan[e]);
+  if (favour >= 0 && plan[favour] != (push > 0 ? n : 0)) {
+    std::printf("FAIL %s: the routes do not exercise the case (expert %d has %d pairs)\n", name,
+                favour, plan[favour]);
+    ++failures;
+  }
   Context ctx;
   ctx.routes = device<DeviceRoute>(n);
   ctx.moe_act = device<float>(static_cast<size_t>(n) * 2 * I);
+  ctx.moe_pairs = device<int32_t>(2 * n);
+  ctx.moe_plan_ints = detail::moe_plan_ints(E);
+  ctx.moe_plan = device<int32_t>(ctx.moe_plan_ints);
+  ctx.moe_y = device<float>(static_cast<size_t>(n) * 2 * H);
   uint8_t *dr = upload(router.bytes), *dgu = upload(gate_up.bytes), *dd = upload(down.bytes);
   float *dx = upload(x), *out = device<float>(want.size());
   moe_sparsemixer<E, H, I>(ctx, dx, n, reinterpret_cast<const float *>(dr),
                            reinterpret_cast<const W *>(dgu), reinterpret_cast<const W *>(dd),
                            0.01f, out);
-  char label[96];
-  std::snprintf(label, sizeof label, "moe_sparsemixer<%d,%d,%d> %s n=%d", E, H, I, name, n);
-  check(label, download(out, want.size()), want, 1e-4);
-  cudaFree(ctx.routes), cudaFree(ctx.moe_act), cudaFree(dr), cudaFree(dgu), cudaFree(dd);
-  cudaFree(dx), cudaFree(out);
+  const bool grouped =
+      n > detail::kGemvMaxRows && detail::TcLoad<W>::kSupported; // moe_sparsemixer's choice
+  char label[128];
+  std::snprintf(label, sizeof label, "moe_sparsemixer<%d,%d,%d> %s n=%d%s (%d empty, max %d)", E,
+                H, I, name, n, grouped ? " grouped" : "", empty, most);
+  // Grouped (tensor cores): x and act split in two bf16 (2^-16 each), q8_0 scales exact.
+  check(label, download(out, want.size()), want, grouped ? 2e-5 : 1e-4);
+  if (grouped) { // the bucket kernel against moe_bucket_serial on the device's routes
+    std::vector<DeviceRoute> got_routes(n);
+    PHIMOE_CUDA_CHECK(cudaMemcpy(got_routes.data(), ctx.routes, sizeof(DeviceRoute) * n,
+                                 cudaMemcpyDeviceToHost));
+    detail::moe_bucket_serial(got_routes.data(), n, E, detail::kTcBM, plan.data(), pairs.data());
+    std::vector<int> got_plan(plan.size()), got_pairs(pairs.size());
+    PHIMOE_CUDA_CHECK(cudaMemcpy(got_plan.data(), ctx.moe_plan, sizeof(int) * plan.size(),
+                                 cudaMemcpyDeviceToHost));
+    PHIMOE_CUDA_CHECK(cudaMemcpy(got_pairs.data(), ctx.moe_pairs, sizeof(int) * pairs.size(),
+                                 cudaMemcpyDeviceToHost));
+    const bool same = got_plan == plan && got_pairs == pairs;
+    std::printf("%s %-44s\n", same ? "PASS" : "FAIL", "  moe buckets: the serial plan and pairs");
+    failures += !same;
+  }
+  cudaFree(ctx.routes), cudaFree(ctx.moe_act), cudaFree(ctx.moe_pairs), cudaFree(ctx.moe_plan);
+  cudaFree(ctx.moe_y), cudaFree(dr), cudaFree(dgu), cudaFree(dd), cudaFree(dx), cudaFree(out);
 }
 
 } // namespace
@@ -435,6 +493,16 @@ int main() {
     test_moe<16, 256, 512, block_q4k>("q4k", 12);
     test_moe<4, 512, 256, block_q6k>("q6k", 3);
     test_moe<2, 4096, 6400, block_q4k>("q4k (Phi-3.5-MoE widths)", 1);
+    // Grouped experts (n > 8): empty experts, every row on one expert, a row tile boundary
+    // (> 64 pairs on one expert), odd widths, Phi-3.5-MoE's widths.
+    test_moe<16, 256, 320, bf16>("bf16", 9);
+    test_moe<16, 256, 320, block_q8_0>("q8_0", 100);
+    test_moe<4, 64, 128, bf16>("bf16 (expert 2 in every row)", 150, 2, 5.0f);
+    test_moe<6, 96, 200, bf16>("bf16 (expert 0 in no row)", 40, 0, -5.0f);
+    test_moe<16, 256, 320, block_q8_0>("q8_0 (expert 5 in every row)", 515, 5, 5.0f);
+    test_moe<4, 64, 128, float>("f32 (no tensor cores)", 20);
+    test_moe<16, 4096, 6400, bf16>("bf16 (Phi-3.5-MoE widths)", 9);
+    test_moe<16, 4096, 6400, block_q8_0>("q8_0 (Phi-3.5-MoE widths)", 12);
   } catch (const std::exception &e) {
     std::printf("FAIL: %s\n", e.what());
     return 1;

@@ -12,7 +12,8 @@
 // weights and the input row staged in shared memory in the order the loads use it;
 // longer prompts with tensor cores (gemm_tc.cuh: bf16 and q8_0 weights) or, for the other
 // storages, a shared-memory tiled kernel that converts weight tiles to float.
-// The MoE reads the expert ids its router kernel wrote on the device: no host sync.
+// The MoE reads the expert ids its router kernel wrote on the device: no host sync; prefill
+// runs it as grouped-expert GEMMs (moe_grouped.cuh).
 #ifndef PHIMOE_CUDA_KERNELS_CUH
 #define PHIMOE_CUDA_KERNELS_CUH
 
@@ -497,8 +498,9 @@ __global__ void down_kernel(const float *act, const DW *down, const DeviceRoute 
 } // namespace detail
 } // namespace phimoe_cuda
 
-// Tensor-core GEMM of prefill (it uses Elem, bias_at, blocks_for).
+// Tensor-core GEMM and grouped-expert MoE of prefill (they use Elem, bias_at, blocks_for).
 #include "phimoe_cuda/gemm_tc.cuh"
+#include "phimoe_cuda/moe_grouped.cuh"
 
 namespace phimoe_cuda {
 
@@ -662,6 +664,13 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
   detail::router_kernel<E, H, R><<<n, detail::kThreads, router_smem, ctx.stream>>>(x, router, eps,
                                                                                    ctx.routes);
   PHIMOE_CUDA_CHECK_LAUNCH();
+  if constexpr (detail::TcLoad<GU>::kSupported && detail::TcLoad<DW>::kSupported) {
+    if (n > detail::kGemvMaxRows) { // prefill: grouped-expert GEMMs (moe_grouped.cuh)
+      detail::moe_grouped<E, H, I>(ctx, x, n, gate_up, down, out);
+      PHIMOE_CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
   dim3 gu_grid(detail::blocks_for(I, detail::gemv_rows<I>()), 2, n);
   detail::gate_up_kernel<E, H, I, GU><<<gu_grid, detail::kThreads, gate_smem, ctx.stream>>>(
       x, gate_up, ctx.routes, ctx.moe_act);

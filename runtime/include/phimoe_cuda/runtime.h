@@ -38,6 +38,12 @@ struct Context {
   // MoE workspace: a route per row, and 2 * intermediate floats per row.
   DeviceRoute *routes = nullptr;
   float *moe_act = nullptr;
+  // Grouped-expert MoE of prefill (moe_grouped.cuh): 2 pair ids per row, the bucket plan
+  // (3 * experts + 1 ints) and 2 * hidden floats per row.
+  int32_t *moe_pairs = nullptr;
+  int32_t *moe_plan = nullptr;
+  int moe_plan_ints = 0;
+  float *moe_y = nullptr;
   // Flash-decoding partials: (head_dim + 2) floats per (row, head, split).
   float *attn_partials = nullptr;
   size_t attn_partial_floats = 0;

@@ -1,0 +1,242 @@
+// moe_grouped.cuh - the MoE of prefill as grouped-expert GEMMs: after the router kernel, the
+// (row, slot) pairs are bucketed by expert on the device, each expert's gate-up projection runs
+// as a tensor-core GEMM over its gathered rows with silu(g) * u in the epilogue, then its down
+// projection, and a last kernel combines out[t] = w1 * y[t, slot 0] + w2 * y[t, slot 1].
+// Nothing waits for the host: the grids are sized for the worst case and idle tiles exit.
+// Every value is written once by one thread (no float atomics): results do not depend on
+// scheduling. Included by kernels.cuh after gemm_tc.cuh; moe_sparsemixer() picks it for more
+// than kGemvMaxRows rows when both expert weights have a TcLoad.
+//
+// Workspace (Context): routes [n] (the router's), moe_pairs [2n] (pair ids p = 2t + slot,
+// grouped by expert, in increasing p within an expert), moe_plan [3E + 1] (counts[E],
+// offsets[E], tile_start[E + 1]: expert e's row tiles are tile_start[e] .. tile_start[e+1]-1 of
+// the grid's y index), moe_act [2n, I] (silu(g) * u of bucket position i, the same floats as the
+// decode path's [n][2][I]) and moe_y [2n, H] (the down projection of pair p).
+#ifndef PHIMOE_CUDA_MOE_GROUPED_CUH
+#define PHIMOE_CUDA_MOE_GROUPED_CUH
+
+namespace phimoe_cuda {
+namespace detail {
+
+// ---- the index arithmetic (host and device: test/gpu/tc_host_test.cu checks it) ----------
+__host__ __device__ inline int moe_plan_ints(int E) { return 3 * E + 1; }
+
+__host__ __device__ inline int moe_pair_expert(const DeviceRoute &r, int slot) {
+  return slot ? r.i2 : r.i1;
+}
+
+// At most this many row tiles of bm rows hold the 2n pairs over E experts: the sum over the
+// experts with pairs of ceil(count / bm) <= (2n + used * (bm - 1)) / bm, used <= min(E, 2n).
+__host__ __device__ inline int moe_max_tiles(int n, int E, int bm) {
+  const int pairs = 2 * n, used = E < pairs ? E : pairs;
+  return (pairs + used * (bm - 1)) / bm;
+}
+
+// From the counts: offsets (exclusive prefix sum) and tile_start (prefix sum of the tiles).
+__host__ __device__ inline void moe_plan(const int *counts, int E, int bm, int *offsets,
+                                         int *tile_start) {
+  int offset = 0, tiles = 0;
+  for (int e = 0; e < E; ++e) {
+    offsets[e] = offset;
+    tile_start[e] = tiles;
+    offset += counts[e];
+    tiles += (counts[e] + bm - 1) / bm;
+  }
+  tile_start[E] = tiles;
+}
+
+// The expert and its row tile of grid tile b; false when b is past the last tile.
+__host__ __device__ inline bool moe_find_tile(const int *tile_start, int E, int b, int *e,
+                                              int *row_tile) {
+  if (b < 0 || b >= tile_start[E])
+    return false;
+  int i = 0;
+  while (tile_start[i + 1] <= b) // experts without pairs have no tiles: skipped
+    ++i;
+  *e = i;
+  *row_tile = b - tile_start[i];
+  return true;
+}
+
+// What the bucket kernel computes, serially: plan and pairs of n routes. Pairs whose expert is
+// outside [0, E) are dropped (their y rows are then not written).
+__host__ __device__ inline void moe_bucket_serial(const DeviceRoute *routes, int n, int E,
+                                                  int bm, int *plan, int *pairs) {
+  int *counts = plan, *offsets = plan + E, *tile_start = plan + 2 * E;
+  for (int e = 0; e < E; ++e)
+    counts[e] = 0;
+  for (int p = 0; p < 2 * n; ++p) {
+    const int e = moe_pair_expert(routes[p >> 1], p & 1);
+    if (e >= 0 && e < E)
+      ++counts[e];
+  }
+  moe_plan(counts, E, bm, offsets, tile_start);
+  for (int e = 0; e < E; ++e) {
+    int next = offsets[e];
+    for (int p = 0; p < 2 * n; ++p)
+      if (moe_pair_expert(routes[p >> 1], p & 1) == e)
+        pairs[next++] = p;
+  }
+}
+
+// The gate-up block tile: its 64 weight rows are 32 gate rows and the 32 up rows of the same
+// 32 output columns, arranged so that every thread holds g and u of the same (row, column):
+// tile column s (warp column s / 32, MMA tile (s % 32) / 8) is a gate row for MMA tiles 0, 1
+// and an up row for 2, 3, and column s + 16 is the up row of gate column s.
+constexpr int kGateUpCols = kTcBN / 2;
+__host__ __device__ inline bool moe_gate_up_is_up(int s) { return (s % 32) >= 16; }
+__host__ __device__ inline int moe_gate_up_col(int s) {
+  return (s / 32) * 16 + ((s % 32) / 8 % 2) * 8 + s % 8;
+}
+
+// ---- kernels -------------------------------------------------------------------------------
+// One block: a warp per expert counts its pairs (ballots over 32 pairs at a time), thread 0
+// plans, then the warps write their pairs in increasing p (ballot rank): moe_bucket_serial.
+template <int E>
+__global__ void moe_bucket_kernel(const DeviceRoute *routes, int n, int *plan, int *pairs) {
+  __shared__ int counts[E], offsets[E], tile_start[E + 1];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
+  const int total = 2 * n;
+  for (int e = warp; e < E; e += warps) {
+    int c = 0;
+    for (int base = 0; base < total; base += 32) {
+      const int p = base + lane;
+      const bool mine = p < total && moe_pair_expert(routes[p >> 1], p & 1) == e;
+      c += __popc(__ballot_sync(0xffffffffu, mine));
+    }
+    if (lane == 0)
+      counts[e] = c;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    moe_plan(counts, E, kTcBM, offsets, tile_start);
+    for (int e = 0; e < E; ++e) {
+      plan[e] = counts[e];
+      plan[E + e] = offsets[e];
+      plan[2 * E + e] = tile_start[e];
+    }
+    plan[3 * E] = tile_start[E];
+  }
+  __syncthreads();
+  for (int e = warp; e < E; e += warps) {
+    int next = offsets[e];
+    for (int base = 0; base < total; base += 32) {
+      const int p = base + lane;
+      const bool mine = p < total && moe_pair_expert(routes[p >> 1], p & 1) == e;
+      const unsigned mask = __ballot_sync(0xffffffffu, mine);
+      if (mine)
+        pairs[next + __popc(mask & ((1u << lane) - 1u))] = p;
+      next += __popc(mask);
+    }
+  }
+}
+
+// Block (32 output columns, grid row tile): act[i][c] = silu(g) * u for the bucket positions i
+// of the tile's expert, g and u the gate and up rows of gate_up [E, 2I, H] times x[pair / 2].
+template <int E, int H, int I, class GU, int Terms>
+__global__ void __launch_bounds__(kTcThreads)
+    moe_gate_up_tc_kernel(const float *x, const GU *gate_up, const int *plan, const int *pairs,
+                          float *act) {
+  __shared__ TcShared<Terms> s;
+  int e, row_tile;
+  if (!moe_find_tile(plan + 2 * E, E, blockIdx.y, &e, &row_tile))
+    return; // the whole block: past the last tile
+  const int first = plan[E + e] + row_tile * kTcBM, rows = min(kTcBM, plan[e] - row_tile * kTcBM);
+  const int c0 = blockIdx.x * kGateUpCols;
+  for (int i = threadIdx.x; i < kTcBM; i += kTcThreads)
+    s.a_rows[i] = i < rows ? pairs[first + i] >> 1 : -1;
+  for (int i = threadIdx.x; i < kTcBN; i += kTcThreads) {
+    const int c = c0 + moe_gate_up_col(i);
+    s.b_rows[i] = c < I ? e * 2 * I + (moe_gate_up_is_up(i) ? I : 0) + c : -1;
+  }
+  __syncthreads();
+  float acc[2][4][4];
+  tc_mainloop<GU, static_cast<long long>(E) * 2 * I, H, Terms>(s, x, gate_up, acc);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 2; ++ni) // gate tiles; ni + 2 holds the up rows of the same columns
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int m = tc_tile_row(warp, lane, mi, c);
+        const int col = c0 + moe_gate_up_col(tc_tile_col(warp, lane, ni, c));
+        if (m < rows && col < I) {
+          const float g = acc[mi][ni][c], u = acc[mi][ni + 2][c];
+          act[static_cast<size_t>(first + m) * I + col] = g / (1.0f + expf(-g)) * u;
+        }
+      }
+}
+
+// Block (64 columns of H, grid row tile): y[pair][h] = down_e[h] . act[i] for the tile's
+// bucket positions i (down [E, H, I]).
+template <int E, int H, int I, class DW, int Terms>
+__global__ void __launch_bounds__(kTcThreads)
+    moe_down_tc_kernel(const float *act, const DW *down, const int *plan, const int *pairs,
+                       float *y) {
+  __shared__ TcShared<Terms> s;
+  __shared__ int pair_of[kTcBM];
+  int e, row_tile;
+  if (!moe_find_tile(plan + 2 * E, E, blockIdx.y, &e, &row_tile))
+    return;
+  const int first = plan[E + e] + row_tile * kTcBM, rows = min(kTcBM, plan[e] - row_tile * kTcBM);
+  const int r0 = blockIdx.x * kTcBN;
+  for (int i = threadIdx.x; i < kTcBM; i += kTcThreads) {
+    s.a_rows[i] = i < rows ? first + i : -1;
+    pair_of[i] = i < rows ? pairs[first + i] : -1;
+  }
+  for (int i = threadIdx.x; i < kTcBN; i += kTcThreads)
+    s.b_rows[i] = r0 + i < H ? e * H + r0 + i : -1;
+  __syncthreads();
+  float acc[2][4][4];
+  tc_mainloop<DW, static_cast<long long>(E) * H, I, Terms>(s, act, down, acc);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+#pragma unroll
+  for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        const int m = tc_tile_row(warp, lane, mi, c), h = r0 + tc_tile_col(warp, lane, ni, c);
+        if (m < rows && h < H)
+          y[static_cast<size_t>(pair_of[m]) * H + h] = acc[mi][ni][c];
+      }
+}
+
+// out[t][h] = w1 * y[2t][h] + w2 * y[2t + 1][h], as the decode path's down kernel sums (a row
+// with an expert id outside [0, E), whose pairs were not bucketed: nan, not stale values).
+template <int E, int H>
+__global__ void moe_combine_kernel(const float *y, const DeviceRoute *routes, float *out) {
+  const int t = blockIdx.x;
+  const DeviceRoute r = routes[t];
+  const bool valid = r.i1 >= 0 && r.i1 < E && r.i2 >= 0 && r.i2 < E;
+  const float *y1 = y + static_cast<size_t>(2 * t) * H, *y2 = y1 + H;
+  for (int h = threadIdx.x; h < H; h += blockDim.x)
+    out[static_cast<size_t>(t) * H + h] = valid ? r.w1 * y1[h] + r.w2 * y2[h] : NAN;
+}
+
+// The experts of n rows whose routes the router kernel left in ctx.routes.
+template <int E, int H, int I, class GU, class DW>
+void moe_grouped(Context &ctx, const float *x, int n, const GU *gate_up, const DW *down,
+                 float *out) {
+  if (!ctx.moe_pairs || !ctx.moe_plan || !ctx.moe_y || ctx.moe_plan_ints < moe_plan_ints(E))
+    throw std::runtime_error("moe_sparsemixer: no grouped-expert workspace (a phimoe-bin bug)");
+  moe_bucket_kernel<E><<<1, kThreads, 0, ctx.stream>>>(ctx.routes, n, ctx.moe_plan,
+                                                        ctx.moe_pairs);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  const int tiles = moe_max_tiles(n, E, kTcBM);
+  dim3 gu_grid(blocks_for(I, kGateUpCols), tiles);
+  moe_gate_up_tc_kernel<E, H, I, GU, kTcXTerms><<<gu_grid, kTcThreads, 0, ctx.stream>>>(
+      x, gate_up, ctx.moe_plan, ctx.moe_pairs, ctx.moe_act);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  dim3 down_grid(blocks_for(H, kTcBN), tiles);
+  moe_down_tc_kernel<E, H, I, DW, kTcXTerms><<<down_grid, kTcThreads, 0, ctx.stream>>>(
+      ctx.moe_act, down, ctx.moe_plan, ctx.moe_pairs, ctx.moe_y);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  moe_combine_kernel<E, H><<<n, kThreads, 0, ctx.stream>>>(ctx.moe_y, ctx.routes, out);
+}
+
+} // namespace detail
+} // namespace phimoe_cuda
+
+#endif // PHIMOE_CUDA_MOE_GROUPED_CUH
