@@ -347,7 +347,7 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
   std::memcpy(router.bytes.data(), router.values.data(), router.bytes.size());
   Weight<W> gate_up = make_weight<W>(static_cast<size_t>(E) * 2 * I, H);
   Weight<W> down = make_weight<W>(static_cast<size_t>(E) * H, I);
-  std::vector<float> x = random_floats(static_cast<size_t>(n) * H, 1.0f, favour >= 0 ? 0.5f : 0.0f);
+  std::vector<float> x = random_floats(static_cast<size_t>(n) * H, 1.0f, favour >= 0 ? 2.0f : 0.0f);
   std::vector<double> want(static_cast<size_t>(n) * H);
   std::vector<DeviceRoute> routes(n);
   for (int t = 0; t < n; ++t) {
