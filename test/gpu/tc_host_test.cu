@@ -307,6 +307,268 @@ template <int E> void test_buckets() {
          "the worst case fills the grid", plan[3 * E]);
 }
 
+// ---- a block's whole data flow on the CPU ---------------------------------------------------
+// The kernels' phases (tc_gemm_rows / moe_*_rows, tc_load_tile, the fragment registers,
+// tc_accumulate, the stores) run here as they do on the device, thread by thread; only mma.sync
+// is emulated, from the PTX ISA's fragment tables (spec_a/b/c, written apart from the header's
+// tc_a_row & co.), with the product summed in double.
+
+void spec_a(int lane, int i, int &row, int &col) {
+  const int group = lane >> 2, tig = lane % 4;
+  row = (i < 2 || (i >= 4 && i < 6)) ? group : group + 8;
+  col = tig * 2 + (i & 1) + (i >= 4 ? 8 : 0);
+}
+void spec_b(int lane, int i, int &k, int &n) {
+  k = (lane % 4) * 2 + (i & 1) + (i >= 2 ? 8 : 0);
+  n = lane >> 2;
+}
+void spec_c(int lane, int i, int &row, int &col) {
+  row = i < 2 ? lane >> 2 : (lane >> 2) + 8;
+  col = (lane % 4) * 2 + (i & 1);
+}
+
+using Frag = float[2][4][4];
+
+// mma.m16n8k16 of warp `warp`, MMA tile (mi, ni), term t, k step ks: part += A . B.
+template <int Terms>
+void emu_mma(const TcShared<Terms> &s, int warp, int t, int mi, int ni, int ks, Frag *part) {
+  const int wm = warp >> 1, wn = warp & 1;
+  double A[16][16], B[16][8];
+  for (int lane = 0; lane < 32; ++lane) {
+    for (int i = 0; i < 8; ++i) {
+      int row, col;
+      spec_a(lane, i, row, col);
+      const uint32_t reg = tc_a_reg(s, t, wm * 32 + mi * 16, ks, lane, i / 2);
+      A[row][col] = tc_bf16_value(static_cast<uint16_t>(reg >> (16 * (i % 2))));
+    }
+    for (int i = 0; i < 4; ++i) {
+      int k, n;
+      spec_b(lane, i, k, n);
+      const uint32_t reg = tc_b_reg(s, wn * 32 + ni * 8, ks, lane, i / 2);
+      B[k][n] = tc_bf16_value(static_cast<uint16_t>(reg >> (16 * (i % 2))));
+    }
+  }
+  for (int lane = 0; lane < 32; ++lane)
+    for (int i = 0; i < 4; ++i) {
+      int row, col;
+      spec_c(lane, i, row, col);
+      double d = part[lane][mi][ni][i];
+      for (int k = 0; k < 16; ++k)
+        d += A[row][k] * B[k][col];
+      part[lane][mi][ni][i] = static_cast<float>(d);
+    }
+}
+
+template <class W, long long R, int K, int Terms>
+void emu_mainloop(TcShared<Terms> &s, const float *x, const W *w, Frag (&acc)[4][32]) {
+  static Frag part[4][32];
+  for (int warp = 0; warp < 4; ++warp)
+    for (int lane = 0; lane < 32; ++lane)
+      tc_zero(acc[warp][lane]);
+  for (int k0 = 0; k0 < K; k0 += kTcBK) {
+    for (int tid = 0; tid < kTcThreads; ++tid)
+      tc_load_tile<W, R, K, Terms>(s, x, w, k0, tid);
+    for (int warp = 0; warp < 4; ++warp) {
+      for (int lane = 0; lane < 32; ++lane)
+        tc_zero(part[warp][lane]);
+      for (int ks = 0; ks < kTcBK; ks += 16)
+        for (int t = Terms - 1; t >= 0; --t)
+          for (int mi = 0; mi < 2; ++mi)
+            for (int ni = 0; ni < 4; ++ni)
+              emu_mma(s, warp, t, mi, ni, ks, part[warp]);
+      for (int lane = 0; lane < 32; ++lane)
+        tc_accumulate<W>(s, warp, lane, part[warp][lane], acc[warp][lane]);
+    }
+  }
+}
+
+// A [rows, k] weight as the CUDA pack stores it, and the values it stands for.
+template <class W> struct HostWeight {
+  std::vector<uint8_t> bytes;
+  std::vector<float> values;
+  const W *ptr() const { return reinterpret_cast<const W *>(bytes.data()); }
+};
+template <class W> HostWeight<W> host_weight(size_t rows, size_t k) {
+  HostWeight<W> w;
+  w.values.resize(rows * k);
+  for (float &v : w.values)
+    v = random_float(0.2f);
+  if constexpr (std::is_same<W, block_q8_0>::value) {
+    const size_t blocks = rows * k / 32;
+    std::vector<block_q8_0> q(blocks);
+    for (size_t r = 0; r < rows; ++r)
+      phimoe_rt::quantize_row_q8_0(w.values.data() + r * k, q.data() + r * k / 32, k);
+    for (size_t r = 0; r < rows; ++r)
+      phimoe_rt::dequantize_row_q8_0(q.data() + r * k / 32, w.values.data() + r * k, k);
+    w.bytes.resize(blocks * sizeof(block_q8_0));
+    for (size_t b = 0; b < blocks; ++b) {
+      std::memcpy(w.bytes.data() + b * 32, q[b].qs, 32);
+      std::memcpy(w.bytes.data() + blocks * 32 + b * 2, &q[b].d, 2);
+    }
+  } else {
+    w.bytes.resize(rows * k * 2);
+    for (size_t i = 0; i < rows * k; ++i) {
+      const bf16 b = phimoe_rt::float_to_bf16(w.values[i]);
+      std::memcpy(w.bytes.data() + 2 * i, &b, 2);
+      w.values[i] = phimoe_rt::to_float(b);
+    }
+  }
+  return w;
+}
+
+double max_rel_error(const std::vector<float> &got, const std::vector<double> &want) {
+  double err = 0.0, scale = 1e-30;
+  for (size_t i = 0; i < want.size(); ++i) {
+    scale = std::max(scale, std::fabs(want[i]));
+    const double e = std::fabs(got[i] - want[i]);
+    err = std::isnan(got[i]) ? INFINITY : std::max(err, e);
+  }
+  return err / scale;
+}
+
+void report(const char *what, double rel, double tol) {
+  expect(rel <= tol, what);
+  std::printf("%s %-52s max|d|/max|want| = %.3g (tol %.3g)\n", rel <= tol ? "PASS" : "FAIL", what,
+              rel, tol);
+}
+
+// gemm_tc_kernel's blocks, emulated: out = x . W^T + bias against a double reference.
+template <int N, int K, class W, int Terms = kTcXTerms>
+void emu_gemm(const char *name, int n, double tol) {
+  HostWeight<W> w = host_weight<W>(N, K);
+  std::vector<float> x(static_cast<size_t>(n) * K), bias(N), out(static_cast<size_t>(n) * N, NAN);
+  for (float &v : x)
+    v = random_float(1.0f);
+  for (float &v : bias)
+    v = random_float(0.1f);
+  static TcShared<Terms> s;
+  static Frag acc[4][32];
+  for (int by = 0; by * kTcBM < n; ++by)
+    for (int bx = 0; bx * kTcBN < N; ++bx) {
+      for (int tid = 0; tid < kTcThreads; ++tid)
+        tc_gemm_rows(s.a_rows, s.b_rows, n, N, by * kTcBM, bx * kTcBN, tid);
+      emu_mainloop<W, N, K, Terms>(s, x.data(), w.ptr(), acc);
+      for (int warp = 0; warp < 4; ++warp)
+        for (int lane = 0; lane < 32; ++lane)
+          tc_gemm_store<N>(acc[warp][lane], warp, lane, n, by * kTcBM, bx * kTcBN, bias.data(),
+                           out.data());
+    }
+  std::vector<double> want(out.size());
+  for (int t = 0; t < n; ++t)
+    for (int r = 0; r < N; ++r) {
+      double d = bias[r];
+      for (int k = 0; k < K; ++k)
+        d += static_cast<double>(x[static_cast<size_t>(t) * K + k]) * w.values[static_cast<size_t>(r) * K + k];
+      want[static_cast<size_t>(t) * N + r] = d;
+    }
+  char label[96];
+  std::snprintf(label, sizeof label, "emulated gemm_tc<%d,%d> %s n=%d", N, K, name, n);
+  report(label, max_rel_error(out, want), tol);
+}
+
+// The grouped MoE's kernels after the router, emulated: buckets (moe_bucket_serial, which the
+// GPU test holds the bucket kernel to), gate-up and down blocks over the worst-case grid
+// (idle tiles included), the combine; against a double reference. `favour` >= 0 puts that
+// expert in every row; `shun` >= 0 keeps that expert out of every row.
+template <int E, int H, int I, class W>
+void emu_moe(const char *name, int n, int favour, int shun) {
+  HostWeight<W> gate_up = host_weight<W>(static_cast<size_t>(E) * 2 * I, H);
+  HostWeight<W> down = host_weight<W>(static_cast<size_t>(E) * H, I);
+  std::vector<float> x(static_cast<size_t>(n) * H);
+  for (float &v : x)
+    v = random_float(1.0f);
+  std::vector<DeviceRoute> routes(n);
+  for (auto &r : routes) {
+    std::uniform_int_distribution<int> pick(0, E - 1);
+    do {
+      r.i1 = favour >= 0 ? favour : pick(rng);
+      r.i2 = pick(rng);
+    } while (r.i1 == r.i2 || r.i1 == shun || r.i2 == shun);
+    r.w1 = 0.5f + 0.5f * std::fabs(random_float(0.5f));
+    r.w2 = 1.0f - r.w1 + 0.1f;
+  }
+  std::vector<int> plan(moe_plan_ints(E)), pairs(2 * n);
+  moe_bucket_serial(routes.data(), n, E, kTcBM, plan.data(), pairs.data());
+  std::vector<float> act(static_cast<size_t>(2) * n * I, NAN), y(static_cast<size_t>(2) * n * H, NAN),
+      out(static_cast<size_t>(n) * H);
+  static TcShared<kTcXTerms> s;
+  static Frag acc[4][32];
+  static int pair_of[kTcBM];
+  const int tiles = moe_max_tiles(n, E, kTcBM);
+  int used = 0;
+  for (int by = 0; by < tiles; ++by) {
+    int e, first, rows;
+    if (!moe_tile(plan.data(), E, by, &e, &first, &rows))
+      continue; // an idle block
+    ++used;
+    for (int bx = 0; bx * kGateUpCols < I; ++bx) {
+      for (int tid = 0; tid < kTcThreads; ++tid)
+        moe_gate_up_rows(s.a_rows, s.b_rows, pairs.data(), e, first, rows, bx * kGateUpCols, I,
+                         tid);
+      emu_mainloop<W, static_cast<long long>(E) * 2 * I, H, kTcXTerms>(s, x.data(),
+                                                                        gate_up.ptr(), acc);
+      for (int warp = 0; warp < 4; ++warp)
+        for (int lane = 0; lane < 32; ++lane)
+          moe_gate_up_store(acc[warp][lane], warp, lane, first, rows, bx * kGateUpCols, I,
+                            act.data());
+    }
+  }
+  for (int by = 0; by < tiles; ++by) {
+    int e, first, rows;
+    if (!moe_tile(plan.data(), E, by, &e, &first, &rows))
+      continue;
+    for (int bx = 0; bx * kTcBN < H; ++bx) {
+      for (int tid = 0; tid < kTcThreads; ++tid)
+        moe_down_rows(s.a_rows, s.b_rows, pair_of, pairs.data(), e, first, rows, bx * kTcBN, H,
+                      tid);
+      emu_mainloop<W, static_cast<long long>(E) * H, I, kTcXTerms>(s, act.data(), down.ptr(),
+                                                                    acc);
+      for (int warp = 0; warp < 4; ++warp)
+        for (int lane = 0; lane < 32; ++lane)
+          moe_down_store(acc[warp][lane], warp, lane, pair_of, rows, bx * kTcBN, H, y.data());
+    }
+  }
+  for (int t = 0; t < n; ++t) // moe_combine_kernel
+    for (int h = 0; h < H; ++h)
+      out[static_cast<size_t>(t) * H + h] =
+          routes[t].w1 * y[static_cast<size_t>(2 * t) * H + h] +
+          routes[t].w2 * y[static_cast<size_t>(2 * t + 1) * H + h];
+  std::vector<double> want(out.size());
+  for (int t = 0; t < n; ++t) {
+    std::vector<double> a(2 * I);
+    for (int slot = 0; slot < 2; ++slot) {
+      const size_t e = slot ? routes[t].i2 : routes[t].i1;
+      for (int i = 0; i < I; ++i) {
+        double g = 0, u = 0;
+        for (int k = 0; k < H; ++k) {
+          g += static_cast<double>(x[static_cast<size_t>(t) * H + k]) * gate_up.values[(e * 2 * I + i) * H + k];
+          u += static_cast<double>(x[static_cast<size_t>(t) * H + k]) * gate_up.values[(e * 2 * I + I + i) * H + k];
+        }
+        a[slot * I + i] = g / (1.0 + std::exp(-g)) * u;
+      }
+    }
+    for (int h = 0; h < H; ++h) {
+      double y1 = 0, y2 = 0;
+      for (int i = 0; i < I; ++i) {
+        y1 += a[i] * down.values[(static_cast<size_t>(routes[t].i1) * H + h) * I + i];
+        y2 += a[I + i] * down.values[(static_cast<size_t>(routes[t].i2) * H + h) * I + i];
+      }
+      want[static_cast<size_t>(t) * H + h] = routes[t].w1 * y1 + routes[t].w2 * y2;
+    }
+  }
+  int empty = 0, most = 0;
+  for (int e = 0; e < E; ++e)
+    empty += plan[e] == 0, most = std::max(most, plan[e]);
+  if (favour >= 0)
+    expect(plan[favour] == n, "emulated moe: the favoured expert is in every row");
+  if (shun >= 0)
+    expect(plan[shun] == 0, "emulated moe: the shunned expert has no rows");
+  char label[128];
+  std::snprintf(label, sizeof label, "emulated moe<%d,%d,%d> %s n=%d (%d tiles of %d, %d empty, max %d)",
+                E, H, I, name, n, used, tiles, empty, most);
+  report(label, max_rel_error(out, want), 2e-5);
+}
+
 } // namespace
 
 int main() {
@@ -324,6 +586,15 @@ int main() {
   test_buckets<16>();
   test_buckets<4>();
   test_buckets<6>();
+  emu_gemm<64, 64, bf16>("bf16 (tile multiples)", 64, 1e-5);
+  emu_gemm<70, 37, bf16>("bf16 (K % 8 != 0)", 9, 1e-5);
+  emu_gemm<130, 200, bf16>("bf16", 100, 1e-5);
+  emu_gemm<130, 200, bf16, 3>("bf16, x in 3 terms", 70, 1e-6);
+  emu_gemm<96, 160, block_q8_0>("q8_0", 70, 1e-5);
+  emu_gemm<65, 4096, block_q8_0>("q8_0 (hidden width)", 10, 1e-5);
+  emu_moe<6, 96, 200, bf16>("bf16, expert 0 in no row", 40, -1, 0);
+  emu_moe<4, 64, 128, bf16>("bf16, expert 2 in every row", 150, 2, -1);
+  emu_moe<5, 64, 96, block_q8_0>("q8_0", 37, -1, -1);
   std::printf("%s: %d of %d checks failed\n", failures ? "FAILED" : "OK", failures, checks);
   return failures ? 1 : 0;
 }

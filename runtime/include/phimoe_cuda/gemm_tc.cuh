@@ -1,6 +1,6 @@
 // gemm_tc.cuh - the tensor-core GEMM of prefill: out[n, N] = x[n, K] . W^T + bias with
 // mma.sync m16n8k16 (bf16 inputs, fp32 accumulation), for W in bf16 or q8_0 (and any storage
-// that gives a TcLoad below). Included by kernels.cuh after Elem and bias_at; linear() picks it
+// that gives a TcLoad below). Included by kernels.cuh after Elem and blocks_for; linear() picks it
 // for more than kGemvMaxRows rows. moe_grouped.cuh runs the same main loop over gathered rows.
 //
 // Precision. Activations are float: each is split into kTcXTerms bf16 terms (x = hi + lo + ...,
@@ -195,10 +195,6 @@ __device__ __forceinline__ void tc_mma(float (&d)[4], const uint32_t (&a)[4],
 #endif
 }
 
-__device__ __forceinline__ uint32_t tc_ld32(const uint16_t *p) {
-  return *reinterpret_cast<const uint32_t *>(p);
-}
-
 // The shared memory of a block: split x tile, weight tile, the tile's scales, and which
 // global row each tile row reads (-1: none, zeros).
 template <int Terms> struct TcShared {
@@ -209,87 +205,158 @@ template <int Terms> struct TcShared {
   int b_rows[kTcBN]; // row of W
 };
 
+// The phases of a block's work are __host__ __device__ functions of (thread or warp, lane), so
+// that test/gpu/tc_host_test.cu runs the whole data flow on the CPU (with an emulated MMA).
+
+// Thread tid's share of loading K tile k0 into s (the split x rows, the weight units, scales).
+#pragma nv_exec_check_disable
+template <class W, long long R, int K, int Terms>
+__host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x, const W *w,
+                                             int k0, int tid) {
+  using L = TcLoad<W>;
+  for (int i = tid; i < kTcBM * kTcBK; i += kTcThreads) {
+    const int m = i / kTcBK, kk = i % kTcBK, row = s.a_rows[m], k = k0 + kk;
+    const float v = row >= 0 && k < K ? x[static_cast<size_t>(row) * K + k] : 0.0f;
+    uint16_t parts[Terms];
+    tc_split<Terms>(v, parts);
+    for (int t = 0; t < Terms; ++t)
+      s.a[t][m][kk] = parts[t];
+  }
+  for (int u = tid; u < kTcBN * kTcBK / 8; u += kTcThreads) {
+    const int n = u / (kTcBK / 8), ku = u % (kTcBK / 8), row = s.b_rows[n];
+    const uint4 v = row >= 0 ? L::unit(w, R, K, static_cast<size_t>(row), k0 + 8 * ku)
+                             : make_uint4(0u, 0u, 0u, 0u);
+    *reinterpret_cast<uint4 *>(&s.b[n][8 * ku]) = v;
+  }
+  if constexpr (L::kScaled)
+    for (int n = tid; n < kTcBN; n += kTcThreads)
+      s.scale[n] =
+          s.b_rows[n] >= 0 ? L::scale(w, R, K, static_cast<size_t>(s.b_rows[n]), k0) : 0.0f;
+}
+
+// Register j of the A fragment of term t, MMA rows row0 .. row0+15, k ks .. ks+15; of the B
+// fragment of tile columns n0 .. n0+7.
+template <int Terms>
+__host__ __device__ inline uint32_t tc_a_reg(const TcShared<Terms> &s, int t, int row0, int ks,
+                                             int lane, int j) {
+  const uint16_t *p = &s.a[t][row0 + tc_a_row(lane, j)][ks + tc_a_col(lane, j)];
+#ifdef __CUDA_ARCH__
+  return *reinterpret_cast<const uint32_t *>(p); // 4-byte aligned: even column
+#else
+  return p[0] | static_cast<uint32_t>(p[1]) << 16;
+#endif
+}
+template <int Terms>
+__host__ __device__ inline uint32_t tc_b_reg(const TcShared<Terms> &s, int n0, int ks, int lane,
+                                             int j) {
+  const uint16_t *p = &s.b[n0 + tc_b_n(lane)][ks + tc_b_k(lane, j)];
+#ifdef __CUDA_ARCH__
+  return *reinterpret_cast<const uint32_t *>(p);
+#else
+  return p[0] | static_cast<uint32_t>(p[1]) << 16;
+#endif
+}
+
+// The MMAs of one K tile of warp `warp` into part (zeroed by the caller). Device only (mma.sync
+// is warp-collective); tc_host_test.cu emulates the same loop.
+template <int Terms>
+__device__ __forceinline__ void tc_tile_mma(const TcShared<Terms> &s, int warp, int lane,
+                                            float (&part)[2][4][4]) {
+  const int wm = warp >> 1, wn = warp & 1;
+#pragma unroll
+  for (int ks = 0; ks < kTcBK; ks += 16) {
+    uint32_t bf[4][2];
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+      for (int j = 0; j < 2; ++j)
+        bf[ni][j] = tc_b_reg(s, wn * 32 + ni * 8, ks, lane, j);
+#pragma unroll
+    for (int t = Terms - 1; t >= 0; --t) // the small terms first
+#pragma unroll
+      for (int mi = 0; mi < 2; ++mi) {
+        uint32_t af[4];
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+          af[j] = tc_a_reg(s, t, wm * 32 + mi * 16, ks, lane, j);
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni)
+          tc_mma(part[mi][ni], af, bf[ni]);
+      }
+  }
+}
+
+// acc += part (times the tile's scale of the column, for scaled storages), in fp32.
+template <class W, int Terms>
+__host__ __device__ inline void tc_accumulate(const TcShared<Terms> &s, int warp, int lane,
+                                              const float (&part)[2][4][4],
+                                              float (&acc)[2][4][4]) {
+#pragma unroll
+  for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) {
+        float v = part[mi][ni][c];
+        if constexpr (TcLoad<W>::kScaled)
+          v *= s.scale[tc_tile_col(warp, lane, ni, c)];
+        acc[mi][ni][c] += v;
+      }
+}
+
+__host__ __device__ inline void tc_zero(float (&v)[2][4][4]) {
+  for (int mi = 0; mi < 2; ++mi)
+    for (int ni = 0; ni < 4; ++ni)
+      for (int c = 0; c < 4; ++c)
+        v[mi][ni][c] = 0.0f;
+}
+
 // acc[mi][ni][c] = sum over k of x[a_rows[m]][k] * W[b_rows[n]][k] at the (m, n) of
 // tc_tile_row / tc_tile_col. s.a_rows and s.b_rows must be set (and synced) by the caller.
 // W is R rows of K values (R locates q8_0's scales). Block-collective, kTcThreads threads.
 template <class W, long long R, int K, int Terms>
 __device__ __forceinline__ void tc_mainloop(TcShared<Terms> &s, const float *x, const W *w,
                                             float (&acc)[2][4][4]) {
-  using L = TcLoad<W>;
-  static_assert(L::kSupported, "tc_mainloop: no tensor-core loader for this weight storage");
-  static_assert(!L::kScaled || K % kTcBK == 0, "tc_mainloop: scaled tiles need K % 32 == 0");
-  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const int wm = warp >> 1, wn = warp & 1;
-#pragma unroll
-  for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-      for (int c = 0; c < 4; ++c)
-        acc[mi][ni][c] = 0.0f;
+  static_assert(TcLoad<W>::kSupported, "tc_mainloop: no tensor-core loader for this storage");
+  static_assert(!TcLoad<W>::kScaled || K % kTcBK == 0, "tc_mainloop: scaled tiles: K % 32");
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  tc_zero(acc);
   for (int k0 = 0; k0 < K; k0 += kTcBK) {
-    for (int i = tid; i < kTcBM * kTcBK; i += kTcThreads) {
-      const int m = i / kTcBK, kk = i % kTcBK, row = s.a_rows[m], k = k0 + kk;
-      const float v = row >= 0 && k < K ? x[static_cast<size_t>(row) * K + k] : 0.0f;
-      uint16_t parts[Terms];
-      tc_split<Terms>(v, parts);
-#pragma unroll
-      for (int t = 0; t < Terms; ++t)
-        s.a[t][m][kk] = parts[t];
-    }
-    for (int u = tid; u < kTcBN * kTcBK / 8; u += kTcThreads) {
-      const int n = u / (kTcBK / 8), ku = u % (kTcBK / 8), row = s.b_rows[n];
-      const uint4 v = row >= 0 ? L::unit(w, R, K, static_cast<size_t>(row), k0 + 8 * ku)
-                               : make_uint4(0u, 0u, 0u, 0u);
-      *reinterpret_cast<uint4 *>(&s.b[n][8 * ku]) = v;
-    }
-    if constexpr (L::kScaled)
-      for (int n = tid; n < kTcBN; n += kTcThreads)
-        s.scale[n] = s.b_rows[n] >= 0 ? L::scale(w, R, K, static_cast<size_t>(s.b_rows[n]), k0)
-                                      : 0.0f;
+    tc_load_tile<W, R, K, Terms>(s, x, w, k0, threadIdx.x);
     __syncthreads();
     float part[2][4][4];
-#pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-        for (int c = 0; c < 4; ++c)
-          part[mi][ni][c] = 0.0f;
-#pragma unroll
-    for (int ks = 0; ks < kTcBK; ks += 16) {
-      uint32_t bf[4][2];
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-        for (int j = 0; j < 2; ++j)
-          bf[ni][j] = tc_ld32(&s.b[wn * 32 + ni * 8 + tc_b_n(lane)][ks + tc_b_k(lane, j)]);
-#pragma unroll
-      for (int t = Terms - 1; t >= 0; --t) // the small terms first
-#pragma unroll
-        for (int mi = 0; mi < 2; ++mi) {
-          uint32_t af[4];
-#pragma unroll
-          for (int j = 0; j < 4; ++j)
-            af[j] = tc_ld32(&s.a[t][wm * 32 + mi * 16 + tc_a_row(lane, j)][ks + tc_a_col(lane, j)]);
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni)
-            tc_mma(part[mi][ni], af, bf[ni]);
-        }
-    }
-#pragma unroll
-    for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) {
-          float v = part[mi][ni][c];
-          if constexpr (L::kScaled)
-            v *= s.scale[tc_tile_col(warp, lane, ni, c)];
-          acc[mi][ni][c] += v;
-        }
+    tc_zero(part);
+    tc_tile_mma(s, warp, lane, part);
+    tc_accumulate<W>(s, warp, lane, part, acc);
     __syncthreads(); // the tiles are overwritten by the next step
   }
+}
+
+// Storage values of a bias (host and device).
+__host__ __device__ inline float tc_value(const float *p) { return *p; }
+__host__ __device__ inline float tc_value(const phimoe_rt::bf16 *p) { return tc_bf16_value(p->bits); }
+__host__ __device__ inline float tc_value(const phimoe_rt::f16 *p) { return tc_f16_value(p->bits); }
+
+// The rows a block tile (column tile r0, row tile t0) of the GEMM reads: thread tid's share.
+__host__ __device__ inline void tc_gemm_rows(int *a_rows, int *b_rows, int n, int N, int t0,
+                                             int r0, int tid) {
+  for (int i = tid; i < kTcBM; i += kTcThreads)
+    a_rows[i] = t0 + i < n ? t0 + i : -1;
+  for (int i = tid; i < kTcBN; i += kTcThreads)
+    b_rows[i] = r0 + i < N ? r0 + i : -1;
+}
+
+// out[t][r] = acc + bias[r] for the accumulators of (warp, lane) of block tile (t0, r0).
+template <int N, class B>
+__host__ __device__ inline void tc_gemm_store(const float (&acc)[2][4][4], int warp, int lane,
+                                              int n, int t0, int r0, const B *bias, float *out) {
+  for (int mi = 0; mi < 2; ++mi)
+    for (int ni = 0; ni < 4; ++ni)
+      for (int c = 0; c < 4; ++c) {
+        const int t = t0 + tc_tile_row(warp, lane, mi, c), r = r0 + tc_tile_col(warp, lane, ni, c);
+        if (t < n && r < N)
+          out[static_cast<size_t>(t) * N + r] = acc[mi][ni][c] + (bias ? tc_value(bias + r) : 0.0f);
+      }
 }
 
 // Block (column tile, row tile) of out[n, N] = x . W^T + bias.
@@ -298,24 +365,11 @@ __global__ void __launch_bounds__(kTcThreads)
     gemm_tc_kernel(const float *x, int n, const W *w, const B *bias, float *out) {
   __shared__ TcShared<Terms> s;
   const int t0 = blockIdx.y * kTcBM, r0 = blockIdx.x * kTcBN;
-  for (int i = threadIdx.x; i < kTcBM; i += kTcThreads)
-    s.a_rows[i] = t0 + i < n ? t0 + i : -1;
-  for (int i = threadIdx.x; i < kTcBN; i += kTcThreads)
-    s.b_rows[i] = r0 + i < N ? r0 + i : -1;
+  tc_gemm_rows(s.a_rows, s.b_rows, n, N, t0, r0, threadIdx.x);
   __syncthreads();
   float acc[2][4][4];
   tc_mainloop<W, N, K, Terms>(s, x, w, acc);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-  for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int t = t0 + tc_tile_row(warp, lane, mi, c), r = r0 + tc_tile_col(warp, lane, ni, c);
-        if (t < n && r < N)
-          out[static_cast<size_t>(t) * N + r] = acc[mi][ni][c] + bias_at(bias, r);
-      }
+  tc_gemm_store<N>(acc, threadIdx.x >> 5, threadIdx.x & 31, n, t0, r0, bias, out);
 }
 
 template <int N, int K, class W, class B>

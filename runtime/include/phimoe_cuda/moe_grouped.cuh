@@ -131,33 +131,37 @@ __global__ void moe_bucket_kernel(const DeviceRoute *routes, int n, int *plan, i
   }
 }
 
-// Block (32 output columns, grid row tile): act[i][c] = silu(g) * u for the bucket positions i
-// of the tile's expert, g and u the gate and up rows of gate_up [E, 2I, H] times x[pair / 2].
-template <int E, int H, int I, class GU, int Terms>
-__global__ void __launch_bounds__(kTcThreads)
-    moe_gate_up_tc_kernel(const float *x, const GU *gate_up, const int *plan, const int *pairs,
-                          float *act) {
-  __shared__ TcShared<Terms> s;
-  int e, row_tile;
-  if (!moe_find_tile(plan + 2 * E, E, blockIdx.y, &e, &row_tile))
-    return; // the whole block: past the last tile
-  const int first = plan[E + e] + row_tile * kTcBM, rows = min(kTcBM, plan[e] - row_tile * kTcBM);
-  const int c0 = blockIdx.x * kGateUpCols;
-  for (int i = threadIdx.x; i < kTcBM; i += kTcThreads)
-    s.a_rows[i] = i < rows ? pairs[first + i] >> 1 : -1;
-  for (int i = threadIdx.x; i < kTcBN; i += kTcThreads) {
+// The tile of grid row tile b: expert, first bucket position and rows (false: past the plan).
+__host__ __device__ inline bool moe_tile(const int *plan, int E, int b, int *e, int *first,
+                                         int *rows) {
+  int row_tile;
+  if (!moe_find_tile(plan + 2 * E, E, b, e, &row_tile))
+    return false;
+  *first = plan[E + *e] + row_tile * kTcBM;
+  const int left = plan[*e] - row_tile * kTcBM;
+  *rows = left < kTcBM ? left : kTcBM;
+  return true;
+}
+
+// Gate-up tile (expert e, bucket positions first .. first+rows-1, output columns c0 ..
+// c0+31): the rows it reads (x rows: the pairs' tokens; gate_up rows), thread tid's share.
+__host__ __device__ inline void moe_gate_up_rows(int *a_rows, int *b_rows, const int *pairs,
+                                                 int e, int first, int rows, int c0, int I,
+                                                 int tid) {
+  for (int i = tid; i < kTcBM; i += kTcThreads)
+    a_rows[i] = i < rows ? pairs[first + i] >> 1 : -1;
+  for (int i = tid; i < kTcBN; i += kTcThreads) {
     const int c = c0 + moe_gate_up_col(i);
-    s.b_rows[i] = c < I ? e * 2 * I + (moe_gate_up_is_up(i) ? I : 0) + c : -1;
+    b_rows[i] = c < I ? e * 2 * I + (moe_gate_up_is_up(i) ? I : 0) + c : -1;
   }
-  __syncthreads();
-  float acc[2][4][4];
-  tc_mainloop<GU, static_cast<long long>(E) * 2 * I, H, Terms>(s, x, gate_up, acc);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
+}
+
+// act[first + m][c] = silu(g) * u for the accumulators of (warp, lane).
+__host__ __device__ inline void moe_gate_up_store(const float (&acc)[2][4][4], int warp, int lane,
+                                                  int first, int rows, int c0, int I,
+                                                  float *act) {
   for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
     for (int ni = 0; ni < 2; ++ni) // gate tiles; ni + 2 holds the up rows of the same columns
-#pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int m = tc_tile_row(warp, lane, mi, c);
         const int col = c0 + moe_gate_up_col(tc_tile_col(warp, lane, ni, c));
@@ -168,6 +172,50 @@ __global__ void __launch_bounds__(kTcThreads)
       }
 }
 
+// Down tile (expert e, bucket positions first .., H columns r0 .. r0+63): act rows, down rows
+// and the pair of every tile row, thread tid's share.
+__host__ __device__ inline void moe_down_rows(int *a_rows, int *b_rows, int *pair_of,
+                                              const int *pairs, int e, int first, int rows,
+                                              int r0, int H, int tid) {
+  for (int i = tid; i < kTcBM; i += kTcThreads) {
+    a_rows[i] = i < rows ? first + i : -1;
+    pair_of[i] = i < rows ? pairs[first + i] : -1;
+  }
+  for (int i = tid; i < kTcBN; i += kTcThreads)
+    b_rows[i] = r0 + i < H ? e * H + r0 + i : -1;
+}
+
+// y[pair][h] for the accumulators of (warp, lane).
+__host__ __device__ inline void moe_down_store(const float (&acc)[2][4][4], int warp, int lane,
+                                               const int *pair_of, int rows, int r0, int H,
+                                               float *y) {
+  for (int mi = 0; mi < 2; ++mi)
+    for (int ni = 0; ni < 4; ++ni)
+      for (int c = 0; c < 4; ++c) {
+        const int m = tc_tile_row(warp, lane, mi, c), h = r0 + tc_tile_col(warp, lane, ni, c);
+        if (m < rows && h < H)
+          y[static_cast<size_t>(pair_of[m]) * H + h] = acc[mi][ni][c];
+      }
+}
+
+// Block (32 output columns, grid row tile): act[i][c] = silu(g) * u for the bucket positions i
+// of the tile's expert, g and u the gate and up rows of gate_up [E, 2I, H] times x[pair / 2].
+template <int E, int H, int I, class GU, int Terms>
+__global__ void __launch_bounds__(kTcThreads)
+    moe_gate_up_tc_kernel(const float *x, const GU *gate_up, const int *plan, const int *pairs,
+                          float *act) {
+  __shared__ TcShared<Terms> s;
+  int e, first, rows;
+  if (!moe_tile(plan, E, blockIdx.y, &e, &first, &rows))
+    return; // the whole block: past the last tile
+  const int c0 = blockIdx.x * kGateUpCols;
+  moe_gate_up_rows(s.a_rows, s.b_rows, pairs, e, first, rows, c0, I, threadIdx.x);
+  __syncthreads();
+  float acc[2][4][4];
+  tc_mainloop<GU, static_cast<long long>(E) * 2 * I, H, Terms>(s, x, gate_up, acc);
+  moe_gate_up_store(acc, threadIdx.x >> 5, threadIdx.x & 31, first, rows, c0, I, act);
+}
+
 // Block (64 columns of H, grid row tile): y[pair][h] = down_e[h] . act[i] for the tile's
 // bucket positions i (down [E, H, I]).
 template <int E, int H, int I, class DW, int Terms>
@@ -176,31 +224,15 @@ __global__ void __launch_bounds__(kTcThreads)
                        float *y) {
   __shared__ TcShared<Terms> s;
   __shared__ int pair_of[kTcBM];
-  int e, row_tile;
-  if (!moe_find_tile(plan + 2 * E, E, blockIdx.y, &e, &row_tile))
+  int e, first, rows;
+  if (!moe_tile(plan, E, blockIdx.y, &e, &first, &rows))
     return;
-  const int first = plan[E + e] + row_tile * kTcBM, rows = min(kTcBM, plan[e] - row_tile * kTcBM);
   const int r0 = blockIdx.x * kTcBN;
-  for (int i = threadIdx.x; i < kTcBM; i += kTcThreads) {
-    s.a_rows[i] = i < rows ? first + i : -1;
-    pair_of[i] = i < rows ? pairs[first + i] : -1;
-  }
-  for (int i = threadIdx.x; i < kTcBN; i += kTcThreads)
-    s.b_rows[i] = r0 + i < H ? e * H + r0 + i : -1;
+  moe_down_rows(s.a_rows, s.b_rows, pair_of, pairs, e, first, rows, r0, H, threadIdx.x);
   __syncthreads();
   float acc[2][4][4];
   tc_mainloop<DW, static_cast<long long>(E) * H, I, Terms>(s, act, down, acc);
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-#pragma unroll
-  for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-    for (int ni = 0; ni < 4; ++ni)
-#pragma unroll
-      for (int c = 0; c < 4; ++c) {
-        const int m = tc_tile_row(warp, lane, mi, c), h = r0 + tc_tile_col(warp, lane, ni, c);
-        if (m < rows && h < H)
-          y[static_cast<size_t>(pair_of[m]) * H + h] = acc[mi][ni][c];
-      }
+  moe_down_store(acc, threadIdx.x >> 5, threadIdx.x & 31, pair_of, rows, r0, H, y);
 }
 
 // out[t][h] = w1 * y[2t][h] + w2 * y[2t + 1][h], as the decode path's down kernel sums (a row
