@@ -128,8 +128,8 @@ void test_load_q8_0(int R, int K) {
   for (int r = 0; r < R; ++r)
     phimoe_rt::quantize_row_q8_0(x.data() + static_cast<size_t>(r) * K, q.data() + r * K / 32, K);
   for (int r = 0; r < R; ++r)
-    phimoe_rt::dequantize_row_q8_0(q.data() + r * K / 32, values.data() + static_cast<size_t>(r) * K,
-                                   K);
+    phimoe_rt::dequantize_row_q8_0(q.data() + r * K / 32,
+                                   values.data() + static_cast<size_t>(r) * K, K);
   std::vector<uint8_t> bytes(blocks * sizeof(block_q8_0));
   for (size_t b = 0; b < blocks; ++b) {
     std::memcpy(bytes.data() + b * 32, q[b].qs, 32);
@@ -458,7 +458,8 @@ void emu_gemm(const char *name, int n, double tol) {
     for (int r = 0; r < N; ++r) {
       double d = bias[r];
       for (int k = 0; k < K; ++k)
-        d += static_cast<double>(x[static_cast<size_t>(t) * K + k]) * w.values[static_cast<size_t>(r) * K + k];
+        d += static_cast<double>(x[static_cast<size_t>(t) * K + k]) *
+             w.values[static_cast<size_t>(r) * K + k];
       want[static_cast<size_t>(t) * N + r] = d;
     }
   char label[96];
@@ -489,8 +490,8 @@ void emu_moe(const char *name, int n, int favour, int shun) {
   }
   std::vector<int> plan(moe_plan_ints(E)), pairs(2 * n);
   moe_bucket_serial(routes.data(), n, E, kTcBM, plan.data(), pairs.data());
-  std::vector<float> act(static_cast<size_t>(2) * n * I, NAN), y(static_cast<size_t>(2) * n * H, NAN),
-      out(static_cast<size_t>(n) * H);
+  std::vector<float> act(static_cast<size_t>(2) * n * I, NAN),
+      y(static_cast<size_t>(2) * n * H, NAN), out(static_cast<size_t>(n) * H);
   static TcShared<kTcXTerms> s;
   static Frag acc[4][32];
   static int pair_of[kTcBM];
@@ -505,8 +506,8 @@ void emu_moe(const char *name, int n, int favour, int shun) {
       for (int tid = 0; tid < kTcThreads; ++tid)
         moe_gate_up_rows(s.a_rows, s.b_rows, pairs.data(), e, first, rows, bx * kGateUpCols, I,
                          tid);
-      emu_mainloop<W, static_cast<long long>(E) * 2 * I, H, kTcXTerms>(s, x.data(),
-                                                                        gate_up.ptr(), acc);
+      emu_mainloop<W, static_cast<long long>(E) * 2 * I, H, kTcXTerms>(s, x.data(), gate_up.ptr(),
+                                                                       acc);
       for (int warp = 0; warp < 4; ++warp)
         for (int lane = 0; lane < 32; ++lane)
           moe_gate_up_store(acc[warp][lane], warp, lane, first, rows, bx * kGateUpCols, I,
@@ -521,8 +522,7 @@ void emu_moe(const char *name, int n, int favour, int shun) {
       for (int tid = 0; tid < kTcThreads; ++tid)
         moe_down_rows(s.a_rows, s.b_rows, pair_of, pairs.data(), e, first, rows, bx * kTcBN, H,
                       tid);
-      emu_mainloop<W, static_cast<long long>(E) * H, I, kTcXTerms>(s, act.data(), down.ptr(),
-                                                                    acc);
+      emu_mainloop<W, static_cast<long long>(E) * H, I, kTcXTerms>(s, act.data(), down.ptr(), acc);
       for (int warp = 0; warp < 4; ++warp)
         for (int lane = 0; lane < 32; ++lane)
           moe_down_store(acc[warp][lane], warp, lane, pair_of, rows, bx * kTcBN, H, y.data());
@@ -541,8 +541,10 @@ void emu_moe(const char *name, int n, int favour, int shun) {
       for (int i = 0; i < I; ++i) {
         double g = 0, u = 0;
         for (int k = 0; k < H; ++k) {
-          g += static_cast<double>(x[static_cast<size_t>(t) * H + k]) * gate_up.values[(e * 2 * I + i) * H + k];
-          u += static_cast<double>(x[static_cast<size_t>(t) * H + k]) * gate_up.values[(e * 2 * I + I + i) * H + k];
+          g += static_cast<double>(x[static_cast<size_t>(t) * H + k]) *
+               gate_up.values[(e * 2 * I + i) * H + k];
+          u += static_cast<double>(x[static_cast<size_t>(t) * H + k]) *
+               gate_up.values[(e * 2 * I + I + i) * H + k];
         }
         a[slot * I + i] = g / (1.0 + std::exp(-g)) * u;
       }
@@ -564,8 +566,9 @@ void emu_moe(const char *name, int n, int favour, int shun) {
   if (shun >= 0)
     expect(plan[shun] == 0, "emulated moe: the shunned expert has no rows");
   char label[128];
-  std::snprintf(label, sizeof label, "emulated moe<%d,%d,%d> %s n=%d (%d tiles of %d, %d empty, max %d)",
-                E, H, I, name, n, used, tiles, empty, most);
+  std::snprintf(label, sizeof label,
+                "emulated moe<%d,%d,%d> %s n=%d (%d tiles of %d, %d empty, max %d)", E, H, I, name,
+                n, used, tiles, empty, most);
   report(label, max_rel_error(out, want), 2e-5);
 }
 

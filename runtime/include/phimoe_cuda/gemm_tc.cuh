@@ -29,12 +29,12 @@
 namespace phimoe_cuda {
 namespace detail {
 
-constexpr int kTcBM = 64;      // rows (tokens) of a block tile
-constexpr int kTcBN = 64;      // columns (weight rows) of a block tile
-constexpr int kTcBK = 32;      // K per step
-constexpr int kTcStride = 40;  // bf16 per shared row (32 + 8 padding: 80 bytes)
+constexpr int kTcBM = 64;     // rows (tokens) of a block tile
+constexpr int kTcBN = 64;     // columns (weight rows) of a block tile
+constexpr int kTcBK = 32;     // K per step
+constexpr int kTcStride = 40; // bf16 per shared row (32 + 8 padding: 80 bytes)
 constexpr int kTcThreads = 128;
-constexpr int kTcXTerms = 2;   // bf16 terms per activation (see the header)
+constexpr int kTcXTerms = 2; // bf16 terms per activation (see the header)
 
 // ---- bf16 / f16 bit arithmetic, the same on the host and the device --------------------
 __host__ __device__ inline uint32_t tc_float_bits(float f) {
@@ -111,14 +111,11 @@ __host__ __device__ inline uint4 tc_pack8(const uint16_t (&v)[8]) {
 // A storage without a specialisation (f32, f16) keeps the float GEMM. A new quantized storage
 // whose Elem<W>::at exists gets a (bf16-rounding) loader with one line:
 //   template <> struct TcLoad<NewType> : TcLoadViaElem<NewType> {};
-template <class W> struct TcLoad {
-  static constexpr bool kSupported = false;
-};
+template <class W> struct TcLoad { static constexpr bool kSupported = false; };
 
 template <> struct TcLoad<phimoe_rt::bf16> {
   static constexpr bool kSupported = true, kScaled = false;
-  __host__ __device__ static uint4 unit(const phimoe_rt::bf16 *w, size_t, int K, size_t r,
-                                        int k0) {
+  __host__ __device__ static uint4 unit(const phimoe_rt::bf16 *w, size_t, int K, size_t r, int k0) {
     const uint16_t *p = reinterpret_cast<const uint16_t *>(w) + r * K + k0;
     if (K % 8 == 0 && k0 + 8 <= K)
       return *reinterpret_cast<const uint4 *>(p); // 16-byte aligned: K % 8 == 0, k0 % 8 == 0
@@ -143,8 +140,8 @@ template <> struct TcLoad<phimoe_rt::block_q8_0> {
       v[j] = k0 + j < K ? tc_bf16_round(static_cast<float>(q[j])) : static_cast<uint16_t>(0);
     return tc_pack8(v);
   }
-  __host__ __device__ static float scale(const phimoe_rt::block_q8_0 *w, size_t R, int K,
-                                         size_t r, int k0) {
+  __host__ __device__ static float scale(const phimoe_rt::block_q8_0 *w, size_t R, int K, size_t r,
+                                         int k0) {
     const uint16_t *d = reinterpret_cast<const uint16_t *>(reinterpret_cast<const int8_t *>(w) +
                                                            R * static_cast<size_t>(K));
     return tc_f16_value(d[(r * K + k0) / 32]);
@@ -211,8 +208,8 @@ template <int Terms> struct TcShared {
 // Thread tid's share of loading K tile k0 into s (the split x rows, the weight units, scales).
 #pragma nv_exec_check_disable
 template <class W, long long R, int K, int Terms>
-__host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x, const W *w,
-                                             int k0, int tid) {
+__host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x, const W *w, int k0,
+                                             int tid) {
   using L = TcLoad<W>;
   for (int i = tid; i < kTcBM * kTcBK; i += kTcThreads) {
     const int m = i / kTcBK, kk = i % kTcBK, row = s.a_rows[m], k = k0 + kk;
@@ -289,8 +286,7 @@ __device__ __forceinline__ void tc_tile_mma(const TcShared<Terms> &s, int warp, 
 // acc += part (times the tile's scale of the column, for scaled storages), in fp32.
 template <class W, int Terms>
 __host__ __device__ inline void tc_accumulate(const TcShared<Terms> &s, int warp, int lane,
-                                              const float (&part)[2][4][4],
-                                              float (&acc)[2][4][4]) {
+                                              const float (&part)[2][4][4], float (&acc)[2][4][4]) {
 #pragma unroll
   for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
@@ -334,12 +330,14 @@ __device__ __forceinline__ void tc_mainloop(TcShared<Terms> &s, const float *x, 
 
 // Storage values of a bias (host and device).
 __host__ __device__ inline float tc_value(const float *p) { return *p; }
-__host__ __device__ inline float tc_value(const phimoe_rt::bf16 *p) { return tc_bf16_value(p->bits); }
+__host__ __device__ inline float tc_value(const phimoe_rt::bf16 *p) {
+  return tc_bf16_value(p->bits);
+}
 __host__ __device__ inline float tc_value(const phimoe_rt::f16 *p) { return tc_f16_value(p->bits); }
 
 // The rows a block tile (column tile r0, row tile t0) of the GEMM reads: thread tid's share.
-__host__ __device__ inline void tc_gemm_rows(int *a_rows, int *b_rows, int n, int N, int t0,
-                                             int r0, int tid) {
+__host__ __device__ inline void tc_gemm_rows(int *a_rows, int *b_rows, int n, int N, int t0, int r0,
+                                             int tid) {
   for (int i = tid; i < kTcBM; i += kTcThreads)
     a_rows[i] = t0 + i < n ? t0 + i : -1;
   for (int i = tid; i < kTcBN; i += kTcThreads)

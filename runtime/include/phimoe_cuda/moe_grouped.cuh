@@ -60,8 +60,8 @@ __host__ __device__ inline bool moe_find_tile(const int *tile_start, int E, int 
 
 // What the bucket kernel computes, serially: plan and pairs of n routes. Pairs whose expert is
 // outside [0, E) are dropped (their y rows are then not written).
-__host__ __device__ inline void moe_bucket_serial(const DeviceRoute *routes, int n, int E,
-                                                  int bm, int *plan, int *pairs) {
+__host__ __device__ inline void moe_bucket_serial(const DeviceRoute *routes, int n, int E, int bm,
+                                                  int *plan, int *pairs) {
   int *counts = plan, *offsets = plan + E, *tile_start = plan + 2 * E;
   for (int e = 0; e < E; ++e)
     counts[e] = 0;
@@ -145,9 +145,8 @@ __host__ __device__ inline bool moe_tile(const int *plan, int E, int b, int *e, 
 
 // Gate-up tile (expert e, bucket positions first .. first+rows-1, output columns c0 ..
 // c0+31): the rows it reads (x rows: the pairs' tokens; gate_up rows), thread tid's share.
-__host__ __device__ inline void moe_gate_up_rows(int *a_rows, int *b_rows, const int *pairs,
-                                                 int e, int first, int rows, int c0, int I,
-                                                 int tid) {
+__host__ __device__ inline void moe_gate_up_rows(int *a_rows, int *b_rows, const int *pairs, int e,
+                                                 int first, int rows, int c0, int I, int tid) {
   for (int i = tid; i < kTcBM; i += kTcThreads)
     a_rows[i] = i < rows ? pairs[first + i] >> 1 : -1;
   for (int i = tid; i < kTcBN; i += kTcThreads) {
@@ -158,8 +157,7 @@ __host__ __device__ inline void moe_gate_up_rows(int *a_rows, int *b_rows, const
 
 // act[first + m][c] = silu(g) * u for the accumulators of (warp, lane).
 __host__ __device__ inline void moe_gate_up_store(const float (&acc)[2][4][4], int warp, int lane,
-                                                  int first, int rows, int c0, int I,
-                                                  float *act) {
+                                                  int first, int rows, int c0, int I, float *act) {
   for (int mi = 0; mi < 2; ++mi)
     for (int ni = 0; ni < 2; ++ni) // gate tiles; ni + 2 holds the up rows of the same columns
       for (int c = 0; c < 4; ++c) {
@@ -175,8 +173,8 @@ __host__ __device__ inline void moe_gate_up_store(const float (&acc)[2][4][4], i
 // Down tile (expert e, bucket positions first .., H columns r0 .. r0+63): act rows, down rows
 // and the pair of every tile row, thread tid's share.
 __host__ __device__ inline void moe_down_rows(int *a_rows, int *b_rows, int *pair_of,
-                                              const int *pairs, int e, int first, int rows,
-                                              int r0, int H, int tid) {
+                                              const int *pairs, int e, int first, int rows, int r0,
+                                              int H, int tid) {
   for (int i = tid; i < kTcBM; i += kTcThreads) {
     a_rows[i] = i < rows ? first + i : -1;
     pair_of[i] = i < rows ? pairs[first + i] : -1;
@@ -253,8 +251,7 @@ void moe_grouped(Context &ctx, const float *x, int n, const GU *gate_up, const D
                  float *out) {
   if (!ctx.moe_pairs || !ctx.moe_plan || !ctx.moe_y || ctx.moe_plan_ints < moe_plan_ints(E))
     throw std::runtime_error("moe_sparsemixer: no grouped-expert workspace (a phimoe-bin bug)");
-  moe_bucket_kernel<E><<<1, kThreads, 0, ctx.stream>>>(ctx.routes, n, ctx.moe_plan,
-                                                        ctx.moe_pairs);
+  moe_bucket_kernel<E><<<1, kThreads, 0, ctx.stream>>>(ctx.routes, n, ctx.moe_plan, ctx.moe_pairs);
   PHIMOE_CUDA_CHECK_LAUNCH();
   const int tiles = moe_max_tiles(n, E, kTcBM);
   dim3 gu_grid(blocks_for(I, kGateUpCols), tiles);
