@@ -152,13 +152,13 @@ template <> struct TcLoad<phimoe_rt::block_q8_0> {
 // rounding is coarser than bf16's).
 template <class W> struct TcLoadViaElem {
   static constexpr bool kSupported = true, kScaled = false;
-  __device__ static uint4 unit(const W *w, size_t R, int K, size_t r, int k0) {
+  __host__ __device__ static uint4 unit(const W *w, size_t R, int K, size_t r, int k0) {
     uint16_t v[8];
     for (int j = 0; j < 8; ++j)
       v[j] = k0 + j < K ? tc_bf16_round(Elem<W>::at(w, R, K, r, k0 + j)) : uint16_t(0);
     return tc_pack8(v);
   }
-  __device__ static float scale(const W *, size_t, int, size_t, int) { return 1.0f; }
+  __host__ __device__ static float scale(const W *, size_t, int, size_t, int) { return 1.0f; }
 };
 
 // ---- fragments of mma.m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16") ------------
