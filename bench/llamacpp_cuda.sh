@@ -27,6 +27,9 @@ set -euo pipefail
 VERSION="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
 CACHE="${PHIMOE_CACHE:-$HOME/.cache/phimoec}/llama.cpp-$VERSION"
 CUDA_HOME="${CUDA_HOME:-/usr/local/cuda}"
+if [[ ! -x "$CUDA_HOME/bin/nvcc" ]] && command -v nvcc > /dev/null; then
+  CUDA_HOME="$(dirname "$(dirname "$(readlink -f "$(command -v nvcc)")")")"
+fi
 ARCH="${LLAMA_CUDA_ARCH:-90-real}"
 TOOLS=(llama-bench llama-quantize)
 
