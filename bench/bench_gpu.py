@@ -1152,7 +1152,14 @@ def render_markdown(result):
             f"{f(100 * r['roofline_fraction'], '.0f') + '%' if r.get('roofline_fraction') else ''}"
             f" | {f(r.get('vs_llama'), '.2f') if r.get('vs_llama') else ''} |")
     lines.append("")
-    if result.get("skipped") or result["bundle"].get("skipped"):
+    by = {(r["engine"], r["test"]): r for r in summarize(result)}
+    tg = by.get(("ours/q4k", f"tg{result['gen']}"))
+    if tg and tg.get("roofline_fraction"):
+        vs = f"{tg['vs_llama']:.2f}x" if tg.get("vs_llama") else "n/a"
+        lines.append(f"Targets: q4k decode at 32 layers {100 * tg['roofline_fraction']:.0f}% of "
+                     f"the roofline (target >= 60%), {vs} llama.cpp (target >= 3x).")
+        lines.append("")
+    if result["bundle"].get("skipped"):
         for q, why in result["bundle"].get("skipped", {}).items():
             lines.append(f"- {q} skipped: {why}")
     for n in result.get("notes", []):
@@ -1173,11 +1180,11 @@ def report(args):
     print(f"## GPU: phimoec against llama.cpp (CUDA) and transformers, {result['date'][:10]}\n")
     print("```")
     print("python bench/bench_gpu.py prepare         # here: projects, binaries, llama.cpp")
-    print(f"python3 bench/bench_gpu.py {' '.join(result['command'].split()[1:])}"
-          .replace(str(ROOT) + "/", ""))
+    cmd = re.sub(r"--out \S+", "--out $OUT", " ".join(result["command"].split()[1:]))
+    print(f"python3 bench/bench_gpu.py {cmd}".replace(str(ROOT) + "/", ""))
     print("```\n")
     print(f"Device: {host.get('gpu')} ({host.get('machine', {}).get('cores')} CPU cores); "
-          f"{host.get('nvcc')}.\n")
+          f"nvcc {host.get('nvcc')}.\n")
     print(render_markdown(result))
 
 
