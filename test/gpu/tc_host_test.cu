@@ -1,7 +1,9 @@
 // tc_host_test.cu - the host-side parts of the tensor-core GEMM and the grouped-expert MoE
 // (gemm_tc.cuh, moe_grouped.cuh) checked on the CPU: bf16 rounding and the split of x, the
 // weight tile loaders, the mma.m16n8k16 fragment coordinates against the PTX ISA's tables, the
-// block tile's coverage, the gate-up column pairing, and the expert bucketing / tile plan.
+// block tile's coverage, the gate-up column pairing, and the expert bucketing / tile plan; then
+// the blocks' whole data flow, emulated (below). Loaders with deliberate bugs in the q4_K / q6_K
+// scales and mins (negative controls) must fail the same comparisons.
 // Built by nvcc, run without a GPU: it calls no CUDA runtime function (test/gpu/CMakeLists.txt).
 #include "phimoe_cuda/kernels.cuh"
 #include "phimoe_rt/quant.h"
@@ -14,16 +16,46 @@
 #include <random>
 #include <vector>
 
-// q4_K and q6_K through the generic loader (values rounded to bf16): what adding a storage to the
-// tensor-core path takes. linear() does not use them yet (see docs/cuda.md).
+// Negative controls: q4_K / q6_K bytes read by a loader with one deliberate bug in the scales
+// or mins. The emulated GEMM and MoE must fail with every one of them.
+enum class Bug { kNoMin, kMinSign, kOtherSubBlock, kSwapHalves, kScaleOfGroup0 };
+template <class Base, Bug B> struct Mutant {
+  Base block;
+};
 namespace phimoe_cuda::detail {
-template <> struct TcLoad<phimoe_rt::block_q4k> : TcLoadViaElem<phimoe_rt::block_q4k> {};
-template <> struct TcLoad<phimoe_rt::block_q6k> : TcLoadViaElem<phimoe_rt::block_q6k> {};
+template <class Base, Bug B> struct TcLoad<Mutant<Base, B>> {
+  using L = TcLoad<Base>;
+  using M = Mutant<Base, B>;
+  static constexpr bool kSupported = true, kScaled = L::kScaled, kMins = L::kMins;
+  static constexpr int kUnitValues = L::kUnitValues, kRowMultiple = L::kRowMultiple;
+  static constexpr int kGroup = L::kGroup;
+  __host__ __device__ static void load(const M *w, size_t R, int K, size_t r, int k0, uint4 *dst) {
+    L::load(reinterpret_cast<const Base *>(w), R, K, r, k0, dst);
+  }
+  __host__ __device__ static TcScales scales(const M *w, size_t R, int K, size_t r, int k0) {
+    const Base *base = reinterpret_cast<const Base *>(w);
+    TcScales f = L::scales(base, R, K, r, B == Bug::kOtherSubBlock ? k0 ^ 32 : k0);
+    if (B == Bug::kNoMin)
+      f.min = 0.0f;
+    if (B == Bug::kMinSign)
+      f.min = -f.min;
+    if (B == Bug::kSwapHalves) {
+      const float t = f.scale[0];
+      f.scale[0] = f.scale[1];
+      f.scale[1] = t;
+    }
+    if (B == Bug::kScaleOfGroup0)
+      f.scale[1] = f.scale[0];
+    return f;
+  }
+};
 } // namespace phimoe_cuda::detail
 
 using namespace phimoe_cuda;
 using namespace phimoe_cuda::detail;
 using phimoe_rt::bf16;
+using phimoe_rt::block_q4k;
+using phimoe_rt::block_q6k;
 using phimoe_rt::block_q8_0;
 
 namespace {
@@ -109,6 +141,7 @@ uint16_t unit_half(const uint4 &u, int j) {
   const uint32_t words[4] = {u.x, u.y, u.z, u.w};
   return static_cast<uint16_t>(words[j / 2] >> (16 * (j % 2)));
 }
+uint16_t units_half(const uint4 *u, int j) { return unit_half(u[j / 8], j % 8); }
 
 // TcLoad<bf16>: the vector path (K % 8 == 0) and the element path with tails (K % 8 != 0).
 void test_load_bf16(int R, int K) {
@@ -118,12 +151,12 @@ void test_load_bf16(int R, int K) {
   const bf16 *pw = reinterpret_cast<const bf16 *>(w.data());
   for (int r = 0; r < R; ++r)
     for (int k0 = 0; k0 < K; k0 += 8) {
-      const uint4 u = TcLoad<bf16>::unit(pw, R, K, r, k0);
+      uint4 u;
+      TcLoad<bf16>::load(pw, R, K, r, k0, &u);
       for (int j = 0; j < 8; ++j)
         expect(unit_half(u, j) == (k0 + j < K ? w[static_cast<size_t>(r) * K + k0 + j] : 0),
-               "TcLoad<bf16>::unit", r, k0 + j);
+               "TcLoad<bf16>::load", r, k0 + j);
     }
-  expect(TcLoad<bf16>::scale(pw, R, K, 0, 0) == 1.0f, "TcLoad<bf16>::scale is 1");
 }
 
 // TcLoad<q8_0> on the CUDA split layout: unit * scale == the dequantized value, exactly.
@@ -146,9 +179,12 @@ void test_load_q8_0(int R, int K) {
   const block_q8_0 *pw = reinterpret_cast<const block_q8_0 *>(bytes.data());
   for (int r = 0; r < R; ++r)
     for (int k0 = 0; k0 < K; k0 += kTcBK) {
-      const float d = TcLoad<block_q8_0>::scale(pw, R, K, r, k0);
+      const TcScales f = TcLoad<block_q8_0>::scales(pw, R, K, r, k0);
+      const float d = f.scale[0];
+      expect(f.min == 0.0f, "q8_0: no min");
       for (int ku = 0; ku < kTcBK; ku += 8) {
-        const uint4 u = TcLoad<block_q8_0>::unit(pw, R, K, r, k0 + ku);
+        uint4 u;
+        TcLoad<block_q8_0>::load(pw, R, K, r, k0 + ku, &u);
         for (int j = 0; j < 8; ++j) {
           const size_t i = static_cast<size_t>(r) * K + k0 + ku + j;
           const float quant = tc_bf16_value(unit_half(u, j));
@@ -158,6 +194,74 @@ void test_load_q8_0(int R, int K) {
         }
       }
     }
+}
+
+// The packed 6-bit scales and mins of q4_K from registers == Elem<block_q4k>::scale_min.
+void test_q4k_scale_min() {
+  for (int i = 0; i < 20000; ++i) {
+    uint8_t bytes[12];
+    for (uint8_t &b : bytes)
+      b = static_cast<uint8_t>(rng());
+    uint32_t words[3];
+    std::memcpy(words, bytes, 12);
+    for (int j = 0; j < 8; ++j) {
+      float sc, m, want_sc, want_m;
+      tc_q4k_scale_min(words[0], words[1], words[2], j, sc, m);
+      Elem<block_q4k>::scale_min(bytes, j, want_sc, want_m);
+      expect(sc == want_sc && m == want_m, "tc_q4k_scale_min == Elem::scale_min", i, j);
+    }
+  }
+}
+
+// A random row block of q4_K / q6_K: raw values with a different scale and offset per 32-value
+// sub-block, so that scales and mins differ from one sub-block to the next.
+std::vector<float> varied_floats(size_t n) {
+  std::vector<float> x(n);
+  std::uniform_real_distribution<float> u(0.0f, 1.0f);
+  for (size_t s = 0; s < n; s += 32) {
+    const float scale = 0.05f + 0.3f * u(rng), offset = 0.4f * (u(rng) - 0.5f);
+    for (size_t i = s; i < s + 32 && i < n; ++i)
+      x[i] = random_float(scale) + offset;
+  }
+  return x;
+}
+
+// TcLoad<q4_K / q6_K> on the CUDA split layout: the tile values are the integer quants
+// (q, q - 32), and scale[g] * q - min == the dequantized value, exactly (the same float ops as
+// phimoe_rt's dequantizers). `random`: blocks of random bits (phimoe_test::random_blocks, as
+// kernels_test makes its largest weights), else quantized floats.
+template <class W> void test_load_k(int R, int K, bool random) {
+  using L = TcLoad<W>;
+  const phimoe_test::Weight<W> w =
+      random ? phimoe_test::random_blocks<W>(R, K, rng())
+             : phimoe_test::store_weight<W>(varied_floats(static_cast<size_t>(R) * K), R, K);
+  const W *pw = reinterpret_cast<const W *>(w.bytes.data());
+  const char *name = phimoe_test::Storage<W>::kName;
+  int exact = 0, total = 0;
+  for (int r = 0; r < R; ++r)
+    for (int k0 = 0; k0 < K; k0 += kTcBK) {
+      const TcScales f = L::scales(pw, R, K, r, k0);
+      for (int ku = 0; ku < kTcBK; ku += L::kUnitValues) {
+        uint4 u[L::kUnitValues / 8];
+        L::load(pw, R, K, r, k0 + ku, u);
+        for (int j = 0; j < L::kUnitValues; ++j) {
+          const int k = k0 + ku + j, g = (ku + j) / L::kGroup;
+          const float q = tc_bf16_value(units_half(u, j));
+          const float want = w.values[static_cast<size_t>(r) * K + k];
+          // the quant itself, from Elem::at (which the elements test holds to the dequantizer)
+          const bool integer = q == std::floor(q) &&
+                               (L::kMins ? q >= 0.0f && q <= 15.0f : q >= -32.0f && q <= 31.0f);
+          expect(integer, "q4_K / q6_K tile value: an integer quant", r, k);
+          const float got = f.scale[g] * q - f.min;
+          exact += got == want;
+          ++total;
+          expect(got == want, name, r, k);
+          expect(Elem<W>::at(pw, R, K, r, k) == want, "Elem::at == dequantized", r, k);
+        }
+      }
+    }
+  std::printf("TcLoad<%s>: %d of %d values exact (R=%d, K=%d%s)\n", name, exact, total, R, K,
+              random ? ", random blocks" : "");
 }
 
 // The fragment coordinates against the PTX ISA's tables for mma.m16n8k16 .bf16 (element i of
@@ -373,39 +477,52 @@ void emu_mainloop(TcShared<Terms> &s, const float *x, const W *w, Frag (&acc)[4]
   for (int warp = 0; warp < 4; ++warp)
     for (int lane = 0; lane < 32; ++lane)
       tc_zero(acc[warp][lane]);
+  using L = TcLoad<W>;
+  static_assert(tc_supported<W, K>(), "emu_mainloop: tc_mainloop's condition");
   for (int k0 = 0; k0 < K; k0 += kTcBK) {
     for (int tid = 0; tid < kTcThreads; ++tid)
       tc_load_tile<W, R, K, Terms>(s, x, w, k0, tid);
-    for (int warp = 0; warp < 4; ++warp) {
-      for (int lane = 0; lane < 32; ++lane)
-        tc_zero(part[warp][lane]);
-      for (int ks = 0; ks < kTcBK; ks += 16)
-        for (int t = Terms - 1; t >= 0; --t)
-          for (int mi = 0; mi < 2; ++mi)
-            for (int ni = 0; ni < 4; ++ni)
-              emu_mma(s, warp, t, mi, ni, ks, part[warp]);
-      for (int lane = 0; lane < 32; ++lane)
-        tc_accumulate<W>(s, warp, lane, part[warp][lane], acc[warp][lane]);
-    }
+    if constexpr (L::kMins)
+      for (int tid = 0; tid < kTcThreads; ++tid)
+        tc_row_sums(s, tid);
+    for (int warp = 0; warp < 4; ++warp)
+      for (int g = 0; g < kTcBK / L::kGroup; ++g) { // a zeroed fragment per group
+        for (int lane = 0; lane < 32; ++lane)
+          tc_zero(part[warp][lane]);
+        for (int ks = g * L::kGroup; ks < (g + 1) * L::kGroup; ks += 16)
+          for (int t = Terms - 1; t >= 0; --t)
+            for (int mi = 0; mi < 2; ++mi)
+              for (int ni = 0; ni < 4; ++ni)
+                emu_mma(s, warp, t, mi, ni, ks, part[warp]);
+        for (int lane = 0; lane < 32; ++lane)
+          tc_accumulate<W>(s, warp, lane, part[warp][lane], acc[warp][lane], g);
+      }
   }
 }
 
-// A [rows, k] weight as the CUDA pack stores it, and the values it stands for.
+// A [rows, k] weight as the CUDA pack stores it, and the values it stands for (a mutant's:
+// those of its base storage). q4_K and q6_K get a scale and offset per sub-block.
+template <class W> struct StoredAs {
+  using type = W;
+};
+template <class Base, Bug B> struct StoredAs<Mutant<Base, B>> {
+  using type = Base;
+};
 template <class W> struct HostWeight {
   std::vector<uint8_t> bytes;
   std::vector<float> values;
   const W *ptr() const { return reinterpret_cast<const W *>(bytes.data()); }
 };
 template <class W> HostWeight<W> host_weight(size_t rows, size_t k) {
+  using S = typename StoredAs<W>::type;
   std::vector<float> x(rows * k);
-  for (float &v : x)
-    v = random_float(0.2f);
-  phimoe_test::Weight<W> stored = phimoe_test::store_weight<W>(x, rows, k);
-  HostWeight<W> w{std::move(stored.bytes), std::move(stored.values)};
-  if constexpr (std::is_base_of<TcLoadViaElem<W>, TcLoad<W>>::value)
-    for (float &v : w.values) // what the generic loader puts in the tiles
-      v = tc_bf16_value(tc_bf16_round(v));
-  return w;
+  if (std::is_same<S, block_q4k>::value || std::is_same<S, block_q6k>::value)
+    x = varied_floats(rows * k);
+  else
+    for (float &v : x)
+      v = random_float(0.2f);
+  phimoe_test::Weight<S> stored = phimoe_test::store_weight<S>(x, rows, k);
+  return HostWeight<W>{std::move(stored.bytes), std::move(stored.values)};
 }
 
 double max_rel_error(const std::vector<float> &got, const std::vector<double> &want) {
@@ -418,19 +535,22 @@ double max_rel_error(const std::vector<float> &got, const std::vector<double> &w
   return err / scale;
 }
 
-void report(const char *what, double rel, double tol) {
-  expect(rel <= tol, what);
-  std::printf("%s %-52s max|d|/max|want| = %.3g (tol %.3g)\n", rel <= tol ? "PASS" : "FAIL", what,
-              rel, tol);
+// fail: a negative control, which must exceed the tolerance.
+void report(const char *what, double rel, double tol, bool fail = false) {
+  const bool ok = fail ? !(rel <= tol) : rel <= tol;
+  expect(ok, what);
+  std::printf("%s %-52s max|d|/max|want| = %.3g (tol %.3g%s)\n", ok ? "PASS" : "FAIL", what, rel,
+              tol, fail ? ", must fail" : "");
 }
 
 // gemm_tc_kernel's blocks, emulated: out = x . W^T + bias against a double reference.
+// x_mean: the mean of x (the mins' term grows with it). fail: a negative control.
 template <int N, int K, class W, int Terms = kTcXTerms>
-void emu_gemm(const char *name, int n, double tol) {
+void emu_gemm(const char *name, int n, double tol, float x_mean = 0.0f, bool fail = false) {
   HostWeight<W> w = host_weight<W>(N, K);
   std::vector<float> x(static_cast<size_t>(n) * K), bias(N), out(static_cast<size_t>(n) * N, NAN);
   for (float &v : x)
-    v = random_float(1.0f);
+    v = random_float(1.0f) + x_mean;
   for (float &v : bias)
     v = random_float(0.1f);
   static TcShared<Terms> s;
@@ -456,7 +576,7 @@ void emu_gemm(const char *name, int n, double tol) {
     }
   char label[96];
   std::snprintf(label, sizeof label, "emulated gemm_tc<%d,%d> %s n=%d", N, K, name, n);
-  report(label, max_rel_error(out, want), tol);
+  report(label, max_rel_error(out, want), tol, fail);
 }
 
 // The grouped MoE's kernels after the router, emulated: buckets (moe_bucket_serial, which the
@@ -464,7 +584,7 @@ void emu_gemm(const char *name, int n, double tol) {
 // (idle tiles included), the combine; against a double reference. `favour` >= 0 puts that
 // expert in every row; `shun` >= 0 keeps that expert out of every row.
 template <int E, int H, int I, class W>
-void emu_moe(const char *name, int n, int favour, int shun) {
+void emu_moe(const char *name, int n, int favour, int shun, bool fail = false) {
   HostWeight<W> gate_up = host_weight<W>(static_cast<size_t>(E) * 2 * I, H);
   HostWeight<W> down = host_weight<W>(static_cast<size_t>(E) * H, I);
   std::vector<float> x(static_cast<size_t>(n) * H);
@@ -561,7 +681,7 @@ void emu_moe(const char *name, int n, int favour, int shun) {
   std::snprintf(label, sizeof label,
                 "emulated moe<%d,%d,%d> %s n=%d (%d tiles of %d, %d empty, max %d)", E, H, I, name,
                 n, used, tiles, empty, most);
-  report(label, max_rel_error(out, want), 2e-5);
+  report(label, max_rel_error(out, want), 2e-5, fail);
 }
 
 } // namespace
@@ -587,11 +707,35 @@ int main() {
   emu_gemm<130, 200, bf16, 3>("bf16, x in 3 terms", 70, 1e-6);
   emu_gemm<96, 160, block_q8_0>("q8_0", 70, 1e-5);
   emu_gemm<65, 4096, block_q8_0>("q8_0 (hidden width)", 10, 1e-5);
-  emu_gemm<40, 512, phimoe_rt::block_q4k>("q4k via Elem (bf16-rounded values)", 20, 1e-5);
-  emu_gemm<33, 256, phimoe_rt::block_q6k>("q6k via Elem (bf16-rounded values)", 9, 1e-5);
+  test_q4k_scale_min();
+  test_load_k<block_q4k>(5, 512, false);
+  test_load_k<block_q4k>(3, 4096, false);
+  test_load_k<block_q4k>(40, 512, true);
+  test_load_k<block_q6k>(5, 512, false);
+  test_load_k<block_q6k>(3, 4096, false);
+  test_load_k<block_q6k>(40, 512, true);
+  emu_gemm<40, 512, block_q4k>("q4k", 20, 1e-5);
+  emu_gemm<70, 256, block_q4k>("q4k (x mean 1)", 9, 1e-5, 1.0f);
+  emu_gemm<65, 4096, block_q4k>("q4k (hidden width)", 10, 1e-5, 0.3f);
+  emu_gemm<33, 256, block_q6k>("q6k", 9, 1e-5);
+  emu_gemm<64, 768, block_q6k>("q6k", 70, 1e-5, 0.5f);
+  emu_gemm<65, 4096, block_q6k>("q6k (hidden width)", 10, 1e-5);
+  // Negative controls: one bug in the scales or mins each, the same comparisons must fail.
+  emu_gemm<40, 512, Mutant<block_q4k, Bug::kNoMin>>("q4k, mins dropped", 20, 1e-5, 0.0f, true);
+  emu_gemm<40, 512, Mutant<block_q4k, Bug::kMinSign>>("q4k, mins added", 20, 1e-5, 0.0f, true);
+  emu_gemm<40, 512, Mutant<block_q4k, Bug::kOtherSubBlock>>("q4k, the other nibble's sub-block",
+                                                             20, 1e-5, 0.0f, true);
+  emu_gemm<33, 256, Mutant<block_q6k, Bug::kSwapHalves>>("q6k, k16 groups' scales swapped", 9,
+                                                         1e-5, 0.0f, true);
+  emu_gemm<33, 256, Mutant<block_q6k, Bug::kScaleOfGroup0>>("q6k, one scale per K tile", 9, 1e-5,
+                                                            0.0f, true);
   emu_moe<6, 96, 200, bf16>("bf16, expert 0 in no row", 40, -1, 0);
   emu_moe<4, 64, 128, bf16>("bf16, expert 2 in every row", 150, 2, -1);
   emu_moe<5, 64, 96, block_q8_0>("q8_0", 37, -1, -1);
+  emu_moe<5, 256, 512, block_q4k>("q4k", 37, -1, -1);
+  emu_moe<4, 256, 256, block_q4k>("q4k, expert 1 in every row", 70, 1, -1);
+  emu_moe<3, 256, 256, block_q6k>("q6k", 20, -1, -1);
+  emu_moe<5, 256, 512, Mutant<block_q4k, Bug::kNoMin>>("q4k, mins dropped", 37, -1, -1, true);
   std::printf("%s: %d of %d checks failed\n", failures ? "FAILED" : "OK", failures, checks);
   return failures ? 1 : 0;
 }

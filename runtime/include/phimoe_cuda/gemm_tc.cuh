@@ -1,6 +1,6 @@
 // gemm_tc.cuh - the tensor-core GEMM of prefill: out[n, N] = x[n, K] . W^T + bias with
-// mma.sync m16n8k16 (bf16 inputs, fp32 accumulation), for W in bf16 or q8_0 (and any storage
-// that gives a TcLoad below). Included by kernels.cuh after Elem and blocks_for; linear() picks it
+// mma.sync m16n8k16 (bf16 inputs, fp32 accumulation), for W in bf16, q8_0, q4_K or q6_K (any
+// storage that gives a TcLoad below). Included by kernels.cuh after Elem and blocks_for; linear() picks it
 // for more than kGemvMaxRows rows. moe_grouped.cuh runs the same main loop over gathered rows.
 //
 // Precision. Activations are float: each is split into kTcXTerms bf16 terms (x = hi + lo + ...,
@@ -13,6 +13,10 @@
 // own accumulation (not IEEE round-to-nearest) acts on short sums only.
 // q8_0 tiles hold the int8 quants themselves (exact in bf16); the f16 scale of the 32-value
 // block (the K tile) multiplies the tile's fp32 partial sum: no rounding of the weights at all.
+// q4_K likewise: the tiles hold q (0..15), the K tile is one 32-value sub-block, and
+// out += d sc P - dmin m S, with P the tile's partial sum and S the sum of the row's split x
+// over the K tile (tc_row_sums). q6_K: the tiles hold q - 32 and each k16 MMA step (one 16-value
+// sub-block) accumulates into its own zeroed fragment, scaled by d scales[j] of its row.
 //
 // Tiles: a block of 128 threads (4 warps, 2 x 2) computes 64 rows x 64 columns, K in steps of
 // 32; each warp 32 x 32 = 2 (m16) x 4 (n8) MMA tiles. Shared memory holds the split x tile
@@ -103,62 +107,165 @@ __host__ __device__ inline uint4 tc_pack8(const uint16_t (&v)[8]) {
 
 // ---- weight tile loaders ----------------------------------------------------------------
 // TcLoad<W> turns a weight of R rows of K values stored as W into bf16 tiles:
-//   unit(w, R, K, r, k0): values k0 .. k0+7 of row r (k0 % 8 == 0) as 8 bf16 bits in a uint4
-//     (low half of .x first); values at k >= K are 0;
-//   kScaled: if true, unit() gives unscaled values and scale(w, R, K, r, k0) the factor of row
-//     r over the whole K tile [k0, k0 + kTcBK) (k0 % kTcBK == 0), applied to the tile's fp32
-//     partial sums.
-// A storage without a specialisation (f32, f16) keeps the float GEMM. A new quantized storage
-// whose Elem<W>::at exists gets a (bf16-rounding) loader with one line:
-//   template <> struct TcLoad<NewType> : TcLoadViaElem<NewType> {};
+//   kUnitValues, load(w, R, K, r, k0, dst): values k0 .. k0 + kUnitValues - 1 of row r
+//     (k0 % kUnitValues == 0) as bf16 bits, 8 to a uint4 (low half of .x first) in
+//     dst[0 .. kUnitValues / 8); values at k >= K are 0;
+//   kRowMultiple: K must be a multiple of it (whole blocks) for the loader to apply;
+//   kScaled, kGroup, scales(w, R, K, r, k0): the tile holds unscaled integers q; the K tile
+//     [k0, k0 + kTcBK) of row r falls into groups of kGroup values (kTcBK or 16), and the
+//     value of column k of group g is scale[g] * q - min: scale[g] multiplies the group's
+//     fp32 partial sum (an MMA tile's zeroed fragment), and, if kMins, min times the sum of the
+//     tile row's x over the K tile is subtracted (min is constant over the K tile).
+// A storage without a specialisation (f32, f16) keeps the float GEMM.
 template <class W> struct TcLoad { static constexpr bool kSupported = false; };
 
+// What scales() gives for a K tile of a weight row (see above).
+struct TcScales {
+  float scale[kTcBK / 16];
+  float min;
+};
+
+// Storage W takes the tensor-core path for rows of K values.
+template <class W, long long K> __host__ __device__ constexpr bool tc_supported() {
+  if constexpr (TcLoad<W>::kSupported)
+    return K % TcLoad<W>::kRowMultiple == 0;
+  else
+    return false;
+}
+
+// Two bf16 bits from floats that bf16 holds exactly (small integers): the high halves.
+__host__ __device__ inline uint32_t tc_pack_exact(float lo, float hi) {
+  return (tc_float_bits(lo) >> 16) | (tc_float_bits(hi) & 0xffff0000u);
+}
+// The 4 bytes of `word`, each minus `bias` (bytes and bias integers, |byte - bias| < 256: exact
+// in bf16), as 4 bf16 in out[0] (bytes 0, 1) and out[1] (bytes 2, 3). No integer-to-float
+// conversion: byte_value's PRMT + FADD (elements.cuh).
+__host__ __device__ inline void tc_bytes_bf16(uint32_t word, float bias, uint32_t *out) {
+  out[0] = tc_pack_exact(byte_value<0>(word, bias), byte_value<1>(word, bias));
+  out[1] = tc_pack_exact(byte_value<2>(word, bias), byte_value<3>(word, bias));
+}
+__host__ __device__ inline void tc_store_units(const uint32_t *words, int count, uint4 *dst) {
+  for (int i = 0; i < count; ++i)
+    dst[i] = make_uint4(words[4 * i], words[4 * i + 1], words[4 * i + 2], words[4 * i + 3]);
+}
+
 template <> struct TcLoad<phimoe_rt::bf16> {
-  static constexpr bool kSupported = true, kScaled = false;
-  __host__ __device__ static uint4 unit(const phimoe_rt::bf16 *w, size_t, int K, size_t r, int k0) {
+  static constexpr bool kSupported = true, kScaled = false, kMins = false;
+  static constexpr int kUnitValues = 8, kRowMultiple = 1, kGroup = kTcBK;
+  __host__ __device__ static void load(const phimoe_rt::bf16 *w, size_t, int K, size_t r, int k0,
+                                       uint4 *dst) {
     const uint16_t *p = reinterpret_cast<const uint16_t *>(w) + r * K + k0;
-    if (K % 8 == 0 && k0 + 8 <= K)
-      return *reinterpret_cast<const uint4 *>(p); // 16-byte aligned: K % 8 == 0, k0 % 8 == 0
+    if (K % 8 == 0 && k0 + 8 <= K) {
+      *dst = *reinterpret_cast<const uint4 *>(p); // 16-byte aligned: K % 8 == 0, k0 % 8 == 0
+      return;
+    }
     uint16_t v[8];
     for (int j = 0; j < 8; ++j)
       v[j] = k0 + j < K ? p[j] : static_cast<uint16_t>(0);
-    return tc_pack8(v);
+    *dst = tc_pack8(v);
   }
-  __host__ __device__ static float scale(const phimoe_rt::bf16 *, size_t, int, size_t, int) {
-    return 1.0f;
+  __host__ __device__ static TcScales scales(const phimoe_rt::bf16 *, size_t, int, size_t, int) {
+    return TcScales{{1.0f, 1.0f}, 0.0f};
   }
 };
 
-// q8_0 in the CUDA split layout (quants [R*K] int8, then scales [R*K/32] f16); K % 32 == 0.
+// q8_0 in the CUDA split layout (quants [R*K] int8, then scales [R*K/32] f16): the tile holds
+// the int8 quants (exact in bf16), the block's f16 scale multiplies the K tile's partial sum.
 template <> struct TcLoad<phimoe_rt::block_q8_0> {
-  static constexpr bool kSupported = true, kScaled = true;
-  __host__ __device__ static uint4 unit(const phimoe_rt::block_q8_0 *w, size_t, int K, size_t r,
-                                        int k0) {
+  static constexpr bool kSupported = true, kScaled = true, kMins = false;
+  static constexpr int kUnitValues = 8, kRowMultiple = 32, kGroup = kTcBK;
+  __host__ __device__ static void load(const phimoe_rt::block_q8_0 *w, size_t, int K, size_t r,
+                                       int k0, uint4 *dst) {
     const int8_t *q = reinterpret_cast<const int8_t *>(w) + r * K + k0;
     uint16_t v[8];
     for (int j = 0; j < 8; ++j) // |q| <= 128 has at most 8 significant bits: exact in bf16
       v[j] = k0 + j < K ? tc_bf16_round(static_cast<float>(q[j])) : static_cast<uint16_t>(0);
-    return tc_pack8(v);
+    *dst = tc_pack8(v);
   }
-  __host__ __device__ static float scale(const phimoe_rt::block_q8_0 *w, size_t R, int K, size_t r,
-                                         int k0) {
+  __host__ __device__ static TcScales scales(const phimoe_rt::block_q8_0 *w, size_t R, int K,
+                                             size_t r, int k0) {
     const uint16_t *d = reinterpret_cast<const uint16_t *>(reinterpret_cast<const int8_t *>(w) +
                                                            R * static_cast<size_t>(K));
-    return tc_f16_value(d[(r * K + k0) / 32]);
+    return TcScales{{tc_f16_value(d[(r * K + k0) / 32]), 0.0f}, 0.0f};
   }
 };
 
-// Any storage with Elem<W>::at, its values rounded to bf16 (for quantized formats, whose own
-// rounding is coarser than bf16's).
-template <class W> struct TcLoadViaElem {
-  static constexpr bool kSupported = true, kScaled = false;
-  __host__ __device__ static uint4 unit(const W *w, size_t R, int K, size_t r, int k0) {
-    uint16_t v[8];
-    for (int j = 0; j < 8; ++j)
-      v[j] = k0 + j < K ? tc_bf16_round(Elem<W>::at(w, R, K, r, k0 + j)) : uint16_t(0);
-    return tc_pack8(v);
+// q4_K's 6-bit scale and min of sub-block j (0..7) from the 12 packed bytes held in three
+// words (bytes 0-3, 4-7, 8-11), as Elem<block_q4k>::scale_min reads them from memory.
+__host__ __device__ inline void tc_q4k_scale_min(uint32_t s0, uint32_t s1, uint32_t s2, int j,
+                                                 float &sc, float &m) {
+  const int shift = 8 * (j & 3);
+  const uint32_t b0 = (s0 >> shift) & 0xffu, b1 = (s1 >> shift) & 0xffu;
+  if (j < 4) {
+    sc = static_cast<float>(b0 & 63u);
+    m = static_cast<float>(b1 & 63u);
+  } else {
+    const uint32_t b2 = (s2 >> shift) & 0xffu;
+    sc = static_cast<float>((b2 & 0xfu) | ((b0 >> 6) << 4));
+    m = static_cast<float>((b2 >> 4) | ((b1 >> 6) << 4));
   }
-  __host__ __device__ static float scale(const W *, size_t, int, size_t, int) { return 1.0f; }
+}
+
+// q4_K in the split layout (Elem<block_q4k>): a value is d * sc[s] * q - dmin * m[s], q in
+// 0..15, s the 32-value sub-block = the K tile (k0 % 32 == 0, K % 256 == 0). A unit is 16
+// columns of one sub-block: 16 consecutive qs bytes (one 16-byte load), one nibble of each
+// (byte 32c + l: columns 64c + l, low nibble, and 64c + 32 + l, high nibble). The K tile of
+// the other nibble reads the same bytes again (from L1/L2).
+template <> struct TcLoad<phimoe_rt::block_q4k> {
+  using W = phimoe_rt::block_q4k;
+  static constexpr bool kSupported = true, kScaled = true, kMins = true;
+  static constexpr int kUnitValues = 16, kRowMultiple = phimoe_rt::kQK_K, kGroup = kTcBK;
+  __host__ __device__ static void load(const W *w, size_t, int K, size_t r, int k0, uint4 *dst) {
+    const size_t block = r * (K / 256) + k0 / 256;
+    const int j = k0 % 256, c = j / 64, l = j % 64; // l: 0, 16, 32 or 48
+    const Words q = load16(reinterpret_cast<const uint8_t *>(w) + block * 128 + 32 * c + l % 32);
+    const int shift = l < 32 ? 0 : 4;
+    uint32_t out[8];
+    for (int i = 0; i < 4; ++i)
+      tc_bytes_bf16((q.w[i] >> shift) & 0x0f0f0f0fu, 0.0f, out + 2 * i);
+    tc_store_units(out, 2, dst);
+  }
+  __host__ __device__ static TcScales scales(const W *w, size_t R, int K, size_t r, int k0) {
+    const size_t block = r * (K / 256) + k0 / 256;
+    const Words m = load16(Elem<W>::meta(w, R, K, block)); // d, dmin | scales[12]
+    float sc, mn;
+    tc_q4k_scale_min(m.w[1], m.w[2], m.w[3], (k0 % 256) / 32, sc, mn);
+    const float d = tc_f16_value(static_cast<uint16_t>(m.w[0] & 0xffffu));
+    const float dmin = tc_f16_value(static_cast<uint16_t>(m.w[0] >> 16));
+    return TcScales{{d * sc, 0.0f}, dmin * mn}; // both exact: 11-bit times 6-bit integers
+  }
+};
+
+// q6_K in the split layout (Elem<block_q6k>): a value is d * scales[j] * (q - 32), j the
+// 16-value sub-block, q - 32 in -32..31 (exact in bf16); a group is one m16n8k16 MMA's k16.
+// A unit is 16 columns 128n + 32t + l0 .. +15 (half n, quarter t, l0 = 0 or 16): 16 bytes of ql
+// (one nibble each) and the 16 qh bytes with their 2 high bits, two 16-byte loads.
+template <> struct TcLoad<phimoe_rt::block_q6k> {
+  using W = phimoe_rt::block_q6k;
+  static constexpr bool kSupported = true, kScaled = true, kMins = false;
+  static constexpr int kUnitValues = 16, kRowMultiple = phimoe_rt::kQK_K, kGroup = 16;
+  __host__ __device__ static void load(const W *w, size_t R, int K, size_t r, int k0,
+                                       uint4 *dst) {
+    const typename Elem<W>::Regions g = Elem<W>::regions(w, R, K);
+    const size_t block = r * (K / 256) + k0 / 256;
+    const int j = k0 % 256, n = j / 128, t = (j % 128) / 32, l0 = j % 32;
+    const Words lo = load16(g.ql + block * 128 + 64 * n + 32 * (t & 1) + l0);
+    const Words hi = load16(g.qh + block * 64 + 32 * n + l0);
+    uint32_t out[8];
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t low4 = (t < 2 ? lo.w[i] : lo.w[i] >> 4) & 0x0f0f0f0fu;
+      const uint32_t high2 = ((hi.w[i] >> (2 * t)) & 0x03030303u) << 4;
+      tc_bytes_bf16(low4 | high2, 32.0f, out + 2 * i);
+    }
+    tc_store_units(out, 2, dst);
+  }
+  __host__ __device__ static TcScales scales(const W *w, size_t R, int K, size_t r, int k0) {
+    const typename Elem<W>::Regions g = Elem<W>::regions(w, R, K);
+    const size_t block = r * (K / 256) + k0 / 256;
+    const int8_t *sc = g.scales + block * 16 + (k0 % 256) / 16; // the K tile's two sub-blocks
+    const float d = tc_f16_value(static_cast<uint16_t>(load_u16(g.d + 2 * block)));
+    return TcScales{{d * sc[0], d * sc[1]}, 0.0f}; // exact: 11-bit times 8-bit integers
+  }
 };
 
 // ---- fragments of mma.m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16") ------------
@@ -192,12 +299,15 @@ __device__ __forceinline__ void tc_mma(float (&d)[4], const uint32_t (&a)[4],
 #endif
 }
 
-// The shared memory of a block: split x tile, weight tile, the tile's scales, and which
-// global row each tile row reads (-1: none, zeros).
+// The shared memory of a block: split x tile, weight tile, the tile's scales (per group) and
+// mins, the sums of the x tile's rows (for mins), and which global row each tile row reads
+// (-1: none, zeros).
 template <int Terms> struct TcShared {
   alignas(16) uint16_t a[Terms][kTcBM][kTcStride];
   alignas(16) uint16_t b[kTcBN][kTcStride];
-  float scale[kTcBN];
+  float scale[kTcBK / 16][kTcBN];
+  float min[kTcBN];
+  float xsum[kTcBM]; // sum over the K tile of the split x (hi + lo) of each tile row
   int a_rows[kTcBM]; // row of x (row stride K)
   int b_rows[kTcBN]; // row of W
 };
@@ -205,7 +315,8 @@ template <int Terms> struct TcShared {
 // The phases of a block's work are __host__ __device__ functions of (thread or warp, lane), so
 // that test/gpu/tc_host_test.cu runs the whole data flow on the CPU (with an emulated MMA).
 
-// Thread tid's share of loading K tile k0 into s (the split x rows, the weight units, scales).
+// Thread tid's share of loading K tile k0 into s (the split x rows, the weight units, scales
+// and mins).
 #pragma nv_exec_check_disable
 template <class W, long long R, int K, int Terms>
 __host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x, const W *w, int k0,
@@ -219,16 +330,41 @@ __host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x,
     for (int t = 0; t < Terms; ++t)
       s.a[t][m][kk] = parts[t];
   }
-  for (int u = tid; u < kTcBN * kTcBK / 8; u += kTcThreads) {
-    const int n = u / (kTcBK / 8), ku = u % (kTcBK / 8), row = s.b_rows[n];
-    const uint4 v = row >= 0 ? L::unit(w, R, K, static_cast<size_t>(row), k0 + 8 * ku)
-                             : make_uint4(0u, 0u, 0u, 0u);
-    *reinterpret_cast<uint4 *>(&s.b[n][8 * ku]) = v;
+  constexpr int V = L::kUnitValues, kPerRow = kTcBK / V;
+  for (int u = tid; u < kTcBN * kPerRow; u += kTcThreads) {
+    const int n = u / kPerRow, ku = u % kPerRow, row = s.b_rows[n];
+    uint4 v[V / 8];
+    if (row >= 0)
+      L::load(w, R, K, static_cast<size_t>(row), k0 + V * ku, v);
+    else
+      for (int i = 0; i < V / 8; ++i)
+        v[i] = make_uint4(0u, 0u, 0u, 0u);
+    for (int i = 0; i < V / 8; ++i) // 16-byte aligned: rows of 80 bytes, units of 16 or 32
+      *reinterpret_cast<uint4 *>(&s.b[n][V * ku + 8 * i]) = v[i];
   }
   if constexpr (L::kScaled)
-    for (int n = tid; n < kTcBN; n += kTcThreads)
-      s.scale[n] =
-          s.b_rows[n] >= 0 ? L::scale(w, R, K, static_cast<size_t>(s.b_rows[n]), k0) : 0.0f;
+    for (int n = tid; n < kTcBN; n += kTcThreads) {
+      const TcScales f = s.b_rows[n] >= 0
+                             ? L::scales(w, R, K, static_cast<size_t>(s.b_rows[n]), k0)
+                             : TcScales{{0.0f, 0.0f}, 0.0f};
+      for (int g = 0; g < kTcBK / L::kGroup; ++g)
+        s.scale[g][n] = f.scale[g];
+      s.min[n] = f.min;
+    }
+}
+
+// For storages with mins, after the tile is loaded: xsum[m] = the sum of tile row m's split x
+// (all terms, so that min * xsum is exactly what the mins contribute to the MMAs' products of
+// the same x), in fp32; thread tid's share (warps 0 and 1 take a row each).
+template <int Terms>
+__host__ __device__ inline void tc_row_sums(TcShared<Terms> &s, int tid) {
+  for (int m = tid; m < kTcBM; m += kTcThreads) {
+    float sum = 0.0f;
+    for (int t = Terms - 1; t >= 0; --t) // the small terms first
+      for (int kk = 0; kk < kTcBK; ++kk)
+        sum += tc_bf16_value(s.a[t][m][kk]);
+    s.xsum[m] = sum;
+  }
 }
 
 // Register j of the A fragment of term t, MMA rows row0 .. row0+15, k ks .. ks+15; of the B
@@ -254,14 +390,15 @@ __host__ __device__ inline uint32_t tc_b_reg(const TcShared<Terms> &s, int n0, i
 #endif
 }
 
-// The MMAs of one K tile of warp `warp` into part (zeroed by the caller). Device only (mma.sync
-// is warp-collective); tc_host_test.cu emulates the same loop.
+// The MMAs of k ks0 .. ks1 - 1 of the K tile (a group: the whole tile, or one k16 step) of warp
+// `warp` into part (zeroed by the caller). Device only (mma.sync is warp-collective);
+// tc_host_test.cu emulates the same loop.
 template <int Terms>
 __device__ __forceinline__ void tc_tile_mma(const TcShared<Terms> &s, int warp, int lane,
-                                            float (&part)[2][4][4]) {
+                                            float (&part)[2][4][4], int ks0, int ks1) {
   const int wm = warp >> 1, wn = warp & 1;
 #pragma unroll
-  for (int ks = 0; ks < kTcBK; ks += 16) {
+  for (int ks = ks0; ks < ks1; ks += 16) {
     uint32_t bf[4][2];
 #pragma unroll
     for (int ni = 0; ni < 4; ++ni)
@@ -283,10 +420,12 @@ __device__ __forceinline__ void tc_tile_mma(const TcShared<Terms> &s, int warp, 
   }
 }
 
-// acc += part (times the tile's scale of the column, for scaled storages), in fp32.
+// acc += part of group g, in fp32: for scaled storages times the group's scale of the column,
+// and for storages with mins minus min (column) * xsum (row), the K tile's offset.
 template <class W, int Terms>
 __host__ __device__ inline void tc_accumulate(const TcShared<Terms> &s, int warp, int lane,
-                                              const float (&part)[2][4][4], float (&acc)[2][4][4]) {
+                                              const float (&part)[2][4][4], float (&acc)[2][4][4],
+                                              int g) {
 #pragma unroll
   for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
@@ -294,8 +433,11 @@ __host__ __device__ inline void tc_accumulate(const TcShared<Terms> &s, int warp
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
         float v = part[mi][ni][c];
+        const int col = tc_tile_col(warp, lane, ni, c);
         if constexpr (TcLoad<W>::kScaled)
-          v *= s.scale[tc_tile_col(warp, lane, ni, c)];
+          v *= s.scale[g][col];
+        if constexpr (TcLoad<W>::kMins) // kGroup == kTcBK: one group, one min per K tile
+          v -= s.min[col] * s.xsum[tc_tile_row(warp, lane, mi, c)];
         acc[mi][ni][c] += v;
       }
 }
@@ -313,17 +455,27 @@ __host__ __device__ inline void tc_zero(float (&v)[2][4][4]) {
 template <class W, long long R, int K, int Terms>
 __device__ __forceinline__ void tc_mainloop(TcShared<Terms> &s, const float *x, const W *w,
                                             float (&acc)[2][4][4]) {
-  static_assert(TcLoad<W>::kSupported, "tc_mainloop: no tensor-core loader for this storage");
-  static_assert(!TcLoad<W>::kScaled || K % kTcBK == 0, "tc_mainloop: scaled tiles: K % 32");
+  using L = TcLoad<W>;
+  static_assert(tc_supported<W, K>(), "tc_mainloop: no tensor-core loader for this storage and K");
+  static_assert(!L::kScaled || K % kTcBK == 0, "tc_mainloop: scaled tiles: K % 32");
+  static_assert(L::kGroup == kTcBK || L::kGroup == 16, "tc_mainloop: groups of 32 or 16 values");
+  static_assert(!L::kMins || L::kGroup == kTcBK, "tc_mainloop: mins need one group per K tile");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   tc_zero(acc);
   for (int k0 = 0; k0 < K; k0 += kTcBK) {
     tc_load_tile<W, R, K, Terms>(s, x, w, k0, threadIdx.x);
     __syncthreads();
-    float part[2][4][4];
-    tc_zero(part);
-    tc_tile_mma(s, warp, lane, part);
-    tc_accumulate<W>(s, warp, lane, part, acc);
+    if constexpr (L::kMins)
+      tc_row_sums(s, threadIdx.x);
+#pragma unroll
+    for (int g = 0; g < kTcBK / L::kGroup; ++g) {
+      float part[2][4][4];
+      tc_zero(part);
+      tc_tile_mma(s, warp, lane, part, g * L::kGroup, (g + 1) * L::kGroup);
+      if constexpr (L::kMins)
+        __syncthreads(); // xsum is written
+      tc_accumulate<W>(s, warp, lane, part, acc, g);
+    }
     __syncthreads(); // the tiles are overwritten by the next step
   }
 }

@@ -10,8 +10,8 @@
 //
 // Decode (n <= kGemvMaxRows rows) multiplies with a warp per output row, 16-byte loads of
 // weights and the input row staged in shared memory in the order the loads use it;
-// longer prompts with tensor cores (gemm_tc.cuh: bf16 and q8_0 weights) or, for the other
-// storages, a shared-memory tiled kernel that converts weight tiles to float.
+// longer prompts with tensor cores (gemm_tc.cuh: bf16, q8_0, q4_K and q6_K weights) or, for f32
+// and f16, a shared-memory tiled kernel that converts weight tiles to float.
 // The MoE reads the expert ids its router kernel wrote on the device: no host sync; prefill
 // runs it as grouped-expert GEMMs (moe_grouped.cuh).
 #ifndef PHIMOE_CUDA_KERNELS_CUH
@@ -552,7 +552,7 @@ void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, floa
     (void)configured;
     dim3 grid(detail::blocks_for(N, detail::gemv_rows<N>()), n);
     detail::gemv_kernel<N, K, W, B><<<grid, detail::kThreads, smem, ctx.stream>>>(x, w, bias, out);
-  } else if constexpr (detail::TcLoad<W>::kSupported) {
+  } else if constexpr (detail::tc_supported<W, K>()) {
     detail::gemm_tc<N, K, W, B>(ctx.stream, x, n, w, bias, out); // tensor cores (gemm_tc.cuh)
   } else {
     dim3 grid(detail::blocks_for(N, 64), detail::blocks_for(n, 32));
@@ -664,7 +664,7 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
   detail::router_kernel<E, H, R><<<n, detail::kThreads, router_smem, ctx.stream>>>(x, router, eps,
                                                                                    ctx.routes);
   PHIMOE_CUDA_CHECK_LAUNCH();
-  if constexpr (detail::TcLoad<GU>::kSupported && detail::TcLoad<DW>::kSupported) {
+  if constexpr (detail::tc_supported<GU, H>() && detail::tc_supported<DW, I>()) {
     if (n > detail::kGemvMaxRows) { // prefill: grouped-expert GEMMs (moe_grouped.cuh)
       detail::moe_grouped<E, H, I>(ctx, x, n, gate_up, down, out);
       PHIMOE_CUDA_CHECK_LAUNCH();

@@ -5,7 +5,7 @@
 // Nothing waits for the host: the grids are sized for the worst case and idle tiles exit.
 // Every value is written once by one thread (no float atomics): results do not depend on
 // scheduling. Included by kernels.cuh after gemm_tc.cuh; moe_sparsemixer() picks it for more
-// than kGemvMaxRows rows when both expert weights have a TcLoad.
+// than kGemvMaxRows rows when both expert weights take the tensor-core path (tc_supported).
 //
 // Workspace (Context): routes [n] (the router's), moe_pairs [2n] (pair ids p = 2t + slot,
 // grouped by expert, in increasing p within an expert), moe_plan [3E + 1] (counts[E],
