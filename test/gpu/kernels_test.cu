@@ -89,6 +89,9 @@ std::vector<float> fast_random_floats(size_t n, float scale) {
 using phimoe_test::Weight;
 template <class W> Weight<W> make_weight(size_t rows, size_t k) {
   const bool big = rows * k > (size_t(1) << 24);
+  if constexpr (std::is_same<W, block_q4k>::value || std::is_same<W, block_q6k>::value)
+    if (big) // random blocks: the k-quant quantizers are too slow for 10^8-10^9 values
+      return phimoe_test::random_blocks<W>(rows, k, rng());
   return phimoe_test::store_weight<W>(
       big ? fast_random_floats(rows * k, 0.35f) : random_floats(rows * k, 0.2f), rows, k);
 }
@@ -405,11 +408,11 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
                            reinterpret_cast<const W *>(dgu), reinterpret_cast<const W *>(dd),
                            0.01f, out);
   const bool grouped =
-      n > detail::kGemvMaxRows && detail::TcLoad<W>::kSupported; // moe_sparsemixer's choice
+      n > detail::kGemvMaxRows && detail::tc_supported<W, H>() && detail::tc_supported<W, I>();
   char label[128];
   std::snprintf(label, sizeof label, "moe_sparsemixer<%d,%d,%d> %s n=%d%s (%d empty, max %d)", E,
                 H, I, name, n, grouped ? " grouped" : "", empty, most);
-  // Grouped (tensor cores): x and act split in two bf16 (2^-16 each), q8_0 scales exact.
+  // Grouped (tensor cores): x and act split in two bf16 (2^-16 each), q8_0/q4_K/q6_K exact.
   check(label, download(out, want.size()), want, grouped ? 2e-5 : 1e-4);
   if (grouped) { // the bucket kernel against moe_bucket_serial on the device's routes
     std::vector<DeviceRoute> got_routes(n);
@@ -468,6 +471,17 @@ int main() {
     test_linear<70, 64, block_q8_0>("q8_0 tc", 9, false);
     test_linear<200, 4096, block_q8_0>("q8_0 tc (hidden width)", 515, false);
     test_linear<136, 6400, block_q8_0>("q8_0 tc (expert width)", 77, false);
+    // q4_K and q6_K on tensor cores (n > 8): integer quants in the tiles, scales (and q4_K's
+    // mins) applied to the fp32 partial sums: as exact as bf16 and q8_0.
+    for (int n : {9, 100, 515}) {
+      test_linear<70, 256, block_q4k>("q4k tc", n, true);
+      test_linear<70, 256, block_q6k>("q6k tc", n, n == 9);
+    }
+    test_linear<130, 4096, block_q4k>("q4k tc (hidden width)", 515, true);
+    test_linear<64, 4096, block_q4k>("q4k tc (hidden width)", 9, false);
+    test_linear<96, 6400, block_q4k>("q4k tc (expert width)", 100, false);
+    test_linear<300, 4096, block_q6k>("q6k tc (LM head width)", 515, false);
+    test_linear<64, 6400, block_q6k>("q6k tc (expert width)", 100, false);
     test_linear<72, 80, f16>("f16 (float GEMM)", 100, true);
     test_embed<50, 64, bf16>("embed bf16");
     test_embed<50, 64, block_q8_0>("embed q8_0");
@@ -503,6 +517,10 @@ int main() {
     test_moe<4, 64, 128, float>("f32 (no tensor cores)", 20);
     test_moe<16, 4096, 6400, bf16>("bf16 (Phi-3.5-MoE widths)", 9);
     test_moe<16, 4096, 6400, block_q8_0>("q8_0 (Phi-3.5-MoE widths)", 12);
+    test_moe<16, 256, 512, block_q4k>("q4k", 100);
+    test_moe<16, 256, 512, block_q4k>("q4k (expert 3 in every row)", 130, 3, 5.0f);
+    test_moe<4, 512, 256, block_q6k>("q6k", 40);
+    test_moe<16, 4096, 6400, block_q4k>("q4k (Phi-3.5-MoE widths)", 100);
   } catch (const std::exception &e) {
     std::printf("FAIL: %s\n", e.what());
     return 1;
