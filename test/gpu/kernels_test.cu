@@ -460,7 +460,7 @@ int main() {
     test_linear<96, 6400, block_q4k>("q4k (expert width)", 3, false);
     test_linear<300, 4096, block_q6k>("q6k (LM head width)", 1, false);
     test_linear<64, 6400, block_q6k>("q6k (expert width)", 12, false);
-    // Tensor cores (n > 8, bf16 and q8_0): N and K multiples of the tiles (64, 32) and not,
+    // Tensor cores (n > 8; bf16 and q8_0 here): N and K multiples of the tiles (64, 32) and not,
     // K not a multiple of the 8-value units (bf16), one or many row tiles.
     test_linear<128, 128, bf16>("bf16 tc (tile multiples)", 64, false);
     test_linear<100, 37, bf16>("bf16 tc (K % 8 != 0)", 9, true);

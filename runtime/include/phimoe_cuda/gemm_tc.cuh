@@ -20,7 +20,8 @@
 //
 // Tiles: a block of 128 threads (4 warps, 2 x 2) computes 64 rows x 64 columns, K in steps of
 // 32; each warp 32 x 32 = 2 (m16) x 4 (n8) MMA tiles. Shared memory holds the split x tile
-// (kTcXTerms x 64 x 32 bf16), the weight tile (64 x 32 bf16) and the scales; rows are padded to
+// (kTcXTerms x 64 x 32 bf16), the weight tile (64 x 32 bf16), the scales, mins and row sums of
+// x (q4_K); rows are padded to
 // 40 bf16 (80 bytes), so that the fragment loads (8 rows x 4 words per warp) hit 32 distinct
 // banks and 16-byte stores of weight units stay aligned. Loads are single-stage (no cp.async):
 // correctness first.
