@@ -356,7 +356,7 @@ __host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x,
 
 // For storages with mins, after the tile is loaded: xsum[m] = the sum of tile row m's split x
 // (all terms, so that min * xsum is exactly what the mins contribute to the MMAs' products of
-// the same x), in fp32; thread tid's share (warps 0 and 1 take a row each).
+// the same x), in fp32; thread tid's share (threads 0 .. 63, warps 0 and 1: a row each).
 template <int Terms>
 __host__ __device__ inline void tc_row_sums(TcShared<Terms> &s, int tid) {
   for (int m = tid; m < kTcBM; m += kTcThreads) {
