@@ -19,9 +19,7 @@
 // Negative controls: q4_K / q6_K bytes read by a loader with one deliberate bug in the scales
 // or mins. The emulated GEMM and MoE must fail with every one of them.
 enum class Bug { kNoMin, kMinSign, kOtherSubBlock, kSwapHalves, kScaleOfGroup0 };
-template <class Base, Bug B> struct Mutant {
-  Base block;
-};
+template <class Base, Bug B> struct Mutant { Base block; };
 namespace phimoe_cuda::detail {
 template <class Base, Bug B> struct TcLoad<Mutant<Base, B>> {
   using L = TcLoad<Base>;
@@ -502,12 +500,8 @@ void emu_mainloop(TcShared<Terms> &s, const float *x, const W *w, Frag (&acc)[4]
 
 // A [rows, k] weight as the CUDA pack stores it, and the values it stands for (a mutant's:
 // those of its base storage). q4_K and q6_K get a scale and offset per sub-block.
-template <class W> struct StoredAs {
-  using type = W;
-};
-template <class Base, Bug B> struct StoredAs<Mutant<Base, B>> {
-  using type = Base;
-};
+template <class W> struct StoredAs { using type = W; };
+template <class Base, Bug B> struct StoredAs<Mutant<Base, B>> { using type = Base; };
 template <class W> struct HostWeight {
   std::vector<uint8_t> bytes;
   std::vector<float> values;
@@ -723,10 +717,10 @@ int main() {
   // Negative controls: one bug in the scales or mins each, the same comparisons must fail.
   emu_gemm<40, 512, Mutant<block_q4k, Bug::kNoMin>>("q4k, mins dropped", 20, 1e-5, 0.0f, true);
   emu_gemm<40, 512, Mutant<block_q4k, Bug::kMinSign>>("q4k, mins added", 20, 1e-5, 0.0f, true);
-  emu_gemm<40, 512, Mutant<block_q4k, Bug::kOtherSubBlock>>("q4k, the other nibble's sub-block",
-                                                             20, 1e-5, 0.0f, true);
-  emu_gemm<33, 256, Mutant<block_q6k, Bug::kSwapHalves>>("q6k, k16 groups' scales swapped", 9,
-                                                         1e-5, 0.0f, true);
+  emu_gemm<40, 512, Mutant<block_q4k, Bug::kOtherSubBlock>>("q4k, the other nibble's sub-block", 20,
+                                                            1e-5, 0.0f, true);
+  emu_gemm<33, 256, Mutant<block_q6k, Bug::kSwapHalves>>("q6k, k16 groups' scales swapped", 9, 1e-5,
+                                                         0.0f, true);
   emu_gemm<33, 256, Mutant<block_q6k, Bug::kScaleOfGroup0>>("q6k, one scale per K tile", 9, 1e-5,
                                                             0.0f, true);
   emu_moe<6, 96, 200, bf16>("bf16, expert 0 in no row", 40, -1, 0);

@@ -1,7 +1,8 @@
 // gemm_tc.cuh - the tensor-core GEMM of prefill: out[n, N] = x[n, K] . W^T + bias with
 // mma.sync m16n8k16 (bf16 inputs, fp32 accumulation), for W in bf16, q8_0, q4_K or q6_K (any
-// storage that gives a TcLoad below). Included by kernels.cuh after Elem and blocks_for; linear() picks it
-// for more than kGemvMaxRows rows. moe_grouped.cuh runs the same main loop over gathered rows.
+// storage that gives a TcLoad below). Included by kernels.cuh after Elem and blocks_for; linear()
+// picks it for more than kGemvMaxRows rows. moe_grouped.cuh runs the same main loop over gathered
+// rows.
 //
 // Precision. Activations are float: each is split into kTcXTerms bf16 terms (x = hi + lo + ...,
 // each term the bf16 rounding of what the previous left), and every term is multiplied with the
@@ -245,8 +246,7 @@ template <> struct TcLoad<phimoe_rt::block_q6k> {
   using W = phimoe_rt::block_q6k;
   static constexpr bool kSupported = true, kScaled = true, kMins = false;
   static constexpr int kUnitValues = 16, kRowMultiple = phimoe_rt::kQK_K, kGroup = 16;
-  __host__ __device__ static void load(const W *w, size_t R, int K, size_t r, int k0,
-                                       uint4 *dst) {
+  __host__ __device__ static void load(const W *w, size_t R, int K, size_t r, int k0, uint4 *dst) {
     const typename Elem<W>::Regions g = Elem<W>::regions(w, R, K);
     const size_t block = r * (K / 256) + k0 / 256;
     const int j = k0 % 256, n = j / 128, t = (j % 128) / 32, l0 = j % 32;
@@ -345,9 +345,8 @@ __host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x,
   }
   if constexpr (L::kScaled)
     for (int n = tid; n < kTcBN; n += kTcThreads) {
-      const TcScales f = s.b_rows[n] >= 0
-                             ? L::scales(w, R, K, static_cast<size_t>(s.b_rows[n]), k0)
-                             : TcScales{{0.0f, 0.0f}, 0.0f};
+      const TcScales f = s.b_rows[n] >= 0 ? L::scales(w, R, K, static_cast<size_t>(s.b_rows[n]), k0)
+                                          : TcScales{{0.0f, 0.0f}, 0.0f};
       for (int g = 0; g < kTcBK / L::kGroup; ++g)
         s.scale[g][n] = f.scale[g];
       s.min[n] = f.min;
@@ -357,8 +356,7 @@ __host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x,
 // For storages with mins, after the tile is loaded: xsum[m] = the sum of tile row m's split x
 // (all terms, so that min * xsum is exactly what the mins contribute to the MMAs' products of
 // the same x), in fp32; thread tid's share (threads 0 .. 63, warps 0 and 1: a row each).
-template <int Terms>
-__host__ __device__ inline void tc_row_sums(TcShared<Terms> &s, int tid) {
+template <int Terms> __host__ __device__ inline void tc_row_sums(TcShared<Terms> &s, int tid) {
   for (int m = tid; m < kTcBM; m += kTcThreads) {
     float sum = 0.0f;
     for (int t = Terms - 1; t >= 0; --t) // the small terms first
