@@ -95,7 +95,8 @@ std::string cmakeLists(const std::string &arch, const std::string &description) 
          "\n"
          "add_executable(kernels_test tests/kernels_test.cu runtime/cpu/convert.cpp\n"
          "  runtime/quant/quant.cpp runtime/quant/q4k.cpp runtime/quant/q6k.cpp)\n"
-         "target_include_directories(kernels_test PRIVATE runtime/include)\n";
+         "target_include_directories(kernels_test PRIVATE runtime/include)\n"
+         "target_link_libraries(kernels_test PRIVATE Threads::Threads)\n";
 }
 
 } // namespace

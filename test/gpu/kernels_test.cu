@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <thread>
 #include <vector>
 
 using namespace phimoe_cuda;
@@ -85,6 +86,21 @@ std::vector<float> fast_random_floats(size_t n, float scale) {
   return v;
 }
 
+// fn(i) for i in [0, n) on all cores: the double-precision references of the larger cases
+// (10^9-10^10 multiply-adds) would otherwise dominate the GPU session's time.
+template <class Fn> void parallel_for(int n, Fn fn) {
+  const int threads =
+      std::max(1, std::min<int>(n, static_cast<int>(std::thread::hardware_concurrency())));
+  std::vector<std::thread> pool;
+  for (int w = 0; w < threads; ++w)
+    pool.emplace_back([&, w] {
+      for (int i = w; i < n; i += threads)
+        fn(i);
+    });
+  for (std::thread &t : pool)
+    t.join();
+}
+
 // A [rows, k] weight in storage W as the CUDA pack holds it and the values it stands for.
 using phimoe_test::Weight;
 template <class W> Weight<W> make_weight(size_t rows, size_t k) {
@@ -100,13 +116,14 @@ template <int N, int K, class W> void test_linear(const char *name, int n, bool 
   Weight<W> w = make_weight<W>(N, K);
   std::vector<float> x = random_floats(static_cast<size_t>(n) * K), b = random_floats(N, 0.1f);
   std::vector<double> want(static_cast<size_t>(n) * N);
-  for (int t = 0; t < n; ++t)
+  parallel_for(n, [&](int t) {
     for (int r = 0; r < N; ++r) {
       double s = bias ? b[r] : 0.0;
       for (int k = 0; k < K; ++k)
         s += static_cast<double>(x[t * K + k]) * w.values[static_cast<size_t>(r) * K + k];
       want[static_cast<size_t>(t) * N + r] = s;
     }
+  });
   Context ctx;
   uint8_t *dw = upload(w.bytes);
   float *dx = upload(x), *db = upload(b), *out = device<float>(want.size());
@@ -353,7 +370,7 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
   std::vector<float> x = random_floats(static_cast<size_t>(n) * H, 1.0f, favour >= 0 ? 2.0f : 0.0f);
   std::vector<double> want(static_cast<size_t>(n) * H);
   std::vector<DeviceRoute> routes(n);
-  for (int t = 0; t < n; ++t) {
+  parallel_for(n, [&](int t) {
     float logits[E];
     for (int e = 0; e < E; ++e) {
       double s = 0;
@@ -383,7 +400,7 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
       }
       want[static_cast<size_t>(t) * H + h] = r.w1 * y1 + r.w2 * y2;
     }
-  }
+  });
   // The buckets the grouped path must make (from the reference routes), and what they cover.
   std::vector<int> plan(detail::moe_plan_ints(E)), pairs(2 * n);
   detail::moe_bucket_serial(routes.data(), n, E, detail::kTcBM, plan.data(), pairs.data());

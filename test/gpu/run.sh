@@ -38,7 +38,7 @@ if [ -n "$artifacts" ] && [ -x "$artifacts/kernels_test" ] &&
   echo "(kernels_test prebuilt for $arch by gpu_oracle.py prepare)"
   test_bin=$artifacts/kernels_test
 elif [ -x "$cuda/bin/nvcc" ]; then
-  "$cuda/bin/nvcc" -std=c++17 -O2 -arch="$arch" -I"$root/runtime/include" \
+  "$cuda/bin/nvcc" -std=c++17 -O2 -arch="$arch" -Xcompiler -pthread -I"$root/runtime/include" \
     "$root/test/gpu/kernels_test.cu" "$root/runtime/cpu/convert.cpp" "$root/runtime/quant/quant.cpp" \
     "$root/runtime/quant/q4k.cpp" "$root/runtime/quant/q6k.cpp" \
     -o "$test_bin"
