@@ -285,17 +285,47 @@ def prepare(args):
             HERE / "gpu" / "copy_bw.cu", "-o", bundle / "tools" / "copy_bw"])
     if args.llama:
         sh(["bash", HERE / "llamacpp_cuda.sh", "pack", bundle / "llama"], timeout=900)
+    tree = working_tree_bytes()
+    if args.llama and tree + dir_bytes(bundle) > CARRY_LIMIT and \
+            (bundle / "llama" / "llama-cuda.tar.xz").is_file():
+        # The prebuilt tools stay; of the source, only what the GGUF conversion reads.
+        log("over the carry limit: llama.cpp's source packed for the conversion only")
+        sh(["bash", HERE / "llamacpp_cuda.sh", "pack-convert", bundle / "llama"])
+        manifest["llama_source"] = "conversion only (no build there)"
     sizes = {str(p.relative_to(bundle)): p.stat().st_size for p in sorted(bundle.rglob("*"))
              if p.is_file()}
+    manifest["working_tree_bytes"] = tree
+    if tree + sum(sizes.values()) > CARRY_LIMIT:
+        log(f"WARNING: working tree {tree / 2**20:.1f} MiB + bundle "
+            f"{sum(sizes.values()) / 2**20:.1f} MiB is over the 64 MiB a device call carries")
     manifest["bytes"] = sum(sizes.values())
     manifest["largest"] = dict(sorted(sizes.items(), key=lambda kv: -kv[1])[:8])
     (bundle / "manifest.json").write_text(json.dumps(manifest, indent=1) + "\n")
-    log(f"bundle {bundle}: {manifest['bytes'] / 2**20:.1f} MiB "
-        f"(working tree + carried paths must stay under 64 MiB); quants {manifest['quants']}, "
-        f"skipped {list(manifest['skipped'])}")
+    log(f"bundle {bundle}: {manifest['bytes'] / 2**20:.1f} MiB, working tree "
+        f"{tree / 2**20:.1f} MiB (together under 64 MiB for the device call); quants "
+        f"{manifest['quants']}, skipped {list(manifest['skipped'])}")
     for k, v in manifest["largest"].items():
         log(f"  {v / 2**20:8.2f} MiB  {k}")
     return manifest
+
+
+CARRY_LIMIT = 62 << 20  # the device call carries 64 MiB: working tree + carried paths
+
+
+def working_tree_bytes():
+    """Bytes of what a device call sends besides the carried paths: tracked files and untracked
+    files git does not ignore."""
+    try:
+        out = subprocess.run(["git", "-C", ROOT, "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return 0
+    total = 0
+    for name in out.decode().split("\0"):
+        f = ROOT / name
+        if name and f.is_file() and not f.is_symlink():
+            total += f.stat().st_size
+    return total
 
 
 def tmp_build_dir(bundle, name):
@@ -429,7 +459,7 @@ class Runner:
             self.llama_bin = pathlib.Path(self.args.llama_bin)
         elif not self.llama_ok() and not self.dry:
             self.llama_bin = None
-            if self.gguf_py:
+            if self.gguf_py and (self.gguf_py / "CMakeLists.txt").is_file():
                 self.note("prebuilt llama.cpp tools do not run here: building them from the "
                           f"carried source with {self.jobs} jobs (in the background)")
                 build = self.work / "llama-build"
@@ -439,6 +469,9 @@ class Runner:
                     env=dict(os.environ, LLAMA_CPP_JOBS=str(max(2, self.jobs - 4))))
                 self.llama_build_dir = build
                 self.llama_build_t0 = time.time()
+            else:
+                self.note("no llama.cpp tools that run and no source to build them: "
+                          "no llama.cpp rows")
         # Our projects: built here when the prebuilt binaries do not run (in parallel).
         if fallback and not self.dry:
             self.note(f"building phimoe-bin here for {fallback} (prebuilt missing or not running)")

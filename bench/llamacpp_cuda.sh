@@ -11,6 +11,9 @@
 #           convert_hf_to_gguf.py for the GGUF conversion;
 #       DEST/llama-cuda.tar.xz: bin/ of the build made here by `build` (the two tools and the
 #           shared libraries they load, stripped), when that build exists.
+#   bench/llamacpp_cuda.sh pack-convert DEST
+#       DEST/llama-src.tar.xz with only what the GGUF conversion reads (gguf-py,
+#       convert_hf_to_gguf.py, conversion/): for when the whole source does not fit the carry.
 #
 # The build: CMake Release, shared libraries, GGML_CUDA=ON for CMAKE_CUDA_ARCHITECTURES
 # (default 90-real: sm_90 machine code only), GGML_NATIVE=OFF (the CPU of the build machine is
@@ -88,8 +91,23 @@ pack() {
   ls -l "$dest"/llama-*.tar.xz >&2
 }
 
+pack_convert() {
+  local dest=$1 src="$CACHE/src" tmp
+  mkdir -p "$dest"
+  tmp=$(mktemp -d)
+  trap 'rm -rf "$tmp"' RETURN
+  mkdir -p "$tmp/llama-src"
+  tar -C "$src" --exclude='*/__pycache__' -cf - gguf-py convert_hf_to_gguf.py conversion |
+    tar -C "$tmp/llama-src" -xf -
+  cp "$CACHE/llama.cpp-commit" "$tmp/llama-src/llama.cpp-commit"
+  tar -C "$tmp" -cJf "$dest/llama-src.tar.xz" llama-src
+  ls -l "$dest/llama-src.tar.xz" >&2
+}
+
 case "${1:-}" in
   build) [[ $# == 3 ]] || { echo "usage: $0 build SRC BUILD" >&2; exit 2; }; build "$2" "$3" ;;
   pack) [[ $# == 2 ]] || { echo "usage: $0 pack DEST" >&2; exit 2; }; pack "$2" ;;
-  *) sed -n '2,24p' "$0" >&2; exit 2 ;;
+  pack-convert) [[ $# == 2 ]] || { echo "usage: $0 pack-convert DEST" >&2; exit 2; }
+    pack_convert "$2" ;;
+  *) sed -n '2,27p' "$0" >&2; exit 2 ;;
 esac
