@@ -79,6 +79,9 @@ pack() {
       cp -L "$lib" "$tmp/llama-cuda/bin/"
     done
     strip --strip-unneeded "$tmp/llama-cuda/bin/"*
+    # The CUDA runtime they were linked with (small, redistributable); cuBLAS is too large to
+    # carry and is found there.
+    cp -L "$CUDA_HOME"/lib64/libcudart.so.[0-9]* "$tmp/llama-cuda/bin/" 2>/dev/null || true
     cp "$CACHE/llama.cpp-commit" "$tmp/llama-cuda/llama.cpp-commit"
     grep -E '^(CMAKE_CUDA_ARCHITECTURES|CMAKE_CXX_COMPILER|CMAKE_CUDA_COMPILER):' "$build/CMakeCache.txt" \
       > "$tmp/llama-cuda/build-info.txt" || true
