@@ -22,7 +22,7 @@ std::string GenerationStats::summary() const {
   return buf;
 }
 
-Generator::Generator(Session &session, const Tokenizer &tokenizer,
+Generator::Generator(ModelSession &session, const Tokenizer &tokenizer,
                      const SamplingParams &params, int vocab)
     : session_(session), tokenizer_(tokenizer), sampler_(params, vocab) {}
 

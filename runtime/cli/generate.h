@@ -4,7 +4,7 @@
 
 #include "phimoe_rt/chat.h"
 #include "phimoe_rt/sampler.h"
-#include "phimoe_rt/session.h"
+#include "phimoe_rt/model_session.h"
 #include "phimoe_rt/tokenizer.h"
 
 #include <cstdio>
@@ -23,7 +23,7 @@ struct GenerationStats {
 
 class Generator {
 public:
-  Generator(Session &session, const Tokenizer &tokenizer, const SamplingParams &params,
+  Generator(ModelSession &session, const Tokenizer &tokenizer, const SamplingParams &params,
             int vocab);
 
   // Runs `prompt` (appended to what the session holds, after keeping its
@@ -35,7 +35,7 @@ public:
                 GenerationStats &stats, std::string &error);
 
 private:
-  Session &session_;
+  ModelSession &session_;
   const Tokenizer &tokenizer_;
   Sampler sampler_;
 };

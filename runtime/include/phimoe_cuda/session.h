@@ -4,6 +4,7 @@
 #define PHIMOE_CUDA_SESSION_H
 
 #include "phimoe_cuda/runtime.h"
+#include "phimoe_rt/model_session.h"
 
 #include <map>
 #include <utility>
@@ -22,7 +23,7 @@ namespace phimoe_cuda {
 // from fixed device buffers. The first decode step of a session runs eagerly (it also sets
 // the kernels' one-time attributes, which are not captured). PHIMOE_CUDA_GRAPH=0 turns
 // graphs off.
-class Session {
+class Session final : public phimoe_rt::ModelSession {
 public:
   // Uploads `pack_bytes` bytes of weights (the data section of weights.phw) to the device.
   Session(const phimoe_rt::ModelInfo &info, const uint8_t *weights, int capacity);
@@ -30,14 +31,27 @@ public:
   Session(const Session &) = delete;
   Session &operator=(const Session &) = delete;
 
-  int capacity() const { return capacity_; }
-  int size() const { return static_cast<int>(tokens_.size()); }
+  int capacity() const override { return capacity_; }
+  int size() const override { return static_cast<int>(tokens_.size()); }
+  const std::vector<int32_t> &tokens() const override { return tokens_; }
 
   // Appends tokens and runs them; returns the logits of the last one ([vocab], host memory).
   // With `all_logits`, the logits of every appended position are added to it. Returns null
   // when the capacity would be exceeded.
-  const float *append(const int32_t *ids, int count, std::vector<float> *all_logits = nullptr);
-  void reset();
+  const float *append(const int32_t *ids, int count,
+                      std::vector<float> *all_logits = nullptr) override;
+  void reset() override;
+  // As phimoe_rt::Session::truncate: the device cache of the first n positions stays valid.
+  int truncate(int n) override {
+    if (n >= size())
+      return size();
+    if (rope_long_ && n <= info_.original_max_position) {
+      reset();
+      return 0;
+    }
+    tokens_.resize(n);
+    return n;
+  }
 
   // Decode graphs captured so far (for tests and the benchmark's report).
   int graphs_captured() const { return graphs_captured_; }

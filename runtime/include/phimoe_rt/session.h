@@ -2,6 +2,7 @@
 #ifndef PHIMOE_RT_SESSION_H
 #define PHIMOE_RT_SESSION_H
 
+#include "phimoe_rt/model_session.h"
 #include "phimoe_rt/runtime.h"
 
 #include <memory>
@@ -27,28 +28,23 @@ private:
   const uint8_t *data_ = nullptr;
 };
 
-// One sequence: its tokens, KV cache and buffers, all allocated up front.
+// One sequence on the CPU: its tokens, KV cache and buffers, all allocated up front.
 // The logits of position t are those of a fresh forward over tokens[0..t]:
 // the LongRoPE short set while t + 1 <= original_max_position, the long set
 // after; when a sequence first grows past that length, every cached position
-// is recomputed with the long set (as the reference does).
-class Session {
+// is recomputed with the long set (as the reference does). See ModelSession.
+class Session final : public ModelSession {
 public:
   Session(const ModelInfo &info, const uint8_t *weights, int threads, int capacity);
 
-  int capacity() const { return capacity_; }
-  int size() const { return static_cast<int>(tokens_.size()); }
-  const std::vector<int32_t> &tokens() const { return tokens_; }
+  int capacity() const override { return capacity_; }
+  int size() const override { return static_cast<int>(tokens_.size()); }
+  const std::vector<int32_t> &tokens() const override { return tokens_; }
 
-  // Appends tokens and runs them; returns the logits of the last one ([vocab]).
-  // With `all_logits`, the logits of every appended position are added to it
-  // (row-major [count, vocab]). Fails (returns null) when capacity is exceeded.
-  const float *append(const int32_t *ids, int count, std::vector<float> *all_logits = nullptr);
-  void reset();
-  // Keeps the first n tokens, whose cache stays valid; returns how many were
-  // kept (0 when the cache was computed with the long LongRoPE set and n is
-  // back within original_max_position, where a fresh forward uses the short set).
-  int truncate(int n);
+  const float *append(const int32_t *ids, int count,
+                      std::vector<float> *all_logits = nullptr) override;
+  void reset() override;
+  int truncate(int n) override;
 
 private:
   void run(int begin, int end, bool rope_long, std::vector<float> *all_logits);
