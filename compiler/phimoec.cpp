@@ -203,6 +203,23 @@ int compile(const CompileOptions &o) {
     llvm::sys::path::append(p, name);
     return std::string(p);
   };
+  // The tokenizer and generation settings travel with the binary (and with a project).
+  std::vector<std::string> copied;
+  auto copyTokenizer = [&]() -> llvm::Error {
+    for (const char *name : {"tokenizer.json", "tokenizer_config.json",
+                             "special_tokens_map.json", "generation_config.json",
+                             "tokenizer.model"}) {
+      llvm::SmallString<256> from(o.model);
+      llvm::sys::path::append(from, name);
+      if (!llvm::sys::fs::exists(from))
+        continue;
+      if (auto ec = llvm::sys::fs::copy_file(from, path(name)))
+        return llvm::createStringError(ec, "cannot copy " + std::string(from) + ": " +
+                                               ec.message());
+      copied.push_back(name);
+    }
+    return llvm::Error::success();
+  };
   if (!o.project.empty()) {
     // A source tree that builds phimoe-bin and phimoe-pack without phimoec (docs/cuda.md).
     auto plan = ::phimoe::packPlan(**module);
@@ -212,9 +229,12 @@ int compile(const CompileOptions &o) {
                               " --quant " + o.quant;
     if (auto e = ::phimoe::writeCudaProject(tmp, cpp, *plan, *cudaArch, description))
       return fail(std::move(e));
+    if (auto e = copyTokenizer())
+      return fail(std::move(e));
     nlohmann::json info = {
         {"model", o.model}, {"target", o.target}, {"quant", o.quant},
         {"scope", pipeline.scope.getValue()}, {"max_tokens", o.maxTokens}, {"project", true},
+        {"copied", copied},
         {"model_hash", (**module)->getAttrOfType<IntegerAttr>("phimoe.model_hash")
                            .getValue().getZExtValue()}};
     std::error_code ec;
@@ -253,18 +273,8 @@ int compile(const CompileOptions &o) {
                                          path("build.log")))
       return fail(std::move(e));
   }
-  // The tokenizer and generation settings travel with the binary.
-  std::vector<std::string> copied;
-  for (const char *name : {"tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-                           "generation_config.json", "tokenizer.model"}) {
-    llvm::SmallString<256> from(o.model);
-    llvm::sys::path::append(from, name);
-    if (!llvm::sys::fs::exists(from))
-      continue;
-    if (auto ec = llvm::sys::fs::copy_file(from, path(name)))
-      return fail("cannot copy " + std::string(from) + ": " + ec.message());
-    copied.push_back(name);
-  }
+  if (auto e = copyTokenizer())
+    return fail(std::move(e));
   {
     nlohmann::json info = {
         {"model", o.model}, {"target", o.target},

@@ -94,17 +94,102 @@ def test_cuda_errors(checkpoint, tmp_path, flags, message):
     assert not (tmp_path / "out").exists()
 
 
-def test_cuda_binary_without_gpu_fails_cleanly(checkpoint, tmp_path):
-    """Where no GPU (or driver) is, phimoe-bin says so with the failing call, not a crash."""
-    out = tmp_path / "out"
-    assert oracle.compile_model(checkpoint, out, "--target", "sm_90",
-                                "--quant", "bf16").returncode == 0
-    proc = subprocess.run([str(out / "phimoe-bin"), "--tokens", "1,2", "-n", "1"],
+EXAMPLE = oracle.ROOT / "examples" / "tiny-phimoe"  # a trained tiny model with a tokenizer
+
+
+@pytest.fixture(scope="module")
+def text_builds(tmp_path_factory):
+    """examples/tiny-phimoe compiled for sm_90 and for the CPU (f32): the CUDA phimoe-bin has
+    the CPU one's command line and tokenizer."""
+    root = tmp_path_factory.mktemp("cuda-text")
+    for name, flags in (("cuda", ["--target", "sm_90"]), ("cpu", [])):
+        proc = oracle.compile_model(EXAMPLE, root / name, "--quant", "f32", *flags)
+        assert proc.returncode == 0, proc.stderr
+    return root / "cuda", root / "cpu"
+
+
+def phimoe_bin(out, *args, stdin=None):
+    return subprocess.run([str(out / "phimoe-bin"), *map(str, args)], input=stdin,
                           capture_output=True, text=True, timeout=120)
-    if proc.returncode == 0:
+
+
+def gpu_present(cuda_out):
+    """Whether the CUDA phimoe-bin can run here (then test/gpu/run.sh checks its results)."""
+    return phimoe_bin(cuda_out, "--tokens", "1,2", "-n", "1").returncode == 0
+
+
+def test_cuda_binary_has_the_cpu_command_line(text_builds):
+    cuda, cpu = text_builds
+    proc = phimoe_bin(cuda, "--help")
+    assert proc.returncode == 0, proc.stderr
+    assert "(CUDA build)" in proc.stdout
+    for flag in ("-p,--prompt", "--temperature", "--top-k", "--top-p", "--min-p", "--seed",
+                 "--repeat-penalty", "--tokens", "--dump-logits", "--system", "chat", "tokenize",
+                 "detokenize", "bench", "serve", "--tokenizer", "--weights", "-c,--ctx-size"):
+        assert flag in proc.stdout, flag
+    # The same options and subcommands as a CPU build's, in the same words.
+    cpu_help = phimoe_bin(cpu, "--help").stdout
+    assert proc.stdout.replace("(CUDA build)", "").replace(str(cuda), "OUT").replace(
+        "worker threads of a CPU build (this build ignores it)", "worker threads") == \
+        cpu_help.replace("(CPU build)", "").replace(str(cpu), "OUT")
+    bench = phimoe_bin(cuda, "bench", "--help")
+    assert bench.returncode == 0
+    assert bench.stdout.replace(str(cuda), "OUT") == \
+        phimoe_bin(cpu, "bench", "--help").stdout.replace(str(cpu), "OUT")
+    for flag in ("-p,--n-prompt", "-n,--n-gen", "-r,--repetitions", "--json"):
+        assert flag in bench.stdout
+
+
+@pytest.mark.parametrize("args", [
+    ["tokenize", "Hello world, and God said"],
+    ["tokenize", "  two  spaces\nand a line \u00e9"],
+    ["detokenize", "1,450,3186,2989"],
+])
+def test_cuda_tokenize_equals_cpu_without_touching_the_device(text_builds, args):
+    """tokenize and detokenize need no GPU: they work here and print what the CPU build does;
+    the tokenizer files sit next to the CUDA phimoe-bin as next to the CPU one."""
+    cuda, cpu = text_builds
+    assert (cuda / "tokenizer.json").exists()
+    ours, theirs = phimoe_bin(cuda, *args), phimoe_bin(cpu, *args)
+    assert ours.returncode == 0 and theirs.returncode == 0, ours.stderr + theirs.stderr
+    assert ours.stdout == theirs.stdout and ours.stdout.strip()
+
+
+@pytest.mark.parametrize("args,message", [
+    ([], "nothing to do"),
+    (["-p", "x", "--tokens", "1"], "give one of -p, --tokens, chat"),
+    (["-p", "x", "--dump-logits", "l.npy"], "--dump-logits needs --tokens"),
+    (["-p", "x", "--temperature", "-1"], "--temperature"),
+    (["bench", "-r", "0"], "--repetitions"),
+    (["bench", "--frobnicate"], "--frobnicate"),
+    (["detokenize", "1,x"], "detokenize"),
+    (["-p", "x", "-c", "100000"], "exceeds the model's max_position_embeddings 512"),
+    (["-p", "x", "--weights", "/no/such/weights.phw"], "/no/such/weights.phw"),
+    (["-p", "x", "--tokenizer", "/no/such/dir"], "/no/such/dir"),
+])
+def test_cuda_argument_errors(text_builds, args, message):
+    """Bad command lines are refused, with a message, before any CUDA call: the same here and
+    on a GPU machine."""
+    proc = phimoe_bin(text_builds[0], *args)
+    assert proc.returncode != 0
+    assert message in proc.stderr, proc.stderr
+
+
+@pytest.mark.parametrize("args,stdin", [
+    (["-p", "And God said", "-n", "4"], None),
+    (["bench", "-p", "8", "-n", "4", "-r", "1", "--json"], None),
+    (["--tokens", "1,2", "-n", "1"], None),
+    (["chat"], "Hello\n"),
+])
+def test_cuda_commands_without_gpu_fail_cleanly(text_builds, args, stdin):
+    """Where no GPU (or driver) is, the commands that need one say so, not a crash."""
+    cuda = text_builds[0]
+    if gpu_present(cuda):
         pytest.skip("a GPU is present: test/gpu/run.sh checks the results")
-    assert "phimoe-bin: error: CUDA: " in proc.stderr and "session.cpp" in proc.stderr, \
-        proc.stderr
+    proc = phimoe_bin(cuda, *args, stdin=stdin)
+    assert proc.returncode == 1, proc.stderr
+    assert "phimoe-bin: error: CUDA: no CUDA device" in proc.stderr, proc.stderr
+    assert proc.stdout.strip() in ("", "And God said"), proc.stdout
 
 
 PACK = oracle.BUILD / "runtime" / "tools" / "phimoe-pack"
@@ -181,13 +266,21 @@ def test_phimoe_pack_errors(checkpoint, tmp_path):
         assert not (tmp_path / "w.phw").exists()
 
 
-def test_emitted_project_builds_without_phimoec(checkpoint, tmp_path):
+def test_emitted_project_builds_without_phimoec(tmp_path):
     """The project of --emit-project builds phimoe-bin, phimoe-pack and the kernel tests with
-    CMake and nvcc alone (what the GPU machine, which has no MLIR, does)."""
+    CMake and nvcc alone (what the GPU machine, which has no MLIR, does). Its phimoe-bin has the
+    whole command line: the project carries CLI11 and nlohmann-json (header-only) and the
+    checkpoint's tokenizer, and builds against its own copies."""
+    checkpoint = EXAMPLE
     project = tmp_path / "project"
     assert subprocess.run([str(oracle.PHIMOEC), "compile", str(checkpoint), "--target", "sm_90",
                            "--quant", "bf16", "--emit-project", str(project)]).returncode == 0
     assert (project / "CMakeLists.txt").read_text().startswith("# generated by phimoec")
+    for path in ("third_party/include/CLI/CLI.hpp", "third_party/include/nlohmann/json.hpp",
+                 "tokenizer.json", "tokenizer_config.json", "runtime/cli/cli.cpp"):
+        assert (project / path).is_file(), path
+    size = sum(f.stat().st_size for f in project.rglob("*") if f.is_file())
+    assert size < 4 << 20, f"the project is {size} bytes"
     build = project / "build"
     env = dict(os.environ, CUDACXX=str(NVCC))
     for cmd in (["cmake", "-S", str(project), "-B", str(build)],
@@ -201,3 +294,18 @@ def test_emitted_project_builds_without_phimoec(checkpoint, tmp_path):
                            str(checkpoint), str(build / "weights.phw")],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr
+    # It was compiled against the project's copies of CLI11 and nlohmann-json, not the ones
+    # installed here (the GPU machine may have none).
+    deps = "".join(f.read_text(errors="replace") for f in
+                   (build / "CMakeFiles" / "phimoe-bin.dir").rglob("*")
+                   if f.is_file() and (f.suffix == ".d" or f.name.endswith("depend.make")))
+    assert "third_party/include/CLI/App.hpp" in deps and "nlohmann/json.hpp" in deps, deps[:2000]
+    assert "/usr/include/CLI/" not in deps and "/usr/include/nlohmann/" not in deps
+    # The command line works without a GPU where it needs none: the tokenizer is next to it.
+    cpu = tmp_path / "cpu"
+    assert oracle.compile_model(checkpoint, cpu, "--quant", "bf16").returncode == 0
+    for args in (["tokenize", "And God said"], ["detokenize", "1,450,3186"]):
+        ours = subprocess.run([str(build / "phimoe-bin"), *args], capture_output=True, text=True)
+        theirs = subprocess.run([str(cpu / "phimoe-bin"), *args], capture_output=True, text=True)
+        assert ours.returncode == 0, ours.stderr
+        assert ours.stdout == theirs.stdout

@@ -11,10 +11,15 @@
           stored weights, the LongRoPE semantics of docs/compiling.md) when transformers is
           importable, and always with the CPU phimoe-bin's;
         - its greedy continuation with the CPU binary's (and transformers').
+      Then the command line (text cases, TEXT_QUANTS): examples/tiny-phimoe, a trained tiny
+      model with a tokenizer, as a CUDA build (phimoec's binary, and its --emit-project
+      project built and packed there): `-p` greedy text must equal the CPU phimoe-bin's,
+      and `bench --json` must print the CPU's keys with sane values.
       Exit status 0 when every case passes.
 
 DIR travels between the two (a few MB). Which machine runs which step: test/gpu/run.sh.
-$PHIMOE_ORACLE_CASES (space-separated names of CASES) restricts both steps to some cases.
+$PHIMOE_ORACLE_CASES (space-separated names of CASES, and text-f32, text-bf16 for the text
+cases) restricts both steps to some cases.
 """
 import json
 import os
@@ -64,10 +69,16 @@ PROJECT_CASES = ("q4k",)
 def selected_cases():
     """CASES, or those named in $PHIMOE_ORACLE_CASES (space-separated)."""
     names = os.environ.get("PHIMOE_ORACLE_CASES", "").split()
-    unknown = set(names) - set(CASES)
+    unknown = set(names) - set(CASES) - {f"text-{q}" for q in TEXT_QUANTS}
     if unknown:
         sys.exit(f"PHIMOE_ORACLE_CASES: unknown case(s) {sorted(unknown)}")
     return [(n, c) for n, c in CASES.items() if not names or n in names]
+
+
+def selected_text():
+    """TEXT_QUANTS, or those whose text-QUANT is named in $PHIMOE_ORACLE_CASES."""
+    names = os.environ.get("PHIMOE_ORACLE_CASES", "").split()
+    return [q for q in TEXT_QUANTS if not names or f"text-{q}" in names]
 
 
 def pack_table(path):
@@ -122,6 +133,19 @@ def write_rounded(case, build):
     save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
 
 
+# Text cases: examples/tiny-phimoe through phimoe-bin's command line.
+EXAMPLE = HERE.parent.parent / "examples" / "tiny-phimoe"
+TEXT_QUANTS = ("f32", "bf16")
+TEXT_PROMPT, TEXT_N = "And God said", 48
+
+
+def key_tree(value):
+    """The keys of a JSON object, recursively (what bench --json must share with the CPU's)."""
+    if isinstance(value, dict):
+        return {k: key_tree(v) for k, v in value.items()}
+    return None
+
+
 def build_project(case):
     """Builds case/project with CMake, packs case/src with its phimoe-pack; the binary."""
     project, build = case / "project", case / "project" / "build"
@@ -148,11 +172,42 @@ def run_bin(binary, tokens, n, dump, **kw):
     return ([int(t) for t in out.split(",")] if n and out else []), np.load(dump)
 
 
+def prepare_text(root, target):
+    """The text cases: the CPU build's greedy text and bench keys are recorded here; the CUDA
+    builds go to the GPU machine without weights (the project's phimoe-pack packs them there
+    from text-src, 10 MB, instead of 20 MB of f32 per build)."""
+    import oracle
+    src = root / "text-src"
+    if not src.exists():
+        shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("*.py", "*.md"))
+    if not selected_text():
+        return
+    for quant in selected_text():
+        case = root / f"text-{quant}"
+        cpu = case / "cpu"
+        for out, flags in ((case / "cuda", ["--target", target]), (cpu, [])):
+            proc = oracle.compile_model(src, out, "--quant", quant, *flags)
+            if proc.returncode != 0:
+                raise RuntimeError(f"text-{quant}: phimoec failed:\n{proc.stderr}")
+        (case / "cuda" / "weights.phw").unlink()
+        run([oracle.PHIMOEC, "compile", src, "--target", target, "--quant", quant,
+             "--emit-project", case / "project"])
+        text = run([cpu / "phimoe-bin", "-p", TEXT_PROMPT, "-n", TEXT_N, "--temperature", "0",
+                    "--no-display-prompt"]).stdout
+        bench = json.loads(run([cpu / "phimoe-bin", "bench", "-p", "16", "-n", "4", "-r", "1",
+                                "--json"]).stdout.strip().splitlines()[-1])
+        shutil.rmtree(cpu)
+        (case / "text.json").write_text(json.dumps(dict(cpu_text=text,
+                                                        bench_keys=key_tree(bench))))
+        print(f"prepared text-{quant}: cpu text {text[:40]!r}...")
+
+
 def prepare(root):
     import torch
     import oracle
     target = os.environ.get("PHIMOE_CUDA_TARGET", "sm_90")
     root.mkdir(parents=True, exist_ok=True)
+    prepare_text(root, target)
     for name, (kwargs, spread, plen, n, dtype, quant, _, _) in selected_cases():
         case = root / name
         config = oracle.tiny_config(**kwargs)
@@ -228,8 +283,57 @@ def check(root):
         for how, binary in builds:
             failures += check_build(f"{name} ({how})", case, binary, info, tokens, references,
                                     rel, greedy_must_agree, quant)
+    for quant in selected_text():
+        failures += check_text(root, quant)
     print(f"{failures} case(s) failed")
     return 1 if failures else 0
+
+
+def check_text(root, quant):
+    """-p and bench --json of the CUDA builds of examples/tiny-phimoe against the CPU."""
+    case = root / f"text-{quant}"
+    if not (case / "text.json").exists():
+        print(f"SKIP text-{quant}: not prepared")
+        return 0
+    info = json.loads((case / "text.json").read_text())
+    failures = 0
+    try:
+        build = case / "project" / "build"
+        run(["cmake", "-S", case / "project", "-B", build, "-DCMAKE_BUILD_TYPE=Release"])
+        run(["cmake", "--build", build, "-j", str(os.cpu_count() or 2), "--target",
+             "phimoe-bin", "phimoe-pack"])
+        run([build / "phimoe-pack", case / "project" / "pack-plan.json", root / "text-src",
+             build / "weights.phw"])
+    except RuntimeError as e:
+        print(f"FAIL text-{quant} (project): {e}")
+        return 1
+    weights = build / "weights.phw"
+    model_hash = str(json.loads((case / "cuda" / "phimoec.json").read_text())["model_hash"])
+    for how, binary in (("phimoec", case / "cuda" / "phimoe-bin"),
+                        ("project", build / "phimoe-bin")):
+        name, problems = f"text-{quant} ({how})", []
+        try:
+            text = run([binary, "-p", TEXT_PROMPT, "-n", TEXT_N, "--temperature", "0",
+                        "--no-display-prompt", "--weights", weights]).stdout
+            if text != info["cpu_text"]:
+                problems.append(f"-p text {text!r} != cpu {info['cpu_text']!r}")
+            line = run([binary, "bench", "-p", "64", "-n", "16", "-r", "2", "--json",
+                        "--weights", weights]).stdout.strip().splitlines()[-1]
+            bench = json.loads(line)
+            print(f"     {name}: bench {line}")
+            if key_tree(bench) != info["bench_keys"]:
+                problems.append(f"bench keys {key_tree(bench)} != cpu {info['bench_keys']}")
+            elif not (bench["pp"]["tokens"] == 64 and bench["tg"]["tokens"] == 16 and
+                      bench["repetitions"] == 2 and bench["pp"]["tokens_per_s"] > 0 and
+                      bench["tg"]["tokens_per_s"] > 0 and bench["model_hash"] == model_hash and
+                      bench["weights_bytes"] > 0):
+                problems.append(f"bench values: {line}")
+        except (RuntimeError, OSError, ValueError, KeyError) as e:
+            problems.append(str(e))
+        print(f"{'FAIL' if problems else 'PASS'} {name}" +
+              (": " + "; ".join(problems) if problems else ""))
+        failures += 1 if problems else 0
+    return failures
 
 
 def check_build(name, case, binary, info, tokens, references, rel, greedy_must_agree, quant):
