@@ -7,6 +7,8 @@
 #include "llvm/Support/raw_ostream.h"
 
 #include <cstdlib>
+#include <iterator>
+#include <vector>
 
 using namespace phimoe;
 
@@ -106,6 +108,15 @@ const char *const kCommandLineFiles[] = {
     "runtime/tokenizer/utf8.h",
 };
 
+/// `phimoe-bin serve` over one sequence at a time (SessionEngine): built into the project's
+/// phimoe-bin when its CMake finds cpp-httplib (a compiled library, not carried).
+const char *const kServerFiles[] = {
+    "runtime/include/phimoe_rt/batch.h",
+    "runtime/server/http.cpp",
+    "runtime/server/session_engine.cpp",
+    "runtime/server/stream.cpp",
+};
+
 /// The header-only libraries the command line is written with, copied from where phimoec's
 /// build found them (Debian's libcli11-dev and nlohmann-json3-dev), so that the project
 /// builds where they are not installed: (include dir, subdirectory, license file, its name in
@@ -156,9 +167,9 @@ llvm::Error writeText(const std::string &path, const std::string &text) {
 }
 
 /// The .cpp files of kCommandLineFiles, one per line of the CMake source list.
-std::string commandLineSources() {
+template <size_t N> std::string sourcesOf(const char *const (&files)[N]) {
   std::string list;
-  for (llvm::StringRef file : kCommandLineFiles)
+  for (llvm::StringRef file : files)
     if (file.ends_with(".cpp"))
       list += "  " + file.str() + "\n";
   return list;
@@ -190,7 +201,7 @@ std::string cmakeLists(const std::string &arch, const std::string &description) 
          "\n"
          "add_executable(phimoe-bin model.cu runtime/cuda/session.cpp runtime/cuda/main.cpp\n"
          "  runtime/model/args.cpp runtime/model/pack.cpp runtime/model/npy.cpp\n" +
-         commandLineSources() +
+         sourcesOf(kCommandLineFiles) +
          ")\n"
          "# CLI11 and nlohmann-json (header-only) travel with the project: third_party/.\n"
          "target_include_directories(phimoe-bin PRIVATE runtime/include third_party/include)\n"
@@ -204,6 +215,25 @@ std::string cmakeLists(const std::string &arch, const std::string &description) 
          "  runtime/quant/quant.cpp runtime/quant/q4k.cpp runtime/quant/q6k.cpp)\n"
          "target_include_directories(kernels_test PRIVATE runtime/include)\n"
          "target_link_libraries(kernels_test PRIVATE Threads::Threads)\n"
+         "\n"
+         "# serve needs cpp-httplib, a compiled library (Debian: libcpp-httplib-dev), which the\n"
+         "# project does not carry: without it (or with -DPHIMOE_SERVE=OFF) phimoe-bin refuses\n"
+         "# serve and does all the rest.\n"
+         "option(PHIMOE_SERVE \"build phimoe-bin serve (needs cpp-httplib)\" ON)\n"
+         "if(PHIMOE_SERVE)\n"
+         "  find_path(PHIMOE_HTTPLIB_INCLUDE_DIR httplib.h)\n"
+         "  find_library(PHIMOE_HTTPLIB_LIBRARY cpp-httplib)\n"
+         "endif()\n"
+         "if(PHIMOE_SERVE AND PHIMOE_HTTPLIB_INCLUDE_DIR AND PHIMOE_HTTPLIB_LIBRARY)\n"
+         "  target_sources(phimoe-bin PRIVATE\n" +
+         sourcesOf(kServerFiles) +
+         "  )\n"
+         "  target_include_directories(phimoe-bin SYSTEM PRIVATE ${PHIMOE_HTTPLIB_INCLUDE_DIR})\n"
+         "  target_link_libraries(phimoe-bin PRIVATE ${PHIMOE_HTTPLIB_LIBRARY})\n"
+         "else()\n"
+         "  message(STATUS \"phimoe-bin without serve (no cpp-httplib, or PHIMOE_SERVE=OFF)\")\n"
+         "  target_compile_definitions(phimoe-bin PRIVATE PHIMOE_NO_SERVER)\n"
+         "endif()\n"
          "\n"
          "# The tokenizer (copied from the checkpoint by phimoec) goes next to phimoe-bin,\n"
          "# where it looks for it (or give --tokenizer DIR).\n"
@@ -239,7 +269,9 @@ llvm::Error phimoe::writeCudaProject(const std::string &dir, const std::string &
                                              ec.message() + " (set PHIMOE_SOURCE_ROOT to the "
                                              "phimoec repository)");
   }
-  for (const char *file : kCommandLineFiles) {
+  std::vector<const char *> files(std::begin(kCommandLineFiles), std::end(kCommandLineFiles));
+  files.insert(files.end(), std::begin(kServerFiles), std::end(kServerFiles));
+  for (const char *file : files) {
     std::string src = join(root, file), dst = join(dir, file);
     if (auto ec = llvm::sys::fs::create_directories(llvm::sys::path::parent_path(dst)))
       return llvm::createStringError(ec, dst + ": " + ec.message());

@@ -1,9 +1,13 @@
 // main.cpp - phimoe-bin of a CUDA build (--target sm_XX): the command line of every build
-// (phimoe_rt/cli.h) over phimoe_cuda::Session. Nothing calls CUDA before a command needs the
-// model: --help, tokenize and detokenize work where no GPU is.
+// (phimoe_rt/cli.h) over phimoe_cuda::Session; serve runs one sequence at a time on it
+// (SessionEngine). Nothing calls CUDA before a command needs the model: --help, tokenize and
+// detokenize work where no GPU is.
 #include "phimoe_cuda/model.h"
 #include "phimoe_cuda/session.h"
 #include "phimoe_rt/cli.h"
+#ifndef PHIMOE_NO_SERVER
+#include "phimoe_rt/batch.h"
+#endif
 
 #include <cuda_runtime_api.h>
 
@@ -29,11 +33,25 @@ std::unique_ptr<phimoe_rt::ModelSession> make_session(const phimoe_rt::ModelInfo
 } // namespace
 
 int main(int argc, char **argv) {
-  phimoe_rt::Backend backend;
+  using namespace phimoe_rt;
+  Backend backend;
   backend.name = "CUDA";
   backend.threaded = false;
   backend.make_session = make_session;
-  backend.no_serve = "this CUDA build has no server yet (serve needs the CPU's batched "
-                     "forward over a paged KV cache); compile for --target cpu to serve";
-  return phimoe_rt::run_cli(argc, argv, phimoe_model_info, backend);
+  backend.max_parallel = 1;
+#ifdef PHIMOE_NO_SERVER
+  backend.no_serve = "this phimoe-bin was built without cpp-httplib (its --emit-project "
+                     "CMakeLists found no httplib.h and libcpp-httplib): no server";
+#else
+  backend.serve = [](const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
+                     const ServerOptions &options) {
+    // The session is made by the engine factory, inside run_server: after the server has
+    // blocked SIGINT/SIGTERM, so that no thread the CUDA runtime starts takes them.
+    return run_server(info, tokenizer, options, [&](const BatchOptions &batch) {
+      return std::unique_ptr<Engine>(new SessionEngine(
+          make_session(info, weights, 1, options.ctx_size), info.vocab, tokenizer, batch));
+    });
+  };
+#endif
+  return run_cli(argc, argv, phimoe_model_info, backend);
 }

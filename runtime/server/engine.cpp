@@ -1,4 +1,4 @@
-// engine.cpp - continuous batching over a paged KV cache (see batch.h).
+// engine.cpp - continuous batching over a paged KV cache (BatchEngine, see batch.h).
 #include "phimoe_rt/batch.h"
 
 #include "phimoe_rt/model.h"
@@ -16,48 +16,6 @@ double now_seconds() {
   return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
 }
 } // namespace
-
-// ---- GenerationStream --------------------------------------------------------------------
-
-bool GenerationStream::next(Chunk &chunk, int timeout_ms) {
-  std::unique_lock<std::mutex> lock(mutex_);
-  if (!ready_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                       [&] { return !text_.empty() || done_; }))
-    return false;
-  chunk = Chunk();
-  chunk.text.swap(text_);
-  chunk.done = done_;
-  chunk.finish_reason = reason_;
-  chunk.error = error_;
-  chunk.prompt_tokens = prompt_;
-  chunk.completion_tokens = completion_;
-  return true;
-}
-
-void GenerationStream::push(const std::string &text) {
-  if (text.empty())
-    return;
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    text_ += text;
-  }
-  ready_.notify_all();
-}
-
-void GenerationStream::finish(const std::string &reason, const std::string &error, int prompt,
-                              int completion) {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    if (done_)
-      return;
-    done_ = true;
-    reason_ = reason;
-    error_ = error;
-    prompt_ = prompt;
-    completion_ = completion;
-  }
-  ready_.notify_all();
-}
 
 // ---- BatchEngine -------------------------------------------------------------------------
 
@@ -169,14 +127,7 @@ void BatchEngine::stop() {
 BatchMetrics BatchEngine::metrics() {
   std::lock_guard<std::mutex> lock(mutex_);
   BatchMetrics m = metrics_;
-  double now = now_seconds();
-  while (!recent_.empty() && recent_.front().first < now - 10.0)
-    recent_.pop_front();
-  int tokens = 0;
-  for (auto &entry : recent_)
-    tokens += entry.second;
-  double span = recent_.empty() ? 0.0 : std::max(1.0, now - recent_.front().first);
-  m.tokens_per_second = span > 0 ? tokens / span : 0.0;
+  m.tokens_per_second = recent_tokens_per_second(recent_, now_seconds());
   return m;
 }
 
@@ -242,47 +193,13 @@ bool BatchEngine::grow(Sequence &seq, int positions) {
   return true;
 }
 
-// Hands the text of the reply to the stream, holding back what may still become a stop
-// string (unless at_end). Returns true when a stop string appeared: the reply is cut there
+// Hands the text of the reply to the stream (emit_reply_text); true when a stop string cut it
 // and the sequence finished.
 bool BatchEngine::emit_text(Sequence &seq, bool at_end) {
-  size_t longest = 0;
-  for (const std::string &s : seq.request.stop_strings)
-    longest = std::max(longest, s.size());
-  if (longest > 0) {
-    size_t from = seq.sent >= longest ? seq.sent - longest + 1 : 0;
-    size_t cut = std::string::npos;
-    for (const std::string &s : seq.request.stop_strings) {
-      size_t at = s.empty() ? std::string::npos : seq.text.find(s, from);
-      if (at != std::string::npos)
-        cut = std::min(cut, at);
-    }
-    if (cut != std::string::npos) {
-      if (cut > seq.sent)
-        seq.stream->push(seq.text.substr(seq.sent, cut - seq.sent));
-      seq.text.resize(std::max(cut, seq.sent));
-      seq.sent = seq.text.size();
-      finish(seq, "stop", false);
-      return true;
-    }
-  }
-  size_t hold = 0;
-  if (!at_end)
-    for (const std::string &s : seq.request.stop_strings) {
-      if (s.empty())
-        continue;
-      for (size_t k = std::min(s.size() - 1, seq.text.size()); k > hold; --k)
-        if (seq.text.compare(seq.text.size() - k, k, s, 0, k) == 0) {
-          hold = k;
-          break;
-        }
-    }
-  size_t upto = std::max(seq.sent, seq.text.size() - hold);
-  if (upto > seq.sent) {
-    seq.stream->push(seq.text.substr(seq.sent, upto - seq.sent));
-    seq.sent = upto;
-  }
-  return false;
+  if (!emit_reply_text(*seq.stream, seq.text, seq.sent, seq.request.stop_strings, at_end))
+    return false;
+  finish(seq, "stop", false);
+  return true;
 }
 
 // Ends the reply: what the decoder holds, then the end of the stream.

@@ -1,5 +1,5 @@
 // http.cpp - phimoe-bin serve: the OpenAI-compatible HTTP API (cpp-httplib, nlohmann-json)
-// over a BatchEngine. Routes: POST /v1/chat/completions, POST /v1/completions (both with
+// over an Engine (a BatchEngine on the CPU, a SessionEngine on a GPU). Routes: POST /v1/chat/completions, POST /v1/completions (both with
 // server-sent events when "stream": true), GET /v1/models[/ID], GET /health, GET /metrics.
 #include "phimoe_rt/server.h"
 
@@ -216,11 +216,11 @@ int64_t unix_time() {
 
 class Api {
 public:
-  Api(const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
-      const ServerOptions &options)
+  Api(const ModelInfo &info, const Tokenizer &tokenizer, const ServerOptions &options,
+      const EngineFactory &make_engine)
       : options_(options), tokenizer_(tokenizer),
         format_(ChatFormat::from_template(tokenizer.chat_template(), notice_)),
-        engine_(info, weights, tokenizer, engine_options(options)), vocab_(info.vocab) {
+        engine_(make_engine(engine_options(options))), vocab_(info.vocab) {
     chat_stops_ = format_.stop_ids(tokenizer);
     if (auto eos = tokenizer.eos())
       completion_stops_.push_back(*eos);
@@ -240,7 +240,7 @@ public:
   }
 
   const std::string &notice() const { return notice_; }
-  BatchEngine &engine() { return engine_; }
+  Engine &engine() { return *engine_; }
 
   void install(httplib::Server &server) {
     server.set_pre_routing_handler([this](const httplib::Request &req, httplib::Response &res) {
@@ -302,7 +302,7 @@ private:
   }
 
   std::string metrics_text() {
-    BatchMetrics m = engine_.metrics();
+    BatchMetrics m = engine_->metrics();
     std::ostringstream out;
     auto metric = [&](const char *name, const char *type, const char *help, double value) {
       out << "# HELP " << name << " " << help << "\n# TYPE " << name << " " << type << "\n"
@@ -405,14 +405,14 @@ private:
         c.request.max_tokens = chat ? options_.ctx_size : 16;
       if (!c.ignore_eos)
         c.request.stop_ids = chat ? chat_stops_ : completion_stops_;
-      BatchEngine::Refusal why;
-      stream = engine_.submit(c.request, why);
-      if (why == BatchEngine::Refusal::QueueFull)
+      Engine::Refusal why;
+      stream = engine_->submit(c.request, why);
+      if (why == Engine::Refusal::QueueFull)
         throw ApiError{503, "The server is busy: the request queue is full; retry later", "",
                        "queue_full"};
-      if (why == BatchEngine::Refusal::Stopped)
+      if (why == Engine::Refusal::Stopped)
         throw ApiError{503, "The server is shutting down", "", "shutting_down"};
-      if (why == BatchEngine::Refusal::TooLong)
+      if (why == Engine::Refusal::TooLong)
         throw ApiError{413, "The prompt does not fit the context", "", "context_length_exceeded"};
     } catch (const ApiError &e) {
       return send_error(res, e);
@@ -524,7 +524,7 @@ private:
   const Tokenizer &tokenizer_;
   std::string notice_;
   ChatFormat format_;
-  BatchEngine engine_;
+  std::unique_ptr<Engine> engine_;
   int vocab_;
   std::vector<int32_t> chat_stops_, completion_stops_;
   int64_t created_ = 0;
@@ -533,8 +533,8 @@ private:
 
 } // namespace
 
-int run_server(const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
-               const ServerOptions &options) {
+int run_server(const ModelInfo &info, const Tokenizer &tokenizer, const ServerOptions &options,
+               const EngineFactory &make_engine) {
   // SIGINT and SIGTERM go to one thread that stops the server; every other thread (the
   // engine's, httplib's) inherits the blocked mask. Writes to a closed socket fail
   // instead of killing the process.
@@ -545,7 +545,7 @@ int run_server(const ModelInfo &info, const uint8_t *weights, const Tokenizer &t
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   std::signal(SIGPIPE, SIG_IGN);
 
-  Api api(info, weights, tokenizer, options);
+  Api api(info, tokenizer, options, make_engine);
   if (!api.notice().empty())
     std::fprintf(stderr, "phimoe-bin: %s\n", api.notice().c_str());
   if (api.engine().options().parallel < options.parallel)

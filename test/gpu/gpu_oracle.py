@@ -14,7 +14,8 @@
       Then the command line (text cases, TEXT_QUANTS): examples/tiny-phimoe, a trained tiny
       model with a tokenizer, as a CUDA build (phimoec's binary, and its --emit-project
       project built and packed there): `-p` greedy text must equal the CPU phimoe-bin's,
-      and `bench --json` must print the CPU's keys with sane values.
+      `bench --json` must print the CPU's keys with sane values, and `serve` must answer a
+      greedy /v1/completions with the same text.
       Exit status 0 when every case passes.
 
 DIR travels between the two (a few MB). Which machine runs which step: test/gpu/run.sh.
@@ -24,9 +25,11 @@ cases) restricts both steps to some cases.
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 import sys
+import urllib.request
 
 import numpy as np
 
@@ -289,8 +292,31 @@ def check(root):
     return 1 if failures else 0
 
 
+def serve_completion(binary, weights, prompt, n):
+    """Starts `binary serve` on a free port, asks for a greedy completion, stops it."""
+    proc = subprocess.Popen([str(binary), "serve", "--port", "0", "--weights", str(weights)],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        port, said = None, ""
+        while port is None:
+            line = proc.stderr.readline()
+            if not line:
+                raise RuntimeError(f"serve exited ({proc.wait()}) before listening: {said}")
+            said += line
+            found = re.search(r"listening on http://[^:]+:(\d+)", line)
+            port = int(found.group(1)) if found else None
+        body = json.dumps(dict(prompt=prompt, max_tokens=n, temperature=0)).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
+                                         headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=300) as response:
+            return json.loads(response.read())["choices"][0]["text"]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+
+
 def check_text(root, quant):
-    """-p and bench --json of the CUDA builds of examples/tiny-phimoe against the CPU."""
+    """-p, bench --json and serve of the CUDA builds of examples/tiny-phimoe against the CPU."""
     case = root / f"text-{quant}"
     if not (case / "text.json").exists():
         print(f"SKIP text-{quant}: not prepared")
@@ -328,6 +354,14 @@ def check_text(root, quant):
                       bench["tg"]["tokens_per_s"] > 0 and bench["model_hash"] == model_hash and
                       bench["weights_bytes"] > 0):
                 problems.append(f"bench values: {line}")
+            try:
+                served = serve_completion(binary, weights, TEXT_PROMPT, TEXT_N)
+                if served + "\n" != info["cpu_text"]:  # -p ends its text with a newline
+                    problems.append(f"serve text {served!r} != cpu {info['cpu_text']!r}")
+            except RuntimeError as e:
+                if "without cpp-httplib" not in str(e):
+                    raise
+                print(f"     {name}: serve not built (no cpp-httplib on this machine)")
         except (RuntimeError, OSError, ValueError, KeyError) as e:
             problems.append(str(e))
         print(f"{'FAIL' if problems else 'PASS'} {name}" +

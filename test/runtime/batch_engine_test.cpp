@@ -3,6 +3,9 @@
 // each produce exactly what the sequence alone produces; cancelled sequences free their
 // blocks. The fake phimoe_forward reads everything through the batch descriptor and the paged
 // cache, so a block-table mix-up, a stale position or a wrong LongRoPE set changes the output.
+// SessionEngine (serve of a CUDA build: one request at a time over a ModelSession) runs over a
+// fake session that gives the same model's logits: each request must produce what it would
+// alone, keep the cache of the common prefix, and end alone when its device fails.
 #include "phimoe_rt/batch.h"
 #include "phimoe_rt/model.h"
 #include "phimoe_rt/tokenizer.h"
@@ -10,6 +13,7 @@
 #include <gtest/gtest.h>
 
 #include <chrono>
+#include <stdexcept>
 #include <thread>
 
 namespace {
@@ -208,6 +212,149 @@ TEST(BatchEngine, StopStringsCutTheReply) {
   GenerationStream::Chunk last;
   EXPECT_EQ(drain(*s, last), full.substr(0, full.find(stop)));
   EXPECT_EQ(last.finish_reason, "stop");
+}
+
+// ---- SessionEngine: one request at a time over a ModelSession ----------------------------
+
+// A session whose logits are those of the fake model above, computed from its tokens (what a
+// fresh forward over them gives, as ModelSession promises). It counts the positions it runs,
+// and throws like a failing device when asked to.
+class FakeSession final : public ModelSession {
+public:
+  explicit FakeSession(int capacity) : capacity_(capacity), logits_(kVocab) {}
+  int capacity() const override { return capacity_; }
+  int size() const override { return static_cast<int>(tokens_.size()); }
+  const std::vector<int32_t> &tokens() const override { return tokens_; }
+  const float *append(const int32_t *ids, int count, std::vector<float> * = nullptr) override {
+    if (fail_next) {
+      fail_next = false;
+      throw std::runtime_error("fake device failure");
+    }
+    if (count <= 0 || size() + count > capacity_)
+      return nullptr;
+    tokens_.insert(tokens_.end(), ids, ids + count);
+    computed += count;
+    const uint32_t set = tokens_.size() > static_cast<size_t>(kOriginal) ? 1 : 0;
+    uint32_t h = 17;
+    for (int32_t id : tokens_)
+      h = h * 31u + static_cast<uint32_t>(id) * 7u + set;
+    std::fill(logits_.begin(), logits_.end(), 0.0f);
+    logits_[3 + h % (kVocab - 3)] = 1.0f;
+    return logits_.data();
+  }
+  void reset() override { tokens_.clear(); }
+  int truncate(int n) override {
+    tokens_.resize(std::min(n, size()));
+    return size();
+  }
+
+  std::atomic<int> computed{0};
+  std::atomic<bool> fail_next{false};
+
+private:
+  int capacity_;
+  std::vector<int32_t> tokens_;
+  std::vector<float> logits_;
+};
+
+TEST(SessionEngine, EveryRequestGeneratesWhatItWouldAloneInTurn) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  BatchOptions o;
+  o.parallel = 4; // one at a time all the same
+  o.ctx_size = 48;
+  SessionEngine engine(std::make_unique<FakeSession>(48), kVocab, *tok, o);
+  EXPECT_EQ(engine.options().parallel, 1);
+  std::vector<std::shared_ptr<GenerationStream>> streams;
+  std::vector<std::string> expected;
+  for (int i = 0; i < 6; ++i) {
+    std::vector<int32_t> prompt;
+    for (int j = 0; j < 1 + (i * 7) % 23; ++j)
+      prompt.push_back(100 + (i * 13 + j * 5) % 150);
+    const int max_tokens = 10 + (i * 5) % 20;
+    expected.push_back(alone(*tok, prompt, max_tokens));
+    Engine::Refusal why;
+    streams.push_back(engine.submit(greedy(prompt, max_tokens), why));
+    ASSERT_TRUE(streams.back()) << static_cast<int>(why);
+  }
+  for (size_t i = 0; i < streams.size(); ++i) {
+    GenerationStream::Chunk last;
+    EXPECT_EQ(drain(*streams[i], last), expected[i]) << "request " << i;
+    EXPECT_EQ(last.finish_reason, "length");
+    EXPECT_EQ(last.completion_tokens, 10 + (static_cast<int>(i) * 5) % 20);
+  }
+  const BatchMetrics m = engine.metrics();
+  EXPECT_EQ(m.requests, 6u);
+  EXPECT_EQ(m.active, 0);
+  EXPECT_EQ(m.queued, 0);
+}
+
+TEST(SessionEngine, KeepsTheCacheOfTheCommonPrefix) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  auto owned = std::make_unique<FakeSession>(64);
+  FakeSession &session = *owned;
+  BatchOptions o;
+  o.ctx_size = 64;
+  SessionEngine engine(std::move(owned), kVocab, *tok, o);
+  std::vector<int32_t> first = {100, 101, 102, 103, 104, 105, 106, 107, 108, 109};
+  std::vector<int32_t> second = first;
+  for (int32_t id : {110, 111, 112, 113, 114})
+    second.push_back(id);
+  Engine::Refusal why;
+  GenerationStream::Chunk last;
+  drain(*engine.submit(greedy(first, 3), why), last);
+  EXPECT_EQ(session.computed, 10 + 2); // the prompt, then two of the three tokens
+  const std::string text = drain(*engine.submit(greedy(second, 4), why), last);
+  EXPECT_EQ(text, alone(*tok, second, 4));
+  EXPECT_EQ(session.computed, 12 + 5 + 3); // only the 5 new prompt tokens ran
+}
+
+TEST(SessionEngine, StopsAtStopStringsAndTheContextAndRefusesWhatDoesNotFit) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  BatchOptions o;
+  o.ctx_size = 16;
+  SessionEngine engine(std::make_unique<FakeSession>(16), kVocab, *tok, o);
+  Engine::Refusal why;
+  EXPECT_FALSE(engine.submit(greedy(std::vector<int32_t>(17, 100), 4), why));
+  EXPECT_EQ(why, Engine::Refusal::TooLong);
+  EXPECT_FALSE(engine.submit(greedy({}, 4), why));
+  std::vector<int32_t> prompt = {120, 121};
+  const std::string full = alone(*tok, prompt, 12);
+  ASSERT_GT(full.size(), 10u);
+  const std::string stop = full.substr(6, 3);
+  GenerationRequest r = greedy(prompt, 12);
+  r.stop_strings = {stop};
+  GenerationStream::Chunk last;
+  EXPECT_EQ(drain(*engine.submit(r, why), last), full.substr(0, full.find(stop)));
+  EXPECT_EQ(last.finish_reason, "stop");
+  // As BatchEngine: positions 10..15 run, the 7th token is not run.
+  drain(*engine.submit(greedy(std::vector<int32_t>(10, 100), 100), why), last);
+  EXPECT_EQ(last.finish_reason, "length");
+  EXPECT_EQ(last.completion_tokens, 7);
+  engine.stop();
+  EXPECT_FALSE(engine.submit(greedy({100}, 4), why));
+  EXPECT_EQ(why, Engine::Refusal::Stopped);
+}
+
+TEST(SessionEngine, ADeviceErrorEndsOnlyItsRequest) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  auto owned = std::make_unique<FakeSession>(32);
+  FakeSession &session = *owned;
+  BatchOptions o;
+  o.ctx_size = 32;
+  SessionEngine engine(std::move(owned), kVocab, *tok, o);
+  session.fail_next = true;
+  Engine::Refusal why;
+  GenerationStream::Chunk last;
+  drain(*engine.submit(greedy({100, 101}, 4), why), last);
+  EXPECT_TRUE(last.done);
+  EXPECT_EQ(last.error, "fake device failure");
+  EXPECT_EQ(drain(*engine.submit(greedy({100, 101}, 4), why), last),
+            alone(*tok, {100, 101}, 4));
+  EXPECT_TRUE(last.error.empty());
 }
 
 } // namespace

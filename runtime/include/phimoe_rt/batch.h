@@ -1,4 +1,6 @@
-// batch.h - continuous batching: many sequences share each forward over a paged KV cache.
+// batch.h - the engines behind `phimoe-bin serve`: continuous batching, where many sequences
+// share each forward over a paged KV cache (BatchEngine, CPU builds), and one sequence at a time
+// over a ModelSession (SessionEngine, any build), behind one interface (Engine).
 //
 // A BatchEngine owns one scheduler thread. Each step it admits waiting requests while KV
 // blocks and sequence slots are free, gathers the rows every running sequence needs (one
@@ -10,6 +12,7 @@
 #ifndef PHIMOE_RT_BATCH_H
 #define PHIMOE_RT_BATCH_H
 
+#include "phimoe_rt/model_session.h"
 #include "phimoe_rt/runtime.h"
 #include "phimoe_rt/sampler.h"
 #include "phimoe_rt/tokenizer.h"
@@ -55,6 +58,9 @@ public:
 
 private:
   friend class BatchEngine;
+  friend class SessionEngine;
+  friend bool emit_reply_text(GenerationStream &, std::string &, size_t &,
+                              const std::vector<std::string> &, bool);
   void push(const std::string &text);
   void finish(const std::string &reason, const std::string &error, int prompt, int completion);
 
@@ -85,22 +91,43 @@ struct BatchMetrics {
   int queued = 0, active = 0, free_blocks = 0, total_blocks = 0;
 };
 
-class BatchEngine {
+// What the HTTP API (server/http.cpp) hands requests to.
+class Engine {
 public:
-  BatchEngine(const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
-              const BatchOptions &options);
-  ~BatchEngine();
-  BatchEngine(const BatchEngine &) = delete;
-  BatchEngine &operator=(const BatchEngine &) = delete;
-
+  virtual ~Engine() = default;
   enum class Refusal { None, QueueFull, TooLong, Stopped };
   // Queues a request; null (and `why`) when the queue is full, the prompt does not fit a
   // sequence's context, or the engine is stopping.
-  std::shared_ptr<GenerationStream> submit(GenerationRequest request, Refusal &why);
+  virtual std::shared_ptr<GenerationStream> submit(GenerationRequest request,
+                                                   Refusal &why) = 0;
   // Ends every request (with an error) and the scheduler thread.
-  void stop();
-  BatchMetrics metrics();
-  const BatchOptions &options() const { return options_; }
+  virtual void stop() = 0;
+  virtual BatchMetrics metrics() = 0;
+  virtual const BatchOptions &options() const = 0;
+};
+
+// Hands `stream` the reply `text` past `sent` bytes, holding back what may still become one of
+// `stop_strings` (unless at_end). Returns true when a stop string appeared: `text` is cut there
+// and the stream got everything before it.
+bool emit_reply_text(GenerationStream &stream, std::string &text, size_t &sent,
+                     const std::vector<std::string> &stop_strings, bool at_end);
+
+// Generated tokens per second over the last 10 seconds of `recent` (time, tokens) entries,
+// dropping older ones.
+double recent_tokens_per_second(std::deque<std::pair<double, int>> &recent, double now);
+
+class BatchEngine final : public Engine {
+public:
+  BatchEngine(const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
+              const BatchOptions &options);
+  ~BatchEngine() override;
+  BatchEngine(const BatchEngine &) = delete;
+  BatchEngine &operator=(const BatchEngine &) = delete;
+
+  std::shared_ptr<GenerationStream> submit(GenerationRequest request, Refusal &why) override;
+  void stop() override;
+  BatchMetrics metrics() override;
+  const BatchOptions &options() const override { return options_; }
 
 private:
   struct Sequence;
@@ -137,6 +164,47 @@ private:
   bool stopping_ = false;
   BatchMetrics metrics_;
   std::deque<std::pair<double, int>> recent_; // (time, tokens) of recent steps
+  std::thread thread_;
+};
+
+// Serves requests one at a time, in order, over one ModelSession (e.g. a CUDA build's, which
+// has no batched forward): options.parallel is 1 and a request waits for the one before it.
+// The context is the session's capacity.
+// The KV cache of the longest common prefix with the previous request is kept (a chat's
+// next turn runs only its new tokens). Exceptions of the session (a CUDA error) end the
+// request with that error; the engine goes on with the next.
+class SessionEngine final : public Engine {
+public:
+  SessionEngine(std::unique_ptr<ModelSession> session, int vocab, const Tokenizer &tokenizer,
+                const BatchOptions &options);
+  ~SessionEngine() override;
+  SessionEngine(const SessionEngine &) = delete;
+  SessionEngine &operator=(const SessionEngine &) = delete;
+
+  std::shared_ptr<GenerationStream> submit(GenerationRequest request, Refusal &why) override;
+  void stop() override;
+  BatchMetrics metrics() override;
+  const BatchOptions &options() const override { return options_; }
+
+private:
+  struct Pending {
+    GenerationRequest request;
+    std::shared_ptr<GenerationStream> stream;
+  };
+  void loop();
+  void serve(Pending &pending);
+
+  std::unique_ptr<ModelSession> session_;
+  int vocab_;
+  const Tokenizer &tokenizer_;
+  BatchOptions options_;
+
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  std::deque<Pending> waiting_;
+  bool stopping_ = false;
+  BatchMetrics metrics_;
+  std::deque<std::pair<double, int>> recent_;
   std::thread thread_;
 };
 

@@ -1,10 +1,12 @@
-// server.h - phimoe-bin serve: an OpenAI-compatible HTTP server over a BatchEngine.
+// server.h - phimoe-bin serve: an OpenAI-compatible HTTP server over an Engine (batch.h).
 #ifndef PHIMOE_RT_SERVER_H
 #define PHIMOE_RT_SERVER_H
 
 #include "phimoe_rt/runtime.h"
 #include "phimoe_rt/tokenizer.h"
 
+#include <functional>
+#include <memory>
 #include <string>
 
 namespace phimoe_rt {
@@ -23,10 +25,15 @@ struct ServerOptions {
   int step_delay_ms = 0; // pause after each batched step (emulates a slower model: tests)
 };
 
+class Engine;
+struct BatchOptions;
+// Makes the engine requests go to (a BatchEngine, a SessionEngine), from the server's options.
+using EngineFactory = std::function<std::unique_ptr<Engine>(const BatchOptions &)>;
+
 // Serves until SIGINT or SIGTERM; returns the process exit code. Prints
 // "phimoe-bin: listening on http://HOST:PORT" to stderr once it accepts connections.
-int run_server(const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
-               const ServerOptions &options);
+int run_server(const ModelInfo &info, const Tokenizer &tokenizer, const ServerOptions &options,
+               const EngineFactory &make_engine);
 
 } // namespace phimoe_rt
 

@@ -1,0 +1,191 @@
+// session_engine.cpp - `phimoe-bin serve` one request at a time over a ModelSession (see
+// batch.h): what a build without a batched forward (CUDA) serves with.
+#include "phimoe_rt/batch.h"
+
+#include <algorithm>
+#include <chrono>
+#include <exception>
+
+namespace phimoe_rt {
+
+namespace {
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+} // namespace
+
+SessionEngine::SessionEngine(std::unique_ptr<ModelSession> session, int vocab,
+                             const Tokenizer &tokenizer, const BatchOptions &options)
+    : session_(std::move(session)), vocab_(vocab), tokenizer_(tokenizer), options_(options) {
+  options_.parallel = 1;
+  options_.ctx_size = session_->capacity();
+  options_.kv_blocks = 0;
+  thread_ = std::thread([this] { loop(); });
+}
+
+SessionEngine::~SessionEngine() { stop(); }
+
+std::shared_ptr<GenerationStream> SessionEngine::submit(GenerationRequest request,
+                                                        Refusal &why) {
+  why = Refusal::None;
+  if (request.prompt.empty() || static_cast<int>(request.prompt.size()) > options_.ctx_size) {
+    why = Refusal::TooLong;
+    return nullptr;
+  }
+  if (request.sampling.penalty_last_n <= 0)
+    request.sampling.penalty_last_n = options_.ctx_size;
+  auto stream = std::make_shared<GenerationStream>();
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (stopping_) {
+      why = Refusal::Stopped;
+      return nullptr;
+    }
+    if (static_cast<int>(waiting_.size()) >= options_.queue_size) {
+      ++metrics_.rejected;
+      why = Refusal::QueueFull;
+      return nullptr;
+    }
+    ++metrics_.requests;
+    waiting_.push_back({std::move(request), stream});
+    metrics_.queued = static_cast<int>(waiting_.size());
+  }
+  wake_.notify_all();
+  return stream;
+}
+
+void SessionEngine::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+BatchMetrics SessionEngine::metrics() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  BatchMetrics m = metrics_;
+  m.tokens_per_second = recent_tokens_per_second(recent_, now_seconds());
+  return m;
+}
+
+void SessionEngine::loop() {
+  while (true) {
+    Pending pending;
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      wake_.wait(lock, [&] { return stopping_ || !waiting_.empty(); });
+      if (stopping_) {
+        for (Pending &p : waiting_)
+          p.stream->finish("", "the server is shutting down",
+                           static_cast<int>(p.request.prompt.size()), 0);
+        waiting_.clear();
+        metrics_.queued = 0;
+        return;
+      }
+      pending = std::move(waiting_.front());
+      waiting_.pop_front();
+      metrics_.queued = static_cast<int>(waiting_.size());
+      metrics_.active = 1;
+      metrics_.prompt_tokens += pending.request.prompt.size();
+    }
+    serve(pending);
+    std::lock_guard<std::mutex> lock(mutex_);
+    metrics_.active = 0;
+  }
+}
+
+// Runs one request to its end: prompt (after the cached common prefix), then a token per
+// step, streaming text, until a stop token or string, max_tokens, the context, cancellation
+// or stop().
+void SessionEngine::serve(Pending &pending) {
+  const GenerationRequest &request = pending.request;
+  GenerationStream &stream = *pending.stream;
+  if (stream.cancelled())
+    return;
+  const std::vector<int32_t> &prompt = request.prompt;
+  const int prompt_tokens = static_cast<int>(prompt.size());
+  int generated = 0;
+  auto record = [&](double since, int produced) {
+    const double now = now_seconds();
+    std::lock_guard<std::mutex> lock(mutex_);
+    ++metrics_.steps;
+    metrics_.generated_tokens += produced;
+    metrics_.busy_seconds += now - since;
+    if (produced > 0)
+      recent_.push_back({now, produced});
+    while (recent_.size() > 4096)
+      recent_.pop_front();
+  };
+  try {
+    // Keep the cache of the longest common prefix with what the session holds.
+    const std::vector<int32_t> &held = session_->tokens();
+    size_t common = 0;
+    while (common < held.size() && common < prompt.size() && held[common] == prompt[common])
+      ++common;
+    if (common == prompt.size())
+      --common; // the last prompt token runs to give the next logits
+    const int kept = session_->truncate(static_cast<int>(common));
+    double t0 = now_seconds();
+    const float *logits = session_->append(prompt.data() + kept, prompt_tokens - kept);
+    if (!logits) {
+      stream.finish("", "the prompt does not fit the context", prompt_tokens, 0);
+      return;
+    }
+    Sampler sampler(request.sampling, vocab_);
+    StreamDecoder decoder(tokenizer_);
+    decoder.prime(prompt.data(), prompt.size()); // the reply reads on from the prompt
+    std::vector<int32_t> reply;
+    std::string text, piece;
+    size_t sent = 0;
+    auto finish = [&](const std::string &reason, bool flush) {
+      if (flush) {
+        piece.clear();
+        decoder.finish(piece);
+        text += piece;
+        if (text.size() > sent)
+          stream.push(text.substr(sent));
+      }
+      stream.finish(reason, "", prompt_tokens, generated);
+    };
+    while (true) {
+      const int32_t next =
+          sampler.sample(logits, reply.data(), static_cast<int>(reply.size()));
+      ++generated;
+      record(t0, 1);
+      {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (stopping_) {
+          stream.finish("", "the server is shutting down", prompt_tokens, generated);
+          return;
+        }
+      }
+      if (stream.cancelled())
+        return;
+      if (std::find(request.stop_ids.begin(), request.stop_ids.end(), next) !=
+          request.stop_ids.end())
+        return finish("stop", true);
+      reply.push_back(next);
+      piece.clear();
+      decoder.push(next, piece);
+      text += piece;
+      if (emit_reply_text(stream, text, sent, request.stop_strings, false))
+        return finish("stop", false);
+      if (generated >= request.max_tokens || prompt_tokens + generated > options_.ctx_size)
+        return finish("length", true);
+      t0 = now_seconds();
+      logits = session_->append(&next, 1);
+      if (!logits)
+        return finish("length", true);
+    }
+  } catch (const std::exception &e) {
+    // The session's device failed (e.g. a CUDA error): this request ends with the error.
+    session_->reset();
+    stream.finish("", e.what(), prompt_tokens, generated);
+  }
+}
+
+} // namespace phimoe_rt

@@ -1,0 +1,104 @@
+// stream.cpp - what every serve engine shares (see batch.h): the stream a request reads, the
+// stop-string handling of reply text, and the recent generation rate.
+#include "phimoe_rt/batch.h"
+
+#include <algorithm>
+#include <chrono>
+
+namespace phimoe_rt {
+
+// ---- GenerationStream --------------------------------------------------------------------
+
+bool GenerationStream::next(Chunk &chunk, int timeout_ms) {
+  std::unique_lock<std::mutex> lock(mutex_);
+  if (!ready_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
+                       [&] { return !text_.empty() || done_; }))
+    return false;
+  chunk = Chunk();
+  chunk.text.swap(text_);
+  chunk.done = done_;
+  chunk.finish_reason = reason_;
+  chunk.error = error_;
+  chunk.prompt_tokens = prompt_;
+  chunk.completion_tokens = completion_;
+  return true;
+}
+
+void GenerationStream::push(const std::string &text) {
+  if (text.empty())
+    return;
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    text_ += text;
+  }
+  ready_.notify_all();
+}
+
+void GenerationStream::finish(const std::string &reason, const std::string &error, int prompt,
+                              int completion) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (done_)
+      return;
+    done_ = true;
+    reason_ = reason;
+    error_ = error;
+    prompt_ = prompt;
+    completion_ = completion;
+  }
+  ready_.notify_all();
+}
+
+// ---- Reply text and metrics ---------------------------------------------------------------
+
+bool emit_reply_text(GenerationStream &stream, std::string &text, size_t &sent,
+                     const std::vector<std::string> &stop_strings, bool at_end) {
+  size_t longest = 0;
+  for (const std::string &s : stop_strings)
+    longest = std::max(longest, s.size());
+  if (longest > 0) {
+    size_t from = sent >= longest ? sent - longest + 1 : 0;
+    size_t cut = std::string::npos;
+    for (const std::string &s : stop_strings) {
+      size_t at = s.empty() ? std::string::npos : text.find(s, from);
+      if (at != std::string::npos)
+        cut = std::min(cut, at);
+    }
+    if (cut != std::string::npos) {
+      if (cut > sent)
+        stream.push(text.substr(sent, cut - sent));
+      text.resize(std::max(cut, sent));
+      sent = text.size();
+      return true;
+    }
+  }
+  size_t hold = 0;
+  if (!at_end)
+    for (const std::string &s : stop_strings) {
+      if (s.empty())
+        continue;
+      for (size_t k = std::min(s.size() - 1, text.size()); k > hold; --k)
+        if (text.compare(text.size() - k, k, s, 0, k) == 0) {
+          hold = k;
+          break;
+        }
+    }
+  size_t upto = std::max(sent, text.size() - hold);
+  if (upto > sent) {
+    stream.push(text.substr(sent, upto - sent));
+    sent = upto;
+  }
+  return false;
+}
+
+double recent_tokens_per_second(std::deque<std::pair<double, int>> &recent, double now) {
+  while (!recent.empty() && recent.front().first < now - 10.0)
+    recent.pop_front();
+  int tokens = 0;
+  for (auto &entry : recent)
+    tokens += entry.second;
+  double span = recent.empty() ? 0.0 : std::max(1.0, now - recent.front().first);
+  return span > 0 ? tokens / span : 0.0;
+}
+
+} // namespace phimoe_rt
