@@ -7,7 +7,9 @@
 #     kernel of runtime/include/phimoe_cuda/kernels.cuh against a CPU reference on fresh
 #     random inputs;
 # (b) runs the CUDA phimoe-bin builds of small random PhiMoE models and compares their logits
-#     and greedy ids with transformers and with the CPU phimoe-bin (test/gpu/gpu_oracle.py).
+#     and greedy ids with transformers and with the CPU phimoe-bin, then the command line of
+#     CUDA builds of examples/tiny-phimoe: -p greedy text, bench --json and serve against the
+#     CPU build (test/gpu/gpu_oracle.py).
 #     The builds come from ARTIFACTS (made elsewhere by `gpu_oracle.py prepare`, which needs
 #     phimoec and so MLIR), or are made here first when $PHIMOE_BUILD_DIR/compiler/phimoec
 #     exists.
