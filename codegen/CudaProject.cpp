@@ -109,7 +109,7 @@ const char *const kCommandLineFiles[] = {
 };
 
 /// `phimoe-bin serve` over one sequence at a time (SessionEngine): built into the project's
-/// phimoe-bin when its CMake finds cpp-httplib (a compiled library, not carried).
+/// phimoe-bin with -DPHIMOE_SERVE=ON, which needs cpp-httplib (a shared library, not carried).
 const char *const kServerFiles[] = {
     "runtime/include/phimoe_rt/batch.h",
     "runtime/server/http.cpp",
@@ -216,22 +216,19 @@ std::string cmakeLists(const std::string &arch, const std::string &description) 
          "target_include_directories(kernels_test PRIVATE runtime/include)\n"
          "target_link_libraries(kernels_test PRIVATE Threads::Threads)\n"
          "\n"
-         "# serve needs cpp-httplib, a compiled library (Debian: libcpp-httplib-dev), which the\n"
-         "# project does not carry: without it (or with -DPHIMOE_SERVE=OFF) phimoe-bin refuses\n"
-         "# serve and does all the rest.\n"
-         "option(PHIMOE_SERVE \"build phimoe-bin serve (needs cpp-httplib)\" ON)\n"
+         "# serve (-DPHIMOE_SERVE=ON) needs cpp-httplib, a shared library (Debian:\n"
+         "# libcpp-httplib-dev) that the project does not carry and that phimoe-bin then needs\n"
+         "# where it runs. Without it (the default) phimoe-bin refuses serve and does the rest.\n"
+         "option(PHIMOE_SERVE \"build phimoe-bin serve (needs cpp-httplib)\" OFF)\n"
          "if(PHIMOE_SERVE)\n"
-         "  find_path(PHIMOE_HTTPLIB_INCLUDE_DIR httplib.h)\n"
-         "  find_library(PHIMOE_HTTPLIB_LIBRARY cpp-httplib)\n"
-         "endif()\n"
-         "if(PHIMOE_SERVE AND PHIMOE_HTTPLIB_INCLUDE_DIR AND PHIMOE_HTTPLIB_LIBRARY)\n"
+         "  find_path(PHIMOE_HTTPLIB_INCLUDE_DIR httplib.h REQUIRED)\n"
+         "  find_library(PHIMOE_HTTPLIB_LIBRARY cpp-httplib REQUIRED)\n"
          "  target_sources(phimoe-bin PRIVATE\n" +
          sourcesOf(kServerFiles) +
          "  )\n"
          "  target_include_directories(phimoe-bin SYSTEM PRIVATE ${PHIMOE_HTTPLIB_INCLUDE_DIR})\n"
          "  target_link_libraries(phimoe-bin PRIVATE ${PHIMOE_HTTPLIB_LIBRARY})\n"
          "else()\n"
-         "  message(STATUS \"phimoe-bin without serve (no cpp-httplib, or PHIMOE_SERVE=OFF)\")\n"
          "  target_compile_definitions(phimoe-bin PRIVATE PHIMOE_NO_SERVER)\n"
          "endif()\n"
          "\n"

@@ -17,6 +17,9 @@ using namespace phimoe;
 #ifndef PHIMOE_CUDA_RUNTIME_LIBRARIES
 #define PHIMOE_CUDA_RUNTIME_LIBRARIES ""
 #endif
+#ifndef PHIMOE_CUDA_SERVE_LIBRARIES
+#define PHIMOE_CUDA_SERVE_LIBRARIES ""
+#endif
 
 std::optional<std::string> phimoe::cudaArchForTarget(const std::string &target) {
   // No kernel uses sm_90a's features (wgmma, TMA) yet: plain sm_90 code.
@@ -46,6 +49,11 @@ llvm::Expected<CudaToolchainOptions> phimoe::defaultCudaToolchain() {
   llvm::StringRef(libText).split(libs, ':', -1, false);
   for (llvm::StringRef lib : libs)
     options.libraries.push_back(lib.str());
+  std::string serveText = env("PHIMOE_CUDA_SERVE_LIBS", PHIMOE_CUDA_SERVE_LIBRARIES);
+  libs.clear();
+  llvm::StringRef(serveText).split(libs, ':', -1, false);
+  for (llvm::StringRef lib : libs)
+    options.serveLibraries.push_back(lib.str());
   return options;
 }
 
@@ -55,7 +63,9 @@ std::vector<std::string> phimoe::cudaBuildCommand(const CudaToolchainOptions &op
   std::vector<std::string> args = {options.nvcc, "-std=c++17", "-O2", "-DNDEBUG",
                                    "-arch=" + options.arch, "-I" + options.includeDir,
                                    source};
-  args.insert(args.end(), options.libraries.begin(), options.libraries.end());
+  const std::vector<std::string> &libraries =
+      options.serve ? options.serveLibraries : options.libraries;
+  args.insert(args.end(), libraries.begin(), libraries.end());
   args.insert(args.end(), {"-cudart", "static", "-Xcompiler", "-pthread", "-lpthread", "-ldl",
                            "-lrt", "-o", output});
   return args;

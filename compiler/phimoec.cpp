@@ -35,7 +35,7 @@ struct CompileOptions {
   std::string model, out, target = "cpu", quant = "keep", scope = "all", emit;
   std::string march = "native", lmHead = "auto", embedding = "auto", project;
   std::vector<std::string> overrides;
-  bool moqe = false, printIRAfterAll = false;
+  bool moqe = false, printIRAfterAll = false, serve = false;
   int64_t maxTokens = 256;
 };
 
@@ -114,6 +114,10 @@ int compile(const CompileOptions &o) {
       return fail(toolchain.takeError());
     cudaToolchain = std::move(*toolchain);
     cudaToolchain->arch = *cudaArch;
+    cudaToolchain->serve = o.serve;
+    if (o.serve && cudaToolchain->serveLibraries.empty())
+      return fail("--serve: this phimoec was built without the libraries of a CUDA serve "
+                  "(set PHIMOE_CUDA_SERVE_LIBS)");
   }
   if (o.emit.empty() && o.out.empty() && o.project.empty())
     return fail("-o OUT is required (or --emit=mlir|mlir-opt|cpp|cuda to print a stage)");
@@ -333,6 +337,10 @@ int main(int argc, char **argv) {
   cmd->add_option("--emit-project", o.project,
                   "with a CUDA --target: write DIR, a source tree that builds phimoe-bin and "
                   "phimoe-pack (from a pack plan) without phimoec or MLIR");
+  cmd->add_flag("--serve", o.serve,
+                "with a CUDA --target: give phimoe-bin `serve` (one sequence at a time), which "
+                "makes it need libcpp-httplib (and OpenSSL, zlib, brotli) where it runs; without "
+                "it a CUDA phimoe-bin needs only libc and libstdc++ (a CPU build always serves)");
   cmd->add_flag("--print-ir-after-all", o.printIRAfterAll, "print the IR after every pass");
   CLI11_PARSE(app, argc, argv);
   return compile(o);

@@ -40,8 +40,10 @@ int main(int argc, char **argv) {
   backend.make_session = make_session;
   backend.max_parallel = 1;
 #ifdef PHIMOE_NO_SERVER
-  backend.no_serve = "this phimoe-bin was built without cpp-httplib (its --emit-project "
-                     "CMakeLists found no httplib.h and libcpp-httplib): no server";
+  // Without serve the binary needs no shared library beyond libc and libstdc++.
+  backend.no_serve = "this CUDA phimoe-bin was built without serve, which would make it need "
+                     "libcpp-httplib where it runs: compile it with `phimoec compile ... "
+                     "--serve`, or configure its --emit-project project with -DPHIMOE_SERVE=ON";
 #else
   backend.serve = [](const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
                      const ServerOptions &options) {
