@@ -185,11 +185,11 @@ def prepare_text(root, target):
     builds go to the GPU machine without weights (the project's phimoe-pack packs them there
     from text-src, 10 MB, instead of 20 MB of f32 per build)."""
     import oracle
+    if not selected_text():
+        return
     src = root / "text-src"
     if not src.exists():
         shutil.copytree(EXAMPLE, src, ignore=shutil.ignore_patterns("*.py", "*.md"))
-    if not selected_text():
-        return
     for quant in selected_text():
         case = root / f"text-{quant}"
         cpu = case / "cpu"
