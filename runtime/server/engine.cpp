@@ -9,13 +9,6 @@
 
 namespace phimoe_rt {
 
-namespace {
-using Clock = std::chrono::steady_clock;
-
-double now_seconds() {
-  return std::chrono::duration<double>(Clock::now().time_since_epoch()).count();
-}
-} // namespace
 
 // ---- BatchEngine -------------------------------------------------------------------------
 
@@ -45,7 +38,7 @@ struct BatchEngine::Sequence {
 
 BatchEngine::BatchEngine(const ModelInfo &info, const uint8_t *weights,
                          const Tokenizer &tokenizer, const BatchOptions &options)
-    : info_(info), tokenizer_(tokenizer), options_(options), pool_(options.threads) {
+    : QueuedEngine(options), info_(info), tokenizer_(tokenizer), pool_(options.threads) {
   options_.parallel = std::max(1, std::min(options_.parallel, info.max_tokens));
   options_.block_size = std::max(1, options_.block_size);
   max_blocks_ = (options_.ctx_size + options_.block_size - 1) / options_.block_size;
@@ -86,49 +79,19 @@ BatchEngine::~BatchEngine() { stop(); }
 
 std::shared_ptr<GenerationStream> BatchEngine::submit(GenerationRequest request,
                                                       Refusal &why) {
-  why = Refusal::None;
-  if (request.prompt.empty() || static_cast<int>(request.prompt.size()) > options_.ctx_size) {
-    why = Refusal::TooLong;
+  if (!accepts(request, why))
     return nullptr;
-  }
-  if (request.sampling.penalty_last_n <= 0)
-    request.sampling.penalty_last_n = options_.ctx_size;
   auto seq = std::make_unique<Sequence>(std::move(request), tokenizer_, info_.vocab);
   std::shared_ptr<GenerationStream> stream = seq->stream;
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (stopping_) {
-      why = Refusal::Stopped;
+    if (!admit_locked(waiting_.size(), why))
       return nullptr;
-    }
-    if (static_cast<int>(waiting_.size()) >= options_.queue_size) {
-      ++metrics_.rejected;
-      why = Refusal::QueueFull;
-      return nullptr;
-    }
-    ++metrics_.requests;
     waiting_.push_back(std::move(seq));
     metrics_.queued = static_cast<int>(waiting_.size());
   }
   wake_.notify_all();
   return stream;
-}
-
-void BatchEngine::stop() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
-  if (thread_.joinable())
-    thread_.join();
-}
-
-BatchMetrics BatchEngine::metrics() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  BatchMetrics m = metrics_;
-  m.tokens_per_second = recent_tokens_per_second(recent_, now_seconds());
-  return m;
 }
 
 void BatchEngine::loop() {

@@ -8,16 +8,10 @@
 
 namespace phimoe_rt {
 
-namespace {
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-} // namespace
 
 SessionEngine::SessionEngine(std::unique_ptr<ModelSession> session, int vocab,
                              const Tokenizer &tokenizer, const BatchOptions &options)
-    : session_(std::move(session)), vocab_(vocab), tokenizer_(tokenizer), options_(options) {
+    : QueuedEngine(options), session_(std::move(session)), vocab_(vocab), tokenizer_(tokenizer) {
   options_.parallel = 1;
   options_.ctx_size = session_->capacity();
   options_.kv_blocks = 0;
@@ -28,48 +22,18 @@ SessionEngine::~SessionEngine() { stop(); }
 
 std::shared_ptr<GenerationStream> SessionEngine::submit(GenerationRequest request,
                                                         Refusal &why) {
-  why = Refusal::None;
-  if (request.prompt.empty() || static_cast<int>(request.prompt.size()) > options_.ctx_size) {
-    why = Refusal::TooLong;
+  if (!accepts(request, why))
     return nullptr;
-  }
-  if (request.sampling.penalty_last_n <= 0)
-    request.sampling.penalty_last_n = options_.ctx_size;
   auto stream = std::make_shared<GenerationStream>();
   {
     std::lock_guard<std::mutex> lock(mutex_);
-    if (stopping_) {
-      why = Refusal::Stopped;
+    if (!admit_locked(waiting_.size(), why))
       return nullptr;
-    }
-    if (static_cast<int>(waiting_.size()) >= options_.queue_size) {
-      ++metrics_.rejected;
-      why = Refusal::QueueFull;
-      return nullptr;
-    }
-    ++metrics_.requests;
     waiting_.push_back({std::move(request), stream});
     metrics_.queued = static_cast<int>(waiting_.size());
   }
   wake_.notify_all();
   return stream;
-}
-
-void SessionEngine::stop() {
-  {
-    std::lock_guard<std::mutex> lock(mutex_);
-    stopping_ = true;
-  }
-  wake_.notify_all();
-  if (thread_.joinable())
-    thread_.join();
-}
-
-BatchMetrics SessionEngine::metrics() {
-  std::lock_guard<std::mutex> lock(mutex_);
-  BatchMetrics m = metrics_;
-  m.tokens_per_second = recent_tokens_per_second(recent_, now_seconds());
-  return m;
 }
 
 void SessionEngine::loop() {

@@ -91,6 +91,53 @@ bool emit_reply_text(GenerationStream &stream, std::string &text, size_t &sent,
   return false;
 }
 
+double now_seconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+bool QueuedEngine::accepts(GenerationRequest &request, Refusal &why) const {
+  why = Refusal::None;
+  if (request.prompt.empty() || static_cast<int>(request.prompt.size()) > options_.ctx_size) {
+    why = Refusal::TooLong;
+    return false;
+  }
+  if (request.sampling.penalty_last_n <= 0)
+    request.sampling.penalty_last_n = options_.ctx_size;
+  return true;
+}
+
+bool QueuedEngine::admit_locked(size_t waiting, Refusal &why) {
+  if (stopping_) {
+    why = Refusal::Stopped;
+    return false;
+  }
+  if (static_cast<int>(waiting) >= options_.queue_size) {
+    ++metrics_.rejected;
+    why = Refusal::QueueFull;
+    return false;
+  }
+  ++metrics_.requests;
+  return true;
+}
+
+void QueuedEngine::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  wake_.notify_all();
+  if (thread_.joinable())
+    thread_.join();
+}
+
+BatchMetrics QueuedEngine::metrics() {
+  std::lock_guard<std::mutex> lock(mutex_);
+  BatchMetrics m = metrics_;
+  m.tokens_per_second = recent_tokens_per_second(recent_, now_seconds());
+  return m;
+}
+
 double recent_tokens_per_second(std::deque<std::pair<double, int>> &recent, double now) {
   while (!recent.empty() && recent.front().first < now - 10.0)
     recent.pop_front();

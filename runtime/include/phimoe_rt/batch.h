@@ -116,7 +116,37 @@ bool emit_reply_text(GenerationStream &stream, std::string &text, size_t &sent,
 // dropping older ones.
 double recent_tokens_per_second(std::deque<std::pair<double, int>> &recent, double now);
 
-class BatchEngine final : public Engine {
+// Seconds on a steady clock.
+double now_seconds();
+
+// What the engines share: their options, the queue's lock, the scheduler thread, the stop
+// flag and the metrics, and submit's checks.
+class QueuedEngine : public Engine {
+public:
+  // Ends the scheduler thread (its loop finishes what is queued with an error).
+  void stop() override;
+  BatchMetrics metrics() override;
+  const BatchOptions &options() const override { return options_; }
+
+protected:
+  explicit QueuedEngine(const BatchOptions &options) : options_(options) {}
+  // Whether `request` fits a sequence's context (else why = TooLong); gives it the default
+  // repetition-penalty window (the context).
+  bool accepts(GenerationRequest &request, Refusal &why) const;
+  // With mutex_ held: whether a request may join `waiting` queued ones (else why = Stopped
+  // or QueueFull, the latter counted); counts it as a request.
+  bool admit_locked(size_t waiting, Refusal &why);
+
+  BatchOptions options_;
+  std::mutex mutex_;
+  std::condition_variable wake_;
+  bool stopping_ = false;
+  BatchMetrics metrics_;
+  std::deque<std::pair<double, int>> recent_; // (time, tokens) of recent steps
+  std::thread thread_;
+};
+
+class BatchEngine final : public QueuedEngine {
 public:
   BatchEngine(const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
               const BatchOptions &options);
@@ -125,9 +155,6 @@ public:
   BatchEngine &operator=(const BatchEngine &) = delete;
 
   std::shared_ptr<GenerationStream> submit(GenerationRequest request, Refusal &why) override;
-  void stop() override;
-  BatchMetrics metrics() override;
-  const BatchOptions &options() const override { return options_; }
 
 private:
   struct Sequence;
@@ -140,7 +167,6 @@ private:
 
   const ModelInfo &info_;
   const Tokenizer &tokenizer_;
-  BatchOptions options_;
   int max_blocks_ = 0; // per sequence
   ThreadPool pool_;
   PagedKVCache cache_;
@@ -151,8 +177,6 @@ private:
   BatchRows rows_;
   Context ctx_;
 
-  std::mutex mutex_;
-  std::condition_variable wake_;
   struct Ended {
     std::shared_ptr<GenerationStream> stream;
     std::string reason;
@@ -161,10 +185,6 @@ private:
   std::vector<Ended> ended_; // streams to end once this step's metrics are in
   std::deque<std::unique_ptr<Sequence>> waiting_;
   std::vector<std::unique_ptr<Sequence>> running_;
-  bool stopping_ = false;
-  BatchMetrics metrics_;
-  std::deque<std::pair<double, int>> recent_; // (time, tokens) of recent steps
-  std::thread thread_;
 };
 
 // Serves requests one at a time, in order, over one ModelSession (e.g. a CUDA build's, which
@@ -173,7 +193,7 @@ private:
 // The KV cache of the longest common prefix with the previous request is kept (a chat's
 // next turn runs only its new tokens). Exceptions of the session (a CUDA error) end the
 // request with that error; the engine goes on with the next.
-class SessionEngine final : public Engine {
+class SessionEngine final : public QueuedEngine {
 public:
   SessionEngine(std::unique_ptr<ModelSession> session, int vocab, const Tokenizer &tokenizer,
                 const BatchOptions &options);
@@ -182,9 +202,6 @@ public:
   SessionEngine &operator=(const SessionEngine &) = delete;
 
   std::shared_ptr<GenerationStream> submit(GenerationRequest request, Refusal &why) override;
-  void stop() override;
-  BatchMetrics metrics() override;
-  const BatchOptions &options() const override { return options_; }
 
 private:
   struct Pending {
@@ -197,15 +214,7 @@ private:
   std::unique_ptr<ModelSession> session_;
   int vocab_;
   const Tokenizer &tokenizer_;
-  BatchOptions options_;
-
-  std::mutex mutex_;
-  std::condition_variable wake_;
   std::deque<Pending> waiting_;
-  bool stopping_ = false;
-  BatchMetrics metrics_;
-  std::deque<std::pair<double, int>> recent_;
-  std::thread thread_;
 };
 
 } // namespace phimoe_rt
