@@ -257,7 +257,8 @@ llvm::Error phimoe::writeCudaProject(const std::string &dir, const std::string &
     llvm::sys::path::append(p, b);
     return std::string(p);
   };
-  for (auto [from, to] : kProjectFiles) {
+  // Copies `from` (in the phimoec tree) to `to` (in the project).
+  auto copy = [&](const char *from, const char *to) -> llvm::Error {
     std::string src = join(root, from), dst = join(dir, to);
     if (auto ec = llvm::sys::fs::create_directories(llvm::sys::path::parent_path(dst)))
       return llvm::createStringError(ec, dst + ": " + ec.message());
@@ -265,18 +266,16 @@ llvm::Error phimoe::writeCudaProject(const std::string &dir, const std::string &
       return llvm::createStringError(ec, "--emit-project: cannot copy " + src + ": " +
                                              ec.message() + " (set PHIMOE_SOURCE_ROOT to the "
                                              "phimoec repository)");
-  }
+    return llvm::Error::success();
+  };
+  for (auto [from, to] : kProjectFiles)
+    if (auto e = copy(from, to))
+      return e;
   std::vector<const char *> files(std::begin(kCommandLineFiles), std::end(kCommandLineFiles));
   files.insert(files.end(), std::begin(kServerFiles), std::end(kServerFiles));
-  for (const char *file : files) {
-    std::string src = join(root, file), dst = join(dir, file);
-    if (auto ec = llvm::sys::fs::create_directories(llvm::sys::path::parent_path(dst)))
-      return llvm::createStringError(ec, dst + ": " + ec.message());
-    if (auto ec = llvm::sys::fs::copy_file(src, dst))
-      return llvm::createStringError(ec, "--emit-project: cannot copy " + src + ": " +
-                                             ec.message() + " (set PHIMOE_SOURCE_ROOT to the "
-                                             "phimoec repository)");
-  }
+  for (const char *file : files)
+    if (auto e = copy(file, file))
+      return e;
   for (const ThirdParty &lib : kThirdParty) {
     const char *env = std::getenv(lib.includeEnv);
     std::string include = env && *env ? env : lib.includeDir;
