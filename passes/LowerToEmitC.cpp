@@ -254,6 +254,15 @@ LogicalResult Lowering::lower(Operation *op) {
     args.push_back(operand(operands.size()));
     operands.push_back(out);
     call(rt("linear"), {i32(dim(weight, 0)), i32(dim(weight, 1))}, args, operands);
+  } else if (auto split = dyn_cast<SplitOp>(op); split && cuda && split.getNumResults() == 3) {
+    // CUDA: the three ranges (q, k, v of a fused projection) in one launch.
+    SmallVector<Attribute> shape{i32(dim(split.getInput(), 1))};
+    for (int64_t size : split.getSizes())
+      shape.push_back(i32(size));
+    call(rt("split_cols"), shape,
+         {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5)},
+         {ctxArg, v(split.getInput()), n, v(split.getResult(0)), v(split.getResult(1)),
+          v(split.getResult(2))});
   } else if (auto split = dyn_cast<SplitOp>(op)) {
     int64_t offset = 0;
     for (auto [size, result] : llvm::zip(split.getSizes(), split.getResults())) {

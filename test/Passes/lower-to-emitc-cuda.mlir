@@ -1,6 +1,7 @@
 // The one-layer PhiMoE of lower-to-emitc.mlir lowered for CUDA (target=cuda): the same flat
 // list of kernel calls, of the phimoe_cuda launchers, on a phimoe_cuda::Context, except that
-// the keys' RoPE is fused with the KV-cache write (rope_kv_write, then attention<..., true>);
+// the keys' RoPE is fused with the KV-cache write (rope_kv_write, then attention<..., true>)
+// and the q/k/v split is one kernel (split_cols);
 // with q8_0 weights the module says that its pack has the CUDA layout.
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q8_0 max-tokens=16" | FileCheck %s
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q8_0 max-tokens=16" | phimoe-translate --phimoe-to-cpp | FileCheck %s --check-prefix=CUDA
@@ -19,7 +20,10 @@
 // CHECK: call_opaque "phimoe_cuda::embed"(%[[CTX]], %[[IDS]], %[[N]], %[[TABLE]], %[[H]]) {{.*}} template_args = [96 : i32, 64 : i32]
 // CHECK: call_opaque "phimoe_cuda::layer_norm"
 // CHECK: call_opaque "phimoe_cuda::linear"({{.*}} template_args = [128 : i32, 64 : i32]
-// CHECK-COUNT-3: call_opaque "phimoe_cuda::copy_cols"
+// The q/k/v split of the fused projection: one kernel, not a copy per range.
+// CHECK-NOT: phimoe_cuda::copy_cols
+// CHECK: call_opaque "phimoe_cuda::split_cols"(%[[CTX]], %{{.+}}, %[[N]], %{{.+}}, %{{.+}}, %{{.+}}) {args = [0 : index, 1 : index, 2 : index, 3 : index, 4 : index, 5 : index], template_args = [128 : i32, 64 : i32, 32 : i32, 32 : i32]}
+// CHECK-NOT: phimoe_cuda::copy_cols
 // CHECK: call_opaque "phimoe_cuda::rope"({{.*}}%[[POS]]{{.*}}#emitc.opaque<"kRope0">{{.*}} template_args = [4 : i32, 16 : i32]
 // CHECK-NOT: call_opaque "phimoe_cuda::rope"(
 // CHECK: call_opaque "phimoe_cuda::rope_kv_write"(%[[CTX]], %[[K:[^,]+]], %[[V:[^,]+]], %[[N]], %[[POS]]) {args = [0 : index, 1 : index, 2 : index, 3 : index, 4 : index, #emitc.opaque<"kRope0">, 0 : i32], template_args = [2 : i32, 16 : i32]}

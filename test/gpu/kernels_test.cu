@@ -135,6 +135,29 @@ template <int N, int K, class W> void test_linear(const char *name, int n, bool 
   cudaFree(dw), cudaFree(dx), cudaFree(db), cudaFree(out);
 }
 
+template <int In, int W0, int W1, int W2> void test_split_cols(int n) {
+  std::vector<float> x = random_floats(static_cast<size_t>(n) * In);
+  float *dx = upload(x), *o[3] = {device<float>(static_cast<size_t>(n) * W0),
+                                  device<float>(static_cast<size_t>(n) * W1),
+                                  device<float>(static_cast<size_t>(n) * W2)};
+  Context ctx;
+  split_cols<In, W0, W1, W2>(ctx, dx, n, o[0], o[1], o[2]);
+  const int widths[3] = {W0, W1, W2};
+  int offset = 0;
+  for (int part = 0; part < 3; ++part) {
+    std::vector<double> want(static_cast<size_t>(n) * widths[part]);
+    for (int t = 0; t < n; ++t)
+      for (int j = 0; j < widths[part]; ++j)
+        want[static_cast<size_t>(t) * widths[part] + j] = x[static_cast<size_t>(t) * In + offset + j];
+    char label[96];
+    std::snprintf(label, sizeof label, "split_cols<%d,%d,%d,%d> part %d n=%d", In, W0, W1, W2,
+                  part, n);
+    check(label, download(o[part], want.size()), want, 0.0);
+    offset += widths[part];
+  }
+  cudaFree(dx), cudaFree(o[0]), cudaFree(o[1]), cudaFree(o[2]);
+}
+
 template <int V, int H, class W> void test_embed(const char *name) {
   Weight<W> w = make_weight<W>(V, H);
   std::vector<int32_t> ids = {3, 0, V - 1, 7, -1, V}; // the last two are invalid: zeros
@@ -503,6 +526,9 @@ int main() {
     test_embed<50, 64, bf16>("embed bf16");
     test_embed<50, 64, block_q8_0>("embed q8_0");
     test_embed<50, 64, float>("embed f32");
+    test_split_cols<128, 64, 32, 32>(3);
+    test_split_cols<6144, 4096, 1024, 1024>(1); // Phi-3.5-MoE's q/k/v
+    test_split_cols<100, 40, 30, 20>(17);       // ranges short of the row
     test_layer_norm<64>(3);
     test_layer_norm<4096>(2);
     test_rope<4, 16>(false);

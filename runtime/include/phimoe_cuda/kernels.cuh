@@ -244,6 +244,26 @@ __global__ void copy_cols_kernel(const float *x, int n, float *out) {
   }
 }
 
+// Columns [0, W0), [W0, W0 + W1), [W0 + W1, W0 + W1 + W2) of x's rows (In wide) into three
+// buffers: the q/k/v split of a fused projection in one launch instead of three.
+template <int In, int W0, int W1, int W2>
+__global__ void split_cols_kernel(const float *x, int n, float *o0, float *o1, float *o2) {
+  constexpr int Used = W0 + W1 + W2;
+  const long long total = static_cast<long long>(n) * Used;
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long t = i / Used;
+    const int j = static_cast<int>(i % Used);
+    const float v = x[t * In + j];
+    if (j < W0)
+      o0[t * W0 + j] = v;
+    else if (j < W0 + W1)
+      o1[t * W1 + (j - W0)] = v;
+    else
+      o2[t * W2 + (j - W0 - W1)] = v;
+  }
+}
+
 // The inverse frequencies of the forward's LongRoPE set and its mscale, computed on the host
 // in float32 as the CPU kernel (and transformers) computes them.
 template <int D> struct RopeTable {
@@ -569,6 +589,19 @@ void copy_cols(Context &ctx, const float *x, int n, float *out) {
   const int blocks = detail::blocks_for(static_cast<long long>(n) * Width, 256);
   detail::copy_cols_kernel<In, Offset, Width>
       <<<blocks < 4096 ? blocks : 4096, 256, 0, ctx.stream>>>(x, n, out);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+// copy_cols of three consecutive column ranges, [0, W0), [W0, W0 + W1), [W0 + W1, ... + W2),
+// in one kernel (phimoe-lower-to-emitc{target=cuda} emits it for a three-way split).
+template <int In, int W0, int W1, int W2>
+void split_cols(Context &ctx, const float *x, int n, float *o0, float *o1, float *o2) {
+  static_assert(W0 > 0 && W1 > 0 && W2 > 0 && W0 + W1 + W2 <= In, "split_cols: out of range");
+  if (n <= 0)
+    return;
+  const int blocks = detail::blocks_for(static_cast<long long>(n) * (W0 + W1 + W2), 256);
+  detail::split_cols_kernel<In, W0, W1, W2>
+      <<<blocks < 4096 ? blocks : 4096, 256, 0, ctx.stream>>>(x, n, o0, o1, o2);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
