@@ -366,11 +366,25 @@ template <int Hq, int Hkv, int D> void test_attention(int past, int n, int windo
   ctx.attn_partials = device<float>(ctx.attn_partial_floats);
   float *dq = upload(q), *dk = upload(k), *dv = upload(v), *out = device<float>(q.size());
   int32_t *dp = upload(pos);
-  attention<Hq, Hkv, D>(ctx, dq, dk, dv, n, dp, layer, scale, window, out);
-  char label[96];
-  std::snprintf(label, sizeof label, "attention<%d,%d,%d> past=%d n=%d window=%d", Hq, Hkv, D,
-                past, n, window);
-  check(label, download(out, q.size()), want, 1e-5);
+  // Both first halves where heads can be grouped: a block per query head, and a block per KV
+  // head for its group (each against the reference, and against each other).
+  const bool groups = Hq / Hkv >= 2;
+  std::vector<float> results[2];
+  for (int grouped = 0; grouped <= (groups ? 1 : 0); ++grouped) {
+    detail::attention_grouping() = grouped;
+    attention<Hq, Hkv, D>(ctx, dq, dk, dv, n, dp, layer, scale, window, out);
+    char label[128];
+    std::snprintf(label, sizeof label, "attention<%d,%d,%d> past=%d n=%d window=%d%s", Hq, Hkv,
+                  D, past, n, window,
+                  detail::attention_grouped<Hq, Hkv, D>() ? " (grouped heads)" : "");
+    results[grouped] = download(out, q.size());
+    check(label, results[grouped], want, 1e-5);
+  }
+  detail::attention_grouping() = -1;
+  if (groups) {
+    std::vector<double> per_head(results[0].begin(), results[0].end());
+    check("attention: grouped heads against a block per head", results[1], per_head, 1e-6);
+  }
   std::vector<double> kwd(kw.begin(), kw.end());
   check("attention: the k cache after the write", download(ctx.k_cache, kw.size()), kwd, 0.0);
   cudaFree(ctx.k_cache), cudaFree(ctx.v_cache), cudaFree(ctx.attn_partials);

@@ -25,6 +25,7 @@
 #include <cuda_fp16.h>
 
 #include <cmath>
+#include <cstdlib>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -408,6 +409,125 @@ __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int
   }
 }
 
+// The same first half for the G = Hq / Hkv query heads that share a KV head, in one block
+// (row * Hkv + kv head, split): every key and value row is read once for the group instead of
+// once per query head. Per head, the operations and their order are those of
+// attention_partial_kernel (same warp partition of the positions, same sums).
+template <int Hq, int Hkv, int D>
+__global__ void attention_partial_gqa_kernel(const float *q, const int32_t *pos, int layer,
+                                             int capacity, const float *k_cache,
+                                             const float *v_cache, float scale, int window,
+                                             float *partials) {
+  constexpr int G = Hq / Hkv, per_lane = (D + 31) / 32;
+  __shared__ float qs[G][D];
+  __shared__ float wm[kAttnWarps][G], wl[kAttnWarps][G];
+  __shared__ float wacc[kAttnWarps][G][D];
+  const int item = blockIdx.x, split = blockIdx.y, splits = gridDim.y;
+  const int t = item / Hkv, kvh = item % Hkv;
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  for (int i = threadIdx.x; i < G * D; i += blockDim.x)
+    qs[i / D][i % D] = q[(static_cast<size_t>(t) * Hq + kvh * G + i / D) * D + i % D];
+  __syncthreads();
+  const int p = pos[t];
+  const bool valid = p >= 0 && p < capacity;
+  const int lo = window > 0 ? max(0, p - window + 1) : 0;
+  const int len = valid ? p - lo + 1 : 0;
+  const int chunk = (len + splits - 1) / splits;
+  const int begin = lo + split * chunk, end = min(lo + len, begin + chunk);
+  float m[G], l[G], acc[G][per_lane];
+  for (int g = 0; g < G; ++g) {
+    m[g] = -INFINITY;
+    l[g] = 0.0f;
+    for (int i = 0; i < per_lane; ++i)
+      acc[g][i] = 0.0f;
+  }
+  const size_t layer_base = static_cast<size_t>(layer) * capacity;
+  for (int j = begin + warp; j < end; j += kAttnWarps) {
+    const size_t at = ((layer_base + j) * Hkv + kvh) * D;
+    float kv[per_lane], vv[per_lane];
+    for (int i = 0; i < per_lane; ++i) {
+      const int d = lane + 32 * i;
+      kv[i] = d < D ? k_cache[at + d] : 0.0f;
+      vv[i] = d < D ? v_cache[at + d] : 0.0f;
+    }
+    for (int g = 0; g < G; ++g) {
+      float dot = 0.0f;
+      for (int i = 0; i < per_lane; ++i) {
+        const int d = lane + 32 * i;
+        if (d < D)
+          dot += qs[g][d] * kv[i];
+      }
+      const float score = warp_sum(dot) * scale;
+      const float m_new = fmaxf(m[g], score);
+      const float correction = expf(m[g] - m_new), weight = expf(score - m_new);
+      l[g] = l[g] * correction + weight;
+      for (int i = 0; i < per_lane; ++i) {
+        const int d = lane + 32 * i;
+        acc[g][i] = acc[g][i] * correction + (d < D ? weight * vv[i] : 0.0f);
+      }
+      m[g] = m_new;
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    if (lane == 0) {
+      wm[warp][g] = m[g];
+      wl[warp][g] = l[g];
+    }
+    for (int i = 0; i < per_lane; ++i) {
+      const int d = lane + 32 * i;
+      if (d < D)
+        wacc[warp][g][d] = acc[g][i];
+    }
+  }
+  __syncthreads();
+  for (int g = 0; g < G; ++g) {
+    const size_t head_item = static_cast<size_t>(t) * Hq + kvh * G + g;
+    float *dst = partials + (head_item * splits + split) * (D + 2);
+    float mx = -INFINITY;
+    for (int w = 0; w < kAttnWarps; ++w)
+      mx = fmaxf(mx, wm[w][g]);
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
+      float a = 0.0f;
+      for (int w = 0; w < kAttnWarps; ++w)
+        if (wm[w][g] != -INFINITY)
+          a += wacc[w][g][d] * expf(wm[w][g] - mx);
+      dst[2 + d] = a;
+    }
+    if (threadIdx.x == 0) {
+      float sum = 0.0f;
+      for (int w = 0; w < kAttnWarps; ++w)
+        if (wm[w][g] != -INFINITY)
+          sum += wl[w][g] * expf(wm[w][g] - mx);
+      dst[0] = mx;
+      dst[1] = sum;
+    }
+  }
+}
+
+// How attention runs its first half where it can group heads: -1 from the environment
+// (PHIMOE_CUDA_ATTENTION=per-head keeps a block per query head, a fallback), 0 per head,
+// 1 grouped (kernels_test sets it to run both).
+inline int &attention_grouping() {
+  static int mode = -1;
+  return mode;
+}
+
+// Whether attention groups the query heads of a KV head in one block: groups of 2 to 8 heads
+// (registers: G * D / 32 accumulators a lane; shared memory under 40 KiB).
+template <int Hq, int Hkv, int D> inline bool attention_grouped() {
+  constexpr int G = Hq / Hkv;
+  if constexpr (G < 2 || G > 8 || G * D * (kAttnWarps + 1) * 4 > 40 * 1024) {
+    return false;
+  } else {
+    int &mode = attention_grouping();
+    if (mode < 0) {
+      const char *v = std::getenv("PHIMOE_CUDA_ATTENTION");
+      mode = v && std::string(v) == "per-head" ? 0 : 1;
+    }
+    return mode == 1;
+  }
+}
+
 // Flash-decoding, second half: block (row * Hq + head) merges its splits. Rows whose
 // position lies outside the cache give nan, as on the CPU.
 template <int Hq, int D>
@@ -669,9 +789,19 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
   splits = splits < 1024 ? splits : 1024;
   if (splits < 1)
     throw std::runtime_error("attention: no room for the partial results (a phimoe-bin bug)");
-  dim3 grid(n * Hq, static_cast<unsigned>(splits));
-  detail::attention_partial_kernel<Hq, Hkv, D><<<grid, 32 * detail::kAttnWarps, 0, ctx.stream>>>(
-      q, pos, layer, ctx.capacity, ctx.k_cache, ctx.v_cache, scale, window, ctx.attn_partials);
+  if (detail::attention_grouped<Hq, Hkv, D>()) {
+    dim3 grid(n * Hkv, static_cast<unsigned>(splits));
+    detail::attention_partial_gqa_kernel<Hq, Hkv, D>
+        <<<grid, 32 * detail::kAttnWarps, 0, ctx.stream>>>(q, pos, layer, ctx.capacity,
+                                                            ctx.k_cache, ctx.v_cache, scale,
+                                                            window, ctx.attn_partials);
+  } else {
+    dim3 grid(n * Hq, static_cast<unsigned>(splits));
+    detail::attention_partial_kernel<Hq, Hkv, D>
+        <<<grid, 32 * detail::kAttnWarps, 0, ctx.stream>>>(q, pos, layer, ctx.capacity,
+                                                            ctx.k_cache, ctx.v_cache, scale,
+                                                            window, ctx.attn_partials);
+  }
   PHIMOE_CUDA_CHECK_LAUNCH();
   detail::attention_combine_kernel<Hq, D><<<n * Hq, D < 256 ? D : 256, 0, ctx.stream>>>(
       ctx.attn_partials, static_cast<int>(splits), pos, ctx.capacity, out);
