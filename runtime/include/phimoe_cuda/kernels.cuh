@@ -332,101 +332,26 @@ __global__ void kv_write_kernel(const float *k, const float *v, const int32_t *p
 
 constexpr int kAttnWarps = 4;
 
-// Flash-decoding, first half: block (row * Hq + head, split) attends the split's share of the
-// row's positions [lo, p] with an online softmax per warp, merges its warps and writes
-// (max, sum, acc[D]) to `partials`. A split without positions writes (-inf, 0, 0...).
-template <int Hq, int Hkv, int D>
+// Flash-decoding, first half: block (row * Hq / G + head group, split) attends, for each of
+// its G query heads (G = 1: one head; G = Hq / Hkv: every head of one KV head, whose key and
+// value rows are then read once for the group), the split's share of the row's positions
+// [lo, p] with an online softmax per warp, merges its warps and writes (max, sum, acc[D]) per
+// head to `partials`. A split without positions writes (-inf, 0, 0...).
+template <int Hq, int Hkv, int D, int G>
 __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int layer,
                                          int capacity, const float *k_cache,
                                          const float *v_cache, float scale, int window,
                                          float *partials) {
-  constexpr int group = Hq / Hkv, per_lane = (D + 31) / 32;
-  __shared__ float qs[D];
-  __shared__ float wm[kAttnWarps], wl[kAttnWarps];
-  __shared__ float wacc[kAttnWarps][D];
-  const int item = blockIdx.x, split = blockIdx.y, splits = gridDim.y;
-  const int t = item / Hq, h = item % Hq, kvh = h / group;
-  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int d = threadIdx.x; d < D; d += blockDim.x)
-    qs[d] = q[(static_cast<size_t>(t) * Hq + h) * D + d];
-  __syncthreads();
-  const int p = pos[t];
-  const bool valid = p >= 0 && p < capacity;
-  const int lo = window > 0 ? max(0, p - window + 1) : 0;
-  const int len = valid ? p - lo + 1 : 0;
-  const int chunk = (len + splits - 1) / splits;
-  const int begin = lo + split * chunk, end = min(lo + len, begin + chunk);
-  float m = -INFINITY, l = 0.0f, acc[per_lane];
-  for (int i = 0; i < per_lane; ++i)
-    acc[i] = 0.0f;
-  const size_t layer_base = static_cast<size_t>(layer) * capacity;
-  for (int j = begin + warp; j < end; j += kAttnWarps) {
-    const size_t at = ((layer_base + j) * Hkv + kvh) * D;
-    float dot = 0.0f;
-    for (int i = 0; i < per_lane; ++i) {
-      const int d = lane + 32 * i;
-      if (d < D)
-        dot += qs[d] * k_cache[at + d];
-    }
-    const float score = warp_sum(dot) * scale;
-    const float m_new = fmaxf(m, score);
-    const float correction = expf(m - m_new), weight = expf(score - m_new);
-    l = l * correction + weight;
-    for (int i = 0; i < per_lane; ++i) {
-      const int d = lane + 32 * i;
-      acc[i] = acc[i] * correction + (d < D ? weight * v_cache[at + d] : 0.0f);
-    }
-    m = m_new;
-  }
-  if (lane == 0) {
-    wm[warp] = m;
-    wl[warp] = l;
-  }
-  for (int i = 0; i < per_lane; ++i) {
-    const int d = lane + 32 * i;
-    if (d < D)
-      wacc[warp][d] = acc[i];
-  }
-  __syncthreads();
-  float *dst = partials + (static_cast<size_t>(item) * splits + split) * (D + 2);
-  float mx = -INFINITY;
-  for (int w = 0; w < kAttnWarps; ++w)
-    mx = fmaxf(mx, wm[w]);
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float a = 0.0f;
-    for (int w = 0; w < kAttnWarps; ++w)
-      if (wm[w] != -INFINITY)
-        a += wacc[w][d] * expf(wm[w] - mx);
-    dst[2 + d] = a;
-  }
-  if (threadIdx.x == 0) {
-    float s = 0.0f;
-    for (int w = 0; w < kAttnWarps; ++w)
-      if (wm[w] != -INFINITY)
-        s += wl[w] * expf(wm[w] - mx);
-    dst[0] = mx;
-    dst[1] = s;
-  }
-}
-
-// The same first half for the G = Hq / Hkv query heads that share a KV head, in one block
-// (row * Hkv + kv head, split): every key and value row is read once for the group instead of
-// once per query head. Per head, the operations and their order are those of
-// attention_partial_kernel (same warp partition of the positions, same sums).
-template <int Hq, int Hkv, int D>
-__global__ void attention_partial_gqa_kernel(const float *q, const int32_t *pos, int layer,
-                                             int capacity, const float *k_cache,
-                                             const float *v_cache, float scale, int window,
-                                             float *partials) {
-  constexpr int G = Hq / Hkv, per_lane = (D + 31) / 32;
+  static_assert((Hq / Hkv) % G == 0, "attention: a head group shares one KV head");
+  constexpr int per_lane = (D + 31) / 32;
   __shared__ float qs[G][D];
   __shared__ float wm[kAttnWarps][G], wl[kAttnWarps][G];
   __shared__ float wacc[kAttnWarps][G][D];
   const int item = blockIdx.x, split = blockIdx.y, splits = gridDim.y;
-  const int t = item / Hkv, kvh = item % Hkv;
+  const int t = item / (Hq / G), h0 = item % (Hq / G) * G, kvh = h0 / (Hq / Hkv);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   for (int i = threadIdx.x; i < G * D; i += blockDim.x)
-    qs[i / D][i % D] = q[(static_cast<size_t>(t) * Hq + kvh * G + i / D) * D + i % D];
+    qs[i / D][i % D] = q[(static_cast<size_t>(t) * Hq + h0 + i / D) * D + i % D];
   __syncthreads();
   const int p = pos[t];
   const bool valid = p >= 0 && p < capacity;
@@ -481,7 +406,7 @@ __global__ void attention_partial_gqa_kernel(const float *q, const int32_t *pos,
   }
   __syncthreads();
   for (int g = 0; g < G; ++g) {
-    const size_t head_item = static_cast<size_t>(t) * Hq + kvh * G + g;
+    const size_t head_item = static_cast<size_t>(t) * Hq + h0 + g;
     float *dst = partials + (head_item * splits + split) * (D + 2);
     float mx = -INFINITY;
     for (int w = 0; w < kAttnWarps; ++w)
@@ -512,11 +437,17 @@ inline int &attention_grouping() {
   return mode;
 }
 
-// Whether attention groups the query heads of a KV head in one block: groups of 2 to 8 heads
-// (registers: G * D / 32 accumulators a lane; shared memory under 40 KiB).
-template <int Hq, int Hkv, int D> inline bool attention_grouped() {
+// The query heads a block of attention_partial_kernel takes where it may group them: every
+// head of a KV head for groups of 2 to 8 (registers: G * D / 32 accumulators a lane) within
+// 40 KiB of shared memory; else 1.
+template <int Hq, int Hkv, int D> constexpr int attention_group() {
   constexpr int G = Hq / Hkv;
-  if constexpr (G < 2 || G > 8 || G * D * (kAttnWarps + 1) * 4 > 40 * 1024) {
+  return G >= 2 && G <= 8 && G * D * (kAttnWarps + 1) * 4 <= 40 * 1024 ? G : 1;
+}
+
+// Whether attention groups the query heads of a KV head in one block.
+template <int Hq, int Hkv, int D> inline bool attention_grouped() {
+  if constexpr (attention_group<Hq, Hkv, D>() == 1) {
     return false;
   } else {
     int &mode = attention_grouping();
@@ -789,19 +720,15 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
   splits = splits < 1024 ? splits : 1024;
   if (splits < 1)
     throw std::runtime_error("attention: no room for the partial results (a phimoe-bin bug)");
-  if (detail::attention_grouped<Hq, Hkv, D>()) {
-    dim3 grid(n * Hkv, static_cast<unsigned>(splits));
-    detail::attention_partial_gqa_kernel<Hq, Hkv, D>
-        <<<grid, 32 * detail::kAttnWarps, 0, ctx.stream>>>(q, pos, layer, ctx.capacity,
-                                                            ctx.k_cache, ctx.v_cache, scale,
-                                                            window, ctx.attn_partials);
-  } else {
-    dim3 grid(n * Hq, static_cast<unsigned>(splits));
-    detail::attention_partial_kernel<Hq, Hkv, D>
-        <<<grid, 32 * detail::kAttnWarps, 0, ctx.stream>>>(q, pos, layer, ctx.capacity,
-                                                            ctx.k_cache, ctx.v_cache, scale,
-                                                            window, ctx.attn_partials);
-  }
+  // A block per KV head's group of query heads where that fits, else a block per head.
+  constexpr int G = detail::attention_group<Hq, Hkv, D>();
+  const bool grouped = detail::attention_grouped<Hq, Hkv, D>();
+  auto kernel = grouped ? detail::attention_partial_kernel<Hq, Hkv, D, G>
+                        : detail::attention_partial_kernel<Hq, Hkv, D, 1>;
+  dim3 grid(n * (grouped ? Hq / G : Hq), static_cast<unsigned>(splits));
+  kernel<<<grid, 32 * detail::kAttnWarps, 0, ctx.stream>>>(q, pos, layer, ctx.capacity,
+                                                           ctx.k_cache, ctx.v_cache, scale,
+                                                           window, ctx.attn_partials);
   PHIMOE_CUDA_CHECK_LAUNCH();
   detail::attention_combine_kernel<Hq, D><<<n * Hq, D < 256 ? D : 256, 0, ctx.stream>>>(
       ctx.attn_partials, static_cast<int>(splits), pos, ctx.capacity, out);
