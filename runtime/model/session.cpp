@@ -52,14 +52,13 @@ void Session::reset() {
 }
 
 int Session::truncate(int n) {
-  if (n >= size())
-    return size();
-  if (rope_long_ && n <= info_.original_max_position) {
+  const int keep = truncated_length(size(), n, rope_long_, info_.original_max_position);
+  if (keep < 0) {
     reset();
     return 0;
   }
-  tokens_.resize(n);
-  return n;
+  tokens_.resize(keep);
+  return keep;
 }
 
 void Session::run(int begin, int end, bool rope_long, std::vector<float> *all_logits) {

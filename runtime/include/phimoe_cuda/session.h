@@ -43,14 +43,14 @@ public:
   void reset() override;
   // As phimoe_rt::Session::truncate: the device cache of the first n positions stays valid.
   int truncate(int n) override {
-    if (n >= size())
-      return size();
-    if (rope_long_ && n <= info_.original_max_position) {
+    const int keep =
+        phimoe_rt::truncated_length(size(), n, rope_long_, info_.original_max_position);
+    if (keep < 0) {
       reset();
       return 0;
     }
-    tokens_.resize(n);
-    return n;
+    tokens_.resize(keep);
+    return keep;
   }
 
   // Decode graphs captured so far (for tests and the benchmark's report).

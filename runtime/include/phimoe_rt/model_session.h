@@ -31,6 +31,15 @@ public:
   virtual int truncate(int n) = 0;
 };
 
+// What truncate(n) keeps of a session of `size` tokens whose cache holds the long LongRoPE set
+// or not: `size` when n >= size, -1 when the cache must go (long set, n back within
+// original_max_position: reset), else n.
+inline int truncated_length(int size, int n, bool rope_long, int original_max_position) {
+  if (n >= size)
+    return size;
+  return rope_long && n <= original_max_position ? -1 : n;
+}
+
 } // namespace phimoe_rt
 
 #endif // PHIMOE_RT_MODEL_SESSION_H
