@@ -27,6 +27,7 @@ import time
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "e2e"))
+sys.path.insert(0, str(HERE.parent.parent / "bench"))
 
 LAYERS, HIDDEN, HEADS, KV, EXPERTS, INTER, VOCAB = 2, 4096, 32, 8, 16, 6400, 32064
 PROMPT, GENERATED = 128, 64
@@ -39,46 +40,13 @@ def config():
                               original_max=4096, max_position=131072)
 
 
-def tensor_shapes():
-    d = HIDDEN // HEADS
-    shapes = {"model.embed_tokens.weight": [VOCAB, HIDDEN], "model.norm.weight": [HIDDEN],
-              "model.norm.bias": [HIDDEN], "lm_head.weight": [VOCAB, HIDDEN],
-              "lm_head.bias": [VOCAB]}
-    for layer in range(LAYERS):
-        p = f"model.layers.{layer}."
-        for norm in ("input_layernorm", "post_attention_layernorm"):
-            shapes[p + norm + ".weight"] = shapes[p + norm + ".bias"] = [HIDDEN]
-        for proj, rows in (("q", HIDDEN), ("k", KV * d), ("v", KV * d), ("o", HIDDEN)):
-            shapes[p + f"self_attn.{proj}_proj.weight"] = [rows, HIDDEN]
-            shapes[p + f"self_attn.{proj}_proj.bias"] = [rows]
-        shapes[p + "block_sparse_moe.gate.weight"] = [EXPERTS, HIDDEN]
-        for e in range(EXPERTS):
-            q = p + f"block_sparse_moe.experts.{e}."
-            shapes[q + "w1.weight"] = shapes[q + "w3.weight"] = [INTER, HIDDEN]
-            shapes[q + "w2.weight"] = [HIDDEN, INTER]
-    return shapes
-
-
 def plan(root):
     """A checkpoint with the real header and no data (a sparse file): enough for phimoec to
     emit the projects, which never read the weights."""
+    import bench_gpu  # the benchmark's header-only checkpoint of a config
     import oracle
     src = root / "header-only"
-    src.mkdir(parents=True, exist_ok=True)
-    config().save_pretrained(src)
-    header, offset = {}, 0
-    for name, shape in sorted(tensor_shapes().items()):
-        size = 2
-        for n in shape:
-            size *= n
-        header[name] = {"dtype": "BF16", "shape": shape, "data_offsets": [offset, offset + size]}
-        offset += size
-    header["__metadata__"] = {"format": "pt"}
-    text = json.dumps(header).encode()
-    text += b" " * (-len(text) % 8)
-    with open(src / "model.safetensors", "wb") as f:
-        f.write(len(text).to_bytes(8, "little") + text)
-        f.truncate(8 + len(text) + offset)
+    bench_gpu.write_header_only(src, json.loads(config().to_json_string(use_diff=False)))
     for quant in ("bf16", "q8_0", "q4k"):
         proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(src), "--target", "sm_90",
                                "--quant", quant, "--emit-project", str(root / f"project-{quant}")],
