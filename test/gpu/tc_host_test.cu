@@ -87,7 +87,7 @@ void test_bf16_round() {
     const float f = i < 100000 ? random_bits_float() : random_float(std::ldexp(1.0f, i % 60 - 30));
     const uint16_t got = tc_bf16_round(f);
     if (std::isnan(f)) {
-      expect(std::isnan(tc_bf16_value(got)), "bf16_round keeps nan");
+      expect(std::isnan(bf16_bits(got)), "bf16_round keeps nan");
       continue;
     }
     expect(got == phimoe_rt::float_to_bf16(f).bits, "bf16_round == float_to_bf16", got,
@@ -101,11 +101,11 @@ void test_bf16_round() {
 void test_f16_value() {
   for (uint32_t h = 0; h < 65536; ++h) {
     const float want = phimoe_rt::f16_to_float(static_cast<uint16_t>(h));
-    const float got = tc_f16_value(static_cast<uint16_t>(h));
+    const float got = f16_bits(static_cast<uint16_t>(h));
     if (std::isnan(want))
       expect(std::isnan(got), "f16 nan", h);
     else
-      expect(tc_float_bits(got) == tc_float_bits(want), "f16_value == f16_to_float", h);
+      expect(float_bits(got) == float_bits(want), "f16_value == f16_to_float", h);
   }
 }
 
@@ -117,9 +117,9 @@ void test_split() {
     tc_split<2>(x, two);
     tc_split<3>(x, three);
     expect(two[0] == tc_bf16_round(x), "split: the first term is bf16(x)");
-    const double sum2 = static_cast<double>(tc_bf16_value(two[0])) + tc_bf16_value(two[1]);
-    const double sum3 = static_cast<double>(tc_bf16_value(three[0])) + tc_bf16_value(three[1]) +
-                        tc_bf16_value(three[2]);
+    const double sum2 = static_cast<double>(bf16_bits(two[0])) + bf16_bits(two[1]);
+    const double sum3 = static_cast<double>(bf16_bits(three[0])) + bf16_bits(three[1]) +
+                        bf16_bits(three[2]);
     if (x != 0.0f)
       worst2 = std::max(worst2, std::fabs(sum2 - x) / std::fabs(x));
     expect(std::fabs(sum2 - x) <= std::ldexp(std::fabs(static_cast<double>(x)), -16),
@@ -130,9 +130,9 @@ void test_split() {
               std::ldexp(1.0, -16));
   uint16_t p[2];
   tc_split<2>(INFINITY, p);
-  expect(tc_bf16_value(p[0]) == INFINITY && p[1] == 0, "split: inf, then 0");
+  expect(bf16_bits(p[0]) == INFINITY && p[1] == 0, "split: inf, then 0");
   tc_split<2>(NAN, p);
-  expect(std::isnan(tc_bf16_value(p[0])) && p[1] == 0, "split: nan, then 0");
+  expect(std::isnan(bf16_bits(p[0])) && p[1] == 0, "split: nan, then 0");
 }
 
 uint16_t unit_half(const uint4 &u, int j) {
@@ -185,7 +185,7 @@ void test_load_q8_0(int R, int K) {
         TcLoad<block_q8_0>::load(pw, R, K, r, k0 + ku, &u);
         for (int j = 0; j < 8; ++j) {
           const size_t i = static_cast<size_t>(r) * K + k0 + ku + j;
-          const float quant = tc_bf16_value(unit_half(u, j));
+          const float quant = bf16_bits(unit_half(u, j));
           expect(quant == static_cast<float>(q[i / 32].qs[i % 32]), "q8_0 unit: the quant", r,
                  k0 + ku + j);
           expect(quant * d == values[i], "q8_0 unit * scale == dequantized", r, k0 + ku + j);
@@ -244,7 +244,7 @@ template <class W> void test_load_k(int R, int K, bool random) {
         L::load(pw, R, K, r, k0 + ku, u);
         for (int j = 0; j < L::kUnitValues; ++j) {
           const int k = k0 + ku + j, g = (ku + j) / L::kGroup;
-          const float q = tc_bf16_value(units_half(u, j));
+          const float q = bf16_bits(units_half(u, j));
           const float want = w.values[static_cast<size_t>(r) * K + k];
           // the quant itself, from Elem::at (which the elements test holds to the dequantizer)
           const bool integer = q == std::floor(q) &&
@@ -449,13 +449,13 @@ void emu_mma(const TcShared<Terms> &s, int warp, int t, int mi, int ni, int ks, 
       int row, col;
       spec_a(lane, i, row, col);
       const uint32_t reg = tc_a_reg(s, t, wm * 32 + mi * 16, ks, lane, i / 2);
-      A[row][col] = tc_bf16_value(static_cast<uint16_t>(reg >> (16 * (i % 2))));
+      A[row][col] = bf16_bits(static_cast<uint16_t>(reg >> (16 * (i % 2))));
     }
     for (int i = 0; i < 4; ++i) {
       int k, n;
       spec_b(lane, i, k, n);
       const uint32_t reg = tc_b_reg(s, wn * 32 + ni * 8, ks, lane, i / 2);
-      B[k][n] = tc_bf16_value(static_cast<uint16_t>(reg >> (16 * (i % 2))));
+      B[k][n] = bf16_bits(static_cast<uint16_t>(reg >> (16 * (i % 2))));
     }
   }
   for (int lane = 0; lane < 32; ++lane)

@@ -51,6 +51,15 @@ PHIMOE_HD float bits_as_float(uint32_t bits) {
   return f;
 #endif
 }
+PHIMOE_HD uint32_t float_bits(float f) {
+#ifdef __CUDA_ARCH__
+  return __float_as_uint(f);
+#else
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  return bits;
+#endif
+}
 PHIMOE_HD float bf16_bits(uint32_t bits) { return bits_as_float(bits << 16); }
 PHIMOE_HD float f16_bits(uint32_t bits) {
   return __half2float(__ushort_as_half(static_cast<unsigned short>(bits & 0xffffu)));

@@ -29,6 +29,8 @@
 #ifndef PHIMOE_CUDA_GEMM_TC_CUH
 #define PHIMOE_CUDA_GEMM_TC_CUH
 
+#include "phimoe_cuda/elements.cuh"
+
 #include <cstdint>
 #include <cstring>
 
@@ -43,45 +45,12 @@ constexpr int kTcThreads = 128;
 constexpr int kTcXTerms = 2; // bf16 terms per activation (see the header)
 
 // ---- bf16 / f16 bit arithmetic, the same on the host and the device --------------------
-__host__ __device__ inline uint32_t tc_float_bits(float f) {
-#ifdef __CUDA_ARCH__
-  return __float_as_uint(f);
-#else
-  uint32_t u;
-  std::memcpy(&u, &f, sizeof u);
-  return u;
-#endif
-}
-__host__ __device__ inline float tc_bits_float(uint32_t u) {
-#ifdef __CUDA_ARCH__
-  return __uint_as_float(u);
-#else
-  float f;
-  std::memcpy(&f, &u, sizeof f);
-  return f;
-#endif
-}
 // float -> bf16, round to nearest even (a nan stays a quiet nan).
 __host__ __device__ inline uint16_t tc_bf16_round(float f) {
-  const uint32_t u = tc_float_bits(f);
+  const uint32_t u = float_bits(f);
   if ((u & 0x7fffffffu) > 0x7f800000u)
     return static_cast<uint16_t>((u >> 16) | 0x0040u);
   return static_cast<uint16_t>((u + 0x7fffu + ((u >> 16) & 1u)) >> 16);
-}
-__host__ __device__ inline float tc_bf16_value(uint16_t b) {
-  return tc_bits_float(static_cast<uint32_t>(b) << 16);
-}
-// IEEE half bits -> float (subnormals, inf and nan included).
-__host__ __device__ inline float tc_f16_value(uint16_t h) {
-  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu, mant = h & 0x3ffu;
-  if (exp == 0) {
-    const float v = static_cast<float>(mant) * 5.9604644775390625e-8f; // mant * 2^-24, exact
-    return tc_bits_float(tc_float_bits(v) | sign);
-  }
-  if (exp == 31)
-    return tc_bits_float(sign | 0x7f800000u | (mant << 13));
-  return tc_bits_float(sign | ((exp + 112u) << 23) | (mant << 13));
 }
 // x as Terms bf16 values whose sum approximates it (see the header); past an inf or nan the
 // terms are zero.
@@ -89,8 +58,8 @@ template <int Terms> __host__ __device__ inline void tc_split(float x, uint16_t 
   float rest = x;
   for (int t = 0; t < Terms; ++t) {
     parts[t] = tc_bf16_round(rest);
-    const float v = tc_bf16_value(parts[t]);
-    if ((tc_float_bits(v) & 0x7f800000u) == 0x7f800000u) {
+    const float v = bf16_bits(parts[t]);
+    if ((float_bits(v) & 0x7f800000u) == 0x7f800000u) {
       for (int u = t + 1; u < Terms; ++u)
         parts[u] = 0;
       return;
@@ -137,7 +106,7 @@ template <class W, long long K> __host__ __device__ constexpr bool tc_supported(
 
 // Two bf16 bits from floats that bf16 holds exactly (small integers): the high halves.
 __host__ __device__ inline uint32_t tc_pack_exact(float lo, float hi) {
-  return (tc_float_bits(lo) >> 16) | (tc_float_bits(hi) & 0xffff0000u);
+  return (float_bits(lo) >> 16) | (float_bits(hi) & 0xffff0000u);
 }
 // The 4 bytes of `word`, each minus `bias` (bytes and bias integers, |byte - bias| < 256: exact
 // in bf16), as 4 bf16 in out[0] (bytes 0, 1) and out[1] (bytes 2, 3). No integer-to-float
@@ -188,7 +157,7 @@ template <> struct TcLoad<phimoe_rt::block_q8_0> {
                                              size_t r, int k0) {
     const uint16_t *d = reinterpret_cast<const uint16_t *>(reinterpret_cast<const int8_t *>(w) +
                                                            R * static_cast<size_t>(K));
-    return TcScales{{tc_f16_value(d[(r * K + k0) / 32]), 0.0f}, 0.0f};
+    return TcScales{{f16_bits(d[(r * K + k0) / 32]), 0.0f}, 0.0f};
   }
 };
 
@@ -232,8 +201,8 @@ template <> struct TcLoad<phimoe_rt::block_q4k> {
     const Words m = load16(Elem<W>::meta(w, R, K, block)); // d, dmin | scales[12]
     float sc, mn;
     tc_q4k_scale_min(m.w[1], m.w[2], m.w[3], (k0 % 256) / 32, sc, mn);
-    const float d = tc_f16_value(static_cast<uint16_t>(m.w[0] & 0xffffu));
-    const float dmin = tc_f16_value(static_cast<uint16_t>(m.w[0] >> 16));
+    const float d = f16_bits(static_cast<uint16_t>(m.w[0] & 0xffffu));
+    const float dmin = f16_bits(static_cast<uint16_t>(m.w[0] >> 16));
     return TcScales{{d * sc, 0.0f}, dmin * mn}; // both exact: 11-bit times 6-bit integers
   }
 };
@@ -264,7 +233,7 @@ template <> struct TcLoad<phimoe_rt::block_q6k> {
     const typename Elem<W>::Regions g = Elem<W>::regions(w, R, K);
     const size_t block = r * (K / 256) + k0 / 256;
     const int8_t *sc = g.scales + block * 16 + (k0 % 256) / 16; // the K tile's two sub-blocks
-    const float d = tc_f16_value(static_cast<uint16_t>(load_u16(g.d + 2 * block)));
+    const float d = f16_bits(static_cast<uint16_t>(load_u16(g.d + 2 * block)));
     return TcScales{{d * sc[0], d * sc[1]}, 0.0f}; // exact: 11-bit times 8-bit integers
   }
 };
@@ -361,7 +330,7 @@ template <int Terms> __host__ __device__ inline void tc_row_sums(TcShared<Terms>
     float sum = 0.0f;
     for (int t = Terms - 1; t >= 0; --t) // the small terms first
       for (int kk = 0; kk < kTcBK; ++kk)
-        sum += tc_bf16_value(s.a[t][m][kk]);
+        sum += bf16_bits(s.a[t][m][kk]);
     s.xsum[m] = sum;
   }
 }
@@ -482,9 +451,9 @@ __device__ __forceinline__ void tc_mainloop(TcShared<Terms> &s, const float *x, 
 // Storage values of a bias (host and device).
 __host__ __device__ inline float tc_value(const float *p) { return *p; }
 __host__ __device__ inline float tc_value(const phimoe_rt::bf16 *p) {
-  return tc_bf16_value(p->bits);
+  return bf16_bits(p->bits);
 }
-__host__ __device__ inline float tc_value(const phimoe_rt::f16 *p) { return tc_f16_value(p->bits); }
+__host__ __device__ inline float tc_value(const phimoe_rt::f16 *p) { return f16_bits(p->bits); }
 
 // The rows a block tile (column tile r0, row tile t0) of the GEMM reads: thread tid's share.
 __host__ __device__ inline void tc_gemm_rows(int *a_rows, int *b_rows, int n, int N, int t0, int r0,
