@@ -279,9 +279,14 @@ def test_phimoe_pack_errors(checkpoint, tmp_path):
     plan = json.loads((project / "pack-plan.json").read_text())
     missing = dict(plan, weights=[dict(plan["weights"][0], parts=["no.such.tensor"])])
     bad_version = dict(plan, version=2)
+    q4k = dict(plan, weights=[dict(plan["weights"][0], storage="q4k")])  # rows of 64 values
     for i, (text, message) in enumerate([
             (json.dumps(missing), "tensor 'no.such.tensor' is missing"),
             (json.dumps(bad_version), "pack plan version 2"),
+            (json.dumps(q4k), "rows of 64 values are not whole q4k blocks"),
+            (json.dumps(dict(q4k, layout="cpu")), "storage 'q4k' in the cpu layout"),
+            (json.dumps(dict(plan, weights=[dict(plan["weights"][0], storage="q5k")])),
+             "storage 'q5k' (phimoe-pack writes f32, bf16, f16, q8_0, q4k, q6k)"),
             ("{", "not JSON"),
     ]):
         path = tmp_path / f"plan{i}.json"
