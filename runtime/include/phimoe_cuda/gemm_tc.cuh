@@ -30,6 +30,7 @@
 #define PHIMOE_CUDA_GEMM_TC_CUH
 
 #include "phimoe_cuda/elements.cuh"
+#include "phimoe_cuda/launch.h"
 
 #include <cstdint>
 #include <cstring>
@@ -264,6 +265,8 @@ __device__ __forceinline__ void tc_mma(float (&d)[4], const uint32_t (&a)[4],
                "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
                : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
                : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#elif defined(PHIMOE_CUDA_EMU)
+  ::phimoe_emu::mma_m16n8k16_bf16(d, a, b); // test/gpu/emu: the same fragments on the CPU
 #else
   __trap(); // the CUDA targets are sm_80 and newer
 #endif
@@ -493,7 +496,8 @@ __global__ void __launch_bounds__(kTcThreads)
 template <int N, int K, class W, class B>
 void gemm_tc(cudaStream_t stream, const float *x, int n, const W *w, const B *bias, float *out) {
   dim3 grid(blocks_for(N, kTcBN), blocks_for(n, kTcBM));
-  gemm_tc_kernel<N, K, W, B, kTcXTerms><<<grid, kTcThreads, 0, stream>>>(x, n, w, bias, out);
+  PHIMOE_CUDA_LAUNCH(grid, kTcThreads, 0, stream, gemm_tc_kernel<N, K, W, B, kTcXTerms>)
+  (x, n, w, bias, out);
 }
 
 } // namespace detail

@@ -18,6 +18,7 @@
 #define PHIMOE_CUDA_KERNELS_CUH
 
 #include "phimoe_cuda/elements.cuh"
+#include "phimoe_cuda/launch.h"
 #include "phimoe_cuda/runtime.h"
 #include "phimoe_rt/quant.h"
 #include "phimoe_rt/sparsemixer.h"
@@ -179,7 +180,7 @@ template <long long N> __host__ __device__ constexpr int gemv_rows() {
 // memory.
 template <int N, int K, class W, class B>
 __global__ void gemv_kernel(const float *x, const W *w, const B *bias, float *out) {
-  extern __shared__ float xs[];
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
   constexpr int RB = gemv_rows<N>();
   const int t = blockIdx.y;
   stage_row<W, K>(xs, x + static_cast<size_t>(t) * K);
@@ -496,7 +497,7 @@ __global__ void attention_combine_kernel(const float *partials, int splits, cons
 // Router: one row per block; a warp per expert logit, then thread 0 routes.
 template <int E, int H, class R>
 __global__ void router_kernel(const float *x, const R *router, float eps, DeviceRoute *routes) {
-  extern __shared__ float xs[]; // H floats, then E logits
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, xs); // H floats, then E logits
   float *logits = xs + H;
   const int t = blockIdx.x;
   stage_row<R, H>(xs, x + static_cast<size_t>(t) * H);
@@ -518,7 +519,7 @@ __global__ void router_kernel(const float *x, const R *router, float eps, Device
 template <int E, int H, int I, class GU>
 __global__ void gate_up_kernel(const float *x, const GU *gate_up, const DeviceRoute *routes,
                                float *act) {
-  extern __shared__ float xs[];
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
   const int slot = blockIdx.y, t = blockIdx.z;
   stage_row<GU, H>(xs, x + static_cast<size_t>(t) * H);
   __syncthreads();
@@ -541,7 +542,7 @@ __global__ void gate_up_kernel(const float *x, const GU *gate_up, const DeviceRo
 template <int E, int H, int I, class DW>
 __global__ void down_kernel(const float *act, const DW *down, const DeviceRoute *routes,
                             float *out) {
-  extern __shared__ float as[]; // 2 * I floats
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, as); // 2 * I floats
   const int t = blockIdx.y;
   stage_row<DW, I>(as, act + static_cast<size_t>(t) * 2 * I);
   stage_row<DW, I>(as + I, act + static_cast<size_t>(t) * 2 * I + I);
@@ -589,7 +590,7 @@ template <int V, int H, class W>
 void embed(Context &ctx, const int32_t *ids, int n, const W *table, float *out) {
   if (n <= 0)
     return;
-  detail::embed_kernel<V, H, W><<<n, 256, 0, ctx.stream>>>(ids, table, out);
+  PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::embed_kernel<V, H, W>)(ids, table, out);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -598,8 +599,8 @@ void layer_norm(Context &ctx, const float *x, int n, const W *w, const W *b, flo
                 float *out) {
   if (n <= 0)
     return;
-  detail::layer_norm_kernel<H, false, W><<<n, 256, 0, ctx.stream>>>(x, nullptr, w, b, eps,
-                                                                     nullptr, out);
+  PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::layer_norm_kernel<H, false, W>)
+  (x, nullptr, w, b, eps, nullptr, out);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -608,7 +609,8 @@ void add_layer_norm(Context &ctx, const float *a, const float *b, int n, const W
                     const W *bias, float eps, float *sum, float *out) {
   if (n <= 0)
     return;
-  detail::layer_norm_kernel<H, true, W><<<n, 256, 0, ctx.stream>>>(a, b, w, bias, eps, sum, out);
+  PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::layer_norm_kernel<H, true, W>)
+  (a, b, w, bias, eps, sum, out);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -622,12 +624,14 @@ void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, floa
     static bool configured = (detail::allow_shared(detail::gemv_kernel<N, K, W, B>, smem), true);
     (void)configured;
     dim3 grid(detail::blocks_for(N, detail::gemv_rows<N>()), n);
-    detail::gemv_kernel<N, K, W, B><<<grid, detail::kThreads, smem, ctx.stream>>>(x, w, bias, out);
+    PHIMOE_CUDA_LAUNCH(grid, detail::kThreads, smem, ctx.stream, detail::gemv_kernel<N, K, W, B>)
+    (x, w, bias, out);
   } else if constexpr (detail::tc_supported<W, K>()) {
     detail::gemm_tc<N, K, W, B>(ctx.stream, x, n, w, bias, out); // tensor cores (gemm_tc.cuh)
   } else {
     dim3 grid(detail::blocks_for(N, 64), detail::blocks_for(n, 32));
-    detail::gemm_kernel<N, K, W, B><<<grid, 256, 0, ctx.stream>>>(x, n, w, bias, out);
+    PHIMOE_CUDA_LAUNCH(grid, 256, 0, ctx.stream, detail::gemm_kernel<N, K, W, B>)
+    (x, n, w, bias, out);
   }
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
@@ -638,8 +642,9 @@ void copy_cols(Context &ctx, const float *x, int n, float *out) {
   if (n <= 0)
     return;
   const int blocks = detail::blocks_for(static_cast<long long>(n) * Width, 256);
-  detail::copy_cols_kernel<In, Offset, Width>
-      <<<blocks < 4096 ? blocks : 4096, 256, 0, ctx.stream>>>(x, n, out);
+  PHIMOE_CUDA_LAUNCH(blocks < 4096 ? blocks : 4096, 256, 0, ctx.stream,
+                     detail::copy_cols_kernel<In, Offset, Width>)
+  (x, n, out);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -651,8 +656,9 @@ void split_cols(Context &ctx, const float *x, int n, float *o0, float *o1, float
   if (n <= 0)
     return;
   const int blocks = detail::blocks_for(static_cast<long long>(n) * (W0 + W1 + W2), 256);
-  detail::split_cols_kernel<In, W0, W1, W2>
-      <<<blocks < 4096 ? blocks : 4096, 256, 0, ctx.stream>>>(x, n, o0, o1, o2);
+  PHIMOE_CUDA_LAUNCH(blocks < 4096 ? blocks : 4096, 256, 0, ctx.stream,
+                     detail::split_cols_kernel<In, W0, W1, W2>)
+  (x, n, o0, o1, o2);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -674,8 +680,8 @@ void rope(Context &ctx, const float *x, int n, const int32_t *pos, const phimoe_
           float *out) {
   if (n <= 0)
     return;
-  detail::rope_kernel<Heads, D><<<n, 128, 0, ctx.stream>>>(x, pos, detail::rope_table<D>(ctx, p),
-                                                           out);
+  PHIMOE_CUDA_LAUNCH(n, 128, 0, ctx.stream, detail::rope_kernel<Heads, D>)
+  (x, pos, detail::rope_table<D>(ctx, p), out);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -690,8 +696,8 @@ void rope_kv_write(Context &ctx, const float *k, const float *v, int n, const in
   if (ctx.kv_heads != Hkv || ctx.head_dim != D || layer < 0 || layer >= ctx.layers)
     throw std::runtime_error("rope_kv_write: the KV cache has another shape than layer " +
                              std::to_string(layer) + " (a phimoe-bin bug)");
-  detail::rope_kv_write_kernel<Hkv, D><<<n, 128, 0, ctx.stream>>>(
-      k, v, pos, detail::rope_table<D>(ctx, p), layer, ctx.capacity, ctx.k_cache, ctx.v_cache);
+  PHIMOE_CUDA_LAUNCH(n, 128, 0, ctx.stream, detail::rope_kv_write_kernel<Hkv, D>)
+  (k, v, pos, detail::rope_table<D>(ctx, p), layer, ctx.capacity, ctx.k_cache, ctx.v_cache);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -708,8 +714,8 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
     throw std::runtime_error("attention: the KV cache has another shape than layer " +
                              std::to_string(layer) + " (a phimoe-bin bug)");
   if constexpr (!KvWritten) {
-    detail::kv_write_kernel<Hkv, D><<<n, 256, 0, ctx.stream>>>(k, v, pos, layer, ctx.capacity,
-                                                               ctx.k_cache, ctx.v_cache);
+    PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::kv_write_kernel<Hkv, D>)
+    (k, v, pos, layer, ctx.capacity, ctx.k_cache, ctx.v_cache);
     PHIMOE_CUDA_CHECK_LAUNCH();
   }
   // Splits of at least 64 positions, as many as the partials buffer holds (at most 1024).
@@ -726,12 +732,12 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
   auto kernel = grouped ? detail::attention_partial_kernel<Hq, Hkv, D, G>
                         : detail::attention_partial_kernel<Hq, Hkv, D, 1>;
   dim3 grid(n * (grouped ? Hq / G : Hq), static_cast<unsigned>(splits));
-  kernel<<<grid, 32 * detail::kAttnWarps, 0, ctx.stream>>>(q, pos, layer, ctx.capacity,
-                                                           ctx.k_cache, ctx.v_cache, scale,
-                                                           window, ctx.attn_partials);
+  PHIMOE_CUDA_LAUNCH(grid, 32 * detail::kAttnWarps, 0, ctx.stream, kernel)
+  (q, pos, layer, ctx.capacity, ctx.k_cache, ctx.v_cache, scale, window, ctx.attn_partials);
   PHIMOE_CUDA_CHECK_LAUNCH();
-  detail::attention_combine_kernel<Hq, D><<<n * Hq, D < 256 ? D : 256, 0, ctx.stream>>>(
-      ctx.attn_partials, static_cast<int>(splits), pos, ctx.capacity, out);
+  PHIMOE_CUDA_LAUNCH(n * Hq, D < 256 ? D : 256, 0, ctx.stream,
+                     detail::attention_combine_kernel<Hq, D>)
+  (ctx.attn_partials, static_cast<int>(splits), pos, ctx.capacity, out);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -751,8 +757,8 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
        detail::allow_shared(detail::gate_up_kernel<E, H, I, GU>, gate_smem),
        detail::allow_shared(detail::down_kernel<E, H, I, DW>, down_smem), true);
   (void)configured;
-  detail::router_kernel<E, H, R><<<n, detail::kThreads, router_smem, ctx.stream>>>(x, router, eps,
-                                                                                   ctx.routes);
+  PHIMOE_CUDA_LAUNCH(n, detail::kThreads, router_smem, ctx.stream, detail::router_kernel<E, H, R>)
+  (x, router, eps, ctx.routes);
   PHIMOE_CUDA_CHECK_LAUNCH();
   if constexpr (detail::tc_supported<GU, H>() && detail::tc_supported<DW, I>()) {
     if (n > detail::kGemvMaxRows) { // prefill: grouped-expert GEMMs (moe_grouped.cuh)
@@ -762,12 +768,14 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
     }
   }
   dim3 gu_grid(detail::blocks_for(I, detail::gemv_rows<I>()), 2, n);
-  detail::gate_up_kernel<E, H, I, GU><<<gu_grid, detail::kThreads, gate_smem, ctx.stream>>>(
-      x, gate_up, ctx.routes, ctx.moe_act);
+  PHIMOE_CUDA_LAUNCH(gu_grid, detail::kThreads, gate_smem, ctx.stream,
+                     detail::gate_up_kernel<E, H, I, GU>)
+  (x, gate_up, ctx.routes, ctx.moe_act);
   PHIMOE_CUDA_CHECK_LAUNCH();
   dim3 down_grid(detail::blocks_for(H, detail::gemv_rows<H>()), n);
-  detail::down_kernel<E, H, I, DW><<<down_grid, detail::kThreads, down_smem, ctx.stream>>>(
-      ctx.moe_act, down, ctx.routes, out);
+  PHIMOE_CUDA_LAUNCH(down_grid, detail::kThreads, down_smem, ctx.stream,
+                     detail::down_kernel<E, H, I, DW>)
+  (ctx.moe_act, down, ctx.routes, out);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 

@@ -251,18 +251,22 @@ void moe_grouped(Context &ctx, const float *x, int n, const GU *gate_up, const D
                  float *out) {
   if (!ctx.moe_pairs || !ctx.moe_plan || !ctx.moe_y || ctx.moe_plan_ints < moe_plan_ints(E))
     throw std::runtime_error("moe_sparsemixer: no grouped-expert workspace (a phimoe-bin bug)");
-  moe_bucket_kernel<E><<<1, kThreads, 0, ctx.stream>>>(ctx.routes, n, ctx.moe_plan, ctx.moe_pairs);
+  PHIMOE_CUDA_LAUNCH(1, kThreads, 0, ctx.stream, moe_bucket_kernel<E>)
+  (ctx.routes, n, ctx.moe_plan, ctx.moe_pairs);
   PHIMOE_CUDA_CHECK_LAUNCH();
   const int tiles = moe_max_tiles(n, E, kTcBM);
   dim3 gu_grid(blocks_for(I, kGateUpCols), tiles);
-  moe_gate_up_tc_kernel<E, H, I, GU, kTcXTerms><<<gu_grid, kTcThreads, 0, ctx.stream>>>(
-      x, gate_up, ctx.moe_plan, ctx.moe_pairs, ctx.moe_act);
+  PHIMOE_CUDA_LAUNCH(gu_grid, kTcThreads, 0, ctx.stream,
+                     moe_gate_up_tc_kernel<E, H, I, GU, kTcXTerms>)
+  (x, gate_up, ctx.moe_plan, ctx.moe_pairs, ctx.moe_act);
   PHIMOE_CUDA_CHECK_LAUNCH();
   dim3 down_grid(blocks_for(H, kTcBN), tiles);
-  moe_down_tc_kernel<E, H, I, DW, kTcXTerms><<<down_grid, kTcThreads, 0, ctx.stream>>>(
-      ctx.moe_act, down, ctx.moe_plan, ctx.moe_pairs, ctx.moe_y);
+  PHIMOE_CUDA_LAUNCH(down_grid, kTcThreads, 0, ctx.stream,
+                     moe_down_tc_kernel<E, H, I, DW, kTcXTerms>)
+  (ctx.moe_act, down, ctx.moe_plan, ctx.moe_pairs, ctx.moe_y);
   PHIMOE_CUDA_CHECK_LAUNCH();
-  moe_combine_kernel<E, H><<<n, kThreads, 0, ctx.stream>>>(ctx.moe_y, ctx.routes, out);
+  PHIMOE_CUDA_LAUNCH(n, kThreads, 0, ctx.stream, moe_combine_kernel<E, H>)
+  (ctx.moe_y, ctx.routes, out);
 }
 
 } // namespace detail
