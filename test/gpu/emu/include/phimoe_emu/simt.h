@@ -1,0 +1,225 @@
+// simt.h - runs the CUDA kernels of phimoe_cuda on the CPU, for tests on machines without a
+// GPU. Force-included (g++ -include phimoe_emu/simt.h -DPHIMOE_CUDA_EMU) before a .cu file
+// that is then compiled as C++: kernels.cuh, the generated model.cu, kernels_test.cu.
+//
+// Every CUDA thread of a block is a fiber (its own stack) on one OS thread; the fibers of a
+// block run one after another until each reaches a barrier, so that
+//  - __syncthreads waits for every thread of the block that has not exited,
+//  - warp-collective operations (__shfl_*_sync, __ballot_sync, __syncwarp, mma.sync) wait for
+//    every lane of their mask and exchange values then,
+// and the blocks of a grid run one after another. A thread that reads shared memory another
+// thread writes without a barrier in between sees the old value (threads run in turn, not in
+// lockstep), a __syncthreads that only some threads reach, a collective whose mask names an
+// exited or absent lane, or lanes that reach different collectives, stop the kernel with an
+// error naming it. What this cannot tell: timing, memory coalescing, the exact rounding of the
+// device's math functions (the host's libm here), and whatever the hardware does that the
+// PTX ISA leaves undefined.
+//
+// The CUDA runtime calls the project uses (memory, streams, events, graphs captured from a
+// stream) are implemented over host memory in simt.cpp, with the checks of the real runtime
+// that catch bugs (stream capture refuses synchronous calls; graphs replay the launches as
+// captured, arguments included).
+#ifndef PHIMOE_EMU_SIMT_H
+#define PHIMOE_EMU_SIMT_H
+
+#ifndef PHIMOE_CUDA_EMU
+#define PHIMOE_CUDA_EMU 1
+#endif
+
+// Before any CUDA header: host_defines.h keeps these when __CUDACC__ is not defined.
+#define __global__
+#define __device__
+#define __host__
+#define __shared__ static thread_local // blocks run in turn on their OS thread
+
+#include <cuda_fp16.h>
+#include <cuda_runtime.h>
+
+#undef __launch_bounds__
+#define __launch_bounds__(...)
+
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+namespace phimoe_emu {
+
+// The CUDA thread running now.
+struct ThreadState {
+  uint3 thread_idx, block_idx;
+  dim3 block_dim, grid_dim;
+  int lane = 0, warp = 0;
+};
+const ThreadState &self();
+
+void sync_block();                // __syncthreads
+void sync_warp(unsigned mask);    // __syncwarp
+// Deposits `bytes` (at most kSlotBytes) of this lane's data, waits for the lanes of `mask`,
+// and returns the warp's slots of this exchange: lane i's data at i * kSlotBytes.
+constexpr size_t kSlotBytes = 64;
+const unsigned char *warp_exchange(unsigned mask, const void *data, size_t bytes);
+void *dynamic_shared();           // the launch's dynamic shared memory of this block
+[[noreturn]] void trap(const char *why);
+
+// mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d as C and D (the PTX ISA's
+// fragment layout): warp-collective.
+void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
+
+// A launch: runs fn on every thread of every block of grid (or records it in the graph that
+// `stream` is capturing).
+void submit(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream, const char *name,
+            const void *kernel, std::function<void()> fn);
+
+template <class... P> struct Launch {
+  dim3 grid, block;
+  size_t shared_bytes;
+  cudaStream_t stream;
+  const char *name;
+  void (*kernel)(P...);
+  template <class... A> void operator()(A &&...args) const {
+    static_assert(sizeof...(A) == sizeof...(P), "kernel launch: wrong number of arguments");
+    // Arguments are converted to the parameters' types and copied, as a launch does.
+    std::tuple<std::decay_t<P>...> params(static_cast<std::decay_t<P>>(args)...);
+    auto k = kernel;
+    submit(grid, block, shared_bytes, stream, name, reinterpret_cast<const void *>(k),
+           [k, params]() { std::apply(k, params); });
+  }
+};
+template <class... P>
+Launch<P...> launch(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream,
+                    const char *name, void (*kernel)(P...)) {
+  return Launch<P...>{grid, block, shared_bytes, stream, name, kernel};
+}
+
+} // namespace phimoe_emu
+
+// cuda_runtime.h's overload for kernels (nvcc only).
+template <class... P>
+cudaError_t cudaFuncSetAttribute(void (*kernel)(P...), cudaFuncAttribute attr, int value) {
+  return ::cudaFuncSetAttribute(reinterpret_cast<const void *>(kernel), attr, value);
+}
+
+#define threadIdx (::phimoe_emu::self().thread_idx)
+#define blockIdx (::phimoe_emu::self().block_idx)
+#define blockDim (::phimoe_emu::self().block_dim)
+#define gridDim (::phimoe_emu::self().grid_dim)
+
+inline void __syncthreads() { phimoe_emu::sync_block(); }
+inline void __syncwarp(unsigned mask = 0xffffffffu) { phimoe_emu::sync_warp(mask); }
+[[noreturn]] inline void __trap() { phimoe_emu::trap("__trap()"); }
+
+namespace phimoe_emu {
+template <class T> T lane_value(const unsigned char *slots, int lane) {
+  T r;
+  std::memcpy(&r, slots + static_cast<size_t>(lane) * kSlotBytes, sizeof(T));
+  return r;
+}
+// The source lane of a shuffle within segments of `width` lanes (width a power of 2, <= 32).
+inline int segment_base(int lane, int width) { return lane & ~(width - 1); }
+} // namespace phimoe_emu
+
+template <class T> T __shfl_sync(unsigned mask, T v, int src, int width = 32) {
+  static_assert(sizeof(T) <= phimoe_emu::kSlotBytes, "shuffle of a large type");
+  const unsigned char *slots = phimoe_emu::warp_exchange(mask, &v, sizeof(T));
+  const int lane = phimoe_emu::self().lane;
+  return phimoe_emu::lane_value<T>(slots,
+                                   phimoe_emu::segment_base(lane, width) + (src & (width - 1)));
+}
+template <class T> T __shfl_xor_sync(unsigned mask, T v, int lane_mask, int width = 32) {
+  const unsigned char *slots = phimoe_emu::warp_exchange(mask, &v, sizeof(T));
+  const int lane = phimoe_emu::self().lane;
+  int src = lane ^ lane_mask;
+  if (src >= phimoe_emu::segment_base(lane, width) + width)
+    src = lane; // outside the segment: the lane's own value
+  return phimoe_emu::lane_value<T>(slots, src);
+}
+template <class T> T __shfl_down_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  const unsigned char *slots = phimoe_emu::warp_exchange(mask, &v, sizeof(T));
+  const int lane = phimoe_emu::self().lane;
+  int src = lane + static_cast<int>(delta);
+  if (src >= phimoe_emu::segment_base(lane, width) + width)
+    src = lane;
+  return phimoe_emu::lane_value<T>(slots, src);
+}
+template <class T> T __shfl_up_sync(unsigned mask, T v, unsigned delta, int width = 32) {
+  const unsigned char *slots = phimoe_emu::warp_exchange(mask, &v, sizeof(T));
+  const int lane = phimoe_emu::self().lane;
+  int src = lane - static_cast<int>(delta);
+  if (src < phimoe_emu::segment_base(lane, width))
+    src = lane;
+  return phimoe_emu::lane_value<T>(slots, src);
+}
+inline unsigned __ballot_sync(unsigned mask, int predicate) {
+  const int p = predicate != 0;
+  const unsigned char *slots = phimoe_emu::warp_exchange(mask, &p, sizeof(p));
+  unsigned bits = 0;
+  for (int i = 0; i < 32; ++i)
+    if ((mask >> i & 1u) && phimoe_emu::lane_value<int>(slots, i))
+      bits |= 1u << i;
+  return bits;
+}
+inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
+inline int __all_sync(unsigned mask, int predicate) {
+  return __ballot_sync(mask, predicate) == mask;
+}
+
+inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
+inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
+inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
+  const unsigned long long both = x | (static_cast<unsigned long long>(y) << 32);
+  unsigned r = 0;
+  for (int n = 0; n < 4; ++n)
+    r |= static_cast<unsigned>((both >> (8 * ((s >> (4 * n)) & 7))) & 0xffu) << (8 * n);
+  return r;
+}
+inline float __uint_as_float(unsigned u) {
+  float f;
+  std::memcpy(&f, &u, 4);
+  return f;
+}
+inline unsigned __float_as_uint(float f) {
+  unsigned u;
+  std::memcpy(&u, &f, 4);
+  return u;
+}
+inline float __int_as_float(int i) { return __uint_as_float(static_cast<unsigned>(i)); }
+inline int __float_as_int(float f) { return static_cast<int>(__float_as_uint(f)); }
+
+// The device's integer and float min/max overloads (CUDA's math headers declare them in the
+// global namespace).
+inline int min(int a, int b) { return a < b ? a : b; }
+inline int max(int a, int b) { return a > b ? a : b; }
+inline unsigned min(unsigned a, unsigned b) { return a < b ? a : b; }
+inline unsigned max(unsigned a, unsigned b) { return a > b ? a : b; }
+inline long long min(long long a, long long b) { return a < b ? a : b; }
+inline long long max(long long a, long long b) { return a > b ? a : b; }
+inline unsigned long long min(unsigned long long a, unsigned long long b) { return a < b ? a : b; }
+inline unsigned long long max(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
+inline float min(float a, float b) { return fminf(a, b); }
+inline float max(float a, float b) { return fmaxf(a, b); }
+
+// Atomics: the threads of the emulation never run at the same time.
+template <class T> T atomicAdd(T *p, T v) {
+  const T old = *p;
+  *p = old + v;
+  return old;
+}
+template <class T> T atomicMax(T *p, T v) {
+  const T old = *p;
+  *p = old < v ? v : old;
+  return old;
+}
+template <class T> T atomicExch(T *p, T v) {
+  const T old = *p;
+  *p = v;
+  return old;
+}
+
+#endif // PHIMOE_EMU_SIMT_H

@@ -1,0 +1,732 @@
+// simt.cpp - the scheduler of simt.h (CUDA threads as fibers, barriers, warp collectives,
+// mma.sync) and the CUDA runtime calls of the project over host memory.
+#include "phimoe_emu/simt.h"
+
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+// ---- fibers ------------------------------------------------------------------------------
+// phimoe_emu_switch(save, load): saves the callee-saved registers, MXCSR and the x87 control
+// word on the current stack, stores the stack pointer in *save, and resumes the stack `load`
+// (System V x86-64).
+#if !defined(__x86_64__)
+#error "the CUDA emulation of test/gpu/emu switches fibers with x86-64 code"
+#endif
+extern "C" void phimoe_emu_switch(void **save, void *load);
+asm(R"(
+  .text
+  .globl phimoe_emu_switch
+  .type phimoe_emu_switch, @function
+phimoe_emu_switch:
+  pushq %rbp
+  pushq %rbx
+  pushq %r12
+  pushq %r13
+  pushq %r14
+  pushq %r15
+  subq $8, %rsp
+  stmxcsr (%rsp)
+  fnstcw 4(%rsp)
+  movq %rsp, (%rdi)
+  movq %rsi, %rsp
+  ldmxcsr (%rsp)
+  fldcw 4(%rsp)
+  addq $8, %rsp
+  popq %r15
+  popq %r14
+  popq %r13
+  popq %r12
+  popq %rbx
+  popq %rbp
+  ret
+  .size phimoe_emu_switch, .-phimoe_emu_switch
+)");
+
+namespace phimoe_emu {
+namespace {
+
+constexpr size_t kStackBytes = 256 * 1024;
+
+// A fiber stack with a guard page below it.
+struct Stack {
+  unsigned char *base = nullptr; // mapping, guard page first
+  size_t bytes = 0;
+  Stack() {
+    const size_t page = static_cast<size_t>(sysconf(_SC_PAGESIZE));
+    bytes = kStackBytes + page;
+    void *p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (p == MAP_FAILED)
+      throw std::runtime_error("CUDA emulation: cannot map a fiber stack");
+    base = static_cast<unsigned char *>(p);
+    mprotect(base, page, PROT_NONE);
+  }
+  ~Stack() { munmap(base, bytes); }
+  Stack(const Stack &) = delete;
+  Stack &operator=(const Stack &) = delete;
+  unsigned char *top() const { return base + bytes; }
+};
+
+enum class State { kReady, kBlockBarrier, kWarpBarrier, kDone };
+
+struct Lane {
+  void *sp = nullptr;
+  State state = State::kReady;
+  unsigned mask = 0;     // of the collective it waits in
+  unsigned ops = 0;      // warp collectives entered
+  ThreadState ts;
+};
+
+struct Warp {
+  unsigned char slots[2][32][kSlotBytes];
+};
+
+struct Block {
+  std::vector<Lane> lanes;
+  std::vector<Warp> warps;
+  std::vector<std::unique_ptr<Stack>> stacks; // reused by the next blocks
+  int current = -1;
+  void *scheduler_sp = nullptr;
+  const std::function<void()> *fn = nullptr;
+  std::string error;
+  std::vector<unsigned char> shared;
+};
+
+thread_local Block *tl_block = nullptr;
+
+Lane &current_lane() {
+  Block *b = tl_block;
+  if (!b || b->current < 0)
+    throw std::logic_error("CUDA emulation: a device builtin called outside a kernel");
+  return b->lanes[b->current];
+}
+
+void yield(Lane &lane) { phimoe_emu_switch(&lane.sp, tl_block->scheduler_sp); }
+
+[[noreturn]] void fiber_entry() {
+  Block *b = tl_block;
+  Lane &lane = b->lanes[b->current];
+  try {
+    (*b->fn)();
+  } catch (const std::exception &e) {
+    if (b->error.empty())
+      b->error = e.what();
+  } catch (...) {
+    if (b->error.empty())
+      b->error = "an exception";
+  }
+  lane.state = State::kDone;
+  phimoe_emu_switch(&lane.sp, b->scheduler_sp);
+  std::abort(); // a finished fiber is never resumed
+}
+
+// The initial stack of a fiber: what phimoe_emu_switch pops (MXCSR and x87 control word,
+// r15 .. rbp), then fiber_entry as the return address, entered with rsp = 8 mod 16.
+void *fresh_stack(Stack &stack) {
+  uintptr_t top = reinterpret_cast<uintptr_t>(stack.top()) & ~uintptr_t(15);
+  uint64_t *p = reinterpret_cast<uint64_t *>(top);
+  *--p = 0;                                             // fiber_entry's return address: none
+  *--p = reinterpret_cast<uint64_t>(&fiber_entry);      // ret of phimoe_emu_switch
+  for (int i = 0; i < 6; ++i)
+    *--p = 0;                                           // rbp, rbx, r12 .. r15
+  *--p = 0x1F80ull | (0x037Full << 32);                 // MXCSR, x87 control word
+  return p;
+}
+
+std::string describe(const Block &b, const char *name, const ThreadState &ts) {
+  char where[160];
+  std::snprintf(where, sizeof where, " (block %u,%u,%u of %u,%u,%u; %u,%u,%u threads)",
+                ts.block_idx.x, ts.block_idx.y, ts.block_idx.z, ts.grid_dim.x, ts.grid_dim.y,
+                ts.grid_dim.z, ts.block_dim.x, ts.block_dim.y, ts.block_dim.z);
+  (void)b;
+  return std::string("emulated kernel ") + name + where;
+}
+
+// Runs one block to the end; throws with what went wrong.
+void run_block(Block &b, const char *name, dim3 grid, dim3 block, uint3 block_idx,
+               size_t shared_bytes) {
+  const int threads = static_cast<int>(block.x * block.y * block.z);
+  const int nwarps = (threads + 31) / 32;
+  b.lanes.assign(threads, Lane());
+  b.warps.resize(nwarps);
+  while (static_cast<int>(b.stacks.size()) < threads)
+    b.stacks.push_back(std::make_unique<Stack>());
+  b.shared.assign(shared_bytes, 0xff); // never zero on a GPU: reads of unwritten words are nan
+  b.error.clear();
+  for (int i = 0; i < threads; ++i) {
+    Lane &l = b.lanes[i];
+    l.ts.thread_idx = uint3{static_cast<unsigned>(i) % block.x,
+                            static_cast<unsigned>(i) / block.x % block.y,
+                            static_cast<unsigned>(i) / (block.x * block.y)};
+    l.ts.block_idx = block_idx;
+    l.ts.block_dim = block;
+    l.ts.grid_dim = grid;
+    l.ts.lane = i % 32;
+    l.ts.warp = i / 32;
+    l.sp = fresh_stack(*b.stacks[i]);
+  }
+  Block *outer = tl_block;
+  tl_block = &b;
+  auto fail = [&](const std::string &why) {
+    tl_block = outer;
+    b.current = -1;
+    throw std::runtime_error(describe(b, name, b.lanes[0].ts) + ": " + why);
+  };
+  for (;;) {
+    for (int i = 0; i < threads; ++i)
+      if (b.lanes[i].state == State::kReady) {
+        b.current = i;
+        phimoe_emu_switch(&b.scheduler_sp, b.lanes[i].sp);
+        if (!b.error.empty())
+          fail("thread " + std::to_string(i) + ": " + b.error);
+      }
+    b.current = -1;
+    // Every thread now waits at a barrier or has exited. Collectives first: a warp's lanes
+    // are released when every lane of the mask waits in the same collective.
+    bool released = false;
+    int done = 0, at_block = 0;
+    for (int w = 0; w < nwarps; ++w) {
+      for (int l = 0; l < 32; ++l) {
+        const int i = w * 32 + l;
+        if (i >= threads || b.lanes[i].state != State::kWarpBarrier)
+          continue;
+        const Lane &first = b.lanes[i];
+        bool all_there = true;
+        for (int m = 0; m < 32; ++m) {
+          if (!(first.mask >> m & 1u))
+            continue;
+          const int j = w * 32 + m;
+          if (j >= threads)
+            fail("thread " + std::to_string(i) + ": a warp collective's mask names lane " +
+                 std::to_string(m) + ", which the block does not have");
+          const Lane &other = b.lanes[j];
+          if (other.state == State::kDone)
+            fail("thread " + std::to_string(i) + ": a warp collective's mask names lane " +
+                 std::to_string(m) + ", which has exited");
+          if (other.state == State::kWarpBarrier &&
+              (other.mask != first.mask || other.ops != first.ops))
+            fail("threads " + std::to_string(i) + " and " + std::to_string(j) +
+                 " of one warp wait in different warp collectives (masks " +
+                 std::to_string(first.mask) + ", " + std::to_string(other.mask) + ")");
+          if (other.state != State::kWarpBarrier)
+            all_there = false;
+        }
+        if (all_there) {
+          for (int m = 0; m < 32; ++m)
+            if (first.mask >> m & 1u)
+              b.lanes[w * 32 + m].state = State::kReady;
+          released = true;
+        }
+        break; // one collective per warp at a time
+      }
+    }
+    if (released)
+      continue;
+    for (const Lane &l : b.lanes) {
+      done += l.state == State::kDone;
+      at_block += l.state == State::kBlockBarrier;
+    }
+    if (done == threads)
+      break;
+    if (done + at_block == threads) {
+      for (Lane &l : b.lanes)
+        if (l.state == State::kBlockBarrier)
+          l.state = State::kReady;
+      continue;
+    }
+    std::string who;
+    for (int i = 0; i < threads && who.size() < 200; ++i)
+      if (b.lanes[i].state == State::kWarpBarrier)
+        who += " " + std::to_string(i);
+    fail("deadlock: some threads wait at __syncthreads while others wait in a warp "
+         "collective (threads" + who + ")");
+  }
+  tl_block = outer;
+}
+
+// ---- runtime state ---------------------------------------------------------------------
+struct Runtime {
+  std::map<uintptr_t, size_t> allocations; // device memory: start -> bytes
+  std::map<const void *, int> max_dynamic_shared; // cudaFuncSetAttribute
+  cudaError_t last_error = cudaSuccess;
+  int capturing = 0; // streams of this thread in capture
+};
+Runtime &rt() {
+  static Runtime r;
+  return r;
+}
+thread_local Block tl_block_storage;
+
+bool is_device(const void *p) {
+  const auto &a = rt().allocations;
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  auto it = a.upper_bound(u);
+  if (it == a.begin())
+    return false;
+  --it;
+  return u < it->first + it->second;
+}
+
+cudaError_t fail_with(cudaError_t e) {
+  rt().last_error = e;
+  return e;
+}
+
+} // namespace
+
+const ThreadState &self() { return current_lane().ts; }
+
+void sync_block() {
+  Lane &l = current_lane();
+  l.state = State::kBlockBarrier;
+  yield(l);
+}
+
+const unsigned char *warp_exchange(unsigned mask, const void *data, size_t bytes) {
+  Lane &l = current_lane();
+  if (!(mask >> l.ts.lane & 1u))
+    trap("a warp collective whose mask leaves out the calling lane");
+  Block &b = *tl_block;
+  Warp &w = b.warps[l.ts.warp];
+  const int phase = l.ops & 1u;
+  if (bytes)
+    std::memcpy(w.slots[phase][l.ts.lane], data, bytes);
+  ++l.ops;
+  l.mask = mask;
+  l.state = State::kWarpBarrier;
+  yield(l);
+  // A lane resumes only when every lane of the mask has written this phase's slot, and no
+  // lane can write it again before every lane has passed the next collective.
+  return &w.slots[phase][0][0];
+}
+
+void sync_warp(unsigned mask) { (void)warp_exchange(mask, nullptr, 0); }
+
+void *dynamic_shared() {
+  current_lane();
+  return tl_block->shared.data();
+}
+
+void trap(const char *why) { throw std::runtime_error(why); }
+
+void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
+  struct Fragments {
+    uint32_t a[4], b[2];
+    float c[4];
+  } mine;
+  static_assert(sizeof(Fragments) <= kSlotBytes, "mma fragments");
+  std::memcpy(mine.a, a, sizeof mine.a);
+  std::memcpy(mine.b, b, sizeof mine.b);
+  std::memcpy(mine.c, d, sizeof mine.c);
+  const unsigned char *slots = warp_exchange(0xffffffffu, &mine, sizeof mine);
+  auto frag = [&](int lane) { return lane_value<Fragments>(slots, lane); };
+  auto bf16 = [](uint32_t reg, int half) {
+    return __uint_as_float(((reg >> (16 * half)) & 0xffffu) << 16);
+  };
+  // The PTX ISA's layout: A[row][k] is half k % 2 of register (row >= 8) + 2 (k >= 8) of lane
+  // (row % 8) * 4 + (k % 8) / 2; B[k][col] half k % 2 of register (k >= 8) of lane
+  // col * 4 + (k % 8) / 2; C/D element c of a lane at row lane / 4 + 8 (c / 2), column
+  // 2 (lane % 4) + c % 2.
+  const int lane = self().lane;
+  for (int c = 0; c < 4; ++c) {
+    const int row = lane / 4 + 8 * (c / 2), col = 2 * (lane % 4) + c % 2;
+    double sum = 0.0;
+    for (int k = 0; k < 16; ++k) {
+      const Fragments fa = frag((row % 8) * 4 + (k % 8) / 2);
+      const Fragments fb = frag(col * 4 + (k % 8) / 2);
+      const float x = bf16(fa.a[(row >= 8) + 2 * (k >= 8)], k % 2);
+      const float y = bf16(fb.b[k >= 8], k % 2);
+      sum += static_cast<double>(x) * y;
+    }
+    d[c] = static_cast<float>(static_cast<double>(mine.c[c]) + sum);
+  }
+}
+
+namespace {
+
+void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const char *name,
+              const std::function<void()> &fn) {
+  Block &b = tl_block_storage;
+  const std::function<void()> *outer = b.fn;
+  b.fn = &fn;
+  try {
+    for (unsigned z = 0; z < grid.z; ++z)
+      for (unsigned y = 0; y < grid.y; ++y)
+        for (unsigned x = 0; x < grid.x; ++x)
+          run_block(b, name, grid, block, uint3{x, y, z}, shared_bytes);
+  } catch (...) {
+    b.fn = outer;
+    throw;
+  }
+  b.fn = outer;
+}
+
+} // namespace
+
+} // namespace phimoe_emu
+
+// ---- streams, events, graphs --------------------------------------------------------------
+using Node = std::function<void()>;
+struct CUstream_st {
+  bool capturing = false, invalidated = false;
+  std::vector<Node> nodes;
+};
+struct CUgraph_st {
+  std::vector<Node> nodes;
+};
+struct CUgraphExec_st {
+  std::vector<Node> nodes;
+};
+struct CUevent_st {
+  std::chrono::steady_clock::time_point at;
+};
+
+namespace phimoe_emu {
+namespace {
+
+std::vector<CUstream_st *> &capturing_streams() {
+  static thread_local std::vector<CUstream_st *> streams;
+  return streams;
+}
+// Synchronous work while a stream of this thread captures: the real runtime refuses it and
+// invalidates the capture (cudaStreamCaptureModeThreadLocal / Global).
+bool capture_in_progress() {
+  auto &streams = capturing_streams();
+  if (streams.empty())
+    return false;
+  for (CUstream_st *s : streams)
+    s->invalidated = true;
+  return true;
+}
+
+} // namespace
+
+void submit(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream, const char *name,
+            const void *kernel, std::function<void()> fn) {
+  const unsigned long long threads =
+      static_cast<unsigned long long>(block.x) * block.y * block.z;
+  if (grid.x == 0 || grid.y == 0 || grid.z == 0 || threads == 0 || threads > 1024 ||
+      block.z > 64 || grid.y > 65535 || grid.z > 65535) {
+    fail_with(cudaErrorInvalidConfiguration);
+    return;
+  }
+  auto opt_in = rt().max_dynamic_shared.find(kernel);
+  const size_t allowed =
+      opt_in == rt().max_dynamic_shared.end() ? 48 * 1024 : static_cast<size_t>(opt_in->second);
+  if (shared_bytes > allowed || shared_bytes > 227 * 1024) {
+    fail_with(cudaErrorInvalidValue);
+    return;
+  }
+  if (stream && stream->capturing) {
+    std::string label = name;
+    stream->nodes.push_back([grid, block, shared_bytes, label, fn]() {
+      run_grid(grid, block, shared_bytes, label.c_str(), fn);
+    });
+    return;
+  }
+  if (!stream && capture_in_progress()) { // the legacy stream syncs with the capturing one
+    fail_with(cudaErrorStreamCaptureImplicit);
+    return;
+  }
+  run_grid(grid, block, shared_bytes, name, fn);
+}
+
+} // namespace phimoe_emu
+
+using phimoe_emu::capture_in_progress;
+using phimoe_emu::fail_with;
+using phimoe_emu::is_device;
+using phimoe_emu::rt;
+
+extern "C" {
+
+cudaError_t cudaGetDeviceCount(int *count) {
+  *count = 1;
+  return cudaSuccess;
+}
+cudaError_t cudaSetDevice(int device) {
+  return device == 0 ? cudaSuccess : fail_with(cudaErrorInvalidDevice);
+}
+cudaError_t cudaGetDevice(int *device) {
+  *device = 0;
+  return cudaSuccess;
+}
+cudaError_t cudaGetDeviceProperties(cudaDeviceProp *prop, int device) {
+  if (device != 0)
+    return fail_with(cudaErrorInvalidDevice);
+  std::memset(prop, 0, sizeof *prop);
+  std::snprintf(prop->name, sizeof prop->name, "phimoe CUDA emulation on the CPU");
+  prop->major = 9;
+  prop->minor = 0;
+  prop->multiProcessorCount = 1;
+  prop->warpSize = 32;
+  prop->maxThreadsPerBlock = 1024;
+  prop->sharedMemPerBlock = 48 * 1024;
+  prop->sharedMemPerBlockOptin = 227 * 1024;
+  prop->totalGlobalMem = size_t(1) << 34;
+  return cudaSuccess;
+}
+cudaError_t cudaDriverGetVersion(int *v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+cudaError_t cudaRuntimeGetVersion(int *v) {
+  *v = 13000;
+  return cudaSuccess;
+}
+
+cudaError_t cudaGetLastError(void) {
+  const cudaError_t e = rt().last_error;
+  rt().last_error = cudaSuccess;
+  return e;
+}
+cudaError_t cudaPeekAtLastError(void) { return rt().last_error; }
+
+const char *cudaGetErrorName(cudaError_t e) {
+  switch (e) {
+  case cudaSuccess: return "cudaSuccess";
+  case cudaErrorInvalidValue: return "cudaErrorInvalidValue";
+  case cudaErrorMemoryAllocation: return "cudaErrorMemoryAllocation";
+  case cudaErrorInvalidConfiguration: return "cudaErrorInvalidConfiguration";
+  case cudaErrorInvalidDevice: return "cudaErrorInvalidDevice";
+  case cudaErrorInvalidDevicePointer: return "cudaErrorInvalidDevicePointer";
+  case cudaErrorInvalidResourceHandle: return "cudaErrorInvalidResourceHandle";
+  case cudaErrorStreamCaptureUnsupported: return "cudaErrorStreamCaptureUnsupported";
+  case cudaErrorStreamCaptureInvalidated: return "cudaErrorStreamCaptureInvalidated";
+  case cudaErrorStreamCaptureImplicit: return "cudaErrorStreamCaptureImplicit";
+  case cudaErrorIllegalState: return "cudaErrorIllegalState";
+  default: return "cudaError (emulation)";
+  }
+}
+const char *cudaGetErrorString(cudaError_t e) {
+  switch (e) {
+  case cudaSuccess: return "no error";
+  case cudaErrorInvalidValue: return "invalid argument";
+  case cudaErrorMemoryAllocation: return "out of memory";
+  case cudaErrorInvalidConfiguration: return "invalid configuration argument";
+  case cudaErrorInvalidDevice: return "invalid device ordinal";
+  case cudaErrorInvalidDevicePointer: return "invalid device pointer";
+  case cudaErrorInvalidResourceHandle: return "invalid resource handle";
+  case cudaErrorStreamCaptureUnsupported: return "operation not permitted when stream is capturing";
+  case cudaErrorStreamCaptureInvalidated: return "operation failed due to a previous error during capture";
+  case cudaErrorStreamCaptureImplicit: return "operation would make the legacy stream depend on a capturing blocking stream";
+  case cudaErrorIllegalState: return "the operation cannot be performed in the present state";
+  default: return "an error of the CUDA emulation";
+  }
+}
+
+cudaError_t cudaMalloc(void **p, size_t bytes) {
+  if (capture_in_progress())
+    return fail_with(cudaErrorStreamCaptureUnsupported);
+  const size_t rounded = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
+  void *q = std::aligned_alloc(256, rounded);
+  if (!q)
+    return fail_with(cudaErrorMemoryAllocation);
+  std::memset(q, 0xff, rounded); // cudaMalloc does not clear: unwritten floats read as nan
+  rt().allocations[reinterpret_cast<uintptr_t>(q)] = rounded;
+  *p = q;
+  return cudaSuccess;
+}
+cudaError_t cudaFree(void *p) {
+  if (!p)
+    return cudaSuccess;
+  auto it = rt().allocations.find(reinterpret_cast<uintptr_t>(p));
+  if (it == rt().allocations.end())
+    return fail_with(cudaErrorInvalidDevicePointer);
+  rt().allocations.erase(it);
+  std::free(p);
+  return cudaSuccess;
+}
+
+} // extern "C"
+
+namespace {
+
+// The direction's pointers are where they should be (device memory from cudaMalloc, host
+// memory not).
+bool direction_ok(void *dst, const void *src, cudaMemcpyKind kind) {
+  switch (kind) {
+  case cudaMemcpyHostToDevice: return is_device(dst) && !is_device(src);
+  case cudaMemcpyDeviceToHost: return !is_device(dst) && is_device(src);
+  case cudaMemcpyDeviceToDevice: return is_device(dst) && is_device(src);
+  case cudaMemcpyHostToHost: return !is_device(dst) && !is_device(src);
+  default: return true;
+  }
+}
+
+} // namespace
+
+extern "C" {
+
+cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
+  if (capture_in_progress())
+    return fail_with(cudaErrorStreamCaptureUnsupported);
+  if (!direction_ok(dst, src, kind))
+    return fail_with(cudaErrorInvalidValue);
+  if (bytes)
+    std::memcpy(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind,
+                            cudaStream_t stream) {
+  if (!direction_ok(dst, src, kind))
+    return fail_with(cudaErrorInvalidValue);
+  if (stream && stream->capturing) {
+    // Graph memcpy nodes copy between device buffers only (pageable host memory: no).
+    if (kind != cudaMemcpyDeviceToDevice) {
+      stream->invalidated = true;
+      return fail_with(cudaErrorStreamCaptureUnsupported);
+    }
+    stream->nodes.push_back([dst, src, bytes]() { std::memcpy(dst, src, bytes); });
+    return cudaSuccess;
+  }
+  if (!stream && capture_in_progress())
+    return fail_with(cudaErrorStreamCaptureImplicit);
+  if (bytes)
+    std::memcpy(dst, src, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemset(void *p, int value, size_t bytes) {
+  if (capture_in_progress())
+    return fail_with(cudaErrorStreamCaptureUnsupported);
+  if (!is_device(p))
+    return fail_with(cudaErrorInvalidValue);
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t stream) {
+  if (!is_device(p))
+    return fail_with(cudaErrorInvalidValue);
+  if (stream && stream->capturing) {
+    stream->nodes.push_back([p, value, bytes]() { std::memset(p, value, bytes); });
+    return cudaSuccess;
+  }
+  std::memset(p, value, bytes);
+  return cudaSuccess;
+}
+
+cudaError_t cudaDeviceSynchronize(void) {
+  if (capture_in_progress())
+    return fail_with(cudaErrorStreamCaptureUnsupported);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreate(cudaStream_t *stream) {
+  *stream = new CUstream_st();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int) {
+  *stream = new CUstream_st();
+  return cudaSuccess;
+}
+cudaError_t cudaStreamDestroy(cudaStream_t stream) {
+  delete stream;
+  return cudaSuccess;
+}
+cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
+  if ((stream && stream->capturing) || (!stream && capture_in_progress())) {
+    if (stream)
+      stream->invalidated = true;
+    return fail_with(cudaErrorStreamCaptureUnsupported);
+  }
+  return cudaSuccess;
+}
+
+cudaError_t cudaStreamBeginCapture(cudaStream_t stream, cudaStreamCaptureMode) {
+  if (!stream) // the legacy stream cannot be captured
+    return fail_with(cudaErrorStreamCaptureUnsupported);
+  if (stream->capturing)
+    return fail_with(cudaErrorIllegalState);
+  stream->capturing = true;
+  stream->invalidated = false;
+  stream->nodes.clear();
+  phimoe_emu::capturing_streams().push_back(stream);
+  return cudaSuccess;
+}
+cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph) {
+  *graph = nullptr;
+  if (!stream || !stream->capturing)
+    return fail_with(cudaErrorIllegalState);
+  auto &streams = phimoe_emu::capturing_streams();
+  for (size_t i = 0; i < streams.size(); ++i)
+    if (streams[i] == stream)
+      streams.erase(streams.begin() + static_cast<long>(i));
+  stream->capturing = false;
+  if (stream->invalidated) {
+    stream->nodes.clear();
+    return fail_with(cudaErrorStreamCaptureInvalidated);
+  }
+  *graph = new CUgraph_st{std::move(stream->nodes)};
+  stream->nodes.clear();
+  return cudaSuccess;
+}
+cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long) {
+  if (!graph)
+    return fail_with(cudaErrorInvalidValue);
+  *exec = new CUgraphExec_st{graph->nodes};
+  return cudaSuccess;
+}
+cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
+  if (!exec)
+    return fail_with(cudaErrorInvalidValue);
+  if (stream && stream->capturing) {
+    for (const Node &n : exec->nodes)
+      stream->nodes.push_back(n);
+    return cudaSuccess;
+  }
+  for (const Node &n : exec->nodes)
+    n();
+  return cudaSuccess;
+}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
+  delete graph;
+  return cudaSuccess;
+}
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
+  delete exec;
+  return cudaSuccess;
+}
+
+cudaError_t cudaEventCreate(cudaEvent_t *event) {
+  *event = new CUevent_st();
+  return cudaSuccess;
+}
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int) {
+  *event = new CUevent_st();
+  return cudaSuccess;
+}
+cudaError_t cudaEventDestroy(cudaEvent_t event) {
+  delete event;
+  return cudaSuccess;
+}
+cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
+  event->at = std::chrono::steady_clock::now();
+  return cudaSuccess;
+}
+cudaError_t cudaEventSynchronize(cudaEvent_t) {
+  if (capture_in_progress())
+    return fail_with(cudaErrorStreamCaptureUnsupported);
+  return cudaSuccess;
+}
+cudaError_t cudaEventElapsedTime(float *ms, cudaEvent_t start, cudaEvent_t end) {
+  *ms = std::chrono::duration<float, std::milli>(end->at - start->at).count();
+  return cudaSuccess;
+}
+
+cudaError_t cudaFuncSetAttribute(const void *func, cudaFuncAttribute attr, int value) {
+  if (attr == cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    if (value < 0 || value > 227 * 1024)
+      return fail_with(cudaErrorInvalidValue);
+    rt().max_dynamic_shared[func] = value;
+  }
+  return cudaSuccess;
+}
+
+} // extern "C"

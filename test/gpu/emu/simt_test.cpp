@@ -1,0 +1,310 @@
+// simt_test.cpp - the CUDA emulation itself (phimoe_emu/simt.h): warp collectives against
+// their definitions, barriers, the bugs it must expose (a missing __syncthreads, a
+// __syncthreads in divergent code, a shuffle naming an exited lane, launch configurations the
+// hardware refuses), stream capture and graph replay, and mma.sync against a product of
+// matrices laid out by the PTX ISA's fragment tables (gemm_tc.cuh's coordinates).
+// Built with -include phimoe_emu/simt.h (test/gpu/emu/CMakeLists.txt).
+#include "phimoe_cuda/check.h"
+#include "phimoe_cuda/kernels.cuh" // gemm_tc.cuh: the mma fragment coordinates
+#include "phimoe_cuda/launch.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <cstdio>
+#include <random>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace {
+
+int failures = 0, checks = 0;
+
+void expect(bool ok, const std::string &what) {
+  ++checks;
+  if (!ok) {
+    ++failures;
+    std::printf("FAIL %s\n", what.c_str());
+  }
+}
+
+template <class T> T *device(size_t n) {
+  void *p = nullptr;
+  PHIMOE_CUDA_CHECK(cudaMalloc(&p, n * sizeof(T)));
+  return static_cast<T *>(p);
+}
+template <class T> std::vector<T> download(const T *p, size_t n) {
+  std::vector<T> h(n);
+  PHIMOE_CUDA_CHECK(cudaMemcpy(h.data(), p, n * sizeof(T), cudaMemcpyDeviceToHost));
+  return h;
+}
+
+// Every shuffle and ballot variant, per lane of 64 threads (two warps).
+__global__ void collectives_kernel(int *out) {
+  const int t = threadIdx.x, lane = t & 31;
+  int *o = out + t * 8;
+  o[0] = __shfl_xor_sync(0xffffffffu, t * 10, 5);
+  o[1] = __shfl_down_sync(0xffffffffu, t * 10, 3);
+  o[2] = __shfl_up_sync(0xffffffffu, t * 10, 2);
+  o[3] = __shfl_sync(0xffffffffu, t * 10, 7);
+  o[4] = __shfl_xor_sync(0xffffffffu, t * 10, 4, 8); // within segments of 8
+  o[5] = static_cast<int>(__ballot_sync(0xffffffffu, lane % 3 == 0));
+  o[6] = __shfl_sync(0xffffffffu, t * 10, 9, 16);
+  float v = static_cast<float>(lane);
+  for (int m = 16; m > 0; m >>= 1)
+    v += __shfl_xor_sync(0xffffffffu, v, m);
+  o[7] = static_cast<int>(v);
+}
+
+void test_collectives() {
+  int *d = device<int>(64 * 8);
+  PHIMOE_CUDA_LAUNCH(1, 64, 0, nullptr, collectives_kernel)(d);
+  PHIMOE_CUDA_CHECK(cudaGetLastError());
+  const std::vector<int> h = download(d, 64 * 8);
+  for (int t = 0; t < 64; ++t) {
+    const int lane = t & 31, base = t - lane;
+    const int *o = &h[t * 8];
+    unsigned ballot = 0;
+    for (int i = 0; i < 32; i += 3)
+      ballot |= 1u << i;
+    expect(o[0] == (base + (lane ^ 5)) * 10, "shfl_xor");
+    expect(o[1] == (lane + 3 < 32 ? t + 3 : t) * 10, "shfl_down (past the end: own value)");
+    expect(o[2] == (lane >= 2 ? t - 2 : t) * 10, "shfl_up (before the start: own value)");
+    expect(o[3] == (base + 7) * 10, "shfl (broadcast)");
+    expect(o[4] == (base + (lane ^ 4)) * 10, "shfl_xor width 8");
+    expect(static_cast<unsigned>(o[5]) == ballot, "ballot");
+    expect(o[6] == (base + (lane & ~15) + 9) * 10, "shfl width 16");
+    expect(o[7] == 31 * 32 / 2, "butterfly sum");
+  }
+  cudaFree(d);
+}
+
+// Thread 255 writes shared memory that thread 0 reads. With the barrier (Sync), thread 0
+// sees this launch's value; without it, the emulation runs thread 0 to its end before thread
+// 255 starts, so thread 0 reads what was there before: the missing barrier shows.
+template <bool Sync> __global__ void shared_kernel(float v, float *out) {
+  __shared__ float box[1];
+  if (threadIdx.x == 255)
+    box[0] = v;
+  if constexpr (Sync)
+    __syncthreads();
+  if (threadIdx.x == 0)
+    out[0] = box[0];
+}
+
+// Lanes 0-15 shuffle (full mask) while lanes 16-31 wait at __syncthreads: a deadlock on a GPU.
+__global__ void divergent_barrier_kernel(float *out) {
+  float v = static_cast<float>(threadIdx.x);
+  if (threadIdx.x < 16)
+    v = __shfl_xor_sync(0xffffffffu, v, 1);
+  else
+    __syncthreads();
+  out[threadIdx.x] = v;
+}
+
+// Lane 3 exits before a full-mask shuffle.
+__global__ void exited_lane_kernel(float *out) {
+  if (threadIdx.x == 3)
+    return;
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+
+// A full-mask shuffle in a block of fewer than 32 threads.
+__global__ void partial_warp_kernel(float *out) {
+  out[threadIdx.x] = __shfl_xor_sync(0xffffffffu, 1.0f, 1);
+}
+
+// Dynamic shared memory: written by every thread, read back reversed.
+__global__ void dynamic_shared_kernel(int n, float *out) {
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, s);
+  for (int i = threadIdx.x; i < n; i += blockDim.x)
+    s[i] = static_cast<float>(i);
+  __syncthreads();
+  for (int i = threadIdx.x; i < n; i += blockDim.x)
+    out[i] = s[n - 1 - i];
+}
+
+template <class Fn> std::string error_of(Fn fn) {
+  try {
+    fn();
+  } catch (const std::exception &e) {
+    return e.what();
+  }
+  return "";
+}
+
+void test_barriers() {
+  float *d = device<float>(64);
+  PHIMOE_CUDA_LAUNCH(1, 256, 0, nullptr, shared_kernel<true>)(7.0f, d);
+  expect(download(d, 1)[0] == 7.0f, "__syncthreads orders shared memory");
+  PHIMOE_CUDA_LAUNCH(1, 256, 0, nullptr, shared_kernel<false>)(9.0f, d);
+  expect(download(d, 1)[0] != 9.0f, "a missing __syncthreads is exposed");
+
+  std::string e = error_of(
+      [&] { PHIMOE_CUDA_LAUNCH(1, 32, 0, nullptr, divergent_barrier_kernel)(d); });
+  expect(e.find("deadlock") != std::string::npos &&
+             e.find("divergent_barrier_kernel") != std::string::npos,
+         "a __syncthreads in divergent code is a deadlock: " + e);
+  e = error_of([&] { PHIMOE_CUDA_LAUNCH(1, 32, 0, nullptr, exited_lane_kernel)(d); });
+  expect(e.find("lane 3, which has exited") != std::string::npos,
+         "a shuffle naming an exited lane: " + e);
+  e = error_of([&] { PHIMOE_CUDA_LAUNCH(1, 16, 0, nullptr, partial_warp_kernel)(d); });
+  expect(e.find("does not have") != std::string::npos,
+         "a full-mask shuffle in a block of 16 threads: " + e);
+
+  // Launch configurations the hardware refuses: the launch's error, nothing runs.
+  PHIMOE_CUDA_LAUNCH(1, 2048, 0, nullptr, divergent_barrier_kernel)(d);
+  expect(cudaGetLastError() == cudaErrorInvalidConfiguration, "2048 threads a block");
+  expect(cudaGetLastError() == cudaSuccess, "cudaGetLastError clears the launch error");
+  constexpr int n = 16 * 1024; // 64 KiB of dynamic shared memory: over the default 48 KiB
+  float *big = device<float>(n);
+  PHIMOE_CUDA_LAUNCH(1, 256, n * sizeof(float), nullptr, dynamic_shared_kernel)(n, big);
+  expect(cudaGetLastError() == cudaErrorInvalidValue, "64 KiB of shared memory, no opt-in");
+  PHIMOE_CUDA_CHECK(cudaFuncSetAttribute(dynamic_shared_kernel,
+                                         cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                         n * sizeof(float)));
+  PHIMOE_CUDA_LAUNCH(1, 256, n * sizeof(float), nullptr, dynamic_shared_kernel)(n, big);
+  PHIMOE_CUDA_CHECK(cudaGetLastError());
+  const std::vector<float> h = download(big, n);
+  bool reversed = true;
+  for (int i = 0; i < n; ++i)
+    reversed = reversed && h[i] == static_cast<float>(n - 1 - i);
+  expect(reversed, "dynamic shared memory after the opt-in");
+  cudaFree(big);
+  cudaFree(d);
+}
+
+__global__ void add_kernel(float *x, float v) { x[threadIdx.x] += v; }
+
+void test_graphs() {
+  float *x = device<float>(4), *y = device<float>(4);
+  const float zero[4] = {0, 0, 0, 0};
+  PHIMOE_CUDA_CHECK(cudaMemcpy(x, zero, sizeof zero, cudaMemcpyHostToDevice));
+  cudaStream_t s = nullptr;
+  PHIMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  PHIMOE_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  float v = 1.0f;
+  PHIMOE_CUDA_LAUNCH(1, 4, 0, s, add_kernel)(x, v);
+  v = 100.0f; // the graph keeps the argument of its capture
+  PHIMOE_CUDA_LAUNCH(1, 4, 0, s, add_kernel)(x, 2.0f);
+  PHIMOE_CUDA_CHECK(cudaMemcpyAsync(y, x, sizeof zero, cudaMemcpyDeviceToDevice, s));
+  cudaGraph_t graph = nullptr;
+  PHIMOE_CUDA_CHECK(cudaStreamEndCapture(s, &graph));
+  expect(download(x, 4)[0] == 0.0f, "captured launches do not run");
+  cudaGraphExec_t exec = nullptr;
+  PHIMOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  PHIMOE_CUDA_CHECK(cudaGraphLaunch(exec, s));
+  PHIMOE_CUDA_CHECK(cudaGraphLaunch(exec, s));
+  PHIMOE_CUDA_CHECK(cudaStreamSynchronize(s));
+  expect(download(x, 4)[3] == 6.0f && download(y, 4)[3] == 6.0f,
+         "a graph replays its launches and copies, with their captured arguments");
+
+  // Synchronous calls during a capture are refused and spoil it.
+  PHIMOE_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  expect(cudaMemcpy(x, zero, sizeof zero, cudaMemcpyHostToDevice) ==
+             cudaErrorStreamCaptureUnsupported,
+         "cudaMemcpy during a capture");
+  cudaGraph_t spoiled = nullptr;
+  expect(cudaStreamEndCapture(s, &spoiled) == cudaErrorStreamCaptureInvalidated && !spoiled,
+         "the capture is invalidated");
+  PHIMOE_CUDA_CHECK(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  PHIMOE_CUDA_LAUNCH(1, 4, 0, nullptr, add_kernel)(x, 1.0f);
+  expect(cudaGetLastError() == cudaErrorStreamCaptureImplicit,
+         "a launch on the legacy stream during a capture");
+  expect(cudaMemcpyAsync(x, zero, sizeof zero, cudaMemcpyHostToDevice, s) ==
+             cudaErrorStreamCaptureUnsupported,
+         "a copy from pageable host memory into a graph");
+  (void)cudaStreamEndCapture(s, &spoiled);
+  (void)cudaGetLastError();
+  expect(download(x, 4)[0] == 6.0f, "nothing of a spoiled capture ran");
+  expect(cudaMemcpy(x, zero, 4, cudaMemcpyDeviceToHost) == cudaErrorInvalidValue,
+         "a copy whose direction does not match its pointers");
+  (void)cudaGetLastError();
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(graph);
+  cudaStreamDestroy(s);
+  cudaFree(x);
+  cudaFree(y);
+}
+
+// One mma.sync per warp: A [16, 16] and B [16, 8] (as W[n][k]) in bf16, the fragments loaded
+// with gemm_tc.cuh's coordinates.
+__global__ void mma_kernel(const uint16_t *a, const uint16_t *w, const float *c, float *d) {
+  using namespace phimoe_cuda::detail;
+  const int lane = threadIdx.x;
+  uint32_t ra[4], rb[2];
+  for (int j = 0; j < 4; ++j) {
+    const uint16_t *p = a + tc_a_row(lane, j) * 16 + tc_a_col(lane, j);
+    ra[j] = p[0] | static_cast<uint32_t>(p[1]) << 16;
+  }
+  for (int j = 0; j < 2; ++j) {
+    const uint16_t *p = w + tc_b_n(lane) * 16 + tc_b_k(lane, j);
+    rb[j] = p[0] | static_cast<uint32_t>(p[1]) << 16;
+  }
+  float acc[4];
+  for (int i = 0; i < 4; ++i)
+    acc[i] = c[tc_c_row(lane, i) * 8 + tc_c_col(lane, i)];
+  tc_mma(acc, ra, rb);
+  for (int i = 0; i < 4; ++i)
+    d[tc_c_row(lane, i) * 8 + tc_c_col(lane, i)] = acc[i];
+}
+
+void test_mma() {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  std::vector<uint16_t> a(16 * 16), w(8 * 16);
+  std::vector<float> c(16 * 8);
+  auto bf16 = [&](float f) {
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    return static_cast<uint16_t>(u >> 16);
+  };
+  auto value = [](uint16_t h) {
+    const uint32_t u = static_cast<uint32_t>(h) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return static_cast<double>(f);
+  };
+  for (auto &x : a)
+    x = bf16(normal(rng));
+  for (auto &x : w)
+    x = bf16(normal(rng));
+  for (auto &x : c)
+    x = normal(rng);
+  uint16_t *da = device<uint16_t>(a.size()), *dw = device<uint16_t>(w.size());
+  float *dc = device<float>(c.size()), *dd = device<float>(c.size());
+  PHIMOE_CUDA_CHECK(cudaMemcpy(da, a.data(), a.size() * 2, cudaMemcpyHostToDevice));
+  PHIMOE_CUDA_CHECK(cudaMemcpy(dw, w.data(), w.size() * 2, cudaMemcpyHostToDevice));
+  PHIMOE_CUDA_CHECK(cudaMemcpy(dc, c.data(), c.size() * 4, cudaMemcpyHostToDevice));
+  PHIMOE_CUDA_LAUNCH(1, 32, 0, nullptr, mma_kernel)(da, dw, dc, dd);
+  PHIMOE_CUDA_CHECK(cudaGetLastError());
+  const std::vector<float> d = download(dd, c.size());
+  double err = 0.0;
+  for (int m = 0; m < 16; ++m)
+    for (int n = 0; n < 8; ++n) {
+      double want = c[m * 8 + n];
+      for (int k = 0; k < 16; ++k)
+        want += value(a[m * 16 + k]) * value(w[n * 16 + k]);
+      err = std::max(err, std::fabs(d[m * 8 + n] - want));
+    }
+  expect(err < 1e-5, "mma.sync m16n8k16 against the matrix product (max|d| " +
+                         std::to_string(err) + ")");
+  cudaFree(da), cudaFree(dw), cudaFree(dc), cudaFree(dd);
+}
+
+} // namespace
+
+int main() {
+  try {
+    test_collectives();
+    test_barriers();
+    test_graphs();
+    test_mma();
+  } catch (const std::exception &e) {
+    std::printf("FAIL: %s\n", e.what());
+    return 1;
+  }
+  std::printf("%s: %d of %d checks failed\n", failures ? "FAILED" : "OK", failures, checks);
+  return failures ? 1 : 0;
+}
