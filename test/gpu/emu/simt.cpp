@@ -257,7 +257,17 @@ struct Runtime {
   std::map<uintptr_t, size_t> allocations; // device memory: start -> bytes
   std::map<const void *, int> max_dynamic_shared; // cudaFuncSetAttribute
   cudaError_t last_error = cudaSuccess;
-  int capturing = 0; // streams of this thread in capture
+  // What ran, printed at exit to stderr when PHIMOE_EMU_STATS is set (tests check that decode
+  // steps really ran as graphs).
+  long long launches = 0, graphs_captured = 0, graph_launches = 0;
+  ~Runtime() {
+    const char *stats = std::getenv("PHIMOE_EMU_STATS");
+    if (stats && *stats && std::strcmp(stats, "0") != 0)
+      std::fprintf(stderr,
+                   "phimoe-emu: %lld kernel launches, %lld graphs captured, %lld graph "
+                   "launches\n",
+                   launches, graphs_captured, graph_launches);
+  }
 };
 Runtime &rt() {
   static Runtime r;
@@ -354,6 +364,7 @@ namespace {
 
 void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const char *name,
               const std::function<void()> &fn) {
+  ++rt().launches;
   Block &b = tl_block_storage;
   const std::function<void()> *outer = b.fn;
   b.fn = &fn;
@@ -665,6 +676,7 @@ cudaError_t cudaStreamEndCapture(cudaStream_t stream, cudaGraph_t *graph) {
   }
   *graph = new CUgraph_st{std::move(stream->nodes)};
   stream->nodes.clear();
+  ++rt().graphs_captured;
   return cudaSuccess;
 }
 cudaError_t cudaGraphInstantiate(cudaGraphExec_t *exec, cudaGraph_t graph, unsigned long long) {
@@ -681,6 +693,7 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
       stream->nodes.push_back(n);
     return cudaSuccess;
   }
+  ++rt().graph_launches;
   for (const Node &n : exec->nodes)
     n();
   return cudaSuccess;
