@@ -51,10 +51,40 @@ phimoe_emu_switch:
   .size phimoe_emu_switch, .-phimoe_emu_switch
 )");
 
+// Under AddressSanitizer (the ASan builds of test/gpu/emu/CMakeLists.txt), every switch between
+// stacks is announced to it, so that it checks the fibers' stacks as stacks.
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PHIMOE_EMU_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_ADDRESS__)
+#define PHIMOE_EMU_ASAN 1
+#endif
+#ifdef PHIMOE_EMU_ASAN
+#include <sanitizer/asan_interface.h>
+#include <sanitizer/common_interface_defs.h>
+#endif
+
 namespace phimoe_emu {
 namespace {
 
 constexpr size_t kStackBytes = 256 * 1024;
+
+// Switches from the current stack to `load` (a stack of `size` bytes from `bottom`), saving
+// the current one in *save; `fake` keeps ASan's fake stack of the stack left (nullptr: it is
+// left for good).
+inline void switch_stack(void **save, void *load, const void *bottom, size_t size, void **fake,
+                         bool leaving_for_good = false) {
+#ifdef PHIMOE_EMU_ASAN
+  __sanitizer_start_switch_fiber(leaving_for_good ? nullptr : fake, bottom, size);
+  phimoe_emu_switch(save, load);
+  __sanitizer_finish_switch_fiber(*fake, nullptr, nullptr);
+#else
+  (void)bottom, (void)size, (void)fake, (void)leaving_for_good;
+  phimoe_emu_switch(save, load);
+#endif
+}
 
 // A fiber stack with a guard page below it.
 struct Stack {
@@ -73,12 +103,14 @@ struct Stack {
   Stack(const Stack &) = delete;
   Stack &operator=(const Stack &) = delete;
   unsigned char *top() const { return base + bytes; }
+  unsigned char *bottom() const { return top() - kStackBytes; }
 };
 
 enum class State { kReady, kBlockBarrier, kWarpBarrier, kDone };
 
 struct Lane {
   void *sp = nullptr;
+  void *fake_stack = nullptr; // ASan's, while the lane waits
   State state = State::kReady;
   unsigned mask = 0;     // of the collective it waits in
   unsigned ops = 0;      // warp collectives entered
@@ -95,9 +127,12 @@ struct Block {
   std::vector<std::unique_ptr<Stack>> stacks; // reused by the next blocks
   int current = -1;
   void *scheduler_sp = nullptr;
+  void *scheduler_fake_stack = nullptr;
+  const void *scheduler_bottom = nullptr; // the scheduler's stack (ASan)
+  size_t scheduler_size = 0;
   const std::function<void()> *fn = nullptr;
   std::string error;
-  std::vector<unsigned char> shared;
+  std::unique_ptr<unsigned char[]> shared; // exactly the launch's bytes (ASan sees overruns)
 };
 
 thread_local Block *tl_block = nullptr;
@@ -109,11 +144,18 @@ Lane &current_lane() {
   return b->lanes[b->current];
 }
 
-void yield(Lane &lane) { phimoe_emu_switch(&lane.sp, tl_block->scheduler_sp); }
+void yield(Lane &lane) {
+  Block *b = tl_block;
+  switch_stack(&lane.sp, b->scheduler_sp, b->scheduler_bottom, b->scheduler_size,
+               &lane.fake_stack);
+}
 
 [[noreturn]] void fiber_entry() {
   Block *b = tl_block;
   Lane &lane = b->lanes[b->current];
+#ifdef PHIMOE_EMU_ASAN
+  __sanitizer_finish_switch_fiber(nullptr, &b->scheduler_bottom, &b->scheduler_size);
+#endif
   try {
     (*b->fn)();
   } catch (const std::exception &e) {
@@ -124,13 +166,18 @@ void yield(Lane &lane) { phimoe_emu_switch(&lane.sp, tl_block->scheduler_sp); }
       b->error = "an exception";
   }
   lane.state = State::kDone;
-  phimoe_emu_switch(&lane.sp, b->scheduler_sp);
+  switch_stack(&lane.sp, b->scheduler_sp, b->scheduler_bottom, b->scheduler_size,
+               &lane.fake_stack, true);
   std::abort(); // a finished fiber is never resumed
 }
 
 // The initial stack of a fiber: what phimoe_emu_switch pops (MXCSR and x87 control word,
 // r15 .. rbp), then fiber_entry as the return address, entered with rsp = 8 mod 16.
 void *fresh_stack(Stack &stack) {
+#ifdef PHIMOE_EMU_ASAN
+  // A fiber abandoned by a failed kernel leaves its frames' poison behind.
+  __asan_unpoison_memory_region(stack.bottom(), kStackBytes);
+#endif
   uintptr_t top = reinterpret_cast<uintptr_t>(stack.top()) & ~uintptr_t(15);
   uint64_t *p = reinterpret_cast<uint64_t *>(top);
   *--p = 0;                                             // fiber_entry's return address: none
@@ -159,7 +206,9 @@ void run_block(Block &b, const char *name, dim3 grid, dim3 block, uint3 block_id
   b.warps.resize(nwarps);
   while (static_cast<int>(b.stacks.size()) < threads)
     b.stacks.push_back(std::make_unique<Stack>());
-  b.shared.assign(shared_bytes, 0xff); // never zero on a GPU: reads of unwritten words are nan
+  b.shared.reset(shared_bytes ? new unsigned char[shared_bytes] : nullptr);
+  if (shared_bytes) // never zero on a GPU: reads of unwritten words are nan
+    std::memset(b.shared.get(), 0xff, shared_bytes);
   b.error.clear();
   for (int i = 0; i < threads; ++i) {
     Lane &l = b.lanes[i];
@@ -184,7 +233,8 @@ void run_block(Block &b, const char *name, dim3 grid, dim3 block, uint3 block_id
     for (int i = 0; i < threads; ++i)
       if (b.lanes[i].state == State::kReady) {
         b.current = i;
-        phimoe_emu_switch(&b.scheduler_sp, b.lanes[i].sp);
+        switch_stack(&b.scheduler_sp, b.lanes[i].sp, b.stacks[i]->bottom(), kStackBytes,
+                     &b.scheduler_fake_stack);
         if (!b.error.empty())
           fail("thread " + std::to_string(i) + ": " + b.error);
       }
@@ -322,7 +372,7 @@ void sync_warp(unsigned mask) { (void)warp_exchange(mask, nullptr, 0); }
 
 void *dynamic_shared() {
   current_lane();
-  return tl_block->shared.data();
+  return tl_block->shared.get();
 }
 
 void trap(const char *why) { throw std::runtime_error(why); }
@@ -537,12 +587,13 @@ const char *cudaGetErrorString(cudaError_t e) {
 cudaError_t cudaMalloc(void **p, size_t bytes) {
   if (capture_in_progress())
     return fail_with(cudaErrorStreamCaptureUnsupported);
-  const size_t rounded = (std::max<size_t>(bytes, 1) + 255) / 256 * 256;
-  void *q = std::aligned_alloc(256, rounded);
-  if (!q)
+  // Exactly `bytes` (ASan builds see reads past the end), aligned as cudaMalloc's.
+  const size_t size = std::max<size_t>(bytes, 1);
+  void *q = nullptr;
+  if (posix_memalign(&q, 256, size) != 0)
     return fail_with(cudaErrorMemoryAllocation);
-  std::memset(q, 0xff, rounded); // cudaMalloc does not clear: unwritten floats read as nan
-  rt().allocations[reinterpret_cast<uintptr_t>(q)] = rounded;
+  std::memset(q, 0xff, size); // cudaMalloc does not clear: unwritten floats read as nan
+  rt().allocations[reinterpret_cast<uintptr_t>(q)] = size;
   *p = q;
   return cudaSuccess;
 }
