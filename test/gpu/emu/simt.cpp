@@ -5,11 +5,13 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <map>
 #include <memory>
+#include <random>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -137,6 +139,40 @@ struct Block {
 
 thread_local Block *tl_block = nullptr;
 
+struct Schedule {
+  enum Kind { kForward, kReverse, kRandom } kind = kForward;
+  std::mt19937 rng{1};
+  // false for a mode that is none of forward, reverse, random[:SEED].
+  bool set(const std::string &mode) {
+    if (mode.empty() || mode == "forward") {
+      kind = kForward;
+    } else if (mode == "reverse") {
+      kind = kReverse;
+    } else if (mode == "random" || mode.rfind("random:", 0) == 0) {
+      kind = kRandom;
+      const std::string seed = mode.size() > 7 ? mode.substr(7) : "1";
+      if (seed.empty() || seed.find_first_not_of("0123456789") != std::string::npos)
+        return false;
+      rng.seed(static_cast<unsigned>(std::stoul(seed)));
+    } else {
+      return false;
+    }
+    return true;
+  }
+  Schedule() {
+    const char *v = std::getenv("PHIMOE_EMU_SCHEDULE");
+    if (!set(v ? v : "")) {
+      std::fprintf(stderr, "PHIMOE_EMU_SCHEDULE=%s: expected forward, reverse or random[:SEED]\n",
+                   v);
+      std::exit(2);
+    }
+  }
+};
+Schedule &schedule() {
+  static Schedule s;
+  return s;
+}
+
 Lane &current_lane() {
   Block *b = tl_block;
   if (!b || b->current < 0)
@@ -229,8 +265,17 @@ void run_block(Block &b, const char *name, dim3 grid, dim3 block, uint3 block_id
     b.current = -1;
     throw std::runtime_error(describe(b, name, b.lanes[0].ts) + ": " + why);
   };
+  std::vector<int> order(threads);
+  for (int i = 0; i < threads; ++i)
+    order[i] = i;
   for (;;) {
-    for (int i = 0; i < threads; ++i)
+    // The order in which the threads run up to their next barrier: a kernel whose result
+    // depends on it reads shared memory another thread writes without a barrier between.
+    if (schedule().kind == Schedule::kReverse)
+      std::reverse(order.begin(), order.end());
+    else if (schedule().kind == Schedule::kRandom)
+      std::shuffle(order.begin(), order.end(), schedule().rng);
+    for (int i : order)
       if (b.lanes[i].state == State::kReady) {
         b.current = i;
         switch_stack(&b.scheduler_sp, b.lanes[i].sp, b.stacks[i]->bottom(), kStackBytes,
@@ -343,6 +388,11 @@ cudaError_t fail_with(cudaError_t e) {
 } // namespace
 
 const ThreadState &self() { return current_lane().ts; }
+
+void set_schedule(const std::string &mode) {
+  if (!schedule().set(mode))
+    throw std::invalid_argument("CUDA emulation: unknown schedule " + mode);
+}
 
 void sync_block() {
   Lane &l = current_lane();

@@ -140,6 +140,21 @@ void test_barriers() {
   expect(download(d, 1)[0] == 7.0f, "__syncthreads orders shared memory");
   PHIMOE_CUDA_LAUNCH(1, 256, 0, nullptr, shared_kernel<false>)(9.0f, d);
   expect(download(d, 1)[0] != 9.0f, "a missing __syncthreads is exposed");
+  // The other order (the writer first) hides it; a random one exposes it in some launches.
+  phimoe_emu::set_schedule("reverse");
+  PHIMOE_CUDA_LAUNCH(1, 256, 0, nullptr, shared_kernel<false>)(10.0f, d);
+  expect(download(d, 1)[0] == 10.0f, "the reverse schedule runs thread 255 first");
+  phimoe_emu::set_schedule("random:7");
+  int exposed = 0;
+  for (int i = 0; i < 8; ++i) {
+    PHIMOE_CUDA_LAUNCH(1, 256, 0, nullptr, shared_kernel<false>)(11.0f + i, d);
+    exposed += download(d, 1)[0] != 11.0f + i;
+  }
+  expect(exposed > 0 && exposed < 8, "a random schedule orders the threads differently");
+  phimoe_emu::set_schedule("forward");
+  expect(error_of([] { phimoe_emu::set_schedule("sideways"); }).find("unknown schedule") !=
+             std::string::npos,
+         "an unknown schedule");
 
   std::string e = error_of(
       [&] { PHIMOE_CUDA_LAUNCH(1, 32, 0, nullptr, divergent_barrier_kernel)(d); });

@@ -43,6 +43,7 @@
 #include <cstdint>
 #include <cstring>
 #include <functional>
+#include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
@@ -56,6 +57,12 @@ struct ThreadState {
   int lane = 0, warp = 0;
 };
 const ThreadState &self();
+
+// The order in which the threads of a block run from one barrier to the next: "forward" (by
+// thread index; the default), "reverse", or "random[:SEED]" (a new permutation each time);
+// PHIMOE_EMU_SCHEDULE sets it for a whole program. Results that change with it come from
+// shared memory read without a barrier after another thread's write.
+void set_schedule(const std::string &mode);
 
 void sync_block();                // __syncthreads
 void sync_warp(unsigned mask);    // __syncwarp
