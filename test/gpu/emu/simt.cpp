@@ -662,6 +662,16 @@ cudaError_t cudaFree(void *p) {
 
 namespace {
 
+// Streams, events and graphs are host objects.
+template <class T> cudaError_t make(T **handle) {
+  *handle = new T();
+  return cudaSuccess;
+}
+template <class T> cudaError_t destroy(T *handle) {
+  delete handle;
+  return cudaSuccess;
+}
+
 // The direction's pointers are where they should be (device memory from cudaMalloc, host
 // memory not).
 bool direction_ok(void *dst, const void *src, cudaMemcpyKind kind) {
@@ -730,18 +740,9 @@ cudaError_t cudaDeviceSynchronize(void) {
     return fail_with(cudaErrorStreamCaptureUnsupported);
   return cudaSuccess;
 }
-cudaError_t cudaStreamCreate(cudaStream_t *stream) {
-  *stream = new CUstream_st();
-  return cudaSuccess;
-}
-cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int) {
-  *stream = new CUstream_st();
-  return cudaSuccess;
-}
-cudaError_t cudaStreamDestroy(cudaStream_t stream) {
-  delete stream;
-  return cudaSuccess;
-}
+cudaError_t cudaStreamCreate(cudaStream_t *stream) { return make(stream); }
+cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int) { return make(stream); }
+cudaError_t cudaStreamDestroy(cudaStream_t stream) { return destroy(stream); }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
   if ((stream && stream->capturing) || (!stream && capture_in_progress())) {
     if (stream)
@@ -799,27 +800,12 @@ cudaError_t cudaGraphLaunch(cudaGraphExec_t exec, cudaStream_t stream) {
     n();
   return cudaSuccess;
 }
-cudaError_t cudaGraphDestroy(cudaGraph_t graph) {
-  delete graph;
-  return cudaSuccess;
-}
-cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) {
-  delete exec;
-  return cudaSuccess;
-}
+cudaError_t cudaGraphDestroy(cudaGraph_t graph) { return destroy(graph); }
+cudaError_t cudaGraphExecDestroy(cudaGraphExec_t exec) { return destroy(exec); }
 
-cudaError_t cudaEventCreate(cudaEvent_t *event) {
-  *event = new CUevent_st();
-  return cudaSuccess;
-}
-cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int) {
-  *event = new CUevent_st();
-  return cudaSuccess;
-}
-cudaError_t cudaEventDestroy(cudaEvent_t event) {
-  delete event;
-  return cudaSuccess;
-}
+cudaError_t cudaEventCreate(cudaEvent_t *event) { return make(event); }
+cudaError_t cudaEventCreateWithFlags(cudaEvent_t *event, unsigned int) { return make(event); }
+cudaError_t cudaEventDestroy(cudaEvent_t event) { return destroy(event); }
 cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
   event->at = std::chrono::steady_clock::now();
   return cudaSuccess;
