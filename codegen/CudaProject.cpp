@@ -46,6 +46,8 @@ const std::pair<const char *, const char *> kProjectFiles[] = {
     {"runtime/include/phimoe_cuda/elements.cuh", "runtime/include/phimoe_cuda/elements.cuh"},
     {"runtime/include/phimoe_cuda/kernels.cuh", "runtime/include/phimoe_cuda/kernels.cuh"},
     {"runtime/include/phimoe_cuda/gemm_tc.cuh", "runtime/include/phimoe_cuda/gemm_tc.cuh"},
+    {"runtime/include/phimoe_cuda/attention_tc.cuh",
+     "runtime/include/phimoe_cuda/attention_tc.cuh"},
     {"runtime/include/phimoe_cuda/moe_grouped.cuh", "runtime/include/phimoe_cuda/moe_grouped.cuh"},
     {"runtime/include/phimoe_cuda/session.h", "runtime/include/phimoe_cuda/session.h"},
     {"runtime/cuda/session.cpp", "runtime/cuda/session.cpp"},

@@ -374,25 +374,34 @@ template <int Hq, int Hkv, int D> void test_attention(int past, int n, int windo
   ctx.attn_partials = device<float>(ctx.attn_partial_floats);
   float *dq = upload(q), *dk = upload(k), *dv = upload(v), *out = device<float>(q.size());
   int32_t *dp = upload(pos);
-  // Both first halves where heads can be grouped: a block per query head, and a block per KV
-  // head for its group (each against the reference, and against each other).
+  // Every kernel that may take these rows: the SIMT first halves, a block per query head and,
+  // where heads can be grouped, a block per KV head for its group; for chunks of kFaMinRows
+  // rows or more, the tensor-core kernel (attention_tc.cuh). Each against the reference, and
+  // against the first.
   const bool groups = Hq / Hkv >= 2;
-  std::vector<float> results[2];
-  for (int grouped = 0; grouped <= (groups ? 1 : 0); ++grouped) {
-    detail::attention_grouping() = grouped;
+  const bool tc = detail::fa_supported<D>() && n >= detail::kFaMinRows;
+  std::vector<float> first;
+  for (int run = 0; run < 3; ++run) {
+    if ((run == 1 && !groups) || (run == 2 && !tc))
+      continue;
+    detail::attention_grouping() = run == 1;
+    detail::attention_tc_mode() = run == 2;
     attention<Hq, Hkv, D>(ctx, dq, dk, dv, n, dp, layer, scale, window, out);
+    const char *how[] = {"", " (grouped heads)", " (tensor cores)"};
     char label[128];
     std::snprintf(label, sizeof label, "attention<%d,%d,%d> past=%d n=%d window=%d%s", Hq, Hkv,
-                  D, past, n, window,
-                  detail::attention_grouped<Hq, Hkv, D>() ? " (grouped heads)" : "");
-    results[grouped] = download(out, q.size());
-    check(label, results[grouped], want, 1e-5);
+                  D, past, n, window, how[run]);
+    std::vector<float> got = download(out, q.size());
+    check(label, got, want, 1e-5);
+    if (run == 0) {
+      first = got;
+    } else {
+      std::snprintf(label, sizeof label, "attention:%s against a block per head", how[run]);
+      check(label, got, std::vector<double>(first.begin(), first.end()), run == 1 ? 1e-6 : 1e-5);
+    }
   }
   detail::attention_grouping() = -1;
-  if (groups) {
-    std::vector<double> per_head(results[0].begin(), results[0].end());
-    check("attention: grouped heads against a block per head", results[1], per_head, 1e-6);
-  }
+  detail::attention_tc_mode() = -1;
   std::vector<double> kwd(kw.begin(), kw.end());
   check("attention: the k cache after the write", download(ctx.k_cache, kw.size()), kwd, 0.0);
   cudaFree(ctx.k_cache), cudaFree(ctx.v_cache), cudaFree(ctx.attn_partials);
@@ -560,6 +569,15 @@ int main() {
     test_attention<32, 8, 128>(3000, 1, 0);     // decode, split over 47 chunks
     test_attention<32, 8, 128>(200, 33, 0);     // a prefill chunk
     test_attention<4, 1, 64>(500, 2, 100);      // sliding window
+    // Prefill chunks of 64 rows or more (the tensor-core kernel too): a first chunk, a chunk
+    // after cached positions, rows past a 64-row tile, a sliding window shorter than the
+    // chunk, head dimensions of 16 to 128.
+    test_attention<32, 8, 128>(0, 64, 0);
+    test_attention<32, 8, 128>(100, 130, 0);
+    test_attention<4, 2, 16>(7, 100, 0);
+    test_attention<4, 1, 64>(300, 70, 40);
+    test_attention<6, 3, 96>(33, 65, 0);
+    test_attention<2, 2, 80>(0, 200, 0);
     test_rope_kv_write<4, 2, 16>(5, 3, false);
     test_rope_kv_write<32, 8, 128>(100, 1, true);
     test_rope_kv_write<32, 8, 128>(0, 40, false);

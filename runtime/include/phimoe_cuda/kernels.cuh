@@ -570,8 +570,10 @@ __global__ void down_kernel(const float *act, const DW *down, const DeviceRoute 
 } // namespace detail
 } // namespace phimoe_cuda
 
-// Tensor-core GEMM and grouped-expert MoE of prefill (they use Elem, bias_at, blocks_for).
+// Tensor-core GEMM, grouped-expert MoE and attention of prefill (they use Elem, bias_at,
+// blocks_for).
 #include "phimoe_cuda/gemm_tc.cuh"
+#include "phimoe_cuda/attention_tc.cuh"
 #include "phimoe_cuda/moe_grouped.cuh"
 
 namespace phimoe_cuda {
@@ -717,6 +719,15 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
     PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::kv_write_kernel<Hkv, D>)
     (k, v, pos, layer, ctx.capacity, ctx.k_cache, ctx.v_cache);
     PHIMOE_CUDA_CHECK_LAUNCH();
+  }
+  // Prefill chunks: tensor cores (attention_tc.cuh).
+  if constexpr (detail::fa_supported<D>()) {
+    if (n >= detail::kFaMinRows && detail::attention_tc_enabled()) {
+      detail::attention_tc<Hq, Hkv, D>(ctx.stream, q, n, pos, layer, ctx.capacity, ctx.k_cache,
+                                       ctx.v_cache, scale, window, out);
+      PHIMOE_CUDA_CHECK_LAUNCH();
+      return;
+    }
   }
   // Splits of at least 64 positions, as many as the partials buffer holds (at most 1024).
   const size_t per_split = static_cast<size_t>(n) * Hq * (D + 2);

@@ -1,0 +1,235 @@
+// attention_tc.cuh - causal GQA attention of a prefill chunk on tensor cores (flash attention:
+// one pass over the cached keys and values with an online softmax, nothing of size P x P in
+// memory). Included by kernels.cuh after gemm_tc.cuh; attention() takes it for chunks of at
+// least kFaMinRows rows when the head dimension is a multiple of 16 up to 128, and the SIMT
+// flash-decoding kernels otherwise (decode, short chunks).
+//
+// Block: 64 query rows of one query head, 4 warps of 16 rows. For each tile of 32 cached
+// positions, the keys and values are staged in shared memory as bf16 pairs (hi, lo: x split in
+// two terms as in gemm_tc.cuh, so that products keep about 16 bits); each warp computes its
+// scores S = q . k^T with mma.sync m16n8k16 (hi.hi + hi.lo + lo.hi), scales and masks them
+// (positions outside [max(0, p - window + 1), p] of each row), updates the running max and sum
+// of every row and rescales its output, then adds P . V with P (in [0, 1]) split the same way.
+// The accumulator fragments of S are, pair by pair, the A fragments of P (the PTX layouts of
+// m16n8 accumulators and m16k16 A operands line up), so P never leaves the registers.
+// Precision: float32 accumulation, products to about 2^-16 relative: within 1e-5 of a double
+// reference (kernels_test.cu), as the SIMT kernels.
+#ifndef PHIMOE_CUDA_ATTENTION_TC_CUH
+#define PHIMOE_CUDA_ATTENTION_TC_CUH
+
+namespace phimoe_cuda {
+namespace detail {
+
+constexpr int kFaRows = 64;    // query rows of a block
+constexpr int kFaKv = 32;      // cached positions per step
+constexpr int kFaThreads = 128;
+constexpr int kFaMinRows = 64; // shorter chunks: the split SIMT kernels (more blocks)
+
+template <int D> constexpr bool fa_supported() { return D % 16 == 0 && D >= 16 && D <= 128; }
+
+// Keys as rows of D (B operand of S: pairs along d), values transposed (B operand of P . V:
+// pairs along positions); 8 bf16 of padding a row against bank conflicts of the pair loads.
+template <int D> struct FaShared {
+  uint16_t k[2][kFaKv][D + 8];
+  uint16_t vt[2][D][kFaKv + 8];
+  int lo[kFaRows], hi[kFaRows]; // positions [lo, hi] of each row (hi < lo: none)
+  int range[2];                 // the block's positions: [range[0], range[1])
+};
+
+__device__ __forceinline__ uint32_t fa_pair(uint16_t a, uint16_t b) {
+  return a | static_cast<uint32_t>(b) << 16;
+}
+__device__ __forceinline__ uint32_t fa_load_pair(const uint16_t *p) {
+  return fa_pair(p[0], p[1]);
+}
+
+// out[t][h] for rows t0 .. t0 + 63 of the chunk and query head blockIdx.y.
+template <int Hq, int Hkv, int D>
+__global__ void __launch_bounds__(kFaThreads)
+    attention_tc_kernel(const float *q, int n, const int32_t *pos, int layer, int capacity,
+                        const float *k_cache, const float *v_cache, float scale, int window,
+                        float *out) {
+  static_assert(fa_supported<D>(), "attention_tc: head dimension");
+  constexpr int KS = D / 16, ND = D / 8;
+  __shared__ FaShared<D> s;
+  const int t0 = blockIdx.x * kFaRows, h = blockIdx.y, kvh = h / (Hq / Hkv);
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, qd = lane & 3;
+
+  // Each row's positions, and the block's.
+  if (threadIdx.x < kFaRows) {
+    const int t = t0 + threadIdx.x;
+    const int p = t < n ? pos[t] : -1;
+    const bool valid = p >= 0 && p < capacity;
+    s.lo[threadIdx.x] = valid ? (window > 0 ? max(0, p - window + 1) : 0) : 1;
+    s.hi[threadIdx.x] = valid ? p : 0;
+  }
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    int lo = capacity, hi = 0;
+    for (int r = 0; r < kFaRows; ++r)
+      if (s.hi[r] >= s.lo[r]) {
+        lo = min(lo, s.lo[r]);
+        hi = max(hi, s.hi[r] + 1);
+      }
+    s.range[0] = lo;
+    s.range[1] = hi;
+  }
+
+  // The warp's 16 query rows as A fragments, two terms: row g + 8 (j & 1), d = ks * 16 +
+  // 2 qd + 8 (j >> 1) and the next.
+  uint32_t qa[2][KS][4];
+  for (int ks = 0; ks < KS; ++ks)
+    for (int j = 0; j < 4; ++j) {
+      const int t = t0 + warp * 16 + g + 8 * (j & 1), d = ks * 16 + 2 * qd + 8 * (j >> 1);
+      uint16_t a[2] = {0, 0}, b[2] = {0, 0};
+      if (t < n) {
+        const float *src = q + (static_cast<size_t>(t) * Hq + h) * D + d;
+        tc_split<2>(src[0], a);
+        tc_split<2>(src[1], b);
+      }
+      qa[0][ks][j] = fa_pair(a[0], b[0]);
+      qa[1][ks][j] = fa_pair(a[1], b[1]);
+    }
+  // Two rows a lane (r = 0: g, r = 1: g + 8): running max, this lane's share of the sum, and
+  // the output accumulators (tile nd, element c: row g + 8 (c >> 1), d = nd * 8 + 2 qd + c % 2).
+  float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
+  float o[ND][4];
+  for (int nd = 0; nd < ND; ++nd)
+    for (int c = 0; c < 4; ++c)
+      o[nd][c] = 0.0f;
+  __syncthreads();
+  const int begin = s.range[0], end = s.range[1];
+  const size_t layer_base = static_cast<size_t>(layer) * capacity;
+
+  for (int j0 = begin; j0 < end; j0 += kFaKv) {
+    __syncthreads(); // the previous step's tiles are read
+    for (int i = threadIdx.x; i < kFaKv * D; i += kFaThreads) {
+      const int pp = i / D, d = i % D, j = j0 + pp;
+      uint16_t kk[2] = {0, 0}, vv[2] = {0, 0};
+      if (j < end) {
+        const size_t at = ((layer_base + j) * Hkv + kvh) * D + d;
+        tc_split<2>(k_cache[at], kk);
+        tc_split<2>(v_cache[at], vv);
+      }
+      s.k[0][pp][d] = kk[0];
+      s.k[1][pp][d] = kk[1];
+      s.vt[0][d][pp] = vv[0];
+      s.vt[1][d][pp] = vv[1];
+    }
+    __syncthreads();
+
+    // S = q . k^T: 4 tiles of 8 positions.
+    float sc[kFaKv / 8][4];
+    for (int ni = 0; ni < kFaKv / 8; ++ni) {
+      for (int c = 0; c < 4; ++c)
+        sc[ni][c] = 0.0f;
+      for (int ks = 0; ks < KS; ++ks) {
+        const int row = ni * 8 + g, col = ks * 16 + 2 * qd;
+        const uint32_t khi[2] = {fa_load_pair(&s.k[0][row][col]),
+                                 fa_load_pair(&s.k[0][row][col + 8])};
+        const uint32_t klo[2] = {fa_load_pair(&s.k[1][row][col]),
+                                 fa_load_pair(&s.k[1][row][col + 8])};
+        tc_mma(sc[ni], qa[0][ks], khi);
+        tc_mma(sc[ni], qa[0][ks], klo);
+        tc_mma(sc[ni], qa[1][ks], khi);
+      }
+    }
+    // Scale, mask, and the online softmax of the lane's two rows.
+    float tile_max[2] = {-INFINITY, -INFINITY};
+    for (int ni = 0; ni < kFaKv / 8; ++ni)
+      for (int c = 0; c < 4; ++c) {
+        const int r = warp * 16 + g + 8 * (c >> 1), j = j0 + ni * 8 + 2 * qd + (c & 1);
+        const bool in = j >= s.lo[r] && j <= s.hi[r];
+        sc[ni][c] = in ? sc[ni][c] * scale : -INFINITY;
+        tile_max[c >> 1] = fmaxf(tile_max[c >> 1], sc[ni][c]);
+      }
+    float correction[2];
+    for (int r = 0; r < 2; ++r) {
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
+      tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
+      const float m_new = fmaxf(m[r], tile_max[r]);
+      // Nothing seen yet (m_new = -inf): nothing to rescale, and every weight is 0.
+      correction[r] = m_new == -INFINITY ? 1.0f : expf(m[r] - m_new);
+      m[r] = m_new;
+      l[r] *= correction[r];
+    }
+    for (int nd = 0; nd < ND; ++nd)
+      for (int c = 0; c < 4; ++c)
+        o[nd][c] *= correction[c >> 1];
+    for (int ni = 0; ni < kFaKv / 8; ++ni)
+      for (int c = 0; c < 4; ++c) {
+        const float mr = m[c >> 1];
+        sc[ni][c] = mr == -INFINITY ? 0.0f : expf(sc[ni][c] - mr);
+        l[c >> 1] += sc[ni][c];
+      }
+    // O += P . V: P's A fragments (k16 step kk = S tiles 2 kk and 2 kk + 1) in two terms.
+    for (int kk = 0; kk < kFaKv / 16; ++kk) {
+      uint32_t pa[2][4];
+      for (int j = 0; j < 4; ++j) {
+        const float *src = &sc[2 * kk + (j >> 1)][2 * (j & 1)];
+        uint16_t a[2], b[2];
+        tc_split<2>(src[0], a);
+        tc_split<2>(src[1], b);
+        pa[0][j] = fa_pair(a[0], b[0]);
+        pa[1][j] = fa_pair(a[1], b[1]);
+      }
+      for (int nd = 0; nd < ND; ++nd) {
+        const int d = nd * 8 + g, col = kk * 16 + 2 * qd;
+        const uint32_t vhi[2] = {fa_load_pair(&s.vt[0][d][col]),
+                                 fa_load_pair(&s.vt[0][d][col + 8])};
+        const uint32_t vlo[2] = {fa_load_pair(&s.vt[1][d][col]),
+                                 fa_load_pair(&s.vt[1][d][col + 8])};
+        tc_mma(o[nd], pa[0], vhi);
+        tc_mma(o[nd], pa[0], vlo);
+        tc_mma(o[nd], pa[1], vhi);
+      }
+    }
+  }
+
+  // The rows' sums over the 4 lanes that share them, then out = o / l (rows outside the
+  // cache: nan, as the SIMT kernels and the CPU give).
+  for (int r = 0; r < 2; ++r) {
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
+    l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
+  }
+  for (int r = 0; r < 2; ++r) {
+    const int row = warp * 16 + g + 8 * r, t = t0 + row;
+    if (t >= n)
+      continue;
+    const bool valid = s.hi[row] >= s.lo[row];
+    float *dst = out + (static_cast<size_t>(t) * Hq + h) * D;
+    for (int nd = 0; nd < ND; ++nd)
+      for (int c = 2 * r; c < 2 * r + 2; ++c)
+        dst[nd * 8 + 2 * qd + (c & 1)] = valid ? o[nd][c] / l[r] : NAN;
+  }
+}
+
+// Whether attention() takes attention_tc_kernel for prefill chunks: -1 from the environment
+// (PHIMOE_CUDA_PREFILL_ATTENTION=simt keeps the SIMT kernels, a fallback), 0 no, 1 yes
+// (kernels_test sets it to run both).
+inline int &attention_tc_mode() {
+  static int mode = -1;
+  return mode;
+}
+inline bool attention_tc_enabled() {
+  int &mode = attention_tc_mode();
+  if (mode < 0) {
+    const char *v = std::getenv("PHIMOE_CUDA_PREFILL_ATTENTION");
+    mode = v && std::string(v) == "simt" ? 0 : 1;
+  }
+  return mode == 1;
+}
+
+template <int Hq, int Hkv, int D>
+void attention_tc(cudaStream_t stream, const float *q, int n, const int32_t *pos, int layer,
+                  int capacity, const float *k_cache, const float *v_cache, float scale,
+                  int window, float *out) {
+  const dim3 grid(blocks_for(n, kFaRows), Hq);
+  PHIMOE_CUDA_LAUNCH(grid, kFaThreads, 0, stream, attention_tc_kernel<Hq, Hkv, D>)
+  (q, n, pos, layer, capacity, k_cache, v_cache, scale, window, out);
+}
+
+} // namespace detail
+} // namespace phimoe_cuda
+
+#endif // PHIMOE_CUDA_ATTENTION_TC_CUH
