@@ -25,7 +25,7 @@ constexpr int kFaKv = 32;      // cached positions per step
 constexpr int kFaThreads = 128;
 constexpr int kFaMinRows = 64; // shorter chunks: the split SIMT kernels (more blocks)
 
-template <int D> constexpr bool fa_supported() { return D % 16 == 0 && D >= 16 && D <= 128; }
+template <int D> __host__ __device__ constexpr bool fa_supported() { return D % 16 == 0 && D >= 16 && D <= 128; }
 
 // Keys as rows of D (B operand of S: pairs along d), values transposed (B operand of P . V:
 // pairs along positions); 8 bf16 of padding a row against bank conflicts of the pair loads.
@@ -78,7 +78,9 @@ __global__ void __launch_bounds__(kFaThreads)
   // The warp's 16 query rows as A fragments, two terms: row g + 8 (j & 1), d = ks * 16 +
   // 2 qd + 8 (j >> 1) and the next.
   uint32_t qa[2][KS][4];
+  #pragma unroll
   for (int ks = 0; ks < KS; ++ks)
+    #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int t = t0 + warp * 16 + g + 8 * (j & 1), d = ks * 16 + 2 * qd + 8 * (j >> 1);
       uint16_t a[2] = {0, 0}, b[2] = {0, 0};
@@ -94,7 +96,9 @@ __global__ void __launch_bounds__(kFaThreads)
   // the output accumulators (tile nd, element c: row g + 8 (c >> 1), d = nd * 8 + 2 qd + c % 2).
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   float o[ND][4];
+  #pragma unroll
   for (int nd = 0; nd < ND; ++nd)
+    #pragma unroll
     for (int c = 0; c < 4; ++c)
       o[nd][c] = 0.0f;
   __syncthreads();
@@ -120,9 +124,12 @@ __global__ void __launch_bounds__(kFaThreads)
 
     // S = q . k^T: 4 tiles of 8 positions.
     float sc[kFaKv / 8][4];
+    #pragma unroll
     for (int ni = 0; ni < kFaKv / 8; ++ni) {
+      #pragma unroll
       for (int c = 0; c < 4; ++c)
         sc[ni][c] = 0.0f;
+      #pragma unroll
       for (int ks = 0; ks < KS; ++ks) {
         const int row = ni * 8 + g, col = ks * 16 + 2 * qd;
         const uint32_t khi[2] = {fa_load_pair(&s.k[0][row][col]),
@@ -136,7 +143,9 @@ __global__ void __launch_bounds__(kFaThreads)
     }
     // Scale, mask, and the online softmax of the lane's two rows.
     float tile_max[2] = {-INFINITY, -INFINITY};
+    #pragma unroll
     for (int ni = 0; ni < kFaKv / 8; ++ni)
+      #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int r = warp * 16 + g + 8 * (c >> 1), j = j0 + ni * 8 + 2 * qd + (c & 1);
         const bool in = j >= s.lo[r] && j <= s.hi[r];
@@ -144,6 +153,7 @@ __global__ void __launch_bounds__(kFaThreads)
         tile_max[c >> 1] = fmaxf(tile_max[c >> 1], sc[ni][c]);
       }
     float correction[2];
+    #pragma unroll
     for (int r = 0; r < 2; ++r) {
       tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
       tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
@@ -153,26 +163,32 @@ __global__ void __launch_bounds__(kFaThreads)
       m[r] = m_new;
       l[r] *= correction[r];
     }
+    #pragma unroll
     for (int nd = 0; nd < ND; ++nd)
+      #pragma unroll
       for (int c = 0; c < 4; ++c)
         o[nd][c] *= correction[c >> 1];
+    #pragma unroll
     for (int ni = 0; ni < kFaKv / 8; ++ni)
+      #pragma unroll
       for (int c = 0; c < 4; ++c) {
         const float mr = m[c >> 1];
         sc[ni][c] = mr == -INFINITY ? 0.0f : expf(sc[ni][c] - mr);
         l[c >> 1] += sc[ni][c];
       }
     // O += P . V: P's A fragments (k16 step kk = S tiles 2 kk and 2 kk + 1) in two terms.
+    #pragma unroll
     for (int kk = 0; kk < kFaKv / 16; ++kk) {
       uint32_t pa[2][4];
+      #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        const float *src = &sc[2 * kk + (j >> 1)][2 * (j & 1)];
         uint16_t a[2], b[2];
-        tc_split<2>(src[0], a);
-        tc_split<2>(src[1], b);
+        tc_split<2>(sc[2 * kk + (j >> 1)][2 * (j & 1)], a);
+        tc_split<2>(sc[2 * kk + (j >> 1)][2 * (j & 1) + 1], b);
         pa[0][j] = fa_pair(a[0], b[0]);
         pa[1][j] = fa_pair(a[1], b[1]);
       }
+      #pragma unroll
       for (int nd = 0; nd < ND; ++nd) {
         const int d = nd * 8 + g, col = kk * 16 + 2 * qd;
         const uint32_t vhi[2] = {fa_load_pair(&s.vt[0][d][col]),
@@ -188,17 +204,21 @@ __global__ void __launch_bounds__(kFaThreads)
 
   // The rows' sums over the 4 lanes that share them, then out = o / l (rows outside the
   // cache: nan, as the SIMT kernels and the CPU give).
+  #pragma unroll
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
   }
+  #pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = warp * 16 + g + 8 * r, t = t0 + row;
     if (t >= n)
       continue;
     const bool valid = s.hi[row] >= s.lo[row];
     float *dst = out + (static_cast<size_t>(t) * Hq + h) * D;
+    #pragma unroll
     for (int nd = 0; nd < ND; ++nd)
+      #pragma unroll
       for (int c = 2 * r; c < 2 * r + 2; ++c)
         dst[nd * 8 + 2 * qd + (c & 1)] = valid ? o[nd][c] / l[r] : NAN;
   }

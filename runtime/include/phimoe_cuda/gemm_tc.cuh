@@ -55,16 +55,15 @@ __host__ __device__ inline uint16_t tc_bf16_round(float f) {
 }
 // x as Terms bf16 values whose sum approximates it (see the header); past an inf or nan the
 // terms are zero.
+// (Unrolled, without an early exit: the terms stay in registers, no local memory.)
 template <int Terms> __host__ __device__ inline void tc_split(float x, uint16_t (&parts)[Terms]) {
   float rest = x;
+  bool past_inf = false;
+#pragma unroll
   for (int t = 0; t < Terms; ++t) {
-    parts[t] = tc_bf16_round(rest);
+    parts[t] = past_inf ? 0 : tc_bf16_round(rest);
     const float v = bf16_bits(parts[t]);
-    if ((float_bits(v) & 0x7f800000u) == 0x7f800000u) {
-      for (int u = t + 1; u < Terms; ++u)
-        parts[u] = 0;
-      return;
-    }
+    past_inf = past_inf || (float_bits(v) & 0x7f800000u) == 0x7f800000u;
     rest -= v; // exact: v is rest rounded to fewer bits
   }
 }
