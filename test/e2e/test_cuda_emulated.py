@@ -28,14 +28,29 @@ pytestmark = pytest.mark.skipif(not NVCC_EMU.exists(),
 CASES = list(gpu_oracle.CASES) + [f"text-{q}" for q in gpu_oracle.TEXT_QUANTS]
 
 
-@pytest.mark.parametrize("case", CASES)
-def test_emulated_cuda_build_matches_the_oracle(case, tmp_path):
+ASAN_LIBRARY = oracle.BUILD / "test" / "gpu" / "emu" / "libphimoe_cuda_emu_asan.a"
+
+
+def emulate(case, tmp_path, **env):
     proc = subprocess.run([sys.executable, str(GPU_DIR / "gpu_oracle.py"), "emulate",
-                           str(tmp_path)], env=dict(os.environ, PHIMOE_ORACLE_CASES=case),
+                           str(tmp_path)], env=dict(os.environ, PHIMOE_ORACLE_CASES=case, **env),
                           capture_output=True, text=True, timeout=1800)
     out = proc.stdout
     assert proc.returncode == 0, out[-5000:] + proc.stderr[-3000:]
     assert f"PASS {case} (phimoec, emulated)" in out, out[-5000:]
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_emulated_cuda_build_matches_the_oracle(case, tmp_path):
+    emulate(case, tmp_path)
+
+
+@pytest.mark.skipif(not ASAN_LIBRARY.exists(), reason="no AddressSanitizer runtime in this build")
+@pytest.mark.parametrize("case", list(gpu_oracle.CASES))
+def test_emulated_cuda_build_under_address_sanitizer(case, tmp_path):
+    """The same builds with the kernels under AddressSanitizer: a kernel that reads or writes
+    past a device buffer (weights, arena, KV cache, workspaces) stops with a report."""
+    emulate(case, tmp_path, PHIMOE_EMU_SANITIZE="address")
 
 
 def test_decode_steps_run_as_graphs(tmp_path):
