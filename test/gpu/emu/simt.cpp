@@ -230,12 +230,12 @@ void *fresh_stack(Stack &stack) {
   return p;
 }
 
-std::string describe(const Block &b, const char *name, const ThreadState &ts) {
+// "emulated kernel NAME (block ... of ...; ... threads)" for errors.
+std::string describe(const char *name, const ThreadState &ts) {
   char where[160];
   std::snprintf(where, sizeof where, " (block %u,%u,%u of %u,%u,%u; %u,%u,%u threads)",
                 ts.block_idx.x, ts.block_idx.y, ts.block_idx.z, ts.grid_dim.x, ts.grid_dim.y,
                 ts.grid_dim.z, ts.block_dim.x, ts.block_dim.y, ts.block_dim.z);
-  (void)b;
   return std::string("emulated kernel ") + name + where;
 }
 
@@ -269,7 +269,7 @@ void run_block(Block &b, const char *name, dim3 grid, dim3 block, uint3 block_id
   auto fail = [&](const std::string &why) {
     tl_block = outer;
     b.current = -1;
-    throw std::runtime_error(describe(b, name, b.lanes[0].ts) + ": " + why);
+    throw std::runtime_error(describe(name, b.lanes[0].ts) + ": " + why);
   };
   std::vector<int> order(threads);
   for (int i = 0; i < threads; ++i)
