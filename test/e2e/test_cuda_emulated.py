@@ -45,6 +45,14 @@ def test_emulated_cuda_build_matches_the_oracle(case, tmp_path):
     emulate(case, tmp_path)
 
 
+@pytest.mark.parametrize("case", ["f32-crossing", "f32-long-prompt", "q4k"])
+def test_emulated_cuda_build_in_random_thread_and_block_order(case, tmp_path):
+    """The same with the threads of each block and the blocks of each grid run in random orders
+    (a new one at each barrier and launch): the logits do not depend on the order, the decode
+    graphs' bits included (no float atomics, every value written once)."""
+    emulate(case, tmp_path, PHIMOE_EMU_SCHEDULE="random:7")
+
+
 @pytest.mark.skipif(not ASAN_LIBRARY.exists(), reason="no AddressSanitizer runtime in this build")
 @pytest.mark.parametrize("case", list(gpu_oracle.CASES))
 def test_emulated_cuda_build_under_address_sanitizer(case, tmp_path):

@@ -475,10 +475,22 @@ void run_grid(dim3 grid, dim3 block, size_t shared_bytes, const char *name,
   const std::function<void()> *outer = b.fn;
   b.fn = &fn;
   try {
-    for (unsigned z = 0; z < grid.z; ++z)
-      for (unsigned y = 0; y < grid.y; ++y)
-        for (unsigned x = 0; x < grid.x; ++x)
-          run_block(b, name, grid, block, uint3{x, y, z}, shared_bytes);
+    // Blocks in index order, or (reverse and random schedules) in the schedule's order: a
+    // kernel whose blocks depend on each other's writes fails in some order.
+    const size_t blocks = static_cast<size_t>(grid.x) * grid.y * grid.z;
+    std::vector<size_t> order(blocks);
+    for (size_t i = 0; i < blocks; ++i)
+      order[i] = i;
+    if (schedule().kind == Schedule::kReverse)
+      std::reverse(order.begin(), order.end());
+    else if (schedule().kind == Schedule::kRandom)
+      std::shuffle(order.begin(), order.end(), schedule().rng);
+    for (size_t i : order) {
+      const unsigned x = static_cast<unsigned>(i % grid.x),
+                     y = static_cast<unsigned>(i / grid.x % grid.y),
+                     z = static_cast<unsigned>(i / (static_cast<size_t>(grid.x) * grid.y));
+      run_block(b, name, grid, block, uint3{x, y, z}, shared_bytes);
+    }
   } catch (...) {
     b.fn = outer;
     throw;

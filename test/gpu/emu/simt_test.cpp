@@ -190,6 +190,28 @@ void test_barriers() {
   cudaFree(d);
 }
 
+// Each block writes its index where the next block reads it: an order between blocks that
+// nothing guarantees.
+__global__ void chained_blocks_kernel(int *x) {
+  if (threadIdx.x == 0)
+    x[blockIdx.x + 1] = x[blockIdx.x] + 1;
+}
+
+void test_block_order() {
+  int *x = device<int>(65);
+  auto run = [&](const char *mode) {
+    phimoe_emu::set_schedule(mode);
+    PHIMOE_CUDA_CHECK(cudaMemset(x, 0, 65 * sizeof(int)));
+    PHIMOE_CUDA_LAUNCH(64, 32, 0, nullptr, chained_blocks_kernel)(x);
+    return download(x, 65)[64];
+  };
+  expect(run("forward") == 64, "blocks in index order");
+  expect(run("reverse") == 1, "blocks in reverse order");
+  expect(run("random:3") < 64, "blocks in a random order break a chain between blocks");
+  phimoe_emu::set_schedule("forward");
+  cudaFree(x);
+}
+
 __global__ void add_kernel(float *x, float v) { x[threadIdx.x] += v; }
 
 void test_graphs() {
@@ -314,6 +336,7 @@ int main() {
   try {
     test_collectives();
     test_barriers();
+    test_block_order();
     test_graphs();
     test_mma();
   } catch (const std::exception &e) {

@@ -58,10 +58,11 @@ struct ThreadState {
 };
 const ThreadState &self();
 
-// The order in which the threads of a block run from one barrier to the next: "forward" (by
-// thread index; the default), "reverse", or "random[:SEED]" (a new permutation each time);
-// PHIMOE_EMU_SCHEDULE sets it for a whole program. Results that change with it come from
-// shared memory read without a barrier after another thread's write.
+// The order in which the threads of a block run from one barrier to the next, and the blocks
+// of a grid: "forward" (by index; the default), "reverse", or "random[:SEED]" (a new
+// permutation each time); PHIMOE_EMU_SCHEDULE sets it for a whole program. Results that change
+// with it come from memory read without a barrier after another thread's write (or another
+// block's, which no barrier orders).
 void set_schedule(const std::string &mode);
 
 void sync_block();                // __syncthreads
