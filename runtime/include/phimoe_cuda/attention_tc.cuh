@@ -42,6 +42,17 @@ __device__ __forceinline__ uint32_t fa_pair(uint16_t a, uint16_t b) {
 __device__ __forceinline__ uint32_t fa_load_pair(const uint16_t *p) {
   return fa_pair(p[0], p[1]);
 }
+// acc += A . B in two terms a side (hi.hi + hi.lo + lo.hi): A's fragments a_hi, a_lo; B's whose
+// pairs lie along the shared rows b_hi, b_lo (registers at col and col + 8).
+__device__ __forceinline__ void fa_mma3(float (&acc)[4], const uint32_t (&a_hi)[4],
+                                        const uint32_t (&a_lo)[4], const uint16_t *b_hi,
+                                        const uint16_t *b_lo, int col) {
+  const uint32_t hi[2] = {fa_load_pair(b_hi + col), fa_load_pair(b_hi + col + 8)};
+  const uint32_t lo[2] = {fa_load_pair(b_lo + col), fa_load_pair(b_lo + col + 8)};
+  tc_mma(acc, a_hi, hi);
+  tc_mma(acc, a_hi, lo);
+  tc_mma(acc, a_lo, hi);
+}
 
 // out[t][h] for rows t0 .. t0 + 63 of the chunk and query head blockIdx.y.
 template <int Hq, int Hkv, int D>
@@ -78,9 +89,9 @@ __global__ void __launch_bounds__(kFaThreads)
   // The warp's 16 query rows as A fragments, two terms: row g + 8 (j & 1), d = ks * 16 +
   // 2 qd + 8 (j >> 1) and the next.
   uint32_t qa[2][KS][4];
-  #pragma unroll
+#pragma unroll
   for (int ks = 0; ks < KS; ++ks)
-    #pragma unroll
+#pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int t = t0 + warp * 16 + g + 8 * (j & 1), d = ks * 16 + 2 * qd + 8 * (j >> 1);
       uint16_t a[2] = {0, 0}, b[2] = {0, 0};
@@ -96,9 +107,9 @@ __global__ void __launch_bounds__(kFaThreads)
   // the output accumulators (tile nd, element c: row g + 8 (c >> 1), d = nd * 8 + 2 qd + c % 2).
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.0f, 0.0f};
   float o[ND][4];
-  #pragma unroll
+#pragma unroll
   for (int nd = 0; nd < ND; ++nd)
-    #pragma unroll
+#pragma unroll
     for (int c = 0; c < 4; ++c)
       o[nd][c] = 0.0f;
   __syncthreads();
@@ -124,28 +135,22 @@ __global__ void __launch_bounds__(kFaThreads)
 
     // S = q . k^T: 4 tiles of 8 positions.
     float sc[kFaKv / 8][4];
-    #pragma unroll
+#pragma unroll
     for (int ni = 0; ni < kFaKv / 8; ++ni) {
-      #pragma unroll
+#pragma unroll
       for (int c = 0; c < 4; ++c)
         sc[ni][c] = 0.0f;
-      #pragma unroll
+#pragma unroll
       for (int ks = 0; ks < KS; ++ks) {
-        const int row = ni * 8 + g, col = ks * 16 + 2 * qd;
-        const uint32_t khi[2] = {fa_load_pair(&s.k[0][row][col]),
-                                 fa_load_pair(&s.k[0][row][col + 8])};
-        const uint32_t klo[2] = {fa_load_pair(&s.k[1][row][col]),
-                                 fa_load_pair(&s.k[1][row][col + 8])};
-        tc_mma(sc[ni], qa[0][ks], khi);
-        tc_mma(sc[ni], qa[0][ks], klo);
-        tc_mma(sc[ni], qa[1][ks], khi);
+        const int row = ni * 8 + g;
+        fa_mma3(sc[ni], qa[0][ks], qa[1][ks], s.k[0][row], s.k[1][row], ks * 16 + 2 * qd);
       }
     }
     // Scale, mask, and the online softmax of the lane's two rows.
     float tile_max[2] = {-INFINITY, -INFINITY};
-    #pragma unroll
+#pragma unroll
     for (int ni = 0; ni < kFaKv / 8; ++ni)
-      #pragma unroll
+#pragma unroll
       for (int c = 0; c < 4; ++c) {
         const int r = warp * 16 + g + 8 * (c >> 1), j = j0 + ni * 8 + 2 * qd + (c & 1);
         const bool in = j >= s.lo[r] && j <= s.hi[r];
@@ -153,7 +158,7 @@ __global__ void __launch_bounds__(kFaThreads)
         tile_max[c >> 1] = fmaxf(tile_max[c >> 1], sc[ni][c]);
       }
     float correction[2];
-    #pragma unroll
+#pragma unroll
     for (int r = 0; r < 2; ++r) {
       tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 1));
       tile_max[r] = fmaxf(tile_max[r], __shfl_xor_sync(0xffffffffu, tile_max[r], 2));
@@ -163,24 +168,24 @@ __global__ void __launch_bounds__(kFaThreads)
       m[r] = m_new;
       l[r] *= correction[r];
     }
-    #pragma unroll
+#pragma unroll
     for (int nd = 0; nd < ND; ++nd)
-      #pragma unroll
+#pragma unroll
       for (int c = 0; c < 4; ++c)
         o[nd][c] *= correction[c >> 1];
-    #pragma unroll
+#pragma unroll
     for (int ni = 0; ni < kFaKv / 8; ++ni)
-      #pragma unroll
+#pragma unroll
       for (int c = 0; c < 4; ++c) {
         const float mr = m[c >> 1];
         sc[ni][c] = mr == -INFINITY ? 0.0f : expf(sc[ni][c] - mr);
         l[c >> 1] += sc[ni][c];
       }
     // O += P . V: P's A fragments (k16 step kk = S tiles 2 kk and 2 kk + 1) in two terms.
-    #pragma unroll
+#pragma unroll
     for (int kk = 0; kk < kFaKv / 16; ++kk) {
       uint32_t pa[2][4];
-      #pragma unroll
+#pragma unroll
       for (int j = 0; j < 4; ++j) {
         uint16_t a[2], b[2];
         tc_split<2>(sc[2 * kk + (j >> 1)][2 * (j & 1)], a);
@@ -188,37 +193,31 @@ __global__ void __launch_bounds__(kFaThreads)
         pa[0][j] = fa_pair(a[0], b[0]);
         pa[1][j] = fa_pair(a[1], b[1]);
       }
-      #pragma unroll
+#pragma unroll
       for (int nd = 0; nd < ND; ++nd) {
-        const int d = nd * 8 + g, col = kk * 16 + 2 * qd;
-        const uint32_t vhi[2] = {fa_load_pair(&s.vt[0][d][col]),
-                                 fa_load_pair(&s.vt[0][d][col + 8])};
-        const uint32_t vlo[2] = {fa_load_pair(&s.vt[1][d][col]),
-                                 fa_load_pair(&s.vt[1][d][col + 8])};
-        tc_mma(o[nd], pa[0], vhi);
-        tc_mma(o[nd], pa[0], vlo);
-        tc_mma(o[nd], pa[1], vhi);
+        const int d = nd * 8 + g;
+        fa_mma3(o[nd], pa[0], pa[1], s.vt[0][d], s.vt[1][d], kk * 16 + 2 * qd);
       }
     }
   }
 
   // The rows' sums over the 4 lanes that share them, then out = o / l (rows outside the
   // cache: nan, as the SIMT kernels and the CPU give).
-  #pragma unroll
+#pragma unroll
   for (int r = 0; r < 2; ++r) {
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 1);
     l[r] += __shfl_xor_sync(0xffffffffu, l[r], 2);
   }
-  #pragma unroll
+#pragma unroll
   for (int r = 0; r < 2; ++r) {
     const int row = warp * 16 + g + 8 * r, t = t0 + row;
     if (t >= n)
       continue;
     const bool valid = s.hi[row] >= s.lo[row];
     float *dst = out + (static_cast<size_t>(t) * Hq + h) * D;
-    #pragma unroll
+#pragma unroll
     for (int nd = 0; nd < ND; ++nd)
-      #pragma unroll
+#pragma unroll
       for (int c = 2 * r; c < 2 * r + 2; ++c)
         dst[nd * 8 + 2 * qd + (c & 1)] = valid ? o[nd][c] / l[r] : NAN;
   }
