@@ -525,9 +525,10 @@ std::vector<CUstream_st *> &capturing_streams() {
   static thread_local std::vector<CUstream_st *> streams;
   return streams;
 }
-// Synchronous work while a stream of this thread captures: the real runtime refuses it and
-// invalidates the capture (cudaStreamCaptureModeThreadLocal / Global).
-bool capture_in_progress() {
+// For synchronous work: whether a stream of this thread captures, in which case the real
+// runtime refuses the work and invalidates the capture (cudaStreamCaptureModeThreadLocal /
+// Global), as this does.
+bool refused_during_capture() {
   auto &streams = capturing_streams();
   if (streams.empty())
     return false;
@@ -561,7 +562,7 @@ void submit(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream, con
     });
     return;
   }
-  if (!stream && capture_in_progress()) { // the legacy stream syncs with the capturing one
+  if (!stream && refused_during_capture()) { // the legacy stream syncs with the capturing one
     fail_with(cudaErrorStreamCaptureImplicit);
     return;
   }
@@ -570,7 +571,7 @@ void submit(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream, con
 
 } // namespace phimoe_emu
 
-using phimoe_emu::capture_in_progress;
+using phimoe_emu::refused_during_capture;
 using phimoe_emu::fail_with;
 using phimoe_emu::is_device;
 using phimoe_emu::rt;
@@ -653,7 +654,7 @@ const char *cudaGetErrorString(cudaError_t e) {
 }
 
 cudaError_t cudaMalloc(void **p, size_t bytes) {
-  if (capture_in_progress())
+  if (refused_during_capture())
     return fail_with(cudaErrorStreamCaptureUnsupported);
   // Exactly `bytes` (ASan builds see reads past the end), aligned as cudaMalloc's.
   const size_t size = std::max<size_t>(bytes, 1);
@@ -707,7 +708,7 @@ bool direction_ok(void *dst, const void *src, cudaMemcpyKind kind) {
 extern "C" {
 
 cudaError_t cudaMemcpy(void *dst, const void *src, size_t bytes, cudaMemcpyKind kind) {
-  if (capture_in_progress())
+  if (refused_during_capture())
     return fail_with(cudaErrorStreamCaptureUnsupported);
   if (!direction_ok(dst, src, kind))
     return fail_with(cudaErrorInvalidValue);
@@ -728,14 +729,14 @@ cudaError_t cudaMemcpyAsync(void *dst, const void *src, size_t bytes, cudaMemcpy
     stream->nodes.push_back([dst, src, bytes]() { std::memcpy(dst, src, bytes); });
     return cudaSuccess;
   }
-  if (!stream && capture_in_progress())
+  if (!stream && refused_during_capture())
     return fail_with(cudaErrorStreamCaptureImplicit);
   if (bytes)
     std::memcpy(dst, src, bytes);
   return cudaSuccess;
 }
 cudaError_t cudaMemset(void *p, int value, size_t bytes) {
-  if (capture_in_progress())
+  if (refused_during_capture())
     return fail_with(cudaErrorStreamCaptureUnsupported);
   if (!is_device(p))
     return fail_with(cudaErrorInvalidValue);
@@ -754,7 +755,7 @@ cudaError_t cudaMemsetAsync(void *p, int value, size_t bytes, cudaStream_t strea
 }
 
 cudaError_t cudaDeviceSynchronize(void) {
-  if (capture_in_progress())
+  if (refused_during_capture())
     return fail_with(cudaErrorStreamCaptureUnsupported);
   return cudaSuccess;
 }
@@ -762,7 +763,7 @@ cudaError_t cudaStreamCreate(cudaStream_t *stream) { return make(stream); }
 cudaError_t cudaStreamCreateWithFlags(cudaStream_t *stream, unsigned int) { return make(stream); }
 cudaError_t cudaStreamDestroy(cudaStream_t stream) { return destroy(stream); }
 cudaError_t cudaStreamSynchronize(cudaStream_t stream) {
-  if ((stream && stream->capturing) || (!stream && capture_in_progress())) {
+  if ((stream && stream->capturing) || (!stream && refused_during_capture())) {
     if (stream)
       stream->invalidated = true;
     return fail_with(cudaErrorStreamCaptureUnsupported);
@@ -829,7 +830,7 @@ cudaError_t cudaEventRecord(cudaEvent_t event, cudaStream_t) {
   return cudaSuccess;
 }
 cudaError_t cudaEventSynchronize(cudaEvent_t) {
-  if (capture_in_progress())
+  if (refused_during_capture())
     return fail_with(cudaErrorStreamCaptureUnsupported);
   return cudaSuccess;
 }

@@ -171,35 +171,12 @@ inline unsigned __ballot_sync(unsigned mask, int predicate) {
       bits |= 1u << i;
   return bits;
 }
-inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) != 0; }
-inline int __all_sync(unsigned mask, int predicate) {
-  return __ballot_sync(mask, predicate) == mask;
-}
-
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
-inline int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
-inline int __clz(int x) { return x == 0 ? 32 : __builtin_clz(static_cast<unsigned>(x)); }
-inline int __ffs(int x) { return __builtin_ffs(x); }
-inline unsigned __byte_perm(unsigned x, unsigned y, unsigned s) {
-  const unsigned long long both = x | (static_cast<unsigned long long>(y) << 32);
-  unsigned r = 0;
-  for (int n = 0; n < 4; ++n)
-    r |= static_cast<unsigned>((both >> (8 * ((s >> (4 * n)) & 7))) & 0xffu) << (8 * n);
-  return r;
-}
 inline float __uint_as_float(unsigned u) {
   float f;
   std::memcpy(&f, &u, 4);
   return f;
 }
-inline unsigned __float_as_uint(float f) {
-  unsigned u;
-  std::memcpy(&u, &f, 4);
-  return u;
-}
-inline float __int_as_float(int i) { return __uint_as_float(static_cast<unsigned>(i)); }
-inline int __float_as_int(float f) { return static_cast<int>(__float_as_uint(f)); }
-
 // The device's integer and float min/max overloads (CUDA's math headers declare them in the
 // global namespace).
 inline int min(int a, int b) { return a < b ? a : b; }
@@ -212,22 +189,5 @@ inline unsigned long long min(unsigned long long a, unsigned long long b) { retu
 inline unsigned long long max(unsigned long long a, unsigned long long b) { return a > b ? a : b; }
 inline float min(float a, float b) { return fminf(a, b); }
 inline float max(float a, float b) { return fmaxf(a, b); }
-
-// Atomics: the threads of the emulation never run at the same time.
-template <class T> T atomicAdd(T *p, T v) {
-  const T old = *p;
-  *p = old + v;
-  return old;
-}
-template <class T> T atomicMax(T *p, T v) {
-  const T old = *p;
-  *p = old < v ? v : old;
-  return old;
-}
-template <class T> T atomicExch(T *p, T v) {
-  const T old = *p;
-  *p = v;
-  return old;
-}
 
 #endif // PHIMOE_EMU_SIMT_H
