@@ -25,7 +25,9 @@ constexpr int kFaKv = 32;      // cached positions per step
 constexpr int kFaThreads = 128;
 constexpr int kFaMinRows = 64; // shorter chunks: the split SIMT kernels (more blocks)
 
-template <int D> __host__ __device__ constexpr bool fa_supported() { return D % 16 == 0 && D >= 16 && D <= 128; }
+template <int D> __host__ __device__ constexpr bool fa_supported() {
+  return D % 16 == 0 && D >= 16 && D <= 128;
+}
 
 // Keys as rows of D (B operand of S: pairs along d), values transposed (B operand of P . V:
 // pairs along positions); 8 bf16 of padding a row against bank conflicts of the pair loads.
@@ -231,12 +233,7 @@ inline int &attention_tc_mode() {
   return mode;
 }
 inline bool attention_tc_enabled() {
-  int &mode = attention_tc_mode();
-  if (mode < 0) {
-    const char *v = std::getenv("PHIMOE_CUDA_PREFILL_ATTENTION");
-    mode = v && std::string(v) == "simt" ? 0 : 1;
-  }
-  return mode == 1;
+  return env_switch(attention_tc_mode(), "PHIMOE_CUDA_PREFILL_ATTENTION", "simt");
 }
 
 template <int Hq, int Hkv, int D>

@@ -430,6 +430,16 @@ __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int
   }
 }
 
+// A kernel choice that tests force (mode 0 or 1) and the environment can turn off: mode -1
+// reads `variable` once (equal to `off`: 0, else 1). Whether the choice is on.
+inline bool env_switch(int &mode, const char *variable, const char *off) {
+  if (mode < 0) {
+    const char *v = std::getenv(variable);
+    mode = v && std::string(v) == off ? 0 : 1;
+  }
+  return mode == 1;
+}
+
 // How attention runs its first half where it can group heads: -1 from the environment
 // (PHIMOE_CUDA_ATTENTION=per-head keeps a block per query head, a fallback), 0 per head,
 // 1 grouped (kernels_test sets it to run both).
@@ -451,12 +461,7 @@ template <int Hq, int Hkv, int D> inline bool attention_grouped() {
   if constexpr (attention_group<Hq, Hkv, D>() == 1) {
     return false;
   } else {
-    int &mode = attention_grouping();
-    if (mode < 0) {
-      const char *v = std::getenv("PHIMOE_CUDA_ATTENTION");
-      mode = v && std::string(v) == "per-head" ? 0 : 1;
-    }
-    return mode == 1;
+    return env_switch(attention_grouping(), "PHIMOE_CUDA_ATTENTION", "per-head");
   }
 }
 
