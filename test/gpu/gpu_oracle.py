@@ -239,7 +239,8 @@ def prepare(root):
                 raise RuntimeError(f"{name}: phimoec failed:\n{proc.stderr}")
         if name in ROUNDED_CASES:
             write_rounded(case, case / "cuda")
-        if name in PROJECT_CASES and not EMULATED:  # the MLIR-free route: a project, built and packed there
+        # The MLIR-free route: a project, built and packed there (not on the emulation).
+        if name in PROJECT_CASES and not EMULATED:
             run([oracle.PHIMOEC, "compile", case / "src", "--target", target, "--quant", quant,
                  "--emit-project", case / "project"])
         prompt = torch.randint(3, config.vocab_size, (plen,),
@@ -301,7 +302,8 @@ def check(root):
                     case / "src-rounded", dtype=torch.float32).eval()
                 references["transformers on the quantized values"] = oracle.reference_logits(
                     model, tokens, info["original_max"])
-        builds = [("phimoec, emulated" if EMULATED else "phimoec", case / "cuda" / "phimoe-bin")]
+        label = "phimoec, emulated" if EMULATED else "phimoec"
+        builds = [(label, case / "cuda" / "phimoe-bin")]
         if (case / "project").exists() and not EMULATED:
             builds.append(("project", None))
         for how, binary in builds:
@@ -346,7 +348,6 @@ def check_text(root, quant):
         print(f"SKIP text-{quant}: not prepared")
         return 0
     info = json.loads((case / "text.json").read_text())
-    failures = 0
     if EMULATED:
         return check_text_builds(case, quant, info, case / "cuda" / "weights.phw",
                                  [("phimoec, emulated", case / "cuda" / "phimoe-bin")])
@@ -475,6 +476,7 @@ def emulate(root):
     os.environ["PHIMOE_NVCC"] = str(nvcc)
     prepare(root)
     return check(root)
+
 
 if __name__ == "__main__":
     commands = {"prepare": prepare, "check": check, "emulate": emulate}
