@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <exception>
 
 namespace phimoe_rt {
 
@@ -36,39 +37,83 @@ struct BatchEngine::Sequence {
   bool finished = false;
 };
 
+namespace {
+
+// phimoe_forward over a PagedKVCache in host memory (Context::batch).
+class CpuBatchBackend final : public BatchBackend {
+public:
+  CpuBatchBackend(const ModelInfo &info, const uint8_t *weights) : info_(info), weights_(weights) {}
+
+  void allocate(const BatchLayout &layout) override {
+    pool_ = std::make_unique<ThreadPool>(layout.threads);
+    cache_.resize(info_.layers, layout.blocks, layout.block_size, info_.kv_heads,
+                  info_.head_dim);
+    // As Session: per-thread scratch (attention over ctx_size positions), then the
+    // quantized kernels' qbuf and MoE workspace.
+    allocate_kernel_buffers(info_, layout.ctx_size, pool_->size(), arena_, scratch_, ctx_);
+    rows_.cache = &cache_;
+    rows_.max_blocks = layout.max_blocks;
+    ctx_.pool = pool_.get();
+    ctx_.weights = weights_;
+    ctx_.batch = &rows_;
+  }
+
+  void forward(const int32_t *ids, const int32_t *positions, const int32_t *row_slot,
+               const uint8_t *row_long, int n, int logit_rows, const int32_t *block_table,
+               float *logits) override {
+    rows_.slot = row_slot;
+    rows_.rope_long = row_long;
+    rows_.block_table = block_table;
+    phimoe_forward(ctx_, ids, positions, n, logit_rows, logits);
+  }
+
+private:
+  const ModelInfo &info_;
+  const uint8_t *weights_;
+  std::unique_ptr<ThreadPool> pool_;
+  PagedKVCache cache_;
+  std::vector<float> arena_, scratch_;
+  BatchRows rows_;
+  Context ctx_;
+};
+
+} // namespace
+
+std::unique_ptr<BatchBackend> cpu_batch_backend(const ModelInfo &info, const uint8_t *weights) {
+  return std::make_unique<CpuBatchBackend>(info, weights);
+}
+
 BatchEngine::BatchEngine(const ModelInfo &info, const uint8_t *weights,
                          const Tokenizer &tokenizer, const BatchOptions &options)
-    : QueuedEngine(options), info_(info), tokenizer_(tokenizer), pool_(options.threads) {
+    : BatchEngine(info, cpu_batch_backend(info, weights), tokenizer, options) {}
+
+BatchEngine::BatchEngine(const ModelInfo &info, std::unique_ptr<BatchBackend> backend,
+                         const Tokenizer &tokenizer, const BatchOptions &options)
+    : QueuedEngine(options), info_(info), tokenizer_(tokenizer), backend_(std::move(backend)) {
   options_.parallel = std::max(1, std::min(options_.parallel, info.max_tokens));
   options_.block_size = std::max(1, options_.block_size);
   max_blocks_ = (options_.ctx_size + options_.block_size - 1) / options_.block_size;
   int blocks = options_.kv_blocks > 0 ? options_.kv_blocks : options_.parallel * max_blocks_;
   blocks = std::max(blocks, max_blocks_); // one sequence of ctx_size always fits
   options_.kv_blocks = blocks;
-  cache_.resize(info.layers, blocks, options_.block_size, info.kv_heads, info.head_dim);
+  BatchLayout layout;
+  layout.slots = options_.parallel;
+  layout.blocks = blocks;
+  layout.block_size = options_.block_size;
+  layout.max_blocks = max_blocks_;
+  layout.ctx_size = options_.ctx_size;
+  layout.threads = options_.threads;
+  backend_->allocate(layout);
   for (int b = blocks - 1; b >= 0; --b)
     free_blocks_.push_back(b);
   for (int s = options_.parallel - 1; s >= 0; --s)
     free_slots_.push_back(s);
   block_table_.assign(static_cast<size_t>(options_.parallel) * max_blocks_, -1);
-
-  // As Session: per-thread scratch (attention over ctx_size positions), then the
-  // quantized kernels' qbuf and MoE workspace.
-  allocate_kernel_buffers(info, options_.ctx_size, pool_.size(), arena_, scratch_, ctx_);
   logits_.assign(static_cast<size_t>(info.max_tokens) * info.vocab, 0.0f);
   ids_.resize(info.max_tokens);
   positions_.resize(info.max_tokens);
   row_slot_.resize(info.max_tokens);
   row_long_.resize(info.max_tokens);
-
-  rows_.cache = &cache_;
-  rows_.slot = row_slot_.data();
-  rows_.rope_long = row_long_.data();
-  rows_.block_table = block_table_.data();
-  rows_.max_blocks = max_blocks_;
-  ctx_.pool = &pool_;
-  ctx_.weights = weights;
-  ctx_.batch = &rows_;
 
   metrics_.total_blocks = blocks;
   metrics_.free_blocks = blocks;
@@ -185,6 +230,21 @@ void BatchEngine::finish(Sequence &seq, const std::string &reason, bool flush) {
   ended_.push_back({seq.stream, reason, seq.prompt_tokens, seq.generated});
 }
 
+void BatchEngine::fail_running(const std::string &error) {
+  std::vector<std::unique_ptr<Sequence>> failed;
+  failed.swap(running_);
+  for (auto &seq : failed)
+    release(*seq);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    metrics_.active = 0;
+    metrics_.free_blocks = static_cast<int>(free_blocks_.size());
+  }
+  // The streams end once the blocks are free and the metrics say so.
+  for (auto &seq : failed)
+    seq->stream->finish("", error, seq->prompt_tokens, seq->generated);
+}
+
 bool BatchEngine::step() {
   const double t0 = now_seconds();
   // Admission (and the requests whose client went away).
@@ -287,7 +347,13 @@ bool BatchEngine::step() {
       add_row(*part.seq, part.begin + part.count - 1);
       ++logit_rows;
     }
-  phimoe_forward(ctx_, ids_.data(), positions_.data(), n, logit_rows, logits_.data());
+  try {
+    backend_->forward(ids_.data(), positions_.data(), row_slot_.data(), row_long_.data(), n,
+                      logit_rows, block_table_.data(), logits_.data());
+  } catch (const std::exception &e) {
+    fail_running(e.what());
+    return true;
+  }
 
   // Sample, stream, finish.
   int row = 0, produced = 0;

@@ -357,4 +357,65 @@ TEST(SessionEngine, ADeviceErrorEndsOnlyItsRequest) {
   EXPECT_TRUE(last.error.empty());
 }
 
+// A backend whose forward fails once (as a CUDA build's on a device error), else the CPU's.
+class FailingOnce final : public BatchBackend {
+public:
+  explicit FailingOnce(bool &fail)
+      : cpu_(cpu_batch_backend(phimoe_model_info, nullptr)), fail_(fail) {}
+  void allocate(const BatchLayout &layout) override {
+    layout_ = layout;
+    cpu_->allocate(layout);
+  }
+  void forward(const int32_t *ids, const int32_t *positions, const int32_t *row_slot,
+               const uint8_t *row_long, int n, int logit_rows, const int32_t *block_table,
+               float *logits) override {
+    if (fail_) {
+      fail_ = false;
+      throw std::runtime_error("fake device failure");
+    }
+    cpu_->forward(ids, positions, row_slot, row_long, n, logit_rows, block_table, logits);
+  }
+  BatchLayout layout_;
+
+private:
+  std::unique_ptr<BatchBackend> cpu_;
+  bool &fail_;
+};
+
+TEST(BatchEngine, AFailedForwardEndsTheRunningRequestsAndFreesTheirBlocks) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  bool fail = false;
+  auto owned = std::make_unique<FailingOnce>(fail);
+  FailingOnce &backend = *owned;
+  BatchOptions o;
+  o.parallel = 3;
+  o.ctx_size = 40;
+  o.block_size = 4;
+  o.step_delay_ms = 20;
+  BatchEngine engine(phimoe_model_info, std::move(owned), *tok, o);
+  // The engine hands the backend its layout before any forward.
+  EXPECT_EQ(backend.layout_.slots, 3);
+  EXPECT_EQ(backend.layout_.block_size, 4);
+  EXPECT_EQ(backend.layout_.max_blocks, 10);
+  EXPECT_EQ(backend.layout_.blocks, 30);
+  Engine::Refusal why;
+  auto a = engine.submit(greedy({100, 101, 102}, 30), why);
+  auto b = engine.submit(greedy({110, 111}, 30), why);
+  ASSERT_TRUE(a && b);
+  GenerationStream::Chunk chunk;
+  ASSERT_TRUE(a->next(chunk, 10000)); // both are running (the first step ran)
+  fail = true;
+  GenerationStream::Chunk last_a, last_b;
+  drain(*a, last_a);
+  drain(*b, last_b);
+  EXPECT_EQ(last_a.error, "fake device failure");
+  EXPECT_EQ(last_b.error, "fake device failure");
+  // Their blocks are free again, and the engine serves the next request as if alone.
+  EXPECT_EQ(engine.metrics().free_blocks, 30);
+  EXPECT_EQ(drain(*engine.submit(greedy({100, 101}, 6), why), last_a),
+            alone(*tok, {100, 101}, 6));
+  EXPECT_TRUE(last_a.error.empty());
+}
+
 } // namespace

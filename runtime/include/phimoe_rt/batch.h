@@ -5,9 +5,9 @@
 // A BatchEngine owns one scheduler thread. Each step it admits waiting requests while KV
 // blocks and sequence slots are free, gathers the rows every running sequence needs (one
 // token of each decoding sequence, prompt chunks of the others, up to max_tokens rows in
-// all), runs ONE phimoe_forward over them (Context::batch says which rows belong to which
-// sequence), samples each sequence's next token and hands its text to the request's
-// stream. Row results do not depend on the other rows of a batch (see BatchRows), so a
+// all), runs ONE forward over them through its BatchBackend (the CPU's phimoe_forward with
+// Context::batch saying which rows belong to which sequence, or a CUDA build's), samples each
+// sequence's next token and hands its text to the request's stream. Row results do not depend on the other rows of a batch (see BatchRows), so a
 // request's greedy output is the same alone or in a batch.
 #ifndef PHIMOE_RT_BATCH_H
 #define PHIMOE_RT_BATCH_H
@@ -146,10 +146,44 @@ protected:
   std::thread thread_;
 };
 
+// The paged KV cache that a BatchEngine hands out: `slots` sequences at once, `blocks` blocks
+// of `block_size` positions in all, at most `max_blocks` (ctx_size positions) a sequence.
+struct BatchLayout {
+  int slots = 0, blocks = 0, block_size = 0, max_blocks = 0, ctx_size = 0;
+  int threads = 1; // BatchOptions::threads
+};
+
+// The forward that a BatchEngine runs each step, over the rows of several sequences (the
+// semantics of Context::batch, see BatchRows): the CPU's phimoe_forward over a PagedKVCache
+// (cpu_batch_backend), or a device's (a CUDA build's phimoe_cuda::BatchBackend).
+class BatchBackend {
+public:
+  virtual ~BatchBackend() = default;
+  // Sizes the cache and the buffers of the forward; called once, before any forward.
+  // Throws std::exception when it cannot (e.g. device memory).
+  virtual void allocate(const BatchLayout &layout) = 0;
+  // Row t of [0, n) runs token ids[t] at position positions[t] of the sequence in slot
+  // row_slot[t], with the long LongRoPE set where row_long[t] != 0; that sequence keeps
+  // position p in block block_table[slot * max_blocks + p / block_size] ([slots][max_blocks],
+  // -1: none). The logits of the last logit_rows rows go to `logits` ([logit_rows][vocab],
+  // host memory). Throws std::exception on a device error.
+  virtual void forward(const int32_t *ids, const int32_t *positions, const int32_t *row_slot,
+                       const uint8_t *row_long, int n, int logit_rows,
+                       const int32_t *block_table, float *logits) = 0;
+};
+
+// The CPU's backend: phimoe_forward (the generated model, or a test's) with `threads` threads.
+std::unique_ptr<BatchBackend> cpu_batch_backend(const ModelInfo &info, const uint8_t *weights);
+
 class BatchEngine final : public QueuedEngine {
 public:
+  // Over the CPU's forward (cpu_batch_backend).
   BatchEngine(const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
               const BatchOptions &options);
+  // Over `backend`. A forward that throws ends every running request with its message; the
+  // engine goes on with the queue.
+  BatchEngine(const ModelInfo &info, std::unique_ptr<BatchBackend> backend,
+              const Tokenizer &tokenizer, const BatchOptions &options);
   ~BatchEngine() override;
   BatchEngine(const BatchEngine &) = delete;
   BatchEngine &operator=(const BatchEngine &) = delete;
@@ -165,17 +199,17 @@ private:
   void finish(Sequence &seq, const std::string &reason, bool flush);
   bool emit_text(Sequence &seq, bool at_end);
 
+  // Ends every running sequence with `error` (a forward threw) and frees its blocks.
+  void fail_running(const std::string &error);
+
   const ModelInfo &info_;
   const Tokenizer &tokenizer_;
+  std::unique_ptr<BatchBackend> backend_;
   int max_blocks_ = 0; // per sequence
-  ThreadPool pool_;
-  PagedKVCache cache_;
-  std::vector<float> arena_, scratch_, logits_;
+  std::vector<float> logits_;
   std::vector<int32_t> block_table_, free_blocks_, free_slots_;
   std::vector<int32_t> ids_, positions_, row_slot_;
   std::vector<uint8_t> row_long_;
-  BatchRows rows_;
-  Context ctx_;
 
   struct Ended {
     std::shared_ptr<GenerationStream> stream;
