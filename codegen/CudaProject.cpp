@@ -111,10 +111,14 @@ const char *const kCommandLineFiles[] = {
     "runtime/tokenizer/utf8.h",
 };
 
-/// `phimoe-bin serve` over one sequence at a time (SessionEngine): built into the project's
-/// phimoe-bin with -DPHIMOE_SERVE=ON, which needs cpp-httplib (a shared library, not carried).
+/// `phimoe-bin serve`, batched (BatchEngine over phimoe_cuda::BatchBackend) or one sequence at
+/// a time (SessionEngine): built into the project's phimoe-bin with -DPHIMOE_SERVE=ON, which
+/// needs cpp-httplib (a shared library, not carried).
 const char *const kServerFiles[] = {
     "runtime/include/phimoe_rt/batch.h",
+    "runtime/include/phimoe_cuda/batch.h",
+    "runtime/cuda/batch.cpp",
+    "runtime/server/engine.cpp",
     "runtime/server/http.cpp",
     "runtime/server/session_engine.cpp",
     "runtime/server/stream.cpp",

@@ -1,11 +1,14 @@
 // main.cpp - phimoe-bin of a CUDA build (--target sm_XX): the command line of every build
-// (phimoe_rt/cli.h) over phimoe_cuda::Session; serve runs one sequence at a time on it
-// (SessionEngine). Nothing calls CUDA before a command needs the model: --help, tokenize and
-// detokenize work where no GPU is.
+// (phimoe_rt/cli.h) over phimoe_cuda::Session. serve batches --parallel sequences over a paged
+// KV cache (BatchEngine over phimoe_cuda::BatchBackend), or with --parallel 1 runs one at a time
+// on a Session (SessionEngine: decode through CUDA graphs, the cache of a chat's common prefix
+// kept). Nothing calls CUDA before a command needs the model: --help, tokenize and detokenize
+// work where no GPU is.
 #include "phimoe_cuda/model.h"
 #include "phimoe_cuda/session.h"
 #include "phimoe_rt/cli.h"
 #ifndef PHIMOE_NO_SERVER
+#include "phimoe_cuda/batch.h"
 #include "phimoe_rt/batch.h"
 #endif
 
@@ -17,9 +20,8 @@
 
 namespace {
 
-std::unique_ptr<phimoe_rt::ModelSession> make_session(const phimoe_rt::ModelInfo &info,
-                                                      const uint8_t *weights, int /*threads*/,
-                                                      int capacity) {
+// Throws when there is no CUDA device to run on.
+void require_device() {
   int devices = 0;
   const cudaError_t status = cudaGetDeviceCount(&devices);
   if (status != cudaSuccess)
@@ -27,6 +29,12 @@ std::unique_ptr<phimoe_rt::ModelSession> make_session(const phimoe_rt::ModelInfo
                              cudaGetErrorString(status));
   if (devices == 0)
     throw std::runtime_error("no CUDA device: cudaGetDeviceCount found none");
+}
+
+std::unique_ptr<phimoe_rt::ModelSession> make_session(const phimoe_rt::ModelInfo &info,
+                                                      const uint8_t *weights, int /*threads*/,
+                                                      int capacity) {
+  require_device();
   return std::make_unique<phimoe_cuda::Session>(info, weights, capacity);
 }
 
@@ -38,7 +46,6 @@ int main(int argc, char **argv) {
   backend.name = "CUDA";
   backend.threaded = false;
   backend.make_session = make_session;
-  backend.max_parallel = 1;
 #ifdef PHIMOE_NO_SERVER
   // Without serve the binary needs no shared library beyond libc and libstdc++.
   backend.no_serve = "this CUDA phimoe-bin was built without serve, which would make it need "
@@ -47,11 +54,15 @@ int main(int argc, char **argv) {
 #else
   backend.serve = [](const ModelInfo &info, const uint8_t *weights, const Tokenizer &tokenizer,
                      const ServerOptions &options) {
-    // The session is made by the engine factory, inside run_server: after the server has
-    // blocked SIGINT/SIGTERM, so that no thread the CUDA runtime starts takes them.
+    // The device is first used by the engine factory, inside run_server: after the server
+    // has blocked SIGINT/SIGTERM, so that no thread the CUDA runtime starts takes them.
     return run_server(info, tokenizer, options, [&](const BatchOptions &batch) {
-      return std::unique_ptr<Engine>(new SessionEngine(
-          make_session(info, weights, 1, options.ctx_size), info.vocab, tokenizer, batch));
+      if (batch.parallel == 1)
+        return std::unique_ptr<Engine>(new SessionEngine(
+            make_session(info, weights, 1, options.ctx_size), info.vocab, tokenizer, batch));
+      require_device();
+      return std::unique_ptr<Engine>(new BatchEngine(
+          info, std::make_unique<phimoe_cuda::BatchBackend>(info, weights), tokenizer, batch));
     });
   };
 #endif

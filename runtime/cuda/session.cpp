@@ -10,42 +10,45 @@
 
 namespace phimoe_cuda {
 
-namespace {
-
-template <class T> T *device_alloc(std::vector<void *> &owned, size_t count) {
-  void *p = nullptr;
-  PHIMOE_CUDA_CHECK(cudaMalloc(&p, std::max<size_t>(count, 1) * sizeof(T)));
-  owned.push_back(p);
-  return static_cast<T *>(p);
+void allocate_forward(const phimoe_rt::ModelInfo &info, const uint8_t *weights, Context &ctx,
+                      std::vector<void *> &owned) {
+  PHIMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx.stream, cudaStreamNonBlocking));
+  uint8_t *device_weights = device_alloc<uint8_t>(owned, info.pack_bytes);
+  PHIMOE_CUDA_CHECK(
+      cudaMemcpy(device_weights, weights, info.pack_bytes, cudaMemcpyHostToDevice));
+  ctx.weights = device_weights;
+  ctx.arena = device_alloc<float>(owned, info.arena_floats);
+  ctx.layers = info.layers;
+  ctx.kv_heads = info.kv_heads;
+  ctx.head_dim = info.head_dim;
+  ctx.routes = device_alloc<DeviceRoute>(owned, info.max_tokens);
+  ctx.moe_act =
+      device_alloc<float>(owned, static_cast<size_t>(info.max_tokens) * 2 * info.intermediate);
+  ctx.moe_pairs = device_alloc<int32_t>(owned, static_cast<size_t>(info.max_tokens) * 2);
+  ctx.moe_plan_ints = 3 * info.experts + 1;
+  ctx.moe_plan = device_alloc<int32_t>(owned, ctx.moe_plan_ints);
+  ctx.moe_y = device_alloc<float>(owned, static_cast<size_t>(info.max_tokens) * 2 * info.hidden);
+  ctx.attn_partial_floats = attention_partial_floats(info);
+  ctx.attn_partials = device_alloc<float>(owned, ctx.attn_partial_floats);
 }
 
-} // namespace
+void free_forward(Context &ctx, std::vector<void *> &owned) {
+  for (void *p : owned)
+    (void)cudaFree(p);
+  owned.clear();
+  if (ctx.stream)
+    (void)cudaStreamDestroy(ctx.stream);
+  ctx.stream = nullptr;
+}
 
 Session::Session(const phimoe_rt::ModelInfo &info, const uint8_t *weights, int capacity)
     : info_(info), capacity_(capacity) {
   try {
-    PHIMOE_CUDA_CHECK(cudaStreamCreateWithFlags(&ctx_.stream, cudaStreamNonBlocking));
-    weights_ = device_alloc<uint8_t>(buffers_, info.pack_bytes);
-    PHIMOE_CUDA_CHECK(cudaMemcpy(weights_, weights, info.pack_bytes, cudaMemcpyHostToDevice));
+    allocate_forward(info, weights, ctx_, buffers_);
     const size_t kv = static_cast<size_t>(info.layers) * capacity * info.kv_heads * info.head_dim;
-    ctx_.weights = weights_;
-    ctx_.arena = device_alloc<float>(buffers_, info.arena_floats);
     ctx_.k_cache = device_alloc<float>(buffers_, kv);
     ctx_.v_cache = device_alloc<float>(buffers_, kv);
-    ctx_.layers = info.layers;
     ctx_.capacity = capacity;
-    ctx_.kv_heads = info.kv_heads;
-    ctx_.head_dim = info.head_dim;
-    ctx_.routes = device_alloc<DeviceRoute>(buffers_, info.max_tokens);
-    ctx_.moe_act =
-        device_alloc<float>(buffers_, static_cast<size_t>(info.max_tokens) * 2 * info.intermediate);
-    ctx_.moe_pairs = device_alloc<int32_t>(buffers_, static_cast<size_t>(info.max_tokens) * 2);
-    ctx_.moe_plan_ints = 3 * info.experts + 1;
-    ctx_.moe_plan = device_alloc<int32_t>(buffers_, ctx_.moe_plan_ints);
-    ctx_.moe_y =
-        device_alloc<float>(buffers_, static_cast<size_t>(info.max_tokens) * 2 * info.hidden);
-    ctx_.attn_partial_floats = attention_partial_floats(info);
-    ctx_.attn_partials = device_alloc<float>(buffers_, ctx_.attn_partial_floats);
     ids_ = device_alloc<int32_t>(buffers_, info.max_tokens);
     logits_device_ =
         device_alloc<float>(buffers_, static_cast<size_t>(info.max_tokens) * info.vocab);
@@ -58,10 +61,7 @@ Session::Session(const phimoe_rt::ModelInfo &info, const uint8_t *weights, int c
                                  cudaMemcpyHostToDevice));
     decode_pos_ = device_alloc<int32_t>(buffers_, 1);
   } catch (...) {
-    for (void *p : buffers_)
-      (void)cudaFree(p);
-    if (ctx_.stream)
-      (void)cudaStreamDestroy(ctx_.stream);
+    free_forward(ctx_, buffers_);
     throw;
   }
   logits_.assign(static_cast<size_t>(info.max_tokens) * info.vocab, 0.0f);
@@ -73,9 +73,7 @@ Session::Session(const phimoe_rt::ModelInfo &info, const uint8_t *weights, int c
 Session::~Session() {
   for (auto &entry : graphs_)
     (void)cudaGraphExecDestroy(entry.second);
-  for (void *p : buffers_)
-    (void)cudaFree(p);
-  (void)cudaStreamDestroy(ctx_.stream);
+  free_forward(ctx_, buffers_);
 }
 
 void Session::reset() {

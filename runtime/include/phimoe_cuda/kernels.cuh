@@ -266,23 +266,45 @@ __global__ void split_cols_kernel(const float *x, int n, float *o0, float *o1, f
   }
 }
 
-// The inverse frequencies of the forward's LongRoPE set and its mscale, computed on the host
-// in float32 as the CPU kernel (and transformers) computes them.
+// The inverse frequencies of both LongRoPE sets ([0] short, [1] long) and their mscales,
+// computed on the host in float32 as the CPU kernel (and transformers) computes them, and which
+// set row t takes: row_long[t] for serve's batches (KvPages::row_long), else `fixed` (the
+// forward's set, Context::rope_long).
 template <int D> struct RopeTable {
-  float inv_freq[D / 2];
-  float mscale;
+  float inv_freq[2][D / 2];
+  float mscale[2];
+  const uint8_t *row_long;
+  int fixed;
+  __device__ __forceinline__ int set(int t) const {
+    return row_long ? (row_long[t] != 0 ? 1 : 0) : fixed;
+  }
 };
+
+// Where position p of row t's sequence lies in each layer of the KV cache (the row of
+// [capacity][kv_head][head_dim]), or -1 where it has no place (see KvPages).
+__device__ __forceinline__ int kv_slot(const KvPages &pages, int capacity, int t, int p) {
+  if (p < 0)
+    return -1;
+  if (!pages.block_table)
+    return p < capacity ? p : -1;
+  const int i = p >> pages.block_shift;
+  if (i >= pages.max_blocks)
+    return -1;
+  const int b = pages.block_table[static_cast<size_t>(pages.row_slot[t]) * pages.max_blocks + i];
+  const int at = (b << pages.block_shift) | (p & ((1 << pages.block_shift) - 1));
+  return b >= 0 && at < capacity ? at : -1;
+}
 
 // One token per block; out may alias x (each thread reads its pair, then writes it).
 template <int Heads, int D>
 __global__ void rope_kernel(const float *x, const int32_t *pos, RopeTable<D> table, float *out) {
   constexpr int half = D / 2;
-  const int t = blockIdx.x;
+  const int t = blockIdx.x, set = table.set(t);
   const float position = static_cast<float>(pos[t]);
   for (int i = threadIdx.x; i < Heads * half; i += blockDim.x) {
     const int h = i / half, j = i % half;
-    const float angle = position * table.inv_freq[j];
-    const float c = cosf(angle) * table.mscale, s = sinf(angle) * table.mscale;
+    const float angle = position * table.inv_freq[set][j];
+    const float c = cosf(angle) * table.mscale[set], s = sinf(angle) * table.mscale[set];
     const size_t base = (static_cast<size_t>(t) * Heads + h) * D;
     const float a = x[base + j], b = x[base + j + half];
     out[base + j] = a * c - b * s;
@@ -295,19 +317,19 @@ __global__ void rope_kernel(const float *x, const int32_t *pos, RopeTable<D> tab
 // cache: not). The rotated keys go to the cache only.
 template <int Hkv, int D>
 __global__ void rope_kv_write_kernel(const float *k, const float *v, const int32_t *pos,
-                                     RopeTable<D> table, int layer, int capacity,
+                                     RopeTable<D> table, int layer, int capacity, KvPages pages,
                                      float *k_cache, float *v_cache) {
   constexpr int half = D / 2, row = Hkv * D;
-  const int t = blockIdx.x, p = pos[t];
-  if (p < 0 || p >= capacity)
+  const int t = blockIdx.x, p = pos[t], at = kv_slot(pages, capacity, t, p), set = table.set(t);
+  if (at < 0)
     return;
   const size_t src = static_cast<size_t>(t) * row;
-  const size_t dst = (static_cast<size_t>(layer) * capacity + p) * row;
+  const size_t dst = (static_cast<size_t>(layer) * capacity + at) * row;
   const float position = static_cast<float>(p);
   for (int i = threadIdx.x; i < Hkv * half; i += blockDim.x) {
     const int h = i / half, j = i % half;
-    const float angle = position * table.inv_freq[j];
-    const float c = cosf(angle) * table.mscale, s = sinf(angle) * table.mscale;
+    const float angle = position * table.inv_freq[set][j];
+    const float c = cosf(angle) * table.mscale[set], s = sinf(angle) * table.mscale[set];
     const float a = k[src + h * D + j], b = k[src + h * D + j + half];
     k_cache[dst + h * D + j] = a * c - b * s;
     k_cache[dst + h * D + j + half] = b * c + a * s;
@@ -319,12 +341,12 @@ __global__ void rope_kv_write_kernel(const float *k, const float *v, const int32
 // Writes the k and v rows of this forward at their positions (rows outside the cache: not).
 template <int Hkv, int D>
 __global__ void kv_write_kernel(const float *k, const float *v, const int32_t *pos, int layer,
-                                int capacity, float *k_cache, float *v_cache) {
+                                int capacity, KvPages pages, float *k_cache, float *v_cache) {
   constexpr int row = Hkv * D;
-  const int t = blockIdx.x, p = pos[t];
-  if (p < 0 || p >= capacity)
+  const int t = blockIdx.x, at = kv_slot(pages, capacity, t, pos[t]);
+  if (at < 0)
     return;
-  const size_t dst = (static_cast<size_t>(layer) * capacity + p) * row;
+  const size_t dst = (static_cast<size_t>(layer) * capacity + at) * row;
   for (int j = threadIdx.x; j < row; j += blockDim.x) {
     k_cache[dst + j] = k[static_cast<size_t>(t) * row + j];
     v_cache[dst + j] = v[static_cast<size_t>(t) * row + j];
@@ -337,10 +359,11 @@ constexpr int kAttnWarps = 4;
 // its G query heads (G = 1: one head; G = Hq / Hkv: every head of one KV head, whose key and
 // value rows are then read once for the group), the split's share of the row's positions
 // [lo, p] with an online softmax per warp, merges its warps and writes (max, sum, acc[D]) per
-// head to `partials`. A split without positions writes (-inf, 0, 0...).
+// head to `partials`. A split without positions writes (-inf, 0, 0...). Positions without a
+// place in the cache are skipped here (the combine kernel makes such rows nan).
 template <int Hq, int Hkv, int D, int G>
 __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int layer,
-                                         int capacity, const float *k_cache,
+                                         int capacity, KvPages pages, const float *k_cache,
                                          const float *v_cache, float scale, int window,
                                          float *partials) {
   static_assert((Hq / Hkv) % G == 0, "attention: a head group shares one KV head");
@@ -355,7 +378,7 @@ __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int
     qs[i / D][i % D] = q[(static_cast<size_t>(t) * Hq + h0 + i / D) * D + i % D];
   __syncthreads();
   const int p = pos[t];
-  const bool valid = p >= 0 && p < capacity;
+  const bool valid = kv_slot(pages, capacity, t, p) >= 0;
   const int lo = window > 0 ? max(0, p - window + 1) : 0;
   const int len = valid ? p - lo + 1 : 0;
   const int chunk = (len + splits - 1) / splits;
@@ -369,7 +392,10 @@ __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int
   }
   const size_t layer_base = static_cast<size_t>(layer) * capacity;
   for (int j = begin + warp; j < end; j += kAttnWarps) {
-    const size_t at = ((layer_base + j) * Hkv + kvh) * D;
+    const int slot = pages.block_table ? kv_slot(pages, capacity, t, j) : j;
+    if (slot < 0)
+      continue;
+    const size_t at = ((layer_base + slot) * Hkv + kvh) * D;
     float kv[per_lane], vv[per_lane];
     for (int i = 0; i < per_lane; ++i) {
       const int d = lane + 32 * i;
@@ -466,15 +492,31 @@ template <int Hq, int Hkv, int D> inline bool attention_grouped() {
 }
 
 // Flash-decoding, second half: block (row * Hq + head) merges its splits. Rows whose
-// position lies outside the cache give nan, as on the CPU.
+// position lies outside the cache give nan, as on the CPU; so do, over a paged cache, rows
+// with a position of their window [lo, p] in no block.
 template <int Hq, int D>
 __global__ void attention_combine_kernel(const float *partials, int splits, const int32_t *pos,
-                                         int capacity, float *out) {
+                                         int capacity, KvPages pages, int window, float *out) {
   const int item = blockIdx.x, t = item / Hq;
   const float *src = partials + static_cast<size_t>(item) * splits * (D + 2);
   float *o = out + static_cast<size_t>(item) * D;
   const int p = pos[t];
-  if (p < 0 || p >= capacity) {
+  bool mapped = kv_slot(pages, capacity, t, p) >= 0;
+  if (pages.block_table && mapped) { // uniform over the block
+    // Every block of [lo, p]: lo, and the first position of each block after lo's.
+    __shared__ int unmapped;
+    if (threadIdx.x == 0)
+      unmapped = 0;
+    __syncthreads();
+    const int lo = window > 0 ? max(0, p - window + 1) : 0, first = lo >> pages.block_shift;
+    for (int b = first + static_cast<int>(threadIdx.x); b <= (p >> pages.block_shift);
+         b += blockDim.x)
+      if (kv_slot(pages, capacity, t, b == first ? lo : b << pages.block_shift) < 0)
+        unmapped = 1;
+    __syncthreads();
+    mapped = unmapped == 0;
+  }
+  if (!mapped) {
     for (int d = threadIdx.x; d < D; d += blockDim.x)
       o[d] = NAN;
     return;
@@ -670,14 +712,20 @@ void split_cols(Context &ctx, const float *x, int n, float *o0, float *o1, float
 }
 
 namespace detail {
-// The forward's LongRoPE set (ctx.rope_long) as the kernels take it.
+// Both LongRoPE sets as the kernels take them, and which one each row uses: the forward's
+// (ctx.rope_long), or each row's (ctx.pages.row_long) in serve's batches.
 template <int D> RopeTable<D> rope_table(const Context &ctx, const phimoe_rt::RopeParams &p) {
   static_assert(D % 2 == 0 && D <= 512, "rope: head dimension");
   RopeTable<D> table;
-  const float *factors = ctx.rope_long ? p.long_factor : p.short_factor;
-  table.mscale = ctx.rope_long ? p.long_mscale : p.short_mscale;
-  for (int i = 0; i < D / 2; ++i)
-    table.inv_freq[i] = 1.0f / (factors[i] * std::pow(p.theta, static_cast<float>(2 * i) / D));
+  const float *factors[2] = {p.short_factor, p.long_factor};
+  table.mscale[0] = p.short_mscale;
+  table.mscale[1] = p.long_mscale;
+  for (int set = 0; set < 2; ++set)
+    for (int i = 0; i < D / 2; ++i)
+      table.inv_freq[set][i] =
+          1.0f / (factors[set][i] * std::pow(p.theta, static_cast<float>(2 * i) / D));
+  table.row_long = ctx.pages.block_table ? ctx.pages.row_long : nullptr;
+  table.fixed = ctx.rope_long ? 1 : 0;
   return table;
 }
 } // namespace detail
@@ -704,7 +752,8 @@ void rope_kv_write(Context &ctx, const float *k, const float *v, int n, const in
     throw std::runtime_error("rope_kv_write: the KV cache has another shape than layer " +
                              std::to_string(layer) + " (a phimoe-bin bug)");
   PHIMOE_CUDA_LAUNCH(n, 128, 0, ctx.stream, detail::rope_kv_write_kernel<Hkv, D>)
-  (k, v, pos, detail::rope_table<D>(ctx, p), layer, ctx.capacity, ctx.k_cache, ctx.v_cache);
+  (k, v, pos, detail::rope_table<D>(ctx, p), layer, ctx.capacity, ctx.pages, ctx.k_cache,
+   ctx.v_cache);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -722,12 +771,13 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
                              std::to_string(layer) + " (a phimoe-bin bug)");
   if constexpr (!KvWritten) {
     PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::kv_write_kernel<Hkv, D>)
-    (k, v, pos, layer, ctx.capacity, ctx.k_cache, ctx.v_cache);
+    (k, v, pos, layer, ctx.capacity, ctx.pages, ctx.k_cache, ctx.v_cache);
     PHIMOE_CUDA_CHECK_LAUNCH();
   }
-  // Prefill chunks: tensor cores (attention_tc.cuh).
+  // Prefill chunks of one sequence: tensor cores (attention_tc.cuh). Its blocks take 64
+  // consecutive rows of one sequence, which the rows of serve's batches are not.
   if constexpr (detail::fa_supported<D>()) {
-    if (n >= detail::kFaMinRows && detail::attention_tc_enabled()) {
+    if (n >= detail::kFaMinRows && !ctx.pages.block_table && detail::attention_tc_enabled()) {
       detail::attention_tc<Hq, Hkv, D>(ctx.stream, q, n, pos, layer, ctx.capacity, ctx.k_cache,
                                        ctx.v_cache, scale, window, out);
       PHIMOE_CUDA_CHECK_LAUNCH();
@@ -749,11 +799,12 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
                         : detail::attention_partial_kernel<Hq, Hkv, D, 1>;
   dim3 grid(n * (grouped ? Hq / G : Hq), static_cast<unsigned>(splits));
   PHIMOE_CUDA_LAUNCH(grid, 32 * detail::kAttnWarps, 0, ctx.stream, kernel)
-  (q, pos, layer, ctx.capacity, ctx.k_cache, ctx.v_cache, scale, window, ctx.attn_partials);
+  (q, pos, layer, ctx.capacity, ctx.pages, ctx.k_cache, ctx.v_cache, scale, window,
+   ctx.attn_partials);
   PHIMOE_CUDA_CHECK_LAUNCH();
   PHIMOE_CUDA_LAUNCH(n * Hq, D < 256 ? D : 256, 0, ctx.stream,
                      detail::attention_combine_kernel<Hq, D>)
-  (ctx.attn_partials, static_cast<int>(splits), pos, ctx.capacity, out);
+  (ctx.attn_partials, static_cast<int>(splits), pos, ctx.capacity, ctx.pages, window, out);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 

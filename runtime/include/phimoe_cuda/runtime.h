@@ -3,7 +3,8 @@
 // Host C++: included by the generated .cu (nvcc) and by the CUDA session (the host compiler).
 // Everything a kernel touches is device memory: the weights (uploaded once), the activation
 // arena (planned at compile time, in floats, as on the CPU), the KV cache
-// ([layer][position][kv_head][head_dim], floats) and the kernels' workspaces.
+// ([layer][position][kv_head][head_dim], floats; paged for serve's batches, see KvPages) and
+// the kernels' workspaces.
 #ifndef PHIMOE_CUDA_RUNTIME_H
 #define PHIMOE_CUDA_RUNTIME_H
 
@@ -23,6 +24,21 @@ struct DeviceRoute {
   float w1, w2;
 };
 
+// Several sequences in one forward (serve's continuous batching, phimoe_cuda::BatchBackend):
+// row t belongs to the sequence in slot row_slot[t] and uses the long LongRoPE set where
+// row_long[t] != 0; that sequence keeps position p in block
+// block_table[slot * max_blocks + (p >> block_shift)] (-1: none) of the KV cache, whose layers
+// then hold Context::capacity = blocks << block_shift positions as
+// [block][position in block][kv_head][head_dim] (the layout of phimoe_rt::PagedKVCache).
+// Device arrays. A null block_table: one sequence, position p at row p of each layer, with
+// Context::rope_long for every row.
+struct KvPages {
+  const int32_t *block_table = nullptr;
+  const int32_t *row_slot = nullptr;
+  const uint8_t *row_long = nullptr;
+  int max_blocks = 0, block_shift = 0;
+};
+
 struct Context {
   cudaStream_t stream = nullptr;
   const uint8_t *weights = nullptr; // device copy of the data section of weights.phw
@@ -35,6 +51,8 @@ struct Context {
   int seq_end = 0;
   // Which LongRoPE set this forward uses (the session sets it from the sequence length).
   bool rope_long = false;
+  // Rows of several sequences over a paged cache (serve's batches); by default one sequence.
+  KvPages pages;
   // MoE workspace: a route per row, and 2 * intermediate floats per row.
   DeviceRoute *routes = nullptr;
   float *moe_act = nullptr;

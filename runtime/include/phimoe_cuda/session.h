@@ -12,6 +12,23 @@
 
 namespace phimoe_cuda {
 
+// A device allocation of `count` T (at least one), recorded in `owned`.
+template <class T> T *device_alloc(std::vector<void *> &owned, size_t count) {
+  void *p = nullptr;
+  PHIMOE_CUDA_CHECK(cudaMalloc(&p, (count > 0 ? count : 1) * sizeof(T)));
+  owned.push_back(p);
+  return static_cast<T *>(p);
+}
+
+// What every forward of up to info.max_tokens rows needs besides its KV cache, its inputs and
+// its logits: a stream, the weights (info.pack_bytes of `weights` uploaded), the arena and the
+// MoE and attention workspaces, allocated into ctx (recorded in `owned`). Throws on a CUDA
+// error, leaving what it allocated in `owned` for free_forward.
+void allocate_forward(const phimoe_rt::ModelInfo &info, const uint8_t *weights, Context &ctx,
+                      std::vector<void *> &owned);
+// Frees `owned` and ctx's stream.
+void free_forward(Context &ctx, std::vector<void *> &owned);
+
 // The logits of position t are those of a fresh forward over tokens[0..t]: the LongRoPE short
 // set while t + 1 <= original_max_position, the long set after; when the sequence first grows
 // past that length, every cached position is recomputed with the long set (as the reference
@@ -64,7 +81,6 @@ private:
   const phimoe_rt::ModelInfo &info_;
   int capacity_;
   Context ctx_;
-  uint8_t *weights_ = nullptr;
   int32_t *ids_ = nullptr, *positions_ = nullptr;
   float *logits_device_ = nullptr;
   std::vector<void *> buffers_; // every device allocation, freed by the destructor
