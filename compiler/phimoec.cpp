@@ -338,7 +338,7 @@ int main(int argc, char **argv) {
                   "with a CUDA --target: write DIR, a source tree that builds phimoe-bin and "
                   "phimoe-pack (from a pack plan) without phimoec or MLIR");
   cmd->add_flag("--serve", o.serve,
-                "with a CUDA --target: give phimoe-bin `serve` (one sequence at a time), which "
+                "with a CUDA --target: give phimoe-bin `serve` (continuous batching), which "
                 "makes it need libcpp-httplib (and OpenSSL, zlib, brotli) where it runs; without "
                 "it a CUDA phimoe-bin needs only libc and libstdc++ (a CPU build always serves)");
   cmd->add_flag("--print-ir-after-all", o.printIRAfterAll, "print the IR after every pass");

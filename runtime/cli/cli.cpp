@@ -319,17 +319,6 @@ int run_cli(int argc, char **argv, const ModelInfo &info, const Backend &backend
     return fail("--dump-logits needs --tokens");
   if (serve->parsed() && !backend.serve)
     return fail("serve: " + backend.no_serve);
-  if (serve->parsed() && backend.max_parallel > 0) {
-    if (serve->count("--parallel") == 0)
-      o.server.parallel = backend.max_parallel;
-    else if (o.server.parallel > backend.max_parallel)
-      return fail("serve --parallel " + std::to_string(o.server.parallel) + ": a " +
-                  backend.name + " build serves " + std::to_string(backend.max_parallel) +
-                  " sequence" + (backend.max_parallel == 1 ? "" : "s") +
-                  " at a time (it has no batched forward yet): use --parallel " +
-                  std::to_string(backend.max_parallel));
-  }
-
   std::string error;
   std::unique_ptr<Tokenizer> tokenizer;
   if (o.tokens.empty() && !bench->parsed()) {

@@ -15,15 +15,19 @@ BatchBackend::BatchBackend(const phimoe_rt::ModelInfo &info, const uint8_t *weig
 
 BatchBackend::~BatchBackend() { free_forward(ctx_, buffers_); }
 
-void BatchBackend::allocate(const phimoe_rt::BatchLayout &layout) {
-  const int bs = layout.block_size;
-  if (bs <= 0 || (bs & (bs - 1)) != 0)
-    throw std::invalid_argument("serve --block-size " + std::to_string(bs) +
+int BatchBackend::block_shift(int block_size) {
+  if (block_size <= 0 || (block_size & (block_size - 1)) != 0)
+    throw std::invalid_argument("serve --block-size " + std::to_string(block_size) +
                                 ": a CUDA build needs a power of two (e.g. 16)");
   int shift = 0;
-  while ((1 << shift) < bs)
+  while ((1 << shift) < block_size)
     ++shift;
-  const long long positions = static_cast<long long>(layout.blocks) * bs;
+  return shift;
+}
+
+void BatchBackend::allocate(const phimoe_rt::BatchLayout &layout) {
+  const int shift = block_shift(layout.block_size);
+  const long long positions = static_cast<long long>(layout.blocks) * layout.block_size;
   if (positions > (1LL << 30))
     throw std::invalid_argument("serve: a KV cache of " + std::to_string(positions) +
                                 " positions per layer is more than a CUDA build addresses");

@@ -60,6 +60,7 @@ int main(int argc, char **argv) {
       if (batch.parallel == 1)
         return std::unique_ptr<Engine>(new SessionEngine(
             make_session(info, weights, 1, options.ctx_size), info.vocab, tokenizer, batch));
+      phimoe_cuda::BatchBackend::block_shift(batch.block_size); // before the device
       require_device();
       return std::unique_ptr<Engine>(new BatchEngine(
           info, std::make_unique<phimoe_cuda::BatchBackend>(info, weights), tokenizer, batch));

@@ -194,8 +194,9 @@ def test_cuda_commands_without_gpu_fail_cleanly(text_builds, args, stdin):
 
 def test_cuda_serve_is_opt_in(text_builds, tmp_path):
     """A CUDA phimoe-bin needs only libc and libstdc++ (it is carried to GPU machines), so it
-    has no serve unless phimoec --serve links it (with libcpp-httplib); then serve runs one
-    sequence at a time."""
+    has no serve unless phimoec --serve links it (with libcpp-httplib); then serve batches
+    --parallel sequences over a paged KV cache (blocks of a power of two positions), or runs
+    one at a time with --parallel 1."""
     cuda = text_builds[0]
     ok, deps = linked(cuda / "phimoe-bin")
     assert ok and "httplib" not in deps, deps
@@ -208,14 +209,16 @@ def test_cuda_serve_is_opt_in(text_builds, tmp_path):
     assert proc.returncode == 0, proc.stderr
     ok, deps = linked(serving / "phimoe-bin")
     assert ok and "libcpp-httplib" in deps, deps
-    proc = phimoe_bin(serving, "serve", "--parallel", "2")
+    proc = phimoe_bin(serving, "serve", "--parallel", "2", "--block-size", "12")
     assert proc.returncode == 1
-    assert "serve --parallel 2: a CUDA build serves 1 sequence at a time" in proc.stderr
+    assert "serve --block-size 12: a CUDA build needs a power of two" in proc.stderr, \
+        proc.stderr
     if gpu_present(serving):
-        return  # test/gpu/gpu_oracle.py asks it for a completion
-    proc = phimoe_bin(serving, "serve", "--port", "0")
-    assert proc.returncode == 1, proc.stderr
-    assert "phimoe-bin: error: CUDA: no CUDA device" in proc.stderr, proc.stderr
+        return  # test/gpu/gpu_oracle.py asks it for completions
+    for parallel in ("1", "3"):  # one at a time (a Session), batched (the paged cache)
+        proc = phimoe_bin(serving, "serve", "--port", "0", "--parallel", parallel)
+        assert proc.returncode == 1, proc.stderr
+        assert "phimoe-bin: error: CUDA: no CUDA device" in proc.stderr, proc.stderr
 
 
 PACK = oracle.BUILD / "runtime" / "tools" / "phimoe-pack"
@@ -351,6 +354,7 @@ def test_emitted_project_builds_without_phimoec(tmp_path):
                 ["cmake", "--build", str(serving), "-j2", "--target", "phimoe-bin"]):
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    proc = subprocess.run([str(serving / "phimoe-bin"), "serve", "--parallel", "3"],
+    proc = subprocess.run([str(serving / "phimoe-bin"), "serve", "--parallel", "3",
+                           "--block-size", "24", "--weights", str(build / "weights.phw")],
                           capture_output=True, text=True)
-    assert proc.returncode == 1 and "serves 1 sequence at a time" in proc.stderr, proc.stderr
+    assert proc.returncode == 1 and "needs a power of two" in proc.stderr, proc.stderr

@@ -16,8 +16,10 @@
       --emit-project project's phimoe-pack packs there, and for TEXT_PROJECT_QUANTS the
       project's phimoe-bin built there): `-p` greedy text must equal the CPU phimoe-bin's,
       `bench --json` must print the CPU's keys with sane values, and `serve` (in the
-      project's build, where cpp-httplib is installed there) must answer a greedy
-      /v1/completions with the same text.
+      project's build, where cpp-httplib is installed there) must answer greedy
+      /v1/completions with the CPU's texts: one request with --parallel 1 (one sequence at a
+      time, decode through CUDA graphs), and SERVE_PROMPTS sent at once with --parallel 4
+      (batched over the paged KV cache: chunked prompts, a LongRoPE crossing).
       Exit status 0 when every case passes.
   gpu_oracle.py emulate DIR   (a machine with phimoec and no GPU: CI)
       prepare and check on the same machine with the CUDA builds made by nvcc-emu
@@ -29,6 +31,7 @@ DIR travels between the two (a few MB). Which machine runs which step: test/gpu/
 $PHIMOE_ORACLE_CASES (space-separated names of CASES, and text-f32, text-bf16 for the text
 cases) restricts both steps to some cases.
 """
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -154,6 +157,16 @@ TEXT_QUANTS = ("f32", "bf16")
 # project's phimoe-pack, which is quick, and run phimoec's binary): device time is short.
 TEXT_PROJECT_QUANTS = ("bf16",)
 TEXT_PROMPT, TEXT_N = "And God said", 48
+# Requests that a batching server (--parallel 4) answers together: (prompt, max_tokens). The
+# second (35 tokens) crosses original_max_position_embeddings (64) while it decodes, the third
+# (300 tokens) starts past it and its prompt takes two forwards (phimoec's --max-tokens: 256).
+SERVE_PROMPTS = [
+    (TEXT_PROMPT, TEXT_N),
+    ("And the earth was without form, and void; and darkness was upon the face of the deep. "
+     "And the Spirit of God moved upon the face of the waters.", 40),
+    (" ".join(["In the beginning God created the heaven and the earth."] * 27) + " And God said",
+     12),
+]
 
 
 def key_tree(value):
@@ -214,10 +227,12 @@ def prepare_text(root, target):
                  "--emit-project", case / "project"])
         text = run([cpu / "phimoe-bin", "-p", TEXT_PROMPT, "-n", TEXT_N, "--temperature", "0",
                     "--no-display-prompt"]).stdout
+        serve_texts = [run([cpu / "phimoe-bin", "-p", prompt, "-n", n, "--temperature", "0",
+                            "--no-display-prompt"]).stdout for prompt, n in SERVE_PROMPTS]
         bench = json.loads(run([cpu / "phimoe-bin", "bench", "-p", "16", "-n", "4", "-r", "1",
                                 "--json"]).stdout.strip().splitlines()[-1])
         shutil.rmtree(cpu)
-        (case / "text.json").write_text(json.dumps(dict(cpu_text=text,
+        (case / "text.json").write_text(json.dumps(dict(cpu_text=text, serve_texts=serve_texts,
                                                         bench_keys=key_tree(bench))))
         print(f"prepared text-{quant}: cpu text {text[:40]!r}...")
 
@@ -315,9 +330,11 @@ def check(root):
     return 1 if failures else 0
 
 
-def serve_completion(binary, weights, prompt, n):
-    """Starts `binary serve` on a free port, asks for a greedy completion, stops it."""
-    proc = subprocess.Popen([str(binary), "serve", "--port", "0", "--weights", str(weights)],
+def serve_completions(binary, weights, requests, parallel):
+    """Starts `binary serve --parallel N` on a free port, sends the greedy completions
+    `requests` ([(prompt, max_tokens)]) at once, returns their texts and stops it."""
+    proc = subprocess.Popen([str(binary), "serve", "--port", "0", "--weights", str(weights),
+                             "--parallel", str(parallel)],
                             stderr=subprocess.PIPE, text=True)
     try:
         port, said = None, ""
@@ -330,12 +347,18 @@ def serve_completion(binary, weights, prompt, n):
             port = int(found.group(1)) if found else None
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/v1/models", timeout=60) as r:
             model = json.loads(r.read())["data"][0]["id"]
-        body = json.dumps(dict(model=model, prompt=prompt, max_tokens=n,
-                               temperature=0)).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions", data=body,
-                                         headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=300) as response:
-            return json.loads(response.read())["choices"][0]["text"]
+
+        def complete(prompt_n):
+            body = json.dumps(dict(model=model, prompt=prompt_n[0], max_tokens=prompt_n[1],
+                                   temperature=0)).encode()
+            request = urllib.request.Request(f"http://127.0.0.1:{port}/v1/completions",
+                                             data=body,
+                                             headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(request, timeout=600) as response:
+                return json.loads(response.read())["choices"][0]["text"]
+
+        with concurrent.futures.ThreadPoolExecutor(len(requests)) as pool:
+            return list(pool.map(complete, requests))
     finally:
         proc.terminate()
         proc.wait(timeout=60)
@@ -396,9 +419,14 @@ def check_text_builds(case, quant, info, weights, builds):
                       bench["weights_bytes"] > 0):
                 problems.append(f"bench values: {line}")
             try:
-                served = serve_completion(binary, weights, TEXT_PROMPT, TEXT_N)
+                served = serve_completions(binary, weights, [(TEXT_PROMPT, TEXT_N)], 1)[0]
                 if served + "\n" != info["cpu_text"]:  # -p ends its text with a newline
                     problems.append(f"serve text {served!r} != cpu {info['cpu_text']!r}")
+                batched = serve_completions(binary, weights, SERVE_PROMPTS, 4)
+                for i, (got, want) in enumerate(zip(batched, info["serve_texts"])):
+                    if got + "\n" != want:
+                        problems.append(f"serve --parallel 4, request {i}: text {got!r} != "
+                                        f"cpu {want!r}")
             except RuntimeError as e:
                 if "built without serve" not in str(e):
                     raise

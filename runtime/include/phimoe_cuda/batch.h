@@ -24,8 +24,11 @@ public:
   BatchBackend(const BatchBackend &) = delete;
   BatchBackend &operator=(const BatchBackend &) = delete;
 
-  // Throws std::invalid_argument when the block size is not a power of two.
+  // Throws std::invalid_argument when the block size is not a power of two (block_shift).
   void allocate(const phimoe_rt::BatchLayout &layout) override;
+  // log2 of a KV block size; std::invalid_argument naming serve's --block-size when it is not
+  // a power of two.
+  static int block_shift(int block_size);
   void forward(const int32_t *ids, const int32_t *positions, const int32_t *row_slot,
                const uint8_t *row_long, int n, int logit_rows, const int32_t *block_table,
                float *logits) override;

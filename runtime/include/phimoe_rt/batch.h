@@ -1,14 +1,17 @@
 // batch.h - the engines behind `phimoe-bin serve`: continuous batching, where many sequences
-// share each forward over a paged KV cache (BatchEngine, CPU builds), and one sequence at a time
-// over a ModelSession (SessionEngine, any build), behind one interface (Engine).
+// share each forward over a paged KV cache (BatchEngine, CPU and CUDA builds), and one sequence
+// at a time over a ModelSession (SessionEngine: CUDA builds with --parallel 1), behind one
+// interface (Engine).
 //
 // A BatchEngine owns one scheduler thread. Each step it admits waiting requests while KV
 // blocks and sequence slots are free, gathers the rows every running sequence needs (one
 // token of each decoding sequence, prompt chunks of the others, up to max_tokens rows in
 // all), runs ONE forward over them through its BatchBackend (the CPU's phimoe_forward with
 // Context::batch saying which rows belong to which sequence, or a CUDA build's), samples each
-// sequence's next token and hands its text to the request's stream. Row results do not depend on the other rows of a batch (see BatchRows), so a
-// request's greedy output is the same alone or in a batch.
+// sequence's next token and hands its text to the request's stream. On the CPU, row results
+// do not depend on the other rows of a batch (see BatchRows), so a request's greedy output is
+// the same alone or in a batch. (On a GPU, a row's rounding may differ with the kernels that
+// the batch's row count selects: GEMV up to 8 rows, tensor-core GEMM beyond.)
 #ifndef PHIMOE_RT_BATCH_H
 #define PHIMOE_RT_BATCH_H
 
@@ -221,8 +224,9 @@ private:
   std::vector<std::unique_ptr<Sequence>> running_;
 };
 
-// Serves requests one at a time, in order, over one ModelSession (e.g. a CUDA build's, which
-// has no batched forward): options.parallel is 1 and a request waits for the one before it.
+// Serves requests one at a time, in order, over one ModelSession (a CUDA build's with
+// --parallel 1: its decode runs through CUDA graphs): options.parallel is 1 and a request waits
+// for the one before it.
 // The context is the session's capacity.
 // The KV cache of the longest common prefix with the previous request is kept (a chat's
 // next turn runs only its new tokens). Exceptions of the session (a CUDA error) end the

@@ -30,9 +30,6 @@ struct Backend {
                     const ServerOptions &options)>
       serve;
   std::string no_serve;
-  // The most sequences serve decodes together (0: no limit). With a limit, serve's
-  // --parallel defaults to it and a larger one is refused.
-  int max_parallel = 0;
 };
 
 // Parses the command line and runs it; returns the process exit code. Nothing touches the
