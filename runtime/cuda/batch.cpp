@@ -11,9 +11,13 @@
 namespace phimoe_cuda {
 
 BatchBackend::BatchBackend(const phimoe_rt::ModelInfo &info, const uint8_t *weights)
-    : info_(info), host_weights_(weights) {}
+    : info_(info), host_weights_(weights), use_graphs_(graphs_enabled()) {}
 
-BatchBackend::~BatchBackend() { free_forward(ctx_, buffers_); }
+BatchBackend::~BatchBackend() {
+  for (auto &entry : graphs_)
+    (void)cudaGraphExecDestroy(entry.second);
+  free_forward(ctx_, buffers_);
+}
 
 int BatchBackend::block_shift(int block_size) {
   if (block_size <= 0 || (block_size & (block_size - 1)) != 0)
@@ -72,7 +76,32 @@ void BatchBackend::forward(const int32_t *ids, const int32_t *positions, const i
       cudaMemcpyHostToDevice, stream));
   // Attention splits each row's context by the longest of the step.
   ctx_.seq_end = *std::max_element(positions, positions + n) + 1;
-  phimoe_forward(ctx_, ids_, positions_, n, logit_rows, logits_);
+  if (use_graphs_ && logit_rows == n) {
+    // Every seq_end up to the next multiple of 64 gives the same launches (see Session).
+    const std::pair<int, int> key(n, (ctx_.seq_end + 63) / 64 * 64);
+    auto found = graphs_.find(key);
+    if (found == graphs_.end() && eager_.count(key)) {
+      if (graphs_.size() >= 32) { // drop the graph of the fewest rows and shortest context
+        (void)cudaGraphExecDestroy(graphs_.begin()->second);
+        graphs_.erase(graphs_.begin());
+      }
+      ctx_.seq_end = key.second;
+      const cudaGraphExec_t exec = capture_graph(
+          stream, [&] { phimoe_forward(ctx_, ids_, positions_, n, n, logits_); });
+      found = graphs_.emplace(key, exec).first;
+      ++graphs_captured_;
+    }
+    if (found != graphs_.end()) {
+      PHIMOE_CUDA_CHECK(cudaGraphLaunch(found->second, stream));
+      ++graph_steps_;
+    } else {
+      // The first step of its kind runs eagerly (kernels' one-time attributes are set then).
+      phimoe_forward(ctx_, ids_, positions_, n, logit_rows, logits_);
+      eager_.insert(key);
+    }
+  } else {
+    phimoe_forward(ctx_, ids_, positions_, n, logit_rows, logits_);
+  }
   if (logit_rows > 0)
     PHIMOE_CUDA_CHECK(cudaMemcpyAsync(logits, logits_,
                                       sizeof(float) * logit_rows * info_.vocab,

@@ -32,6 +32,34 @@ void allocate_forward(const phimoe_rt::ModelInfo &info, const uint8_t *weights, 
   ctx.attn_partials = device_alloc<float>(owned, ctx.attn_partial_floats);
 }
 
+cudaGraphExec_t capture_graph(cudaStream_t stream, const std::function<void()> &record) {
+  cudaGraph_t graph = nullptr;
+  PHIMOE_CUDA_CHECK(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal));
+  try {
+    record();
+  } catch (...) {
+    (void)cudaStreamEndCapture(stream, &graph);
+    if (graph)
+      (void)cudaGraphDestroy(graph);
+    throw;
+  }
+  PHIMOE_CUDA_CHECK(cudaStreamEndCapture(stream, &graph));
+  cudaGraphExec_t exec = nullptr;
+  try {
+    PHIMOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
+  } catch (...) {
+    (void)cudaGraphDestroy(graph);
+    throw;
+  }
+  (void)cudaGraphDestroy(graph);
+  return exec;
+}
+
+bool graphs_enabled() {
+  const char *graphs = std::getenv("PHIMOE_CUDA_GRAPH");
+  return !(graphs && std::strcmp(graphs, "0") == 0);
+}
+
 void free_forward(Context &ctx, std::vector<void *> &owned) {
   for (void *p : owned)
     (void)cudaFree(p);
@@ -66,8 +94,7 @@ Session::Session(const phimoe_rt::ModelInfo &info, const uint8_t *weights, int c
   }
   logits_.assign(static_cast<size_t>(info.max_tokens) * info.vocab, 0.0f);
   tokens_.reserve(capacity);
-  const char *graphs = std::getenv("PHIMOE_CUDA_GRAPH");
-  use_graphs_ = !(graphs && std::strcmp(graphs, "0") == 0);
+  use_graphs_ = graphs_enabled();
 }
 
 Session::~Session() {
@@ -127,25 +154,8 @@ void Session::decode_graph(int position, bool rope_long) {
       graphs_.erase(graphs_.begin());
     }
     ctx_.seq_end = bucket;
-    cudaGraph_t graph = nullptr;
-    PHIMOE_CUDA_CHECK(cudaStreamBeginCapture(ctx_.stream, cudaStreamCaptureModeThreadLocal));
-    try {
-      phimoe_forward(ctx_, ids_, decode_pos_, 1, 1, logits_device_);
-    } catch (...) {
-      (void)cudaStreamEndCapture(ctx_.stream, &graph);
-      if (graph)
-        (void)cudaGraphDestroy(graph);
-      throw;
-    }
-    PHIMOE_CUDA_CHECK(cudaStreamEndCapture(ctx_.stream, &graph));
-    cudaGraphExec_t exec = nullptr;
-    try {
-      PHIMOE_CUDA_CHECK(cudaGraphInstantiate(&exec, graph, 0));
-    } catch (...) {
-      (void)cudaGraphDestroy(graph);
-      throw;
-    }
-    (void)cudaGraphDestroy(graph);
+    cudaGraphExec_t exec = capture_graph(
+        ctx_.stream, [&] { phimoe_forward(ctx_, ids_, decode_pos_, 1, 1, logits_device_); });
     found = graphs_.emplace(key, exec).first;
     ++graphs_captured_;
   }

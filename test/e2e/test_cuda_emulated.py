@@ -54,10 +54,11 @@ def test_emulated_cuda_build_in_random_thread_and_block_order(case, tmp_path):
 
 
 @pytest.mark.skipif(not ASAN_LIBRARY.exists(), reason="no AddressSanitizer runtime in this build")
-@pytest.mark.parametrize("case", list(gpu_oracle.CASES))
+@pytest.mark.parametrize("case", list(gpu_oracle.CASES) + ["text-f32"])
 def test_emulated_cuda_build_under_address_sanitizer(case, tmp_path):
     """The same builds with the kernels under AddressSanitizer: a kernel that reads or writes
-    past a device buffer (weights, arena, KV cache, workspaces) stops with a report."""
+    past a device buffer (weights, arena, KV cache, workspaces) stops with a report. text-f32
+    includes serve's batches (block tables into the paged KV cache)."""
     emulate(case, tmp_path, PHIMOE_EMU_SANITIZE="address")
 
 
@@ -96,3 +97,35 @@ def test_decode_steps_run_as_graphs(tmp_path):
     assert (eager_captured, eager_replays) == (0, 0)
     assert eager_tokens == tokens
     assert launches > eager_launches // 2  # the replays' kernels ran
+
+
+def test_batched_serve_decode_runs_as_graphs(tmp_path):
+    """serve --parallel N of an emulated build (BatchEngine over phimoe_cuda::BatchBackend): its
+    decode steps replay CUDA graphs (captured per row count and split count), and the replies
+    are those of the same server without graphs. (The oracle's text cases check the replies
+    against the CPU build's.)"""
+    out = tmp_path / "cuda"
+    proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(gpu_oracle.EXAMPLE), "-o",
+                           str(out), "--target", "sm_90", "--quant", "f32", "--serve"],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PHIMOE_NVCC=str(NVCC_EMU)))
+    assert proc.returncode == 0, proc.stderr
+
+    def serve(**env):
+        said = []
+        texts = gpu_oracle.serve_completions(
+            out / "phimoe-bin", out / "weights.phw", gpu_oracle.SERVE_PROMPTS, 3,
+            env=dict(os.environ, PHIMOE_EMU_STATS="1", **env), stderr_out=said)
+        found = re.search(r"(\d+) kernel launches, (\d+) graphs captured, (\d+) graph launches",
+                          said[0])
+        assert found, said[0]
+        return texts, [int(g) for g in found.groups()]
+
+    texts, (launches, captured, replays) = serve()
+    eager_texts, (_, eager_captured, eager_replays) = serve(PHIMOE_CUDA_GRAPH="0")
+    assert (eager_captured, eager_replays) == (0, 0)
+    assert texts == eager_texts
+    # The three replies have 40 + 12 + up to 48 tokens; every decode step but the first of each
+    # (rows, 64 positions) and the one that captures runs as a replay.
+    assert captured >= 2 and replays >= 30, (captured, replays)
+    assert all(texts), texts

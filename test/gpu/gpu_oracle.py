@@ -330,14 +330,16 @@ def check(root):
     return 1 if failures else 0
 
 
-def serve_completions(binary, weights, requests, parallel):
-    """Starts `binary serve --parallel N` on a free port, sends the greedy completions
-    `requests` ([(prompt, max_tokens)]) at once, returns their texts and stops it."""
+def serve_completions(binary, weights, requests, parallel, env=None, stderr_out=None):
+    """Starts `binary serve --parallel N` on a free port (environment `env`), sends the greedy
+    completions `requests` ([(prompt, max_tokens)]) at once, returns their texts and stops it;
+    what it printed to stderr is appended to the list `stderr_out`."""
     proc = subprocess.Popen([str(binary), "serve", "--port", "0", "--weights", str(weights),
                              "--parallel", str(parallel)],
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, env=env)
+    said = ""
     try:
-        port, said = None, ""
+        port = None
         while port is None:
             line = proc.stderr.readline()
             if not line:
@@ -361,7 +363,9 @@ def serve_completions(binary, weights, requests, parallel):
             return list(pool.map(complete, requests))
     finally:
         proc.terminate()
-        proc.wait(timeout=60)
+        rest = proc.communicate(timeout=60)[1]
+        if stderr_out is not None:
+            stderr_out.append(said + rest)
 
 
 def check_text(root, quant):

@@ -6,6 +6,7 @@
 #include "phimoe_cuda/runtime.h"
 #include "phimoe_rt/model_session.h"
 
+#include <functional>
 #include <map>
 #include <utility>
 #include <vector>
@@ -28,6 +29,11 @@ void allocate_forward(const phimoe_rt::ModelInfo &info, const uint8_t *weights, 
                       std::vector<void *> &owned);
 // Frees `owned` and ctx's stream.
 void free_forward(Context &ctx, std::vector<void *> &owned);
+// Captures what `record` queues on `stream` into a graph and instantiates it (a failed capture
+// throws and leaves nothing behind).
+cudaGraphExec_t capture_graph(cudaStream_t stream, const std::function<void()> &record);
+// Whether decode runs through CUDA graphs: PHIMOE_CUDA_GRAPH=0 turns them off.
+bool graphs_enabled();
 
 // The logits of position t are those of a fresh forward over tokens[0..t]: the LongRoPE short
 // set while t + 1 <= original_max_position, the long set after; when the sequence first grows
