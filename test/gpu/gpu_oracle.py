@@ -202,10 +202,37 @@ def run_bin(binary, tokens, n, dump, **kw):
     return ([int(t) for t in out.split(",")] if n and out else []), np.load(dump)
 
 
+# What a phimoe-bin may need where it runs: libc, libm, libstdc++, libgcc_s (and the loader).
+BASE_LIBS = ("linux-vdso", "ld-linux", "libc.so", "libm.so", "libstdc++", "libgcc_s")
+
+
+def carry_libs(binary, dest):
+    """Copies the shared libraries `binary` needs beyond BASE_LIBS (serve's cpp-httplib and
+    what it links: OpenSSL, zlib, brotli, as Debian ships them) to `dest`, for a GPU machine
+    that lacks them (binary_env puts them on its LD_LIBRARY_PATH)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    for line in run(["ldd", binary]).stdout.splitlines():
+        found = re.match(r"\s*(\S+) => (\S+)", line)
+        if found and not found.group(1).startswith(BASE_LIBS):
+            shutil.copy2(os.path.realpath(found.group(2)), dest / found.group(1))
+
+
+def binary_env(binary):
+    """The environment to run `binary` in: with its carried libraries (carry_libs, lib/ next
+    to it) first on LD_LIBRARY_PATH."""
+    libs = pathlib.Path(binary).parent / "lib"
+    if not libs.is_dir():
+        return None
+    return dict(os.environ, LD_LIBRARY_PATH=os.pathsep.join(
+        [str(libs)] + ([os.environ["LD_LIBRARY_PATH"]] if os.environ.get("LD_LIBRARY_PATH")
+                       else [])))
+
+
 def prepare_text(root, target):
     """The text cases: the CPU build's greedy text and bench keys are recorded here; the CUDA
     builds go to the GPU machine without weights (the project's phimoe-pack packs them there
-    from text-src, 10 MB, instead of 20 MB of f32 per build)."""
+    from text-src, 10 MB, instead of 20 MB of f32 per build). phimoec's CUDA builds include
+    serve; the libraries it needs travel with them (carry_libs, about 7 MB)."""
     import oracle
     if not selected_text():
         return
@@ -216,13 +243,14 @@ def prepare_text(root, target):
         case = root / f"text-{quant}"
         cpu = case / "cpu"
         # (phimoec's own builds link serve: cpp-httplib is a dependency of the project)
-        cuda_flags = ["--target", target] + (["--serve"] if EMULATED else [])
+        cuda_flags = ["--target", target, "--serve"]
         for out, flags in ((case / "cuda", cuda_flags), (cpu, [])):
             proc = oracle.compile_model(src, out, "--quant", quant, *flags)
             if proc.returncode != 0:
                 raise RuntimeError(f"text-{quant}: phimoec failed:\n{proc.stderr}")
         if not EMULATED:  # the GPU machine packs the weights with the project's phimoe-pack
             (case / "cuda" / "weights.phw").unlink()
+            carry_libs(case / "cuda" / "phimoe-bin", case / "cuda" / "lib")
             run([oracle.PHIMOEC, "compile", src, "--target", target, "--quant", quant,
                  "--emit-project", case / "project"])
         text = run([cpu / "phimoe-bin", "-p", TEXT_PROMPT, "-n", TEXT_N, "--temperature", "0",
@@ -406,13 +434,14 @@ def check_text_builds(case, quant, info, weights, builds):
     model_hash = str(json.loads((case / "cuda" / "phimoec.json").read_text())["model_hash"])
     for how, binary in builds:
         name, problems = f"text-{quant} ({how})", []
+        env = binary_env(binary)
         try:
             text = run([binary, "-p", TEXT_PROMPT, "-n", TEXT_N, "--temperature", "0",
-                        "--no-display-prompt", "--weights", weights]).stdout
+                        "--no-display-prompt", "--weights", weights], env=env).stdout
             if text != info["cpu_text"]:
                 problems.append(f"-p text {text!r} != cpu {info['cpu_text']!r}")
             line = run([binary, "bench", "-p", "64", "-n", "16", "-r", "2", "--json",
-                        "--weights", weights]).stdout.strip().splitlines()[-1]
+                        "--weights", weights], env=env).stdout.strip().splitlines()[-1]
             bench = json.loads(line)
             print(f"     {name}: bench {line}")
             if key_tree(bench) != info["bench_keys"]:
@@ -423,10 +452,11 @@ def check_text_builds(case, quant, info, weights, builds):
                       bench["weights_bytes"] > 0):
                 problems.append(f"bench values: {line}")
             try:
-                served = serve_completions(binary, weights, [(TEXT_PROMPT, TEXT_N)], 1)[0]
+                served = serve_completions(binary, weights, [(TEXT_PROMPT, TEXT_N)], 1,
+                                           env=env)[0]
                 if served + "\n" != info["cpu_text"]:  # -p ends its text with a newline
                     problems.append(f"serve text {served!r} != cpu {info['cpu_text']!r}")
-                batched = serve_completions(binary, weights, SERVE_PROMPTS, 4)
+                batched = serve_completions(binary, weights, SERVE_PROMPTS, 4, env=env)
                 for i, (got, want) in enumerate(zip(batched, info["serve_texts"])):
                     if got + "\n" != want:
                         problems.append(f"serve --parallel 4, request {i}: text {got!r} != "

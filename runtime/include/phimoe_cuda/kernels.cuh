@@ -291,8 +291,10 @@ __device__ __forceinline__ int kv_slot(const KvPages &pages, int capacity, int t
   if (i >= pages.max_blocks)
     return -1;
   const int b = pages.block_table[static_cast<size_t>(pages.row_slot[t]) * pages.max_blocks + i];
+  if (b < 0)
+    return -1;
   const int at = (b << pages.block_shift) | (p & ((1 << pages.block_shift) - 1));
-  return b >= 0 && at < capacity ? at : -1;
+  return at < capacity ? at : -1;
 }
 
 // One token per block; out may alias x (each thread reads its pair, then writes it).
