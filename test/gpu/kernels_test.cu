@@ -81,6 +81,26 @@ std::vector<float> download(const float *p, size_t n) {
   return h;
 }
 
+// A Context over a KV cache uploaded from kc and vc ([layers][capacity][kv_heads][head_dim]),
+// with `partials` floats of attention workspace; free_cache_context frees what it allocated.
+Context cache_context(const std::vector<float> &kc, const std::vector<float> &vc, int layers,
+                      int capacity, int kv_heads, int head_dim, int seq_end, size_t partials) {
+  Context ctx;
+  ctx.k_cache = upload(kc);
+  ctx.v_cache = upload(vc);
+  ctx.layers = layers;
+  ctx.capacity = capacity;
+  ctx.kv_heads = kv_heads;
+  ctx.head_dim = head_dim;
+  ctx.seq_end = seq_end;
+  ctx.attn_partial_floats = partials;
+  ctx.attn_partials = device<float>(partials);
+  return ctx;
+}
+void free_cache_context(Context &ctx) {
+  cudaFree(ctx.k_cache), cudaFree(ctx.v_cache), cudaFree(ctx.attn_partials);
+}
+
 // Uniform values in (-scale, scale) from a splitmix64 stream: normal_distribution is too slow
 // for the 1.3G values of Phi-3.5-MoE's experts.
 std::vector<float> fast_random_floats(size_t n, float scale) {
@@ -312,17 +332,9 @@ template <int Hq, int Hkv, int D> void test_rope_kv_write(int past, int n, bool 
     for (int j = 0; j < row; ++j)
       vw[dst + j] = v[i * row + j];
   }
-  Context ctx;
-  ctx.k_cache = upload(kc);
-  ctx.v_cache = upload(vc);
-  ctx.layers = layers;
-  ctx.capacity = capacity;
-  ctx.kv_heads = Hkv;
-  ctx.head_dim = D;
-  ctx.seq_end = past + n;
+  Context ctx = cache_context(kc, vc, layers, capacity, Hkv, D, past + n,
+                              static_cast<size_t>(n) * Hq * (D + 2) * 64);
   ctx.rope_long = rope_long;
-  ctx.attn_partial_floats = static_cast<size_t>(n) * Hq * (D + 2) * 64;
-  ctx.attn_partials = device<float>(ctx.attn_partial_floats);
   float *dq = upload(q), *dk = upload(k), *dv = upload(v), *out = device<float>(q.size());
   int32_t *dp = upload(pos);
   rope_kv_write<Hkv, D>(ctx, dk, dv, n, dp, p, layer);
@@ -338,7 +350,7 @@ template <int Hq, int Hkv, int D> void test_rope_kv_write(int past, int n, bool 
                 past, n);
   check(label, download(out, q.size()),
         attention_ref<Hq, Hkv, D>(q, kw, vw, pos, layer, capacity, 0), 1e-5);
-  cudaFree(ctx.k_cache), cudaFree(ctx.v_cache), cudaFree(ctx.attn_partials);
+  free_cache_context(ctx);
   cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(out), cudaFree(dp);
 }
 
@@ -445,17 +457,10 @@ template <int Hq, int Hkv, int D> void test_paged(int bs, int window) {
         attention_ref<Hq, Hkv, D>(qt, kt, vt, {pos[t]}, 0, pos[t] + 1, window);
     std::copy(r.begin(), r.end(), o);
   }
-  Context ctx;
-  ctx.k_cache = upload(kc);
-  ctx.v_cache = upload(vc);
-  ctx.layers = layers;
-  ctx.capacity = capacity;
-  ctx.kv_heads = Hkv;
-  ctx.head_dim = D;
-  ctx.seq_end = *std::max_element(pos.begin(), pos.end()) + 1;
+  Context ctx = cache_context(kc, vc, layers, capacity, Hkv, D,
+                              *std::max_element(pos.begin(), pos.end()) + 1,
+                              static_cast<size_t>(n) * Hq * (D + 2) * 4);
   ctx.rope_long = true; // must not matter: each row's set counts
-  ctx.attn_partial_floats = static_cast<size_t>(n) * Hq * (D + 2) * 4;
-  ctx.attn_partials = device<float>(ctx.attn_partial_floats);
   ctx.pages.block_table = upload(table);
   ctx.pages.row_slot = upload(slot);
   ctx.pages.row_long = upload(longs);
@@ -489,7 +494,7 @@ template <int Hq, int Hkv, int D> void test_paged(int bs, int window) {
   }
   detail::attention_grouping() = -1;
   detail::attention_tc_mode() = -1;
-  cudaFree(ctx.k_cache), cudaFree(ctx.v_cache), cudaFree(ctx.attn_partials);
+  free_cache_context(ctx);
   cudaFree(const_cast<int32_t *>(ctx.pages.block_table));
   cudaFree(const_cast<int32_t *>(ctx.pages.row_slot));
   cudaFree(const_cast<uint8_t *>(ctx.pages.row_long));
@@ -518,16 +523,8 @@ template <int Hq, int Hkv, int D> void test_attention(int past, int n, int windo
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const std::vector<double> want =
       attention_ref<Hq, Hkv, D>(q, kw, vw, pos, layer, capacity, window);
-  Context ctx;
-  ctx.k_cache = upload(kc);
-  ctx.v_cache = upload(vc);
-  ctx.layers = layers;
-  ctx.capacity = capacity;
-  ctx.kv_heads = Hkv;
-  ctx.head_dim = D;
-  ctx.seq_end = past + n;
-  ctx.attn_partial_floats = static_cast<size_t>(n) * Hq * (D + 2) * 64;
-  ctx.attn_partials = device<float>(ctx.attn_partial_floats);
+  Context ctx = cache_context(kc, vc, layers, capacity, Hkv, D, past + n,
+                              static_cast<size_t>(n) * Hq * (D + 2) * 64);
   float *dq = upload(q), *dk = upload(k), *dv = upload(v), *out = device<float>(q.size());
   int32_t *dp = upload(pos);
   // Every kernel that may take these rows: the SIMT first halves, a block per query head and,
@@ -560,7 +557,7 @@ template <int Hq, int Hkv, int D> void test_attention(int past, int n, int windo
   detail::attention_tc_mode() = -1;
   std::vector<double> kwd(kw.begin(), kw.end());
   check("attention: the k cache after the write", download(ctx.k_cache, kw.size()), kwd, 0.0);
-  cudaFree(ctx.k_cache), cudaFree(ctx.v_cache), cudaFree(ctx.attn_partials);
+  free_cache_context(ctx);
   cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(out), cudaFree(dp);
 }
 
