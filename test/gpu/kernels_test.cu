@@ -380,6 +380,8 @@ template <int Hq, int Hkv, int D> void test_paged(int bs, int window) {
       table[static_cast<size_t>(s) * max_blocks + i] = order[next++];
   table[3 * static_cast<size_t>(max_blocks)] = -1;
   table[4 * static_cast<size_t>(max_blocks) + 5] = -1;
+  if (window > 0) // slot 1's 70 rows (a tensor-core run): nan while their window [lo, p]
+    table[1 * static_cast<size_t>(max_blocks) + 1] = -1; // reaches block 1 (or spans it)
   std::vector<int32_t> pos, slot;
   std::vector<uint8_t> longs;
   for (int s = 0; s < slots; ++s)
@@ -481,15 +483,30 @@ template <int Hq, int Hkv, int D> void test_paged(int bs, int window) {
   // The rotated queries as the reference has them (the kernel's rounding aside).
   PHIMOE_CUDA_CHECK(cudaMemcpy(dq, std::vector<float>(qr.begin(), qr.end()).data(),
                                q.size() * sizeof(float), cudaMemcpyHostToDevice));
-  for (int run = 0; run < 2; ++run) {
+  // The runs of one sequence's consecutive positions, as BatchBackend finds them: slot 1's 70
+  // rows are one, which takes the tensor-core kernel (the rows before and after it, the SIMT
+  // kernels); without runs, or for D that the tensor cores do not take, every row is SIMT.
+  std::vector<int32_t> runs;
+  for (int t = 0; t < n;) {
+    int end = t + 1;
+    while (end < n && slot[end] == slot[t] && pos[end] == pos[end - 1] + 1)
+      ++end;
+    runs.push_back(t);
+    runs.push_back(end - t);
+    t = end;
+  }
+  const char *how[] = {"", " (grouped heads)", " (runs on tensor cores)", " (tc, no runs)"};
+  for (int run = 0; run < 4; ++run) {
     if (run == 1 && Hq / Hkv < 2)
       continue;
-    detail::attention_grouping() = run;
-    detail::attention_tc_mode() = 1;
+    detail::attention_grouping() = run == 1;
+    detail::attention_tc_mode() = run >= 2;
+    ctx.pages.runs = run == 2 ? runs.data() : nullptr;
+    ctx.pages.run_count = run == 2 ? static_cast<int>(runs.size() / 2) : 0;
     attention<Hq, Hkv, D, true>(ctx, dq, nullptr, nullptr, n, dp, layer,
                                 1.0f / std::sqrt(static_cast<float>(D)), window, out);
     std::snprintf(label, sizeof label, "paged attention<%d,%d,%d> bs=%d window=%d%s", Hq, Hkv, D,
-                  bs, window, run ? " (grouped)" : "");
+                  bs, window, how[run]);
     check(label, download(out, q.size()), want, 1e-5);
   }
   detail::attention_grouping() = -1;

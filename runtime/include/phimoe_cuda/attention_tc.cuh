@@ -1,7 +1,8 @@
 // attention_tc.cuh - causal GQA attention of a prefill chunk on tensor cores (flash attention:
 // one pass over the cached keys and values with an online softmax, nothing of size P x P in
 // memory). Included by kernels.cuh after gemm_tc.cuh; attention() takes it for chunks of at
-// least kFaMinRows rows when the head dimension is a multiple of 16 up to 128, and the SIMT
+// least kFaMinRows rows when the head dimension is a multiple of 16 up to 128 (in serve's
+// batches, for runs of that many rows of one sequence: KvPages::runs), and the SIMT
 // flash-decoding kernels otherwise (decode, short chunks).
 //
 // Block: 64 query rows of one query head, 4 warps of 16 rows. For each tile of 32 cached
@@ -36,6 +37,7 @@ template <int D> struct FaShared {
   uint16_t vt[2][D][kFaKv + 8];
   int lo[kFaRows], hi[kFaRows]; // positions [lo, hi] of each row (hi < lo: none)
   int range[2];                 // the block's positions: [range[0], range[1])
+  int slot[kFaKv];              // paged: the cache rows of the step's positions (-1: none)
 };
 
 __device__ __forceinline__ uint32_t fa_pair(uint16_t a, uint16_t b) {
@@ -56,12 +58,14 @@ __device__ __forceinline__ void fa_mma3(float (&acc)[4], const uint32_t (&a_hi)[
   tc_mma(acc, a_lo, hi);
 }
 
-// out[t][h] for rows t0 .. t0 + 63 of the chunk and query head blockIdx.y.
+// out[t][h] for rows t0 .. t0 + 63 of the chunk and query head blockIdx.y. Over a paged cache
+// (pages.block_table), every row of the launch belongs to row 0's sequence, and a row whose
+// window [lo, p] has a position without a block gives nan.
 template <int Hq, int Hkv, int D>
 __global__ void __launch_bounds__(kFaThreads)
     attention_tc_kernel(const float *q, int n, const int32_t *pos, int layer, int capacity,
-                        const float *k_cache, const float *v_cache, float scale, int window,
-                        float *out) {
+                        KvPages pages, const float *k_cache, const float *v_cache, float scale,
+                        int window, float *out) {
   static_assert(fa_supported<D>(), "attention_tc: head dimension");
   constexpr int KS = D / 16, ND = D / 8;
   __shared__ FaShared<D> s;
@@ -72,8 +76,14 @@ __global__ void __launch_bounds__(kFaThreads)
   if (threadIdx.x < kFaRows) {
     const int t = t0 + threadIdx.x;
     const int p = t < n ? pos[t] : -1;
-    const bool valid = p >= 0 && p < capacity;
-    s.lo[threadIdx.x] = valid ? (window > 0 ? max(0, p - window + 1) : 0) : 1;
+    const int lo = window > 0 ? max(0, p - window + 1) : 0;
+    bool valid = kv_slot(pages, capacity, 0, p) >= 0;
+    // Paged: lo and the first position of every block after lo's have a place too.
+    for (int b = (lo >> pages.block_shift) + 1;
+         pages.block_table && valid && b <= p >> pages.block_shift; ++b)
+      valid = kv_slot(pages, capacity, 0, b << pages.block_shift) >= 0;
+    valid = valid && kv_slot(pages, capacity, 0, lo) >= 0;
+    s.lo[threadIdx.x] = valid ? lo : 1;
     s.hi[threadIdx.x] = valid ? p : 0;
   }
   __syncthreads();
@@ -120,11 +130,18 @@ __global__ void __launch_bounds__(kFaThreads)
 
   for (int j0 = begin; j0 < end; j0 += kFaKv) {
     __syncthreads(); // the previous step's tiles are read
+    if (pages.block_table) { // (uniform) where the step's positions lie, once a position
+      const int j = j0 + static_cast<int>(threadIdx.x);
+      if (threadIdx.x < kFaKv)
+        s.slot[threadIdx.x] = j < end ? kv_slot(pages, capacity, 0, j) : -1;
+      __syncthreads();
+    }
     for (int i = threadIdx.x; i < kFaKv * D; i += kFaThreads) {
       const int pp = i / D, d = i % D, j = j0 + pp;
       uint16_t kk[2] = {0, 0}, vv[2] = {0, 0};
-      if (j < end) {
-        const size_t at = ((layer_base + j) * Hkv + kvh) * D + d;
+      const int slot = pages.block_table ? s.slot[pp] : (j < end ? j : -1);
+      if (slot >= 0) {
+        const size_t at = ((layer_base + slot) * Hkv + kvh) * D + d;
         tc_split<2>(k_cache[at], kk);
         tc_split<2>(v_cache[at], vv);
       }
@@ -238,11 +255,11 @@ inline bool attention_tc_enabled() {
 
 template <int Hq, int Hkv, int D>
 void attention_tc(cudaStream_t stream, const float *q, int n, const int32_t *pos, int layer,
-                  int capacity, const float *k_cache, const float *v_cache, float scale,
-                  int window, float *out) {
+                  int capacity, const KvPages &pages, const float *k_cache,
+                  const float *v_cache, float scale, int window, float *out) {
   const dim3 grid(blocks_for(n, kFaRows), Hq);
   PHIMOE_CUDA_LAUNCH(grid, kFaThreads, 0, stream, attention_tc_kernel<Hq, Hkv, D>)
-  (q, n, pos, layer, capacity, k_cache, v_cache, scale, window, out);
+  (q, n, pos, layer, capacity, pages, k_cache, v_cache, scale, window, out);
 }
 
 } // namespace detail

@@ -18,6 +18,8 @@ namespace phimoe_cuda {
 // forward copies the step's rows and the block table to the device, runs the generated
 // phimoe_forward with Context::pages set (the attention reads each row's own sequence
 // through its block table; rope takes each row's LongRoPE set), and copies the logits back.
+// Attention takes tensor cores for the runs of 64 rows or more of one sequence's consecutive
+// positions (prompt chunks), the SIMT kernels for the other rows (KvPages::runs).
 // Steps whose every row wants logits (decode steps) run as CUDA graphs: the rows are device
 // data, so a forward's launches depend only on its row count and the attention's split count
 // (the longest row's context, by 64 positions); the first step of each (rows, splits) runs
@@ -52,6 +54,7 @@ private:
   int32_t *ids_ = nullptr, *positions_ = nullptr, *row_slot_ = nullptr, *table_ = nullptr;
   uint8_t *row_long_ = nullptr;
   float *logits_ = nullptr;
+  std::vector<int32_t> runs_; // KvPages::runs of the step
   // Decode graphs by (rows, positions rounded up to the attention's split size), and the keys
   // that ran once eagerly.
   bool use_graphs_ = true;

@@ -759,9 +759,51 @@ void rope_kv_write(Context &ctx, const float *k, const float *v, int n, const in
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
+namespace detail {
+// Flash-decoding (the SIMT kernels) of rows [0, n) of q, pos and out, whose sequences and
+// LongRoPE sets `pages` gives from its row 0 on.
+template <int Hq, int Hkv, int D>
+void attention_simt(Context &ctx, const float *q, int n, const int32_t *pos, const KvPages &pages,
+                    int layer, float scale, int window, float *out) {
+  // Splits of at least 64 positions, as many as the partials buffer holds (at most 1024).
+  const size_t per_split = static_cast<size_t>(n) * Hq * (D + 2);
+  long long splits = (ctx.seq_end + 63) / 64;
+  const long long room = static_cast<long long>(ctx.attn_partial_floats / per_split);
+  splits = splits < room ? splits : room;
+  splits = splits < 1024 ? splits : 1024;
+  if (splits < 1)
+    throw std::runtime_error("attention: no room for the partial results (a phimoe-bin bug)");
+  // A block per KV head's group of query heads where that fits, else a block per head.
+  constexpr int G = attention_group<Hq, Hkv, D>();
+  const bool grouped = attention_grouped<Hq, Hkv, D>();
+  auto kernel =
+      grouped ? attention_partial_kernel<Hq, Hkv, D, G> : attention_partial_kernel<Hq, Hkv, D, 1>;
+  dim3 grid(n * (grouped ? Hq / G : Hq), static_cast<unsigned>(splits));
+  PHIMOE_CUDA_LAUNCH(grid, 32 * kAttnWarps, 0, ctx.stream, kernel)
+  (q, pos, layer, ctx.capacity, pages, ctx.k_cache, ctx.v_cache, scale, window,
+   ctx.attn_partials);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  PHIMOE_CUDA_LAUNCH(n * Hq, D < 256 ? D : 256, 0, ctx.stream, attention_combine_kernel<Hq, D>)
+  (ctx.attn_partials, static_cast<int>(splits), pos, ctx.capacity, pages, window, out);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+// `pages` for the rows from `first` on.
+inline KvPages pages_from(const KvPages &pages, int first) {
+  KvPages sub = pages;
+  if (sub.block_table) {
+    sub.row_slot += first;
+    sub.row_long += first;
+  }
+  return sub;
+}
+} // namespace detail
+
 // Writes k, v into the cache (unless KvWritten: rope_kv_write did), then attends: query row
 // i (position pos[i]) to the positions [max(0, pos[i]-window+1), pos[i]] of layer `layer`,
-// split over the context (flash-decoding) when it is long.
+// split over the context (flash-decoding) when it is long. Prefill chunks of kFaMinRows rows
+// or more run on tensor cores (attention_tc.cuh): a whole forward of one sequence, or in
+// serve's batches the runs of one sequence's rows that ctx.pages.runs names.
 template <int Hq, int Hkv, int D, bool KvWritten = false>
 void attention(Context &ctx, const float *q, const float *k, const float *v, int n,
                const int32_t *pos, int layer, float scale, int window, float *out) {
@@ -776,38 +818,41 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
     (k, v, pos, layer, ctx.capacity, ctx.pages, ctx.k_cache, ctx.v_cache);
     PHIMOE_CUDA_CHECK_LAUNCH();
   }
-  // Prefill chunks of one sequence: tensor cores (attention_tc.cuh). Its blocks take 64
-  // consecutive rows of one sequence, which the rows of serve's batches are not.
+  const size_t row = static_cast<size_t>(Hq) * D;
   if constexpr (detail::fa_supported<D>()) {
-    if (n >= detail::kFaMinRows && !ctx.pages.block_table && detail::attention_tc_enabled()) {
-      detail::attention_tc<Hq, Hkv, D>(ctx.stream, q, n, pos, layer, ctx.capacity, ctx.k_cache,
-                                       ctx.v_cache, scale, window, out);
-      PHIMOE_CUDA_CHECK_LAUNCH();
+    if (n >= detail::kFaMinRows && detail::attention_tc_enabled()) {
+      if (!ctx.pages.block_table) { // one sequence
+        detail::attention_tc<Hq, Hkv, D>(ctx.stream, q, n, pos, layer, ctx.capacity, ctx.pages,
+                                         ctx.k_cache, ctx.v_cache, scale, window, out);
+        PHIMOE_CUDA_CHECK_LAUNCH();
+        return;
+      }
+      // Rows of several sequences: the long runs of one on tensor cores, the rows between them
+      // on the SIMT kernels.
+      int done = 0;
+      for (int r = 0; r < ctx.pages.run_count; ++r) {
+        const int first = ctx.pages.runs[2 * r], rows = ctx.pages.runs[2 * r + 1];
+        if (rows < detail::kFaMinRows || first < done || first + rows > n)
+          continue;
+        if (first > done)
+          detail::attention_simt<Hq, Hkv, D>(ctx, q + done * row, first - done, pos + done,
+                                             detail::pages_from(ctx.pages, done), layer, scale,
+                                             window, out + done * row);
+        detail::attention_tc<Hq, Hkv, D>(ctx.stream, q + first * row, rows, pos + first, layer,
+                                         ctx.capacity, detail::pages_from(ctx.pages, first),
+                                         ctx.k_cache, ctx.v_cache, scale, window,
+                                         out + first * row);
+        PHIMOE_CUDA_CHECK_LAUNCH();
+        done = first + rows;
+      }
+      if (done < n)
+        detail::attention_simt<Hq, Hkv, D>(ctx, q + done * row, n - done, pos + done,
+                                           detail::pages_from(ctx.pages, done), layer, scale,
+                                           window, out + done * row);
       return;
     }
   }
-  // Splits of at least 64 positions, as many as the partials buffer holds (at most 1024).
-  const size_t per_split = static_cast<size_t>(n) * Hq * (D + 2);
-  long long splits = (ctx.seq_end + 63) / 64;
-  const long long room = static_cast<long long>(ctx.attn_partial_floats / per_split);
-  splits = splits < room ? splits : room;
-  splits = splits < 1024 ? splits : 1024;
-  if (splits < 1)
-    throw std::runtime_error("attention: no room for the partial results (a phimoe-bin bug)");
-  // A block per KV head's group of query heads where that fits, else a block per head.
-  constexpr int G = detail::attention_group<Hq, Hkv, D>();
-  const bool grouped = detail::attention_grouped<Hq, Hkv, D>();
-  auto kernel = grouped ? detail::attention_partial_kernel<Hq, Hkv, D, G>
-                        : detail::attention_partial_kernel<Hq, Hkv, D, 1>;
-  dim3 grid(n * (grouped ? Hq / G : Hq), static_cast<unsigned>(splits));
-  PHIMOE_CUDA_LAUNCH(grid, 32 * detail::kAttnWarps, 0, ctx.stream, kernel)
-  (q, pos, layer, ctx.capacity, ctx.pages, ctx.k_cache, ctx.v_cache, scale, window,
-   ctx.attn_partials);
-  PHIMOE_CUDA_CHECK_LAUNCH();
-  PHIMOE_CUDA_LAUNCH(n * Hq, D < 256 ? D : 256, 0, ctx.stream,
-                     detail::attention_combine_kernel<Hq, D>)
-  (ctx.attn_partials, static_cast<int>(splits), pos, ctx.capacity, ctx.pages, window, out);
-  PHIMOE_CUDA_CHECK_LAUNCH();
+  detail::attention_simt<Hq, Hkv, D>(ctx, q, n, pos, ctx.pages, layer, scale, window, out);
 }
 
 // Router on the device, then the two experts of every row, whose ids the expert kernels read

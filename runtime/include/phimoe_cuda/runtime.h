@@ -32,11 +32,17 @@ struct DeviceRoute {
 // [block][position in block][kv_head][head_dim] (the layout of phimoe_rt::PagedKVCache).
 // Device arrays. A null block_table: one sequence, position p at row p of each layer, with
 // Context::rope_long for every row.
+// `runs` (host memory, run_count pairs (first row, rows)) may name runs of rows that are
+// consecutive positions of one sequence (a prompt chunk): attention takes the tensor-core
+// kernel for runs of kFaMinRows rows or more, the SIMT kernels for every other row. A forward
+// captured in a graph has none (they are host data).
 struct KvPages {
   const int32_t *block_table = nullptr;
   const int32_t *row_slot = nullptr;
   const uint8_t *row_long = nullptr;
   int max_blocks = 0, block_shift = 0;
+  const int32_t *runs = nullptr;
+  int run_count = 0;
 };
 
 struct Context {
