@@ -1,5 +1,5 @@
 // session_engine.cpp - `phimoe-bin serve` one request at a time over a ModelSession (see
-// batch.h): what a build without a batched forward (CUDA) serves with.
+// batch.h): what a CUDA build serves with under --parallel 1 (its session decodes through graphs).
 #include "phimoe_rt/batch.h"
 
 #include <algorithm>
