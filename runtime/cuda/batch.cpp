@@ -78,15 +78,7 @@ void BatchBackend::forward(const int32_t *ids, const int32_t *positions, const i
   ctx_.seq_end = *std::max_element(positions, positions + n) + 1;
   // Runs of rows that are consecutive positions of one sequence (prompt chunks): attention
   // takes tensor cores for the long ones (eager steps only: a graph would keep them).
-  runs_.clear();
-  for (int t = 0; t < n;) {
-    int end = t + 1;
-    while (end < n && row_slot[end] == row_slot[t] && positions[end] == positions[end - 1] + 1)
-      ++end;
-    runs_.push_back(t);
-    runs_.push_back(end - t);
-    t = end;
-  }
+  find_runs(row_slot, positions, n, runs_);
   ctx_.pages.runs = runs_.data();
   ctx_.pages.run_count = static_cast<int>(runs_.size() / 2);
   if (use_graphs_ && logit_rows == n) {

@@ -487,13 +487,11 @@ template <int Hq, int Hkv, int D> void test_paged(int bs, int window) {
   // rows are one, which takes the tensor-core kernel (the rows before and after it, the SIMT
   // kernels); without runs, or for D that the tensor cores do not take, every row is SIMT.
   std::vector<int32_t> runs;
-  for (int t = 0; t < n;) {
-    int end = t + 1;
-    while (end < n && slot[end] == slot[t] && pos[end] == pos[end - 1] + 1)
-      ++end;
-    runs.push_back(t);
-    runs.push_back(end - t);
-    t = end;
+  find_runs(slot.data(), pos.data(), n, runs);
+  if (runs.size() != 2 * 5 || runs[2] != 1 || runs[3] != 70) {
+    std::printf("FAIL find_runs: %zu runs, the second (%d, %d) (want 5, (1, 70))\n",
+                runs.size() / 2, runs[2], runs[3]);
+    ++failures;
   }
   const char *how[] = {"", " (grouped heads)", " (runs on tensor cores)", " (tc, no runs)"};
   for (int run = 0; run < 4; ++run) {

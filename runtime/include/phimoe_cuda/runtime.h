@@ -15,6 +15,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 namespace phimoe_cuda {
 
@@ -44,6 +45,20 @@ struct KvPages {
   const int32_t *runs = nullptr;
   int run_count = 0;
 };
+
+// KvPages::runs of rows [0, n) (host arrays: each row's slot and position): the maximal runs
+// of rows that are consecutive positions of one slot, as (first row, rows) pairs.
+inline void find_runs(const int32_t *slot, const int32_t *pos, int n, std::vector<int32_t> &runs) {
+  runs.clear();
+  for (int t = 0; t < n;) {
+    int end = t + 1;
+    while (end < n && slot[end] == slot[t] && pos[end] == pos[end - 1] + 1)
+      ++end;
+    runs.push_back(t);
+    runs.push_back(end - t);
+    t = end;
+  }
+}
 
 struct Context {
   cudaStream_t stream = nullptr;
