@@ -77,12 +77,8 @@ __global__ void __launch_bounds__(kFaThreads)
     const int t = t0 + threadIdx.x;
     const int p = t < n ? pos[t] : -1;
     const int lo = window > 0 ? max(0, p - window + 1) : 0;
-    bool valid = kv_slot(pages, capacity, 0, p) >= 0;
-    // Paged: lo and the first position of every block after lo's have a place too.
-    for (int b = (lo >> pages.block_shift) + 1;
-         pages.block_table && valid && b <= p >> pages.block_shift; ++b)
-      valid = kv_slot(pages, capacity, 0, b << pages.block_shift) >= 0;
-    valid = valid && kv_slot(pages, capacity, 0, lo) >= 0;
+    const bool valid = kv_slot(pages, capacity, 0, p) >= 0 &&
+                       (!pages.block_table || window_mapped(pages, capacity, 0, lo, p, 0, 1));
     s.lo[threadIdx.x] = valid ? lo : 1;
     s.hi[threadIdx.x] = valid ? p : 0;
   }

@@ -297,6 +297,18 @@ __device__ __forceinline__ int kv_slot(const KvPages &pages, int capacity, int t
   return at < capacity ? at : -1;
 }
 
+// Over a paged cache: whether the window [lo, p] of row t's sequence has a place for every
+// position, as far as the calling thread checks it: the window's blocks first, first + stride,
+// ... (block 0 of the window is lo's: lo is checked, then the first position of each block).
+__device__ __forceinline__ bool window_mapped(const KvPages &pages, int capacity, int t, int lo,
+                                              int p, int first, int stride) {
+  const int b0 = lo >> pages.block_shift;
+  for (int b = b0 + first; b <= p >> pages.block_shift; b += stride)
+    if (kv_slot(pages, capacity, t, b == b0 ? lo : b << pages.block_shift) < 0)
+      return false;
+  return true;
+}
+
 // One token per block; out may alias x (each thread reads its pair, then writes it).
 template <int Heads, int D>
 __global__ void rope_kernel(const float *x, const int32_t *pos, RopeTable<D> table, float *out) {
@@ -504,17 +516,14 @@ __global__ void attention_combine_kernel(const float *partials, int splits, cons
   float *o = out + static_cast<size_t>(item) * D;
   const int p = pos[t];
   bool mapped = kv_slot(pages, capacity, t, p) >= 0;
-  if (pages.block_table && mapped) { // uniform over the block
-    // Every block of [lo, p]: lo, and the first position of each block after lo's.
+  if (pages.block_table && mapped) { // uniform over the block: its threads share the blocks
     __shared__ int unmapped;
     if (threadIdx.x == 0)
       unmapped = 0;
     __syncthreads();
-    const int lo = window > 0 ? max(0, p - window + 1) : 0, first = lo >> pages.block_shift;
-    for (int b = first + static_cast<int>(threadIdx.x); b <= (p >> pages.block_shift);
-         b += blockDim.x)
-      if (kv_slot(pages, capacity, t, b == first ? lo : b << pages.block_shift) < 0)
-        unmapped = 1;
+    const int lo = window > 0 ? max(0, p - window + 1) : 0;
+    if (!window_mapped(pages, capacity, t, lo, p, threadIdx.x, blockDim.x))
+      unmapped = 1;
     __syncthreads();
     mapped = unmapped == 0;
   }
