@@ -76,13 +76,8 @@ void BatchBackend::forward(const int32_t *ids, const int32_t *positions, const i
       cudaMemcpyHostToDevice, stream));
   // Attention splits each row's context by the longest of the step.
   ctx_.seq_end = *std::max_element(positions, positions + n) + 1;
-  // Runs of rows that are consecutive positions of one sequence (prompt chunks): attention
-  // takes tensor cores for the long ones (eager steps only: a graph would keep them).
-  find_runs(row_slot, positions, n, runs_);
-  ctx_.pages.runs = runs_.data();
-  ctx_.pages.run_count = static_cast<int>(runs_.size() / 2);
   if (use_graphs_ && logit_rows == n) {
-    ctx_.pages.run_count = 0;
+    ctx_.pages.run_count = 0; // host data: a graph would keep them
     // Every seq_end up to the next multiple of 64 gives the same launches (see Session).
     const std::pair<int, int> key(n, (ctx_.seq_end + 63) / 64 * 64);
     auto found = graphs_.find(key);
@@ -106,6 +101,11 @@ void BatchBackend::forward(const int32_t *ids, const int32_t *positions, const i
       eager_.insert(key);
     }
   } else {
+    // Runs of rows that are consecutive positions of one sequence (prompt chunks): attention
+    // takes tensor cores for the long ones.
+    find_runs(row_slot, positions, n, runs_);
+    ctx_.pages.runs = runs_.data();
+    ctx_.pages.run_count = static_cast<int>(runs_.size() / 2);
     phimoe_forward(ctx_, ids_, positions_, n, logit_rows, logits_);
   }
   if (logit_rows > 0)
