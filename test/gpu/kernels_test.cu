@@ -81,6 +81,18 @@ std::vector<float> download(const float *p, size_t n) {
   return h;
 }
 
+// Random inputs of an attention: a KV cache (kc, vc: layers x capacity rows of kv_row floats)
+// and n rows of queries (q_row floats), keys and values (kv_row floats).
+void random_attention_inputs(int layers, int capacity, int n, int q_row, int kv_row,
+                             std::vector<float> &kc, std::vector<float> &vc,
+                             std::vector<float> &q, std::vector<float> &k, std::vector<float> &v) {
+  kc = random_floats(static_cast<size_t>(layers) * capacity * kv_row);
+  vc = random_floats(kc.size());
+  q = random_floats(static_cast<size_t>(n) * q_row);
+  k = random_floats(static_cast<size_t>(n) * kv_row);
+  v = random_floats(static_cast<size_t>(n) * kv_row);
+}
+
 // A Context over a KV cache uploaded from kc and vc ([layers][capacity][kv_heads][head_dim]),
 // with `partials` floats of attention workspace; free_cache_context frees what it allocated.
 Context cache_context(const std::vector<float> &kc, const std::vector<float> &vc, int layers,
@@ -303,11 +315,8 @@ std::vector<double> attention_ref(const std::vector<float> &q, const std::vector
 template <int Hq, int Hkv, int D> void test_rope_kv_write(int past, int n, bool rope_long) {
   const int capacity = past + n + 2, layers = 3, layer = 2;
   constexpr int row = Hkv * D, half = D / 2;
-  std::vector<float> kc = random_floats(static_cast<size_t>(layers) * capacity * row),
-                     vc = random_floats(kc.size());
-  std::vector<float> q = random_floats(static_cast<size_t>(n) * Hq * D),
-                     k = random_floats(static_cast<size_t>(n) * row),
-                     v = random_floats(static_cast<size_t>(n) * row);
+  std::vector<float> kc, vc, q, k, v;
+  random_attention_inputs(layers, capacity, n, Hq * D, row, kc, vc, q, k, v);
   std::vector<int32_t> pos(n);
   for (int i = 0; i < n; ++i)
     pos[i] = past + i;
@@ -392,11 +401,8 @@ template <int Hq, int Hkv, int D> void test_paged(int bs, int window) {
     }
   const int n = static_cast<int>(pos.size());
   const int capacity = blocks * bs;
-  std::vector<float> kc = random_floats(static_cast<size_t>(layers) * capacity * row),
-                     vc = random_floats(kc.size());
-  std::vector<float> q = random_floats(static_cast<size_t>(n) * Hq * D),
-                     k = random_floats(static_cast<size_t>(n) * row),
-                     v = random_floats(static_cast<size_t>(n) * row);
+  std::vector<float> kc, vc, q, k, v;
+  random_attention_inputs(layers, capacity, n, Hq * D, row, kc, vc, q, k, v);
   std::vector<float> sf(half), lf(half);
   for (int i = 0; i < half; ++i)
     sf[i] = 1.0f + 0.02f * i, lf[i] = 1.5f + 0.25f * i;
@@ -520,11 +526,8 @@ template <int Hq, int Hkv, int D> void test_paged(int bs, int window) {
 template <int Hq, int Hkv, int D> void test_attention(int past, int n, int window) {
   const int capacity = past + n + 3, layers = 2, layer = 1;
   constexpr int row = Hkv * D;
-  std::vector<float> kc = random_floats(static_cast<size_t>(layers) * capacity * row),
-                     vc = random_floats(kc.size());
-  std::vector<float> q = random_floats(static_cast<size_t>(n) * Hq * D),
-                     k = random_floats(static_cast<size_t>(n) * row),
-                     v = random_floats(static_cast<size_t>(n) * row);
+  std::vector<float> kc, vc, q, k, v;
+  random_attention_inputs(layers, capacity, n, Hq * D, row, kc, vc, q, k, v);
   std::vector<int32_t> pos(n);
   for (int i = 0; i < n; ++i)
     pos[i] = past + i;
