@@ -5,8 +5,9 @@
 #   bench/llamacpp.sh            fetch + build if needed, then print KEY=VALUE lines (paths, version)
 #   bench/llamacpp.sh --env      only print the KEY=VALUE lines (fails if not built)
 #
-# What it builds (CMake Release, GGML_NATIVE=ON, CPU only, shared libraries, no server/curl/openssl,
-# no tests/examples): llama-bench, llama-quantize, llama-perplexity, llama-tokenize and libllama.so.
+# What it builds (CMake Release, GGML_NATIVE=ON, CPU only, shared libraries, no curl/openssl, no
+# tests/examples): llama-bench, llama-quantize, llama-perplexity, llama-tokenize, llama-server
+# (bench/serve_throughput.py; without its web UI, which llama.cpp would download) and libllama.so.
 # The cache also keeps llama.cpp's convert_hf_to_gguf.py + gguf-py (conversion) and the sdist's
 # llama_cpp Python package (ctypes bindings of that exact llama.cpp, used to read its logits).
 # Nothing of llama.cpp goes into this repository.
@@ -23,7 +24,7 @@ SRC="$CACHE/src"            # vendor/llama.cpp of the sdist
 PYPKG="$CACHE/python"       # the sdist's llama_cpp package (ctypes bindings)
 BUILD="$CACHE/build"
 BIN="$BUILD/bin"
-TOOLS=(llama-bench llama-quantize llama-perplexity llama-tokenize)
+TOOLS=(llama-bench llama-quantize llama-perplexity llama-tokenize llama-server)
 
 pick_python() {
   if [[ -n "${PHIMOE_VENV:-}" && -x "$PHIMOE_VENV/bin/python" ]]; then echo "$PHIMOE_VENV/bin/python"
@@ -97,9 +98,9 @@ if ! built; then
     -DBUILD_SHARED_LIBS=ON \
     -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DGGML_METAL=OFF -DGGML_HIP=OFF -DGGML_SYCL=OFF \
     -DGGML_OPENCL=OFF -DGGML_RPC=OFF -DGGML_BACKEND_DL=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
-    -DLLAMA_BUILD_COMMIT="$commit" >&2
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=ON \
+    -DLLAMA_BUILD_APP=OFF -DLLAMA_BUILD_UI=OFF -DLLAMA_USE_PREBUILT_UI=OFF \
+    -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DLLAMA_BUILD_COMMIT="$commit" >&2
   cmake --build "$BUILD" -j "${LLAMA_CPP_JOBS:-$(nproc)}" --target "${TOOLS[@]}" llama >&2
   sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$BUILD/CMakeCache.txt" | head -1 |
     xargs -I{} sh -c '{} --version | head -1' > "$CACHE/compiler" 2>/dev/null || true

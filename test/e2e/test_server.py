@@ -12,6 +12,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -438,6 +439,27 @@ def test_concurrent_load_matches_single_requests(server, long_reply):
     assert steps < tokens / 2, (steps, tokens)  # decode steps were shared
     assert after["phimoe_active_sequences"] == 0 and after["phimoe_queue_depth"] == 0
     assert server.get("/health")[0] == 200
+
+
+def test_throughput_benchmark_counts_what_the_server_did(compiled, tmp_path):
+    # bench/serve_throughput.py (docs/BENCHMARKS.md's server table) on its own server: every
+    # reply has the tokens asked for, one stream takes a step per token (the prompt's step
+    # gives the first), three share their steps.
+    result = tmp_path / "throughput.json"
+    proc = subprocess.run(
+        [sys.executable, str(oracle.ROOT / "bench" / "serve_throughput.py"), str(compiled),
+         "--concurrency", "1,3", "--requests", "2", "--max-tokens", "8", "--prompt-tokens", "5",
+         "--parallel", "4", "--ctx-size", "64", "--threads", "1", "--json", str(result)],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["concurrency"]: r for r in json.loads(result.read_text())["ours"]}
+    assert sorted(rows) == [1, 3]
+    for c, r in rows.items():
+        assert r["requests"] == 2 * c and r["generated_tokens"] == 2 * c * 8
+        assert 0 < r["engine_busy"] <= 1.05 and r["tokens_per_s"] > 0
+    assert rows[1]["steps_per_token"] == pytest.approx(1.0)
+    assert 1 / 3 <= rows[3]["steps_per_token"] < 1.0
+    assert "| 3 | 6 | 48 |" in proc.stdout  # the Markdown row: streams, requests, tokens
 
 
 def test_sigterm_stops_cleanly(compiled):
