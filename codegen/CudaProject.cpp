@@ -41,6 +41,7 @@ const std::pair<const char *, const char *> kProjectFiles[] = {
     {"runtime/include/phimoe_rt/sparsemixer.h", "runtime/include/phimoe_rt/sparsemixer.h"},
     {"runtime/include/phimoe_cuda/check.h", "runtime/include/phimoe_cuda/check.h"},
     {"runtime/include/phimoe_cuda/launch.h", "runtime/include/phimoe_cuda/launch.h"},
+    {"runtime/include/phimoe_cuda/profile.h", "runtime/include/phimoe_cuda/profile.h"},
     {"runtime/include/phimoe_cuda/runtime.h", "runtime/include/phimoe_cuda/runtime.h"},
     {"runtime/include/phimoe_cuda/model.h", "runtime/include/phimoe_cuda/model.h"},
     {"runtime/include/phimoe_cuda/elements.cuh", "runtime/include/phimoe_cuda/elements.cuh"},

@@ -3,6 +3,7 @@
 #include "phimoe_cuda/session.h"
 
 #include "phimoe_cuda/model.h"
+#include "phimoe_cuda/profile.h"
 
 #include <algorithm>
 #include <cstdlib>
@@ -56,6 +57,8 @@ cudaGraphExec_t capture_graph(cudaStream_t stream, const std::function<void()> &
 }
 
 bool graphs_enabled() {
+  if (profile::enabled()) // a graph's replay has no per-kernel spans (profile.h)
+    return false;
   const char *graphs = std::getenv("PHIMOE_CUDA_GRAPH");
   return !(graphs && std::strcmp(graphs, "0") == 0);
 }

@@ -7,11 +7,13 @@ switch) and the command line, run thread by thread on the CPU. test/gpu/gpu_orac
 What this cannot tell (docs/cuda.md, "The CUDA emulation"): speed, and whatever the hardware
 does that the emulation only models (mma.sync, shuffles, the device's math functions):
 test/gpu/run.sh on a GPU."""
+import json
 import os
 import pathlib
 import re
 import subprocess
 import sys
+import types
 
 import pytest
 
@@ -97,6 +99,71 @@ def test_decode_steps_run_as_graphs(tmp_path):
     assert (eager_captured, eager_replays) == (0, 0)
     assert eager_tokens == tokens
     assert launches > eager_launches // 2  # the replays' kernels ran
+
+
+def test_profile_has_a_span_for_every_launch(tmp_path):
+    """PHIMOE_CUDA_PROFILE (profile.h; bench/bench_gpu.py's kernel table): every kernel launch
+    of a run has its span, summed by kernel and launcher with the launcher's shapes; graphs
+    are off while profiling, and the tokens are those of a run without it."""
+    src = tmp_path / "src"
+    oracle.save(oracle.make_model(oracle.tiny_config(layers=2), seed=3), src)
+    out = tmp_path / "cuda"
+    proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(src), "-o", str(out), "--target",
+                           "sm_90", "--quant", "f32"], capture_output=True, text=True,
+                          env=dict(os.environ, PHIMOE_NVCC=str(NVCC_EMU)))
+    assert proc.returncode == 0, proc.stderr
+    cfg = oracle.tiny_config(layers=2)
+    profile = tmp_path / "profile.json"
+
+    def run(**env):
+        r = subprocess.run([str(out / "phimoe-bin"), "--tokens", "5,6,7,8", "-n", "6"],
+                           capture_output=True, text=True,
+                           env=dict(os.environ, PHIMOE_EMU_STATS="1", **env))
+        assert r.returncode == 0, r.stderr
+        found = re.search(r"(\d+) kernel launches, (\d+) graphs captured, (\d+) graph launches",
+                          r.stderr)
+        assert found, r.stderr
+        return r, [int(g) for g in found.groups()]
+
+    plain, _ = run()
+    profiled, (launches, captured, replays) = run(PHIMOE_CUDA_PROFILE=str(profile))
+    assert profiled.stdout == plain.stdout
+    assert (captured, replays) == (0, 0)
+    got = json.loads(profile.read_text())
+    assert got["launches"] == launches == sum(k["launches"] for k in got["kernels"])
+    assert f"PHIMOE_CUDA_PROFILE: {launches} launches" in profiled.stderr
+    assert got["kernel_ms"] == pytest.approx(sum(k["ms"] for k in got["kernels"]), rel=1e-4)
+    by_name = {(k["kernel"], k["launcher"]): k for k in got["kernels"]}
+    assert all(k["ms"] > 0 for k in got["kernels"]), got
+    h, i, e = cfg.hidden_size, cfg.intermediate_size, cfg.num_local_experts
+    # 6 forwards (the prompt, then 5 decode steps) of 2 layers: per layer one each of these.
+    moe = f"moe_sparsemixer [E = {e}, H = {h}, I = {i}, R = float, GU = float, DW = float]"
+    for kernel, launcher in [("router_kernel", moe), ("gate_up_kernel", moe),
+                             ("down_kernel", moe)]:
+        assert by_name[(kernel, launcher)]["launches"] == 6 * 2, (kernel, sorted(by_name))
+    heads, kv, d = (cfg.num_attention_heads, cfg.num_key_value_heads,
+                    h // cfg.num_attention_heads)
+    attn = by_name[("attention_partial", f"attention_simt [Hq = {heads}, Hkv = {kv}, D = {d}]")]
+    assert attn["launches"] == 6 * 2
+    lm_head = by_name[("gemv_kernel", f"linear [N = {cfg.vocab_size}, K = {h}, W = float, "
+                                      f"B = float]")]
+    assert lm_head["launches"] == 6
+    # bench_gpu.py reads the weight bytes of a decode launch from these launcher names.
+    sys.path.insert(0, str(oracle.ROOT / "bench"))
+    import bench_gpu
+    assert bench_gpu.decode_weight_bytes("gemv_kernel", lm_head["launcher"], 2) == \
+        cfg.vocab_size * h * 4
+    assert bench_gpu.decode_weight_bytes("gate_up_kernel", moe, 2) == 2 * 2 * i * h * 4
+    # ... and runs the build's bench under the profile: 4 decode steps, a 12-token prompt.
+    runner = types.SimpleNamespace(work=tmp_path, prompts=[12], args=types.SimpleNamespace(gen=4),
+                                   tmo=lambda cap: cap)
+    phases = bench_gpu.Runner.profile_phimoe(runner, out / "phimoe-bin")
+    assert sorted(phases) == ["decode", "prefill"]
+    for phase in phases.values():
+        assert phase["tokens_per_s"] > 0 and phase["forwards"] >= 2
+        assert phase["launches"] == sum(k["launches"] for k in phase["kernels"])
+    assert "| gemv_kernel <- linear" in "\n".join(bench_gpu.render_profile(
+        dict(layers=[2], engines={"ours/f32": {"profile": phases}})))
 
 
 def test_batched_serve_decode_runs_as_graphs(tmp_path):

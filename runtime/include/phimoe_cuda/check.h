@@ -27,7 +27,14 @@ namespace phimoe_cuda {
   } while (0)
 
 // After a <<<...>>> launch: the launch's own error (bad configuration, no kernel image for
-// this device). Errors of the running kernel surface at the next synchronising call.
-#define PHIMOE_CUDA_CHECK_LAUNCH() PHIMOE_CUDA_CHECK(cudaGetLastError())
+// this device). Errors of the running kernel surface at the next synchronising call. (With
+// PHIMOE_CUDA_PROFILE, it also records the event that ends the kernel's span: profile.h.)
+#define PHIMOE_CUDA_CHECK_LAUNCH()                                                            \
+  do {                                                                                        \
+    ::phimoe_cuda::profile::end();                                                            \
+    PHIMOE_CUDA_CHECK(cudaGetLastError());                                                    \
+  } while (0)
+
+#include "phimoe_cuda/profile.h"
 
 #endif // PHIMOE_CUDA_CHECK_H

@@ -785,10 +785,10 @@ void attention_simt(Context &ctx, const float *q, int n, const int32_t *pos, con
   // A block per KV head's group of query heads where that fits, else a block per head.
   constexpr int G = attention_group<Hq, Hkv, D>();
   const bool grouped = attention_grouped<Hq, Hkv, D>();
-  auto kernel =
+  auto attention_partial =
       grouped ? attention_partial_kernel<Hq, Hkv, D, G> : attention_partial_kernel<Hq, Hkv, D, 1>;
   dim3 grid(n * (grouped ? Hq / G : Hq), static_cast<unsigned>(splits));
-  PHIMOE_CUDA_LAUNCH(grid, 32 * kAttnWarps, 0, ctx.stream, kernel)
+  PHIMOE_CUDA_LAUNCH(grid, 32 * kAttnWarps, 0, ctx.stream, attention_partial)
   (q, pos, layer, ctx.capacity, pages, ctx.k_cache, ctx.v_cache, scale, window,
    ctx.attn_partials);
   PHIMOE_CUDA_CHECK_LAUNCH();

@@ -32,7 +32,8 @@ void free_forward(Context &ctx, std::vector<void *> &owned);
 // Captures what `record` queues on `stream` into a graph and instantiates it (a failed capture
 // throws and leaves nothing behind).
 cudaGraphExec_t capture_graph(cudaStream_t stream, const std::function<void()> &record);
-// Whether decode runs through CUDA graphs: PHIMOE_CUDA_GRAPH=0 turns them off.
+// Whether decode runs through CUDA graphs: PHIMOE_CUDA_GRAPH=0 turns them off, and so does
+// PHIMOE_CUDA_PROFILE (profile.h).
 bool graphs_enabled();
 
 // The logits of position t are those of a fresh forward over tokens[0..t]: the LongRoPE short
