@@ -42,6 +42,8 @@ run (on the GPU machine) then, writing DIR/bench-gpu.json and DIR/bench-gpu.md a
      no bench subcommand, said in the notes); llama.cpp: bf16 GGUFs of both views once
      (bench/gguf_convert.py), llama-quantize --pure at phimoec's tensor types (bench_cpu.py's
      matching), `llama-bench -ngl 99` with the same tests; deletes the packs and GGUFs;
+     for the quants of --profile (default q4k), the larger build's bench once more under
+     PHIMOE_CUDA_PROFILE (profile_phimoe: where the device time goes, kernel by kernel);
   5. transformers in bf16 on the GPU: the same prompts and decode.
 The roofline of decode: the weight bytes a decoded token reads at 32 layers (attention, router,
 norms, 2 of the 16 experts, LM head, one embedding row; each in the storage of the engine's own
@@ -712,7 +714,39 @@ class Runner:
                 continue
             e["runs"][n] = self.time_phimoe(exe)
             self.write()
+        exe = dirs.get(self.layers[-1], pathlib.Path("-")) / "phimoe-bin"
+        if quant in self.args.profile.split(",") and exe.is_file() and not self.dry:
+            if self.left() < 60:
+                self.note(f"out of time before the profile of ours/{quant}")
+            else:
+                try:
+                    e["profile"] = self.profile_phimoe(exe)
+                except Exception as ex:  # noqa: BLE001 - the timings above stand
+                    self.error(f"profile ours/{quant}", ex)
+                self.write()
         self.stage(f"bench_ours_{quant}", t0)
+
+    def profile_phimoe(self, exe):
+        """PHIMOE_CUDA_PROFILE (runtime/include/phimoe_cuda/profile.h) of one build: a decode
+        run (-p 0 -n G, G <= 64) and a prefill run (-p P, the first prompt length), one
+        repetition each (and bench's warm-up), eager (profiling turns the decode graphs off).
+        Per phase: every kernel's summed spans by launcher (with its shapes), the forwards (the
+        embedding's launches: one per forward), and that run's tokens/s."""
+        res = {}
+        for phase, p, n in (("decode", 0, min(self.args.gen, 64)),
+                            ("prefill", self.prompts[0], 0)):
+            path = self.work / f"profile-{exe.parent.name}-{phase}.json"
+            path.unlink(missing_ok=True)
+            proc, _ = sh([exe, "bench", "-p", p, "-n", n, "-r", 1, "--json"],
+                         env=dict(os.environ, PHIMOE_CUDA_PROFILE=str(path)),
+                         timeout=self.tmo(120))
+            j = json.loads(proc.stdout.strip().splitlines()[-1])
+            prof = json.loads(path.read_text())
+            prof["tokens_per_s"] = (j["tg"] if n else j["pp"])["tokens_per_s"]
+            prof["forwards"] = sum(k["launches"] for k in prof["kernels"]
+                                   if k["kernel"] == "embed_kernel")
+            res[phase] = prof
+        return res
 
     def time_phimoe(self, exe):
         """{pp512: {tokens_per_s, stddev}, ..., tg128: ..., method} of one build: its `bench`
@@ -1156,6 +1190,74 @@ def summarize(result):
     return rows
 
 
+# Bytes per value of the storages a CUDA launcher names as its template arguments.
+STORAGE_BYTES = {"float": 4.0, "bf16": 2.0, "f16": 2.0, "block_q8_0": 34 / 32,
+                 "block_q4k": 144 / 256, "block_q6k": 210 / 256}
+
+
+def launcher_args(launcher):
+    """"linear [N = 4096, K = 6400, W = block_q4k, B = float]" -> {"N": "4096", ...}."""
+    m = re.search(r"\[(.*)\]$", launcher)
+    out = {}
+    for part in re.split(r"[,;]\s*", m.group(1)) if m else []:
+        if "=" in part:
+            k, v = part.split("=", 1)
+            out[k.split()[-1]] = v.strip()
+    return out
+
+
+def decode_weight_bytes(kernel, launcher, top_k):
+    """The weight bytes one launch of a decode kernel reads for one row (None for kernels that
+    read no weights, or shapes it does not know)."""
+    a = launcher_args(launcher)
+    try:
+        values, storage = {
+            "gemv_kernel": lambda: (int(a["N"]) * int(a["K"]), a["W"]),
+            "gate_up_kernel": lambda: (top_k * 2 * int(a["I"]) * int(a["H"]), a["GU"]),
+            "down_kernel": lambda: (top_k * int(a["H"]) * int(a["I"]), a["DW"]),
+            "router_kernel": lambda: (int(a["E"]) * int(a["H"]), a["R"]),
+        }[kernel]()
+    except (KeyError, ValueError):
+        return None
+    per = STORAGE_BYTES.get(storage)
+    return values * per if per else None
+
+
+def render_profile(result, top=12):
+    """Where the device time of ours goes, per profiled build and phase (profile_phimoe)."""
+    top_k = 2
+    lines = []
+    for key, e in result["engines"].items():
+        for phase, prof in (e.get("profile") or {}).items():
+            forwards = prof.get("forwards") or 0
+            if not forwards or not prof.get("kernels"):
+                continue
+            per_fwd_ms = prof["kernel_ms"] / forwards
+            lines.append(f"**{key}, {phase}** ({result['layers'][-1]} layers, eager: "
+                         f"{prof['tokens_per_s']:.1f} tokens/s; {forwards} forwards; per forward "
+                         f"{prof['launches'] / forwards:.1f} launches and {per_fwd_ms:.3f} ms "
+                         f"of kernel spans):")
+            lines.append("")
+            lines.append("| kernel <- launcher | launches/forward | mean us | share | "
+                         "weight GB/s |")
+            lines.append("|---|---|---|---|---|")
+            for k in prof["kernels"][:top]:
+                gbs = ""
+                nbytes = decode_weight_bytes(k["kernel"], k["launcher"], top_k)
+                if phase == "decode" and nbytes and k["mean_us"] > 0:
+                    gbs = f"{nbytes / (k['mean_us'] * 1e-6) / 1e9:.0f}"
+                share = 100 * k["ms"] / prof["kernel_ms"] if prof["kernel_ms"] else 0
+                lines.append(f"| {k['kernel']} <- {k['launcher']} | "
+                             f"{k['launches'] / forwards:.2f} | {k['mean_us']:.1f} | "
+                             f"{share:.1f}% | {gbs} |")
+            if len(prof["kernels"]) > top:
+                rest = prof["kernels"][top:]
+                lines.append(f"| ({len(rest)} more) | | | "
+                             f"{100 * sum(k['ms'] for k in rest) / prof['kernel_ms']:.1f}% | |")
+            lines.append("")
+    return lines
+
+
 def render_markdown(result):
     def f(x, spec=".1f"):
         return "n/a" if x is None else format(x, spec)
@@ -1192,6 +1294,7 @@ def render_markdown(result):
         lines.append(f"Targets: q4k decode at 32 layers {100 * tg['roofline_fraction']:.0f}% of "
                      f"the roofline (target >= 60%), {vs} llama.cpp (target >= 3x).")
         lines.append("")
+    lines += render_profile(result)
     if result["bundle"].get("skipped"):
         for q, why in result["bundle"].get("skipped", {}).items():
             lines.append(f"- {q} skipped: {why}")
@@ -1252,7 +1355,7 @@ def selftest(args):
     rargs = argparse.Namespace(bundle=str(bundle), out=str(work / "out"), work=str(work / "run"),
                                deadline_s=3600, dry=True, prompts="16,32", gen=4, reps=1,
                                keep=True, no_transformers=False, llama_bin=lc["LLAMA_CPP_BIN"],
-                               serial_pack=False, unit_values=1 << 24)
+                               serial_pack=False, unit_values=1 << 24, profile="q4k")
     runner = Runner(rargs)
     runner.go()
     # parallel_pack and derive_pack write phimoe-pack's bytes: every share one part (the
@@ -1329,6 +1432,9 @@ def main():
     r.add_argument("-r", "--reps", type=int, default=3)
     r.add_argument("--keep", action="store_true", help="keep the scratch directory")
     r.add_argument("--no-transformers", action="store_true")
+    r.add_argument("--profile", default="q4k",
+                   help="quants whose largest build also runs under PHIMOE_CUDA_PROFILE "
+                        "(comma-separated; '' for none)")
     r.add_argument("--llama-bin", help="llama.cpp tools to use instead of the bundle's")
     r.add_argument("--serial-pack", action="store_true",
                    help="one phimoe-pack per layer count (no parallel_pack)")

@@ -60,6 +60,38 @@ def test_summary_and_report():
     assert "| ours/q4k | tg128 |" in bench_gpu.render_markdown(result)
 
 
+def test_kernel_profile_table():
+    # A decode profile as profile.h writes it: the q4_K expert kernels of Phi-3.5-MoE's
+    # shapes; 2 forwards (embed launches). gate_up reads 2 experts x 2 x 6400 x 4096 q4_K
+    # values (144 bytes per 256) in 50 us: 1.1796e8 bytes -> 2359 GB/s.
+    moe = "moe_sparsemixer [E = 16, H = 4096, I = 6400, R = bf16, GU = block_q4k, DW = block_q4k]"
+    gate_up = 2 * 2 * 6400 * 4096 * 144 / 256
+    assert bench_gpu.decode_weight_bytes("gate_up_kernel", moe, 2) == gate_up
+    assert bench_gpu.decode_weight_bytes("down_kernel", moe, 2) == gate_up / 2
+    assert bench_gpu.decode_weight_bytes("router_kernel", moe, 2) == 16 * 4096 * 2
+    lm = "linear [N = 32064, K = 4096, W = block_q6k, B = float]"
+    assert bench_gpu.decode_weight_bytes("gemv_kernel", lm, 2) == 32064 * 4096 * 210 / 256
+    # gcc's spelling too, and kernels that read no weights
+    assert bench_gpu.decode_weight_bytes(
+        "gemv_kernel", "linear [with int N = 8; int K = 256; W = block_q8_0; B = float]",
+        2) == 8 * 256 * 34 / 32
+    assert bench_gpu.decode_weight_bytes("layer_norm_kernel", "layer_norm [H = 4096, W = float]",
+                                         2) is None
+    assert bench_gpu.decode_weight_bytes("gemv_kernel", "linear [N = 8, K = 8, W = int8_t]",
+                                         2) is None
+    prof = {"launches": 6, "kernel_ms": 0.2, "tokens_per_s": 400.0, "forwards": 2, "kernels": [
+        {"kernel": "gate_up_kernel", "launcher": moe, "launches": 2, "ms": 0.1, "mean_us": 50.0},
+        {"kernel": "down_kernel", "launcher": moe, "launches": 2, "ms": 0.08, "mean_us": 40.0},
+        {"kernel": "embed_kernel", "launcher": "embed [V = 32064, H = 4096, W = block_q8_0]",
+         "launches": 2, "ms": 0.02, "mean_us": 10.0}]}
+    result = dict(layers=[1, 2], engines={"ours/q4k": {"profile": {"decode": prof}}})
+    text = "\n".join(bench_gpu.render_profile(result))
+    assert "3.0 launches and 0.100 ms of kernel spans" in text
+    assert f"| gate_up_kernel <- {moe} | 1.00 | 50.0 | 50.0% | {gate_up / 50e-6 / 1e9:.0f} |" in text
+    assert "| embed_kernel <- embed [V = 32064, H = 4096, W = block_q8_0] | 1.00 | 10.0 | 10.0% |  |" in text
+    assert "| (1 more) | | | 10.0% | |" in "\n".join(bench_gpu.render_profile(result, top=2))
+
+
 @pytest.mark.skipif(not oracle.PHIMOEC.exists(), reason="phimoec is not built")
 def test_checkpoint_covers_the_pack_plan(tmp_path):
     """Every checkpoint tensor a pack plan names is one bench_gpu writes (same names, shapes),
