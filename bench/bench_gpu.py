@@ -42,8 +42,10 @@ run (on the GPU machine) then, writing DIR/bench-gpu.json and DIR/bench-gpu.md a
      no bench subcommand, said in the notes); llama.cpp: bf16 GGUFs of both views once
      (bench/gguf_convert.py), llama-quantize --pure at phimoec's tensor types (bench_cpu.py's
      matching), `llama-bench -ngl 99` with the same tests; deletes the packs and GGUFs;
-     for the quants of --profile (default q4k), the larger build's bench once more under
-     PHIMOE_CUDA_PROFILE (profile_phimoe: where the device time goes, kernel by kernel);
+     for the quants of --pdl (default q4k), decode again with PHIMOE_CUDA_PDL=1 (engine
+     ours/Q+pdl: programmatic dependent launch); for those of --profile (default q4k), the
+     larger build's bench once more under PHIMOE_CUDA_PROFILE (profile_phimoe: where the
+     device time goes, kernel by kernel);
   5. transformers in bf16 on the GPU: the same prompts and decode.
 The roofline of decode: the weight bytes a decoded token reads at 32 layers (attention, router,
 norms, 2 of the 16 experts, LM head, one embedding row; each in the storage of the engine's own
@@ -714,6 +716,24 @@ class Runner:
                 continue
             e["runs"][n] = self.time_phimoe(exe)
             self.write()
+        if quant in self.args.pdl.split(",") and not self.dry:
+            # Decode again with programmatic dependent launch (launch.h: off by default until
+            # measured): the next kernel's launch overlaps the end of the one before.
+            pdl = self.engine(f"ours/{quant}+pdl")
+            pdl.update(engine="phimoec", quant=quant, storages=storages, bytes_split=split,
+                       runs={}, env="PHIMOE_CUDA_PDL=1")
+            for n in self.layers:
+                exe = dirs[n] / "phimoe-bin"
+                if not exe.is_file() or self.left() < 45:
+                    break
+                try:
+                    pdl["runs"][n] = self.time_phimoe(
+                        exe, env=dict(os.environ, PHIMOE_CUDA_PDL="1"),
+                        only={f"tg{self.args.gen}"})
+                except Exception as ex:  # noqa: BLE001 - the default launches' rows stand
+                    self.error(f"ours/{quant}+pdl", ex)
+                    break
+                self.write()
         exe = dirs.get(self.layers[-1], pathlib.Path("-")) / "phimoe-bin"
         if quant in self.args.profile.split(",") and exe.is_file() and not self.dry:
             if self.left() < 60:
@@ -748,18 +768,18 @@ class Runner:
             res[phase] = prof
         return res
 
-    def time_phimoe(self, exe):
+    def time_phimoe(self, exe, env=None, only=None):
         """{pp512: {tokens_per_s, stddev}, ..., tg128: ..., method} of one build: its `bench`
         subcommand (the CPU build's JSON line; pp and tg from an empty context, as llama-bench
-        measures them), else process-level timing."""
+        measures them), else process-level timing. `only`: the tests to run (default all)."""
         if self.dry:
             return dict(placeholder_tokens_per_s(self.prompts, self.args.gen), method="dry")
         res = {}
         runs = [(f"pp{p}", p, 0) for p in self.prompts] + [
             (f"tg{self.args.gen}", 0, self.args.gen)]
-        for key, p, n in runs:
+        for key, p, n in [r for r in runs if only is None or r[0] in only]:
             proc, _ = sh([exe, "bench", "-p", p, "-n", n, "-r", self.args.reps, "--json"],
-                         check=False, timeout=self.tmo(300))
+                         check=False, timeout=self.tmo(300), env=env)
             if proc.returncode != 0:
                 if re.search(r"unknown option|usage", proc.stderr, re.I) and not res:
                     self.note(f"{exe.parent.name}: phimoe-bin has no `bench` subcommand "
@@ -1183,8 +1203,8 @@ def summarize(result):
     by = {(r["engine"], r["test"]): r for r in rows}
     for r in rows:
         engine, quant = r["engine"].split("/")
-        if engine == "ours":
-            peer = by.get((f"llama.cpp/{quant}", r["test"]))
+        if engine == "ours":  # (ours/q4k+pdl against llama.cpp/q4k too)
+            peer = by.get((f"llama.cpp/{quant.split('+')[0]}", r["test"]))
             if peer and peer["tps_32"] and r["tps_32"]:
                 r["vs_llama"] = r["tps_32"] / peer["tps_32"]
     return rows
@@ -1355,7 +1375,8 @@ def selftest(args):
     rargs = argparse.Namespace(bundle=str(bundle), out=str(work / "out"), work=str(work / "run"),
                                deadline_s=3600, dry=True, prompts="16,32", gen=4, reps=1,
                                keep=True, no_transformers=False, llama_bin=lc["LLAMA_CPP_BIN"],
-                               serial_pack=False, unit_values=1 << 24, profile="q4k")
+                               serial_pack=False, unit_values=1 << 24, profile="q4k",
+                               pdl="q4k")
     runner = Runner(rargs)
     runner.go()
     # parallel_pack and derive_pack write phimoe-pack's bytes: every share one part (the
@@ -1432,6 +1453,9 @@ def main():
     r.add_argument("-r", "--reps", type=int, default=3)
     r.add_argument("--keep", action="store_true", help="keep the scratch directory")
     r.add_argument("--no-transformers", action="store_true")
+    r.add_argument("--pdl", default="q4k",
+                   help="quants whose builds also time decode with PHIMOE_CUDA_PDL=1 "
+                        "(engine ours/Q+pdl; comma-separated, '' for none)")
     r.add_argument("--profile", default="q4k",
                    help="quants whose largest build also runs under PHIMOE_CUDA_PROFILE "
                         "(comma-separated; '' for none)")

@@ -46,6 +46,9 @@ def test_summary_and_report():
                                                    "tg128": {"tokens_per_s": 100.0}},
                                              "2": {"pp512": {"tokens_per_s": 500.0},
                                                    "tg128": {"tokens_per_s": 50.0}}}),
+                      "ours/q4k+pdl": dict(bytes_split=dict(layer=1e8, fixed=1e8, layers=2),
+                                           runs={"1": {"tg128": {"tokens_per_s": 125.0}},
+                                                 "2": {"tg128": {"tokens_per_s": 62.5}}}),
                       "llama.cpp/q4k": dict(bytes_split=dict(layer=1e8, fixed=1e8, layers=2),
                                             runs={"1": {"tg128": {"tokens_per_s": 50.0}},
                                                   "2": {"tg128": {"tokens_per_s": 25.0}}})})
@@ -57,6 +60,10 @@ def test_summary_and_report():
     assert tg["roofline_tps"] == pytest.approx(1000e9 / 33e8)
     assert tg["roofline_fraction"] == pytest.approx((1 / 0.32) / (1000e9 / 33e8))
     assert tg["vs_llama"] == pytest.approx(2.0)
+    # decode timed again with PHIMOE_CUDA_PDL=1: against the same llama.cpp/q4k; no prefill
+    pdl = rows[("ours/q4k+pdl", "tg128")]
+    assert pdl["vs_llama"] == pytest.approx(2.5)
+    assert rows[("ours/q4k+pdl", "pp512")]["tps_32"] is None
     assert "| ours/q4k | tg128 |" in bench_gpu.render_markdown(result)
 
 

@@ -4,6 +4,7 @@ machine with a GPU (docs/cuda.md)."""
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -358,3 +359,24 @@ def test_emitted_project_builds_without_phimoec(tmp_path):
                            "--block-size", "24", "--weights", str(build / "weights.phw")],
                           capture_output=True, text=True)
     assert proc.returncode == 1 and "needs a power of two" in proc.stderr, proc.stderr
+
+
+def test_every_kernel_starts_with_its_prologue():
+    # launch.h: with PHIMOE_CUDA_PDL=1 a kernel may start before the one before it has
+    # finished; PHIMOE_CUDA_KERNEL_PROLOGUE (griddepcontrol.wait) must come before anything
+    # that reads memory, i.e. first, after the block's shared-memory declarations only. (The
+    # emulation checks that every thread runs it before any barrier; this, that nothing
+    # comes before it.)
+    kernels = 0
+    for header in sorted((oracle.ROOT / "runtime" / "include" / "phimoe_cuda").glob("*.cuh")):
+        text = header.read_text()
+        for m in re.finditer(r"__global__\s[^{;]*?\)\s*\{", text):
+            kernels += 1
+            name = re.search(r"(\w+)\s*\(", m.group(0)).group(1)
+            body = text[m.end():].splitlines()[1:]
+            first = next(line.strip() for line in body
+                         if line.strip() and not line.strip().startswith("//")
+                         and not re.match(r"(__shared__|PHIMOE_CUDA_DYNAMIC_SHARED)\b",
+                                          line.strip()))
+            assert first == "PHIMOE_CUDA_KERNEL_PROLOGUE();", (header.name, name, first)
+    assert kernels >= 20

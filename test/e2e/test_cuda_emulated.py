@@ -55,6 +55,15 @@ def test_emulated_cuda_build_in_random_thread_and_block_order(case, tmp_path):
     emulate(case, tmp_path, PHIMOE_EMU_SCHEDULE="random:7")
 
 
+@pytest.mark.parametrize("case", ["f32-long-prompt", "q4k"])
+def test_emulated_cuda_build_with_programmatic_dependent_launch(case, tmp_path):
+    """The same as launched with PHIMOE_CUDA_PDL=1 (launch.h): the emulation then fails a
+    kernel any of whose threads does not run PHIMOE_CUDA_KERNEL_PROLOGUE before anything else
+    (on a GPU it would read what the kernel before it has not finished writing); these cases
+    reach the tensor-core prefill, the grouped MoE and the decode graphs."""
+    emulate(case, tmp_path, PHIMOE_CUDA_PDL="1")
+
+
 @pytest.mark.skipif(not ASAN_LIBRARY.exists(), reason="no AddressSanitizer runtime in this build")
 @pytest.mark.parametrize("case", list(gpu_oracle.CASES) + ["text-f32"])
 def test_emulated_cuda_build_under_address_sanitizer(case, tmp_path):

@@ -9,7 +9,9 @@
 # (b) runs the CUDA phimoe-bin builds of small random PhiMoE models and compares their logits
 #     and greedy ids with transformers and with the CPU phimoe-bin, then the command line of
 #     CUDA builds of examples/tiny-phimoe: -p greedy text, bench --json and serve against the
-#     CPU build (test/gpu/gpu_oracle.py).
+#     CPU build (test/gpu/gpu_oracle.py);
+# (c) on sm_90 and later, two of (b)'s numeric cases again with PHIMOE_CUDA_PDL=1
+#     (programmatic dependent launch; PHIMOE_PDL_CASES names others).
 #     The builds come from ARTIFACTS (made elsewhere by `gpu_oracle.py prepare`, which needs
 #     phimoec and so MLIR), or are made here first when $PHIMOE_BUILD_DIR/compiler/phimoec
 #     exists.
@@ -64,6 +66,14 @@ if [ -z "$artifacts" ]; then
   PHIMOE_CUDA_TARGET=$arch "$python" "$root/test/gpu/gpu_oracle.py" prepare "$artifacts"
 fi
 "$python" "$root/test/gpu/gpu_oracle.py" check "$artifacts" || status=1
+
+# (c) Two of the numeric cases again with programmatic dependent launch (launch.h; sm_90 and
+# later): the decode graphs' programmatic edges and the prologues' waits on the hardware.
+if [ "${arch#sm_}" -ge 90 ] 2>/dev/null; then
+  echo "== (c) the same with PHIMOE_CUDA_PDL=1"
+  PHIMOE_CUDA_PDL=1 PHIMOE_ORACLE_CASES="${PHIMOE_PDL_CASES:-q4k f32-long-prompt}" \
+    "$python" "$root/test/gpu/gpu_oracle.py" check "$artifacts" || status=1
+fi
 
 rm -rf "$work"
 echo "== $( [ $status = 0 ] && echo PASSED || echo FAILED )"

@@ -66,6 +66,7 @@ __global__ void __launch_bounds__(kFaThreads)
     attention_tc_kernel(const float *q, int n, const int32_t *pos, int layer, int capacity,
                         KvPages pages, const float *k_cache, const float *v_cache, float scale,
                         int window, float *out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   static_assert(fa_supported<D>(), "attention_tc: head dimension");
   constexpr int KS = D / 16, ND = D / 8;
   __shared__ FaShared<D> s;

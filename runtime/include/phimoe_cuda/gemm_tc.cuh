@@ -484,6 +484,7 @@ template <int N, int K, class W, class B, int Terms>
 __global__ void __launch_bounds__(kTcThreads)
     gemm_tc_kernel(const float *x, int n, const W *w, const B *bias, float *out) {
   __shared__ TcShared<Terms> s;
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int t0 = blockIdx.y * kTcBM, r0 = blockIdx.x * kTcBN;
   tc_gemm_rows(s.a_rows, s.b_rows, n, N, t0, r0, threadIdx.x);
   __syncthreads();

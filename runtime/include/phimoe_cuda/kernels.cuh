@@ -130,6 +130,7 @@ inline int blocks_for(long long items, int per_block) {
 // ---------------------------------------------------------------------------------------
 template <int V, int H, class W>
 __global__ void embed_kernel(const int32_t *ids, const W *table, float *out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int t = blockIdx.x;
   const int id = ids[t];
   float *o = out + static_cast<size_t>(t) * H;
@@ -143,6 +144,7 @@ template <int H, bool Add, class W>
 __global__ void layer_norm_kernel(const float *a, const float *b, const W *w, const W *bias,
                                   float eps, float *sum, float *out) {
   __shared__ float part[32];
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   const size_t row = static_cast<size_t>(blockIdx.x) * H;
   float s = 0.0f;
   for (int j = threadIdx.x; j < H; j += blockDim.x) {
@@ -181,6 +183,7 @@ template <long long N> __host__ __device__ constexpr int gemv_rows() {
 template <int N, int K, class W, class B>
 __global__ void gemv_kernel(const float *x, const W *w, const B *bias, float *out) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   constexpr int RB = gemv_rows<N>();
   const int t = blockIdx.y;
   stage_row<W, K>(xs, x + static_cast<size_t>(t) * K);
@@ -203,6 +206,7 @@ __global__ void gemv_kernel(const float *x, const W *w, const B *bias, float *ou
 // of 32; weight tiles are converted to float in shared memory.
 template <int N, int K, class W, class B>
 __global__ void gemm_kernel(const float *x, int n, const W *w, const B *bias, float *out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   constexpr int BM = 32, BN = 64, BK = 32;
   __shared__ float xs[BM][BK + 1];
   __shared__ float ws[BN][BK + 1];
@@ -238,6 +242,7 @@ __global__ void gemm_kernel(const float *x, int n, const W *w, const B *bias, fl
 
 template <int In, int Offset, int Width>
 __global__ void copy_cols_kernel(const float *x, int n, float *out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   const long long total = static_cast<long long>(n) * Width;
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
        i += static_cast<long long>(gridDim.x) * blockDim.x) {
@@ -250,6 +255,7 @@ __global__ void copy_cols_kernel(const float *x, int n, float *out) {
 // buffers: the q/k/v split of a fused projection in one launch instead of three.
 template <int In, int W0, int W1, int W2>
 __global__ void split_cols_kernel(const float *x, int n, float *o0, float *o1, float *o2) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   constexpr int Used = W0 + W1 + W2;
   const long long total = static_cast<long long>(n) * Used;
   for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
@@ -312,6 +318,7 @@ __device__ __forceinline__ bool window_mapped(const KvPages &pages, int capacity
 // One token per block; out may alias x (each thread reads its pair, then writes it).
 template <int Heads, int D>
 __global__ void rope_kernel(const float *x, const int32_t *pos, RopeTable<D> table, float *out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   constexpr int half = D / 2;
   const int t = blockIdx.x, set = table.set(t);
   const float position = static_cast<float>(pos[t]);
@@ -333,6 +340,7 @@ template <int Hkv, int D>
 __global__ void rope_kv_write_kernel(const float *k, const float *v, const int32_t *pos,
                                      RopeTable<D> table, int layer, int capacity, KvPages pages,
                                      float *k_cache, float *v_cache) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   constexpr int half = D / 2, row = Hkv * D;
   const int t = blockIdx.x, p = pos[t], at = kv_slot(pages, capacity, t, p), set = table.set(t);
   if (at < 0)
@@ -356,6 +364,7 @@ __global__ void rope_kv_write_kernel(const float *k, const float *v, const int32
 template <int Hkv, int D>
 __global__ void kv_write_kernel(const float *k, const float *v, const int32_t *pos, int layer,
                                 int capacity, KvPages pages, float *k_cache, float *v_cache) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   constexpr int row = Hkv * D;
   const int t = blockIdx.x, at = kv_slot(pages, capacity, t, pos[t]);
   if (at < 0)
@@ -380,6 +389,7 @@ __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int
                                          int capacity, KvPages pages, const float *k_cache,
                                          const float *v_cache, float scale, int window,
                                          float *partials) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   static_assert((Hq / Hkv) % G == 0, "attention: a head group shares one KV head");
   constexpr int per_lane = (D + 31) / 32;
   __shared__ float qs[G][D];
@@ -511,6 +521,7 @@ template <int Hq, int Hkv, int D> inline bool attention_grouped() {
 template <int Hq, int D>
 __global__ void attention_combine_kernel(const float *partials, int splits, const int32_t *pos,
                                          int capacity, KvPages pages, int window, float *out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int item = blockIdx.x, t = item / Hq;
   const float *src = partials + static_cast<size_t>(item) * splits * (D + 2);
   float *o = out + static_cast<size_t>(item) * D;
@@ -556,6 +567,7 @@ __global__ void attention_combine_kernel(const float *partials, int splits, cons
 template <int E, int H, class R>
 __global__ void router_kernel(const float *x, const R *router, float eps, DeviceRoute *routes) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs); // H floats, then E logits
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   float *logits = xs + H;
   const int t = blockIdx.x;
   stage_row<R, H>(xs, x + static_cast<size_t>(t) * H);
@@ -578,6 +590,7 @@ template <int E, int H, int I, class GU>
 __global__ void gate_up_kernel(const float *x, const GU *gate_up, const DeviceRoute *routes,
                                float *act) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int slot = blockIdx.y, t = blockIdx.z;
   stage_row<GU, H>(xs, x + static_cast<size_t>(t) * H);
   __syncthreads();
@@ -601,6 +614,7 @@ template <int E, int H, int I, class DW>
 __global__ void down_kernel(const float *act, const DW *down, const DeviceRoute *routes,
                             float *out) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, as); // 2 * I floats
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int t = blockIdx.y;
   stage_row<DW, I>(as, act + static_cast<size_t>(t) * 2 * I);
   stage_row<DW, I>(as + I, act + static_cast<size_t>(t) * 2 * I + I);

@@ -95,6 +95,7 @@ __host__ __device__ inline int moe_gate_up_col(int s) {
 template <int E>
 __global__ void moe_bucket_kernel(const DeviceRoute *routes, int n, int *plan, int *pairs) {
   __shared__ int counts[E], offsets[E], tile_start[E + 1];
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, warps = blockDim.x >> 5;
   const int total = 2 * n;
   for (int e = warp; e < E; e += warps) {
@@ -203,6 +204,7 @@ __global__ void __launch_bounds__(kTcThreads)
     moe_gate_up_tc_kernel(const float *x, const GU *gate_up, const int *plan, const int *pairs,
                           float *act) {
   __shared__ TcShared<Terms> s;
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   int e, first, rows;
   if (!moe_tile(plan, E, blockIdx.y, &e, &first, &rows))
     return; // the whole block: past the last tile
@@ -222,6 +224,7 @@ __global__ void __launch_bounds__(kTcThreads)
                        float *y) {
   __shared__ TcShared<Terms> s;
   __shared__ int pair_of[kTcBM];
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   int e, first, rows;
   if (!moe_tile(plan, E, blockIdx.y, &e, &first, &rows))
     return;
@@ -237,6 +240,7 @@ __global__ void __launch_bounds__(kTcThreads)
 // with an expert id outside [0, E), whose pairs were not bucketed: nan, not stale values).
 template <int E, int H>
 __global__ void moe_combine_kernel(const float *y, const DeviceRoute *routes, float *out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int t = blockIdx.x;
   const DeviceRoute r = routes[t];
   const bool valid = r.i1 >= 0 && r.i1 < E && r.i2 >= 0 && r.i2 < E;

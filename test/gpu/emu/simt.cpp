@@ -9,6 +9,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <map>
 #include <memory>
 #include <random>
@@ -122,8 +123,21 @@ struct Lane {
   State state = State::kReady;
   unsigned mask = 0;     // of the collective it waits in
   unsigned ops = 0;      // warp collectives entered
+  bool synced = false;   // has waited at a barrier or in a collective
+  bool prologue = false; // has run PHIMOE_CUDA_KERNEL_PROLOGUE
   ThreadState ts;
 };
+
+// PHIMOE_CUDA_PDL=1, as the runtime reads it (launch.h): kernels are launched so that they
+// may start before the one before them has finished, and each thread must run the kernel's
+// prologue (its wait) before anything else.
+bool pdl_launches() {
+  static const bool on = [] {
+    const char *v = std::getenv("PHIMOE_CUDA_PDL");
+    return v && std::strcmp(v, "1") == 0;
+  }();
+  return on;
+}
 
 struct Warp {
   unsigned char slots[2][32][kSlotBytes];
@@ -335,8 +349,15 @@ void run_block(Block &b, const char *name, dim3 grid, dim3 block, uint3 block_id
       done += l.state == State::kDone;
       at_block += l.state == State::kBlockBarrier;
     }
-    if (done == threads)
+    if (done == threads) {
+      if (pdl_launches())
+        for (int i = 0; i < threads; ++i)
+          if (!b.lanes[i].prologue)
+            fail("thread " + std::to_string(i) + " ended without PHIMOE_CUDA_KERNEL_PROLOGUE, "
+                 "which a kernel launched with PHIMOE_CUDA_PDL=1 needs before it reads what "
+                 "the kernel before it wrote");
       break;
+    }
     if (done + at_block == threads) {
       for (Lane &l : b.lanes)
         if (l.state == State::kBlockBarrier)
@@ -400,8 +421,17 @@ void set_schedule(const std::string &mode) {
     throw std::invalid_argument("CUDA emulation: unknown schedule " + mode);
 }
 
+void grid_dependency_wait() {
+  Lane &l = current_lane();
+  if (l.synced)
+    trap("PHIMOE_CUDA_KERNEL_PROLOGUE after a barrier or a warp collective: it must come "
+         "first");
+  l.prologue = true;
+}
+
 void sync_block() {
   Lane &l = current_lane();
+  l.synced = true;
   l.state = State::kBlockBarrier;
   yield(l);
 }
@@ -412,6 +442,7 @@ const unsigned char *warp_exchange(unsigned mask, const void *data, size_t bytes
     trap("a warp collective whose mask leaves out the calling lane");
   Block &b = *tl_block;
   Warp &w = b.warps[l.ts.warp];
+  l.synced = true;
   const int phase = l.ops & 1u;
   if (bytes)
     std::memcpy(w.slots[phase][l.ts.lane], data, bytes);

@@ -65,6 +65,7 @@ const ThreadState &self();
 // block's, which no barrier orders).
 void set_schedule(const std::string &mode);
 
+void grid_dependency_wait();      // PHIMOE_CUDA_KERNEL_PROLOGUE (griddepcontrol.wait)
 void sync_block();                // __syncthreads
 void sync_warp(unsigned mask);    // __syncwarp
 // Deposits `bytes` (at most kSlotBytes) of this lane's data, waits for the lanes of `mask`,
