@@ -90,8 +90,9 @@ int64_t dim(Value value, int64_t i) { return getLogicalShape(value.getType())[i]
 
 class Lowering {
 public:
-  Lowering(ModuleOp module, func::FuncOp forward, bool cuda)
-      : module(module), forward(forward), ctx(module.getContext()), b(ctx), cuda(cuda) {}
+  Lowering(ModuleOp module, func::FuncOp forward, bool cuda, bool fuseQkvRope)
+      : module(module), forward(forward), ctx(module.getContext()), b(ctx), cuda(cuda),
+        fuseQkvRope(fuseQkvRope) {}
 
   LogicalResult run();
 
@@ -117,6 +118,58 @@ private:
            att.getV() != rope.getResult() && values.lookup(att.getV()) &&
            rope.getHeadDim() == att.getHeadDim();
   }
+  /// A three-way split of a fused q/k/v projection whose next two ops are the RoPE of its
+  /// queries (used only as an attention's q) and of its keys (fusesWithCacheWrite, the same
+  /// attention, whose v is the third range and only its): what qkv_rope_kv_write does at once.
+  /// (Nothing may run between them: the queries' buffer is planned at the rope op, and could
+  /// be what an op in between used.)
+  struct QkvRope {
+    RopeOp q, k;
+    AttentionOp att;
+  };
+  std::optional<QkvRope> qkvRope(SplitOp split) {
+    if (!fuseQkvRope || split.getNumResults() != 3)
+      return std::nullopt;
+    Operation *first = split->getNextNode();
+    Operation *second = first ? first->getNextNode() : nullptr;
+    auto a = dyn_cast_or_null<RopeOp>(first), c = dyn_cast_or_null<RopeOp>(second);
+    if (!a || !c)
+      return std::nullopt;
+    RopeOp q = a.getInput() == split.getResult(0) ? a : c, k = q == a ? c : a;
+    if (q.getInput() != split.getResult(0) || k.getInput() != split.getResult(1) ||
+        !split.getResult(0).hasOneUse() || !split.getResult(1).hasOneUse() ||
+        !fusesWithCacheWrite(k) || !q->hasOneUse() || q.getScaling() != k.getScaling())
+      return std::nullopt;
+    auto att = cast<AttentionOp>(*k->getUsers().begin());
+    if (*q->getUsers().begin() != att.getOperation() || att.getQ() != q.getResult() ||
+        att.getV() != split.getResult(2) || !split.getResult(2).hasOneUse() ||
+        q.getHeadDim() != att.getHeadDim())
+      return std::nullopt;
+    const int64_t d = static_cast<int64_t>(att.getHeadDim());
+    const int64_t hq = static_cast<int64_t>(att.getNumHeads()) * d;
+    const int64_t hkv = static_cast<int64_t>(att.getNumKvHeads()) * d;
+    if (dim(split.getResult(0), 1) != hq || dim(split.getResult(1), 1) != hkv ||
+        dim(split.getResult(2), 1) != hkv)
+      return std::nullopt;
+    return QkvRope{q, k, att};
+  }
+  /// Whether the memory plan keeps op's first result apart from `input` (each a buffer of
+  /// max_tokens rows from its arena offset); false where it cannot tell.
+  bool disjoint(Value input, Operation *op) {
+    auto maxTokens = forward->getAttrOfType<IntegerAttr>("phimoe.max_tokens");
+    auto in = input.getDefiningOp() ? input.getDefiningOp()->getAttrOfType<DenseI64ArrayAttr>(
+                                          "phimoe.arena")
+                                    : nullptr;
+    auto out = op->getAttrOfType<DenseI64ArrayAttr>("phimoe.arena");
+    unsigned inIndex = cast<OpResult>(input).getResultNumber();
+    if (!maxTokens || !in || !out || in.size() <= inIndex || out.empty() || in[inIndex] < 0 ||
+        out[0] < 0)
+      return false;
+    const int64_t rows = maxTokens.getInt();
+    const int64_t inBegin = in[inIndex], inEnd = inBegin + rows * dim(input, 1);
+    const int64_t outBegin = out[0], outEnd = outBegin + rows * dim(op->getResult(0), 1);
+    return inEnd <= outBegin || outEnd <= inBegin;
+  }
   /// A runtime entry point: phimoe_rt::NAME for the CPU, phimoe_cuda::NAME for CUDA.
   std::string rt(StringRef name) const {
     return ((cuda ? "phimoe_cuda::" : "phimoe_rt::") + name).str();
@@ -126,7 +179,7 @@ private:
   func::FuncOp forward;
   MLIRContext *ctx;
   OpBuilder b;
-  bool cuda;
+  bool cuda, fuseQkvRope;
   Location loc = UnknownLoc::get(ctx);
   emitc::OpaqueType ctxType = emitc::OpaqueType::get(ctx, rt("Context&"));
   emitc::PointerType floatPtr = emitc::PointerType::get(Float32Type::get(ctx));
@@ -134,6 +187,7 @@ private:
   llvm::DenseMap<Value, Value> values; // phimoe value -> emitc pointer
   llvm::MapVector<Attribute, std::string> ropes;
   llvm::DenseSet<Operation *> kvWritten; // attentions whose k and v rope_kv_write wrote
+  llvm::DenseSet<Operation *> fusedAway; // ops an earlier op's kernel did (qkv_rope_kv_write)
   std::string globals;
   int64_t hidden = 0, intermediate = 0, experts = 0;
 };
@@ -212,8 +266,11 @@ LogicalResult Lowering::lower(Operation *op) {
     if (!values.lookup(operand) && operand != forward.getArgument(2))
       return op->emitOpError("phimoe-lower-to-emitc: an operand has no lowered value");
   for (OpResult result : op->getResults())
-    if (Value ptr = act(op, result.getResultNumber()))
-      values[result] = ptr;
+    if (!values.lookup(result)) // (a fusion may have placed it already)
+      if (Value ptr = act(op, result.getResultNumber()))
+        values[result] = ptr;
+  if (fusedAway.contains(op)) // its kernel ran in an earlier op's launch
+    return success();
 
   if (auto e = dyn_cast<EmbedOp>(op)) {
     hidden = dim(e.getTable(), 1);
@@ -254,6 +311,22 @@ LogicalResult Lowering::lower(Operation *op) {
     args.push_back(operand(operands.size()));
     operands.push_back(out);
     call(rt("linear"), {i32(dim(weight, 0)), i32(dim(weight, 1))}, args, operands);
+  } else if (auto split = dyn_cast<SplitOp>(op); split && cuda && qkvRope(split)) {
+    // CUDA: the q/k/v split, the queries' RoPE and the keys' RoPE with the KV-cache write in
+    // one launch (the attention then only reads); the two rope ops emit nothing.
+    QkvRope f = *qkvRope(split);
+    Value qOut = act(f.q, 0);
+    values[f.q.getResult()] = qOut;
+    call(rt("qkv_rope_kv_write"),
+         {i32(dim(split.getInput(), 1)), i32(f.att.getNumHeads()), i32(f.att.getNumKvHeads()),
+          i32(f.att.getHeadDim()), opaque(disjoint(split.getInput(), f.q) ? "true" : "false")},
+         {operand(0), operand(1), operand(2), operand(3), opaque(ropeTable(f.q.getScaling())),
+          i32(f.att.getLayer()), operand(4), operand(5), operand(6), operand(7)},
+         {ctxArg, v(split.getInput()), n, posArg, v(split.getResult(0)), v(split.getResult(1)),
+          v(split.getResult(2)), qOut});
+    fusedAway.insert(f.q);
+    fusedAway.insert(f.k);
+    kvWritten.insert(f.att);
   } else if (auto split = dyn_cast<SplitOp>(op); split && cuda && split.getNumResults() == 3) {
     // CUDA: the three ranges (q, k, v of a fused projection) in one launch.
     SmallVector<Attribute> shape{i32(dim(split.getInput(), 1))};
@@ -398,7 +471,7 @@ struct LowerToEmitCPass final
           << target << "'";
       return signalPassFailure();
     }
-    if (failed(Lowering(module, forward, target == "cuda").run()))
+    if (failed(Lowering(module, forward, target == "cuda", fuseQkvRope).run()))
       signalPassFailure();
   }
 };

@@ -174,7 +174,11 @@ def PlanMemoryPass : Pass<"phimoe-plan-memory", "::mlir::ModuleOp"> {
     Option<"maxTokens", "max-tokens", "int64_t", "256",
            "rows per forward call: the arena holds this many tokens">,
     Option<"alignment", "alignment", "int64_t", "64",
-           "byte alignment of each weight in the pack">
+           "byte alignment of each weight in the pack">,
+    Option<"keepSplitInput", "keep-split-input", "bool", "false",
+           "keep a three-way split's input live through the next two ops when both read "
+           "the split's results (target=cuda: qkv_rope_kv_write reads the q/k/v projection "
+           "while it writes the queries' RoPE, which must then be placed apart from it)">
   ];
 }
 
@@ -192,13 +196,19 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
 
     With `target=cuda` the calls are of the `phimoe_cuda` kernel launchers
     (phimoe_cuda/kernels.cuh, same names and arguments, on device pointers),
-    the context is a `phimoe_cuda::Context&`, the module gets
+    the context is a `phimoe_cuda::Context&`, a q/k/v split followed by the
+    RoPE of its queries and of its keys (whose only use is an attention's k)
+    is one `qkv_rope_kv_write` launch (`fuse-qkv-rope=false`: split_cols,
+    rope, rope_kv_write), the module gets
     `phimoe.pack_layout = "cuda"` (the packer writes q8_0 weights as all quants,
     then all scales) and its `phimoe.model_hash` changes accordingly.
   }];
   let options = [
     Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
            "cpu: phimoe_rt kernels (C++); cuda: phimoe_cuda kernels (CUDA C++)">,
+    Option<"fuseQkvRope", "fuse-qkv-rope", "bool", /*default=*/"true",
+           "cuda: a q/k/v split followed by the RoPE of its queries and keys becomes one "
+           "qkv_rope_kv_write launch">,
   ];
   let dependentDialects = ["::mlir::emitc::EmitCDialect"];
 }

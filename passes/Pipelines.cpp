@@ -29,6 +29,7 @@ void mlir::phimoe::buildPhiMoEPipeline(OpPassManager &pm,
   if (options.target == "cpu" || options.target == "cuda") {
     PlanMemoryPassOptions plan;
     plan.maxTokens = options.maxTokens;
+    plan.keepSplitInput = options.target == "cuda"; // qkv_rope_kv_write on any rows
     pm.addPass(createPlanMemoryPass(plan));
     LowerToEmitCPassOptions lower;
     lower.target = options.target;

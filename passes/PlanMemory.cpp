@@ -73,6 +73,20 @@ struct PlanMemoryPass final : public phimoe::impl::PlanMemoryPassBase<PlanMemory
     for (Operation &op : body)
       for (Value operand : op.getOperands())
         lastUse[operand] = index[&op];
+    if (keepSplitInput)
+      for (Operation &op : body) {
+        auto split = dyn_cast<SplitOp>(op);
+        Operation *first = split ? op.getNextNode() : nullptr;
+        Operation *second = first ? first->getNextNode() : nullptr;
+        auto readsSplit = [&](Operation *user) {
+          return llvm::any_of(user->getOperands(), [&](Value v) {
+            return v.getDefiningOp() == split.getOperation();
+          });
+        };
+        if (split && split.getNumResults() == 3 && second && readsSplit(first) &&
+            readsSplit(second))
+          lastUse[split.getInput()] = std::max(lastUse[split.getInput()], index[second]);
+      }
 
     Arena arena;
     llvm::DenseMap<Value, int64_t> offsetOf;

@@ -1,10 +1,18 @@
 // The one-layer PhiMoE of lower-to-emitc.mlir lowered for CUDA (target=cuda): the same flat
 // list of kernel calls, of the phimoe_cuda launchers, on a phimoe_cuda::Context, except that
-// the keys' RoPE is fused with the KV-cache write (rope_kv_write, then attention<..., true>)
-// and the q/k/v split is one kernel (split_cols);
+// the q/k/v split, the queries' RoPE and the keys' RoPE with the KV-cache write are one
+// launch (qkv_rope_kv_write, then attention<..., true>); with fuse-qkv-rope=false they are
+// the q/k/v split in one kernel (split_cols), the queries' RoPE, and the keys' RoPE fused with
+// the KV-cache write (rope_kv_write);
 // with q8_0 weights the module says that its pack has the CUDA layout.
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q8_0 max-tokens=16" | FileCheck %s
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q8_0 max-tokens=16" | phimoe-translate --phimoe-to-cpp | FileCheck %s --check-prefix=CUDA
+// RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q8_0" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda fuse-qkv-rope=false" | FileCheck %s --check-prefix=UNFUSED
+// The CUDA pipeline plans memory with keep-split-input, so that the queries' buffer is apart
+// from the projection's, and the launch says so (Disjoint: one kernel for any number of rows);
+// without it the plan reuses the projection's buffer and the launch says it may not.
+// RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q8_0 max-tokens=16" | FileCheck %s --check-prefix=APART
+// RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q8_0" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda" | FileCheck %s --check-prefix=OVERLAP
 // The CPU lowering of the same module has neither the layout nor phimoe_cuda calls.
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cpu quant=q8_0 max-tokens=16" | FileCheck %s --check-prefix=CPU
 // A target the lowering does not know is refused.
@@ -19,15 +27,21 @@
 // CHECK: %[[H:.+]] = call_opaque "phimoe_cuda::act"(%[[CTX]]) {args = [0 : index, 0]}
 // CHECK: call_opaque "phimoe_cuda::embed"(%[[CTX]], %[[IDS]], %[[N]], %[[TABLE]], %[[H]]) {{.*}} template_args = [96 : i32, 64 : i32]
 // CHECK: call_opaque "phimoe_cuda::layer_norm"
-// CHECK: call_opaque "phimoe_cuda::linear"({{.*}} template_args = [128 : i32, 64 : i32]
-// The q/k/v split of the fused projection: one kernel, not a copy per range.
+// The q/k/v split of the fused projection and both RoPEs: one launch, no copy per range, no
+// separate rope; the attention reads the queries it wrote.
 // CHECK-NOT: phimoe_cuda::copy_cols
-// CHECK: call_opaque "phimoe_cuda::split_cols"(%[[CTX]], %{{.+}}, %[[N]], %{{.+}}, %{{.+}}, %{{.+}}) {args = [0 : index, 1 : index, 2 : index, 3 : index, 4 : index, 5 : index], template_args = [128 : i32, 64 : i32, 32 : i32, 32 : i32]}
-// CHECK-NOT: phimoe_cuda::copy_cols
-// CHECK: call_opaque "phimoe_cuda::rope"({{.*}}%[[POS]]{{.*}}#emitc.opaque<"kRope0">{{.*}} template_args = [4 : i32, 16 : i32]
-// CHECK-NOT: call_opaque "phimoe_cuda::rope"(
-// CHECK: call_opaque "phimoe_cuda::rope_kv_write"(%[[CTX]], %[[K:[^,]+]], %[[V:[^,]+]], %[[N]], %[[POS]]) {args = [0 : index, 1 : index, 2 : index, 3 : index, 4 : index, #emitc.opaque<"kRope0">, 0 : i32], template_args = [2 : i32, 16 : i32]}
-// CHECK: call_opaque "phimoe_cuda::attention"(%[[CTX]], {{[^,]+}}, {{[^,]+}}, %[[V]], %[[N]], %[[POS]], {{[^)]+}}) {args = [{{.*}}, 0 : i32, 2.500000e-01 : f32, 0 : i32, 6 : index], template_args = [4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"true">]
+// CHECK-NOT: phimoe_cuda::split_cols
+// CHECK: %[[QKV:.+]] = call_opaque "phimoe_cuda::act"
+// CHECK-NEXT: call_opaque "phimoe_cuda::linear"({{.*}}%[[QKV]]) {{.*}} template_args = [128 : i32, 64 : i32]
+// CHECK: %[[QS:.+]] = call_opaque "phimoe_cuda::act"
+// CHECK: %[[KS:.+]] = call_opaque "phimoe_cuda::act"
+// CHECK: %[[VS:.+]] = call_opaque "phimoe_cuda::act"
+// CHECK: %[[Q:.+]] = call_opaque "phimoe_cuda::act"
+// CHECK-NEXT: call_opaque "phimoe_cuda::qkv_rope_kv_write"(%[[CTX]], %[[QKV]], %[[N]], %[[POS]], %[[QS]], %[[KS]], %[[VS]], %[[Q]]) {args = [0 : index, 1 : index, 2 : index, 3 : index, #emitc.opaque<"kRope0">, 0 : i32, 4 : index, 5 : index, 6 : index, 7 : index], template_args = [128 : i32, 4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"{{true|false}}">]}
+// CHECK-NOT: phimoe_cuda::split_cols
+// CHECK-NOT: call_opaque "phimoe_cuda::rope
+// CHECK: call_opaque "phimoe_cuda::attention"(%[[CTX]], %[[Q]], {{[^,]+}}, %[[VS]], %[[N]], %[[POS]], {{[^)]+}}) {args = [{{.*}}, 0 : i32, 2.500000e-01 : f32, 0 : i32, 6 : index], template_args = [4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"true">]
+// CHECK-NOT: call_opaque "phimoe_cuda::rope
 // CHECK: call_opaque "phimoe_cuda::add_layer_norm"
 // The router stays float; the experts are q8_0.
 // CHECK: %[[ROUTER:.+]] = call_opaque "phimoe_cuda::weight"(%[[CTX]]) {{.*}} template_args = [!emitc.opaque<"float">]}
@@ -48,14 +62,33 @@
 // CUDA: const phimoe_rt::block_q8_0* [[TABLE:v[0-9]+]] = phimoe_cuda::weight<phimoe_rt::block_q8_0>([[CTX]], 0);
 // CUDA: phimoe_cuda::embed<96, 64>([[CTX]], [[IDS]], [[N]], [[TABLE]],
 // CUDA: phimoe_cuda::linear<128, 64>([[CTX]],
-// CUDA: phimoe_cuda::rope<4, 16>([[CTX]], {{v[0-9]+}}, [[N]], [[POS]], kRope0, {{v[0-9]+}});
+// CUDA: phimoe_cuda::qkv_rope_kv_write<128, 4, 2, 16, {{true|false}}>([[CTX]], {{v[0-9]+}}, [[N]], [[POS]], kRope0, 0, {{v[0-9]+}}, {{v[0-9]+}}, [[V:v[0-9]+]], [[Q:v[0-9]+]]);
 // CUDA-NEXT: float* {{v[0-9]+}} = phimoe_cuda::act([[CTX]], {{[0-9]+}});
-// CUDA-NEXT: phimoe_cuda::rope_kv_write<2, 16>([[CTX]], {{v[0-9]+}}, [[V:v[0-9]+]], [[N]], [[POS]], kRope0, 0);
 // CUDA-NEXT: float* {{v[0-9]+}} = phimoe_cuda::act([[CTX]], {{[0-9]+}});
-// CUDA-NEXT: phimoe_cuda::attention<4, 2, 16, true>([[CTX]], {{v[0-9]+}}, {{v[0-9]+}}, [[V]], [[N]], [[POS]], 0, 2.500000000e-01f, 0, {{v[0-9]+}});
+// CUDA-NEXT: phimoe_cuda::attention<4, 2, 16, true>([[CTX]], [[Q]], {{v[0-9]+}}, [[V]], [[N]], [[POS]], 0, 2.500000000e-01f, 0, {{v[0-9]+}});
 // CUDA: phimoe_cuda::moe_sparsemixer<4, 64, 128>([[CTX]],
 // CUDA: phimoe_cuda::linear<96, 64>([[CTX]], {{v[0-9]+}}, [[ROWS]], {{v[0-9]+}}, {{v[0-9]+}}, [[LOGITS]]);
 // CUDA-NEXT: return;
+
+// UNFUSED-NOT: qkv_rope_kv_write
+// UNFUSED-NOT: phimoe_cuda::copy_cols
+// UNFUSED: call_opaque "phimoe_cuda::split_cols"(%{{.+}}, %{{.+}}, %[[N:[^,]+]], %{{.+}}, %{{.+}}, %{{.+}}) {args = [0 : index, 1 : index, 2 : index, 3 : index, 4 : index, 5 : index], template_args = [128 : i32, 64 : i32, 32 : i32, 32 : i32]}
+// UNFUSED-NOT: phimoe_cuda::copy_cols
+// UNFUSED: call_opaque "phimoe_cuda::rope"({{.*}}#emitc.opaque<"kRope0">{{.*}} template_args = [4 : i32, 16 : i32]
+// UNFUSED-NOT: call_opaque "phimoe_cuda::rope"(
+// UNFUSED: call_opaque "phimoe_cuda::rope_kv_write"(%{{.+}}, %[[K:[^,]+]], %[[V:[^,]+]], %[[N]], %{{.+}}) {args = [0 : index, 1 : index, 2 : index, 3 : index, 4 : index, #emitc.opaque<"kRope0">, 0 : i32], template_args = [2 : i32, 16 : i32]}
+// UNFUSED: call_opaque "phimoe_cuda::attention"({{[^,]+}}, {{[^,]+}}, {{[^,]+}}, %[[V]], %[[N]], {{[^)]+}}) {args = [{{.*}}, 0 : i32, 2.500000e-01 : f32, 0 : i32, 6 : index], template_args = [4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"true">]
+
+// APART: call_opaque "phimoe_cuda::layer_norm"
+// APART: %[[QKV:.+]] = call_opaque "phimoe_cuda::act"(%{{.+}}) {args = [0 : index, [[QKVAT:[0-9]+]]]}
+// APART-NEXT: call_opaque "phimoe_cuda::linear"
+// APART-NOT: {args = [0 : index, [[QKVAT]]]}
+// APART: phimoe_cuda::qkv_rope_kv_write"({{.*}}template_args = [128 : i32, 4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"true">]
+// OVERLAP: call_opaque "phimoe_cuda::layer_norm"
+// OVERLAP: %[[QKV:.+]] = call_opaque "phimoe_cuda::act"(%{{.+}}) {args = [0 : index, [[QKVAT:[0-9]+]]]}
+// OVERLAP-NEXT: call_opaque "phimoe_cuda::linear"
+// OVERLAP: call_opaque "phimoe_cuda::act"(%{{.+}}) {args = [0 : index, [[QKVAT]]]}
+// OVERLAP-NEXT: phimoe_cuda::qkv_rope_kv_write"({{.*}}template_args = [128 : i32, 4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"false">]
 
 // CPU-NOT: phimoe.pack_layout
 // CPU-NOT: phimoe_cuda

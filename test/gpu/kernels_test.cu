@@ -200,6 +200,78 @@ template <int In, int W0, int W1, int W2> void test_split_cols(int n) {
   cudaFree(dx), cudaFree(o[0]), cudaFree(o[1]), cudaFree(o[2]);
 }
 
+// qkv_rope_kv_write against the kernels it replaces (split_cols, rope of the queries,
+// rope_kv_write of the keys and values) on the same inputs: the rotated queries and both
+// caches. Cases: "disjoint" (n rows, Disjoint: the one kernel), "overlap" (one row whose
+// q_out overlaps its own q/k/v row, shifted, as the memory plan may place them: the one
+// kernel, which must read the row before it writes), "fallback" (n rows, not Disjoint: the
+// three kernels). Rows at positions past..past+n-1 with the LongRoPE set `rope_long`.
+template <int Hq, int Hkv, int D>
+void test_qkv_rope(int past, int n, bool rope_long, const char *mode) {
+  constexpr int q_row = Hq * D, kv_row = Hkv * D, In = q_row + 2 * kv_row, half = D / 2;
+  const int capacity = past + n + 2, layers = 2, layer = 1;
+  const bool overlap = std::strcmp(mode, "overlap") == 0;
+  std::vector<float> kc = random_floats(static_cast<size_t>(layers) * capacity * kv_row);
+  std::vector<float> vc = random_floats(kc.size());
+  std::vector<float> qkv = random_floats(static_cast<size_t>(n) * In);
+  std::vector<int32_t> pos(n);
+  for (int i = 0; i < n; ++i)
+    pos[i] = past + i;
+  std::vector<float> sf(half), lf(half);
+  for (int i = 0; i < half; ++i)
+    sf[i] = 1.0f + 0.03f * i, lf[i] = 1.25f + 0.5f * i;
+  phimoe_rt::RopeParams p{10000.0f, 64, 1.1f, 1.25f, sf.data(), lf.data()};
+  int32_t *dp = upload(pos);
+
+  // The reference: the three kernels.
+  Context ref = cache_context(kc, vc, layers, capacity, Hkv, D, past + n, 0);
+  ref.rope_long = rope_long;
+  float *rqkv = upload(qkv), *rq = device<float>(static_cast<size_t>(n) * q_row),
+        *rk = device<float>(static_cast<size_t>(n) * kv_row),
+        *rv = device<float>(static_cast<size_t>(n) * kv_row),
+        *rq_out = device<float>(static_cast<size_t>(n) * q_row);
+  split_cols<In, q_row, kv_row, kv_row>(ref, rqkv, n, rq, rk, rv);
+  rope<Hq, D>(ref, rq, n, dp, p, rq_out);
+  rope_kv_write<Hkv, D>(ref, rk, rv, n, dp, p, layer);
+  const std::vector<float> want_q = download(rq_out, static_cast<size_t>(n) * q_row);
+
+  Context ctx = cache_context(kc, vc, layers, capacity, Hkv, D, past + n, 0);
+  ctx.rope_long = rope_long;
+  // "overlap": one buffer, the q/k/v row 5 floats into it and q_out at its start.
+  const size_t shift = overlap ? 5 : 0;
+  float *buffer = device<float>(static_cast<size_t>(n) * In + shift);
+  PHIMOE_CUDA_CHECK(cudaMemcpy(buffer + shift, qkv.data(), qkv.size() * sizeof(float),
+                               cudaMemcpyHostToDevice));
+  float *dqkv = buffer + shift, *q_out = overlap ? buffer : device<float>(want_q.size());
+  float *qs = device<float>(static_cast<size_t>(n) * q_row),
+        *ks = device<float>(static_cast<size_t>(n) * kv_row),
+        *vs = device<float>(static_cast<size_t>(n) * kv_row);
+  if (std::strcmp(mode, "disjoint") == 0)
+    qkv_rope_kv_write<In, Hq, Hkv, D, true>(ctx, dqkv, n, dp, p, layer, qs, ks, vs, q_out);
+  else
+    qkv_rope_kv_write<In, Hq, Hkv, D, false>(ctx, dqkv, n, dp, p, layer, qs, ks, vs, q_out);
+  char label[128];
+  std::snprintf(label, sizeof label, "qkv_rope_kv_write<%d,%d,%d,%d> %s n=%d %s: queries", In,
+                Hq, Hkv, D, mode, n, rope_long ? "long" : "short");
+  check(label, download(q_out, want_q.size()), std::vector<double>(want_q.begin(), want_q.end()),
+        1e-6);
+  const std::vector<float> kw = download(ref.k_cache, kc.size()),
+                           vw = download(ref.v_cache, vc.size());
+  std::snprintf(label, sizeof label, "qkv_rope_kv_write<%d,%d,%d,%d> %s: k cache", In, Hq, Hkv,
+                D, mode);
+  check(label, download(ctx.k_cache, kc.size()), std::vector<double>(kw.begin(), kw.end()),
+        1e-6);
+  std::snprintf(label, sizeof label, "qkv_rope_kv_write<%d,%d,%d,%d> %s: v cache", In, Hq, Hkv,
+                D, mode);
+  check(label, download(ctx.v_cache, vc.size()), std::vector<double>(vw.begin(), vw.end()), 0.0);
+  free_cache_context(ref);
+  free_cache_context(ctx);
+  cudaFree(dp), cudaFree(rqkv), cudaFree(rq), cudaFree(rk), cudaFree(rv), cudaFree(rq_out);
+  cudaFree(buffer), cudaFree(qs), cudaFree(ks), cudaFree(vs);
+  if (!overlap)
+    cudaFree(q_out);
+}
+
 template <int V, int H, class W> void test_embed(const char *name) {
   Weight<W> w = make_weight<W>(V, H);
   std::vector<int32_t> ids = {3, 0, V - 1, 7, -1, V}; // the last two are invalid: zeros
@@ -752,6 +824,11 @@ int main() {
     test_rope_kv_write<4, 2, 16>(5, 3, false);
     test_rope_kv_write<32, 8, 128>(100, 1, true);
     test_rope_kv_write<32, 8, 128>(0, 40, false);
+    test_qkv_rope<4, 2, 16>(3, 6, false, "disjoint");
+    test_qkv_rope<4, 2, 16>(9, 1, true, "overlap");
+    test_qkv_rope<4, 2, 16>(0, 7, true, "fallback");
+    test_qkv_rope<32, 8, 128>(100, 1, false, "overlap"); // Phi-3.5-MoE's decode
+    test_qkv_rope<32, 8, 128>(0, 40, true, "disjoint");
     test_paged<4, 2, 16>(4, 0);
     test_paged<4, 1, 64>(16, 20); // a window that keeps slot 3's rows off its hole
     test_paged<32, 8, 128>(16, 0);

@@ -315,6 +315,17 @@ __device__ __forceinline__ bool window_mapped(const KvPages &pages, int capacity
   return true;
 }
 
+// The RoPE of one pair (a, b) = (x[j], x[j + D/2]) of a head at `position` with set `set`:
+// the one arithmetic of rope_kernel, rope_kv_write_kernel and qkv_rope_kernel.
+template <int D>
+__device__ __forceinline__ void rope_pair(const RopeTable<D> &table, int set, float position,
+                                          int j, float a, float b, float &ra, float &rb) {
+  const float angle = position * table.inv_freq[set][j];
+  const float c = cosf(angle) * table.mscale[set], s = sinf(angle) * table.mscale[set];
+  ra = a * c - b * s;
+  rb = b * c + a * s;
+}
+
 // One token per block; out may alias x (each thread reads its pair, then writes it).
 template <int Heads, int D>
 __global__ void rope_kernel(const float *x, const int32_t *pos, RopeTable<D> table, float *out) {
@@ -324,12 +335,9 @@ __global__ void rope_kernel(const float *x, const int32_t *pos, RopeTable<D> tab
   const float position = static_cast<float>(pos[t]);
   for (int i = threadIdx.x; i < Heads * half; i += blockDim.x) {
     const int h = i / half, j = i % half;
-    const float angle = position * table.inv_freq[set][j];
-    const float c = cosf(angle) * table.mscale[set], s = sinf(angle) * table.mscale[set];
     const size_t base = (static_cast<size_t>(t) * Heads + h) * D;
-    const float a = x[base + j], b = x[base + j + half];
-    out[base + j] = a * c - b * s;
-    out[base + j + half] = b * c + a * s;
+    rope_pair(table, set, position, j, x[base + j], x[base + j + half], out[base + j],
+              out[base + j + half]);
   }
 }
 
@@ -350,14 +358,49 @@ __global__ void rope_kv_write_kernel(const float *k, const float *v, const int32
   const float position = static_cast<float>(p);
   for (int i = threadIdx.x; i < Hkv * half; i += blockDim.x) {
     const int h = i / half, j = i % half;
-    const float angle = position * table.inv_freq[set][j];
-    const float c = cosf(angle) * table.mscale[set], s = sinf(angle) * table.mscale[set];
-    const float a = k[src + h * D + j], b = k[src + h * D + j + half];
-    k_cache[dst + h * D + j] = a * c - b * s;
-    k_cache[dst + h * D + j + half] = b * c + a * s;
+    rope_pair(table, set, position, j, k[src + h * D + j], k[src + h * D + j + half],
+              k_cache[dst + h * D + j], k_cache[dst + h * D + j + half]);
   }
   for (int j = threadIdx.x; j < row; j += blockDim.x)
     v_cache[dst + j] = v[src + j];
+}
+
+// split_cols + rope (queries) + rope_kv_write (keys, values) of a fused q/k/v projection, one
+// row of In floats per block ([Hq * D queries | Hkv * D keys | Hkv * D values | ...]): the
+// rotated queries to q_out (rows of Hq * D), the rotated keys and the values into the cache,
+// with rope_pair's arithmetic. Every read of the row comes before the barrier and every write
+// of q_out after it, so q_out may overlap qkv when there is one row (the launcher's rule).
+template <int In, int Hq, int Hkv, int D>
+__global__ void qkv_rope_kernel(const float *qkv, const int32_t *pos, RopeTable<D> table,
+                                int layer, int capacity, KvPages pages, float *k_cache,
+                                float *v_cache, float *q_out) {
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, qs); // the row's Hq * D queries
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  constexpr int half = D / 2, q_row = Hq * D, kv_row = Hkv * D;
+  const int t = blockIdx.x, p = pos[t], set = table.set(t);
+  const float position = static_cast<float>(p);
+  const float *x = qkv + static_cast<size_t>(t) * In;
+  for (int i = threadIdx.x; i < q_row; i += blockDim.x)
+    qs[i] = x[i];
+  const int at = kv_slot(pages, capacity, t, p);
+  if (at >= 0) { // (rows outside the cache: not written, as rope_kv_write_kernel)
+    const size_t dst = (static_cast<size_t>(layer) * capacity + at) * kv_row;
+    const float *k = x + q_row, *v = x + q_row + kv_row;
+    for (int i = threadIdx.x; i < Hkv * half; i += blockDim.x) {
+      const int h = i / half, j = i % half;
+      rope_pair(table, set, position, j, k[h * D + j], k[h * D + j + half],
+                k_cache[dst + h * D + j], k_cache[dst + h * D + j + half]);
+    }
+    for (int j = threadIdx.x; j < kv_row; j += blockDim.x)
+      v_cache[dst + j] = v[j];
+  }
+  __syncthreads();
+  float *o = q_out + static_cast<size_t>(t) * q_row;
+  for (int i = threadIdx.x; i < Hq * half; i += blockDim.x) {
+    const int h = i / half, j = i % half;
+    rope_pair(table, set, position, j, qs[h * D + j], qs[h * D + j + half], o[h * D + j],
+              o[h * D + j + half]);
+  }
 }
 
 // Writes the k and v rows of this forward at their positions (rows outside the cache: not).
@@ -779,6 +822,39 @@ void rope_kv_write(Context &ctx, const float *k, const float *v, int n, const in
   PHIMOE_CUDA_LAUNCH(n, 128, 0, ctx.stream, detail::rope_kv_write_kernel<Hkv, D>)
   (k, v, pos, detail::rope_table<D>(ctx, p), layer, ctx.capacity, ctx.pages, ctx.k_cache,
    ctx.v_cache);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+// split_cols of a fused q/k/v projection, rope of its queries into q_out and rope_kv_write of
+// its keys and values, where nothing else runs between them (phimoe-lower-to-emitc{target=cuda}
+// emits it for that sequence): one kernel, qkv_rope_kernel, unless the forward has several
+// rows and q_out may overlap qkv (Disjoint false: the lowering could not rule it out from the
+// memory plan), where a block could overwrite another row before that block has read it; then
+// the three kernels, through the split buffers q_split, k_split, v_split.
+template <int In, int Hq, int Hkv, int D, bool Disjoint>
+void qkv_rope_kv_write(Context &ctx, const float *qkv, int n, const int32_t *pos,
+                       const phimoe_rt::RopeParams &p, int layer, float *q_split,
+                       float *k_split, float *v_split, float *q_out) {
+  static_assert(Hq > 0 && Hkv > 0 && D % 2 == 0 && (Hq + 2 * Hkv) * D <= In,
+                "qkv_rope_kv_write: the q/k/v row is too short");
+  if (n <= 0)
+    return;
+  if (n > 1 && !Disjoint) {
+    split_cols<In, Hq * D, Hkv * D, Hkv * D>(ctx, qkv, n, q_split, k_split, v_split);
+    rope<Hq, D>(ctx, q_split, n, pos, p, q_out);
+    rope_kv_write<Hkv, D>(ctx, k_split, v_split, n, pos, p, layer);
+    return;
+  }
+  if (ctx.kv_heads != Hkv || ctx.head_dim != D || layer < 0 || layer >= ctx.layers)
+    throw std::runtime_error("qkv_rope_kv_write: the KV cache has another shape than layer " +
+                             std::to_string(layer) + " (a phimoe-bin bug)");
+  constexpr size_t smem = sizeof(float) * Hq * D;
+  static bool configured =
+      (detail::allow_shared(detail::qkv_rope_kernel<In, Hq, Hkv, D>, smem), true);
+  (void)configured;
+  PHIMOE_CUDA_LAUNCH(n, 256, smem, ctx.stream, detail::qkv_rope_kernel<In, Hq, Hkv, D>)
+  (qkv, pos, detail::rope_table<D>(ctx, p), layer, ctx.capacity, ctx.pages, ctx.k_cache,
+   ctx.v_cache, q_out);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
