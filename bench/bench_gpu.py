@@ -1236,6 +1236,7 @@ def decode_weight_bytes(kernel, launcher, top_k):
             "gate_up_kernel": lambda: (top_k * 2 * int(a["I"]) * int(a["H"]), a["GU"]),
             "down_kernel": lambda: (top_k * int(a["H"]) * int(a["I"]), a["DW"]),
             "router_kernel": lambda: (int(a["E"]) * int(a["H"]), a["R"]),
+            "add_layer_norm_route_kernel": lambda: (int(a["E"]) * int(a["H"]), a["R"]),
         }[kernel]()
     except (KeyError, ValueError):
         return None

@@ -90,9 +90,9 @@ int64_t dim(Value value, int64_t i) { return getLogicalShape(value.getType())[i]
 
 class Lowering {
 public:
-  Lowering(ModuleOp module, func::FuncOp forward, bool cuda, bool fuseQkvRope)
+  Lowering(ModuleOp module, func::FuncOp forward, bool cuda, bool fuseQkvRope, bool fuseRouter)
       : module(module), forward(forward), ctx(module.getContext()), b(ctx), cuda(cuda),
-        fuseQkvRope(fuseQkvRope) {}
+        fuseQkvRope(fuseQkvRope), fuseRouter(fuseRouter) {}
 
   LogicalResult run();
 
@@ -170,6 +170,21 @@ private:
     const int64_t outBegin = out[0], outEnd = outBegin + rows * dim(op->getResult(0), 1);
     return inEnd <= outBegin || outEnd <= inBegin;
   }
+  /// The sparsemixer MoE that reads aln's output and is the next op but for weight
+  /// references (whose pointers are plain arithmetic): add_layer_norm_route computes its
+  /// routes in the norm's launch. Null where there is none, or fuse-router is off.
+  MoEOp routedMoE(AddLayerNormOp aln) {
+    if (!fuseRouter)
+      return MoEOp();
+    Operation *next = aln->getNextNode();
+    while (next && isa<WeightRefOp>(next))
+      next = next->getNextNode();
+    auto moe = dyn_cast_or_null<MoEOp>(next);
+    if (!moe || moe.getKind() != RouterKind::Sparsemixer || moe.getInput() != aln.getResult() ||
+        !moe.getRouterWeight().getDefiningOp<WeightRefOp>())
+      return MoEOp();
+    return moe;
+  }
   /// A runtime entry point: phimoe_rt::NAME for the CPU, phimoe_cuda::NAME for CUDA.
   std::string rt(StringRef name) const {
     return ((cuda ? "phimoe_cuda::" : "phimoe_rt::") + name).str();
@@ -179,7 +194,7 @@ private:
   func::FuncOp forward;
   MLIRContext *ctx;
   OpBuilder b;
-  bool cuda, fuseQkvRope;
+  bool cuda, fuseQkvRope, fuseRouter;
   Location loc = UnknownLoc::get(ctx);
   emitc::OpaqueType ctxType = emitc::OpaqueType::get(ctx, rt("Context&"));
   emitc::PointerType floatPtr = emitc::PointerType::get(Float32Type::get(ctx));
@@ -188,6 +203,7 @@ private:
   llvm::MapVector<Attribute, std::string> ropes;
   llvm::DenseSet<Operation *> kvWritten; // attentions whose k and v rope_kv_write wrote
   llvm::DenseSet<Operation *> fusedAway; // ops an earlier op's kernel did (qkv_rope_kv_write)
+  llvm::DenseSet<Operation *> routed;    // MoEs whose routes add_layer_norm_route computes
   std::string globals;
   int64_t hidden = 0, intermediate = 0, experts = 0;
 };
@@ -255,7 +271,8 @@ LogicalResult Lowering::lower(Operation *op) {
   auto v = [&](Value value) { return values.lookup(value); };
   Value n = nArg;
   if (auto ref = dyn_cast<WeightRefOp>(op)) {
-    values[ref] = weightPtr(ref);
+    if (!values.lookup(ref)) // (add_layer_norm_route may have read it already)
+      values[ref] = weightPtr(ref);
     return success(static_cast<bool>(values[ref]));
   }
   if (auto ret = dyn_cast<func::ReturnOp>(op)) {
@@ -282,6 +299,21 @@ LogicalResult Lowering::lower(Operation *op) {
          {operand(0), operand(1), operand(2), operand(3), operand(4),
           f32(ln.getEpsilon().convertToDouble()), operand(5)},
          {ctxArg, v(ln.getInput()), n, v(ln.getWeight()), v(ln.getBias()), v(ln)});
+  } else if (auto aln = dyn_cast<AddLayerNormOp>(op); aln && cuda && routedMoE(aln)) {
+    // CUDA: the MoE's router in the same launch, on the row the norm wrote.
+    MoEOp moe = routedMoE(aln);
+    Value router = moe.getRouterWeight();
+    if (!values.lookup(router))
+      values[router] = weightPtr(router.getDefiningOp<WeightRefOp>());
+    if (!values.lookup(router))
+      return failure();
+    call(rt("add_layer_norm_route"), {i32(dim(aln.getLhs(), 1)), i32(dim(moe.getDown(), 0))},
+         {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
+          f32(aln.getEpsilon().convertToDouble()), operand(6), operand(7), operand(8),
+          f32(moe.getEpsilon().convertToDouble())},
+         {ctxArg, v(aln.getLhs()), v(aln.getRhs()), n, v(aln.getWeight()), v(aln.getBias()),
+          v(aln.getSum()), v(aln.getResult()), v(router)});
+    routed.insert(moe);
   } else if (auto aln = dyn_cast<AddLayerNormOp>(op)) {
     call(rt("add_layer_norm"), {i32(dim(aln.getLhs(), 1))},
          {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
@@ -375,8 +407,10 @@ LogicalResult Lowering::lower(Operation *op) {
       return moe.emitOpError("phimoe-lower-to-emitc: only sparsemixer routing has a kernel");
     experts = dim(moe.getDown(), 0);
     intermediate = dim(moe.getDown(), 2);
-    call(rt("moe_sparsemixer"),
-         {i32(experts), i32(dim(moe.getDown(), 1)), i32(intermediate)},
+    SmallVector<Attribute> shape{i32(experts), i32(dim(moe.getDown(), 1)), i32(intermediate)};
+    if (routed.contains(moe))
+      shape.push_back(opaque("true")); // Routed: add_layer_norm_route wrote the routes
+    call(rt("moe_sparsemixer"), shape,
          {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
           f32(moe.getEpsilon().convertToDouble()), operand(6)},
          {ctxArg, v(moe.getInput()), n, v(moe.getRouterWeight()), v(moe.getGateUp()),
@@ -471,7 +505,7 @@ struct LowerToEmitCPass final
           << target << "'";
       return signalPassFailure();
     }
-    if (failed(Lowering(module, forward, target == "cuda", fuseQkvRope).run()))
+    if (failed(Lowering(module, forward, target == "cuda", fuseQkvRope, fuseRouter).run()))
       signalPassFailure();
   }
 };

@@ -199,7 +199,10 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
     the context is a `phimoe_cuda::Context&`, a q/k/v split followed by the
     RoPE of its queries and of its keys (whose only use is an attention's k)
     is one `qkv_rope_kv_write` launch (`fuse-qkv-rope=false`: split_cols,
-    rope, rope_kv_write), the module gets
+    rope, rope_kv_write), an add_layer_norm followed by the sparsemixer MoE of
+    its output computes the routes in its launch (`add_layer_norm_route`, then
+    `moe_sparsemixer<..., true>`; `fuse-router=false` keeps them apart), the
+    module gets
     `phimoe.pack_layout = "cuda"` (the packer writes q8_0 weights as all quants,
     then all scales) and its `phimoe.model_hash` changes accordingly.
   }];
@@ -209,6 +212,9 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
     Option<"fuseQkvRope", "fuse-qkv-rope", "bool", /*default=*/"true",
            "cuda: a q/k/v split followed by the RoPE of its queries and keys becomes one "
            "qkv_rope_kv_write launch">,
+    Option<"fuseRouter", "fuse-router", "bool", /*default=*/"true",
+           "cuda: an add_layer_norm followed by the sparsemixer MoE of its output computes "
+           "the MoE's routes in its launch (add_layer_norm_route)">,
   ];
   let dependentDialects = ["::mlir::emitc::EmitCDialect"];
 }

@@ -45,6 +45,7 @@
 // GPU: call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU: call_opaque "phimoe_cuda::linear"
 // GPU: call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::bf16">]}
+// GPU-NEXT: call_opaque "phimoe_cuda::add_layer_norm_route"({{.*}} template_args = [256 : i32, 4 : i32]}
 // GPU-NEXT: %[[GU:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU-NEXT: %[[DOWN:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU: call_opaque "phimoe_cuda::moe_sparsemixer"({{.*}}, %[[GU]], %[[DOWN]],

@@ -76,6 +76,9 @@ def test_kernel_profile_table():
     assert bench_gpu.decode_weight_bytes("gate_up_kernel", moe, 2) == gate_up
     assert bench_gpu.decode_weight_bytes("down_kernel", moe, 2) == gate_up / 2
     assert bench_gpu.decode_weight_bytes("router_kernel", moe, 2) == 16 * 4096 * 2
+    assert bench_gpu.decode_weight_bytes(
+        "add_layer_norm_route_kernel",
+        "add_layer_norm_route [H = 4096, E = 16, W = float, R = bf16]", 2) == 16 * 4096 * 2
     lm = "linear [N = 32064, K = 4096, W = block_q6k, B = float]"
     assert bench_gpu.decode_weight_bytes("gemv_kernel", lm, 2) == 32064 * 4096 * 210 / 256
     # gcc's spelling too, and kernels that read no weights

@@ -33,6 +33,24 @@ CASES = list(gpu_oracle.CASES) + [f"text-{q}" for q in gpu_oracle.TEXT_QUANTS]
 ASAN_LIBRARY = oracle.BUILD / "test" / "gpu" / "emu" / "libphimoe_cuda_emu_asan.a"
 
 
+EMU_STATS = re.compile(r"(\d+) kernel launches, (\d+) graphs captured, (\d+) graph launches")
+
+
+def emu_stats(stderr):
+    """[kernel launches, graphs captured, graph launches] of PHIMOE_EMU_STATS's line."""
+    found = EMU_STATS.search(stderr)
+    assert found, stderr
+    return [int(g) for g in found.groups()]
+
+
+def run_with_stats(cmd, **env):
+    """An emulated build's command with PHIMOE_EMU_STATS: (its result, emu_stats)."""
+    r = subprocess.run(cmd, capture_output=True, text=True,
+                       env=dict(os.environ, PHIMOE_EMU_STATS="1", **env))
+    assert r.returncode == 0, r.stderr
+    return r, emu_stats(r.stderr)
+
+
 def emulate(case, tmp_path, **env):
     proc = subprocess.run([sys.executable, str(GPU_DIR / "gpu_oracle.py"), "emulate",
                            str(tmp_path)], env=dict(os.environ, PHIMOE_ORACLE_CASES=case, **env),
@@ -88,14 +106,9 @@ def test_decode_steps_run_as_graphs(tmp_path):
     assert proc.returncode == 0, proc.stderr
 
     def stats(env):
-        run = subprocess.run([str(out / "phimoe-bin"), "--tokens", "5,6,7,8", "-n", "70"],
-                             capture_output=True, text=True,
-                             env=dict(os.environ, PHIMOE_EMU_STATS="1", **env))
-        assert run.returncode == 0, run.stderr
-        found = re.search(r"(\d+) kernel launches, (\d+) graphs captured, (\d+) graph launches",
-                          run.stderr)
-        assert found, run.stderr
-        return run.stdout, [int(g) for g in found.groups()]
+        run, counts = run_with_stats([str(out / "phimoe-bin"), "--tokens", "5,6,7,8", "-n", "70"],
+                                     **env)
+        return run.stdout, counts
 
     tokens, (launches, captured, replays) = stats({})
     # 70 tokens after a 4-token prompt: 69 decode forwards at positions 4..72. Position 4 runs
@@ -125,14 +138,7 @@ def test_profile_has_a_span_for_every_launch(tmp_path):
     profile = tmp_path / "profile.json"
 
     def run(**env):
-        r = subprocess.run([str(out / "phimoe-bin"), "--tokens", "5,6,7,8", "-n", "6"],
-                           capture_output=True, text=True,
-                           env=dict(os.environ, PHIMOE_EMU_STATS="1", **env))
-        assert r.returncode == 0, r.stderr
-        found = re.search(r"(\d+) kernel launches, (\d+) graphs captured, (\d+) graph launches",
-                          r.stderr)
-        assert found, r.stderr
-        return r, [int(g) for g in found.groups()]
+        return run_with_stats([str(out / "phimoe-bin"), "--tokens", "5,6,7,8", "-n", "6"], **env)
 
     plain, _ = run()
     profiled, (launches, captured, replays) = run(PHIMOE_CUDA_PROFILE=str(profile))
@@ -146,10 +152,14 @@ def test_profile_has_a_span_for_every_launch(tmp_path):
     assert all(k["ms"] > 0 for k in got["kernels"]), got
     h, i, e = cfg.hidden_size, cfg.intermediate_size, cfg.num_local_experts
     # 6 forwards (the prompt, then 5 decode steps) of 2 layers: per layer one each of these.
-    moe = f"moe_sparsemixer [E = {e}, H = {h}, I = {i}, R = float, GU = float, DW = float]"
-    for kernel, launcher in [("router_kernel", moe), ("gate_up_kernel", moe),
+    # (the router runs in the launch of the norm before the MoE: add_layer_norm_route)
+    moe = (f"moe_sparsemixer [E = {e}, H = {h}, I = {i}, Routed = true, R = float, GU = float, "
+           f"DW = float]")
+    route = f"add_layer_norm_route [H = {h}, E = {e}, W = float, R = float]"
+    for kernel, launcher in [("add_layer_norm_route_kernel", route), ("gate_up_kernel", moe),
                              ("down_kernel", moe)]:
         assert by_name[(kernel, launcher)]["launches"] == 6 * 2, (kernel, sorted(by_name))
+    assert not any(k == "router_kernel" for k, _ in by_name)
     heads, kv, d = (cfg.num_attention_heads, cfg.num_key_value_heads,
                     h // cfg.num_attention_heads)
     attn = by_name[("attention_partial", f"attention_simt [Hq = {heads}, Hkv = {kv}, D = {d}]")]
@@ -163,6 +173,7 @@ def test_profile_has_a_span_for_every_launch(tmp_path):
     assert bench_gpu.decode_weight_bytes("gemv_kernel", lm_head["launcher"], 2) == \
         cfg.vocab_size * h * 4
     assert bench_gpu.decode_weight_bytes("gate_up_kernel", moe, 2) == 2 * 2 * i * h * 4
+    assert bench_gpu.decode_weight_bytes("add_layer_norm_route_kernel", route, 2) == e * h * 4
     # ... and runs the build's bench under the profile: 4 decode steps, a 12-token prompt.
     runner = types.SimpleNamespace(work=tmp_path, prompts=[12], args=types.SimpleNamespace(gen=4),
                                    tmo=lambda cap: cap)
@@ -192,10 +203,7 @@ def test_batched_serve_decode_runs_as_graphs(tmp_path):
         texts = gpu_oracle.serve_completions(
             out / "phimoe-bin", out / "weights.phw", gpu_oracle.SERVE_PROMPTS, 3,
             env=dict(os.environ, PHIMOE_EMU_STATS="1", **env), stderr_out=said)
-        found = re.search(r"(\d+) kernel launches, (\d+) graphs captured, (\d+) graph launches",
-                          said[0])
-        assert found, said[0]
-        return texts, [int(g) for g in found.groups()]
+        return texts, emu_stats(said[0])
 
     texts, (launches, captured, replays) = serve()
     eager_texts, (_, eager_captured, eager_replays) = serve(PHIMOE_CUDA_GRAPH="0")

@@ -200,6 +200,22 @@ template <int In, int W0, int W1, int W2> void test_split_cols(int n) {
   cudaFree(dx), cudaFree(o[0]), cudaFree(o[1]), cudaFree(o[2]);
 }
 
+// Positions past..past+n-1 and a LongRoPE (short factors 1 + 0.02 i, long 1.5 + 0.25 i, mscales
+// 1.1 and 1.25, original_max 64) for the tests of the rope kernels.
+struct RopeInputs {
+  std::vector<int32_t> pos;
+  std::vector<float> sf, lf;
+  phimoe_rt::RopeParams p;
+  RopeInputs(int past, int n, int half) : pos(n), sf(half), lf(half) {
+    for (int i = 0; i < n; ++i)
+      pos[i] = past + i;
+    for (int i = 0; i < half; ++i)
+      sf[i] = 1.0f + 0.02f * i, lf[i] = 1.5f + 0.25f * i;
+    p = phimoe_rt::RopeParams{10000.0f, 64, 1.1f, 1.25f, sf.data(), lf.data()};
+  }
+  RopeInputs(const RopeInputs &) = delete; // p points into sf and lf
+};
+
 // qkv_rope_kv_write against the kernels it replaces (split_cols, rope of the queries,
 // rope_kv_write of the keys and values) on the same inputs: the rotated queries and both
 // caches. Cases: "disjoint" (n rows, Disjoint: the one kernel), "overlap" (one row whose
@@ -214,14 +230,9 @@ void test_qkv_rope(int past, int n, bool rope_long, const char *mode) {
   std::vector<float> kc = random_floats(static_cast<size_t>(layers) * capacity * kv_row);
   std::vector<float> vc = random_floats(kc.size());
   std::vector<float> qkv = random_floats(static_cast<size_t>(n) * In);
-  std::vector<int32_t> pos(n);
-  for (int i = 0; i < n; ++i)
-    pos[i] = past + i;
-  std::vector<float> sf(half), lf(half);
-  for (int i = 0; i < half; ++i)
-    sf[i] = 1.0f + 0.03f * i, lf[i] = 1.25f + 0.5f * i;
-  phimoe_rt::RopeParams p{10000.0f, 64, 1.1f, 1.25f, sf.data(), lf.data()};
-  int32_t *dp = upload(pos);
+  const RopeInputs rope_in(past, n, half);
+  const phimoe_rt::RopeParams &p = rope_in.p;
+  int32_t *dp = upload(rope_in.pos);
 
   // The reference: the three kernels.
   Context ref = cache_context(kc, vc, layers, capacity, Hkv, D, past + n, 0);
@@ -316,6 +327,49 @@ template <int H> void test_layer_norm(int n) {
   cudaFree(da), cudaFree(dbb), cudaFree(dw), cudaFree(dbias), cudaFree(out);
 }
 
+// add_layer_norm_route against add_layer_norm then router_kernel (what moe_sparsemixer
+// launches) on the same inputs: the sum, the normed rows and the routes, bit for bit (the same
+// device functions).
+template <int H, int E, class R> void test_add_norm_route(int n) {
+  std::vector<float> a = random_floats(static_cast<size_t>(n) * H, 1.0f, 3.0f);
+  std::vector<float> b = random_floats(a.size()), w = random_floats(H, 0.1f, 1.0f),
+                     bias = random_floats(H, 0.1f);
+  Weight<R> router = make_weight<R>(E, H);
+  float *da1 = upload(a), *da2 = upload(a), *dbb = upload(b), *dw = upload(w),
+        *dbias = upload(bias), *out1 = device<float>(a.size()), *out2 = device<float>(a.size());
+  uint8_t *dr = upload(router.bytes);
+  const R *r = reinterpret_cast<const R *>(dr);
+  DeviceRoute *routes1 = device<DeviceRoute>(n), *routes2 = device<DeviceRoute>(n);
+  Context ctx;
+  add_layer_norm<H>(ctx, da1, dbb, n, dw, dbias, 1e-5f, da1, out1);
+  PHIMOE_CUDA_LAUNCH(n, detail::kThreads, sizeof(float) * (H + E), ctx.stream,
+                     detail::router_kernel<E, H, R>)
+  (out1, r, 0.01f, routes1);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  ctx.routes = routes2;
+  add_layer_norm_route<H, E>(ctx, da2, dbb, n, dw, dbias, 1e-5f, da2, out2, r, 0.01f);
+  const std::vector<float> sum1 = download(da1, a.size()), norm1 = download(out1, a.size());
+  char label[96];
+  std::snprintf(label, sizeof label, "add_layer_norm_route<%d,%d> n=%d (sum)", H, E, n);
+  check(label, download(da2, a.size()), std::vector<double>(sum1.begin(), sum1.end()), 0.0);
+  std::snprintf(label, sizeof label, "add_layer_norm_route<%d,%d> n=%d (out)", H, E, n);
+  check(label, download(out2, a.size()), std::vector<double>(norm1.begin(), norm1.end()), 0.0);
+  std::vector<DeviceRoute> want(n), got(n);
+  PHIMOE_CUDA_CHECK(cudaMemcpy(want.data(), routes1, sizeof(DeviceRoute) * n,
+                               cudaMemcpyDeviceToHost));
+  PHIMOE_CUDA_CHECK(cudaMemcpy(got.data(), routes2, sizeof(DeviceRoute) * n,
+                               cudaMemcpyDeviceToHost));
+  bool same = true;
+  for (int t = 0; t < n; ++t)
+    same = same && got[t].i1 == want[t].i1 && got[t].i2 == want[t].i2 &&
+           got[t].w1 == want[t].w1 && got[t].w2 == want[t].w2 && want[t].i1 != want[t].i2;
+  std::printf("%s add_layer_norm_route<%d,%d> n=%d: routes equal router_kernel's\n",
+              same ? "PASS" : "FAIL", H, E, n);
+  failures += !same;
+  cudaFree(da1), cudaFree(da2), cudaFree(dbb), cudaFree(dw), cudaFree(dbias), cudaFree(out1);
+  cudaFree(out2), cudaFree(dr), cudaFree(routes1), cudaFree(routes2);
+}
+
 template <int Heads, int D> void test_rope(bool rope_long) {
   const int n = 5;
   std::vector<int32_t> pos = {0, 1, 17, 300, 4097};
@@ -389,13 +443,10 @@ template <int Hq, int Hkv, int D> void test_rope_kv_write(int past, int n, bool 
   constexpr int row = Hkv * D, half = D / 2;
   std::vector<float> kc, vc, q, k, v;
   random_attention_inputs(layers, capacity, n, Hq * D, row, kc, vc, q, k, v);
-  std::vector<int32_t> pos(n);
-  for (int i = 0; i < n; ++i)
-    pos[i] = past + i;
-  std::vector<float> sf(half), lf(half);
-  for (int i = 0; i < half; ++i)
-    sf[i] = 1.0f + 0.02f * i, lf[i] = 1.5f + 0.25f * i;
-  phimoe_rt::RopeParams p{10000.0f, 64, 1.1f, 1.25f, sf.data(), lf.data()};
+  const RopeInputs rope_in(past, n, half);
+  const std::vector<int32_t> &pos = rope_in.pos;
+  const std::vector<float> &sf = rope_in.sf, &lf = rope_in.lf;
+  const phimoe_rt::RopeParams &p = rope_in.p;
   std::vector<float> kw = kc, vw = vc;
   for (int i = 0; i < n; ++i) {
     const size_t dst = (static_cast<size_t>(layer) * capacity + pos[i]) * row;
@@ -805,6 +856,8 @@ int main() {
     test_split_cols<100, 40, 30, 20>(17);       // ranges short of the row
     test_layer_norm<64>(3);
     test_layer_norm<4096>(2);
+    test_add_norm_route<64, 4, float>(3);
+    test_add_norm_route<4096, 16, bf16>(2); // Phi-3.5-MoE's router
     test_rope<4, 16>(false);
     test_rope<32, 128>(true);
     test_attention<4, 2, 16>(0, 1, 0);

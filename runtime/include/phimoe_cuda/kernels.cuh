@@ -141,10 +141,9 @@ __global__ void embed_kernel(const int32_t *ids, const W *table, float *out) {
 // LayerNorm of one row per block (two passes over the row: mean, then biased variance); with
 // Add, the row is a + b, also written to sum (which may alias a).
 template <int H, bool Add, class W>
-__global__ void layer_norm_kernel(const float *a, const float *b, const W *w, const W *bias,
-                                  float eps, float *sum, float *out) {
-  __shared__ float part[32];
-  PHIMOE_CUDA_KERNEL_PROLOGUE();
+__device__ __forceinline__ void layer_norm_row(const float *a, const float *b, const W *w,
+                                               const W *bias, float eps, float *sum, float *out,
+                                               float *part) {
   const size_t row = static_cast<size_t>(blockIdx.x) * H;
   float s = 0.0f;
   for (int j = threadIdx.x; j < H; j += blockDim.x) {
@@ -165,6 +164,13 @@ __global__ void layer_norm_kernel(const float *a, const float *b, const W *w, co
   const float rstd = 1.0f / sqrtf(block_sum(q, part) / H + eps);
   for (int j = threadIdx.x; j < H; j += blockDim.x)
     out[row + j] = (x[row + j] - mean) * rstd * ld(w + j) + ld(bias + j);
+}
+template <int H, bool Add, class W>
+__global__ void layer_norm_kernel(const float *a, const float *b, const W *w, const W *bias,
+                                  float eps, float *sum, float *out) {
+  __shared__ float part[32];
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  layer_norm_row<H, Add, W>(a, b, w, bias, eps, sum, out, part);
 }
 
 template <class B> __device__ __forceinline__ float bias_at(const B *bias, int r) {
@@ -606,11 +612,11 @@ __global__ void attention_combine_kernel(const float *partials, int splits, cons
   }
 }
 
-// Router: one row per block; a warp per expert logit, then thread 0 routes.
+// Router of row t of x (kThreads threads; xs: H + E floats of shared memory): a warp per
+// expert logit, then thread 0 routes.
 template <int E, int H, class R>
-__global__ void router_kernel(const float *x, const R *router, float eps, DeviceRoute *routes) {
-  PHIMOE_CUDA_DYNAMIC_SHARED(float, xs); // H floats, then E logits
-  PHIMOE_CUDA_KERNEL_PROLOGUE();
+__device__ __forceinline__ void route_row(const float *x, const R *router, float eps,
+                                          DeviceRoute *routes, float *xs) {
   float *logits = xs + H;
   const int t = blockIdx.x;
   stage_row<R, H>(xs, x + static_cast<size_t>(t) * H);
@@ -626,6 +632,30 @@ __global__ void router_kernel(const float *x, const R *router, float eps, Device
     const phimoe_rt::Route route = phimoe_rt::sparsemixer<E>(logits, eps);
     routes[t] = DeviceRoute{route.i1, route.i2, route.w1, route.w2};
   }
+}
+
+// Router: one row per block.
+template <int E, int H, class R>
+__global__ void router_kernel(const float *x, const R *router, float eps, DeviceRoute *routes) {
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, xs); // H floats, then E logits
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  route_row<E, H, R>(x, router, eps, routes, xs);
+}
+
+// add_layer_norm of a row, then the router on the row it wrote (after a barrier, which makes
+// the block's writes visible to the block): layer_norm_kernel's and router_kernel's
+// arithmetic in one launch.
+template <int H, class W, int E, class R>
+__global__ void add_layer_norm_route_kernel(const float *a, const float *b, const W *w,
+                                            const W *bias, float eps, float *sum, float *out,
+                                            const R *router, float route_eps,
+                                            DeviceRoute *routes) {
+  __shared__ float part[32];
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, xs); // H floats, then E logits
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  layer_norm_row<H, true, W>(a, b, w, bias, eps, sum, out, part);
+  __syncthreads();
+  route_row<E, H, R>(out, router, route_eps, routes, xs);
 }
 
 // act[t][slot][r] = silu(gate_r . x) * (up_r . x) of the slot's expert (read on the device).
@@ -728,6 +758,25 @@ void add_layer_norm(Context &ctx, const float *a, const float *b, int n, const W
     return;
   PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::layer_norm_kernel<H, true, W>)
   (a, b, w, bias, eps, sum, out);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+// add_layer_norm, then the sparsemixer router of the MoE that reads its output, whose routes
+// (ctx.routes) moe_sparsemixer<..., true> then takes: phimoe-lower-to-emitc{target=cuda} emits
+// the pair where the MoE is the next op.
+template <int H, int E, class W, class R>
+void add_layer_norm_route(Context &ctx, const float *a, const float *b, int n, const W *w,
+                          const W *bias, float eps, float *sum, float *out, const R *router,
+                          float route_eps) {
+  if (n <= 0)
+    return;
+  constexpr size_t smem = sizeof(float) * (H + E);
+  static bool configured =
+      (detail::allow_shared(detail::add_layer_norm_route_kernel<H, W, E, R>, smem), true);
+  (void)configured;
+  PHIMOE_CUDA_LAUNCH(n, detail::kThreads, smem, ctx.stream,
+                     detail::add_layer_norm_route_kernel<H, W, E, R>)
+  (a, b, w, bias, eps, sum, out, router, route_eps, ctx.routes);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -955,8 +1004,9 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
 }
 
 // Router on the device, then the two experts of every row, whose ids the expert kernels read
-// from the device: no host synchronisation. gate_up is [E, 2I, H], down [E, H, I].
-template <int E, int H, int I, class R, class GU, class DW>
+// from the device: no host synchronisation. gate_up is [E, 2I, H], down [E, H, I]. Routed:
+// add_layer_norm_route has written the routes already (router and eps are then unused).
+template <int E, int H, int I, bool Routed = false, class R, class GU, class DW>
 void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
                      const DW *down, float eps, float *out) {
   static_assert(E >= 2 && H >= 1 && I >= 1, "moe_sparsemixer: bad shape");
@@ -970,9 +1020,12 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
        detail::allow_shared(detail::gate_up_kernel<E, H, I, GU>, gate_smem),
        detail::allow_shared(detail::down_kernel<E, H, I, DW>, down_smem), true);
   (void)configured;
-  PHIMOE_CUDA_LAUNCH(n, detail::kThreads, router_smem, ctx.stream, detail::router_kernel<E, H, R>)
-  (x, router, eps, ctx.routes);
-  PHIMOE_CUDA_CHECK_LAUNCH();
+  if constexpr (!Routed) {
+    PHIMOE_CUDA_LAUNCH(n, detail::kThreads, router_smem, ctx.stream,
+                       detail::router_kernel<E, H, R>)
+    (x, router, eps, ctx.routes);
+    PHIMOE_CUDA_CHECK_LAUNCH();
+  }
   if constexpr (detail::tc_supported<GU, H>() && detail::tc_supported<DW, I>()) {
     if (n > detail::kGemvMaxRows) { // prefill: grouped-expert GEMMs (moe_grouped.cuh)
       detail::moe_grouped<E, H, I>(ctx, x, n, gate_up, down, out);

@@ -131,12 +131,29 @@ inline std::string launcher_name(const char *text) {
     std::string args = f.substr(open + 3, f.size() - open - 4);
     if (args.rfind("with ", 0) == 0)
       args = args.substr(5);
-    for (const char *drop : {"phimoe_cuda::", "phimoe_rt::", "detail::", "int ", "bool "})
-      for (size_t at; (at = args.find(drop)) != std::string::npos;)
-        args.erase(at, std::strlen(drop));
     for (size_t at; (at = args.find("; ")) != std::string::npos;)
       args.replace(at, 2, ", ");
-    name += " [" + args + "]";
+    // Each "TYPE NAME = VALUE" (or "NAME = VALUE") as "NAME = VALUE", the value without
+    // namespaces.
+    std::string out;
+    for (size_t start = 0; start < args.size();) {
+      size_t end = args.find(", ", start);
+      if (end == std::string::npos)
+        end = args.size();
+      std::string piece = args.substr(start, end - start);
+      const size_t eq = piece.find(" = ");
+      if (eq != std::string::npos) {
+        std::string left = piece.substr(0, eq), value = piece.substr(eq + 3);
+        left = left.substr(left.rfind(' ') == std::string::npos ? 0 : left.rfind(' ') + 1);
+        for (const char *drop : {"phimoe_cuda::", "phimoe_rt::", "detail::"})
+          for (size_t at; (at = value.find(drop)) != std::string::npos;)
+            value.erase(at, std::strlen(drop));
+        piece = left + " = " + value;
+      }
+      out += (out.empty() ? "" : ", ") + piece;
+      start = end + 2;
+    }
+    name += " [" + out + "]";
   }
   return name;
 }
