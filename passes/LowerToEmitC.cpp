@@ -288,6 +288,13 @@ LogicalResult Lowering::lower(Operation *op) {
         values[result] = ptr;
   if (fusedAway.contains(op)) // its kernel ran in an earlier op's launch
     return success();
+  // The CUDA fusions that start at this op (qkvRope, routedMoE), if any.
+  std::optional<QkvRope> qkv;
+  MoEOp routedMoe;
+  if (auto split = dyn_cast<SplitOp>(op); split && cuda)
+    qkv = qkvRope(split);
+  if (auto aln = dyn_cast<AddLayerNormOp>(op); aln && cuda)
+    routedMoe = routedMoE(aln);
 
   if (auto e = dyn_cast<EmbedOp>(op)) {
     hidden = dim(e.getTable(), 1);
@@ -299,9 +306,9 @@ LogicalResult Lowering::lower(Operation *op) {
          {operand(0), operand(1), operand(2), operand(3), operand(4),
           f32(ln.getEpsilon().convertToDouble()), operand(5)},
          {ctxArg, v(ln.getInput()), n, v(ln.getWeight()), v(ln.getBias()), v(ln)});
-  } else if (auto aln = dyn_cast<AddLayerNormOp>(op); aln && cuda && routedMoE(aln)) {
+  } else if (auto aln = dyn_cast<AddLayerNormOp>(op); aln && routedMoe) {
     // CUDA: the MoE's router in the same launch, on the row the norm wrote.
-    MoEOp moe = routedMoE(aln);
+    MoEOp moe = routedMoe;
     Value router = moe.getRouterWeight();
     if (!values.lookup(router))
       values[router] = weightPtr(router.getDefiningOp<WeightRefOp>());
@@ -343,10 +350,10 @@ LogicalResult Lowering::lower(Operation *op) {
     args.push_back(operand(operands.size()));
     operands.push_back(out);
     call(rt("linear"), {i32(dim(weight, 0)), i32(dim(weight, 1))}, args, operands);
-  } else if (auto split = dyn_cast<SplitOp>(op); split && cuda && qkvRope(split)) {
+  } else if (auto split = dyn_cast<SplitOp>(op); split && qkv) {
     // CUDA: the q/k/v split, the queries' RoPE and the keys' RoPE with the KV-cache write in
     // one launch (the attention then only reads); the two rope ops emit nothing.
-    QkvRope f = *qkvRope(split);
+    QkvRope f = *qkv;
     Value qOut = act(f.q, 0);
     values[f.q.getResult()] = qOut;
     call(rt("qkv_rope_kv_write"),

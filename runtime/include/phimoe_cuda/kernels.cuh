@@ -780,6 +780,17 @@ void add_layer_norm_route(Context &ctx, const float *a, const float *b, int n, c
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
+namespace detail {
+// That the KV cache has Hkv heads of D and a layer `layer` (else a phimoe-bin bug).
+template <int Hkv, int D>
+inline void check_cache_layer(const Context &ctx, int layer, const char *launcher) {
+  if (ctx.kv_heads != Hkv || ctx.head_dim != D || layer < 0 || layer >= ctx.layers)
+    throw std::runtime_error(std::string(launcher) +
+                             ": the KV cache has another shape than layer " +
+                             std::to_string(layer) + " (a phimoe-bin bug)");
+}
+} // namespace detail
+
 template <int N, int K, class W, class B>
 void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, float *out) {
   static_assert(N > 0 && K > 0, "linear: empty shape");
@@ -865,9 +876,7 @@ void rope_kv_write(Context &ctx, const float *k, const float *v, int n, const in
                    const phimoe_rt::RopeParams &p, int layer) {
   if (n <= 0)
     return;
-  if (ctx.kv_heads != Hkv || ctx.head_dim != D || layer < 0 || layer >= ctx.layers)
-    throw std::runtime_error("rope_kv_write: the KV cache has another shape than layer " +
-                             std::to_string(layer) + " (a phimoe-bin bug)");
+  detail::check_cache_layer<Hkv, D>(ctx, layer, "rope_kv_write");
   PHIMOE_CUDA_LAUNCH(n, 128, 0, ctx.stream, detail::rope_kv_write_kernel<Hkv, D>)
   (k, v, pos, detail::rope_table<D>(ctx, p), layer, ctx.capacity, ctx.pages, ctx.k_cache,
    ctx.v_cache);
@@ -894,9 +903,7 @@ void qkv_rope_kv_write(Context &ctx, const float *qkv, int n, const int32_t *pos
     rope_kv_write<Hkv, D>(ctx, k_split, v_split, n, pos, p, layer);
     return;
   }
-  if (ctx.kv_heads != Hkv || ctx.head_dim != D || layer < 0 || layer >= ctx.layers)
-    throw std::runtime_error("qkv_rope_kv_write: the KV cache has another shape than layer " +
-                             std::to_string(layer) + " (a phimoe-bin bug)");
+  detail::check_cache_layer<Hkv, D>(ctx, layer, "qkv_rope_kv_write");
   constexpr size_t smem = sizeof(float) * Hq * D;
   static bool configured =
       (detail::allow_shared(detail::qkv_rope_kernel<In, Hq, Hkv, D>, smem), true);
@@ -958,9 +965,7 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
   static_assert(Hkv > 0 && Hq % Hkv == 0, "attention: Hq must be a multiple of Hkv");
   if (n <= 0)
     return;
-  if (ctx.kv_heads != Hkv || ctx.head_dim != D || layer < 0 || layer >= ctx.layers)
-    throw std::runtime_error("attention: the KV cache has another shape than layer " +
-                             std::to_string(layer) + " (a phimoe-bin bug)");
+  detail::check_cache_layer<Hkv, D>(ctx, layer, "attention");
   if constexpr (!KvWritten) {
     PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::kv_write_kernel<Hkv, D>)
     (k, v, pos, layer, ctx.capacity, ctx.pages, ctx.k_cache, ctx.v_cache);

@@ -8,7 +8,7 @@
 // "1" is also a file that gets them as JSON:
 //
 //   {"launches": N, "kernel_ms": T, "kernels": [{"kernel": "gemv_kernel",
-//     "launcher": "linear [N = 4096; K = 4096; W = block_q4_K; B = Absent]",
+//     "launcher": "linear [N = 4096, K = 4096, W = block_q4k, B = float]",
 //     "launches": n, "ms": t, "mean_us": u}, ...]}            (largest ms first)
 //
 // A span is the device time from the event before a kernel to the event after it: the
@@ -18,6 +18,8 @@
 #ifndef PHIMOE_CUDA_PROFILE_H
 #define PHIMOE_CUDA_PROFILE_H
 
+#include "phimoe_cuda/check.h"
+
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -25,7 +27,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <stdexcept>
 #include <string>
 #include <utility>
 #include <vector>
@@ -63,13 +64,6 @@ inline State &state() {
   return s;
 }
 
-// Errors here throw as every CUDA call of the runtime does (check.h).
-inline void check(cudaError_t e, const char *what) {
-  if (e != cudaSuccess)
-    throw std::runtime_error(std::string("PHIMOE_CUDA_PROFILE: ") + what + ": " +
-                             cudaGetErrorString(e));
-}
-
 inline cudaEvent_t event() {
   State &s = state();
   if (!s.idle.empty()) {
@@ -78,23 +72,29 @@ inline cudaEvent_t event() {
     return e;
   }
   cudaEvent_t e = nullptr;
-  check(cudaEventCreate(&e), "cudaEventCreate");
+  PHIMOE_CUDA_CHECK(cudaEventCreate(&e));
   return e;
+}
+
+// Records the end event of the span that waits for it, if one does.
+inline void close_open_span() {
+  State &s = state();
+  if (!s.open)
+    return;
+  s.open = false;
+  PHIMOE_CUDA_CHECK(cudaEventRecord(s.pending.back().end, s.open_stream));
 }
 
 // Sums the pending spans (waiting for the last of them to finish).
 inline void flush() {
   State &s = state();
-  if (s.open) { // a launch with no PHIMOE_CUDA_CHECK_LAUNCH after it: ends where we are
-    s.open = false;
-    check(cudaEventRecord(s.pending.back().end, s.open_stream), "cudaEventRecord");
-  }
+  close_open_span(); // (a launch with no PHIMOE_CUDA_CHECK_LAUNCH after it ends here)
   if (s.pending.empty())
     return;
-  check(cudaEventSynchronize(s.pending.back().end), "cudaEventSynchronize");
+  PHIMOE_CUDA_CHECK(cudaEventSynchronize(s.pending.back().end));
   for (const Span &span : s.pending) {
     float ms = 0;
-    check(cudaEventElapsedTime(&ms, span.begin, span.end), "cudaEventElapsedTime");
+    PHIMOE_CUDA_CHECK(cudaEventElapsedTime(&ms, span.begin, span.end));
     Totals &t = s.totals[{span.kernel, span.launcher}];
     ++t.launches;
     t.ms += ms;
@@ -112,7 +112,7 @@ inline std::string kernel_name(const char *text) {
   return colon == std::string::npos ? k : k.substr(colon + 2);
 }
 
-// A __PRETTY_FUNCTION__ -> "linear [N = 4096, K = 4096, W = block_q4_K, B = float]": the
+// A __PRETTY_FUNCTION__ -> "linear [N = 4096, K = 4096, W = block_q4k, B = float]": the
 // function's unqualified name and its template arguments (gcc and nvcc write them
 // "[with int N = 4096; ...]", clang "[N = 4096, ...]"), without namespaces and types.
 inline std::string launcher_name(const char *text) {
@@ -225,20 +225,17 @@ inline cudaStream_t begin(cudaStream_t stream, const char *kernel, const char *l
   if (!enabled())
     return stream;
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
-  check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+  PHIMOE_CUDA_CHECK(cudaStreamIsCapturing(stream, &capture));
   if (capture != cudaStreamCaptureStatusNone)
     return stream; // a graph being captured: no spans (graphs are off while profiling)
   State &s = state();
   static const bool registered = (std::atexit([] { report(); }), true);
   (void)registered;
-  if (s.open) { // the previous launch had no PHIMOE_CUDA_CHECK_LAUNCH
-    s.open = false;
-    check(cudaEventRecord(s.pending.back().end, stream), "cudaEventRecord");
-  }
+  close_open_span(); // (the previous launch had no PHIMOE_CUDA_CHECK_LAUNCH)
   if (s.pending.size() >= 4096)
     flush();
   Span span{kernel, launcher, event(), event()};
-  check(cudaEventRecord(span.begin, stream), "cudaEventRecord");
+  PHIMOE_CUDA_CHECK(cudaEventRecord(span.begin, stream));
   s.pending.push_back(span);
   s.open = true;
   s.open_stream = stream;
@@ -247,13 +244,8 @@ inline cudaStream_t begin(cudaStream_t stream, const char *kernel, const char *l
 
 // In PHIMOE_CUDA_CHECK_LAUNCH, after the kernel.
 inline void end() {
-  if (!enabled())
-    return;
-  State &s = state();
-  if (!s.open)
-    return;
-  s.open = false;
-  check(cudaEventRecord(s.pending.back().end, s.open_stream), "cudaEventRecord");
+  if (enabled())
+    close_open_span();
 }
 
 } // namespace phimoe_cuda::profile
