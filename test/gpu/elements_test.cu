@@ -9,7 +9,8 @@
 //   - the sum of unit_dot over a row's units, on the input staged unit-major, equals the
 //     double-precision dot product of the dequantized row with the input,
 //   - byte_value turns every byte into its value without an integer conversion,
-//   - get_split gives back the plain blocks.
+//   - get_split gives back the plain blocks;
+// and the fixed-point input of q4_K's decode kernels (test_q4k_int_input).
 #include "phimoe_cuda/elements.cuh"
 #include "phimoe_rt/split_layout.h"
 #include "test_weights.h"
@@ -161,9 +162,131 @@ void test_byte_value() {
   expect(byte_perm(0x000000abu, 0x4b000000u, 0x7540u) == 0x4b0000abu, "byte_perm: 2^23 + byte");
 }
 
+// q4_K with the decode kernels' fixed-point input (StagedQ4k, q4k_unit_dot): the row staged
+// as stage_row<q4_K, K> stages it (the same step, level, put and put_half, the group maxima
+// and half sums computed here), then
+//   - every column's planes give back its level, and step * level is within step / 2 of x,
+//   - the sum of q4k_unit_dot over a row's units is the double-precision dot product of the
+//     dequantized row with x, within the float path's bound (rows x values of every sign and
+//     size: a normal row, one with a group of zeros, one with a value 10^4 times the others).
+template <int K> void test_q4k_int_input(size_t rows) {
+  using E = Elem<phimoe_rt::block_q4k>;
+  const std::string name = "q4k int input K=" + std::to_string(K);
+  constexpr int U = K / 32;
+  static_assert(StagedQ4k::words(K) == 28 * U, "28 words a unit");
+  Weight<phimoe_rt::block_q4k> w = make_weight<phimoe_rt::block_q4k>(rows, K);
+  std::normal_distribution<float> normal(0.0f, 1.0f);
+  double worst[3] = {0.0, 0.0, 0.0};
+  for (int variant = 0; variant < 3; ++variant) {
+    std::vector<float> x(K);
+    for (float &v : x)
+      v = normal(rng);
+    if (variant == 1)
+      for (int k = 64; k < 96; ++k)
+        x[k] = 0.0f;
+    if (variant == 2)
+      x[K / 3] = 1e4f;
+    std::vector<uint32_t> staged(StagedQ4k::words(K), 0xdeadbeefu);
+    std::vector<int> levels(K);
+    for (int g = 0; g < K / 32; ++g) { // as stage_q4k_group stages a group
+      uint32_t amax_bits = 0;
+      for (int l = 0; l < 32; ++l)
+        amax_bits = std::max(amax_bits, float_bits(x[32 * g + l]) & 0x7fffffffu);
+      float step, inv;
+      StagedQ4k::steps(amax_bits, step, inv);
+      // D is the power of two with max|x| / D in [2^21, 2^22).
+      const double ratio = amax_bits ? bits_as_float(amax_bits) / step : 0.0;
+      expect(amax_bits ? ratio >= (1 << 21) && ratio < (1 << 22) : step == 0.0f && inv == 0.0f,
+             name + ": the step of group " + std::to_string(g) + " is off");
+      int sums[2] = {0, 0};
+      for (int l = 0; l < 32; ++l) {
+        const int k = 32 * g + l, v = levels[k] = StagedQ4k::level(x[k], inv);
+        expect(std::fabs(x[k] - step * static_cast<double>(v)) <= 0.5 * step &&
+                   std::abs(v) <= (1 << 22),
+               name + ": level of column " + std::to_string(k) + " is off");
+        StagedQ4k::put(staged.data(), k, v);
+        sums[l / 16] += v;
+      }
+      for (int half = 0; half < 2; ++half)
+        StagedQ4k::put_half(staged.data(), 32 * g + 16 * half, step,
+                            step * static_cast<float>(sums[half]));
+    }
+    // The planes give back every level, and each half its group's step.
+    int wrong = 0;
+    for (int u = 0; u < U; ++u) {
+      const StagedQ4k::Unit unit = StagedQ4k::load(staged.data(), u);
+      for (int j = 0; j < 32; ++j) {
+        const int k = E::k_of(u, j);
+        auto byte = [&](int p) { return (unit.planes[p][j / 4] >> (8 * (j % 4))) & 255u; };
+        const int v = static_cast<int8_t>(byte(2)) * 65536 + static_cast<int>(byte(1)) * 256 +
+                      static_cast<int>(byte(0));
+        wrong += v != levels[k];
+        float step, inv;
+        uint32_t amax_bits = 0;
+        for (int l = 0; l < 32; ++l)
+          amax_bits = std::max(amax_bits, float_bits(x[32 * (k / 32) + l]) & 0x7fffffffu);
+        StagedQ4k::steps(amax_bits, step, inv);
+        wrong += unit.step[j / 16] != step;
+      }
+    }
+    expect(wrong == 0, name + ": " + std::to_string(wrong) + " staged values wrong");
+    for (size_t r = 0; r < rows; ++r) {
+      double want = 0.0, scale = 0.0;
+      for (int k = 0; k < K; ++k) {
+        want += static_cast<double>(w.values[r * K + k]) * x[k];
+        scale += std::fabs(static_cast<double>(w.values[r * K + k]) * x[k]);
+      }
+      double got = 0.0;
+      for (int u = 0; u < U; ++u)
+        got += q4k_unit_dot(w.data(), rows, K, r, u, StagedQ4k::load(staged.data(), u));
+      worst[variant] = std::max(worst[variant], std::fabs(got - want) / (scale + 1e-30));
+    }
+    expect(worst[variant] < 1e-5,
+           name + ": q4k_unit_dot relative error " + std::to_string(worst[variant]));
+  }
+  std::printf("%-20s K=%-5d rows=%-3zu max rel error of row dots %.2e, %.2e (zeros), %.2e "
+              "(an outlier)\n",
+              "q4k int input", K, rows, worst[0], worst[1], worst[2]);
+}
+
+// StagedQ4k's steps at the edges: 1, a zero group, values too small to keep, inf and nan.
+void test_q4k_steps() {
+  float step, inv;
+  StagedQ4k::steps(float_bits(1.0f), step, inv);
+  expect(step == std::ldexp(1.0f, -21) && inv == std::ldexp(1.0f, 21), "steps: max|x| = 1");
+  StagedQ4k::steps(float_bits(3.0f), step, inv);
+  expect(step == std::ldexp(1.0f, -20) && inv == std::ldexp(1.0f, 20), "steps: max|x| = 3");
+  StagedQ4k::steps(0u, step, inv);
+  expect(step == 0.0f && inv == 0.0f && StagedQ4k::level(0.0f, inv) == 0, "steps: zeros");
+  StagedQ4k::steps(float_bits(1e-33f), step, inv);
+  expect(step == 0.0f && inv == 0.0f, "steps: below 2^-105");
+  StagedQ4k::steps(float_bits(INFINITY), step, inv);
+  expect(std::isnan(step) && inv == 0.0f && StagedQ4k::level(INFINITY, inv) == 0, "steps: inf");
+  StagedQ4k::steps(float_bits(NAN) & 0x7fffffffu, step, inv);
+  expect(std::isnan(step) && inv == 0.0f, "steps: nan");
+  expect(StagedQ4k::level(-3.0f, std::ldexp(1.0f, 20)) == -(3 << 20) &&
+             StagedQ4k::level(1.5f * std::ldexp(1.0f, -20), std::ldexp(1.0f, 20)) == 2 &&
+             StagedQ4k::level(2.5f * std::ldexp(1.0f, -20), std::ldexp(1.0f, 20)) == 2,
+         "level: exact multiples and ties to even");
+}
+
+// dot4 (dp4a on the GPU) on the host: signed bytes.
+void test_dot4() {
+  expect(dot4(0x0f0f0f0fu, 0x7f7f7f7fu, 5) == 5 + 4 * 15 * 127, "dot4: positive bytes");
+  expect(dot4(0x01020304u, 0xff80017fu, 0) == 1 * -1 + 2 * -128 + 3 * 1 + 4 * 127,
+         "dot4: signed bytes");
+  expect(udot4(0x01020304u, 0xff80017fu, -7) == -7 + 1 * 255 + 2 * 128 + 3 * 1 + 4 * 127,
+         "udot4: unsigned bytes");
+}
+
 } // namespace
 
 int main() {
+  test_dot4();
+  test_q4k_steps();
+  test_q4k_int_input<256>(6);
+  test_q4k_int_input<4096>(5);
+  test_q4k_int_input<6400>(3);
   test_byte_value();
   test<float, 64>(7);
   test<float, 50>(3); // not whole units: element by element

@@ -32,6 +32,7 @@
 #include <cuda_fp16.h>
 #include <vector_types.h>
 
+#include <cmath>
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
@@ -214,6 +215,146 @@ template <> struct Elem<phimoe_rt::block_q4k> {
            f16_bits(load_u16(m + 2)) * (m_lo * sum_lo + m_hi * sum_hi);
   }
 };
+
+// ---------------------------------------------------------------------------------------
+// q4_K in decode: integer dot products (dp4a) with a fixed-point copy of the input row.
+//
+// Elem<q4_K>::unit_dot takes about 6.7 instructions a weight (each nibble made a float, the
+// scales, the input's sums), and an SM issues one warp instruction a clock per scheduler: on
+// an H100 that caps a q4_K GEMV at 75-85% of HBM bandwidth with every issue slot busy, on an
+// H200 at 52-58% (docs/cuda.md, "Kernels"). Decode instead stages the input row in fixed
+// point (once, in the kernel that writes it: kernels.cuh, stage_for): each group of 32
+// consecutive values (one q4_K sub-block) has a step D, the power of two 2^(e - 21) for
+// max|x| in [2^e, 2^(e+1)), and v = rint(x / D), |v| <= 2^22, stored as three planes of
+// bytes, v = 2^16 p2 + 2^8 p1 + p0 (p2 signed, p1 and p0 unsigned), so that one dp4a
+// multiplies 4 nibbles with 4 bytes of a plane, exactly, in int32 (16 nibbles times 2^22 stay
+// below 2^31). x / D is exact (a power of two), so the rounding
+// moves each input by at most D / 2, 2^-22 of its group's max|x|. The mins take the sums of
+// the staged values, D * sum(v), so a row's dot product is that of the dequantized row with
+// the staged input up to float rounding.
+//
+// The staged row (StagedQ4k::words(K) words) holds 28 words a unit, unit after unit, so
+// that a lane loads its unit with seven 16-byte loads (8 lanes at a stride of 28 words touch
+// 32 different banks). Word w of unit u:
+//   w = 8 p + i, p < 3, i < 8: bytes 4i..4i+3 of plane p of the unit's 32 values (in
+//                               Elem<q4_K>::k_of's order: byte j of the plane is value j);
+//   w = 24 + s, s < 4:          floats: D of the unit's low and high half (the steps of its
+//                               two sub-blocks), then D * sum(v) of each half (16 values).
+struct StagedQ4k {
+  PHIMOE_HD static constexpr int words(long long K) { return static_cast<int>(28 * (K / 32)); }
+  // Unit u and value j (Elem<q4_K>::k_of(u, j) == k) of column k.
+  PHIMOE_HD static void slot(int k, int &u, int &j) {
+    const unsigned c = static_cast<unsigned>(k);
+    u = static_cast<int>(((c >> 5) & ~1u) + ((c >> 4) & 1u)); // 8 (k / 256) + 2 chunk + half
+    j = static_cast<int>(((c >> 1) & 16u) | (c & 15u));        // 16 (nibble) + k % 16
+  }
+  // D and 1 / D of a group whose max|x| has the bits amax_bits (of a non-negative float):
+  // 0 and 0 below 2^-105 (such values are dropped), nan and 0 for inf and nan (the row's
+  // results become nan, as with float inputs).
+  PHIMOE_HD static void steps(uint32_t amax_bits, float &step, float &inv) {
+    const uint32_t e = amax_bits >> 23; // biased exponent of max|x|
+    step = e >= 255u ? bits_as_float(0x7fc00000u) : e < 22u ? 0.0f : bits_as_float((e - 21u) << 23);
+    inv = e >= 255u || e < 22u ? 0.0f : bits_as_float((275u - e) << 23);
+  }
+  PHIMOE_HD static int level(float x, float inv) {
+    if (inv == 0.0f)
+      return 0;
+#ifdef __CUDA_ARCH__
+    return __float2int_rn(x * inv);
+#else
+    return static_cast<int>(std::nearbyint(x * inv));
+#endif
+  }
+  // Input column k (value v) into its unit's three planes.
+  PHIMOE_HD static void put(uint32_t *staged, int k, int v) {
+    int u, j;
+    slot(k, u, j);
+    uint8_t *bytes = reinterpret_cast<uint8_t *>(staged + 28 * static_cast<size_t>(u)) + j;
+    bytes[0] = static_cast<uint8_t>(v & 255);
+    bytes[32] = static_cast<uint8_t>((v >> 8) & 255);
+    bytes[64] = static_cast<uint8_t>(v >> 16);
+  }
+  // The step of the sub-block of column k and D * sum(v) of the 16 values of k's unit half.
+  PHIMOE_HD static void put_half(uint32_t *staged, int k, float step, float sum) {
+    int u, j;
+    slot(k, u, j);
+    staged[28 * static_cast<size_t>(u) + 24 + j / 16] = float_bits(step);
+    staged[28 * static_cast<size_t>(u) + 26 + j / 16] = float_bits(sum);
+  }
+  struct Unit {
+    uint32_t planes[3][8];
+    float step[2], sum[2];
+  };
+  PHIMOE_HD static Unit load(const uint32_t *staged, int u) {
+    const uint32_t *s = staged + 28 * static_cast<size_t>(u);
+    Unit x;
+    for (int q = 0; q < 6; ++q) { // 16-byte loads
+      const Words v = load16(s + 4 * q);
+      for (int i = 0; i < 4; ++i)
+        x.planes[q / 2][4 * (q % 2) + i] = v.w[i];
+    }
+    const Words f = load16(s + 24);
+    x.step[0] = bits_as_float(f.w[0]), x.step[1] = bits_as_float(f.w[1]);
+    x.sum[0] = bits_as_float(f.w[2]), x.sum[1] = bits_as_float(f.w[3]);
+    return x;
+  }
+};
+
+// The sum of c and the products of the 4 bytes of a and b (dp4a), signed or unsigned.
+PHIMOE_HD int dot4(uint32_t a, uint32_t b, int c) {
+#ifdef __CUDA_ARCH__
+  return __dp4a(static_cast<int>(a), static_cast<int>(b), c);
+#else
+  for (int i = 0; i < 4; ++i)
+    c += static_cast<int8_t>(a >> (8 * i)) * static_cast<int8_t>(b >> (8 * i));
+  return c;
+#endif
+}
+PHIMOE_HD int udot4(uint32_t a, uint32_t b, int c) {
+#ifdef __CUDA_ARCH__
+  return static_cast<int>(__dp4a(a, b, static_cast<unsigned>(c)));
+#else
+  for (int i = 0; i < 4; ++i)
+    c += static_cast<int>(((a >> (8 * i)) & 255u) * ((b >> (8 * i)) & 255u));
+  return c;
+#endif
+}
+
+// Unit u of row r (Elem<q4_K>'s unit) times the staged input x of unit u.
+PHIMOE_HD float q4k_unit_dot(const phimoe_rt::block_q4k *w, size_t R, int K, size_t r, int u,
+                             const StagedQ4k::Unit &x) {
+  using E = Elem<phimoe_rt::block_q4k>;
+  const size_t block = r * (K / 256) + u / 8;
+  const int p = u % 8, c = p / 2;
+  const Words q = load16(reinterpret_cast<const uint8_t *>(w) + block * 128 + 16 * p);
+  int lo[3] = {0, 0, 0}, hi[3] = {0, 0, 0};
+  for (int k = 0; k < 4; ++k) { // nibbles times the unsigned planes 0, 1 and the signed plane 2
+    const uint32_t nl = q.w[k] & 0x0f0f0f0fu, nh = (q.w[k] >> 4) & 0x0f0f0f0fu;
+    for (int pl = 0; pl < 2; ++pl) {
+      lo[pl] = udot4(nl, x.planes[pl][k], lo[pl]);
+      hi[pl] = udot4(nh, x.planes[pl][4 + k], hi[pl]);
+    }
+    lo[2] = dot4(nl, x.planes[2][k], lo[2]);
+    hi[2] = dot4(nh, x.planes[2][4 + k], hi[2]);
+  }
+  // |sum| <= 16 * 15 * 2^22 < 2^31.
+  const int vlo = lo[2] * 65536 + lo[1] * 256 + lo[0], vhi = hi[2] * 65536 + hi[1] * 256 + hi[0];
+  // d, dmin and the 12 scale bytes; the 6-bit scales and mins of sub-blocks 0-3 and 4-7, a
+  // byte each (Elem<q4_K>::scale_min, four at a time).
+  const Words m = load16(E::meta(w, R, K, block));
+  const uint32_t sc03 = m.w[1] & 0x3f3f3f3fu, mn03 = m.w[2] & 0x3f3f3f3fu;
+  const uint32_t sc47 = (m.w[3] & 0x0f0f0f0fu) | ((m.w[1] >> 2) & 0x30303030u);
+  const uint32_t mn47 = ((m.w[3] >> 4) & 0x0f0f0f0fu) | ((m.w[2] >> 2) & 0x30303030u);
+  const uint32_t scw = c < 2 ? sc03 : sc47, mnw = c < 2 ? mn03 : mn47;
+  const uint32_t sel = 0x7540u + 2 * (c & 1); // sub-blocks 2c and 2c + 1: bytes 2(c%2), +1
+  const float sc_lo = bits_as_float(byte_perm(scw, 0x4B000000u, sel)) - 8388608.0f;
+  const float sc_hi = bits_as_float(byte_perm(scw, 0x4B000000u, sel + 1)) - 8388608.0f;
+  const float m_lo = bits_as_float(byte_perm(mnw, 0x4B000000u, sel)) - 8388608.0f;
+  const float m_hi = bits_as_float(byte_perm(mnw, 0x4B000000u, sel + 1)) - 8388608.0f;
+  return f16_bits(m.w[0]) * (sc_lo * x.step[0] * static_cast<float>(vlo) +
+                             sc_hi * x.step[1] * static_cast<float>(vhi)) -
+         f16_bits(m.w[0] >> 16) * (m_lo * x.sum[0] + m_hi * x.sum[1]);
+}
 
 // q6_K: ql [R*K/2], qh [R*K/4], scales [R*K/16] int8, d [R*K/256] f16. In a block, half n
 // (128 columns) has ql[64n + l], ql[64n + 32 + l] and qh[32n + l] for l < 32: column
