@@ -155,7 +155,7 @@ def test_profile_has_a_span_for_every_launch(tmp_path):
     # (the router runs in the launch of the norm before the MoE: add_layer_norm_route)
     moe = (f"moe_sparsemixer [E = {e}, H = {h}, I = {i}, Routed = true, R = float, GU = float, "
            f"DW = float]")
-    route = f"add_layer_norm_route [H = {h}, E = {e}, W = float, R = float]"
+    route = f"add_layer_norm_route [H = {h}, E = {e}, Next = void, W = float, R = float]"
     for kernel, launcher in [("add_layer_norm_route_kernel", route), ("gate_up_kernel", moe),
                              ("down_kernel", moe)]:
         assert by_name[(kernel, launcher)]["launches"] == 6 * 2, (kernel, sorted(by_name))

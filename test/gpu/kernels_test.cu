@@ -769,16 +769,25 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
   ctx.moe_y = device<float>(static_cast<size_t>(n) * 2 * H);
   uint8_t *dr = upload(router.bytes), *dgu = upload(gate_up.bytes), *dd = upload(down.bytes);
   float *dx = upload(x), *out = device<float>(want.size());
-  moe_sparsemixer<E, H, I>(ctx, dx, n, reinterpret_cast<const float *>(dr),
-                           reinterpret_cast<const W *>(dgu), reinterpret_cast<const W *>(dd),
-                           0.01f, out);
   const bool grouped =
       n > detail::kGemvMaxRows && detail::tc_supported<W, H>() && detail::tc_supported<W, I>();
-  char label[128];
-  std::snprintf(label, sizeof label, "moe_sparsemixer<%d,%d,%d> %s n=%d%s (%d empty, max %d)", E,
-                H, I, name, n, grouped ? " grouped" : "", empty, most);
-  // Grouped (tensor cores): x and act split in two bf16 (2^-16 each), q8_0/q4_K/q6_K exact.
-  check(label, download(out, want.size()), want, grouped ? 2e-5 : 1e-4);
+  // q4_K decode: the down projection on act rows that gate_up_kernel staged in fixed point
+  // (ctx.moe_staged), then on float act rows (no room).
+  const bool staged_act = detail::int_input<W, I>() && !grouped;
+  ctx.moe_staged_words = static_cast<size_t>(n) * 2 * detail::StagedQ4k::words(I);
+  for (int run = 0; run < (staged_act ? 2 : 1); ++run) {
+    ctx.moe_staged = staged_act && run == 0 ? device<uint32_t>(ctx.moe_staged_words) : nullptr;
+    moe_sparsemixer<E, H, I>(ctx, dx, n, reinterpret_cast<const float *>(dr),
+                             reinterpret_cast<const W *>(dgu), reinterpret_cast<const W *>(dd),
+                             0.01f, out);
+    char label[128];
+    std::snprintf(label, sizeof label, "moe_sparsemixer<%d,%d,%d> %s n=%d%s%s (%d empty, max %d)",
+                  E, H, I, name, n, grouped ? " grouped" : "",
+                  staged_act ? (run == 0 ? " staged act" : " float act") : "", empty, most);
+    // Grouped (tensor cores): x and act split in two bf16 (2^-16 each), q8_0/q4_K/q6_K exact.
+    check(label, download(out, want.size()), want, grouped ? 2e-5 : 1e-4);
+    cudaFree(ctx.moe_staged);
+  }
   if (grouped) { // the bucket kernel against moe_bucket_serial on the device's routes
     std::vector<DeviceRoute> got_routes(n);
     PHIMOE_CUDA_CHECK(cudaMemcpy(got_routes.data(), ctx.routes, sizeof(DeviceRoute) * n,
@@ -795,6 +804,155 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
   }
   cudaFree(ctx.routes), cudaFree(ctx.moe_act), cudaFree(ctx.moe_pairs), cudaFree(ctx.moe_plan);
   cudaFree(ctx.moe_y), cudaFree(dr), cudaFree(dgu), cudaFree(dd), cudaFree(dx), cudaFree(out);
+}
+
+
+// The hand-over of fixed-point rows to a q4_K GEMV (kernels.cuh, detail::stage_for): a
+// producer with Next = block_q4k stages its rows into ctx.staged, and the next GEMV reads
+// those instead of the float rows. The float rows are overwritten with nan after the producer
+// ran (a cudaMemset, not a launch): the GEMV must then give the products of the rows the
+// producer wrote, computed here from a copy, against the float GEMV on that copy. Without a
+// Next, nothing is handed over.
+struct StagedContext {
+  Context ctx;
+  explicit StagedContext(size_t words) {
+    ctx.staged_words = words;
+    ctx.staged = device<uint32_t>(words);
+  }
+  ~StagedContext() { cudaFree(ctx.staged); }
+};
+void poison(float *p, size_t count) { PHIMOE_CUDA_CHECK(cudaMemset(p, 0xff, count * 4)); }
+bool handed_over(const Context &ctx, const float *of, const char *what) {
+  const bool ok = ctx.staged_of == of;
+  std::printf("%s %s\n", ok ? "PASS" : "FAIL", what);
+  failures += !ok;
+  return ok;
+}
+
+template <int N, int K> void test_staged_linear(int n) {
+  using Q = block_q4k;
+  std::vector<float> a = random_floats(static_cast<size_t>(n) * K, 1.0f, 0.5f);
+  std::vector<float> w = random_floats(K, 0.1f, 1.0f), bias = random_floats(K, 0.1f);
+  std::vector<float> b = random_floats(N, 0.1f);
+  Weight<Q> weight = make_weight<Q>(N, K);
+  StagedContext sc(static_cast<size_t>(n) * detail::StagedQ4k::words(K));
+  Context &ctx = sc.ctx;
+  float *da = upload(a), *dw = upload(w), *dbias = upload(bias), *db = upload(b);
+  float *x = device<float>(a.size()), *x_copy = device<float>(a.size());
+  float *want = device<float>(static_cast<size_t>(n) * N),
+        *got = device<float>(static_cast<size_t>(n) * N);
+  uint8_t *dq = upload(weight.bytes);
+  const Q *wq = reinterpret_cast<const Q *>(dq);
+  char label[128];
+  // Without a Next: no hand-over.
+  layer_norm<K>(ctx, da, n, dw, dbias, 1e-5f, x);
+  std::snprintf(label, sizeof label, "layer_norm<%d> n=%d without Next hands nothing over", K, n);
+  handed_over(ctx, nullptr, label);
+  for (int add = 0; add < 2; ++add) {
+    if (add)
+      add_layer_norm<K, Q>(ctx, da, da, n, dw, dbias, 1e-5f, x_copy, x);
+    else
+      layer_norm<K, Q>(ctx, da, n, dw, dbias, 1e-5f, x);
+    std::snprintf(label, sizeof label, "%slayer_norm<%d, q4k> n=%d hands its rows over",
+                  add ? "add_" : "", K, n);
+    handed_over(ctx, x, label);
+    PHIMOE_CUDA_CHECK(cudaMemcpy(x_copy, x, a.size() * 4, cudaMemcpyDeviceToDevice));
+    poison(x, a.size());
+    linear<N, K>(ctx, x, n, wq, db, got);
+    std::snprintf(label, sizeof label, "linear<%d,%d> q4k n=%d on the staged rows (%s)", N, K,
+                  n, add ? "add_layer_norm" : "layer_norm");
+    handed_over(ctx, nullptr, "  the GEMV ends the hand-over");
+    linear<N, K>(ctx, x_copy, n, wq, db, want); // the float GEMV
+    const std::vector<float> ref = download(want, static_cast<size_t>(n) * N);
+    check(label, download(got, ref.size()), std::vector<double>(ref.begin(), ref.end()), 1e-5);
+  }
+  cudaFree(da), cudaFree(dw), cudaFree(dbias), cudaFree(db), cudaFree(x), cudaFree(x_copy);
+  cudaFree(want), cudaFree(got), cudaFree(dq);
+}
+
+// add_layer_norm_route<H, E, q4_K> then the routed MoE: its gate_up_kernel on the staged
+// rows (the float rows overwritten), against the float path on the same rows.
+template <int E, int H, int I> void test_staged_moe(int n) {
+  using Q = block_q4k;
+  std::vector<float> a = random_floats(static_cast<size_t>(n) * H, 1.0f, 0.5f);
+  std::vector<float> b = random_floats(a.size()), w = random_floats(H, 0.1f, 1.0f),
+                     bias = random_floats(H, 0.1f);
+  Weight<float> router = make_weight<float>(E, H);
+  for (float &r : router.values)
+    r *= 10.0f;
+  std::memcpy(router.bytes.data(), router.values.data(), router.bytes.size());
+  Weight<Q> gate_up = make_weight<Q>(static_cast<size_t>(E) * 2 * I, H);
+  Weight<Q> down = make_weight<Q>(static_cast<size_t>(E) * H, I);
+  StagedContext sc(static_cast<size_t>(n) * detail::StagedQ4k::words(H));
+  Context &ctx = sc.ctx;
+  ctx.routes = device<DeviceRoute>(n);
+  ctx.moe_act = device<float>(static_cast<size_t>(n) * 2 * I);
+  ctx.moe_staged_words = static_cast<size_t>(n) * 2 * detail::StagedQ4k::words(I);
+  ctx.moe_staged = device<uint32_t>(ctx.moe_staged_words);
+  float *da = upload(a), *dbb = upload(b), *dw = upload(w), *dbias = upload(bias);
+  float *sum = device<float>(a.size()), *x = device<float>(a.size()),
+        *x_copy = device<float>(a.size());
+  float *want = device<float>(a.size()), *got = device<float>(a.size());
+  uint8_t *dr = upload(router.bytes), *dgu = upload(gate_up.bytes), *dd = upload(down.bytes);
+  const float *r = reinterpret_cast<const float *>(dr);
+  const Q *gu = reinterpret_cast<const Q *>(dgu), *dn = reinterpret_cast<const Q *>(dd);
+  add_layer_norm_route<H, E, Q>(ctx, da, dbb, n, dw, dbias, 1e-5f, sum, x, r, 0.01f);
+  char label[128];
+  std::snprintf(label, sizeof label, "add_layer_norm_route<%d,%d,q4k> n=%d hands its rows over",
+                H, E, n);
+  handed_over(ctx, x, label);
+  PHIMOE_CUDA_CHECK(cudaMemcpy(x_copy, x, a.size() * 4, cudaMemcpyDeviceToDevice));
+  poison(x, a.size());
+  moe_sparsemixer<E, H, I, true>(ctx, x, n, r, gu, dn, 0.01f, got);
+  moe_sparsemixer<E, H, I, true>(ctx, x_copy, n, r, gu, dn, 0.01f, want); // same routes
+  const std::vector<float> ref = download(want, a.size());
+  std::snprintf(label, sizeof label, "moe_sparsemixer<%d,%d,%d> q4k n=%d on the staged rows", E,
+                H, I, n);
+  check(label, download(got, ref.size()), std::vector<double>(ref.begin(), ref.end()), 1e-5);
+  cudaFree(ctx.routes), cudaFree(ctx.moe_act), cudaFree(ctx.moe_staged), cudaFree(da);
+  cudaFree(dbb), cudaFree(dw), cudaFree(dbias), cudaFree(sum), cudaFree(x), cudaFree(x_copy);
+  cudaFree(want), cudaFree(got), cudaFree(dr), cudaFree(dgu), cudaFree(dd);
+}
+
+// attention<..., q4_K> (flash-decoding: its combine kernel stages) then o_proj's GEMV on the
+// staged rows, against the float GEMV.
+template <int Hq, int Hkv, int D, int N> void test_staged_attention(int past, int n) {
+  using Q = block_q4k;
+  constexpr int K = Hq * D;
+  const int capacity = past + n + 3, layers = 2, layer = 1;
+  std::vector<float> kc, vc, q, k, v;
+  random_attention_inputs(layers, capacity, n, K, Hkv * D, kc, vc, q, k, v);
+  std::vector<int32_t> pos(n);
+  for (int i = 0; i < n; ++i)
+    pos[i] = past + i;
+  Context ctx = cache_context(kc, vc, layers, capacity, Hkv, D, past + n,
+                              static_cast<size_t>(n) * Hq * (D + 2) * 64);
+  ctx.staged_words = static_cast<size_t>(n) * detail::StagedQ4k::words(K);
+  ctx.staged = device<uint32_t>(ctx.staged_words);
+  Weight<Q> weight = make_weight<Q>(N, K);
+  uint8_t *dq = upload(weight.bytes);
+  const Q *wq = reinterpret_cast<const Q *>(dq);
+  float *dqv = upload(q), *dk = upload(k), *dv = upload(v), *att = device<float>(q.size()),
+        *att_copy = device<float>(q.size());
+  float *want = device<float>(static_cast<size_t>(n) * N),
+        *got = device<float>(static_cast<size_t>(n) * N);
+  int32_t *dp = upload(pos);
+  attention<Hq, Hkv, D, false, Q>(ctx, dqv, dk, dv, n, dp, layer, 0.1f, 0, att);
+  char label[128];
+  std::snprintf(label, sizeof label, "attention<%d,%d,%d,false,q4k> n=%d hands its rows over",
+                Hq, Hkv, D, n);
+  handed_over(ctx, att, label);
+  PHIMOE_CUDA_CHECK(cudaMemcpy(att_copy, att, q.size() * 4, cudaMemcpyDeviceToDevice));
+  poison(att, q.size());
+  linear<N, K>(ctx, att, n, wq, static_cast<const float *>(nullptr), got);
+  linear<N, K>(ctx, att_copy, n, wq, static_cast<const float *>(nullptr), want);
+  const std::vector<float> ref = download(want, static_cast<size_t>(n) * N);
+  std::snprintf(label, sizeof label, "linear<%d,%d> q4k n=%d on attention's staged rows", N, K,
+                n);
+  check(label, download(got, ref.size()), std::vector<double>(ref.begin(), ref.end()), 1e-5);
+  free_cache_context(ctx);
+  cudaFree(ctx.staged), cudaFree(dq), cudaFree(dqv), cudaFree(dk), cudaFree(dv), cudaFree(att);
+  cudaFree(att_copy), cudaFree(want), cudaFree(got), cudaFree(dp);
 }
 
 } // namespace
@@ -911,6 +1069,14 @@ int main() {
     test_moe<4, 512, 256, block_q6k>("q6k", 40);
     if (kFullWidthMoe)
       test_moe<16, 4096, 6400, block_q4k>("q4k (Phi-3.5-MoE widths)", 100);
+    // Fixed-point rows handed to q4_K GEMVs (last: their random draws leave the others').
+    test_staged_linear<40, 256>(1);
+    test_staged_linear<200, 4096>(3);
+    test_staged_linear<70, 6400>(8);
+    test_staged_moe<16, 256, 512>(2);
+    test_staged_moe<4, 4096, 6400>(1);
+    test_staged_attention<4, 2, 64, 40>(10, 1);
+    test_staged_attention<32, 8, 128, 100>(300, 2);
   } catch (const std::exception &e) {
     std::printf("FAIL: %s\n", e.what());
     return 1;

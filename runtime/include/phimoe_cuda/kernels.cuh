@@ -116,6 +116,71 @@ template <class W, int K> __device__ __forceinline__ void stage_row(float *dst, 
     dst[i] = src[staged_source<W, K>(i)];
 }
 
+// ---------------------------------------------------------------------------------------
+// q4_K decode inputs in fixed point (elements.cuh, StagedQ4k): the kernel that writes a row
+// also stages it, once, into ctx.staged, and the GEMV that reads the row next copies the
+// staged row into shared memory and multiplies with dp4a (int_input). Staging in each GEMV
+// block instead would repeat the row's maxima, rounding and planes in every one of 256 or
+// more blocks: about as many instructions as the block's dot products.
+
+// Whether decode multiplies W with an input row of K values in fixed point (q4_K rows of
+// whole blocks), where the row comes staged.
+template <class W, long long K> __host__ __device__ constexpr bool int_input() {
+  return std::is_same<W, phimoe_rt::block_q4k>::value && Elem<W>::vec(K);
+}
+
+// Group g (columns 32g .. 32g + 31) of a row into `staged` (the row's StagedQ4k words), lane
+// l holding column 32g + l. Warp-collective.
+__device__ __forceinline__ void stage_q4k_group(uint32_t *staged, int g, float x) {
+  const int lane = threadIdx.x & 31, k = 32 * g + lane;
+  float step, inv;
+  StagedQ4k::steps(__reduce_max_sync(0xffffffffu, float_bits(x) & 0x7fffffffu), step, inv);
+  const int v = StagedQ4k::level(x, inv);
+  const int low = __reduce_add_sync(0xffffffffu, lane < 16 ? v : 0); // |sum| <= 2^24
+  const int high = __reduce_add_sync(0xffffffffu, lane < 16 ? 0 : v);
+  StagedQ4k::put(staged, k, v);
+  if (lane % 16 == 0)
+    StagedQ4k::put_half(staged, k, step, step * static_cast<float>(lane < 16 ? low : high));
+}
+
+// Copies a staged row of K values into shared memory (16 bytes a thread at a time).
+template <int K> __device__ __forceinline__ void load_staged(float *dst, const uint32_t *src) {
+  constexpr int chunks = StagedQ4k::words(K) / 4;
+  uint4 *d = reinterpret_cast<uint4 *>(dst);
+  const uint4 *s = reinterpret_cast<const uint4 *>(src);
+  for (int i = threadIdx.x; i < chunks; i += blockDim.x)
+    d[i] = s[i];
+}
+
+// rows_dot of q4_K rows on a staged row in shared memory (xs, load_staged): per unit, the
+// input's 28 words in registers serve the NR rows.
+template <long long R, int K, int NR>
+__device__ __forceinline__ void rows_dot_staged(const phimoe_rt::block_q4k *w,
+                                                const size_t (&rows)[NR], const float *xs,
+                                                float (&out)[NR]) {
+  constexpr int U = K / 32;
+  const uint32_t *staged = reinterpret_cast<const uint32_t *>(xs);
+  const int lane = threadIdx.x & 31;
+  float acc[NR];
+#pragma unroll
+  for (int i = 0; i < NR; ++i)
+    acc[i] = 0.0f;
+  // A known trip count: the loads of several units may be in flight at once.
+#pragma unroll
+  for (int it = 0; it < (U + 31) / 32; ++it) {
+    const int u = lane + 32 * it;
+    if (U % 32 == 0 || u < U) {
+      const StagedQ4k::Unit xv = StagedQ4k::load(staged, u);
+#pragma unroll
+      for (int i = 0; i < NR; ++i)
+        acc[i] += q4k_unit_dot(w, R, K, rows[i], u, xv);
+    }
+  }
+#pragma unroll
+  for (int i = 0; i < NR; ++i)
+    out[i] = warp_sum(acc[i]);
+}
+
 // Dynamic shared memory above the 48 KiB default needs an opt-in per kernel.
 template <class Kernel> inline void allow_shared(Kernel kernel, size_t bytes) {
   if (bytes > 48 * 1024)
@@ -143,7 +208,7 @@ __global__ void embed_kernel(const int32_t *ids, const W *table, float *out) {
 template <int H, bool Add, class W>
 __device__ __forceinline__ void layer_norm_row(const float *a, const float *b, const W *w,
                                                const W *bias, float eps, float *sum, float *out,
-                                               float *part) {
+                                               float *part, uint32_t *staged) {
   const size_t row = static_cast<size_t>(blockIdx.x) * H;
   float s = 0.0f;
   for (int j = threadIdx.x; j < H; j += blockDim.x) {
@@ -162,15 +227,21 @@ __device__ __forceinline__ void layer_norm_row(const float *a, const float *b, c
     q += d * d;
   }
   const float rstd = 1.0f / sqrtf(block_sum(q, part) / H + eps);
-  for (int j = threadIdx.x; j < H; j += blockDim.x)
-    out[row + j] = (x[row + j] - mean) * rstd * ld(w + j) + ld(bias + j);
+  for (int j = threadIdx.x; j < H; j += blockDim.x) {
+    const float y = (x[row + j] - mean) * rstd * ld(w + j) + ld(bias + j);
+    out[row + j] = y;
+    if constexpr (H % 256 == 0) // (a warp's lanes: one group of 32 columns)
+      if (staged)
+        stage_q4k_group(staged + static_cast<size_t>(blockIdx.x) * StagedQ4k::words(H), j / 32, y);
+  }
 }
+// (staged: null, or where the rows' StagedQ4k copies go: stage_for)
 template <int H, bool Add, class W>
 __global__ void layer_norm_kernel(const float *a, const float *b, const W *w, const W *bias,
-                                  float eps, float *sum, float *out) {
+                                  float eps, float *sum, float *out, uint32_t *staged) {
   __shared__ float part[32];
   PHIMOE_CUDA_KERNEL_PROLOGUE();
-  layer_norm_row<H, Add, W>(a, b, w, bias, eps, sum, out, part);
+  layer_norm_row<H, Add, W>(a, b, w, bias, eps, sum, out, part, staged);
 }
 
 template <class B> __device__ __forceinline__ float bias_at(const B *bias, int r) {
@@ -185,21 +256,35 @@ template <long long N> __host__ __device__ constexpr int gemv_rows() {
 }
 
 // Decode: block (row group, token); a warp per two output rows at a time, x staged in shared
-// memory.
+// memory (staged: null, or x's StagedQ4k rows for int_input<W, K>: dp4a).
 template <int N, int K, class W, class B>
-__global__ void gemv_kernel(const float *x, const W *w, const B *bias, float *out) {
+__global__ void gemv_kernel(const float *x, const uint32_t *staged, const W *w, const B *bias,
+                            float *out) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   constexpr int RB = gemv_rows<N>();
   const int t = blockIdx.y;
-  stage_row<W, K>(xs, x + static_cast<size_t>(t) * K);
+  bool fixed = false;
+  if constexpr (int_input<W, K>())
+    fixed = staged != nullptr;
+  if (fixed)
+    load_staged<K>(xs, staged + static_cast<size_t>(t) * StagedQ4k::words(K));
+  else
+    stage_row<W, K>(xs, x + static_cast<size_t>(t) * K);
   __syncthreads();
   const int first = static_cast<int>(blockIdx.x) * RB, end = min(N, first + RB);
   for (int r = first + 2 * static_cast<int>(threadIdx.x >> 5); r < end; r += 2 * kWarps) {
     const bool pair = r + 1 < end;
     const size_t rows[2] = {static_cast<size_t>(r), static_cast<size_t>(pair ? r + 1 : r)};
     float y[2];
-    rows_dot<W, N, K, 2>(w, rows, xs, y);
+    if constexpr (int_input<W, K>()) {
+      if (fixed)
+        rows_dot_staged<N, K, 2>(w, rows, xs, y);
+      else
+        rows_dot<W, N, K, 2>(w, rows, xs, y);
+    } else {
+      rows_dot<W, N, K, 2>(w, rows, xs, y);
+    }
     if ((threadIdx.x & 31) == 0) {
       out[static_cast<size_t>(t) * N + r] = y[0] + bias_at(bias, r);
       if (pair)
@@ -567,11 +652,20 @@ template <int Hq, int Hkv, int D> inline bool attention_grouped() {
 // Flash-decoding, second half: block (row * Hq + head) merges its splits. Rows whose
 // position lies outside the cache give nan, as on the CPU; so do, over a paged cache, rows
 // with a position of their window [lo, p] in no block.
+// (staged: null, or where the rows' StagedQ4k copies go: stage_for)
 template <int Hq, int D>
 __global__ void attention_combine_kernel(const float *partials, int splits, const int32_t *pos,
-                                         int capacity, KvPages pages, int window, float *out) {
+                                         int capacity, KvPages pages, int window, float *out,
+                                         uint32_t *staged) {
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int item = blockIdx.x, t = item / Hq;
+  // Column h D + d of the row in its group (a warp's lanes hold one group of 32 columns).
+  auto stage = [&](int d, float y) {
+    if constexpr (D % 32 == 0)
+      if (staged)
+        stage_q4k_group(staged + static_cast<size_t>(t) * StagedQ4k::words(Hq * D),
+                        ((item % Hq) * D + d) / 32, y);
+  };
   const float *src = partials + static_cast<size_t>(item) * splits * (D + 2);
   float *o = out + static_cast<size_t>(item) * D;
   const int p = pos[t];
@@ -588,8 +682,10 @@ __global__ void attention_combine_kernel(const float *partials, int splits, cons
     mapped = unmapped == 0;
   }
   if (!mapped) {
-    for (int d = threadIdx.x; d < D; d += blockDim.x)
+    for (int d = threadIdx.x; d < D; d += blockDim.x) {
       o[d] = NAN;
+      stage(d, NAN);
+    }
     return;
   }
   float mx = -INFINITY;
@@ -609,6 +705,7 @@ __global__ void attention_combine_kernel(const float *partials, int splits, cons
         a += src[s * (D + 2) + 2 + d] * expf(ms - mx);
     }
     o[d] = a / total;
+    stage(d, a / total);
   }
 }
 
@@ -649,25 +746,39 @@ template <int H, class W, int E, class R>
 __global__ void add_layer_norm_route_kernel(const float *a, const float *b, const W *w,
                                             const W *bias, float eps, float *sum, float *out,
                                             const R *router, float route_eps,
-                                            DeviceRoute *routes) {
+                                            DeviceRoute *routes, uint32_t *staged) {
   __shared__ float part[32];
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs); // H floats, then E logits
   PHIMOE_CUDA_KERNEL_PROLOGUE();
-  layer_norm_row<H, true, W>(a, b, w, bias, eps, sum, out, part);
+  layer_norm_row<H, true, W>(a, b, w, bias, eps, sum, out, part, staged);
   __syncthreads();
   route_row<E, H, R>(out, router, route_eps, routes, xs);
 }
 
+// Rows of act per block of gate_up_kernel: whole groups of 32 where it stages act.
+template <int I, bool StageAct> __host__ __device__ constexpr int gate_up_rows() {
+  return StageAct ? 32 : gemv_rows<I>();
+}
+
 // act[t][slot][r] = silu(gate_r . x) * (up_r . x) of the slot's expert (read on the device).
-template <int E, int H, int I, class GU>
-__global__ void gate_up_kernel(const float *x, const GU *gate_up, const DeviceRoute *routes,
-                               float *act) {
+// staged: null, or x's StagedQ4k rows (int_input<GU, H>: dp4a). StageAct: also the act rows'
+// StagedQ4k copies, row 2t + slot of staged_act, for the down projection.
+template <int E, int H, int I, class GU, bool StageAct>
+__global__ void gate_up_kernel(const float *x, const uint32_t *staged, const GU *gate_up,
+                               const DeviceRoute *routes, float *act, uint32_t *staged_act) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
+  __shared__ float block_act[StageAct ? 32 : 1];
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int slot = blockIdx.y, t = blockIdx.z;
-  stage_row<GU, H>(xs, x + static_cast<size_t>(t) * H);
+  bool fixed = false;
+  if constexpr (int_input<GU, H>())
+    fixed = staged != nullptr;
+  if (fixed)
+    load_staged<H>(xs, staged + static_cast<size_t>(t) * StagedQ4k::words(H));
+  else
+    stage_row<GU, H>(xs, x + static_cast<size_t>(t) * H);
   __syncthreads();
-  constexpr int RB = gemv_rows<I>();
+  constexpr int RB = gate_up_rows<I, StageAct>();
   const DeviceRoute route = routes[t];
   const size_t e = static_cast<size_t>(slot ? route.i2 : route.i1);
   constexpr long long rows = static_cast<long long>(E) * 2 * I;
@@ -676,21 +787,47 @@ __global__ void gate_up_kernel(const float *x, const GU *gate_up, const DeviceRo
     // The gate and up rows of r share the input values.
     const size_t pair[2] = {e * 2 * I + r, e * 2 * I + I + r};
     float gu[2];
-    rows_dot<GU, rows, H, 2>(gate_up, pair, xs, gu);
-    if ((threadIdx.x & 31) == 0)
-      act[(static_cast<size_t>(t) * 2 + slot) * I + r] = gu[0] / (1.0f + expf(-gu[0])) * gu[1];
+    if constexpr (int_input<GU, H>()) {
+      if (fixed)
+        rows_dot_staged<rows, H, 2>(gate_up, pair, xs, gu);
+      else
+        rows_dot<GU, rows, H, 2>(gate_up, pair, xs, gu);
+    } else {
+      rows_dot<GU, rows, H, 2>(gate_up, pair, xs, gu);
+    }
+    if ((threadIdx.x & 31) == 0) {
+      const float y = gu[0] / (1.0f + expf(-gu[0])) * gu[1];
+      act[(static_cast<size_t>(t) * 2 + slot) * I + r] = y;
+      if constexpr (StageAct)
+        block_act[r - first] = y;
+    }
+  }
+  if constexpr (StageAct) { // the block's 32 act values are one group
+    __syncthreads();
+    if (staged_act && threadIdx.x < 32)
+      stage_q4k_group(staged_act + (static_cast<size_t>(t) * 2 + slot) * StagedQ4k::words(I),
+                      first / 32, block_act[threadIdx.x]);
   }
 }
 
 // out[t][r] = w1 * (down_i1[r] . act[t][0]) + w2 * (down_i2[r] . act[t][1]).
+// (staged: null, or the act rows' StagedQ4k copies, gate_up_kernel's staged_act: dp4a)
 template <int E, int H, int I, class DW>
-__global__ void down_kernel(const float *act, const DW *down, const DeviceRoute *routes,
-                            float *out) {
+__global__ void down_kernel(const float *act, const uint32_t *staged, const DW *down,
+                            const DeviceRoute *routes, float *out) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, as); // 2 * I floats
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int t = blockIdx.y;
-  stage_row<DW, I>(as, act + static_cast<size_t>(t) * 2 * I);
-  stage_row<DW, I>(as + I, act + static_cast<size_t>(t) * 2 * I + I);
+  bool fixed = false;
+  if constexpr (int_input<DW, I>())
+    fixed = staged != nullptr;
+  if (fixed) {
+    load_staged<I>(as, staged + static_cast<size_t>(t) * 2 * StagedQ4k::words(I));
+    load_staged<I>(as + I, staged + (static_cast<size_t>(t) * 2 + 1) * StagedQ4k::words(I));
+  } else {
+    stage_row<DW, I>(as, act + static_cast<size_t>(t) * 2 * I);
+    stage_row<DW, I>(as + I, act + static_cast<size_t>(t) * 2 * I + I);
+  }
   __syncthreads();
   constexpr int RB = gemv_rows<H>();
   const DeviceRoute route = routes[t];
@@ -702,8 +839,18 @@ __global__ void down_kernel(const float *act, const DW *down, const DeviceRoute 
     const size_t e1 = static_cast<size_t>(route.i1) * H, e2 = static_cast<size_t>(route.i2) * H;
     const size_t rows1[2] = {e1 + r, e1 + r2}, rows2[2] = {e2 + r, e2 + r2};
     float y1[2], y2[2];
-    rows_dot<DW, rows, I, 2>(down, rows1, as, y1);
-    rows_dot<DW, rows, I, 2>(down, rows2, as + I, y2);
+    if constexpr (int_input<DW, I>()) {
+      if (fixed) {
+        rows_dot_staged<rows, I, 2>(down, rows1, as, y1);
+        rows_dot_staged<rows, I, 2>(down, rows2, as + I, y2);
+      } else {
+        rows_dot<DW, rows, I, 2>(down, rows1, as, y1);
+        rows_dot<DW, rows, I, 2>(down, rows2, as + I, y2);
+      }
+    } else {
+      rows_dot<DW, rows, I, 2>(down, rows1, as, y1);
+      rows_dot<DW, rows, I, 2>(down, rows2, as + I, y2);
+    }
     if ((threadIdx.x & 31) == 0) {
       out[static_cast<size_t>(t) * H + r] = route.w1 * y1[0] + route.w2 * y2[0];
       if (pair)
@@ -741,42 +888,87 @@ void embed(Context &ctx, const int32_t *ids, int n, const W *table, float *out) 
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
-template <int H, class W>
+namespace detail {
+// Whether producers stage q4_K GEMV inputs (stage_for): -1 from the environment
+// (PHIMOE_CUDA_DP4A=0 keeps the float GEMVs, to compare), 0 off, 1 on.
+inline int &q4k_staging() {
+  static int mode = -1;
+  return mode;
+}
+
+// The hand-over of fixed-point rows from a producer to the GEMV of the next launch, whose
+// weight is Next (phimoe-lower-to-emitc{target=cuda} names Next where the op that reads a
+// producer's rows is next and has q4_K weights). The producer's launcher takes the buffer
+// its kernel stages `n` rows of K values of `out` into: ctx.staged, or null where Next's GEMV
+// reads floats, the rows are not decode's or do not fit (then nothing is handed over).
+template <class Next, int K> uint32_t *stage_for(Context &ctx, const float *out, int n) {
+  ctx.staged_of = nullptr;
+  if constexpr (!std::is_void<Next>::value) {
+    if constexpr (int_input<Next, K>()) {
+      if (n > kGemvMaxRows || !ctx.staged ||
+          !env_switch(q4k_staging(), "PHIMOE_CUDA_DP4A", "0") ||
+          static_cast<size_t>(n) * StagedQ4k::words(K) > ctx.staged_words)
+        return nullptr;
+      ctx.staged_of = out;
+      ctx.staged_n = n;
+      ctx.staged_k = K;
+      return ctx.staged;
+    }
+  }
+  return nullptr;
+}
+// The consumer's side: x's staged rows, if the last producer staged exactly these (n rows of
+// K values of x) for a W that takes them; null otherwise. Either way the hand-over ends.
+template <class W, int K> const uint32_t *staged_input(Context &ctx, const float *x, int n) {
+  const bool mine = ctx.staged_of == x && ctx.staged_n == n && ctx.staged_k == K;
+  ctx.staged_of = nullptr;
+  if constexpr (int_input<W, K>())
+    return mine && n <= kGemvMaxRows ? ctx.staged : nullptr;
+  return nullptr;
+}
+} // namespace detail
+
+// Next: the storage of the weight of the GEMV that reads `out` next, if phimoe-lower-to-emitc
+// knows it (detail::stage_for).
+template <int H, class Next = void, class W>
 void layer_norm(Context &ctx, const float *x, int n, const W *w, const W *b, float eps,
                 float *out) {
   if (n <= 0)
     return;
+  uint32_t *staged = detail::stage_for<Next, H>(ctx, out, n);
   PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::layer_norm_kernel<H, false, W>)
-  (x, nullptr, w, b, eps, nullptr, out);
+  (x, nullptr, w, b, eps, nullptr, out, staged);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
-template <int H, class W>
+template <int H, class Next = void, class W>
 void add_layer_norm(Context &ctx, const float *a, const float *b, int n, const W *w,
                     const W *bias, float eps, float *sum, float *out) {
   if (n <= 0)
     return;
+  uint32_t *staged = detail::stage_for<Next, H>(ctx, out, n);
   PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::layer_norm_kernel<H, true, W>)
-  (a, b, w, bias, eps, sum, out);
+  (a, b, w, bias, eps, sum, out, staged);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
 // add_layer_norm, then the sparsemixer router of the MoE that reads its output, whose routes
 // (ctx.routes) moe_sparsemixer<..., true> then takes: phimoe-lower-to-emitc{target=cuda} emits
 // the pair where the MoE is the next op.
-template <int H, int E, class W, class R>
+template <int H, int E, class Next = void, class W, class R>
 void add_layer_norm_route(Context &ctx, const float *a, const float *b, int n, const W *w,
                           const W *bias, float eps, float *sum, float *out, const R *router,
                           float route_eps) {
   if (n <= 0)
     return;
+  uint32_t *staged = detail::stage_for<Next, H>(ctx, out, n);
   constexpr size_t smem = sizeof(float) * (H + E);
   static bool configured =
       (detail::allow_shared(detail::add_layer_norm_route_kernel<H, W, E, R>, smem), true);
   (void)configured;
   PHIMOE_CUDA_LAUNCH(n, detail::kThreads, smem, ctx.stream,
                      detail::add_layer_norm_route_kernel<H, W, E, R>)
-  (a, b, w, bias, eps, sum, out, router, route_eps, ctx.routes);
+  (a, b, w, bias, eps, sum, out, router, route_eps, ctx.routes, staged);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -796,13 +988,14 @@ void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, floa
   static_assert(N > 0 && K > 0, "linear: empty shape");
   if (n <= 0)
     return;
+  const uint32_t *staged = detail::staged_input<W, K>(ctx, x, n);
   if (n <= detail::kGemvMaxRows) {
     constexpr size_t smem = sizeof(float) * K;
     static bool configured = (detail::allow_shared(detail::gemv_kernel<N, K, W, B>, smem), true);
     (void)configured;
     dim3 grid(detail::blocks_for(N, detail::gemv_rows<N>()), n);
     PHIMOE_CUDA_LAUNCH(grid, detail::kThreads, smem, ctx.stream, detail::gemv_kernel<N, K, W, B>)
-    (x, w, bias, out);
+    (x, staged, w, bias, out);
   } else if constexpr (detail::tc_supported<W, K>()) {
     detail::gemm_tc<N, K, W, B>(ctx.stream, x, n, w, bias, out); // tensor cores (gemm_tc.cuh)
   } else {
@@ -919,7 +1112,7 @@ namespace detail {
 // LongRoPE sets `pages` gives from its row 0 on.
 template <int Hq, int Hkv, int D>
 void attention_simt(Context &ctx, const float *q, int n, const int32_t *pos, const KvPages &pages,
-                    int layer, float scale, int window, float *out) {
+                    int layer, float scale, int window, float *out, uint32_t *staged = nullptr) {
   // Splits of at least 64 positions, as many as the partials buffer holds (at most 1024).
   const size_t per_split = static_cast<size_t>(n) * Hq * (D + 2);
   long long splits = (ctx.seq_end + 63) / 64;
@@ -939,7 +1132,7 @@ void attention_simt(Context &ctx, const float *q, int n, const int32_t *pos, con
    ctx.attn_partials);
   PHIMOE_CUDA_CHECK_LAUNCH();
   PHIMOE_CUDA_LAUNCH(n * Hq, D < 256 ? D : 256, 0, ctx.stream, attention_combine_kernel<Hq, D>)
-  (ctx.attn_partials, static_cast<int>(splits), pos, ctx.capacity, pages, window, out);
+  (ctx.attn_partials, static_cast<int>(splits), pos, ctx.capacity, pages, window, out, staged);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -959,10 +1152,12 @@ inline KvPages pages_from(const KvPages &pages, int first) {
 // split over the context (flash-decoding) when it is long. Prefill chunks of kFaMinRows rows
 // or more run on tensor cores (attention_tc.cuh): a whole forward of one sequence, or in
 // serve's batches the runs of one sequence's rows that ctx.pages.runs names.
-template <int Hq, int Hkv, int D, bool KvWritten = false>
+// Next: as for layer_norm (the flash-decoding path stages its rows for the GEMV).
+template <int Hq, int Hkv, int D, bool KvWritten = false, class Next = void>
 void attention(Context &ctx, const float *q, const float *k, const float *v, int n,
                const int32_t *pos, int layer, float scale, int window, float *out) {
   static_assert(Hkv > 0 && Hq % Hkv == 0, "attention: Hq must be a multiple of Hkv");
+  ctx.staged_of = nullptr;
   if (n <= 0)
     return;
   detail::check_cache_layer<Hkv, D>(ctx, layer, "attention");
@@ -1005,7 +1200,9 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
       return;
     }
   }
-  detail::attention_simt<Hq, Hkv, D>(ctx, q, n, pos, ctx.pages, layer, scale, window, out);
+  uint32_t *staged = detail::stage_for<Next, Hq * D>(ctx, out, n);
+  detail::attention_simt<Hq, Hkv, D>(ctx, q, n, pos, ctx.pages, layer, scale, window, out,
+                                     staged);
 }
 
 // Router on the device, then the two experts of every row, whose ids the expert kernels read
@@ -1020,11 +1217,14 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
   constexpr size_t router_smem = sizeof(float) * (H + E);
   constexpr size_t gate_smem = sizeof(float) * H;
   constexpr size_t down_smem = sizeof(float) * 2 * I;
+  // q4_K down projections take the act rows staged by gate_up_kernel (StageAct).
+  constexpr bool stage_act = detail::int_input<DW, I>();
   static bool configured =
       (detail::allow_shared(detail::router_kernel<E, H, R>, router_smem),
-       detail::allow_shared(detail::gate_up_kernel<E, H, I, GU>, gate_smem),
+       detail::allow_shared(detail::gate_up_kernel<E, H, I, GU, stage_act>, gate_smem),
        detail::allow_shared(detail::down_kernel<E, H, I, DW>, down_smem), true);
   (void)configured;
+  const uint32_t *staged = detail::staged_input<GU, H>(ctx, x, n);
   if constexpr (!Routed) {
     PHIMOE_CUDA_LAUNCH(n, detail::kThreads, router_smem, ctx.stream,
                        detail::router_kernel<E, H, R>)
@@ -1038,15 +1238,21 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
       return;
     }
   }
-  dim3 gu_grid(detail::blocks_for(I, detail::gemv_rows<I>()), 2, n);
+  uint32_t *staged_act =
+      stage_act && n <= detail::kGemvMaxRows &&
+              detail::env_switch(detail::q4k_staging(), "PHIMOE_CUDA_DP4A", "0") &&
+              static_cast<size_t>(n) * 2 * detail::StagedQ4k::words(I) <= ctx.moe_staged_words
+          ? ctx.moe_staged
+          : nullptr;
+  dim3 gu_grid(detail::blocks_for(I, detail::gate_up_rows<I, stage_act>()), 2, n);
   PHIMOE_CUDA_LAUNCH(gu_grid, detail::kThreads, gate_smem, ctx.stream,
-                     detail::gate_up_kernel<E, H, I, GU>)
-  (x, gate_up, ctx.routes, ctx.moe_act);
+                     detail::gate_up_kernel<E, H, I, GU, stage_act>)
+  (x, staged, gate_up, ctx.routes, ctx.moe_act, staged_act);
   PHIMOE_CUDA_CHECK_LAUNCH();
   dim3 down_grid(detail::blocks_for(H, detail::gemv_rows<H>()), n);
   PHIMOE_CUDA_LAUNCH(down_grid, detail::kThreads, down_smem, ctx.stream,
                      detail::down_kernel<E, H, I, DW>)
-  (ctx.moe_act, down, ctx.routes, out);
+  (ctx.moe_act, staged_act, down, ctx.routes, out);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 

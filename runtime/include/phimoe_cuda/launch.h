@@ -4,7 +4,7 @@
 //
 //   PHIMOE_CUDA_LAUNCH(grid, block, shared_bytes, stream, kernel<...>)(args...);
 //   PHIMOE_CUDA_KERNEL_PROLOGUE();          // a kernel's first statement
-//   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs); // in a kernel: extern __shared__ float xs[];
+//   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs); // extern __shared__ float xs[] (16-byte aligned)
 #ifndef PHIMOE_CUDA_LAUNCH_H
 #define PHIMOE_CUDA_LAUNCH_H
 
@@ -106,7 +106,7 @@ DeviceLaunch<P...> device_launch(dim3 grid, dim3 block, size_t shared_bytes, cud
   ::phimoe_cuda::detail::device_launch(grid, block, shared_bytes,                             \
                                        PHIMOE_CUDA_PROFILED_STREAM(stream, __VA_ARGS__),       \
                                        __VA_ARGS__)
-#define PHIMOE_CUDA_DYNAMIC_SHARED(type, name) extern __shared__ type name[]
+#define PHIMOE_CUDA_DYNAMIC_SHARED(type, name) extern __shared__ __align__(16) type name[]
 #endif
 
 #endif // PHIMOE_CUDA_LAUNCH_H

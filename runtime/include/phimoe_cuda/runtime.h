@@ -86,7 +86,27 @@ struct Context {
   // Flash-decoding partials: (head_dim + 2) floats per (row, head, split).
   float *attn_partials = nullptr;
   size_t attn_partial_floats = 0;
+  // Decode rows for q4_K GEMVs in fixed point (kernels.cuh, detail::stage_for): room for
+  // staged_words words, and which rows they hold, for the next launch only: staged_n rows of
+  // staged_k values of the float buffer staged_of (null: none). moe_staged: the MoE's act
+  // rows (two a token) for its down projection.
+  uint32_t *staged = nullptr;
+  size_t staged_words = 0;
+  const float *staged_of = nullptr;
+  int staged_n = 0, staged_k = 0;
+  uint32_t *moe_staged = nullptr;
+  size_t moe_staged_words = 0;
 };
+
+// Words of ctx.staged and ctx.moe_staged: 8 decode rows (kGemvMaxRows) of the widest input
+// of a GEMV (hidden, or the attention's heads * head_dim, which phimoe-bin takes as hidden
+// here; a wider one is not handed over), 28 words per 32 values; two act rows a token.
+inline size_t staged_words(const phimoe_rt::ModelInfo &info) {
+  return 8 * 28 * (static_cast<size_t>(info.hidden) / 32);
+}
+inline size_t moe_staged_words(const phimoe_rt::ModelInfo &info) {
+  return 8 * 2 * 28 * (static_cast<size_t>(info.intermediate) / 32);
+}
 
 // Floats of Context::attn_partials that the session allocates: 16 splits of every row of a
 // full chunk, and at least 1024 splits of one decode row.

@@ -38,6 +38,7 @@
 #undef __launch_bounds__
 #define __launch_bounds__(...)
 
+#include <algorithm>
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
@@ -171,6 +172,23 @@ inline unsigned __ballot_sync(unsigned mask, int predicate) {
     if ((mask >> i & 1u) && phimoe_emu::lane_value<int>(slots, i))
       bits |= 1u << i;
   return bits;
+}
+// sm_80's warp reductions (REDUX) over the lanes of mask.
+inline unsigned __reduce_max_sync(unsigned mask, unsigned value) {
+  const unsigned char *slots = phimoe_emu::warp_exchange(mask, &value, sizeof(value));
+  unsigned r = 0;
+  for (int i = 0; i < 32; ++i)
+    if (mask >> i & 1u)
+      r = std::max(r, phimoe_emu::lane_value<unsigned>(slots, i));
+  return r;
+}
+inline int __reduce_add_sync(unsigned mask, int value) {
+  const unsigned char *slots = phimoe_emu::warp_exchange(mask, &value, sizeof(value));
+  unsigned r = 0; // wraps as the hardware's does
+  for (int i = 0; i < 32; ++i)
+    if (mask >> i & 1u)
+      r += static_cast<unsigned>(phimoe_emu::lane_value<int>(slots, i));
+  return static_cast<int>(r);
 }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline float __uint_as_float(unsigned u) {
