@@ -90,9 +90,10 @@ int64_t dim(Value value, int64_t i) { return getLogicalShape(value.getType())[i]
 
 class Lowering {
 public:
-  Lowering(ModuleOp module, func::FuncOp forward, bool cuda, bool fuseQkvRope, bool fuseRouter)
+  Lowering(ModuleOp module, func::FuncOp forward, bool cuda, bool fuseQkvRope, bool fuseRouter,
+           bool stageQ4kInputs)
       : module(module), forward(forward), ctx(module.getContext()), b(ctx), cuda(cuda),
-        fuseQkvRope(fuseQkvRope), fuseRouter(fuseRouter) {}
+        fuseQkvRope(fuseQkvRope), fuseRouter(fuseRouter), stageQ4kInputs(stageQ4kInputs) {}
 
   LogicalResult run();
 
@@ -176,14 +177,44 @@ private:
   MoEOp routedMoE(AddLayerNormOp aln) {
     if (!fuseRouter)
       return MoEOp();
-    Operation *next = aln->getNextNode();
-    while (next && isa<WeightRefOp>(next))
-      next = next->getNextNode();
-    auto moe = dyn_cast_or_null<MoEOp>(next);
+    auto moe = dyn_cast_or_null<MoEOp>(nextKernelOp(aln));
     if (!moe || moe.getKind() != RouterKind::Sparsemixer || moe.getInput() != aln.getResult() ||
         !moe.getRouterWeight().getDefiningOp<WeightRefOp>())
       return MoEOp();
     return moe;
+  }
+  /// The op after `op` but for weight references (plain pointer arithmetic, no launch).
+  static Operation *nextKernelOp(Operation *op) {
+    Operation *next = op->getNextNode();
+    while (next && isa<WeightRefOp>(next))
+      next = next->getNextNode();
+    return next;
+  }
+  /// CUDA: the template argument `Next` of the launch of `producer`, whose rows `result` the
+  /// next launch reads as the input of a q4_K GEMV (a linear layer, or a sparsemixer MoE's
+  /// experts): the storage, so that the producer's kernel stages the rows in fixed point for
+  /// that GEMV's dp4a (phimoe_cuda::detail::stage_for). Null otherwise.
+  Attribute stagedFor(Operation *producer, Value result) {
+    if (!cuda || !stageQ4kInputs)
+      return {};
+    Operation *next = nextKernelOp(producer);
+    Type weight;
+    if (auto linear = dyn_cast_or_null<LinearOp>(next);
+        linear && linear->getOperand(0) == result)
+      weight = linear->getOperand(1).getType();
+    else if (auto moe = dyn_cast_or_null<MoEOp>(next);
+             moe && moe.getKind() == RouterKind::Sparsemixer && moe.getInput() == result)
+      weight = moe.getGateUp().getType();
+    auto q = dyn_cast_or_null<QWeightType>(weight);
+    if (!q || q.getScheme() != QuantScheme::Q4K)
+      return {};
+    return opaque(storageName(q));
+  }
+  /// shape, then `next` where there is one.
+  static SmallVector<Attribute> withNext(SmallVector<Attribute> shape, Attribute next) {
+    if (next)
+      shape.push_back(next);
+    return shape;
   }
   /// A runtime entry point: phimoe_rt::NAME for the CPU, phimoe_cuda::NAME for CUDA.
   std::string rt(StringRef name) const {
@@ -194,7 +225,7 @@ private:
   func::FuncOp forward;
   MLIRContext *ctx;
   OpBuilder b;
-  bool cuda, fuseQkvRope, fuseRouter;
+  bool cuda, fuseQkvRope, fuseRouter, stageQ4kInputs;
   Location loc = UnknownLoc::get(ctx);
   emitc::OpaqueType ctxType = emitc::OpaqueType::get(ctx, rt("Context&"));
   emitc::PointerType floatPtr = emitc::PointerType::get(Float32Type::get(ctx));
@@ -302,7 +333,7 @@ LogicalResult Lowering::lower(Operation *op) {
          {operand(0), operand(1), operand(2), operand(3), operand(4)},
          {ctxArg, idsArg, n, v(e.getTable()), v(e)});
   } else if (auto ln = dyn_cast<LayerNormOp>(op)) {
-    call(rt("layer_norm"), {i32(dim(ln.getInput(), 1))},
+    call(rt("layer_norm"), withNext({i32(dim(ln.getInput(), 1))}, stagedFor(ln, ln)),
          {operand(0), operand(1), operand(2), operand(3), operand(4),
           f32(ln.getEpsilon().convertToDouble()), operand(5)},
          {ctxArg, v(ln.getInput()), n, v(ln.getWeight()), v(ln.getBias()), v(ln)});
@@ -314,7 +345,9 @@ LogicalResult Lowering::lower(Operation *op) {
       values[router] = weightPtr(router.getDefiningOp<WeightRefOp>());
     if (!values.lookup(router))
       return failure();
-    call(rt("add_layer_norm_route"), {i32(dim(aln.getLhs(), 1)), i32(dim(moe.getDown(), 0))},
+    call(rt("add_layer_norm_route"),
+         withNext({i32(dim(aln.getLhs(), 1)), i32(dim(moe.getDown(), 0))},
+                  stagedFor(aln, aln.getResult())),
          {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
           f32(aln.getEpsilon().convertToDouble()), operand(6), operand(7), operand(8),
           f32(moe.getEpsilon().convertToDouble())},
@@ -322,7 +355,8 @@ LogicalResult Lowering::lower(Operation *op) {
           v(aln.getSum()), v(aln.getResult()), v(router)});
     routed.insert(moe);
   } else if (auto aln = dyn_cast<AddLayerNormOp>(op)) {
-    call(rt("add_layer_norm"), {i32(dim(aln.getLhs(), 1))},
+    call(rt("add_layer_norm"),
+         withNext({i32(dim(aln.getLhs(), 1))}, stagedFor(aln, aln.getResult())),
          {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
           f32(aln.getEpsilon().convertToDouble()), operand(6), operand(7)},
          {ctxArg, v(aln.getLhs()), v(aln.getRhs()), n, v(aln.getWeight()), v(aln.getBias()),
@@ -403,8 +437,11 @@ LogicalResult Lowering::lower(Operation *op) {
     int64_t window = att.getSlidingWindow() ? *att.getSlidingWindow() : 0;
     SmallVector<Attribute> shape{i32(att.getNumHeads()), i32(att.getNumKvHeads()),
                                  i32(att.getHeadDim())};
-    if (kvWritten.contains(att))
-      shape.push_back(opaque("true")); // KvWritten: rope_kv_write wrote this layer's k and v
+    Attribute next = stagedFor(att, att);
+    if (kvWritten.contains(att) || next) // KvWritten: rope_kv_write wrote this layer's k and v
+      shape.push_back(opaque(kvWritten.contains(att) ? "true" : "false"));
+    if (next)
+      shape.push_back(next);
     call(rt("attention"), shape,
          {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
           i32(att.getLayer()), f32(scale), i32(window), operand(6)},
@@ -512,7 +549,9 @@ struct LowerToEmitCPass final
           << target << "'";
       return signalPassFailure();
     }
-    if (failed(Lowering(module, forward, target == "cuda", fuseQkvRope, fuseRouter).run()))
+    if (failed(Lowering(module, forward, target == "cuda", fuseQkvRope, fuseRouter,
+                        stageQ4kInputs)
+                   .run()))
       signalPassFailure();
   }
 };

@@ -201,7 +201,11 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
     is one `qkv_rope_kv_write` launch (`fuse-qkv-rope=false`: split_cols,
     rope, rope_kv_write), an add_layer_norm followed by the sparsemixer MoE of
     its output computes the routes in its launch (`add_layer_norm_route`, then
-    `moe_sparsemixer<..., true>`; `fuse-router=false` keeps them apart), the
+    `moe_sparsemixer<..., true>`; `fuse-router=false` keeps them apart), a
+    layer_norm, add_layer_norm(_route) or attention whose output the next op
+    reads as the input of a q4_K linear layer or MoE names that storage as its
+    last template argument (`Next`: its kernel stages the rows in fixed point
+    for the GEMV's dp4a; `stage-q4k-inputs=false` leaves it out), the
     module gets
     `phimoe.pack_layout = "cuda"` (the packer writes q8_0 weights as all quants,
     then all scales) and its `phimoe.model_hash` changes accordingly.
@@ -215,6 +219,9 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
     Option<"fuseRouter", "fuse-router", "bool", /*default=*/"true",
            "cuda: an add_layer_norm followed by the sparsemixer MoE of its output computes "
            "the MoE's routes in its launch (add_layer_norm_route)">,
+    Option<"stageQ4kInputs", "stage-q4k-inputs", "bool", /*default=*/"true",
+           "cuda: the norm or attention before a q4_K linear layer or MoE stages its rows "
+           "in fixed point for that GEMV (a Next template argument)">,
   ];
   let dependentDialects = ["::mlir::emitc::EmitCDialect"];
 }

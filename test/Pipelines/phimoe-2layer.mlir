@@ -40,18 +40,31 @@
 // GPU-DAG: phimoe.weight @model.embed_tokens.weight {{{.*}}} : !phimoe.qweight<q8_0, [96, 256]>
 // GPU-DAG: phimoe.weight @model.layers.0.block_sparse_moe.experts.gate_up.weight = stack {{.*}} : !phimoe.qweight<q4k, [4, 512, 256]>
 // GPU-DAG: phimoe.weight @lm_head.weight {{{.*}}} : !phimoe.qweight<q6k, [96, 256]>
+// Every norm or attention whose rows the next launch multiplies with q4_K weights (the q/k/v
+// projection, o_proj, the experts) names the storage (Next): its kernel stages them in fixed
+// point for the GEMV's dp4a. The last norm, before the q6_K LM head, does not; nor does any
+// with stage-q4k-inputs=false (NOSTAGE).
 // GPU: call_opaque "phimoe_cuda::weight"(%arg0) {args = [0 : index, 0], template_args = [!emitc.opaque<"phimoe_rt::block_q8_0">]}
 // GPU: call_opaque "phimoe_cuda::embed"
+// GPU: call_opaque "phimoe_cuda::layer_norm"({{.*}} template_args = [256 : i32, #emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU: call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU: call_opaque "phimoe_cuda::linear"
+// GPU: call_opaque "phimoe_cuda::attention"({{.*}} template_args = [4 : i32, 2 : i32, 64 : i32, #emitc.opaque<"true">, #emitc.opaque<"phimoe_rt::block_q4k">]}
+// GPU: call_opaque "phimoe_cuda::linear"
 // GPU: call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::bf16">]}
-// GPU-NEXT: call_opaque "phimoe_cuda::add_layer_norm_route"({{.*}} template_args = [256 : i32, 4 : i32]}
+// GPU-NEXT: call_opaque "phimoe_cuda::add_layer_norm_route"({{.*}} template_args = [256 : i32, 4 : i32, #emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU-NEXT: %[[GU:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU-NEXT: %[[DOWN:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU: call_opaque "phimoe_cuda::moe_sparsemixer"({{.*}}, %[[GU]], %[[DOWN]],
+// GPU: call_opaque "phimoe_cuda::add_layer_norm"({{.*}} template_args = [256 : i32, #emitc.opaque<"phimoe_rt::block_q4k">]}
+// GPU: call_opaque "phimoe_cuda::add_layer_norm"({{.*}} template_args = [256 : i32]}
 // GPU: %[[HEAD:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q6k">]}
 // GPU: call_opaque "phimoe_cuda::linear"({{.*}}, %[[HEAD]], {{.*}}, %arg5)
 // GPU-NOT: _x16
+// RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q4k" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda stage-q4k-inputs=false" | FileCheck %s --check-prefix=NOSTAGE
+// NOSTAGE: call_opaque "phimoe_cuda::layer_norm"({{.*}} template_args = [256 : i32]}
+// NOSTAGE-NOT: #emitc.opaque<"phimoe_rt::block_q4k">]}
+// NOSTAGE: call_opaque "phimoe_cuda::moe_sparsemixer"
 
 // CHECK-DAG: phimoe.weight @model.embed_tokens.weight : !phimoe.qweight<q8_0, [96, 256]>
 // CHECK-DAG: phimoe.weight @lm_head.weight : !phimoe.qweight<q6k, [96, 256]>
