@@ -43,7 +43,9 @@ run (on the GPU machine) then, writing DIR/bench-gpu.json and DIR/bench-gpu.md a
      (bench/gguf_convert.py), llama-quantize --pure at phimoec's tensor types (bench_cpu.py's
      matching), `llama-bench -ngl 99` with the same tests; deletes the packs and GGUFs;
      for the quants of --pdl (default q4k), decode again with PHIMOE_CUDA_PDL=1 (engine
-     ours/Q+pdl: programmatic dependent launch); for those of --profile (default q4k), the
+     ours/Q+pdl: programmatic dependent launch), for those of --float-gemv (default q4k) with
+     PHIMOE_CUDA_DP4A=0 (engine ours/Q+float: q4_K GEMVs on float inputs, not the staged
+     fixed point of kernels.cuh's stage_for); for those of --profile (default q4k), the
      larger build's bench once more under PHIMOE_CUDA_PROFILE (profile_phimoe: where the
      device time goes, kernel by kernel);
   5. transformers in bf16 on the GPU: the same prompts and decode.
@@ -716,22 +718,27 @@ class Runner:
                 continue
             e["runs"][n] = self.time_phimoe(exe)
             self.write()
-        if quant in self.args.pdl.split(",") and not self.dry:
-            # Decode again with programmatic dependent launch (launch.h: off by default until
-            # measured): the next kernel's launch overlaps the end of the one before.
-            pdl = self.engine(f"ours/{quant}+pdl")
-            pdl.update(engine="phimoec", quant=quant, storages=storages, bytes_split=split,
-                       runs={}, env="PHIMOE_CUDA_PDL=1")
+        # Decode again in variants that the environment selects: programmatic dependent launch
+        # (launch.h: off by default until measured; the next kernel's launch overlaps the end
+        # of the one before), and q4_K GEMVs on float inputs instead of staged fixed point
+        # (kernels.cuh, stage_for: on by default, measured here against its alternative).
+        variants = [("pdl", "PHIMOE_CUDA_PDL", "1", self.args.pdl),
+                    ("float", "PHIMOE_CUDA_DP4A", "0", self.args.float_gemv)]
+        for suffix, variable, value, quants in variants:
+            if quant not in quants.split(",") or self.dry:
+                continue
+            v = self.engine(f"ours/{quant}+{suffix}")
+            v.update(engine="phimoec", quant=quant, storages=storages, bytes_split=split,
+                     runs={}, env=f"{variable}={value}")
             for n in self.layers:
                 exe = dirs[n] / "phimoe-bin"
                 if not exe.is_file() or self.left() < 45:
                     break
                 try:
-                    pdl["runs"][n] = self.time_phimoe(
-                        exe, env=dict(os.environ, PHIMOE_CUDA_PDL="1"),
-                        only={f"tg{self.args.gen}"})
+                    v["runs"][n] = self.time_phimoe(exe, env=dict(os.environ, **{variable: value}),
+                                                    only={f"tg{self.args.gen}"})
                 except Exception as ex:  # noqa: BLE001 - the default launches' rows stand
-                    self.error(f"ours/{quant}+pdl", ex)
+                    self.error(f"ours/{quant}+{suffix}", ex)
                     break
                 self.write()
         exe = dirs.get(self.layers[-1], pathlib.Path("-")) / "phimoe-bin"
@@ -1203,7 +1210,7 @@ def summarize(result):
     by = {(r["engine"], r["test"]): r for r in rows}
     for r in rows:
         engine, quant = r["engine"].split("/")
-        if engine == "ours":  # (ours/q4k+pdl against llama.cpp/q4k too)
+        if engine == "ours":  # (ours/q4k+pdl and ours/q4k+float against llama.cpp/q4k too)
             peer = by.get((f"llama.cpp/{quant.split('+')[0]}", r["test"]))
             if peer and peer["tps_32"] and r["tps_32"]:
                 r["vs_llama"] = r["tps_32"] / peer["tps_32"]
@@ -1377,7 +1384,7 @@ def selftest(args):
                                deadline_s=3600, dry=True, prompts="16,32", gen=4, reps=1,
                                keep=True, no_transformers=False, llama_bin=lc["LLAMA_CPP_BIN"],
                                serial_pack=False, unit_values=1 << 24, profile="q4k",
-                               pdl="q4k")
+                               pdl="q4k", float_gemv="q4k")
     runner = Runner(rargs)
     runner.go()
     # parallel_pack and derive_pack write phimoe-pack's bytes: every share one part (the
@@ -1457,6 +1464,9 @@ def main():
     r.add_argument("--pdl", default="q4k",
                    help="quants whose builds also time decode with PHIMOE_CUDA_PDL=1 "
                         "(engine ours/Q+pdl; comma-separated, '' for none)")
+    r.add_argument("--float-gemv", default="q4k",
+                   help="quants whose builds also time decode with PHIMOE_CUDA_DP4A=0 (engine "
+                        "ours/Q+float: q4_K GEMVs on float inputs; comma-separated, '' for none)")
     r.add_argument("--profile", default="q4k",
                    help="quants whose largest build also runs under PHIMOE_CUDA_PROFILE "
                         "(comma-separated; '' for none)")

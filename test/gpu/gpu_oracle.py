@@ -69,7 +69,8 @@ CASES = {
 # Quantized cases are also compared, at the absolute 1e-3 of the float builds, with
 # transformers on their "rounded" checkpoint: every block-quantized tensor replaced by the
 # values its blocks stand for (our quantizer and dequantizer, build/test/quant/phimoe-quant),
-# which is exactly what the GPU multiplies with (it keeps activations in float).
+# which is exactly what the GPU multiplies with (its activations stay float, or, in q4_K
+# decode, 22-bit fixed point per 32 values: phimoe_cuda/elements.cuh, StagedQ4k).
 ROUNDED_CASES = ("q8_0", "q4k")
 
 
@@ -485,6 +486,13 @@ def check_build(name, case, binary, info, tokens, references, rel, greedy_must_a
         # must give the same bits.
         _, eager = run_bin(binary, info["prompt"], info["n"], case / "gpu-eager.npy",
                            env=dict(os.environ, PHIMOE_CUDA_GRAPH="0"))
+        # q4_K decode multiplies fixed-point inputs that the kernel before stages (dp4a);
+        # PHIMOE_CUDA_DP4A=0 multiplies the float inputs: both within the same bounds.
+        float_greedy, float_decoded = None, None
+        if quant == "q4k":
+            float_greedy, float_decoded = run_bin(
+                binary, info["prompt"], info["n"], case / "gpu-float.npy",
+                env=dict(os.environ, PHIMOE_CUDA_DP4A="0"))
     except RuntimeError as e:
         print(f"FAIL {name}: {e}")
         return 1
@@ -496,6 +504,8 @@ def check_build(name, case, binary, info, tokens, references, rel, greedy_must_a
     runs = [("prefill", ours)]
     if ours_greedy == info["cpu_greedy"]:
         runs.append(("decode", decoded))
+    if float_greedy is not None and float_greedy == info["cpu_greedy"]:
+        runs.append(("decode PHIMOE_CUDA_DP4A=0", float_decoded))
     for (how, got), (ref_name, ref) in ((r, f) for r in runs for f in references.items()):
         if got.shape != ref.shape:
             problems.append(f"{how}: shape {got.shape} vs {ref_name} {ref.shape}")
@@ -503,16 +513,16 @@ def check_build(name, case, binary, info, tokens, references, rel, greedy_must_a
         err, scale = float(np.abs(got - ref).max()), float(np.abs(ref).max())
         exact = rel is None or ref_name.endswith("quantized values")
         bound = 1e-3 if exact else rel * scale
-        # q8_0: the CPU quantizes activations too, the GPU does not; the transformers run
+        # q8_0: the CPU quantizes activations to int8, the GPU does not; the transformers run
         # has the unquantized weights. Both within the relative bound.
         # q4_K's rounding alone moves this random model's logits by about 10% of max|logit|
         # (the CPU build against unquantized transformers: 0.098 of 0.95): reported only; the
         # rounded checkpoint bounds the q4k build exactly.
         # Where the rounded checkpoint bounds a quantized build exactly, the CPU phimoe-bin is
-        # reported only too: it quantizes activations (q8_0 / q8_K) for its integer dot
-        # products, the GPU does not. (q4k: the CPU build is 0.007 from the exact logits and
-        # 0.066 at two positions whose routing its activation rounding flips; the emulated
-        # GPU build 3.6e-6.)
+        # reported only too: it quantizes activations to int8 (q8_0 / q8_K) for its integer
+        # dot products, the GPU to 22 bits at most. (q4k: the CPU build is 0.007 from the
+        # exact logits and 0.066 at two positions whose routing its activation rounding
+        # flips; the emulated GPU build 3.6e-6.)
         informational = (quant == "q4k" and ref_name == "transformers") or (
             ref_name == "cpu phimoe-bin" and "transformers on the quantized values" in references)
         status = "info" if informational else "ok" if err <= bound else "TOO LARGE"
