@@ -72,6 +72,17 @@ template <class W> Weight<W> make_weight(size_t rows, int K) {
   return w;
 }
 
+// Row r of a [rows, K] matrix of values times x in double precision, and the sum of the
+// products' magnitudes (the scale of float rounding).
+void row_reference(const std::vector<float> &values, const std::vector<float> &x, size_t r, int K,
+                   double &want, double &scale) {
+  want = 0.0, scale = 0.0;
+  for (int k = 0; k < K; ++k) {
+    want += static_cast<double>(values[r * K + k]) * x[k];
+    scale += std::fabs(static_cast<double>(values[r * K + k]) * x[k]);
+  }
+}
+
 template <class W, int K> void test(size_t rows) {
   using E = Elem<W>;
   const std::string name = std::string(Traits<W>::kName) + " K=" + std::to_string(K);
@@ -116,11 +127,8 @@ template <class W, int K> void test(size_t rows) {
     xs[i] = x[staged_source<W, K>(i)];
   double worst = 0.0;
   for (size_t r = 0; r < rows; ++r) {
-    double want = 0.0, scale = 0.0;
-    for (int k = 0; k < K; ++k) {
-      want += static_cast<double>(w.values[r * K + k]) * x[k];
-      scale += std::fabs(static_cast<double>(w.values[r * K + k]) * x[k]);
-    }
+    double want, scale;
+    row_reference(w.values, x, r, K, want, scale);
     double got = 0.0;
     if constexpr (E::vec(K)) {
       constexpr int U = K / E::kUnit;
@@ -231,11 +239,8 @@ template <int K> void test_q4k_int_input(size_t rows) {
     }
     expect(wrong == 0, name + ": " + std::to_string(wrong) + " staged values wrong");
     for (size_t r = 0; r < rows; ++r) {
-      double want = 0.0, scale = 0.0;
-      for (int k = 0; k < K; ++k) {
-        want += static_cast<double>(w.values[r * K + k]) * x[k];
-        scale += std::fabs(static_cast<double>(w.values[r * K + k]) * x[k]);
-      }
+      double want, scale;
+      row_reference(w.values, x, r, K, want, scale);
       double got = 0.0;
       for (int u = 0; u < U; ++u)
         got += q4k_unit_dot(w.data(), rows, K, r, u, StagedQ4k::load(staged.data(), u));

@@ -181,6 +181,38 @@ __device__ __forceinline__ void rows_dot_staged(const phimoe_rt::block_q4k *w,
     out[i] = warp_sum(acc[i]);
 }
 
+// A decode kernel's input row in shared memory: the staged copy where one came (staged_row,
+// int_input<W, K>), else the floats of x_row (stage_row). Whether it took the staged copy.
+template <class W, int K>
+__device__ __forceinline__ bool stage_input(float *xs, const float *x_row,
+                                            const uint32_t *staged_row) {
+  if constexpr (int_input<W, K>()) {
+    if (staged_row) {
+      load_staged<K>(xs, staged_row);
+      return true;
+    }
+  }
+  stage_row<W, K>(xs, x_row);
+  return false;
+}
+// rows_dot on what stage_input put in xs (fixed: its staged copy).
+template <class W, long long R, int K, int NR>
+__device__ __forceinline__ void rows_dot_input(bool fixed, const W *w, const size_t (&rows)[NR],
+                                               const float *xs, float (&out)[NR]) {
+  if constexpr (int_input<W, K>()) {
+    if (fixed) {
+      rows_dot_staged<R, K, NR>(w, rows, xs, out);
+      return;
+    }
+  }
+  rows_dot<W, R, K, NR>(w, rows, xs, out);
+}
+// Row t of a buffer of staged rows of K values, or null.
+template <int K> __device__ __forceinline__ const uint32_t *staged_row(const uint32_t *staged,
+                                                                     size_t t) {
+  return staged ? staged + t * StagedQ4k::words(K) : nullptr;
+}
+
 // Dynamic shared memory above the 48 KiB default needs an opt-in per kernel.
 template <class Kernel> inline void allow_shared(Kernel kernel, size_t bytes) {
   if (bytes > 48 * 1024)
@@ -264,27 +296,15 @@ __global__ void gemv_kernel(const float *x, const uint32_t *staged, const W *w, 
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   constexpr int RB = gemv_rows<N>();
   const int t = blockIdx.y;
-  bool fixed = false;
-  if constexpr (int_input<W, K>())
-    fixed = staged != nullptr;
-  if (fixed)
-    load_staged<K>(xs, staged + static_cast<size_t>(t) * StagedQ4k::words(K));
-  else
-    stage_row<W, K>(xs, x + static_cast<size_t>(t) * K);
+  const bool fixed =
+      stage_input<W, K>(xs, x + static_cast<size_t>(t) * K, staged_row<K>(staged, t));
   __syncthreads();
   const int first = static_cast<int>(blockIdx.x) * RB, end = min(N, first + RB);
   for (int r = first + 2 * static_cast<int>(threadIdx.x >> 5); r < end; r += 2 * kWarps) {
     const bool pair = r + 1 < end;
     const size_t rows[2] = {static_cast<size_t>(r), static_cast<size_t>(pair ? r + 1 : r)};
     float y[2];
-    if constexpr (int_input<W, K>()) {
-      if (fixed)
-        rows_dot_staged<N, K, 2>(w, rows, xs, y);
-      else
-        rows_dot<W, N, K, 2>(w, rows, xs, y);
-    } else {
-      rows_dot<W, N, K, 2>(w, rows, xs, y);
-    }
+    rows_dot_input<W, N, K, 2>(fixed, w, rows, xs, y);
     if ((threadIdx.x & 31) == 0) {
       out[static_cast<size_t>(t) * N + r] = y[0] + bias_at(bias, r);
       if (pair)
@@ -770,13 +790,8 @@ __global__ void gate_up_kernel(const float *x, const uint32_t *staged, const GU 
   __shared__ float block_act[StageAct ? 32 : 1];
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int slot = blockIdx.y, t = blockIdx.z;
-  bool fixed = false;
-  if constexpr (int_input<GU, H>())
-    fixed = staged != nullptr;
-  if (fixed)
-    load_staged<H>(xs, staged + static_cast<size_t>(t) * StagedQ4k::words(H));
-  else
-    stage_row<GU, H>(xs, x + static_cast<size_t>(t) * H);
+  const bool fixed =
+      stage_input<GU, H>(xs, x + static_cast<size_t>(t) * H, staged_row<H>(staged, t));
   __syncthreads();
   constexpr int RB = gate_up_rows<I, StageAct>();
   const DeviceRoute route = routes[t];
@@ -787,14 +802,7 @@ __global__ void gate_up_kernel(const float *x, const uint32_t *staged, const GU 
     // The gate and up rows of r share the input values.
     const size_t pair[2] = {e * 2 * I + r, e * 2 * I + I + r};
     float gu[2];
-    if constexpr (int_input<GU, H>()) {
-      if (fixed)
-        rows_dot_staged<rows, H, 2>(gate_up, pair, xs, gu);
-      else
-        rows_dot<GU, rows, H, 2>(gate_up, pair, xs, gu);
-    } else {
-      rows_dot<GU, rows, H, 2>(gate_up, pair, xs, gu);
-    }
+    rows_dot_input<GU, rows, H, 2>(fixed, gate_up, pair, xs, gu);
     if ((threadIdx.x & 31) == 0) {
       const float y = gu[0] / (1.0f + expf(-gu[0])) * gu[1];
       act[(static_cast<size_t>(t) * 2 + slot) * I + r] = y;
@@ -818,16 +826,10 @@ __global__ void down_kernel(const float *act, const uint32_t *staged, const DW *
   PHIMOE_CUDA_DYNAMIC_SHARED(float, as); // 2 * I floats
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int t = blockIdx.y;
-  bool fixed = false;
-  if constexpr (int_input<DW, I>())
-    fixed = staged != nullptr;
-  if (fixed) {
-    load_staged<I>(as, staged + static_cast<size_t>(t) * 2 * StagedQ4k::words(I));
-    load_staged<I>(as + I, staged + (static_cast<size_t>(t) * 2 + 1) * StagedQ4k::words(I));
-  } else {
-    stage_row<DW, I>(as, act + static_cast<size_t>(t) * 2 * I);
-    stage_row<DW, I>(as + I, act + static_cast<size_t>(t) * 2 * I + I);
-  }
+  const bool fixed = stage_input<DW, I>(as, act + static_cast<size_t>(t) * 2 * I,
+                                        staged_row<I>(staged, 2 * static_cast<size_t>(t)));
+  stage_input<DW, I>(as + I, act + static_cast<size_t>(t) * 2 * I + I,
+                     staged_row<I>(staged, 2 * static_cast<size_t>(t) + 1));
   __syncthreads();
   constexpr int RB = gemv_rows<H>();
   const DeviceRoute route = routes[t];
@@ -839,18 +841,8 @@ __global__ void down_kernel(const float *act, const uint32_t *staged, const DW *
     const size_t e1 = static_cast<size_t>(route.i1) * H, e2 = static_cast<size_t>(route.i2) * H;
     const size_t rows1[2] = {e1 + r, e1 + r2}, rows2[2] = {e2 + r, e2 + r2};
     float y1[2], y2[2];
-    if constexpr (int_input<DW, I>()) {
-      if (fixed) {
-        rows_dot_staged<rows, I, 2>(down, rows1, as, y1);
-        rows_dot_staged<rows, I, 2>(down, rows2, as + I, y2);
-      } else {
-        rows_dot<DW, rows, I, 2>(down, rows1, as, y1);
-        rows_dot<DW, rows, I, 2>(down, rows2, as + I, y2);
-      }
-    } else {
-      rows_dot<DW, rows, I, 2>(down, rows1, as, y1);
-      rows_dot<DW, rows, I, 2>(down, rows2, as + I, y2);
-    }
+    rows_dot_input<DW, rows, I, 2>(fixed, down, rows1, as, y1);
+    rows_dot_input<DW, rows, I, 2>(fixed, down, rows2, as + I, y2);
     if ((threadIdx.x & 31) == 0) {
       out[static_cast<size_t>(t) * H + r] = route.w1 * y1[0] + route.w2 * y2[0];
       if (pair)
