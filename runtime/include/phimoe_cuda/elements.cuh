@@ -219,10 +219,10 @@ template <> struct Elem<phimoe_rt::block_q4k> {
 // ---------------------------------------------------------------------------------------
 // q4_K in decode: integer dot products (dp4a) with a fixed-point copy of the input row.
 //
-// Elem<q4_K>::unit_dot takes about 6.7 instructions a weight (each nibble made a float, the
+// Elem<q4_K>::unit_dot takes about 6.2 instructions a weight (each nibble made a float, the
 // scales, the input's sums), and an SM issues one warp instruction a clock per scheduler: on
-// an H100 that caps a q4_K GEMV at 75-85% of HBM bandwidth with every issue slot busy, on an
-// H200 at 52-58% (docs/cuda.md, "Kernels"). Decode instead stages the input row in fixed
+// an H100 that caps a q4_K GEMV at 80-90% of HBM bandwidth with every issue slot busy, on an
+// H200 at 56-63% (docs/cuda.md, "Kernels"). Decode instead stages the input row in fixed
 // point (once, in the kernel that writes it: kernels.cuh, stage_for): each group of 32
 // consecutive values (one q4_K sub-block) has a step D, the power of two 2^(e - 21) for
 // max|x| in [2^e, 2^(e+1)), and v = rint(x / D), |v| <= 2^22, stored as three planes of
