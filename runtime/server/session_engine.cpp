@@ -62,6 +62,15 @@ void SessionEngine::loop() {
   }
 }
 
+void SessionEngine::end(GenerationStream &stream, const std::string &reason,
+                        const std::string &error, int prompt_tokens, int generated) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    metrics_.active = 0;
+  }
+  stream.finish(reason, error, prompt_tokens, generated);
+}
+
 // Runs one request to its end: prompt (after the cached common prefix), then a token per
 // step, streaming text, until a stop token or string, max_tokens, the context, cancellation
 // or stop().
@@ -96,7 +105,7 @@ void SessionEngine::serve(Pending &pending) {
     double t0 = now_seconds();
     const float *logits = session_->append(prompt.data() + kept, prompt_tokens - kept);
     if (!logits) {
-      stream.finish("", "the prompt does not fit the context", prompt_tokens, 0);
+      end(stream, "", "the prompt does not fit the context", prompt_tokens, 0);
       return;
     }
     Sampler sampler(request.sampling, vocab_);
@@ -113,20 +122,20 @@ void SessionEngine::serve(Pending &pending) {
         if (text.size() > sent)
           stream.push(text.substr(sent));
       }
-      stream.finish(reason, "", prompt_tokens, generated);
+      end(stream, reason, "", prompt_tokens, generated);
     };
     while (true) {
       const int32_t next =
           sampler.sample(logits, reply.data(), static_cast<int>(reply.size()));
       ++generated;
       record(t0, 1);
+      bool stopping;
       {
         std::lock_guard<std::mutex> lock(mutex_);
-        if (stopping_) {
-          stream.finish("", "the server is shutting down", prompt_tokens, generated);
-          return;
-        }
+        stopping = stopping_;
       }
+      if (stopping)
+        return end(stream, "", "the server is shutting down", prompt_tokens, generated);
       if (stream.cancelled())
         return;
       if (std::find(request.stop_ids.begin(), request.stop_ids.end(), next) !=
@@ -148,7 +157,7 @@ void SessionEngine::serve(Pending &pending) {
   } catch (const std::exception &e) {
     // The session's device failed (e.g. a CUDA error): this request ends with the error.
     session_->reset();
-    stream.finish("", e.what(), prompt_tokens, generated);
+    end(stream, "", e.what(), prompt_tokens, generated);
   }
 }
 

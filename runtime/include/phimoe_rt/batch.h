@@ -248,6 +248,10 @@ private:
   };
   void loop();
   void serve(Pending &pending);
+  // Ends a request's stream, after the metrics stop counting it as active (a client that has
+  // its last chunk sees an idle engine).
+  void end(GenerationStream &stream, const std::string &reason, const std::string &error,
+           int prompt_tokens, int generated);
 
   std::unique_ptr<ModelSession> session_;
   int vocab_;
