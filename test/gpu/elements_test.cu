@@ -8,7 +8,7 @@
 //   - staged_source is a permutation of the row and k_of agrees with it,
 //   - the sum of unit_dot over a row's units, on the input staged unit-major, equals the
 //     double-precision dot product of the dequantized row with the input,
-//   - byte_value turns every byte into its value without an integer conversion,
+//   - byte_value and byte_at turn every byte into its value without an integer conversion,
 //   - get_split gives back the plain blocks;
 // and the fixed-point input of q4_K's decode kernels (test_q4k_int_input).
 #include "phimoe_cuda/elements.cuh"
@@ -150,8 +150,8 @@ template <class W, int K> void test(size_t rows) {
               Traits<W>::kName, K, rows, E::kUnit, worst);
 }
 
-// byte_value: every byte value at every position, with the biases the kernels use; and the
-// host's byte_perm against PRMT's definition on a few selectors.
+// byte_value and byte_at: every byte value at every position, with the biases the kernels
+// use; and the host's byte_perm against PRMT's definition on a few selectors.
 void test_byte_value() {
   int wrong = 0;
   for (uint32_t b = 0; b < 256; ++b) {
@@ -163,6 +163,8 @@ void test_byte_value() {
       wrong += byte_value<2>(word, bias) != static_cast<float>(bytes[2]) - bias;
       wrong += byte_value<3>(word, bias) != static_cast<float>(bytes[3]) - bias;
     }
+    for (int i = 0; i < 4; ++i)
+      wrong += byte_at(word, i) != static_cast<float>(bytes[i]);
   }
   expect(wrong == 0, "byte_value: " + std::to_string(wrong) + " wrong values");
   expect(byte_perm(0x33221100u, 0x77665544u, 0x3210u) == 0x33221100u, "byte_perm: identity");

@@ -99,6 +99,11 @@ template <int I> PHIMOE_HD float byte_value(uint32_t word, float bias) {
   return bits_as_float(byte_perm(word, 0x4B000000u, 0x7540u + I)) - (8388608.0f + bias);
 }
 
+// Byte i (0-3, known only at run time) of `word` as a float, as byte_value does it.
+PHIMOE_HD float byte_at(uint32_t word, int i) {
+  return bits_as_float(byte_perm(word, 0x4B000000u, 0x7540u + i)) - 8388608.0f;
+}
+
 // acc += the 4 bytes of `word` (each minus `bias`) times x[0..3].
 PHIMOE_HD float dot_bytes(uint32_t word, float bias, const float *x, float acc) {
   acc += byte_value<0>(word, bias) * x[0];
@@ -228,10 +233,10 @@ template <> struct Elem<phimoe_rt::block_q4k> {
 // max|x| in [2^e, 2^(e+1)), and v = rint(x / D), |v| <= 2^22, stored as three planes of
 // bytes, v = 2^16 p2 + 2^8 p1 + p0 (p2 signed, p1 and p0 unsigned), so that one dp4a
 // multiplies 4 nibbles with 4 bytes of a plane, exactly, in int32 (16 nibbles times 2^22 stay
-// below 2^31). x / D is exact (a power of two), so the rounding
-// moves each input by at most D / 2, 2^-22 of its group's max|x|. The mins take the sums of
-// the staged values, D * sum(v), so a row's dot product is that of the dequantized row with
-// the staged input up to float rounding.
+// below 2^31). x / D is exact (a power of two), so the rounding moves each input by at most
+// D / 2, 2^-22 of its group's max|x|. The mins take the sums of the staged values,
+// D * sum(v), so a row's dot product is that of the dequantized row with the staged input up
+// to float rounding.
 //
 // The staged row (StagedQ4k::words(K) words) holds 28 words a unit, unit after unit, so
 // that a lane loads its unit with seven 16-byte loads (8 lanes at a stride of 28 words touch
@@ -346,11 +351,9 @@ PHIMOE_HD float q4k_unit_dot(const phimoe_rt::block_q4k *w, size_t R, int K, siz
   const uint32_t sc47 = (m.w[3] & 0x0f0f0f0fu) | ((m.w[1] >> 2) & 0x30303030u);
   const uint32_t mn47 = ((m.w[3] >> 4) & 0x0f0f0f0fu) | ((m.w[2] >> 2) & 0x30303030u);
   const uint32_t scw = c < 2 ? sc03 : sc47, mnw = c < 2 ? mn03 : mn47;
-  const uint32_t sel = 0x7540u + 2 * (c & 1); // sub-blocks 2c and 2c + 1: bytes 2(c%2), +1
-  const float sc_lo = bits_as_float(byte_perm(scw, 0x4B000000u, sel)) - 8388608.0f;
-  const float sc_hi = bits_as_float(byte_perm(scw, 0x4B000000u, sel + 1)) - 8388608.0f;
-  const float m_lo = bits_as_float(byte_perm(mnw, 0x4B000000u, sel)) - 8388608.0f;
-  const float m_hi = bits_as_float(byte_perm(mnw, 0x4B000000u, sel + 1)) - 8388608.0f;
+  const int b = 2 * (c & 1); // sub-blocks 2c and 2c + 1: bytes 2 (c % 2) and the next
+  const float sc_lo = byte_at(scw, b), sc_hi = byte_at(scw, b + 1);
+  const float m_lo = byte_at(mnw, b), m_hi = byte_at(mnw, b + 1);
   return f16_bits(m.w[0]) * (sc_lo * x.step[0] * static_cast<float>(vlo) +
                              sc_hi * x.step[1] * static_cast<float>(vhi)) -
          f16_bits(m.w[0] >> 16) * (m_lo * x.sum[0] + m_hi * x.sum[1]);

@@ -881,11 +881,11 @@ void embed(Context &ctx, const int32_t *ids, int n, const W *table, float *out) 
 }
 
 namespace detail {
-// Whether producers stage q4_K GEMV inputs (stage_for): -1 from the environment
-// (PHIMOE_CUDA_DP4A=0 keeps the float GEMVs, to compare), 0 off, 1 on.
-inline int &q4k_staging() {
+// Whether producers stage q4_K GEMV inputs (stage_for, the MoE's act rows):
+// PHIMOE_CUDA_DP4A=0 keeps the float GEMVs, to compare.
+inline bool dp4a_enabled() {
   static int mode = -1;
-  return mode;
+  return env_switch(mode, "PHIMOE_CUDA_DP4A", "0");
 }
 
 // The hand-over of fixed-point rows from a producer to the GEMV of the next launch, whose
@@ -897,8 +897,7 @@ template <class Next, int K> uint32_t *stage_for(Context &ctx, const float *out,
   ctx.staged_of = nullptr;
   if constexpr (!std::is_void<Next>::value) {
     if constexpr (int_input<Next, K>()) {
-      if (n > kGemvMaxRows || !ctx.staged ||
-          !env_switch(q4k_staging(), "PHIMOE_CUDA_DP4A", "0") ||
+      if (n > kGemvMaxRows || !ctx.staged || !dp4a_enabled() ||
           static_cast<size_t>(n) * StagedQ4k::words(K) > ctx.staged_words)
         return nullptr;
       ctx.staged_of = out;
@@ -915,7 +914,7 @@ template <class W, int K> const uint32_t *staged_input(Context &ctx, const float
   const bool mine = ctx.staged_of == x && ctx.staged_n == n && ctx.staged_k == K;
   ctx.staged_of = nullptr;
   if constexpr (int_input<W, K>())
-    return mine && n <= kGemvMaxRows ? ctx.staged : nullptr;
+    return mine ? ctx.staged : nullptr; // (stage_for staged only decode rows)
   return nullptr;
 }
 } // namespace detail
@@ -1231,8 +1230,7 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
     }
   }
   uint32_t *staged_act =
-      stage_act && n <= detail::kGemvMaxRows &&
-              detail::env_switch(detail::q4k_staging(), "PHIMOE_CUDA_DP4A", "0") &&
+      stage_act && n <= detail::kGemvMaxRows && detail::dp4a_enabled() &&
               static_cast<size_t>(n) * 2 * detail::StagedQ4k::words(I) <= ctx.moe_staged_words
           ? ctx.moe_staged
           : nullptr;
