@@ -35,7 +35,9 @@
 #include <cmath>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
+#include <stdexcept>
 #include <type_traits>
 
 #define PHIMOE_HD __host__ __device__ __forceinline__
@@ -69,12 +71,33 @@ PHIMOE_HD float ld(const float *p) { return *p; }
 PHIMOE_HD float ld(const phimoe_rt::bf16 *p) { return bf16_bits(p->bits); }
 PHIMOE_HD float ld(const phimoe_rt::f16 *p) { return f16_bits(p->bits); }
 
+// 16-byte loads and stores (one vector access each). The GPU stops a kernel whose vector
+// access is not 16-byte aligned ("misaligned address"), x86 does not: on the host (the CPU
+// tests and the CUDA emulation run these functions) the address is checked.
+PHIMOE_HD void expect_aligned16(const void *p) {
+#ifndef __CUDA_ARCH__
+  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) {
+    char what[96];
+    std::snprintf(what, sizeof what, "misaligned address: a 16-byte access at %p", p);
+    throw std::logic_error(what);
+  }
+#endif
+}
+PHIMOE_HD uint4 load_uint4(const void *p) {
+  expect_aligned16(p);
+  return *static_cast<const uint4 *>(p);
+}
+PHIMOE_HD void store_uint4(void *p, uint4 v) {
+  expect_aligned16(p);
+  *static_cast<uint4 *>(p) = v;
+}
+
 // 16 bytes at p (16-byte aligned) as four little-endian words.
 struct Words {
   uint32_t w[4];
 };
 PHIMOE_HD Words load16(const void *p) {
-  const uint4 q = *reinterpret_cast<const uint4 *>(p);
+  const uint4 q = load_uint4(p);
   return Words{{q.x, q.y, q.z, q.w}};
 }
 PHIMOE_HD uint32_t load_u16(const uint8_t *p) { return p[0] | (static_cast<uint32_t>(p[1]) << 8); }

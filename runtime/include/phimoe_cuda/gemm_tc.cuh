@@ -127,7 +127,7 @@ template <> struct TcLoad<phimoe_rt::bf16> {
                                        uint4 *dst) {
     const uint16_t *p = reinterpret_cast<const uint16_t *>(w) + r * K + k0;
     if (K % 8 == 0 && k0 + 8 <= K) {
-      *dst = *reinterpret_cast<const uint4 *>(p); // 16-byte aligned: K % 8 == 0, k0 % 8 == 0
+      *dst = load_uint4(p); // 16-byte aligned: K % 8 == 0, k0 % 8 == 0
       return;
     }
     uint16_t v[8];
@@ -312,7 +312,7 @@ __host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x,
       for (int i = 0; i < V / 8; ++i)
         v[i] = make_uint4(0u, 0u, 0u, 0u);
     for (int i = 0; i < V / 8; ++i) // 16-byte aligned: rows of 80 bytes, units of 16 or 32
-      *reinterpret_cast<uint4 *>(&s.b[n][V * ku + 8 * i]) = v[i];
+      store_uint4(&s.b[n][V * ku + 8 * i], v[i]);
   }
   if constexpr (L::kScaled)
     for (int n = tid; n < kTcBN; n += kTcThreads) {

@@ -146,10 +146,8 @@ __device__ __forceinline__ void stage_q4k_group(uint32_t *staged, int g, float x
 // Copies a staged row of K values into shared memory (16 bytes a thread at a time).
 template <int K> __device__ __forceinline__ void load_staged(float *dst, const uint32_t *src) {
   constexpr int chunks = StagedQ4k::words(K) / 4;
-  uint4 *d = reinterpret_cast<uint4 *>(dst);
-  const uint4 *s = reinterpret_cast<const uint4 *>(src);
   for (int i = threadIdx.x; i < chunks; i += blockDim.x)
-    d[i] = s[i];
+    store_uint4(dst + 4 * i, load_uint4(src + 4 * i));
 }
 
 // rows_dot of q4_K rows on a staged row in shared memory (xs, load_staged): per unit, the

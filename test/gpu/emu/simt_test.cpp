@@ -1,7 +1,7 @@
 // simt_test.cpp - the CUDA emulation itself (phimoe_emu/simt.h): warp collectives against
 // their definitions, barriers, the bugs it must expose (a missing __syncthreads, a
-// __syncthreads in divergent code, a shuffle naming an exited lane, launch configurations the
-// hardware refuses), stream capture and graph replay, and mma.sync against a product of
+// __syncthreads in divergent code, a shuffle naming an exited lane, a misaligned vector load,
+// launch configurations the hardware refuses), stream capture and graph replay, and mma.sync against a product of
 // matrices laid out by the PTX ISA's fragment tables (gemm_tc.cuh's coordinates).
 // Built with -include phimoe_emu/simt.h (test/gpu/emu/CMakeLists.txt).
 #include "phimoe_cuda/check.h"
@@ -125,6 +125,11 @@ __global__ void dynamic_shared_kernel(int n, float *out) {
     out[i] = s[n - 1 - i];
 }
 
+// A 16-byte load at p + offset bytes (elements.cuh's load16, as the weight loads do it).
+__global__ void vector_load_kernel(const unsigned char *p, int offset, unsigned *out) {
+  out[0] = phimoe_cuda::detail::load16(p + offset).w[0];
+}
+
 template <class Fn> std::string error_of(Fn fn) {
   try {
     fn();
@@ -167,6 +172,19 @@ void test_barriers() {
   e = error_of([&] { PHIMOE_CUDA_LAUNCH(1, 16, 0, nullptr, partial_warp_kernel)(d); });
   expect(e.find("does not have") != std::string::npos,
          "a full-mask shuffle in a block of 16 threads: " + e);
+
+  // A vector load must be 16-byte aligned on the GPU; x86 would not mind.
+  unsigned *word = device<unsigned>(8);
+  const unsigned char *bytes = reinterpret_cast<const unsigned char *>(word);
+  PHIMOE_CUDA_CHECK(cudaMemset(word, 0x5a, 8 * sizeof(unsigned)));
+  PHIMOE_CUDA_LAUNCH(1, 1, 0, nullptr, vector_load_kernel)(bytes, 16, word);
+  PHIMOE_CUDA_CHECK(cudaGetLastError());
+  expect(download(word, 1)[0] == 0x5a5a5a5au, "an aligned 16-byte load");
+  e = error_of([&] { PHIMOE_CUDA_LAUNCH(1, 1, 0, nullptr, vector_load_kernel)(bytes, 4, word); });
+  expect(e.find("misaligned address") != std::string::npos &&
+             e.find("vector_load_kernel") != std::string::npos,
+         "a 16-byte load at a 4-byte offset: " + e);
+  cudaFree(word);
 
   // Launch configurations the hardware refuses: the launch's error, nothing runs.
   PHIMOE_CUDA_LAUNCH(1, 2048, 0, nullptr, divergent_barrier_kernel)(d);
