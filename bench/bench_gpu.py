@@ -47,7 +47,8 @@ run (on the GPU machine) then, writing DIR/bench-gpu.json and DIR/bench-gpu.md a
      PHIMOE_CUDA_DP4A=0 (engine ours/Q+float: q4_K GEMVs on float inputs, not the staged
      fixed point of kernels.cuh's stage_for); for those of --profile (default q4k), the
      larger build's bench once more under PHIMOE_CUDA_PROFILE (profile_phimoe: where the
-     device time goes, kernel by kernel);
+     device time goes, kernel by kernel; the report sets the kernel spans of a forward
+     against the timed forward with graphs: the rest is time between kernels);
   5. transformers in bf16 on the GPU: the same prompts and decode.
 The roofline of decode: the weight bytes a decoded token reads at 32 layers (attention, router,
 norms, 2 of the 16 experts, LM head, one embedding row; each in the storage of the engine's own
@@ -1283,6 +1284,33 @@ def render_profile(result, top=12):
                 lines.append(f"| ({len(rest)} more) | | | "
                              f"{100 * sum(k['ms'] for k in rest) / prof['kernel_ms']:.1f}% | |")
             lines.append("")
+            if phase == "decode":
+                lines += render_gaps(result, key, per_fwd_ms)
+    return lines
+
+
+def render_gaps(result, key, spans_ms):
+    """The decode forward as timed (graphs, tg of the profiled build's layer count) against the
+    kernel spans of its eager profile: what is left is time between kernels (the end of one,
+    the start of the next), which fusing launches or PDL would recover. Also for the variants
+    of the same build (+pdl, +float), whose kernels differ little or not at all."""
+    layers = result["layers"][-1]
+    lines = []
+    for name, e in result["engines"].items():
+        if name != key and not name.startswith(key + "+"):
+            continue
+        runs = e.get("runs") or {}
+        run = runs.get(str(layers), runs.get(layers)) or {}
+        tps = (run.get(f"tg{result.get('gen', 128)}") or {}).get("tokens_per_s")
+        if not tps:
+            continue
+        step_ms = 1e3 / tps
+        gap = step_ms - spans_ms
+        lines.append(f"- {name}, decode with graphs: {step_ms:.3f} ms a forward; the eager "
+                     f"profile's kernel spans {spans_ms:.3f} ms; between kernels {gap:.3f} ms "
+                     f"({100 * gap / step_ms:.0f}% of the forward)")
+    if lines:
+        lines.append("")
     return lines
 
 
