@@ -104,16 +104,34 @@ __device__ __forceinline__ float row_dot(const W *w, size_t r, const float *xs) 
   return out[0];
 }
 
-// Copies `count` floats from global to shared memory with the whole block.
-__device__ __forceinline__ void stage(float *dst, const float *src, int count) {
-  for (int i = threadIdx.x; i < count; i += blockDim.x)
-    dst[i] = src[i];
+// The copies below run in blocks of kThreads threads (their loops' trip counts are constants):
+// the emulation checks it.
+__device__ __forceinline__ void expect_block_of_threads() {
+#ifdef PHIMOE_CUDA_EMU
+  if (blockDim.x != kThreads || blockDim.y != 1 || blockDim.z != 1)
+    throw std::logic_error("a row copy of kernels.cuh runs in blocks of kThreads threads");
+#endif
 }
 
-// Stages an input row of K floats for row_dot<W, R, K> (in Elem<W>'s unit-major order).
+// Stages an input row of K floats for row_dot<W, R, K> (in Elem<W>'s unit-major order), with
+// the block's kThreads threads. Every load comes before the first store: in a loop of
+// unknown trip count that alternated them, each thread would wait for one load at a time
+// (K / kThreads round trips to L2 before the block's first dot product).
 template <class W, int K> __device__ __forceinline__ void stage_row(float *dst, const float *src) {
-  for (int i = threadIdx.x; i < K; i += blockDim.x)
-    dst[i] = src[staged_source<W, K>(i)];
+  expect_block_of_threads();
+  constexpr int per = (K + kThreads - 1) / kThreads;
+  float v[per];
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
+    v[i] = K % kThreads == 0 || j < K ? src[staged_source<W, K>(j)] : 0.0f;
+  }
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
+    if (K % kThreads == 0 || j < K)
+      dst[j] = v[i];
+  }
 }
 
 // ---------------------------------------------------------------------------------------
@@ -143,11 +161,24 @@ __device__ __forceinline__ void stage_q4k_group(uint32_t *staged, int g, float x
     StagedQ4k::put_half(staged, k, step, step * static_cast<float>(lane < 16 ? low : high));
 }
 
-// Copies a staged row of K values into shared memory (16 bytes a thread at a time).
+// Copies a staged row of K values into shared memory (16 bytes a thread at a time), with the
+// block's kThreads threads: every load before the first store, as stage_row.
 template <int K> __device__ __forceinline__ void load_staged(float *dst, const uint32_t *src) {
-  constexpr int chunks = StagedQ4k::words(K) / 4;
-  for (int i = threadIdx.x; i < chunks; i += blockDim.x)
-    store_uint4(dst + 4 * i, load_uint4(src + 4 * i));
+  expect_block_of_threads();
+  constexpr int chunks = StagedQ4k::words(K) / 4, per = (chunks + kThreads - 1) / kThreads;
+  uint4 v[per];
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int c = static_cast<int>(threadIdx.x) + i * kThreads;
+    if (chunks % kThreads == 0 || c < chunks)
+      v[i] = load_uint4(src + 4 * c);
+  }
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int c = static_cast<int>(threadIdx.x) + i * kThreads;
+    if (chunks % kThreads == 0 || c < chunks)
+      store_uint4(dst + 4 * c, v[i]);
+  }
 }
 
 // rows_dot of q4_K rows on a staged row in shared memory (xs, load_staged): per unit, the
@@ -233,36 +264,69 @@ __global__ void embed_kernel(const int32_t *ids, const W *table, float *out) {
     o[j] = id < 0 || id >= V ? 0.0f : Elem<W>::at(table, V, H, id, j);
 }
 
-// LayerNorm of one row per block (two passes over the row: mean, then biased variance); with
-// Add, the row is a + b, also written to sum (which may alias a).
+// LayerNorm of one row per block of kThreads threads (two passes over the row: mean, then
+// biased variance); with Add, the row is a + b, also written to sum (which may alias a).
+// Each thread holds its H / kThreads columns in registers, and issues every load (the row,
+// the weight, the bias) before its first store: a loop that stored to `sum` between loads
+// would wait for each load in turn (the compiler cannot know sum from a), and reloading the
+// row for the second and third passes would wait twice more. In decode this kernel is one
+// block, so those waits were its time.
 template <int H, bool Add, class W>
 __device__ __forceinline__ void layer_norm_row(const float *a, const float *b, const W *w,
                                                const W *bias, float eps, float *sum, float *out,
                                                float *part, uint32_t *staged) {
+  constexpr int per = (H + kThreads - 1) / kThreads;
   const size_t row = static_cast<size_t>(blockIdx.x) * H;
-  float s = 0.0f;
-  for (int j = threadIdx.x; j < H; j += blockDim.x) {
-    float v = a[row + j];
-    if constexpr (Add) {
-      v += b[row + j];
-      sum[row + j] = v;
-    }
-    s += v;
+  float v[per], wv[per], bv[per];
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
+    const bool in = H % kThreads == 0 || j < H;
+    v[i] = in ? a[row + j] : 0.0f;
+    if constexpr (Add)
+      bv[i] = in ? b[row + j] : 0.0f;
   }
-  const float *x = Add ? sum : a;
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
+    const bool in = H % kThreads == 0 || j < H;
+    if constexpr (Add)
+      v[i] += bv[i];
+    wv[i] = in ? ld(w + j) : 0.0f;
+    bv[i] = in ? ld(bias + j) : 0.0f;
+  }
+  float s = 0.0f;
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
+    if (H % kThreads == 0 || j < H) {
+      if constexpr (Add)
+        sum[row + j] = v[i];
+      s += v[i];
+    }
+  }
   const float mean = block_sum(s, part) / H;
   float q = 0.0f;
-  for (int j = threadIdx.x; j < H; j += blockDim.x) {
-    const float d = x[row + j] - mean;
-    q += d * d;
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
+    if (H % kThreads == 0 || j < H) {
+      const float d = v[i] - mean;
+      q += d * d;
+    }
   }
   const float rstd = 1.0f / sqrtf(block_sum(q, part) / H + eps);
-  for (int j = threadIdx.x; j < H; j += blockDim.x) {
-    const float y = (x[row + j] - mean) * rstd * ld(w + j) + ld(bias + j);
-    out[row + j] = y;
-    if constexpr (H % 256 == 0) // (a warp's lanes: one group of 32 columns)
-      if (staged)
-        stage_q4k_group(staged + static_cast<size_t>(blockIdx.x) * StagedQ4k::words(H), j / 32, y);
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
+    if (H % kThreads == 0 || j < H) {
+      const float y = (v[i] - mean) * rstd * wv[i] + bv[i];
+      out[row + j] = y;
+      if constexpr (H % 256 == 0) // (a warp's lanes: one group of 32 columns)
+        if (staged)
+          stage_q4k_group(staged + static_cast<size_t>(blockIdx.x) * StagedQ4k::words(H),
+                          j / 32, y);
+    }
   }
 }
 // (staged: null, or where the rows' StagedQ4k copies go: stage_for)
