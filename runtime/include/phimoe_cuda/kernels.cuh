@@ -576,6 +576,40 @@ __global__ void qkv_rope_kernel(const float *qkv, const int32_t *pos, RopeTable<
   }
 }
 
+// qkv_rope_kernel's work spread over the heads, where q_out does not overlap qkv: block
+// (row t, head h) of D / 2 threads, a pair (j, j + D / 2) each. Heads h < Hq: the rotated
+// query head to q_out; the others: KV head h - Hq's rotated keys and values into the cache.
+// (In decode qkv_rope_kernel is one block that walks the row; this is Hq + Hkv blocks of one
+// step each.)
+template <int In, int Hq, int Hkv, int D>
+__global__ void qkv_rope_heads_kernel(const float *qkv, const int32_t *pos, RopeTable<D> table,
+                                      int layer, int capacity, KvPages pages, float *k_cache,
+                                      float *v_cache, float *q_out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  constexpr int half = D / 2, q_row = Hq * D, kv_row = Hkv * D;
+  const int t = blockIdx.x, h = blockIdx.y, p = pos[t], set = table.set(t);
+  const float position = static_cast<float>(p);
+  const float *x = qkv + static_cast<size_t>(t) * In;
+  if (h < Hq) {
+    float *o = q_out + static_cast<size_t>(t) * q_row + h * D;
+    for (int j = threadIdx.x; j < half; j += blockDim.x)
+      rope_pair(table, set, position, j, x[h * D + j], x[h * D + j + half], o[j], o[j + half]);
+    return;
+  }
+  const int at = kv_slot(pages, capacity, t, p);
+  if (at < 0) // (rows outside the cache: not written, as rope_kv_write_kernel)
+    return;
+  const int kvh = h - Hq;
+  const size_t dst = (static_cast<size_t>(layer) * capacity + at) * kv_row + kvh * D;
+  const float *k = x + q_row + kvh * D, *v = x + q_row + kv_row + kvh * D;
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const float a = k[j], b = k[j + half], va = v[j], vb = v[j + half];
+    rope_pair(table, set, position, j, a, b, k_cache[dst + j], k_cache[dst + j + half]);
+    v_cache[dst + j] = va;
+    v_cache[dst + j + half] = vb;
+  }
+}
+
 // Writes the k and v rows of this forward at their positions (rows outside the cache: not).
 template <int Hkv, int D>
 __global__ void kv_write_kernel(const float *k, const float *v, const int32_t *pos, int layer,
@@ -1131,10 +1165,12 @@ void rope_kv_write(Context &ctx, const float *k, const float *v, int n, const in
 
 // split_cols of a fused q/k/v projection, rope of its queries into q_out and rope_kv_write of
 // its keys and values, where nothing else runs between them (phimoe-lower-to-emitc{target=cuda}
-// emits it for that sequence): one kernel, qkv_rope_kernel, unless the forward has several
-// rows and q_out may overlap qkv (Disjoint false: the lowering could not rule it out from the
-// memory plan), where a block could overwrite another row before that block has read it; then
-// the three kernels, through the split buffers q_split, k_split, v_split.
+// emits it for that sequence): one kernel, qkv_rope_heads_kernel (a block per row and head)
+// where q_out does not overlap qkv (Disjoint: the lowering ruled it out from the memory plan),
+// else qkv_rope_kernel (a block per row, which reads its row before writing any of it) for one
+// row; for several rows that may overlap, where a block could overwrite another row before
+// that block has read it, the three kernels, through the split buffers q_split, k_split,
+// v_split.
 template <int In, int Hq, int Hkv, int D, bool Disjoint>
 void qkv_rope_kv_write(Context &ctx, const float *qkv, int n, const int32_t *pos,
                        const phimoe_rt::RopeParams &p, int layer, float *q_split,
@@ -1150,6 +1186,15 @@ void qkv_rope_kv_write(Context &ctx, const float *qkv, int n, const int32_t *pos
     return;
   }
   detail::check_cache_layer<Hkv, D>(ctx, layer, "qkv_rope_kv_write");
+  if constexpr (Disjoint) {
+    constexpr int threads = D / 2 < 256 ? D / 2 : 256;
+    PHIMOE_CUDA_LAUNCH(dim3(n, Hq + Hkv), threads, 0, ctx.stream,
+                       detail::qkv_rope_heads_kernel<In, Hq, Hkv, D>)
+    (qkv, pos, detail::rope_table<D>(ctx, p), layer, ctx.capacity, ctx.pages, ctx.k_cache,
+     ctx.v_cache, q_out);
+    PHIMOE_CUDA_CHECK_LAUNCH();
+    return;
+  }
   constexpr size_t smem = sizeof(float) * Hq * D;
   static bool configured =
       (detail::allow_shared(detail::qkv_rope_kernel<In, Hq, Hkv, D>, smem), true);
