@@ -104,12 +104,14 @@ __device__ __forceinline__ float row_dot(const W *w, size_t r, const float *xs) 
   return out[0];
 }
 
-// The copies below run in blocks of kThreads threads (their loops' trip counts are constants):
-// the emulation checks it.
-__device__ __forceinline__ void expect_block_of_threads() {
+// Loops whose trip counts are constants run in blocks of `threads` threads: the emulation
+// checks it.
+__device__ __forceinline__ void expect_block_of(int threads) {
 #ifdef PHIMOE_CUDA_EMU
-  if (blockDim.x != kThreads || blockDim.y != 1 || blockDim.z != 1)
-    throw std::logic_error("a row copy of kernels.cuh runs in blocks of kThreads threads");
+  if (static_cast<int>(blockDim.x) != threads || blockDim.y != 1 || blockDim.z != 1)
+    throw std::logic_error("a kernel of kernels.cuh ran with a block size it does not take");
+#else
+  (void)threads;
 #endif
 }
 
@@ -118,7 +120,7 @@ __device__ __forceinline__ void expect_block_of_threads() {
 // unknown trip count that alternated them, each thread would wait for one load at a time
 // (K / kThreads round trips to L2 before the block's first dot product).
 template <class W, int K> __device__ __forceinline__ void stage_row(float *dst, const float *src) {
-  expect_block_of_threads();
+  expect_block_of(kThreads);
   constexpr int per = (K + kThreads - 1) / kThreads;
   float v[per];
 #pragma unroll
@@ -164,7 +166,7 @@ __device__ __forceinline__ void stage_q4k_group(uint32_t *staged, int g, float x
 // Copies a staged row of K values into shared memory (16 bytes a thread at a time), with the
 // block's kThreads threads: every load before the first store, as stage_row.
 template <int K> __device__ __forceinline__ void load_staged(float *dst, const uint32_t *src) {
-  expect_block_of_threads();
+  expect_block_of(kThreads);
   constexpr int chunks = StagedQ4k::words(K) / 4, per = (chunks + kThreads - 1) / kThreads;
   uint4 v[per];
 #pragma unroll
@@ -627,6 +629,7 @@ __global__ void kv_write_kernel(const float *k, const float *v, const int32_t *p
 }
 
 constexpr int kAttnWarps = 4;
+constexpr int kAttnUnroll = 4; // positions a warp of attention_partial_kernel has in flight
 
 // Flash-decoding, first half: block (row * Hq / G + head group, split) attends, for each of
 // its G query heads (G = 1: one head; G = Hq / Hkv: every head of one KV head, whose key and
@@ -648,8 +651,20 @@ __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int
   const int item = blockIdx.x, split = blockIdx.y, splits = gridDim.y;
   const int t = item / (Hq / G), h0 = item % (Hq / G) * G, kvh = h0 / (Hq / Hkv);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  for (int i = threadIdx.x; i < G * D; i += blockDim.x)
-    qs[i / D][i % D] = q[(static_cast<size_t>(t) * Hq + h0 + i / D) * D + i % D];
+  constexpr int threads = 32 * kAttnWarps, per = (G * D + threads - 1) / threads;
+  expect_block_of(threads);
+  float qv[per]; // (all loads first, as stage_row)
+#pragma unroll
+  for (int k = 0; k < per; ++k) {
+    const int i = static_cast<int>(threadIdx.x) + k * threads;
+    qv[k] = i < G * D ? q[(static_cast<size_t>(t) * Hq + h0 + i / D) * D + i % D] : 0.0f;
+  }
+#pragma unroll
+  for (int k = 0; k < per; ++k) {
+    const int i = static_cast<int>(threadIdx.x) + k * threads;
+    if (i < G * D)
+      qs[i / D][i % D] = qv[k];
+  }
   __syncthreads();
   const int p = pos[t];
   const bool valid = kv_slot(pages, capacity, t, p) >= 0;
@@ -665,33 +680,55 @@ __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int
       acc[g][i] = 0.0f;
   }
   const size_t layer_base = static_cast<size_t>(layer) * capacity;
-  for (int j = begin + warp; j < end; j += kAttnWarps) {
-    const int slot = pages.block_table ? kv_slot(pages, capacity, t, j) : j;
-    if (slot < 0)
-      continue;
-    const size_t at = ((layer_base + slot) * Hkv + kvh) * D;
-    float kv[per_lane], vv[per_lane];
-    for (int i = 0; i < per_lane; ++i) {
-      const int d = lane + 32 * i;
-      kv[i] = d < D ? k_cache[at + d] : 0.0f;
-      vv[i] = d < D ? v_cache[at + d] : 0.0f;
+  // A warp takes positions begin + warp, + kAttnWarps, ... in turn, kAttnUnroll at a time:
+  // their key and value rows are loaded together and their scores reduced together (one
+  // position at a time, each step would wait for its own loads and shuffles), then the
+  // online softmax takes them in order.
+  for (int j0 = begin + warp; j0 < end; j0 += kAttnUnroll * kAttnWarps) {
+    float kv[kAttnUnroll][per_lane], vv[kAttnUnroll][per_lane], score[kAttnUnroll][G];
+    bool live[kAttnUnroll];
+#pragma unroll
+    for (int u = 0; u < kAttnUnroll; ++u) {
+      const int j = j0 + u * kAttnWarps;
+      const int slot = j >= end ? -1 : pages.block_table ? kv_slot(pages, capacity, t, j) : j;
+      live[u] = slot >= 0;
+      const size_t at = ((layer_base + (live[u] ? slot : 0)) * Hkv + kvh) * D;
+#pragma unroll
+      for (int i = 0; i < per_lane; ++i) {
+        const int d = lane + 32 * i;
+        kv[u][i] = live[u] && d < D ? k_cache[at + d] : 0.0f;
+        vv[u][i] = live[u] && d < D ? v_cache[at + d] : 0.0f;
+      }
     }
-    for (int g = 0; g < G; ++g) {
-      float dot = 0.0f;
-      for (int i = 0; i < per_lane; ++i) {
-        const int d = lane + 32 * i;
-        if (d < D)
-          dot += qs[g][d] * kv[i];
+#pragma unroll
+    for (int u = 0; u < kAttnUnroll; ++u)
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        float dot = 0.0f;
+#pragma unroll
+        for (int i = 0; i < per_lane; ++i) {
+          const int d = lane + 32 * i;
+          if (d < D)
+            dot += qs[g][d] * kv[u][i];
+        }
+        score[u][g] = warp_sum(dot) * scale;
       }
-      const float score = warp_sum(dot) * scale;
-      const float m_new = fmaxf(m[g], score);
-      const float correction = expf(m[g] - m_new), weight = expf(score - m_new);
-      l[g] = l[g] * correction + weight;
-      for (int i = 0; i < per_lane; ++i) {
-        const int d = lane + 32 * i;
-        acc[g][i] = acc[g][i] * correction + (d < D ? weight * vv[i] : 0.0f);
+#pragma unroll
+    for (int u = 0; u < kAttnUnroll; ++u) {
+      if (!live[u]) // (uniform over the warp)
+        continue;
+#pragma unroll
+      for (int g = 0; g < G; ++g) {
+        const float m_new = fmaxf(m[g], score[u][g]);
+        const float correction = expf(m[g] - m_new), weight = expf(score[u][g] - m_new);
+        l[g] = l[g] * correction + weight;
+#pragma unroll
+        for (int i = 0; i < per_lane; ++i) {
+          const int d = lane + 32 * i;
+          acc[g][i] = acc[g][i] * correction + (d < D ? weight * vv[u][i] : 0.0f);
+        }
+        m[g] = m_new;
       }
-      m[g] = m_new;
     }
   }
   for (int g = 0; g < G; ++g) {
