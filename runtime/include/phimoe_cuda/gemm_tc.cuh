@@ -294,13 +294,36 @@ template <class W, long long R, int K, int Terms>
 __host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x, const W *w, int k0,
                                              int tid) {
   using L = TcLoad<W>;
-  for (int i = tid; i < kTcBM * kTcBK; i += kTcThreads) {
-    const int m = i / kTcBK, kk = i % kTcBK, row = s.a_rows[m], k = k0 + kk;
-    const float v = row >= 0 && k < K ? x[static_cast<size_t>(row) * K + k] : 0.0f;
-    uint16_t parts[Terms];
-    tc_split<Terms>(v, parts);
-    for (int t = 0; t < Terms; ++t)
-      s.a[t][m][kk] = parts[t];
+  // The x tile, 4 consecutive values a load (16 bytes where x and K allow), every load of the
+  // thread before its first split: a loop of one load, a split and a store per value would
+  // take kTcBM * kTcBK / kTcThreads round trips to memory one after another, per K tile.
+  constexpr int kQuads = kTcBK / 4, kPer = kTcBM * kQuads / kTcThreads;
+  static_assert(kTcBM * kQuads % kTcThreads == 0, "tc_load_tile: whole quads a thread");
+  const bool vec = K % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  float xv[kPer][4];
+#pragma unroll
+  for (int c = 0; c < kPer; ++c) {
+    const int i = tid + c * kTcThreads, m = i / kQuads, k = k0 + 4 * (i % kQuads);
+    const int row = s.a_rows[m];
+    const float *p = x + static_cast<size_t>(row < 0 ? 0 : row) * K + k;
+    if (row >= 0 && vec && k + 4 <= K) {
+      const uint4 q = load_uint4(p);
+      xv[c][0] = bits_as_float(q.x), xv[c][1] = bits_as_float(q.y);
+      xv[c][2] = bits_as_float(q.z), xv[c][3] = bits_as_float(q.w);
+    } else {
+      for (int e = 0; e < 4; ++e)
+        xv[c][e] = row >= 0 && k + e < K ? p[e] : 0.0f;
+    }
+  }
+#pragma unroll
+  for (int c = 0; c < kPer; ++c) {
+    const int i = tid + c * kTcThreads, m = i / kQuads, kk = 4 * (i % kQuads);
+    for (int e = 0; e < 4; ++e) {
+      uint16_t parts[Terms];
+      tc_split<Terms>(xv[c][e], parts);
+      for (int t = 0; t < Terms; ++t)
+        s.a[t][m][kk + e] = parts[t];
+    }
   }
   constexpr int V = L::kUnitValues, kPerRow = kTcBK / V;
   for (int u = tid; u < kTcBN * kPerRow; u += kTcThreads) {
