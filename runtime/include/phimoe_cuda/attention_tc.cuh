@@ -25,6 +25,7 @@ constexpr int kFaRows = 64;    // query rows of a block
 constexpr int kFaKv = 32;      // cached positions per step
 constexpr int kFaThreads = 128;
 constexpr int kFaMinRows = 64; // shorter chunks: the split SIMT kernels (more blocks)
+constexpr int kFaBatch = 4;    // quads of keys and of values a thread has in flight
 
 template <int D> __host__ __device__ constexpr bool fa_supported() {
   return D % 16 == 0 && D >= 16 && D <= 128;
@@ -124,6 +125,9 @@ __global__ void __launch_bounds__(kFaThreads)
   __syncthreads();
   const int begin = s.range[0], end = s.range[1];
   const size_t layer_base = static_cast<size_t>(layer) * capacity;
+  // A thread's 16-byte quads of keys (and of values) per step of kFaKv positions.
+  constexpr int kQuads = kFaKv * D / 4 / kFaThreads;
+  static_assert(kFaKv * D / 4 % kFaThreads == 0, "attention_tc: whole quads a thread");
 
   for (int j0 = begin; j0 < end; j0 += kFaKv) {
     __syncthreads(); // the previous step's tiles are read
@@ -133,19 +137,45 @@ __global__ void __launch_bounds__(kFaThreads)
         s.slot[threadIdx.x] = j < end ? kv_slot(pages, capacity, 0, j) : -1;
       __syncthreads();
     }
-    for (int i = threadIdx.x; i < kFaKv * D; i += kFaThreads) {
-      const int pp = i / D, d = i % D, j = j0 + pp;
-      uint16_t kk[2] = {0, 0}, vv[2] = {0, 0};
-      const int slot = pages.block_table ? s.slot[pp] : (j < end ? j : -1);
-      if (slot >= 0) {
-        const size_t at = ((layer_base + slot) * Hkv + kvh) * D + d;
-        tc_split<2>(k_cache[at], kk);
-        tc_split<2>(v_cache[at], vv);
+    // The step's keys and values, 4 consecutive d a 16-byte load, in batches of kFaBatch
+    // quads of each whose loads are all issued before their splits and stores (a value at a
+    // time, a thread's D / 4 loads of a step waited one after another).
+#pragma unroll
+    for (int c0 = 0; c0 < kQuads; c0 += kFaBatch) {
+      uint4 kq[kFaBatch], vq[kFaBatch];
+#pragma unroll
+      for (int c = 0; c < kFaBatch; ++c) {
+        if (c0 + c >= kQuads)
+          break;
+        const int i = static_cast<int>(threadIdx.x) + (c0 + c) * kFaThreads;
+        const int pp = i / (D / 4), d = 4 * (i % (D / 4)), j = j0 + pp;
+        const int slot = pages.block_table ? s.slot[pp] : (j < end ? j : -1);
+        kq[c] = vq[c] = make_uint4(0u, 0u, 0u, 0u);
+        if (slot >= 0) {
+          const size_t at = ((layer_base + slot) * Hkv + kvh) * D + d;
+          kq[c] = load_uint4(k_cache + at);
+          vq[c] = load_uint4(v_cache + at);
+        }
       }
-      s.k[0][pp][d] = kk[0];
-      s.k[1][pp][d] = kk[1];
-      s.vt[0][d][pp] = vv[0];
-      s.vt[1][d][pp] = vv[1];
+#pragma unroll
+      for (int c = 0; c < kFaBatch; ++c) {
+        if (c0 + c >= kQuads)
+          break;
+        const int i = static_cast<int>(threadIdx.x) + (c0 + c) * kFaThreads;
+        const int pp = i / (D / 4), d = 4 * (i % (D / 4));
+        const uint32_t kw[4] = {kq[c].x, kq[c].y, kq[c].z, kq[c].w};
+        const uint32_t vw[4] = {vq[c].x, vq[c].y, vq[c].z, vq[c].w};
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          uint16_t kk[2], vv[2];
+          tc_split<2>(bits_as_float(kw[e]), kk);
+          tc_split<2>(bits_as_float(vw[e]), vv);
+          s.k[0][pp][d + e] = kk[0];
+          s.k[1][pp][d + e] = kk[1];
+          s.vt[0][d + e][pp] = vv[0];
+          s.vt[1][d + e][pp] = vv[1];
+        }
+      }
     }
     __syncthreads();
 
