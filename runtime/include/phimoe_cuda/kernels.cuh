@@ -256,14 +256,29 @@ inline int blocks_for(long long items, int per_block) {
 }
 
 // ---------------------------------------------------------------------------------------
+// A row per block of kThreads threads; every load of a thread before its first store (as
+// stage_row: in decode this is one block).
 template <int V, int H, class W>
 __global__ void embed_kernel(const int32_t *ids, const W *table, float *out) {
   PHIMOE_CUDA_KERNEL_PROLOGUE();
+  expect_block_of(kThreads);
+  constexpr int per = (H + kThreads - 1) / kThreads;
   const int t = blockIdx.x;
   const int id = ids[t];
+  const bool valid = id >= 0 && id < V;
+  float v[per];
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
+    v[i] = valid && (H % kThreads == 0 || j < H) ? Elem<W>::at(table, V, H, id, j) : 0.0f;
+  }
   float *o = out + static_cast<size_t>(t) * H;
-  for (int j = threadIdx.x; j < H; j += blockDim.x)
-    o[j] = id < 0 || id >= V ? 0.0f : Elem<W>::at(table, V, H, id, j);
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
+    if (H % kThreads == 0 || j < H)
+      o[j] = v[i];
+  }
 }
 
 // LayerNorm of one row per block of kThreads threads (two passes over the row: mean, then
@@ -277,6 +292,7 @@ template <int H, bool Add, class W>
 __device__ __forceinline__ void layer_norm_row(const float *a, const float *b, const W *w,
                                                const W *bias, float eps, float *sum, float *out,
                                                float *part, uint32_t *staged) {
+  expect_block_of(kThreads);
   constexpr int per = (H + kThreads - 1) / kThreads;
   const size_t row = static_cast<size_t>(blockIdx.x) * H;
   float v[per], wv[per], bv[per];
@@ -1009,7 +1025,8 @@ template <int V, int H, class W>
 void embed(Context &ctx, const int32_t *ids, int n, const W *table, float *out) {
   if (n <= 0)
     return;
-  PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::embed_kernel<V, H, W>)(ids, table, out);
+  PHIMOE_CUDA_LAUNCH(n, detail::kThreads, 0, ctx.stream, detail::embed_kernel<V, H, W>)
+  (ids, table, out);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -1060,7 +1077,7 @@ void layer_norm(Context &ctx, const float *x, int n, const W *w, const W *b, flo
   if (n <= 0)
     return;
   uint32_t *staged = detail::stage_for<Next, H>(ctx, out, n);
-  PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::layer_norm_kernel<H, false, W>)
+  PHIMOE_CUDA_LAUNCH(n, detail::kThreads, 0, ctx.stream, detail::layer_norm_kernel<H, false, W>)
   (x, nullptr, w, b, eps, nullptr, out, staged);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
@@ -1071,7 +1088,7 @@ void add_layer_norm(Context &ctx, const float *a, const float *b, int n, const W
   if (n <= 0)
     return;
   uint32_t *staged = detail::stage_for<Next, H>(ctx, out, n);
-  PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::layer_norm_kernel<H, true, W>)
+  PHIMOE_CUDA_LAUNCH(n, detail::kThreads, 0, ctx.stream, detail::layer_norm_kernel<H, true, W>)
   (a, b, w, bias, eps, sum, out, staged);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
