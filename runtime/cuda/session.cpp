@@ -147,7 +147,7 @@ void Session::run(int begin, int end, bool rope_long, std::vector<float> *all_lo
 }
 
 void Session::decode_graph(int position, bool rope_long) {
-  // attention() splits the context in ceil(seq_end / 64) parts: every seq_end up to the next
+  // attention() splits the context by ceil(seq_end / 64) alone: every seq_end up to the next
   // multiple of 64 gives the same launch, and the kernels read the position from the device.
   const int bucket = (position + 1 + 63) / 64 * 64;
   const std::pair<int, bool> key(bucket, rope_long);

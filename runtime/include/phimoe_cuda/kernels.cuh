@@ -646,6 +646,8 @@ __global__ void kv_write_kernel(const float *k, const float *v, const int32_t *p
 
 constexpr int kAttnWarps = 4;
 constexpr int kAttnUnroll = 4; // positions a warp of attention_partial_kernel has in flight
+constexpr int kAttnBlocks = 256; // flash-decoding splits short contexts to about this many blocks
+static_assert(kAttnWarps * kAttnUnroll == 16, "attention_simt: splits of 16 positions a step");
 
 // Flash-decoding, first half: block (row * Hq / G + head group, split) attends, for each of
 // its G query heads (G = 1: one head; G = Hq / Hkv: every head of one KV head, whose key and
@@ -1265,17 +1267,25 @@ namespace detail {
 template <int Hq, int Hkv, int D>
 void attention_simt(Context &ctx, const float *q, int n, const int32_t *pos, const KvPages &pages,
                     int layer, float scale, int window, float *out, uint32_t *staged = nullptr) {
-  // Splits of at least 64 positions, as many as the partials buffer holds (at most 1024).
+  // A block per KV head's group of query heads where that fits, else a block per head.
+  constexpr int G = attention_group<Hq, Hkv, D>();
+  const bool grouped = attention_grouped<Hq, Hkv, D>();
+  // Splits: one per 64 positions of seq_end (b of them), and where that gives fewer than
+  // kAttnBlocks blocks, more, down to 16 positions a split (a block's step: kAttnWarps warps
+  // of kAttnUnroll positions); as many as the partials buffer holds, at most 1024. A
+  // function of b alone: a decode graph, captured at the end of its 64 positions, and an
+  // eager step in them split alike.
   const size_t per_split = static_cast<size_t>(n) * Hq * (D + 2);
-  long long splits = (ctx.seq_end + 63) / 64;
+  const long long b = (ctx.seq_end + 63) / 64;
+  const long long items = static_cast<long long>(n) * (grouped ? Hq / G : Hq);
+  const long long fill = (kAttnBlocks + items - 1) / items;
+  long long splits = 4 * b < fill ? 4 * b : fill;
+  splits = splits > b ? splits : b;
   const long long room = static_cast<long long>(ctx.attn_partial_floats / per_split);
   splits = splits < room ? splits : room;
   splits = splits < 1024 ? splits : 1024;
   if (splits < 1)
     throw std::runtime_error("attention: no room for the partial results (a phimoe-bin bug)");
-  // A block per KV head's group of query heads where that fits, else a block per head.
-  constexpr int G = attention_group<Hq, Hkv, D>();
-  const bool grouped = attention_grouped<Hq, Hkv, D>();
   auto attention_partial =
       grouped ? attention_partial_kernel<Hq, Hkv, D, G> : attention_partial_kernel<Hq, Hkv, D, 1>;
   dim3 grid(n * (grouped ? Hq / G : Hq), static_cast<unsigned>(splits));
