@@ -382,3 +382,46 @@ def test_every_kernel_starts_with_its_prologue():
                                           line.strip()))
             assert first == "PHIMOE_CUDA_KERNEL_PROLOGUE();", (header.name, name, first)
     assert kernels >= 20
+
+
+@pytest.fixture(scope="module")
+def real_shape(tmp_path_factory):
+    """A header-only checkpoint of Phi-3.5-MoE's widths (1 layer; bench_gpu.py's model)."""
+    import sys
+    sys.path.insert(0, str(oracle.ROOT / "bench"))
+    import bench_gpu
+    path = tmp_path_factory.mktemp("real-shape") / "src"
+    bench_gpu.write_header_only(path, bench_gpu.model_config("full", 1))
+    return path
+
+
+@pytest.mark.parametrize("target", ["sm_90", "sm_80"])
+@pytest.mark.parametrize("quant", ["q4k", "q8_0", "bf16"])
+def test_real_shape_kernels_do_not_spill(real_shape, tmp_path, target, quant):
+    """Every kernel of a build at Phi-3.5-MoE's widths keeps its registers (ptxas reports no
+    spill stores or loads): a spill puts a kernel's values through local memory, which the
+    emulation cannot see and a GPU pays for on every access. The 256-thread kernels can use
+    all 255 registers a thread and still launch; the tensor-core kernels are bounded by
+    __launch_bounds__."""
+    proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(real_shape), "--target", target,
+                           "--quant", quant, "--emit=cuda"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    source = tmp_path / "model.cu"
+    source.write_text(proc.stdout)
+    proc = subprocess.run([str(NVCC), "-std=c++17", "-O2", f"-arch={target}", "-cubin",
+                           "-Xptxas", "-v", "-I", str(oracle.ROOT / "runtime" / "include"),
+                           str(source), "-o", str(tmp_path / "model.cubin")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    kernels, name = [], None
+    for line in (proc.stdout + proc.stderr).splitlines():
+        m = re.search(r"Compiling entry function '(\w+)'", line)
+        if m:
+            name = m.group(1)
+        m = re.search(r"(\d+) bytes spill stores, (\d+) bytes spill loads", line)
+        if m and name:
+            kernels.append((name, m.group(1), m.group(2)))
+            name = None
+    assert len(kernels) >= 20, proc.stderr[-3000:]
+    spilled = [(name, int(st), int(ld)) for name, st, ld in kernels if int(st) or int(ld)]
+    assert not spilled, spilled

@@ -311,6 +311,7 @@ __host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x,
       xv[c][0] = bits_as_float(q.x), xv[c][1] = bits_as_float(q.y);
       xv[c][2] = bits_as_float(q.z), xv[c][3] = bits_as_float(q.w);
     } else {
+#pragma unroll
       for (int e = 0; e < 4; ++e)
         xv[c][e] = row >= 0 && k + e < K ? p[e] : 0.0f;
     }
@@ -318,6 +319,7 @@ __host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x,
 #pragma unroll
   for (int c = 0; c < kPer; ++c) {
     const int i = tid + c * kTcThreads, m = i / kQuads, kk = 4 * (i % kQuads);
+#pragma unroll
     for (int e = 0; e < 4; ++e) {
       uint16_t parts[Terms];
       tc_split<Terms>(xv[c][e], parts);

@@ -197,10 +197,16 @@ __host__ __device__ inline void moe_down_store(const float (&acc)[2][4][4], int 
       }
 }
 
+// Blocks of the grouped GEMMs an SM is to hold: ptxas then budgets 128 registers a thread.
+// With __launch_bounds__(kTcThreads) alone it aimed at 5 blocks (96 registers) and spilled
+// (the sm_80 bf16 gate-up kernel, after the x tile's loads were batched; ptxas -v, checked by
+// test_cuda_build.py's test_real_shape_kernels_do_not_spill).
+constexpr int kMoeTcBlocksPerSm = 4;
+
 // Block (32 output columns, grid row tile): act[i][c] = silu(g) * u for the bucket positions i
 // of the tile's expert, g and u the gate and up rows of gate_up [E, 2I, H] times x[pair / 2].
 template <int E, int H, int I, class GU, int Terms>
-__global__ void __launch_bounds__(kTcThreads)
+__global__ void __launch_bounds__(kTcThreads, kMoeTcBlocksPerSm)
     moe_gate_up_tc_kernel(const float *x, const GU *gate_up, const int *plan, const int *pairs,
                           float *act) {
   __shared__ TcShared<Terms> s;
@@ -219,7 +225,7 @@ __global__ void __launch_bounds__(kTcThreads)
 // Block (64 columns of H, grid row tile): y[pair][h] = down_e[h] . act[i] for the tile's
 // bucket positions i (down [E, H, I]).
 template <int E, int H, int I, class DW, int Terms>
-__global__ void __launch_bounds__(kTcThreads)
+__global__ void __launch_bounds__(kTcThreads, kMoeTcBlocksPerSm)
     moe_down_tc_kernel(const float *act, const DW *down, const int *plan, const int *pairs,
                        float *y) {
   __shared__ TcShared<Terms> s;
