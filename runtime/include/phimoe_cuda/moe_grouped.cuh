@@ -251,8 +251,21 @@ __global__ void moe_combine_kernel(const float *y, const DeviceRoute *routes, fl
   const DeviceRoute r = routes[t];
   const bool valid = r.i1 >= 0 && r.i1 < E && r.i2 >= 0 && r.i2 < E;
   const float *y1 = y + static_cast<size_t>(2 * t) * H, *y2 = y1 + H;
-  for (int h = threadIdx.x; h < H; h += blockDim.x)
-    out[static_cast<size_t>(t) * H + h] = valid ? r.w1 * y1[h] + r.w2 * y2[h] : NAN;
+  // kThreads threads; every load of a thread before its first store (as stage_row).
+  expect_block_of(kThreads);
+  constexpr int per = (H + kThreads - 1) / kThreads;
+  float v[per];
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int h = static_cast<int>(threadIdx.x) + i * kThreads;
+    v[i] = H % kThreads == 0 || h < H ? (valid ? r.w1 * y1[h] + r.w2 * y2[h] : NAN) : 0.0f;
+  }
+#pragma unroll
+  for (int i = 0; i < per; ++i) {
+    const int h = static_cast<int>(threadIdx.x) + i * kThreads;
+    if (H % kThreads == 0 || h < H)
+      out[static_cast<size_t>(t) * H + h] = v[i];
+  }
 }
 
 // The experts of n rows whose routes the router kernel left in ctx.routes.
