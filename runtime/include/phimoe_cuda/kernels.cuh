@@ -122,25 +122,38 @@ __device__ __forceinline__ void expect_block_of(int threads) {
 #endif
 }
 
+// Thread threadIdx.x's share of N items (columns, chunks) in blocks of Threads threads: items
+// item(i) for i < per where has(i). Loops over it have constant trip counts, so a thread can
+// issue all its loads before its first store: a loop bounded by blockDim.x that alternated
+// them waited for one load at a time (the compiler cannot tell the stores from the loads).
+template <int N, int Threads = kThreads> struct BlockShare {
+  static constexpr int per = (N + Threads - 1) / Threads;
+  __device__ static int item(int i) { return static_cast<int>(threadIdx.x) + i * Threads; }
+  __device__ static bool has(int i) { return N % Threads == 0 || item(i) < N; }
+};
+
+// store(j, load(j)) for the block's N items, every load of a thread before its first store.
+template <int N, int Threads, class T, class Load, class Store>
+__device__ __forceinline__ void load_then_store(Load load, Store store) {
+  using S = BlockShare<N, Threads>;
+  expect_block_of(Threads);
+  T v[S::per];
+#pragma unroll
+  for (int i = 0; i < S::per; ++i)
+    if (S::has(i))
+      v[i] = load(S::item(i));
+#pragma unroll
+  for (int i = 0; i < S::per; ++i)
+    if (S::has(i))
+      store(S::item(i), v[i]);
+}
+
 // Stages an input row of K floats for row_dot<W, R, K> (in Elem<W>'s unit-major order), with
-// the block's kThreads threads. Every load comes before the first store: in a loop of
-// unknown trip count that alternated them, each thread would wait for one load at a time
-// (K / kThreads round trips to L2 before the block's first dot product).
+// the block's kThreads threads (K / kThreads loads a thread in flight before the block's first
+// dot product).
 template <class W, int K> __device__ __forceinline__ void stage_row(float *dst, const float *src) {
-  expect_block_of(kThreads);
-  constexpr int per = (K + kThreads - 1) / kThreads;
-  float v[per];
-#pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
-    v[i] = K % kThreads == 0 || j < K ? src[staged_source<W, K>(j)] : 0.0f;
-  }
-#pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
-    if (K % kThreads == 0 || j < K)
-      dst[j] = v[i];
-  }
+  load_then_store<K, kThreads, float>([&](int j) { return src[staged_source<W, K>(j)]; },
+                                      [&](int j, float v) { dst[j] = v; });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -171,23 +184,11 @@ __device__ __forceinline__ void stage_q4k_group(uint32_t *staged, int g, float x
 }
 
 // Copies a staged row of K values into shared memory (16 bytes a thread at a time), with the
-// block's kThreads threads: every load before the first store, as stage_row.
+// block's kThreads threads.
 template <int K> __device__ __forceinline__ void load_staged(float *dst, const uint32_t *src) {
-  expect_block_of(kThreads);
-  constexpr int chunks = StagedQ4k::words(K) / 4, per = (chunks + kThreads - 1) / kThreads;
-  uint4 v[per];
-#pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int c = static_cast<int>(threadIdx.x) + i * kThreads;
-    if (chunks % kThreads == 0 || c < chunks)
-      v[i] = load_uint4(src + 4 * c);
-  }
-#pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int c = static_cast<int>(threadIdx.x) + i * kThreads;
-    if (chunks % kThreads == 0 || c < chunks)
-      store_uint4(dst + 4 * c, v[i]);
-  }
+  load_then_store<StagedQ4k::words(K) / 4, kThreads, uint4>(
+      [&](int c) { return load_uint4(src + 4 * c); },
+      [&](int c, uint4 v) { store_uint4(dst + 4 * c, v); });
 }
 
 // rows_dot of q4_K rows on a staged row in shared memory (xs, load_staged): per unit, the
@@ -263,29 +264,17 @@ inline int blocks_for(long long items, int per_block) {
 }
 
 // ---------------------------------------------------------------------------------------
-// A row per block of kThreads threads; every load of a thread before its first store (as
-// stage_row: in decode this is one block).
+// A row per block of kThreads threads (load_then_store: in decode this is one block).
 template <int V, int H, class W>
 __global__ void embed_kernel(const int32_t *ids, const W *table, float *out) {
   PHIMOE_CUDA_KERNEL_PROLOGUE();
-  expect_block_of(kThreads);
-  constexpr int per = (H + kThreads - 1) / kThreads;
   const int t = blockIdx.x;
   const int id = ids[t];
   const bool valid = id >= 0 && id < V;
-  float v[per];
-#pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
-    v[i] = valid && (H % kThreads == 0 || j < H) ? Elem<W>::at(table, V, H, id, j) : 0.0f;
-  }
   float *o = out + static_cast<size_t>(t) * H;
-#pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
-    if (H % kThreads == 0 || j < H)
-      o[j] = v[i];
-  }
+  load_then_store<H, kThreads, float>(
+      [&](int j) { return valid ? Elem<W>::at(table, V, H, id, j) : 0.0f; },
+      [&](int j, float v) { o[j] = v; });
 }
 
 // LayerNorm of one row per block of kThreads threads (two passes over the row: mean, then
@@ -299,52 +288,46 @@ template <int H, bool Add, class W>
 __device__ __forceinline__ void layer_norm_row(const float *a, const float *b, const W *w,
                                                const W *bias, float eps, float *sum, float *out,
                                                float *part, uint32_t *staged) {
+  using S = BlockShare<H>;
   expect_block_of(kThreads);
-  constexpr int per = (H + kThreads - 1) / kThreads;
   const size_t row = static_cast<size_t>(blockIdx.x) * H;
-  float v[per], wv[per], bv[per];
+  float v[S::per], wv[S::per], bv[S::per];
 #pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
-    const bool in = H % kThreads == 0 || j < H;
-    v[i] = in ? a[row + j] : 0.0f;
+  for (int i = 0; i < S::per; ++i) {
+    const int j = S::item(i);
+    v[i] = S::has(i) ? a[row + j] : 0.0f;
     if constexpr (Add)
-      bv[i] = in ? b[row + j] : 0.0f;
+      bv[i] = S::has(i) ? b[row + j] : 0.0f;
   }
 #pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
-    const bool in = H % kThreads == 0 || j < H;
+  for (int i = 0; i < S::per; ++i) {
+    const int j = S::item(i);
     if constexpr (Add)
       v[i] += bv[i];
-    wv[i] = in ? ld(w + j) : 0.0f;
-    bv[i] = in ? ld(bias + j) : 0.0f;
+    wv[i] = S::has(i) ? ld(w + j) : 0.0f;
+    bv[i] = S::has(i) ? ld(bias + j) : 0.0f;
   }
   float s = 0.0f;
 #pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
-    if (H % kThreads == 0 || j < H) {
+  for (int i = 0; i < S::per; ++i)
+    if (S::has(i)) {
       if constexpr (Add)
-        sum[row + j] = v[i];
+        sum[row + S::item(i)] = v[i];
       s += v[i];
     }
-  }
   const float mean = block_sum(s, part) / H;
   float q = 0.0f;
 #pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
-    if (H % kThreads == 0 || j < H) {
+  for (int i = 0; i < S::per; ++i)
+    if (S::has(i)) {
       const float d = v[i] - mean;
       q += d * d;
     }
-  }
   const float rstd = 1.0f / sqrtf(block_sum(q, part) / H + eps);
 #pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int j = static_cast<int>(threadIdx.x) + i * kThreads;
-    if (H % kThreads == 0 || j < H) {
+  for (int i = 0; i < S::per; ++i)
+    if (S::has(i)) {
+      const int j = S::item(i);
       const float y = (v[i] - mean) * rstd * wv[i] + bv[i];
       out[row + j] = y;
       if constexpr (H % 256 == 0) // (a warp's lanes: one group of 32 columns)
@@ -352,7 +335,6 @@ __device__ __forceinline__ void layer_norm_row(const float *a, const float *b, c
           stage_q4k_group(staged + static_cast<size_t>(blockIdx.x) * StagedQ4k::words(H),
                           j / 32, y);
     }
-  }
 }
 // (staged: null, or where the rows' StagedQ4k copies go: stage_for)
 template <int H, bool Add, class W>
@@ -654,7 +636,7 @@ __global__ void kv_write_kernel(const float *k, const float *v, const int32_t *p
 constexpr int kAttnWarps = 4;
 constexpr int kAttnUnroll = 4; // positions a warp of attention_partial_kernel has in flight
 constexpr int kAttnBlocks = 256; // flash-decoding splits short contexts to about this many blocks
-static_assert(kAttnWarps * kAttnUnroll == 16, "attention_simt: splits of 16 positions a step");
+static_assert(64 % (kAttnWarps * kAttnUnroll) == 0, "attention_simt: whole steps per 64");
 
 // Flash-decoding, first half: block (row * Hq / G + head group, split) attends, for each of
 // its G query heads (G = 1: one head; G = Hq / Hkv: every head of one KV head, whose key and
@@ -676,20 +658,9 @@ __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int
   const int item = blockIdx.x, split = blockIdx.y, splits = gridDim.y;
   const int t = item / (Hq / G), h0 = item % (Hq / G) * G, kvh = h0 / (Hq / Hkv);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
-  constexpr int threads = 32 * kAttnWarps, per = (G * D + threads - 1) / threads;
-  expect_block_of(threads);
-  float qv[per]; // (all loads first, as stage_row)
-#pragma unroll
-  for (int k = 0; k < per; ++k) {
-    const int i = static_cast<int>(threadIdx.x) + k * threads;
-    qv[k] = i < G * D ? q[(static_cast<size_t>(t) * Hq + h0 + i / D) * D + i % D] : 0.0f;
-  }
-#pragma unroll
-  for (int k = 0; k < per; ++k) {
-    const int i = static_cast<int>(threadIdx.x) + k * threads;
-    if (i < G * D)
-      qs[i / D][i % D] = qv[k];
-  }
+  load_then_store<G * D, 32 * kAttnWarps, float>(
+      [&](int i) { return q[(static_cast<size_t>(t) * Hq + h0 + i / D) * D + i % D]; },
+      [&](int i, float v) { qs[i / D][i % D] = v; });
   __syncthreads();
   const int p = pos[t];
   const bool valid = kv_slot(pages, capacity, t, p) >= 0;
@@ -1286,7 +1257,8 @@ void attention_simt(Context &ctx, const float *q, int n, const int32_t *pos, con
   const long long b = (ctx.seq_end + 63) / 64;
   const long long items = static_cast<long long>(n) * (grouped ? Hq / G : Hq);
   const long long fill = (kAttnBlocks + items - 1) / items;
-  long long splits = 4 * b < fill ? 4 * b : fill;
+  const long long most = b * (64 / (kAttnWarps * kAttnUnroll));
+  long long splits = most < fill ? most : fill;
   splits = splits > b ? splits : b;
   const long long room = static_cast<long long>(ctx.attn_partial_floats / per_split);
   splits = splits < room ? splits : room;

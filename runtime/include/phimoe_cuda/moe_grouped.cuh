@@ -251,21 +251,10 @@ __global__ void moe_combine_kernel(const float *y, const DeviceRoute *routes, fl
   const DeviceRoute r = routes[t];
   const bool valid = r.i1 >= 0 && r.i1 < E && r.i2 >= 0 && r.i2 < E;
   const float *y1 = y + static_cast<size_t>(2 * t) * H, *y2 = y1 + H;
-  // kThreads threads; every load of a thread before its first store (as stage_row).
-  expect_block_of(kThreads);
-  constexpr int per = (H + kThreads - 1) / kThreads;
-  float v[per];
-#pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int h = static_cast<int>(threadIdx.x) + i * kThreads;
-    v[i] = H % kThreads == 0 || h < H ? (valid ? r.w1 * y1[h] + r.w2 * y2[h] : NAN) : 0.0f;
-  }
-#pragma unroll
-  for (int i = 0; i < per; ++i) {
-    const int h = static_cast<int>(threadIdx.x) + i * kThreads;
-    if (H % kThreads == 0 || h < H)
-      out[static_cast<size_t>(t) * H + h] = v[i];
-  }
+  float *o = out + static_cast<size_t>(t) * H;
+  load_then_store<H, kThreads, float>(
+      [&](int h) { return valid ? r.w1 * y1[h] + r.w2 * y2[h] : NAN; },
+      [&](int h, float v) { o[h] = v; });
 }
 
 // The experts of n rows whose routes the router kernel left in ctx.routes.
