@@ -142,7 +142,7 @@ __global__ void __launch_bounds__(kFaThreads)
     // time, a thread's D / 4 loads of a step waited one after another).
 #pragma unroll
     for (int c0 = 0; c0 < kQuads; c0 += kFaBatch) {
-      uint4 kq[kFaBatch], vq[kFaBatch];
+      Words kq[kFaBatch], vq[kFaBatch];
 #pragma unroll
       for (int c = 0; c < kFaBatch; ++c) {
         if (c0 + c >= kQuads)
@@ -150,11 +150,11 @@ __global__ void __launch_bounds__(kFaThreads)
         const int i = static_cast<int>(threadIdx.x) + (c0 + c) * kFaThreads;
         const int pp = i / (D / 4), d = 4 * (i % (D / 4)), j = j0 + pp;
         const int slot = pages.block_table ? s.slot[pp] : (j < end ? j : -1);
-        kq[c] = vq[c] = make_uint4(0u, 0u, 0u, 0u);
+        kq[c] = vq[c] = Words{{0u, 0u, 0u, 0u}};
         if (slot >= 0) {
           const size_t at = ((layer_base + slot) * Hkv + kvh) * D + d;
-          kq[c] = load_uint4(k_cache + at);
-          vq[c] = load_uint4(v_cache + at);
+          kq[c] = load16(k_cache + at);
+          vq[c] = load16(v_cache + at);
         }
       }
 #pragma unroll
@@ -163,13 +163,11 @@ __global__ void __launch_bounds__(kFaThreads)
           break;
         const int i = static_cast<int>(threadIdx.x) + (c0 + c) * kFaThreads;
         const int pp = i / (D / 4), d = 4 * (i % (D / 4));
-        const uint32_t kw[4] = {kq[c].x, kq[c].y, kq[c].z, kq[c].w};
-        const uint32_t vw[4] = {vq[c].x, vq[c].y, vq[c].z, vq[c].w};
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
           uint16_t kk[2], vv[2];
-          tc_split<2>(bits_as_float(kw[e]), kk);
-          tc_split<2>(bits_as_float(vw[e]), vv);
+          tc_split<2>(bits_as_float(kq[c].w[e]), kk);
+          tc_split<2>(bits_as_float(vq[c].w[e]), vv);
           s.k[0][pp][d + e] = kk[0];
           s.k[1][pp][d + e] = kk[1];
           s.vt[0][d + e][pp] = vv[0];

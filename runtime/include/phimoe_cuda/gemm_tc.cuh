@@ -307,9 +307,10 @@ __host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x,
     const int row = s.a_rows[m];
     const float *p = x + static_cast<size_t>(row < 0 ? 0 : row) * K + k;
     if (row >= 0 && vec && k + 4 <= K) {
-      const uint4 q = load_uint4(p);
-      xv[c][0] = bits_as_float(q.x), xv[c][1] = bits_as_float(q.y);
-      xv[c][2] = bits_as_float(q.z), xv[c][3] = bits_as_float(q.w);
+      const Words q = load16(p);
+#pragma unroll
+      for (int e = 0; e < 4; ++e)
+        xv[c][e] = bits_as_float(q.w[e]);
     } else {
 #pragma unroll
       for (int e = 0; e < 4; ++e)
