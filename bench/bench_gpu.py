@@ -1292,12 +1292,12 @@ def render_profile(result, top=12):
 def render_gaps(result, key, spans_ms):
     """The decode forward as timed (graphs, tg of the profiled build's layer count) against the
     kernel spans of its eager profile: what is left is time between kernels (the end of one,
-    the start of the next), which fusing launches or PDL would recover. Also for the variants
-    of the same build (+pdl, +float), whose kernels differ little or not at all."""
+    the start of the next), which fusing launches or PDL would recover. Also for the same
+    build under PDL (+pdl: the same kernels; not +float, whose GEMVs are other kernels)."""
     layers = result["layers"][-1]
     lines = []
     for name, e in result["engines"].items():
-        if name != key and not name.startswith(key + "+"):
+        if name not in (key, key + "+pdl"):
             continue
         runs = e.get("runs") or {}
         run = runs.get(str(layers), runs.get(layers)) or {}
