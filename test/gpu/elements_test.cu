@@ -95,6 +95,41 @@ template <class W, int K> void test(size_t rows) {
   expect(wrong == 0, name + ": at() differs from the dequantized value at " +
                          std::to_string(wrong) + " elements");
 
+  // row_ranges: for a few row spans, every byte outside the spans' ranges overwritten, at()
+  // still gives the spans' values (the ranges hold all that those rows read), and the ranges
+  // hold the rows' bytes and no more.
+  size_t row_bytes = K * sizeof(W);
+  if constexpr (phimoe_test::kIsBlock<W>)
+    row_bytes = K / Traits<W>::kLayout->block_values * sizeof(W);
+  for (const size_t span : {size_t{1}, rows / 2, rows - 1, rows}) {
+    const size_t first = rows - span;
+    if (span == 0)
+      continue;
+    const RowRanges<W> g = row_ranges<W>(rows, K, first, span);
+    Weight<W> poisoned = w;
+    std::vector<uint8_t> keep(poisoned.storage.size() * 16, 0);
+    size_t held = 0;
+    for (int i = 0; i < g.count; ++i) {
+      held += g.bytes[i];
+      expect(g.offset[i] + g.bytes[i] <= keep.size(), name + ": a row range past the weight");
+      for (size_t b = g.offset[i]; b < g.offset[i] + g.bytes[i] && b < keep.size(); ++b)
+        keep[b] = 1;
+    }
+    uint8_t *bytes = reinterpret_cast<uint8_t *>(poisoned.storage.data());
+    for (size_t b = 0; b < keep.size(); ++b)
+      if (!keep[b])
+        bytes[b] = static_cast<uint8_t>(0x5a ^ b);
+    int changed = 0;
+    for (size_t r = first; r < rows; ++r)
+      for (int k = 0; k < K; ++k)
+        changed += E::at(poisoned.data(), rows, K, r, k) != w.values[r * K + k];
+    expect(changed == 0, name + ": rows " + std::to_string(first) + "+" +
+                             std::to_string(span) + " read " + std::to_string(changed) +
+                             " values outside their row_ranges");
+    expect(held == span * row_bytes, name + ": row_ranges of " + std::to_string(span) +
+                                         " rows hold " + std::to_string(held) + " bytes");
+  }
+
   // The staged row is a permutation of the row, and k_of agrees with it.
   std::vector<int> seen(K, 0);
   for (int i = 0; i < K; ++i) {

@@ -443,6 +443,40 @@ template <> struct Elem<phimoe_rt::block_q6k> {
   }
 };
 
+// The bytes that rows [first, first + count) of an [R, K] weight occupy, from the weight's
+// start: one range for float, bf16 and f16; for a block type (rows of whole blocks), one per
+// field of phimoe_rt/split_layout.h (cuda_elements_test holds them to split_offset). The
+// decode kernels prefetch them (kernels.cuh, prefetch_rows).
+template <class W> struct RowRanges {
+  static constexpr bool q8 = std::is_same<W, phimoe_rt::block_q8_0>::value;
+  static constexpr bool q4 = std::is_same<W, phimoe_rt::block_q4k>::value;
+  static constexpr bool q6 = std::is_same<W, phimoe_rt::block_q6k>::value;
+  static constexpr int count = q6 ? 4 : q8 || q4 ? 2 : 1;
+  size_t offset[count], bytes[count];
+};
+template <class W>
+PHIMOE_HD RowRanges<W> row_ranges(size_t R, int K, size_t first, size_t count) {
+  using G = RowRanges<W>;
+  G g;
+  if constexpr (G::count > 1) {
+    constexpr int values = G::q8 ? 32 : 256;
+    constexpr uint32_t field_bytes[4] = {G::q8 ? 32u : 128u, G::q8 ? 2u : G::q4 ? 16u : 64u,
+                                         16u, 2u};
+    const size_t per_row = static_cast<size_t>(K) / values, total = R * per_row;
+    size_t region = 0;
+#pragma unroll
+    for (int f = 0; f < G::count; ++f) {
+      g.offset[f] = region + first * per_row * field_bytes[f];
+      g.bytes[f] = count * per_row * field_bytes[f];
+      region += total * field_bytes[f];
+    }
+  } else {
+    g.offset[0] = first * static_cast<size_t>(K) * sizeof(W);
+    g.bytes[0] = count * static_cast<size_t>(K) * sizeof(W);
+  }
+  return g;
+}
+
 // Where value idx of a staged row of K values comes from: with whole units, the unit-major
 // order unit_dot reads (idx = j * U + u); otherwise the row as it is.
 template <class W, int K> PHIMOE_HD int staged_source(int idx) {

@@ -156,6 +156,45 @@ template <class W, int K> __device__ __forceinline__ void stage_row(float *dst, 
                                       [&](int j, float v) { dst[j] = v; });
 }
 
+// Asks L2 for [p, p + bytes) from HBM, without waiting: the 16-byte-aligned part, by thread
+// `issuer` of the block with one bulk prefetch on sm_90, else by every thread of the block, a
+// 128-byte line each at a time. A hint: nothing waits for it and nothing is read.
+__device__ __forceinline__ void prefetch_l2(const void *p, size_t bytes, int issuer) {
+#if defined(PHIMOE_CUDA_EMU)
+  if (static_cast<int>(threadIdx.x) == issuer)
+    ::phimoe_emu::prefetch_l2(p, bytes);
+#elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  const uintptr_t start = (reinterpret_cast<uintptr_t>(p) + 15) & ~uintptr_t{15};
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~uintptr_t{15};
+  if (static_cast<int>(threadIdx.x) == issuer && end > start)
+    asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(start),
+                 "r"(static_cast<uint32_t>(end - start)));
+#elif defined(__CUDA_ARCH__)
+  (void)issuer;
+  const char *c = static_cast<const char *>(p);
+  for (size_t o = 128 * static_cast<size_t>(threadIdx.x); o < bytes; o += 128 * blockDim.x)
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(c + o));
+#else
+  (void)p, (void)bytes, (void)issuer;
+#endif
+}
+
+// Prefetches rows [first, first + count) of an [R, K] weight into L2 (row_ranges: a range per
+// field of its storage). The decode kernels call it before they stage their input row, so
+// that their weights come from HBM while they copy it, and gemv_kernel even before its
+// prologue: weights are written by no kernel, so under programmatic dependent launch
+// (PHIMOE_CUDA_PDL=1) they stream in while the kernel before it still runs. Block-collective
+// (no barrier); `lane0`: the first issuing thread (callers with several row ranges spread
+// them).
+template <class W>
+__device__ __forceinline__ void prefetch_rows(const W *w, size_t R, int K, size_t first,
+                                              size_t count, int lane0 = 0) {
+  const RowRanges<W> g = row_ranges<W>(R, K, first, count);
+#pragma unroll
+  for (int i = 0; i < g.count; ++i)
+    prefetch_l2(reinterpret_cast<const char *>(w) + g.offset[i], g.bytes[i], lane0 + i);
+}
+
 // ---------------------------------------------------------------------------------------
 // q4_K decode inputs in fixed point (elements.cuh, StagedQ4k): the kernel that writes a row
 // also stages it, once, into ctx.staged, and the GEMV that reads the row next copies the
@@ -356,19 +395,29 @@ template <long long N> __host__ __device__ constexpr int gemv_rows() {
   return N / 256 >= 4 * kWarps ? 4 * kWarps : 2 * kWarps;
 }
 
+// gemv_kernel's rows of this block (for every token's blocks) into L2, before the kernel's
+// prologue: it reads nothing that a kernel writes (launch.h).
+template <int N, int K, class W> __device__ __forceinline__ void gemv_prefetch(const W *w) {
+  constexpr int RB = gemv_rows<N>();
+  const int first = static_cast<int>(blockIdx.x) * RB;
+  if (blockIdx.y == 0)
+    prefetch_rows(w, N, K, first, min(N, first + RB) - first);
+}
+
 // Decode: block (row group, token); a warp per two output rows at a time, x staged in shared
 // memory (staged: null, or x's StagedQ4k rows for int_input<W, K>: dp4a).
 template <int N, int K, class W, class B>
 __global__ void gemv_kernel(const float *x, const uint32_t *staged, const W *w, const B *bias,
                             float *out) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
+  gemv_prefetch<N, K>(w);
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   constexpr int RB = gemv_rows<N>();
+  const int first = static_cast<int>(blockIdx.x) * RB, end = min(N, first + RB);
   const int t = blockIdx.y;
   const bool fixed =
       stage_input<W, K>(xs, x + static_cast<size_t>(t) * K, staged_row<K>(staged, t));
   __syncthreads();
-  const int first = static_cast<int>(blockIdx.x) * RB, end = min(N, first + RB);
   for (int r = first + 2 * static_cast<int>(threadIdx.x >> 5); r < end; r += 2 * kWarps) {
     const bool pair = r + 1 < end;
     const size_t rows[2] = {static_cast<size_t>(r), static_cast<size_t>(pair ? r + 1 : r)};
@@ -919,14 +968,16 @@ __global__ void gate_up_kernel(const float *x, const uint32_t *staged, const GU 
   __shared__ float block_act[StageAct ? 32 : 1];
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int slot = blockIdx.y, t = blockIdx.z;
-  const bool fixed =
-      stage_input<GU, H>(xs, x + static_cast<size_t>(t) * H, staged_row<H>(staged, t));
-  __syncthreads();
   constexpr int RB = gate_up_rows<I, StageAct>();
   const DeviceRoute route = routes[t];
   const size_t e = static_cast<size_t>(slot ? route.i2 : route.i1);
   constexpr long long rows = static_cast<long long>(E) * 2 * I;
   const int first = static_cast<int>(blockIdx.x) * RB, end = min(I, first + RB);
+  prefetch_rows(gate_up, rows, H, e * 2 * I + first, end - first);         // gate rows
+  prefetch_rows(gate_up, rows, H, e * 2 * I + I + first, end - first, 4); // up rows
+  const bool fixed =
+      stage_input<GU, H>(xs, x + static_cast<size_t>(t) * H, staged_row<H>(staged, t));
+  __syncthreads();
   for (int r = first + static_cast<int>(threadIdx.x >> 5); r < end; r += kWarps) {
     // The gate and up rows of r share the input values.
     const size_t pair[2] = {e * 2 * I + r, e * 2 * I + I + r};
@@ -955,15 +1006,17 @@ __global__ void down_kernel(const float *act, const uint32_t *staged, const DW *
   PHIMOE_CUDA_DYNAMIC_SHARED(float, as); // 2 * I floats
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int t = blockIdx.y;
+  constexpr int RB = gemv_rows<H>();
+  const DeviceRoute route = routes[t];
+  constexpr long long rows = static_cast<long long>(E) * H;
+  const int first = static_cast<int>(blockIdx.x) * RB, end = min(H, first + RB);
+  prefetch_rows(down, rows, I, static_cast<size_t>(route.i1) * H + first, end - first);
+  prefetch_rows(down, rows, I, static_cast<size_t>(route.i2) * H + first, end - first, 4);
   const bool fixed = stage_input<DW, I>(as, act + static_cast<size_t>(t) * 2 * I,
                                         staged_row<I>(staged, 2 * static_cast<size_t>(t)));
   stage_input<DW, I>(as + I, act + static_cast<size_t>(t) * 2 * I + I,
                      staged_row<I>(staged, 2 * static_cast<size_t>(t) + 1));
   __syncthreads();
-  constexpr int RB = gemv_rows<H>();
-  const DeviceRoute route = routes[t];
-  constexpr long long rows = static_cast<long long>(E) * H;
-  const int first = static_cast<int>(blockIdx.x) * RB, end = min(H, first + RB);
   for (int r = first + 2 * static_cast<int>(threadIdx.x >> 5); r < end; r += 2 * kWarps) {
     const bool pair = r + 1 < end;
     const size_t r2 = pair ? r + 1 : r;

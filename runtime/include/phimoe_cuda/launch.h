@@ -15,12 +15,13 @@
 #include <cstring>
 #include <utility>
 
-// First statement of every kernel (after its __shared__ declarations): waits for the kernel
+// First statement of every kernel (after its __shared__ declarations; only L2 prefetches of
+// weights, which no kernel writes, may come before it: gemv_kernel's): waits for the kernel
 // before it in the stream to finish and its writes to be visible (griddepcontrol.wait), then
 // lets the next kernel start launching (griddepcontrol.launch_dependents). Both are no-ops
 // unless the kernel was launched with programmatic dependent launch (PHIMOE_CUDA_PDL=1 on
 // sm_90 and later, below); so with PDL the next kernel's launch and block scheduling overlap
-// this one's run, and nothing of it runs before this one has finished.
+// this one's run, and nothing of it that reads activations runs before this one has finished.
 #if defined(PHIMOE_CUDA_EMU)
 #define PHIMOE_CUDA_KERNEL_PROLOGUE() ::phimoe_emu::grid_dependency_wait()
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900

@@ -10,6 +10,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <iterator>
 #include <map>
 #include <memory>
 #include <random>
@@ -463,6 +464,20 @@ void *dynamic_shared() {
 }
 
 void trap(const char *why) { throw std::runtime_error(why); }
+
+void prefetch_l2(const void *p, size_t bytes) {
+  if (bytes == 0)
+    return;
+  const auto &a = rt().allocations;
+  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
+  auto it = a.upper_bound(u);
+  if (it == a.begin() || u + bytes > std::prev(it)->first + std::prev(it)->second) {
+    char what[128];
+    std::snprintf(what, sizeof what, "prefetch of %zu bytes at %p outside device memory",
+                  bytes, p);
+    trap(what);
+  }
+}
 
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   struct Fragments {

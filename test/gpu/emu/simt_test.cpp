@@ -1,7 +1,7 @@
 // simt_test.cpp - the CUDA emulation itself (phimoe_emu/simt.h): warp collectives against
 // their definitions, barriers, the bugs it must expose (a missing __syncthreads, a
 // __syncthreads in divergent code, a shuffle naming an exited lane, a misaligned vector load,
-// launch configurations the hardware refuses), stream capture and graph replay, and mma.sync
+// a prefetch outside device memory, launch configurations the hardware refuses), stream capture and graph replay, and mma.sync
 // against a product of matrices laid out by the PTX ISA's fragment tables (gemm_tc.cuh's
 // coordinates).
 // Built with -include phimoe_emu/simt.h (test/gpu/emu/CMakeLists.txt).
@@ -131,6 +131,12 @@ __global__ void vector_load_kernel(const unsigned char *p, int offset, unsigned 
   out[0] = phimoe_cuda::detail::load16(p + offset).w[0];
 }
 
+// An L2 prefetch of `bytes` bytes at p (kernels.cuh's prefetch_l2, as the decode kernels ask
+// for their weight rows).
+__global__ void prefetch_kernel(const unsigned char *p, size_t bytes) {
+  phimoe_cuda::detail::prefetch_l2(p, bytes, 0);
+}
+
 template <class Fn> std::string error_of(Fn fn) {
   try {
     fn();
@@ -185,6 +191,16 @@ void test_barriers() {
   expect(e.find("misaligned address") != std::string::npos &&
              e.find("vector_load_kernel") != std::string::npos,
          "a 16-byte load at a 4-byte offset: " + e);
+  // A prefetch reads nothing, but its range must be device memory: one past the end is a
+  // prefetch of the wrong rows.
+  PHIMOE_CUDA_LAUNCH(1, 32, 0, nullptr, prefetch_kernel)(bytes, 8 * sizeof(unsigned));
+  PHIMOE_CUDA_CHECK(cudaGetLastError());
+  e = error_of([&] {
+    PHIMOE_CUDA_LAUNCH(1, 32, 0, nullptr, prefetch_kernel)(bytes + 4, 8 * sizeof(unsigned));
+  });
+  expect(e.find("outside device memory") != std::string::npos &&
+             e.find("prefetch_kernel") != std::string::npos,
+         "a prefetch past the allocation: " + e);
   cudaFree(word);
 
   // Launch configurations the hardware refuses: the launch's error, nothing runs.

@@ -74,6 +74,10 @@ void sync_warp(unsigned mask);    // __syncwarp
 constexpr size_t kSlotBytes = 64;
 const unsigned char *warp_exchange(unsigned mask, const void *data, size_t bytes);
 void *dynamic_shared();           // the launch's dynamic shared memory of this block
+// An L2 prefetch of [p, p + bytes) (kernels.cuh, prefetch_l2): reads nothing, but the range
+// must lie in one device allocation (a prefetch of the wrong rows is a bug that the results
+// cannot show).
+void prefetch_l2(const void *p, size_t bytes);
 [[noreturn]] void trap(const char *why);
 
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d as C and D (the PTX ISA's
