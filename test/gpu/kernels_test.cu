@@ -327,6 +327,95 @@ template <int H> void test_layer_norm(int n) {
   cudaFree(da), cudaFree(dbb), cudaFree(dw), cudaFree(dbias), cudaFree(out);
 }
 
+// Row blockIdx.x of E logits routed by warp_sparsemixer (one warp), and by
+// phimoe_rt::sparsemixer on thread 0 (the sequential device code it replaced).
+template <int E>
+__global__ void warp_sparsemixer_kernel(const float *logits, float eps, DeviceRoute *out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  const phimoe_rt::Route r = detail::warp_sparsemixer<E>(logits + blockIdx.x * E, eps);
+  if (threadIdx.x == 0)
+    out[blockIdx.x] = DeviceRoute{r.i1, r.i2, r.w1, r.w2};
+}
+template <int E>
+__global__ void serial_sparsemixer_kernel(const float *logits, float eps, DeviceRoute *out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  if (threadIdx.x == 0) {
+    const phimoe_rt::Route r = phimoe_rt::sparsemixer<E>(logits + blockIdx.x * E, eps);
+    out[blockIdx.x] = DeviceRoute{r.i1, r.i2, r.w1, r.w2};
+  }
+}
+
+// warp_sparsemixer against the sequential routing on the device, bit for bit (weights too:
+// the same device expf), and the experts against the host's: random rows, and rows whose
+// logits tie (at the maximum, at the second), lie within the jitter threshold of the
+// maximum, are all equal, hold -inf, -0 and +0, or a nan (first, or later).
+template <int E> void test_warp_sparsemixer() {
+  // (its own generator: the other tests' inputs do not depend on whether this one ran)
+  std::mt19937 gen(E);
+  auto random_floats = [&gen](size_t n, float scale = 1.0f, float offset = 0.0f) {
+    std::normal_distribution<float> d(0.0f, 1.0f);
+    std::vector<float> v(n);
+    for (float &x : v)
+      x = d(gen) * scale + offset;
+    return v;
+  };
+  std::vector<std::vector<float>> rows;
+  for (int i = 0; i < 40; ++i)
+    rows.push_back(random_floats(E, i < 20 ? 1.0f : 0.01f, i % 3 == 0 ? -2.0f : 0.5f));
+  std::vector<float> tie = random_floats(E);
+  tie[E - 1] = tie[E / 2] = tie[1] = 9.0f; // three at the maximum
+  rows.push_back(tie);
+  tie[E / 2] = 3.0f, tie[E - 1] = 3.0f; // one maximum, two seconds
+  rows.push_back(tie);
+  std::vector<float> close = random_floats(E, 0.1f);
+  close[0] = 5.0f, close[E - 1] = 5.0f * (1.0f - 0.015f); // within 2 eps of the maximum
+  rows.push_back(close);
+  rows.push_back(std::vector<float>(E, 1.5f));
+  rows.push_back(std::vector<float>(E, -INFINITY));
+  std::vector<float> mixed(E, -INFINITY);
+  mixed[E - 1] = 0.0f, mixed[1] = -0.0f; // -0 == +0: the first of them
+  rows.push_back(mixed);
+  std::vector<float> neg = random_floats(E, 1.0f, -30.0f); // negative maxima
+  rows.push_back(neg);
+  std::vector<float> nan_first = random_floats(E);
+  nan_first[0] = NAN;
+  rows.push_back(nan_first);
+  std::vector<float> nan_later = random_floats(E);
+  nan_later[E - 2] = NAN, nan_later[1] = 40.0f;
+  rows.push_back(nan_later);
+  std::vector<float> nan_second = random_floats(E);
+  nan_second[0] = 40.0f, nan_second[1] = NAN; // stage 2 starts at a nan
+  rows.push_back(nan_second);
+  const int n = static_cast<int>(rows.size());
+  std::vector<float> flat;
+  for (const std::vector<float> &r : rows)
+    flat.insert(flat.end(), r.begin(), r.end());
+  float *dl = upload(flat);
+  DeviceRoute *warp = device<DeviceRoute>(n), *serial = device<DeviceRoute>(n);
+  PHIMOE_CUDA_LAUNCH(n, 32, 0, nullptr, warp_sparsemixer_kernel<E>)(dl, 0.01f, warp);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  PHIMOE_CUDA_LAUNCH(n, 32, 0, nullptr, serial_sparsemixer_kernel<E>)(dl, 0.01f, serial);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  std::vector<DeviceRoute> got(n), want(n);
+  PHIMOE_CUDA_CHECK(cudaMemcpy(got.data(), warp, sizeof(DeviceRoute) * n,
+                               cudaMemcpyDeviceToHost));
+  PHIMOE_CUDA_CHECK(cudaMemcpy(want.data(), serial, sizeof(DeviceRoute) * n,
+                               cudaMemcpyDeviceToHost));
+  int wrong = 0, first_wrong = -1;
+  for (int t = 0; t < n; ++t) {
+    const phimoe_rt::Route host = phimoe_rt::sparsemixer<E>(rows[t].data(), 0.01f);
+    const bool same = std::memcmp(&got[t], &want[t], sizeof(DeviceRoute)) == 0 &&
+                      got[t].i1 == host.i1 && got[t].i2 == host.i2;
+    if (!same && first_wrong < 0)
+      first_wrong = t;
+    wrong += !same;
+  }
+  std::printf("%s warp_sparsemixer<%d>: %d rows, %d differ from the sequential routing "
+              "(first: row %d)\n", wrong ? "FAIL" : "PASS", E, n, wrong, first_wrong);
+  failures += wrong != 0;
+  cudaFree(dl), cudaFree(warp), cudaFree(serial);
+}
+
 // add_layer_norm_route against add_layer_norm then router_kernel (what moe_sparsemixer
 // launches) on the same inputs: the sum, the normed rows and the routes, bit for bit (the same
 // device functions).
@@ -1013,6 +1102,11 @@ int main() {
     test_split_cols<100, 40, 30, 20>(17);       // ranges short of the row
     test_layer_norm<64>(3);
     test_layer_norm<4096>(2);
+    test_warp_sparsemixer<16>(); // Phi-3.5-MoE
+    test_warp_sparsemixer<8>();  // Mixtral
+    test_warp_sparsemixer<2>();
+    test_warp_sparsemixer<5>();
+    test_warp_sparsemixer<32>();
     test_add_norm_route<64, 4, float>(3);
     test_add_norm_route<4096, 16, bf16>(2); // Phi-3.5-MoE's router
     test_rope<4, 16>(false);

@@ -907,8 +907,67 @@ __global__ void attention_combine_kernel(const float *partials, int splits, cons
   }
 }
 
+// The expert of the sparsemixer's scan over lanes `candidates` (E <= 32; lane j holds
+// s[j]): the first candidate unless another holds a larger value, then the first of those
+// with the largest; a nan is never taken except as the first candidate, which then stays (no
+// comparison with it holds). Warp-collective; every lane gets it.
+__device__ __forceinline__ int warp_scan_argmax(float v, unsigned candidates) {
+  const int lane = threadIdx.x & 31, first = __ffs(static_cast<int>(candidates)) - 1;
+  const bool nan = v != v;
+  const bool first_nan = __shfl_sync(0xffffffffu, static_cast<int>(nan), first) != 0;
+  const bool mine = (candidates >> lane & 1u) && !nan;
+  float best = mine ? v : -INFINITY;
+  int at = mine ? lane : 32; // (after every candidate among equals)
+#pragma unroll
+  for (int o = 16; o > 0; o >>= 1) {
+    const float ov = __shfl_xor_sync(0xffffffffu, best, o);
+    const int oa = __shfl_xor_sync(0xffffffffu, at, o);
+    if (ov > best || (ov == best && oa < at)) {
+      best = ov;
+      at = oa;
+    }
+  }
+  return first_nan || at == 32 ? first : at;
+}
+
+// sum over j < E of lane j's term, added in order of j (the sequential loop's sum). Every
+// lane gets it. Warp-collective.
+template <int E> __device__ __forceinline__ float warp_ordered_sum(float term) {
+  float sum = 0.0f;
+#pragma unroll
+  for (int j = 0; j < E; ++j)
+    sum += __shfl_sync(0xffffffffu, term, j);
+  return sum;
+}
+
+// phimoe_rt::sparsemixer<E> over a warp (E <= 32, s in shared or global memory): the same
+// route bit for bit, its two scans and softmax terms spread over the lanes (lane j: expert j)
+// and its sums added in the same order (a term it skips is +0 here, which leaves a sum of
+// non-negative terms as it is). Thread 0's sequential routing took about 390 instructions on
+// sm_90, most of them one after another. Warp-collective; every lane gets the route.
+template <int E>
+__device__ __forceinline__ phimoe_rt::Route warp_sparsemixer(const float *s, float eps) {
+  static_assert(E >= 2 && E <= 32, "warp_sparsemixer: 2 to 32 experts");
+  const int lane = threadIdx.x & 31;
+  const float threshold = 2.0f * eps, v = lane < E ? s[lane] : 0.0f;
+  constexpr unsigned experts = E == 32 ? 0xffffffffu : (1u << E) - 1u;
+  // Expert j's softmax term with maximum m, or +0 where the jitter test masks it.
+  auto term = [&](float m, bool kept) {
+    const float factor = fabsf(v) < m ? m : fabsf(v);
+    return kept && !((m - v) / factor > threshold) ? expf(v - m) : 0.0f;
+  };
+  phimoe_rt::Route r;
+  r.i1 = warp_scan_argmax(v, experts);
+  const float m1 = __shfl_sync(0xffffffffu, v, r.i1);
+  r.w1 = 1.0f / warp_ordered_sum<E>(term(m1, lane < E));
+  r.i2 = warp_scan_argmax(v, experts & ~(1u << r.i1));
+  const float m2 = __shfl_sync(0xffffffffu, v, r.i2);
+  r.w2 = 1.0f / warp_ordered_sum<E>(term(m2, lane < E && lane != r.i1));
+  return r;
+}
+
 // Router of row t of x (kThreads threads; xs: H + E floats of shared memory): a warp per
-// expert logit, then thread 0 routes.
+// expert logit, then warp 0 routes (up to 32 experts; more: thread 0).
 template <int E, int H, class R>
 __device__ __forceinline__ void route_row(const float *x, const R *router, float eps,
                                           DeviceRoute *routes, float *xs) {
@@ -922,8 +981,14 @@ __device__ __forceinline__ void route_row(const float *x, const R *router, float
       logits[e] = y;
   }
   __syncthreads();
-  if (threadIdx.x == 0) {
-    // transformers' eval-mode sparsemixer: the CPU's code, run on the device.
+  // transformers' eval-mode sparsemixer: the CPU's code (phimoe_rt::sparsemixer), over a warp.
+  if constexpr (E <= 32) {
+    if (threadIdx.x < 32) {
+      const phimoe_rt::Route route = warp_sparsemixer<E>(logits, eps);
+      if (threadIdx.x == 0)
+        routes[t] = DeviceRoute{route.i1, route.i2, route.w1, route.w2};
+    }
+  } else if (threadIdx.x == 0) {
     const phimoe_rt::Route route = phimoe_rt::sparsemixer<E>(logits, eps);
     routes[t] = DeviceRoute{route.i1, route.i2, route.w1, route.w2};
   }

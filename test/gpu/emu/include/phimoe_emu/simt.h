@@ -195,6 +195,7 @@ inline int __reduce_add_sync(unsigned mask, int value) {
   return static_cast<int>(r);
 }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
+inline int __ffs(int x) { return __builtin_ffs(x); }
 inline float __uint_as_float(unsigned u) {
   float f;
   std::memcpy(&f, &u, 4);
