@@ -164,35 +164,43 @@ __device__ __forceinline__ void prefetch_l2(const void *p, size_t bytes, int iss
   if (static_cast<int>(threadIdx.x) == issuer)
     ::phimoe_emu::prefetch_l2(p, bytes);
 #elif defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  const uintptr_t start = (reinterpret_cast<uintptr_t>(p) + 15) & ~uintptr_t{15};
-  const uintptr_t end = (reinterpret_cast<uintptr_t>(p) + bytes) & ~uintptr_t{15};
+  const size_t global = __cvta_generic_to_global(p); // (the .global operand's address)
+  const size_t start = (global + 15) & ~size_t{15}, end = (global + bytes) & ~size_t{15};
   if (static_cast<int>(threadIdx.x) == issuer && end > start)
     asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;" ::"l"(start),
                  "r"(static_cast<uint32_t>(end - start)));
 #elif defined(__CUDA_ARCH__)
   (void)issuer;
-  const char *c = static_cast<const char *>(p);
+  const size_t global = __cvta_generic_to_global(p);
   for (size_t o = 128 * static_cast<size_t>(threadIdx.x); o < bytes; o += 128 * blockDim.x)
-    asm volatile("prefetch.global.L2 [%0];" ::"l"(c + o));
+    asm volatile("prefetch.global.L2 [%0];" ::"l"(global + o));
 #else
   (void)p, (void)bytes, (void)issuer;
 #endif
 }
 
+// Bytes of each field's range that prefetch_rows asks for: the start of a block's rows. A
+// kernel's resident blocks (up to about 1000) then ask for at most 16 MB at once, well within
+// an H100's 50 MB of L2, which a whole MoE projection (59 MB) or the LM head (108 MB) would
+// overrun, evicting lines before their loads came.
+constexpr size_t kPrefetchBytes = 16 * 1024;
+
 // Prefetches rows [first, first + count) of an [R, K] weight into L2 (row_ranges: a range per
-// field of its storage). The decode kernels call it before they stage their input row, so
-// that their weights come from HBM while they copy it, and gemv_kernel even before its
-// prologue: weights are written by no kernel, so under programmatic dependent launch
-// (PHIMOE_CUDA_PDL=1) they stream in while the kernel before it still runs. Block-collective
-// (no barrier); `lane0`: the first issuing thread (callers with several row ranges spread
-// them).
+// field of its storage, the first kPrefetchBytes of each). The decode kernels call it before
+// they stage their input row, so that their weights come from HBM while they copy it, and
+// gemv_kernel even before its prologue: weights are written by no kernel, so under
+// programmatic dependent launch (PHIMOE_CUDA_PDL=1) they stream in while the kernel before it
+// still runs. Block-collective (no barrier); `lane0`: the first issuing thread (callers with
+// several row ranges spread them).
 template <class W>
 __device__ __forceinline__ void prefetch_rows(const W *w, size_t R, int K, size_t first,
                                               size_t count, int lane0 = 0) {
   const RowRanges<W> g = row_ranges<W>(R, K, first, count);
 #pragma unroll
-  for (int i = 0; i < g.count; ++i)
-    prefetch_l2(reinterpret_cast<const char *>(w) + g.offset[i], g.bytes[i], lane0 + i);
+  for (int i = 0; i < g.count; ++i) {
+    const size_t bytes = g.bytes[i] < kPrefetchBytes ? g.bytes[i] : kPrefetchBytes;
+    prefetch_l2(reinterpret_cast<const char *>(w) + g.offset[i], bytes, lane0 + i);
+  }
 }
 
 // ---------------------------------------------------------------------------------------
