@@ -6,15 +6,21 @@
 // flash-decoding kernels otherwise (decode, short chunks).
 //
 // Block: 64 query rows of one query head, 4 warps of 16 rows. For each tile of 32 cached
-// positions, the keys and values are staged in shared memory as bf16 pairs (hi, lo: x split in
-// two terms as in gemm_tc.cuh, so that products keep about 16 bits); each warp computes its
-// scores S = q . k^T with mma.sync m16n8k16 (hi.hi + hi.lo + lo.hi), scales and masks them
-// (positions outside [max(0, p - window + 1), p] of each row), updates the running max and sum
-// of every row and rescales its output, then adds P . V with P (in [0, 1]) split the same way.
-// The accumulator fragments of S are, pair by pair, the A fragments of P (the PTX layouts of
-// m16n8 accumulators and m16k16 A operands line up), so P never leaves the registers.
-// Precision: float32 accumulation, products to about 2^-16 relative: within 1e-5 of a double
-// reference (kernels_test.cu), as the SIMT kernels.
+// positions, the keys and values are staged in shared memory as bf16 terms (x split in three,
+// tc_split of gemm_tc.cuh: x = x0 + x1 + x2 to 2^-27 relative); each warp computes its scores
+// S = q . k^T with mma.sync m16n8k16 (the products of terms i . j with i + j < 3), scales and
+// masks them (positions outside [max(0, p - window + 1), p] of each row), updates the running
+// max and sum of every row and rescales its output, then adds P . V with P (in [0, 1]) split
+// the same way. The accumulator fragments of S are, pair by pair, the A fragments of P (the
+// PTX layouts of m16n8 accumulators and m16k16 A operands line up), so P never leaves the
+// registers.
+// Precision: float32 accumulation of products to about 2^-24 relative, as the SIMT kernels
+// (kernels_test.cu: within 1e-5 of a double reference, typically 1e-7). Two terms, as the
+// GEMMs take x, left the products at 2^-17: a score's error then moves its weight by as much,
+// and outputs (a numpy model of that arithmetic, and kernels_test on other inputs) reached 2e-5
+// of the output's scale. The cost: twice the MMAs here, where a Phi-3.5-MoE prefill does about
+// 1% of its multiply-adds at 512 tokens and 4% at 2048 (the GEMMs' x in two terms), so about
+// 1.5% and 6% more tensor-core work in all.
 #ifndef PHIMOE_CUDA_ATTENTION_TC_CUH
 #define PHIMOE_CUDA_ATTENTION_TC_CUH
 
@@ -26,16 +32,18 @@ constexpr int kFaKv = 32;      // cached positions per step
 constexpr int kFaThreads = 128;
 constexpr int kFaMinRows = 64; // shorter chunks: the split SIMT kernels (more blocks)
 constexpr int kFaBatch = 4;    // quads of keys and of values a thread has in flight
+constexpr int kFaTerms = 3;    // bf16 terms of every operand
 
 template <int D> __host__ __device__ constexpr bool fa_supported() {
   return D % 16 == 0 && D >= 16 && D <= 128;
 }
 
 // Keys as rows of D (B operand of S: pairs along d), values transposed (B operand of P . V:
-// pairs along positions); 8 bf16 of padding a row against bank conflicts of the pair loads.
+// pairs along positions), a plane per term; 8 bf16 of padding a row against bank conflicts of
+// the pair loads. (Dynamic shared memory: 57 KiB for D = 128.)
 template <int D> struct FaShared {
-  uint16_t k[2][kFaKv][D + 8];
-  uint16_t vt[2][D][kFaKv + 8];
+  uint16_t k[kFaTerms][kFaKv][D + 8];
+  uint16_t vt[kFaTerms][D][kFaKv + 8];
   int lo[kFaRows], hi[kFaRows]; // positions [lo, hi] of each row (hi < lo: none)
   int range[2];                 // the block's positions: [range[0], range[1])
   int slot[kFaKv];              // paged: the cache rows of the step's positions (-1: none)
@@ -47,16 +55,24 @@ __device__ __forceinline__ uint32_t fa_pair(uint16_t a, uint16_t b) {
 __device__ __forceinline__ uint32_t fa_load_pair(const uint16_t *p) {
   return fa_pair(p[0], p[1]);
 }
-// acc += A . B in two terms a side (hi.hi + hi.lo + lo.hi): A's fragments a_hi, a_lo; B's whose
-// pairs lie along the shared rows b_hi, b_lo (registers at col and col + 8).
-__device__ __forceinline__ void fa_mma3(float (&acc)[4], const uint32_t (&a_hi)[4],
-                                        const uint32_t (&a_lo)[4], const uint16_t *b_hi,
-                                        const uint16_t *b_lo, int col) {
-  const uint32_t hi[2] = {fa_load_pair(b_hi + col), fa_load_pair(b_hi + col + 8)};
-  const uint32_t lo[2] = {fa_load_pair(b_lo + col), fa_load_pair(b_lo + col + 8)};
-  tc_mma(acc, a_hi, hi);
-  tc_mma(acc, a_hi, lo);
-  tc_mma(acc, a_lo, hi);
+// acc += A . B with both in kFaTerms terms: the products of A's term i and B's term j for
+// i + j < kFaTerms, smallest first (the others lie below 2^-24 of the product). A's fragments
+// a[i]; B's term j has its pairs along the shared row `row` of plane b[j] (registers at col
+// and col + 8).
+template <class Plane>
+__device__ __forceinline__ void fa_mma(float (&acc)[4], const uint32_t (&a)[kFaTerms][4],
+                                       const Plane (&b)[kFaTerms], int row, int col) {
+  uint32_t bf[kFaTerms][2];
+#pragma unroll
+  for (int j = 0; j < kFaTerms; ++j) {
+    bf[j][0] = fa_load_pair(b[j][row] + col);
+    bf[j][1] = fa_load_pair(b[j][row] + col + 8);
+  }
+#pragma unroll
+  for (int sum = kFaTerms - 1; sum >= 0; --sum)
+#pragma unroll
+    for (int i = 0; i <= sum; ++i)
+      tc_mma(acc, a[i], bf[sum - i]);
 }
 
 // out[t][h] for rows t0 .. t0 + 63 of the chunk and query head blockIdx.y. Over a paged cache
@@ -67,10 +83,11 @@ __global__ void __launch_bounds__(kFaThreads)
     attention_tc_kernel(const float *q, int n, const int32_t *pos, int layer, int capacity,
                         KvPages pages, const float *k_cache, const float *v_cache, float scale,
                         int window, float *out) {
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, fa_shared); // sizeof(FaShared<D>)
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   static_assert(fa_supported<D>(), "attention_tc: head dimension");
   constexpr int KS = D / 16, ND = D / 8;
-  __shared__ FaShared<D> s;
+  FaShared<D> &s = *reinterpret_cast<FaShared<D> *>(fa_shared);
   const int t0 = blockIdx.x * kFaRows, h = blockIdx.y, kvh = h / (Hq / Hkv);
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5, g = lane >> 2, qd = lane & 3;
 
@@ -96,22 +113,23 @@ __global__ void __launch_bounds__(kFaThreads)
     s.range[1] = hi;
   }
 
-  // The warp's 16 query rows as A fragments, two terms: row g + 8 (j & 1), d = ks * 16 +
+  // The warp's 16 query rows as A fragments, a set per term: row g + 8 (j & 1), d = ks * 16 +
   // 2 qd + 8 (j >> 1) and the next.
-  uint32_t qa[2][KS][4];
+  uint32_t qa[KS][kFaTerms][4];
 #pragma unroll
   for (int ks = 0; ks < KS; ++ks)
 #pragma unroll
     for (int j = 0; j < 4; ++j) {
       const int t = t0 + warp * 16 + g + 8 * (j & 1), d = ks * 16 + 2 * qd + 8 * (j >> 1);
-      uint16_t a[2] = {0, 0}, b[2] = {0, 0};
+      uint16_t a[kFaTerms] = {}, b[kFaTerms] = {};
       if (t < n) {
         const float *src = q + (static_cast<size_t>(t) * Hq + h) * D + d;
-        tc_split<2>(src[0], a);
-        tc_split<2>(src[1], b);
+        tc_split<kFaTerms>(src[0], a);
+        tc_split<kFaTerms>(src[1], b);
       }
-      qa[0][ks][j] = fa_pair(a[0], b[0]);
-      qa[1][ks][j] = fa_pair(a[1], b[1]);
+#pragma unroll
+      for (int i = 0; i < kFaTerms; ++i)
+        qa[ks][i][j] = fa_pair(a[i], b[i]);
     }
   // Two rows a lane (r = 0: g, r = 1: g + 8): running max, this lane's share of the sum, and
   // the output accumulators (tile nd, element c: row g + 8 (c >> 1), d = nd * 8 + 2 qd + c % 2).
@@ -165,13 +183,14 @@ __global__ void __launch_bounds__(kFaThreads)
         const int pp = i / (D / 4), d = 4 * (i % (D / 4));
 #pragma unroll
         for (int e = 0; e < 4; ++e) {
-          uint16_t kk[2], vv[2];
-          tc_split<2>(bits_as_float(kq[c].w[e]), kk);
-          tc_split<2>(bits_as_float(vq[c].w[e]), vv);
-          s.k[0][pp][d + e] = kk[0];
-          s.k[1][pp][d + e] = kk[1];
-          s.vt[0][d + e][pp] = vv[0];
-          s.vt[1][d + e][pp] = vv[1];
+          uint16_t kk[kFaTerms], vv[kFaTerms];
+          tc_split<kFaTerms>(bits_as_float(kq[c].w[e]), kk);
+          tc_split<kFaTerms>(bits_as_float(vq[c].w[e]), vv);
+#pragma unroll
+          for (int i = 0; i < kFaTerms; ++i) {
+            s.k[i][pp][d + e] = kk[i];
+            s.vt[i][d + e][pp] = vv[i];
+          }
         }
       }
     }
@@ -185,10 +204,8 @@ __global__ void __launch_bounds__(kFaThreads)
       for (int c = 0; c < 4; ++c)
         sc[ni][c] = 0.0f;
 #pragma unroll
-      for (int ks = 0; ks < KS; ++ks) {
-        const int row = ni * 8 + g;
-        fa_mma3(sc[ni], qa[0][ks], qa[1][ks], s.k[0][row], s.k[1][row], ks * 16 + 2 * qd);
-      }
+      for (int ks = 0; ks < KS; ++ks)
+        fa_mma(sc[ni], qa[ks], s.k, ni * 8 + g, ks * 16 + 2 * qd);
     }
     // Scale, mask, and the online softmax of the lane's two rows.
     float tile_max[2] = {-INFINITY, -INFINITY};
@@ -225,23 +242,22 @@ __global__ void __launch_bounds__(kFaThreads)
         sc[ni][c] = mr == -INFINITY ? 0.0f : expf(sc[ni][c] - mr);
         l[c >> 1] += sc[ni][c];
       }
-    // O += P . V: P's A fragments (k16 step kk = S tiles 2 kk and 2 kk + 1) in two terms.
+    // O += P . V: P's A fragments (k16 step kk = S tiles 2 kk and 2 kk + 1), a set per term.
 #pragma unroll
     for (int kk = 0; kk < kFaKv / 16; ++kk) {
-      uint32_t pa[2][4];
+      uint32_t pa[kFaTerms][4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        uint16_t a[2], b[2];
-        tc_split<2>(sc[2 * kk + (j >> 1)][2 * (j & 1)], a);
-        tc_split<2>(sc[2 * kk + (j >> 1)][2 * (j & 1) + 1], b);
-        pa[0][j] = fa_pair(a[0], b[0]);
-        pa[1][j] = fa_pair(a[1], b[1]);
+        uint16_t a[kFaTerms], b[kFaTerms];
+        tc_split<kFaTerms>(sc[2 * kk + (j >> 1)][2 * (j & 1)], a);
+        tc_split<kFaTerms>(sc[2 * kk + (j >> 1)][2 * (j & 1) + 1], b);
+#pragma unroll
+        for (int i = 0; i < kFaTerms; ++i)
+          pa[i][j] = fa_pair(a[i], b[i]);
       }
 #pragma unroll
-      for (int nd = 0; nd < ND; ++nd) {
-        const int d = nd * 8 + g;
-        fa_mma3(o[nd], pa[0], pa[1], s.vt[0][d], s.vt[1][d], kk * 16 + 2 * qd);
-      }
+      for (int nd = 0; nd < ND; ++nd)
+        fa_mma(o[nd], pa, s.vt, nd * 8 + g, kk * 16 + 2 * qd);
     }
   }
 
@@ -283,7 +299,10 @@ void attention_tc(cudaStream_t stream, const float *q, int n, const int32_t *pos
                   int capacity, const KvPages &pages, const float *k_cache,
                   const float *v_cache, float scale, int window, float *out) {
   const dim3 grid(blocks_for(n, kFaRows), Hq);
-  PHIMOE_CUDA_LAUNCH(grid, kFaThreads, 0, stream, attention_tc_kernel<Hq, Hkv, D>)
+  constexpr size_t bytes = sizeof(FaShared<D>);
+  static const bool configured = (allow_shared(attention_tc_kernel<Hq, Hkv, D>, bytes), true);
+  (void)configured;
+  PHIMOE_CUDA_LAUNCH(grid, kFaThreads, bytes, stream, attention_tc_kernel<Hq, Hkv, D>)
   (q, n, pos, layer, capacity, pages, k_cache, v_cache, scale, window, out);
 }
 
