@@ -429,3 +429,20 @@ def test_real_shape_kernels_do_not_spill(real_shape, tmp_path, target, quant):
     assert len(kernels) >= 20, proc.stderr[-3000:]
     spilled = [(name, int(st), int(ld)) for name, st, ld in kernels if int(st) or int(ld)]
     assert not spilled, spilled
+
+
+def test_gpu_kernel_test_compiles(tmp_path):
+    """test/gpu/kernels_test.cu, which only a GPU runs (run.sh), compiles with the real nvcc
+    for sm_90 and its kernels keep their registers: CI runs it on the emulation (a C++
+    compiler), so a break that only nvcc sees would otherwise cost a GPU session's time."""
+    proc = subprocess.run([str(NVCC), "-std=c++17", "-O2", "-arch=sm_90", "-c", "-Xptxas", "-v",
+                           "-I", str(oracle.ROOT / "runtime" / "include"),
+                           str(oracle.ROOT / "test" / "gpu" / "kernels_test.cu"),
+                           "-o", str(tmp_path / "kernels_test.o")],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "kernels_test.o").stat().st_size > 0
+    report = proc.stdout + proc.stderr
+    assert len(re.findall(r"bytes spill stores", report)) >= 20, report[-3000:]
+    spills = re.findall(r"[1-9]\d* bytes spill (?:stores|loads)", report)
+    assert not spills, spills
