@@ -1,9 +1,9 @@
 // simt_test.cpp - the CUDA emulation itself (phimoe_emu/simt.h): warp collectives against
 // their definitions, barriers, the bugs it must expose (a missing __syncthreads, a
 // __syncthreads in divergent code, a shuffle naming an exited lane, a misaligned vector load,
-// a prefetch outside device memory, launch configurations the hardware refuses), stream capture and graph replay, and mma.sync
-// against a product of matrices laid out by the PTX ISA's fragment tables (gemm_tc.cuh's
-// coordinates).
+// a prefetch outside device memory, launch configurations the hardware refuses), stream
+// capture and graph replay, and mma.sync against a product of matrices laid out by the PTX
+// ISA's fragment tables (gemm_tc.cuh's coordinates).
 // Built with -include phimoe_emu/simt.h (test/gpu/emu/CMakeLists.txt).
 #include "phimoe_cuda/check.h"
 #include "phimoe_cuda/kernels.cuh" // gemm_tc.cuh: the mma fragment coordinates
