@@ -445,7 +445,7 @@ template <> struct Elem<phimoe_rt::block_q6k> {
 
 // The bytes that rows [first, first + count) of an [R, K] weight occupy, from the weight's
 // start: one range for float, bf16 and f16; for a block type (rows of whole blocks), one per
-// field of phimoe_rt/split_layout.h (cuda_elements_test holds them to split_offset). The
+// field of phimoe_rt/split_layout.h (cuda_elements_test holds them to what at() reads). The
 // decode kernels prefetch them (kernels.cuh, prefetch_rows).
 template <class W> struct RowRanges {
   static constexpr bool q8 = std::is_same<W, phimoe_rt::block_q8_0>::value;

@@ -1046,8 +1046,9 @@ __global__ void gate_up_kernel(const float *x, const uint32_t *staged, const GU 
   const size_t e = static_cast<size_t>(slot ? route.i2 : route.i1);
   constexpr long long rows = static_cast<long long>(E) * 2 * I;
   const int first = static_cast<int>(blockIdx.x) * RB, end = min(I, first + RB);
-  prefetch_rows(gate_up, rows, H, e * 2 * I + first, end - first);         // gate rows
-  prefetch_rows(gate_up, rows, H, e * 2 * I + I + first, end - first, 4); // up rows
+  constexpr int ranges = RowRanges<GU>::count; // (the second span's first issuing thread)
+  prefetch_rows(gate_up, rows, H, e * 2 * I + first, end - first);              // gate rows
+  prefetch_rows(gate_up, rows, H, e * 2 * I + I + first, end - first, ranges); // up rows
   const bool fixed =
       stage_input<GU, H>(xs, x + static_cast<size_t>(t) * H, staged_row<H>(staged, t));
   __syncthreads();
@@ -1083,8 +1084,9 @@ __global__ void down_kernel(const float *act, const uint32_t *staged, const DW *
   const DeviceRoute route = routes[t];
   constexpr long long rows = static_cast<long long>(E) * H;
   const int first = static_cast<int>(blockIdx.x) * RB, end = min(H, first + RB);
+  constexpr int ranges = RowRanges<DW>::count; // (the second span's first issuing thread)
   prefetch_rows(down, rows, I, static_cast<size_t>(route.i1) * H + first, end - first);
-  prefetch_rows(down, rows, I, static_cast<size_t>(route.i2) * H + first, end - first, 4);
+  prefetch_rows(down, rows, I, static_cast<size_t>(route.i2) * H + first, end - first, ranges);
   const bool fixed = stage_input<DW, I>(as, act + static_cast<size_t>(t) * 2 * I,
                                         staged_row<I>(staged, 2 * static_cast<size_t>(t)));
   stage_input<DW, I>(as + I, act + static_cast<size_t>(t) * 2 * I + I,

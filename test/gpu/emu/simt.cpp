@@ -10,7 +10,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <iterator>
 #include <map>
 #include <memory>
 #include <random>
@@ -398,14 +397,15 @@ Runtime &rt() {
 }
 thread_local Block tl_block_storage;
 
-bool is_device(const void *p) {
+// Whether [p, p + bytes) lies in one device allocation.
+bool is_device(const void *p, size_t bytes = 1) {
   const auto &a = rt().allocations;
   const uintptr_t u = reinterpret_cast<uintptr_t>(p);
   auto it = a.upper_bound(u);
   if (it == a.begin())
     return false;
   --it;
-  return u < it->first + it->second;
+  return u + bytes <= it->first + it->second;
 }
 
 cudaError_t fail_with(cudaError_t e) {
@@ -466,12 +466,7 @@ void *dynamic_shared() {
 void trap(const char *why) { throw std::runtime_error(why); }
 
 void prefetch_l2(const void *p, size_t bytes) {
-  if (bytes == 0)
-    return;
-  const auto &a = rt().allocations;
-  const uintptr_t u = reinterpret_cast<uintptr_t>(p);
-  auto it = a.upper_bound(u);
-  if (it == a.begin() || u + bytes > std::prev(it)->first + std::prev(it)->second) {
+  if (bytes != 0 && !is_device(p, bytes)) {
     char what[128];
     std::snprintf(what, sizeof what, "prefetch of %zu bytes at %p outside device memory",
                   bytes, p);
