@@ -465,13 +465,18 @@ void *dynamic_shared() {
 
 void trap(const char *why) { throw std::runtime_error(why); }
 
-void prefetch_l2(const void *p, size_t bytes) {
-  if (bytes != 0 && !is_device(p, bytes)) {
-    char what[128];
-    std::snprintf(what, sizeof what, "prefetch of %zu bytes at %p outside device memory",
-                  bytes, p);
-    trap(what);
+void expect_device(const void *p, size_t bytes, const char *what) {
+  if (!is_device(p, bytes)) {
+    char why[128];
+    std::snprintf(why, sizeof why, "%s on %zu bytes at %p outside device memory", what, bytes,
+                  p);
+    trap(why);
   }
+}
+
+void prefetch_l2(const void *p, size_t bytes) {
+  if (bytes != 0)
+    expect_device(p, bytes, "a prefetch");
 }
 
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {

@@ -78,6 +78,9 @@ void *dynamic_shared();           // the launch's dynamic shared memory of this 
 // must lie in one device allocation (a prefetch of the wrong rows is a bug that the results
 // cannot show).
 void prefetch_l2(const void *p, size_t bytes);
+// Stops the kernel unless [p, p + bytes) lies in one device allocation (`what` names the
+// access in the error).
+void expect_device(const void *p, size_t bytes, const char *what);
 [[noreturn]] void trap(const char *why);
 
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d as C and D (the PTX ISA's
@@ -194,6 +197,17 @@ inline int __reduce_add_sync(unsigned mask, int value) {
       r += static_cast<unsigned>(phimoe_emu::lane_value<int>(slots, i));
   return static_cast<int>(r);
 }
+// Device-scope atomics, fences and L2 loads (flash-decoding's last block, kernels.cuh). The
+// blocks run one after another on one OS thread here: a read-modify-write is atomic as it is,
+// and every write is seen by the blocks after it. The atomic's word must be device memory.
+inline int atomicAdd(int *p, int v) {
+  phimoe_emu::expect_device(p, sizeof(int), "atomicAdd");
+  const int old = *p;
+  *p = old + v;
+  return old;
+}
+inline void __threadfence() {}
+template <class T> T __ldcg(const T *p) { return *p; }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
 inline float __uint_as_float(unsigned u) {
