@@ -81,6 +81,9 @@ std::vector<float> download(const float *p, size_t n) {
   return h;
 }
 
+// Fills p with nan (every byte 0xff): what a kernel should write but does not stays nan.
+void poison(float *p, size_t count) { PHIMOE_CUDA_CHECK(cudaMemset(p, 0xff, count * 4)); }
+
 // Random inputs of an attention: a KV cache (kc, vc: layers x capacity rows of kv_row floats)
 // and n rows of queries (q_row floats), keys and values (kv_row floats).
 void random_attention_inputs(int layers, int capacity, int n, int q_row, int kv_row,
@@ -94,7 +97,8 @@ void random_attention_inputs(int layers, int capacity, int n, int q_row, int kv_
 }
 
 // A Context over a KV cache uploaded from kc and vc ([layers][capacity][kv_heads][head_dim]),
-// with `partials` floats of attention workspace; free_cache_context frees what it allocated.
+// with `partials` floats of attention workspace and a merge counter for each (row, head) they
+// hold a split of; free_cache_context frees what it allocated.
 Context cache_context(const std::vector<float> &kc, const std::vector<float> &vc, int layers,
                       int capacity, int kv_heads, int head_dim, int seq_end, size_t partials) {
   Context ctx;
@@ -107,10 +111,13 @@ Context cache_context(const std::vector<float> &kc, const std::vector<float> &vc
   ctx.seq_end = seq_end;
   ctx.attn_partial_floats = partials;
   ctx.attn_partials = device<float>(partials);
+  ctx.attn_counter_ints = partials / (head_dim + 2);
+  ctx.attn_counters = device<int>(ctx.attn_counter_ints);
   return ctx;
 }
 void free_cache_context(Context &ctx) {
   cudaFree(ctx.k_cache), cudaFree(ctx.v_cache), cudaFree(ctx.attn_partials);
+  cudaFree(ctx.attn_counters);
 }
 
 // Uniform values in (-scale, scale) from a splitmix64 stream: normal_distribution is too slow
@@ -575,6 +582,31 @@ template <int Hq, int Hkv, int D> void test_rope_kv_write(int past, int n, bool 
   cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(out), cudaFree(dp);
 }
 
+// Flash-decoding's merge of its splits done the other way: `run` again with the merge as a
+// kernel of its own, whose output must equal `fused` (the same run, merged in the first
+// half's last blocks) bit for bit; and the first half's counters back at zero, where the next
+// launch or a graph's replay starts from.
+template <class Run>
+void check_combine_kernel(const char *label, const Context &ctx, Run run,
+                          const std::vector<float> &fused, float *out) {
+  std::vector<int> counters(ctx.attn_counter_ints);
+  PHIMOE_CUDA_CHECK(cudaDeviceSynchronize());
+  PHIMOE_CUDA_CHECK(cudaMemcpy(counters.data(), ctx.attn_counters, counters.size() * sizeof(int),
+                               cudaMemcpyDeviceToHost));
+  const size_t nonzero = counters.size() - std::count(counters.begin(), counters.end(), 0);
+  char what[160];
+  if (nonzero != 0) {
+    std::printf("FAIL %s: %zu merge counters not back at zero\n", label, nonzero);
+    ++failures;
+  }
+  detail::attention_combine_mode() = 0;
+  poison(out, fused.size());
+  run();
+  detail::attention_combine_mode() = -1;
+  std::snprintf(what, sizeof what, "%s: the merge kernel against the last blocks", label);
+  check(what, download(out, fused.size()), std::vector<double>(fused.begin(), fused.end()), 0.0);
+}
+
 // serve's batches (Context::pages): rows of several sequences over a paged cache of blocks of
 // `bs` positions, each sequence's blocks scattered through the pool by its block table, each
 // row with its own LongRoPE set. The queries' rope, the keys' rope fused with the cache write
@@ -719,11 +751,18 @@ template <int Hq, int Hkv, int D> void test_paged(int bs, int window) {
     detail::attention_tc_mode() = run >= 2;
     ctx.pages.runs = run == 2 ? runs.data() : nullptr;
     ctx.pages.run_count = run == 2 ? static_cast<int>(runs.size() / 2) : 0;
-    attention<Hq, Hkv, D, true>(ctx, dq, nullptr, nullptr, n, dp, layer,
-                                1.0f / std::sqrt(static_cast<float>(D)), window, out);
+    auto attend = [&] {
+      attention<Hq, Hkv, D, true>(ctx, dq, nullptr, nullptr, n, dp, layer,
+                                  1.0f / std::sqrt(static_cast<float>(D)), window, out);
+    };
+    poison(out, q.size());
+    attend();
     std::snprintf(label, sizeof label, "paged attention<%d,%d,%d> bs=%d window=%d%s", Hq, Hkv, D,
                   bs, window, how[run]);
-    check(label, download(out, q.size()), want, 1e-5);
+    const std::vector<float> got = download(out, q.size());
+    check(label, got, want, 1e-5);
+    if (run < 2)
+      check_combine_kernel(label, ctx, attend, got, out);
   }
   detail::attention_grouping() = -1;
   detail::attention_tc_mode() = -1;
@@ -769,6 +808,7 @@ template <int Hq, int Hkv, int D> void test_attention(int past, int n, int windo
       continue;
     detail::attention_grouping() = run == 1;
     detail::attention_tc_mode() = run == 2;
+    poison(out, q.size());
     attention<Hq, Hkv, D>(ctx, dq, dk, dv, n, dp, layer, scale, window, out);
     const char *how[] = {"", " (grouped heads)", " (tensor cores)"};
     char label[128];
@@ -776,6 +816,11 @@ template <int Hq, int Hkv, int D> void test_attention(int past, int n, int windo
                   D, past, n, window, how[run]);
     std::vector<float> got = download(out, q.size());
     check(label, got, want, 1e-5);
+    if (run < 2)
+      check_combine_kernel(
+          label, ctx,
+          [&] { attention<Hq, Hkv, D>(ctx, dq, dk, dv, n, dp, layer, scale, window, out); }, got,
+          out);
     if (run == 0) {
       first = got;
     } else {
@@ -910,7 +955,6 @@ struct StagedContext {
   }
   ~StagedContext() { cudaFree(ctx.staged); }
 };
-void poison(float *p, size_t count) { PHIMOE_CUDA_CHECK(cudaMemset(p, 0xff, count * 4)); }
 void handed_over(const Context &ctx, const float *of, const char *what) {
   const bool ok = ctx.staged_of == of;
   std::printf("%s %s\n", ok ? "PASS" : "FAIL", what);
@@ -1025,19 +1069,25 @@ template <int Hq, int Hkv, int D, int N> void test_staged_attention(int past, in
   float *want = device<float>(static_cast<size_t>(n) * N),
         *got = device<float>(static_cast<size_t>(n) * N);
   int32_t *dp = upload(pos);
-  attention<Hq, Hkv, D, false, Q>(ctx, dqv, dk, dv, n, dp, layer, 0.1f, 0, att);
-  char label[128];
-  std::snprintf(label, sizeof label, "attention<%d,%d,%d,false,q4k> n=%d hands its rows over",
-                Hq, Hkv, D, n);
-  handed_over(ctx, att, label);
-  PHIMOE_CUDA_CHECK(cudaMemcpy(att_copy, att, q.size() * 4, cudaMemcpyDeviceToDevice));
-  poison(att, q.size());
-  linear<N, K>(ctx, att, n, wq, static_cast<const float *>(nullptr), got);
-  linear<N, K>(ctx, att_copy, n, wq, static_cast<const float *>(nullptr), want);
-  const std::vector<float> ref = download(want, static_cast<size_t>(n) * N);
-  std::snprintf(label, sizeof label, "linear<%d,%d> q4k n=%d on attention's staged rows", N, K,
-                n);
-  check(label, download(got, ref.size()), std::vector<double>(ref.begin(), ref.end()), 1e-5);
+  // The splits merged in the first half's last blocks, then by the merge kernel: both stage.
+  for (int fused = 1; fused >= 0; --fused) {
+    const char *how = fused ? "" : " (merge kernel)";
+    detail::attention_combine_mode() = fused;
+    attention<Hq, Hkv, D, false, Q>(ctx, dqv, dk, dv, n, dp, layer, 0.1f, 0, att);
+    char label[128];
+    std::snprintf(label, sizeof label,
+                  "attention<%d,%d,%d,false,q4k> n=%d hands its rows over%s", Hq, Hkv, D, n, how);
+    handed_over(ctx, att, label);
+    PHIMOE_CUDA_CHECK(cudaMemcpy(att_copy, att, q.size() * 4, cudaMemcpyDeviceToDevice));
+    poison(att, q.size());
+    linear<N, K>(ctx, att, n, wq, static_cast<const float *>(nullptr), got);
+    linear<N, K>(ctx, att_copy, n, wq, static_cast<const float *>(nullptr), want);
+    const std::vector<float> ref = download(want, static_cast<size_t>(n) * N);
+    std::snprintf(label, sizeof label, "linear<%d,%d> q4k n=%d on attention's staged rows%s", N,
+                  K, n, how);
+    check(label, download(got, ref.size()), std::vector<double>(ref.begin(), ref.end()), 1e-5);
+  }
+  detail::attention_combine_mode() = -1;
   free_cache_context(ctx);
   cudaFree(ctx.staged), cudaFree(dq), cudaFree(dqv), cudaFree(dk), cudaFree(dv), cudaFree(att);
   cudaFree(att_copy), cudaFree(want), cudaFree(got), cudaFree(dp);

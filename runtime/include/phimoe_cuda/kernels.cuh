@@ -44,6 +44,12 @@ __device__ __forceinline__ float warp_sum(float v) {
   return v;
 }
 
+__device__ __forceinline__ float warp_max(float v) {
+  for (int o = 16; o > 0; o >>= 1)
+    v = fmaxf(v, __shfl_xor_sync(0xffffffffu, v, o));
+  return v;
+}
+
 // The sum over the block of every thread's v; `part` is 32 floats of shared memory.
 __device__ __forceinline__ float block_sum(float v, float *part) {
   v = warp_sum(v);
@@ -695,17 +701,106 @@ constexpr int kAttnUnroll = 4; // positions a warp of attention_partial_kernel h
 constexpr int kAttnBlocks = 256; // flash-decoding splits short contexts to about this many blocks
 static_assert(64 % (kAttnWarps * kAttnUnroll) == 0, "attention_simt: whole steps per 64");
 
+// Whether row t (position p) has a place in the cache for every position of its window: as
+// kv_slot for p alone, and over a paged cache the whole window [lo, p] (a window with a
+// position in no block gives nan, as on the CPU). Block-collective: every thread gets it.
+__device__ __forceinline__ bool block_row_mapped(const KvPages &pages, int capacity, int t,
+                                                 int p, int window) {
+  bool mapped = kv_slot(pages, capacity, t, p) >= 0;
+  if (pages.block_table && mapped) { // uniform over the block: its threads share the blocks
+    __shared__ int unmapped;
+    if (threadIdx.x == 0)
+      unmapped = 0;
+    __syncthreads();
+    const int lo = window > 0 ? max(0, p - window + 1) : 0;
+    if (!window_mapped(pages, capacity, t, lo, p, threadIdx.x, blockDim.x))
+      unmapped = 1;
+    __syncthreads();
+    mapped = unmapped == 0;
+  }
+  return mapped;
+}
+
+// Flash-decoding, second half, for head h of row t: merges the (max, sum, acc[D]) of every
+// split (item t * Hq + h of `partials`) into out's row t, head h, and where `staged` is not
+// null (stage_for) the row's StagedQ4k copy. A row without its window in the cache (mapped
+// false) gives nan. Warp-collective: lane i has the columns i, i + 32, ...; the splits' maxima
+// and sums are spread over the lanes, the columns' sums run over the splits in order. Reads
+// through L2 (__ldcg): in attention_partial_kernel's last block the partials are other
+// blocks' writes of the same launch.
+template <int Hq, int D>
+__device__ __forceinline__ void combine_head(const float *partials, int splits, int t, int h,
+                                             bool mapped, float *out, uint32_t *staged) {
+  constexpr int per_lane = (D + 31) / 32;
+  const int lane = threadIdx.x & 31;
+  const size_t item = static_cast<size_t>(t) * Hq + h;
+  const float *src = partials + item * splits * (D + 2);
+  float y[per_lane];
+  if (!mapped) {
+    for (int i = 0; i < per_lane; ++i)
+      y[i] = NAN;
+  } else {
+    float mx = -INFINITY;
+    for (int s = lane; s < splits; s += 32)
+      mx = fmaxf(mx, __ldcg(src + static_cast<size_t>(s) * (D + 2)));
+    mx = warp_max(mx);
+    float total = 0.0f;
+    for (int s = lane; s < splits; s += 32) {
+      const float ms = __ldcg(src + static_cast<size_t>(s) * (D + 2));
+      if (ms != -INFINITY)
+        total += __ldcg(src + static_cast<size_t>(s) * (D + 2) + 1) * expf(ms - mx);
+    }
+    total = warp_sum(total);
+    float acc[per_lane];
+    for (int i = 0; i < per_lane; ++i)
+      acc[i] = 0.0f;
+#pragma unroll 4
+    for (int s = 0; s < splits; ++s) {
+      const float *part = src + static_cast<size_t>(s) * (D + 2);
+      const float ms = __ldcg(part); // (the same for every lane)
+      const float w = ms != -INFINITY ? expf(ms - mx) : 0.0f;
+#pragma unroll
+      for (int i = 0; i < per_lane; ++i) {
+        const int d = lane + 32 * i;
+        const float a = d < D ? __ldcg(part + 2 + d) : 0.0f;
+        if (ms != -INFINITY)
+          acc[i] += a * w;
+      }
+    }
+    for (int i = 0; i < per_lane; ++i)
+      y[i] = acc[i] / total;
+  }
+  float *o = out + item * D;
+#pragma unroll
+  for (int i = 0; i < per_lane; ++i) {
+    const int d = lane + 32 * i;
+    if (d < D)
+      o[d] = y[i];
+  }
+  if constexpr (D % 32 == 0) {
+    if (staged) // (lane i holds column i of each of the head's groups of 32)
+      for (int i = 0; i < per_lane; ++i)
+        stage_q4k_group(staged + static_cast<size_t>(t) * StagedQ4k::words(Hq * D),
+                        (h * D) / 32 + i, y[i]);
+  }
+}
+
 // Flash-decoding, first half: block (row * Hq / G + head group, split) attends, for each of
 // its G query heads (G = 1: one head; G = Hq / Hkv: every head of one KV head, whose key and
 // value rows are then read once for the group), the split's share of the row's positions
 // [lo, p] with an online softmax per warp, merges its warps and writes (max, sum, acc[D]) per
 // head to `partials`. A split without positions writes (-inf, 0, 0...). Positions without a
-// place in the cache are skipped here (the combine kernel makes such rows nan).
+// place in the cache are skipped here (the merge makes such rows nan).
+// The second half, the merge of the splits (combine_head), follows in the same launch where
+// `counters` is not null (ints zero before the launch, one per block row item; zero after
+// it): the item's block that finishes last, as its count says, merges them into `out` (and
+// `staged`). Else attention_combine_kernel does it.
 template <int Hq, int Hkv, int D, int G>
 __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int layer,
                                          int capacity, KvPages pages, const float *k_cache,
                                          const float *v_cache, float scale, int window,
-                                         float *partials) {
+                                         float *partials, int *counters, float *out,
+                                         uint32_t *staged) {
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   static_assert((Hq / Hkv) % G == 0, "attention: a head group shares one KV head");
   constexpr int per_lane = (D + 31) / 32;
@@ -818,6 +913,27 @@ __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int
       dst[1] = sum;
     }
   }
+  if (!counters)
+    return;
+  // The item's last block: after the barrier thread 0 makes the block's partials visible
+  // device-wide (fence) before it counts the block; the block that counts last then reads
+  // every other's (fence, barrier).
+  __shared__ int last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = splits == 1 || atomicAdd(counters + item, 1) == splits - 1;
+    if (last && splits > 1) {
+      counters[item] = 0; // (every block of the item has counted: ready for the next launch)
+      __threadfence();
+    }
+  }
+  __syncthreads();
+  if (!last)
+    return;
+  const bool mapped = block_row_mapped(pages, capacity, t, p, window);
+  for (int g = warp; g < G; g += kAttnWarps)
+    combine_head<Hq, D>(partials, splits, t, h0 + g, mapped, out, staged);
 }
 
 // A kernel choice that tests force (mode 0 or 1) and the environment can turn off: mode -1
@@ -855,64 +971,27 @@ template <int Hq, int Hkv, int D> inline bool attention_grouped() {
   }
 }
 
-// Flash-decoding, second half: block (row * Hq + head) merges its splits. Rows whose
-// position lies outside the cache give nan, as on the CPU; so do, over a paged cache, rows
-// with a position of their window [lo, p] in no block.
-// (staged: null, or where the rows' StagedQ4k copies go: stage_for)
+// Flash-decoding, second half, as a kernel of its own (PHIMOE_CUDA_COMBINE=kernel, or no
+// counters): block (row, group of kAttnWarps heads), a warp per head (combine_head).
 template <int Hq, int D>
 __global__ void attention_combine_kernel(const float *partials, int splits, const int32_t *pos,
                                          int capacity, KvPages pages, int window, float *out,
                                          uint32_t *staged) {
   PHIMOE_CUDA_KERNEL_PROLOGUE();
-  const int item = blockIdx.x, t = item / Hq;
-  // Column h D + d of the row in its group (a warp's lanes hold one group of 32 columns).
-  auto stage = [&](int d, float y) {
-    if constexpr (D % 32 == 0)
-      if (staged)
-        stage_q4k_group(staged + static_cast<size_t>(t) * StagedQ4k::words(Hq * D),
-                        ((item % Hq) * D + d) / 32, y);
-  };
-  const float *src = partials + static_cast<size_t>(item) * splits * (D + 2);
-  float *o = out + static_cast<size_t>(item) * D;
-  const int p = pos[t];
-  bool mapped = kv_slot(pages, capacity, t, p) >= 0;
-  if (pages.block_table && mapped) { // uniform over the block: its threads share the blocks
-    __shared__ int unmapped;
-    if (threadIdx.x == 0)
-      unmapped = 0;
-    __syncthreads();
-    const int lo = window > 0 ? max(0, p - window + 1) : 0;
-    if (!window_mapped(pages, capacity, t, lo, p, threadIdx.x, blockDim.x))
-      unmapped = 1;
-    __syncthreads();
-    mapped = unmapped == 0;
-  }
-  if (!mapped) {
-    for (int d = threadIdx.x; d < D; d += blockDim.x) {
-      o[d] = NAN;
-      stage(d, NAN);
-    }
-    return;
-  }
-  float mx = -INFINITY;
-  for (int s = 0; s < splits; ++s)
-    mx = fmaxf(mx, src[s * (D + 2)]);
-  float total = 0.0f;
-  for (int s = 0; s < splits; ++s) {
-    const float ms = src[s * (D + 2)];
-    if (ms != -INFINITY)
-      total += src[s * (D + 2) + 1] * expf(ms - mx);
-  }
-  for (int d = threadIdx.x; d < D; d += blockDim.x) {
-    float a = 0.0f;
-    for (int s = 0; s < splits; ++s) {
-      const float ms = src[s * (D + 2)];
-      if (ms != -INFINITY)
-        a += src[s * (D + 2) + 2 + d] * expf(ms - mx);
-    }
-    o[d] = a / total;
-    stage(d, a / total);
-  }
+  constexpr int groups = (Hq + kAttnWarps - 1) / kAttnWarps;
+  const int t = blockIdx.x / groups;
+  const int h = blockIdx.x % groups * kAttnWarps + static_cast<int>(threadIdx.x >> 5);
+  const bool mapped = block_row_mapped(pages, capacity, t, pos[t], window);
+  if (h < Hq)
+    combine_head<Hq, D>(partials, splits, t, h, mapped, out, staged);
+}
+
+// Where flash-decoding merges its splits: -1 from the environment (PHIMOE_CUDA_COMBINE=kernel:
+// attention_combine_kernel, a launch of its own), 0 that kernel, 1 the last block of
+// attention_partial_kernel (kernels_test sets it to run both).
+inline int &attention_combine_mode() {
+  static int mode = -1;
+  return mode;
 }
 
 // The expert of the sparsemixer's scan over lanes `candidates` (E <= 32; lane j holds
@@ -1395,12 +1474,19 @@ void attention_simt(Context &ctx, const float *q, int n, const int32_t *pos, con
     throw std::runtime_error("attention: no room for the partial results (a phimoe-bin bug)");
   auto attention_partial =
       grouped ? attention_partial_kernel<Hq, Hkv, D, G> : attention_partial_kernel<Hq, Hkv, D, 1>;
-  dim3 grid(n * (grouped ? Hq / G : Hq), static_cast<unsigned>(splits));
+  // The merge in the first half's last blocks where the context has a counter for every
+  // item (one launch fewer), else a kernel of its own.
+  const bool fused = static_cast<size_t>(items) <= ctx.attn_counter_ints &&
+                     env_switch(attention_combine_mode(), "PHIMOE_CUDA_COMBINE", "kernel");
+  dim3 grid(static_cast<unsigned>(items), static_cast<unsigned>(splits));
   PHIMOE_CUDA_LAUNCH(grid, 32 * kAttnWarps, 0, ctx.stream, attention_partial)
   (q, pos, layer, ctx.capacity, pages, ctx.k_cache, ctx.v_cache, scale, window,
-   ctx.attn_partials);
+   ctx.attn_partials, fused ? ctx.attn_counters : nullptr, out, staged);
   PHIMOE_CUDA_CHECK_LAUNCH();
-  PHIMOE_CUDA_LAUNCH(n * Hq, D < 256 ? D : 256, 0, ctx.stream, attention_combine_kernel<Hq, D>)
+  if (fused)
+    return;
+  constexpr int groups = (Hq + kAttnWarps - 1) / kAttnWarps;
+  PHIMOE_CUDA_LAUNCH(n * groups, 32 * kAttnWarps, 0, ctx.stream, attention_combine_kernel<Hq, D>)
   (ctx.attn_partials, static_cast<int>(splits), pos, ctx.capacity, pages, window, out, staged);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }

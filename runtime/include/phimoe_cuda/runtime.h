@@ -86,6 +86,10 @@ struct Context {
   // Flash-decoding partials: (head_dim + 2) floats per (row, head, split).
   float *attn_partials = nullptr;
   size_t attn_partial_floats = 0;
+  // Flash-decoding's counts of finished splits, an int per (row, head) and zero between
+  // launches (attention_partial_kernel's last block merges the splits); none: a merge kernel.
+  int *attn_counters = nullptr;
+  size_t attn_counter_ints = 0;
   // Decode rows for q4_K GEMVs in fixed point (kernels.cuh, detail::stage_for): room for
   // staged_words words, and which rows they hold, for the next launch only: staged_n rows of
   // staged_k values of the float buffer staged_of (null: none). moe_staged: the MoE's act
@@ -115,6 +119,12 @@ inline size_t attention_partial_floats(const phimoe_rt::ModelInfo &info) {
   const size_t per_split = heads * (static_cast<size_t>(info.head_dim) + 2);
   const size_t rows = static_cast<size_t>(info.max_tokens) * 16;
   return per_split * (rows > 1024 ? rows : 1024);
+}
+
+// Ints of Context::attn_counters: one per query head of every row of a chunk.
+inline size_t attention_counter_ints(const phimoe_rt::ModelInfo &info) {
+  const size_t heads = info.head_dim > 0 ? static_cast<size_t>(info.hidden / info.head_dim) : 1;
+  return heads * static_cast<size_t>(info.max_tokens);
 }
 
 template <class T> inline const T *weight(const Context &ctx, uint64_t offset) {
