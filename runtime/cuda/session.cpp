@@ -31,9 +31,9 @@ void allocate_forward(const phimoe_rt::ModelInfo &info, const uint8_t *weights, 
   ctx.moe_y = device_alloc<float>(owned, static_cast<size_t>(info.max_tokens) * 2 * info.hidden);
   ctx.attn_partial_floats = attention_partial_floats(info);
   ctx.attn_partials = device_alloc<float>(owned, ctx.attn_partial_floats);
-  ctx.attn_counter_ints = attention_counter_ints(info);
-  ctx.attn_counters = device_alloc<int>(owned, ctx.attn_counter_ints);
-  PHIMOE_CUDA_CHECK(cudaMemset(ctx.attn_counters, 0, ctx.attn_counter_ints * sizeof(int)));
+  ctx.counter_ints = counter_ints(info);
+  ctx.counters = device_alloc<int>(owned, ctx.counter_ints);
+  PHIMOE_CUDA_CHECK(cudaMemset(ctx.counters, 0, ctx.counter_ints * sizeof(int)));
   ctx.staged_words = staged_words(info);
   ctx.staged = device_alloc<uint32_t>(owned, ctx.staged_words);
   ctx.moe_staged_words = moe_staged_words(info);

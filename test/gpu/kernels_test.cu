@@ -111,13 +111,13 @@ Context cache_context(const std::vector<float> &kc, const std::vector<float> &vc
   ctx.seq_end = seq_end;
   ctx.attn_partial_floats = partials;
   ctx.attn_partials = device<float>(partials);
-  ctx.attn_counter_ints = partials / (head_dim + 2);
-  ctx.attn_counters = device<int>(ctx.attn_counter_ints);
+  ctx.counter_ints = partials / (head_dim + 2);
+  ctx.counters = device<int>(ctx.counter_ints);
   return ctx;
 }
 void free_cache_context(Context &ctx) {
   cudaFree(ctx.k_cache), cudaFree(ctx.v_cache), cudaFree(ctx.attn_partials);
-  cudaFree(ctx.attn_counters);
+  cudaFree(ctx.counters);
 }
 
 // Uniform values in (-scale, scale) from a splitmix64 stream: normal_distribution is too slow
@@ -589,9 +589,9 @@ template <int Hq, int Hkv, int D> void test_rope_kv_write(int past, int n, bool 
 template <class Run>
 void check_combine_kernel(const char *label, const Context &ctx, Run run,
                           const std::vector<float> &fused, float *out) {
-  std::vector<int> counters(ctx.attn_counter_ints);
+  std::vector<int> counters(ctx.counter_ints);
   PHIMOE_CUDA_CHECK(cudaDeviceSynchronize());
-  PHIMOE_CUDA_CHECK(cudaMemcpy(counters.data(), ctx.attn_counters, counters.size() * sizeof(int),
+  PHIMOE_CUDA_CHECK(cudaMemcpy(counters.data(), ctx.counters, counters.size() * sizeof(int),
                                cudaMemcpyDeviceToHost));
   const size_t nonzero = counters.size() - std::count(counters.begin(), counters.end(), 0);
   char what[160];
@@ -1093,6 +1093,93 @@ template <int Hq, int Hkv, int D, int N> void test_staged_attention(int past, in
   cudaFree(att_copy), cudaFree(want), cudaFree(got), cudaFree(dp);
 }
 
+// moe_sparsemixer_add_layer_norm (the norm in the down projection's last block of each row,
+// where the GEMV kernels run) against moe_sparsemixer then add_layer_norm, launches of their
+// own: the MoE's rows, the sums (in place over the residual, as the generated code has them)
+// and the normed rows bit for bit, with Next = block_q4k the normed rows' staged copy too, and
+// the counters back at zero; then the same launcher with the norm apart (moe_norm_mode 0).
+template <int E, int H, int I, class W, class Next> void test_moe_norm(const char *name, int n) {
+  Weight<float> router = make_weight<float>(E, H);
+  for (float &r : router.values)
+    r *= 10.0f;
+  std::memcpy(router.bytes.data(), router.values.data(), router.bytes.size());
+  Weight<W> gate_up = make_weight<W>(static_cast<size_t>(E) * 2 * I, H);
+  Weight<W> down = make_weight<W>(static_cast<size_t>(E) * H, I);
+  const size_t count = static_cast<size_t>(n) * H;
+  const std::vector<float> x = random_floats(count), a = random_floats(count, 1.0f, 0.5f);
+  const std::vector<float> w = random_floats(H, 0.1f, 1.0f), bias = random_floats(H, 0.1f);
+  StagedContext sc(static_cast<size_t>(n) * detail::StagedQ4k::words(H));
+  Context &ctx = sc.ctx;
+  ctx.routes = device<DeviceRoute>(n);
+  ctx.moe_act = device<float>(static_cast<size_t>(n) * 2 * I);
+  ctx.moe_staged_words = static_cast<size_t>(n) * 2 * detail::StagedQ4k::words(I);
+  ctx.moe_staged = device<uint32_t>(ctx.moe_staged_words);
+  ctx.moe_pairs = device<int32_t>(2 * n);
+  ctx.moe_plan_ints = detail::moe_plan_ints(E);
+  ctx.moe_plan = device<int32_t>(ctx.moe_plan_ints);
+  ctx.moe_y = device<float>(static_cast<size_t>(n) * 2 * H);
+  ctx.counter_ints = n;
+  ctx.counters = device<int>(ctx.counter_ints);
+  uint8_t *dr = upload(router.bytes), *dgu = upload(gate_up.bytes), *dd = upload(down.bytes);
+  const float *r = reinterpret_cast<const float *>(dr);
+  const W *gu = reinterpret_cast<const W *>(dgu), *dn = reinterpret_cast<const W *>(dd);
+  float *dx = upload(x), *dw = upload(w), *dbias = upload(bias);
+  float *moe = device<float>(count), *sum = device<float>(count), *out = device<float>(count);
+  auto staged_rows = [&] {
+    std::vector<uint32_t> h(ctx.staged_words);
+    PHIMOE_CUDA_CHECK(cudaDeviceSynchronize());
+    PHIMOE_CUDA_CHECK(cudaMemcpy(h.data(), ctx.staged, h.size() * 4, cudaMemcpyDeviceToHost));
+    return h;
+  };
+  // The launches of their own.
+  PHIMOE_CUDA_CHECK(cudaMemcpy(sum, a.data(), count * 4, cudaMemcpyHostToDevice));
+  moe_sparsemixer<E, H, I>(ctx, dx, n, r, gu, dn, 0.01f, moe);
+  add_layer_norm<H, Next>(ctx, sum, moe, n, dw, dbias, 1e-5f, sum, out);
+  const bool staged = ctx.staged_of == out;
+  const std::vector<float> want_moe = download(moe, count), want_sum = download(sum, count),
+                           want_out = download(out, count);
+  const std::vector<uint32_t> want_staged = staged_rows();
+  for (int tail = 1; tail >= 0; --tail) {
+    char label[160];
+    std::snprintf(label, sizeof label, "moe_sparsemixer_add_layer_norm<%d,%d,%d> %s n=%d%s", E,
+                  H, I, name, n, tail ? "" : " (norm apart)");
+    detail::moe_norm_mode() = tail;
+    PHIMOE_CUDA_CHECK(cudaMemcpy(sum, a.data(), count * 4, cudaMemcpyHostToDevice));
+    poison(moe, count), poison(out, count);
+    PHIMOE_CUDA_CHECK(cudaMemset(ctx.staged, 0xff, ctx.staged_words * 4));
+    moe_sparsemixer_add_layer_norm<E, H, I, false, Next>(ctx, dx, n, r, gu, dn, 0.01f, moe, sum,
+                                                         dw, dbias, 1e-5f, sum, out);
+    const bool same_staged =
+        (ctx.staged_of == out) == staged && (!staged || staged_rows() == want_staged);
+    std::printf("%s %s: %s\n", same_staged ? "PASS" : "FAIL", label,
+                staged ? "the normed rows' staged copy" : "nothing staged");
+    failures += !same_staged;
+    char what[200];
+    const std::pair<const char *, std::pair<float *, const std::vector<float> *>> outputs[] = {
+        {"the MoE's rows", {moe, &want_moe}},
+        {"the sums", {sum, &want_sum}},
+        {"the normed rows", {out, &want_out}}};
+    for (const auto &[part, got_want] : outputs) {
+      std::snprintf(what, sizeof what, "%s: %s", label, part);
+      const std::vector<float> &want = *got_want.second;
+      check(what, download(got_want.first, count), std::vector<double>(want.begin(), want.end()),
+            0.0);
+    }
+    std::vector<int> counters(ctx.counter_ints);
+    PHIMOE_CUDA_CHECK(cudaMemcpy(counters.data(), ctx.counters, counters.size() * sizeof(int),
+                                 cudaMemcpyDeviceToHost));
+    if (std::count(counters.begin(), counters.end(), 0) != n) {
+      std::printf("FAIL %s: counters not back at zero\n", label);
+      ++failures;
+    }
+  }
+  detail::moe_norm_mode() = -1;
+  cudaFree(ctx.routes), cudaFree(ctx.moe_act), cudaFree(ctx.moe_staged), cudaFree(ctx.moe_pairs);
+  cudaFree(ctx.moe_plan), cudaFree(ctx.moe_y), cudaFree(ctx.counters), cudaFree(dr);
+  cudaFree(dgu), cudaFree(dd), cudaFree(dx), cudaFree(dw), cudaFree(dbias), cudaFree(moe);
+  cudaFree(sum), cudaFree(out);
+}
+
 } // namespace
 
 int main() {
@@ -1220,6 +1307,14 @@ int main() {
     test_staged_moe<4, 4096, 6400>(1);
     test_staged_attention<4, 2, 64, 40>(10, 1);
     test_staged_attention<32, 8, 128, 100>(300, 2);
+    // The norm after the MoE in its down projection's last blocks: staged for a q4_K GEMV,
+    // more rows than decode's GEMVs stage, one block a row, and the grouped prefill (apart).
+    test_moe_norm<16, 256, 512, block_q4k, block_q4k>("q4k", 1);
+    test_moe_norm<16, 256, 512, block_q4k, block_q4k>("q4k", 8);
+    test_moe_norm<4, 64, 128, bf16, void>("bf16", 5);
+    test_moe_norm<4, 64, 128, float, block_q4k>("f32 (no tensor cores)", 20);
+    test_moe_norm<4, 16, 64, float, void>("f32 (one block a row)", 2);
+    test_moe_norm<16, 256, 320, block_q8_0, block_q4k>("q8_0 (grouped experts)", 12);
   } catch (const std::exception &e) {
     std::printf("FAIL: %s\n", e.what());
     return 1;

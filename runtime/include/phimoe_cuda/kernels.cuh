@@ -330,26 +330,30 @@ __global__ void embed_kernel(const int32_t *ids, const W *table, float *out) {
       [&](int j, float v) { o[j] = v; });
 }
 
-// LayerNorm of one row per block of kThreads threads (two passes over the row: mean, then
+// LayerNorm of row t by a block of kThreads threads (two passes over the row: mean, then
 // biased variance); with Add, the row is a + b, also written to sum (which may alias a).
+// FreshB: b was written by other blocks of the same launch (down_kernel's norm tail): read
+// through L2.
 // Each thread holds its H / kThreads columns in registers, and issues every load (the row,
 // the weight, the bias) before its first store: a loop that stored to `sum` between loads
 // would wait for each load in turn (the compiler cannot know sum from a), and reloading the
 // row for the second and third passes would wait twice more. In decode this kernel is one
 // block, so those waits were its time.
-template <int H, bool Add, class W>
-__device__ __forceinline__ void layer_norm_row(const float *a, const float *b, const W *w,
-                                               const W *bias, float eps, float *sum, float *out,
-                                               float *part, uint32_t *staged) {
+template <int H, bool Add, class W, bool FreshB = false>
+__device__ __forceinline__ void layer_norm_row(int t, const float *a, const float *b,
+                                               const W *w, const W *bias, float eps, float *sum,
+                                               float *out, float *part, uint32_t *staged) {
   using S = BlockShare<H>;
   expect_block_of(kThreads);
-  const size_t row = static_cast<size_t>(blockIdx.x) * H;
+  const size_t row = static_cast<size_t>(t) * H;
   float v[S::per], wv[S::per], bv[S::per];
 #pragma unroll
   for (int i = 0; i < S::per; ++i) {
     const int j = S::item(i);
     v[i] = S::has(i) ? a[row + j] : 0.0f;
-    if constexpr (Add)
+    if constexpr (Add && FreshB)
+      bv[i] = S::has(i) ? __ldcg(b + row + j) : 0.0f;
+    else if constexpr (Add)
       bv[i] = S::has(i) ? b[row + j] : 0.0f;
   }
 #pragma unroll
@@ -385,8 +389,7 @@ __device__ __forceinline__ void layer_norm_row(const float *a, const float *b, c
       out[row + j] = y;
       if constexpr (H % 256 == 0) // (a warp's lanes: one group of 32 columns)
         if (staged)
-          stage_q4k_group(staged + static_cast<size_t>(blockIdx.x) * StagedQ4k::words(H),
-                          j / 32, y);
+          stage_q4k_group(staged + static_cast<size_t>(t) * StagedQ4k::words(H), j / 32, y);
     }
 }
 // (staged: null, or where the rows' StagedQ4k copies go: stage_for)
@@ -395,7 +398,7 @@ __global__ void layer_norm_kernel(const float *a, const float *b, const W *w, co
                                   float eps, float *sum, float *out, uint32_t *staged) {
   __shared__ float part[32];
   PHIMOE_CUDA_KERNEL_PROLOGUE();
-  layer_norm_row<H, Add, W>(a, b, w, bias, eps, sum, out, part, staged);
+  layer_norm_row<H, Add, W>(blockIdx.x, a, b, w, bias, eps, sum, out, part, staged);
 }
 
 template <class B> __device__ __forceinline__ float bias_at(const B *bias, int r) {
@@ -701,6 +704,26 @@ constexpr int kAttnUnroll = 4; // positions a warp of attention_partial_kernel h
 constexpr int kAttnBlocks = 256; // flash-decoding splits short contexts to about this many blocks
 static_assert(64 % (kAttnWarps * kAttnUnroll) == 0, "attention_simt: whole steps per 64");
 
+// Whether this block is the last of the `blocks` blocks that count themselves done on
+// *counter (zero before the launch): after the barrier, thread 0 makes the block's writes
+// visible device-wide (fence) before it counts; the block that counts last then sees every
+// other's (fence, barrier) and sets the counter back to zero for the next launch or graph
+// replay. Block-collective: every thread gets the answer. (With one block, no count.)
+__device__ __forceinline__ bool last_block_of(int *counter, int blocks) {
+  __shared__ int last;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    __threadfence();
+    last = blocks == 1 || atomicAdd(counter, 1) == blocks - 1;
+    if (last && blocks > 1) {
+      *counter = 0; // (every block has counted)
+      __threadfence();
+    }
+  }
+  __syncthreads();
+  return last != 0;
+}
+
 // Whether row t (position p) has a place in the cache for every position of its window: as
 // kv_slot for p alone, and over a paged cache the whole window [lo, p] (a window with a
 // position in no block gives nan, as on the CPU). Block-collective: every thread gets it.
@@ -913,23 +936,7 @@ __global__ void attention_partial_kernel(const float *q, const int32_t *pos, int
       dst[1] = sum;
     }
   }
-  if (!counters)
-    return;
-  // The item's last block: after the barrier thread 0 makes the block's partials visible
-  // device-wide (fence) before it counts the block; the block that counts last then reads
-  // every other's (fence, barrier).
-  __shared__ int last;
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    __threadfence();
-    last = splits == 1 || atomicAdd(counters + item, 1) == splits - 1;
-    if (last && splits > 1) {
-      counters[item] = 0; // (every block of the item has counted: ready for the next launch)
-      __threadfence();
-    }
-  }
-  __syncthreads();
-  if (!last)
+  if (!counters || !last_block_of(counters + item, splits))
     return;
   const bool mapped = block_row_mapped(pages, capacity, t, p, window);
   for (int g = warp; g < G; g += kAttnWarps)
@@ -1100,7 +1107,7 @@ __global__ void add_layer_norm_route_kernel(const float *a, const float *b, cons
   __shared__ float part[32];
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs); // H floats, then E logits
   PHIMOE_CUDA_KERNEL_PROLOGUE();
-  layer_norm_row<H, true, W>(a, b, w, bias, eps, sum, out, part, staged);
+  layer_norm_row<H, true, W>(blockIdx.x, a, b, w, bias, eps, sum, out, part, staged);
   __syncthreads();
   route_row<E, H, R>(out, router, route_eps, routes, xs);
 }
@@ -1151,11 +1158,24 @@ __global__ void gate_up_kernel(const float *x, const uint32_t *staged, const GU 
   }
 }
 
+// add_layer_norm of the rows a kernel writes, run by the kernel's last block of each row
+// (last_block_of on counters[t]): sum = a + the row, out = LayerNorm(sum) with weight w and
+// bias, and out's StagedQ4k copy where `staged` is not null (stage_for). W = void: none.
+template <class W> struct NormTail {
+  const float *a = nullptr;
+  const W *w = nullptr, *bias = nullptr;
+  float eps = 0.0f;
+  float *sum = nullptr, *out = nullptr;
+  uint32_t *staged = nullptr;
+  int *counters = nullptr;
+};
+
 // out[t][r] = w1 * (down_i1[r] . act[t][0]) + w2 * (down_i2[r] . act[t][1]).
 // (staged: null, or the act rows' StagedQ4k copies, gate_up_kernel's staged_act: dp4a)
-template <int E, int H, int I, class DW>
+// NW not void: then the add_layer_norm of `tail` on each row of out (in the row's last block).
+template <int E, int H, int I, class DW, class NW = void>
 __global__ void down_kernel(const float *act, const uint32_t *staged, const DW *down,
-                            const DeviceRoute *routes, float *out) {
+                            const DeviceRoute *routes, float *out, NormTail<NW> tail) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, as); // 2 * I floats
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int t = blockIdx.y;
@@ -1184,6 +1204,13 @@ __global__ void down_kernel(const float *act, const uint32_t *staged, const DW *
       if (pair)
         out[static_cast<size_t>(t) * H + r + 1] = route.w1 * y1[1] + route.w2 * y2[1];
     }
+  }
+  if constexpr (!std::is_void<NW>::value) {
+    if (!last_block_of(tail.counters + t, static_cast<int>(gridDim.x)))
+      return;
+    __shared__ float part[32];
+    layer_norm_row<H, true, NW, true>(t, tail.a, out, tail.w, tail.bias, tail.eps, tail.sum,
+                                      tail.out, part, tail.staged);
   }
 }
 
@@ -1476,12 +1503,12 @@ void attention_simt(Context &ctx, const float *q, int n, const int32_t *pos, con
       grouped ? attention_partial_kernel<Hq, Hkv, D, G> : attention_partial_kernel<Hq, Hkv, D, 1>;
   // The merge in the first half's last blocks where the context has a counter for every
   // item (one launch fewer), else a kernel of its own.
-  const bool fused = static_cast<size_t>(items) <= ctx.attn_counter_ints &&
+  const bool fused = static_cast<size_t>(items) <= ctx.counter_ints &&
                      env_switch(attention_combine_mode(), "PHIMOE_CUDA_COMBINE", "kernel");
   dim3 grid(static_cast<unsigned>(items), static_cast<unsigned>(splits));
   PHIMOE_CUDA_LAUNCH(grid, 32 * kAttnWarps, 0, ctx.stream, attention_partial)
   (q, pos, layer, ctx.capacity, pages, ctx.k_cache, ctx.v_cache, scale, window,
-   ctx.attn_partials, fused ? ctx.attn_counters : nullptr, out, staged);
+   ctx.attn_partials, fused ? ctx.counters : nullptr, out, staged);
   PHIMOE_CUDA_CHECK_LAUNCH();
   if (fused)
     return;
@@ -1560,54 +1587,114 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
                                      staged);
 }
 
+namespace detail {
+// Whether add_layer_norm after a MoE runs in its down projection's last blocks: -1 from the
+// environment (PHIMOE_CUDA_MOE_NORM=apart: a launch of its own), 0 apart, 1 in the down
+// kernel (kernels_test sets it to run both).
+inline int &moe_norm_mode() {
+  static int mode = -1;
+  return mode;
+}
+
+// moe_sparsemixer, then (NW not void) add_layer_norm<H, Next>(norm.a, out, ...) of its rows:
+// in the down kernel's last block of each row where that kernel runs and ctx has the
+// counters, else as a launch of its own.
+template <int E, int H, int I, bool Routed, class Next, class R, class GU, class DW, class NW>
+void moe_then_norm(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
+                   const DW *down, float eps, float *out, NormTail<NW> norm) {
+  static_assert(E >= 2 && H >= 1 && I >= 1, "moe_sparsemixer: bad shape");
+  if (n <= 0)
+    return;
+  constexpr bool normed = !std::is_void<NW>::value;
+  auto apart = [&] { // the norm as a launch of its own
+    if constexpr (normed)
+      add_layer_norm<H, Next>(ctx, norm.a, out, n, norm.w, norm.bias, norm.eps, norm.sum,
+                              norm.out);
+  };
+  constexpr size_t router_smem = sizeof(float) * (H + E);
+  constexpr size_t gate_smem = sizeof(float) * H;
+  constexpr size_t down_smem = sizeof(float) * 2 * I;
+  // q4_K down projections take the act rows staged by gate_up_kernel (StageAct).
+  constexpr bool stage_act = int_input<DW, I>();
+  static bool configured =
+      (allow_shared(router_kernel<E, H, R>, router_smem),
+       allow_shared(gate_up_kernel<E, H, I, GU, stage_act>, gate_smem),
+       allow_shared(down_kernel<E, H, I, DW>, down_smem),
+       allow_shared(down_kernel<E, H, I, DW, NW>, down_smem), true);
+  (void)configured;
+  const uint32_t *staged = staged_input<GU, H>(ctx, x, n);
+  if constexpr (!Routed) {
+    PHIMOE_CUDA_LAUNCH(n, kThreads, router_smem, ctx.stream, router_kernel<E, H, R>)
+    (x, router, eps, ctx.routes);
+    PHIMOE_CUDA_CHECK_LAUNCH();
+  }
+  if constexpr (tc_supported<GU, H>() && tc_supported<DW, I>()) {
+    if (n > kGemvMaxRows) { // prefill: grouped-expert GEMMs (moe_grouped.cuh)
+      moe_grouped<E, H, I>(ctx, x, n, gate_up, down, out);
+      PHIMOE_CUDA_CHECK_LAUNCH();
+      apart();
+      return;
+    }
+  }
+  uint32_t *staged_act =
+      stage_act && n <= kGemvMaxRows && dp4a_enabled() &&
+              static_cast<size_t>(n) * 2 * StagedQ4k::words(I) <= ctx.moe_staged_words
+          ? ctx.moe_staged
+          : nullptr;
+  dim3 gu_grid(blocks_for(I, gate_up_rows<I, stage_act>()), 2, n);
+  PHIMOE_CUDA_LAUNCH(gu_grid, kThreads, gate_smem, ctx.stream,
+                     gate_up_kernel<E, H, I, GU, stage_act>)
+  (x, staged, gate_up, ctx.routes, ctx.moe_act, staged_act);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  dim3 down_grid(blocks_for(H, gemv_rows<H>()), n);
+  if constexpr (normed) {
+    if (ctx.counters && static_cast<size_t>(n) <= ctx.counter_ints &&
+        env_switch(moe_norm_mode(), "PHIMOE_CUDA_MOE_NORM", "apart")) {
+      norm.staged = stage_for<Next, H>(ctx, norm.out, n);
+      norm.counters = ctx.counters;
+      PHIMOE_CUDA_LAUNCH(down_grid, kThreads, down_smem, ctx.stream,
+                         down_kernel<E, H, I, DW, NW>)
+      (ctx.moe_act, staged_act, down, ctx.routes, out, norm);
+      PHIMOE_CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
+  PHIMOE_CUDA_LAUNCH(down_grid, kThreads, down_smem, ctx.stream, down_kernel<E, H, I, DW>)
+  (ctx.moe_act, staged_act, down, ctx.routes, out, NormTail<void>{});
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  apart();
+}
+} // namespace detail
+
 // Router on the device, then the two experts of every row, whose ids the expert kernels read
 // from the device: no host synchronisation. gate_up is [E, 2I, H], down [E, H, I]. Routed:
 // add_layer_norm_route has written the routes already (router and eps are then unused).
 template <int E, int H, int I, bool Routed = false, class R, class GU, class DW>
 void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
                      const DW *down, float eps, float *out) {
-  static_assert(E >= 2 && H >= 1 && I >= 1, "moe_sparsemixer: bad shape");
-  if (n <= 0)
-    return;
-  constexpr size_t router_smem = sizeof(float) * (H + E);
-  constexpr size_t gate_smem = sizeof(float) * H;
-  constexpr size_t down_smem = sizeof(float) * 2 * I;
-  // q4_K down projections take the act rows staged by gate_up_kernel (StageAct).
-  constexpr bool stage_act = detail::int_input<DW, I>();
-  static bool configured =
-      (detail::allow_shared(detail::router_kernel<E, H, R>, router_smem),
-       detail::allow_shared(detail::gate_up_kernel<E, H, I, GU, stage_act>, gate_smem),
-       detail::allow_shared(detail::down_kernel<E, H, I, DW>, down_smem), true);
-  (void)configured;
-  const uint32_t *staged = detail::staged_input<GU, H>(ctx, x, n);
-  if constexpr (!Routed) {
-    PHIMOE_CUDA_LAUNCH(n, detail::kThreads, router_smem, ctx.stream,
-                       detail::router_kernel<E, H, R>)
-    (x, router, eps, ctx.routes);
-    PHIMOE_CUDA_CHECK_LAUNCH();
-  }
-  if constexpr (detail::tc_supported<GU, H>() && detail::tc_supported<DW, I>()) {
-    if (n > detail::kGemvMaxRows) { // prefill: grouped-expert GEMMs (moe_grouped.cuh)
-      detail::moe_grouped<E, H, I>(ctx, x, n, gate_up, down, out);
-      PHIMOE_CUDA_CHECK_LAUNCH();
-      return;
-    }
-  }
-  uint32_t *staged_act =
-      stage_act && n <= detail::kGemvMaxRows && detail::dp4a_enabled() &&
-              static_cast<size_t>(n) * 2 * detail::StagedQ4k::words(I) <= ctx.moe_staged_words
-          ? ctx.moe_staged
-          : nullptr;
-  dim3 gu_grid(detail::blocks_for(I, detail::gate_up_rows<I, stage_act>()), 2, n);
-  PHIMOE_CUDA_LAUNCH(gu_grid, detail::kThreads, gate_smem, ctx.stream,
-                     detail::gate_up_kernel<E, H, I, GU, stage_act>)
-  (x, staged, gate_up, ctx.routes, ctx.moe_act, staged_act);
-  PHIMOE_CUDA_CHECK_LAUNCH();
-  dim3 down_grid(detail::blocks_for(H, detail::gemv_rows<H>()), n);
-  PHIMOE_CUDA_LAUNCH(down_grid, detail::kThreads, down_smem, ctx.stream,
-                     detail::down_kernel<E, H, I, DW>)
-  (ctx.moe_act, staged_act, down, ctx.routes, out);
-  PHIMOE_CUDA_CHECK_LAUNCH();
+  detail::moe_then_norm<E, H, I, Routed, void>(ctx, x, n, router, gate_up, down, eps, out,
+                                               detail::NormTail<void>{});
+}
+
+// moe_sparsemixer into moe_out, then add_layer_norm<H, Next>(ctx, a, moe_out, n, w, bias,
+// eps, sum, out): in decode the down projection's last block of each row runs the norm (one
+// launch fewer; PHIMOE_CUDA_MOE_NORM=apart keeps it a launch of its own).
+// phimoe-lower-to-emitc{target=cuda} emits it where the norm is the MoE's next op.
+template <int E, int H, int I, bool Routed = false, class Next = void, class R, class GU,
+          class DW, class W>
+void moe_sparsemixer_add_layer_norm(Context &ctx, const float *x, int n, const R *router,
+                                    const GU *gate_up, const DW *down, float route_eps,
+                                    float *moe_out, const float *a, const W *w, const W *bias,
+                                    float eps, float *sum, float *out) {
+  detail::NormTail<W> norm;
+  norm.a = a;
+  norm.w = w;
+  norm.bias = bias;
+  norm.eps = eps;
+  norm.sum = sum;
+  norm.out = out;
+  detail::moe_then_norm<E, H, I, Routed, Next>(ctx, x, n, router, gate_up, down, route_eps,
+                                               moe_out, norm);
 }
 
 } // namespace phimoe_cuda

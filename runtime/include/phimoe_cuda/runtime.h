@@ -86,10 +86,11 @@ struct Context {
   // Flash-decoding partials: (head_dim + 2) floats per (row, head, split).
   float *attn_partials = nullptr;
   size_t attn_partial_floats = 0;
-  // Flash-decoding's counts of finished splits, an int per (row, head) and zero between
-  // launches (attention_partial_kernel's last block merges the splits); none: a merge kernel.
-  int *attn_counters = nullptr;
-  size_t attn_counter_ints = 0;
+  // Counts of finished blocks (kernels.cuh, last_block_of), zero between launches: per (row,
+  // head) flash-decoding's splits (the last merges them), per row the MoE's down projection
+  // (the last runs the norm after it). None: those run as launches of their own.
+  int *counters = nullptr;
+  size_t counter_ints = 0;
   // Decode rows for q4_K GEMVs in fixed point (kernels.cuh, detail::stage_for): room for
   // staged_words words, and which rows they hold, for the next launch only: staged_n rows of
   // staged_k values of the float buffer staged_of (null: none). moe_staged: the MoE's act
@@ -121,8 +122,8 @@ inline size_t attention_partial_floats(const phimoe_rt::ModelInfo &info) {
   return per_split * (rows > 1024 ? rows : 1024);
 }
 
-// Ints of Context::attn_counters: one per query head of every row of a chunk.
-inline size_t attention_counter_ints(const phimoe_rt::ModelInfo &info) {
+// Ints of Context::counters: one per query head of every row of a chunk.
+inline size_t counter_ints(const phimoe_rt::ModelInfo &info) {
   const size_t heads = info.head_dim > 0 ? static_cast<size_t>(info.hidden / info.head_dim) : 1;
   return heads * static_cast<size_t>(info.max_tokens);
 }
