@@ -91,9 +91,10 @@ int64_t dim(Value value, int64_t i) { return getLogicalShape(value.getType())[i]
 class Lowering {
 public:
   Lowering(ModuleOp module, func::FuncOp forward, bool cuda, bool fuseQkvRope, bool fuseRouter,
-           bool stageQ4kInputs)
+           bool fuseMoeNorm, bool stageQ4kInputs)
       : module(module), forward(forward), ctx(module.getContext()), b(ctx), cuda(cuda),
-        fuseQkvRope(fuseQkvRope), fuseRouter(fuseRouter), stageQ4kInputs(stageQ4kInputs) {}
+        fuseQkvRope(fuseQkvRope), fuseRouter(fuseRouter), fuseMoeNorm(fuseMoeNorm),
+        stageQ4kInputs(stageQ4kInputs) {}
 
   LogicalResult run();
 
@@ -154,21 +155,21 @@ private:
       return std::nullopt;
     return QkvRope{q, k, att};
   }
-  /// Whether the memory plan keeps op's first result apart from `input` (each a buffer of
+  /// Whether the memory plan keeps op's result `index` apart from `input` (each a buffer of
   /// max_tokens rows from its arena offset); false where it cannot tell.
-  bool disjoint(Value input, Operation *op) {
+  bool disjoint(Value input, Operation *op, unsigned index = 0) {
     auto maxTokens = forward->getAttrOfType<IntegerAttr>("phimoe.max_tokens");
     auto in = input.getDefiningOp() ? input.getDefiningOp()->getAttrOfType<DenseI64ArrayAttr>(
                                           "phimoe.arena")
                                     : nullptr;
     auto out = op->getAttrOfType<DenseI64ArrayAttr>("phimoe.arena");
     unsigned inIndex = cast<OpResult>(input).getResultNumber();
-    if (!maxTokens || !in || !out || in.size() <= inIndex || out.empty() || in[inIndex] < 0 ||
-        out[0] < 0)
+    if (!maxTokens || !in || !out || in.size() <= inIndex || out.size() <= index ||
+        in[inIndex] < 0 || out[index] < 0)
       return false;
     const int64_t rows = maxTokens.getInt();
     const int64_t inBegin = in[inIndex], inEnd = inBegin + rows * dim(input, 1);
-    const int64_t outBegin = out[0], outEnd = outBegin + rows * dim(op->getResult(0), 1);
+    const int64_t outBegin = out[index], outEnd = outBegin + rows * dim(op->getResult(index), 1);
     return inEnd <= outBegin || outEnd <= inBegin;
   }
   /// The sparsemixer MoE that reads aln's output and is the next op but for weight
@@ -182,6 +183,23 @@ private:
         !moe.getRouterWeight().getDefiningOp<WeightRefOp>())
       return MoEOp();
     return moe;
+  }
+  /// The add_layer_norm that adds the sparsemixer MoE's rows (their only use) to the
+  /// residual and is the MoE's next op but for weight references: CUDA runs it in the down
+  /// projection's last block of each row (moe_sparsemixer_add_layer_norm). Null where there
+  /// is none, where the norm feeds a MoE of its own (add_layer_norm_route takes it), where
+  /// the plan does not keep its outputs apart from the MoE's rows (the norm of one row runs
+  /// while other rows' blocks still write theirs), or fuse-moe-norm is off.
+  AddLayerNormOp normAfter(MoEOp moe) {
+    if (!cuda || !fuseMoeNorm || moe.getKind() != RouterKind::Sparsemixer)
+      return AddLayerNormOp();
+    auto aln = dyn_cast_or_null<AddLayerNormOp>(nextKernelOp(moe));
+    if (!aln || aln.getRhs() != moe.getResult() || !moe.getResult().hasOneUse() ||
+        routedMoE(aln) || !aln.getWeight().getDefiningOp<WeightRefOp>() ||
+        !aln.getBias().getDefiningOp<WeightRefOp>() || !disjoint(moe.getResult(), aln, 0) ||
+        !disjoint(moe.getResult(), aln, 1))
+      return AddLayerNormOp();
+    return aln;
   }
   /// The op after `op` but for weight references (plain pointer arithmetic, no launch).
   static Operation *nextKernelOp(Operation *op) {
@@ -225,7 +243,7 @@ private:
   func::FuncOp forward;
   MLIRContext *ctx;
   OpBuilder b;
-  bool cuda, fuseQkvRope, fuseRouter, stageQ4kInputs;
+  bool cuda, fuseQkvRope, fuseRouter, fuseMoeNorm, stageQ4kInputs;
   Location loc = UnknownLoc::get(ctx);
   emitc::OpaqueType ctxType = emitc::OpaqueType::get(ctx, rt("Context&"));
   emitc::PointerType floatPtr = emitc::PointerType::get(Float32Type::get(ctx));
@@ -452,6 +470,33 @@ LogicalResult Lowering::lower(Operation *op) {
     experts = dim(moe.getDown(), 0);
     intermediate = dim(moe.getDown(), 2);
     SmallVector<Attribute> shape{i32(experts), i32(dim(moe.getDown(), 1)), i32(intermediate)};
+    if (AddLayerNormOp aln = normAfter(moe)) {
+      // CUDA: the norm after the MoE in its down projection's launch; the norm emits nothing.
+      for (Value weight : {aln.getWeight(), aln.getBias()}) {
+        if (!values.lookup(weight))
+          values[weight] = weightPtr(weight.getDefiningOp<WeightRefOp>());
+        if (!values.lookup(weight))
+          return failure();
+      }
+      for (OpResult result : aln->getResults())
+        if (!values.lookup(result))
+          if (Value ptr = act(aln, result.getResultNumber()))
+            values[result] = ptr;
+      if (!values.lookup(aln.getSum()) || !values.lookup(aln.getResult()))
+        return aln.emitOpError("phimoe-lower-to-emitc: no planned buffer for the norm");
+      shape.push_back(opaque(routed.contains(moe) ? "true" : "false")); // Routed
+      if (Attribute next = stagedFor(aln, aln.getResult()))
+        shape.push_back(next);
+      call(rt("moe_sparsemixer_add_layer_norm"), shape,
+           {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
+            f32(moe.getEpsilon().convertToDouble()), operand(6), operand(7), operand(8),
+            operand(9), f32(aln.getEpsilon().convertToDouble()), operand(10), operand(11)},
+           {ctxArg, v(moe.getInput()), n, v(moe.getRouterWeight()), v(moe.getGateUp()),
+            v(moe.getDown()), v(moe), v(aln.getLhs()), v(aln.getWeight()), v(aln.getBias()),
+            v(aln.getSum()), v(aln.getResult())});
+      fusedAway.insert(aln);
+      return success();
+    }
     if (routed.contains(moe))
       shape.push_back(opaque("true")); // Routed: add_layer_norm_route wrote the routes
     call(rt("moe_sparsemixer"), shape,
@@ -549,7 +594,7 @@ struct LowerToEmitCPass final
           << target << "'";
       return signalPassFailure();
     }
-    if (failed(Lowering(module, forward, target == "cuda", fuseQkvRope, fuseRouter,
+    if (failed(Lowering(module, forward, target == "cuda", fuseQkvRope, fuseRouter, fuseMoeNorm,
                         stageQ4kInputs)
                    .run()))
       signalPassFailure();

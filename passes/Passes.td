@@ -202,6 +202,9 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
     rope, rope_kv_write), an add_layer_norm followed by the sparsemixer MoE of
     its output computes the routes in its launch (`add_layer_norm_route`, then
     `moe_sparsemixer<..., true>`; `fuse-router=false` keeps them apart), a
+    sparsemixer MoE followed by the add_layer_norm of its rows runs the norm in
+    its down projection's last blocks (`moe_sparsemixer_add_layer_norm`;
+    `fuse-moe-norm=false` keeps them apart), a
     layer_norm, add_layer_norm(_route) or attention whose output the next op
     reads as the input of a q4_K linear layer or MoE names that storage as its
     last template argument (`Next`: its kernel stages the rows in fixed point
@@ -219,6 +222,9 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
     Option<"fuseRouter", "fuse-router", "bool", /*default=*/"true",
            "cuda: an add_layer_norm followed by the sparsemixer MoE of its output computes "
            "the MoE's routes in its launch (add_layer_norm_route)">,
+    Option<"fuseMoeNorm", "fuse-moe-norm", "bool", /*default=*/"true",
+           "cuda: a sparsemixer MoE followed by the add_layer_norm of its rows runs the "
+           "norm in its down projection's launch (moe_sparsemixer_add_layer_norm)">,
     Option<"stageQ4kInputs", "stage-q4k-inputs", "bool", /*default=*/"true",
            "cuda: the norm or attention before a q4_K linear layer or MoE stages its rows "
            "in fixed point for that GEMV (a Next template argument)">,

@@ -4,11 +4,13 @@
 // launch (qkv_rope_kv_write, then attention<..., true>); with fuse-qkv-rope=false they are
 // the q/k/v split in one kernel (split_cols), the queries' RoPE, and the keys' RoPE fused with
 // the KV-cache write (rope_kv_write); the norm before the MoE computes its routes
-// (add_layer_norm_route; fuse-router=false: add_layer_norm, and the MoE's own router);
+// (add_layer_norm_route; fuse-router=false: add_layer_norm, and the MoE's own router); the
+// norm after the MoE runs in the MoE's launch (moe_sparsemixer_add_layer_norm;
+// fuse-moe-norm=false: moe_sparsemixer, then add_layer_norm);
 // with q8_0 weights the module says that its pack has the CUDA layout.
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q8_0 max-tokens=16" | FileCheck %s
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q8_0 max-tokens=16" | phimoe-translate --phimoe-to-cpp | FileCheck %s --check-prefix=CUDA
-// RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q8_0" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda fuse-qkv-rope=false fuse-router=false" | FileCheck %s --check-prefix=UNFUSED
+// RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q8_0" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda fuse-qkv-rope=false fuse-router=false fuse-moe-norm=false" | FileCheck %s --check-prefix=UNFUSED
 // The CUDA pipeline plans memory with keep-split-input, so that the queries' buffer is apart
 // from the projection's, and the launch says so (Disjoint: one kernel for any number of rows);
 // without it the plan reuses the projection's buffer and the launch says it may not.
@@ -46,12 +48,15 @@
 // The norm before the MoE computes the MoE's routes in its launch (add_layer_norm_route, with
 // the router's weight and the MoE's epsilon); the MoE then skips its router (Routed = true).
 // The experts are q8_0.
-// CHECK: call_opaque "phimoe_cuda::add_layer_norm_route"(%[[CTX]], {{.*}}, %[[N]], {{.*}}, %[[NORMED:[^,]+]], %[[ROUTER:[^)]+]]) {args = [{{.*}}, 9.99999974E-6 : f32, 6 : index, 7 : index, 8 : index, 0.00999999977 : f32], template_args = [64 : i32, 4 : i32]}
+// CHECK: call_opaque "phimoe_cuda::add_layer_norm_route"(%[[CTX]], {{.*}}, %[[N]], {{.*}}, %[[RESID:[^,]+]], %[[NORMED:[^,]+]], %[[ROUTER:[^)]+]]) {args = [{{.*}}, 9.99999974E-6 : f32, 6 : index, 7 : index, 8 : index, 0.00999999977 : f32], template_args = [64 : i32, 4 : i32]}
 // CHECK-NOT: "phimoe_cuda::weight"(%[[CTX]]) {{.*}} template_args = [!emitc.opaque<"float">]}
 // CHECK: %[[GU:.+]] = call_opaque "phimoe_cuda::weight"(%[[CTX]]) {{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q8_0">]}
 // CHECK: %[[DOWN:.+]] = call_opaque "phimoe_cuda::weight"(%[[CTX]]) {{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q8_0">]}
-// CHECK: call_opaque "phimoe_cuda::moe_sparsemixer"(%[[CTX]], %[[NORMED]], %[[N]], %[[ROUTER]], %[[GU]], %[[DOWN]], {{.*}}) {{.*}} template_args = [4 : i32, 64 : i32, 128 : i32, #emitc.opaque<"true">]
-// CHECK: call_opaque "phimoe_cuda::add_layer_norm"({{.*}}, %[[SUM:[^,]+]], %[[XF:[^)]+]])
+// The last norm (after the MoE, on its rows and the residual of add_layer_norm_route) runs
+// in the MoE's launch: its weights' pointers come first, it emits nothing of its own.
+// CHECK-NOT: call_opaque "phimoe_cuda::moe_sparsemixer"(
+// CHECK: call_opaque "phimoe_cuda::moe_sparsemixer_add_layer_norm"(%[[CTX]], %[[NORMED]], %[[N]], %[[ROUTER]], %[[GU]], %[[DOWN]], %{{[^,]+}}, %[[RESID]], %{{[^,]+}}, %{{[^,]+}}, %[[SUM:[^,]+]], %[[XF:[^)]+]]) {args = [0 : index, 1 : index, 2 : index, 3 : index, 4 : index, 5 : index, 0.00999999977 : f32, 6 : index, 7 : index, 8 : index, 9 : index, 9.99999974E-6 : f32, 10 : index, 11 : index], template_args = [4 : i32, 64 : i32, 128 : i32, #emitc.opaque<"true">]
+// CHECK-NOT: call_opaque "phimoe_cuda::add_layer_norm"(
 // CHECK: %[[LAST:.+]] = call_opaque "phimoe_cuda::last_rows"(%[[XF]], %[[N]], %[[ROWS]]) {template_args = [64 : i32]}
 // CHECK: call_opaque "phimoe_cuda::linear"(%[[CTX]], %[[LAST]], %[[ROWS]], {{.*}}, %[[LOGITS]]) {{.*}} template_args = [96 : i32, 64 : i32]
 // CHECK-NEXT: return
@@ -70,7 +75,7 @@
 // CUDA-NEXT: float* {{v[0-9]+}} = phimoe_cuda::act([[CTX]], {{[0-9]+}});
 // CUDA-NEXT: phimoe_cuda::attention<4, 2, 16, true>([[CTX]], [[Q]], {{v[0-9]+}}, [[V]], [[N]], [[POS]], 0, 2.500000000e-01f, 0, {{v[0-9]+}});
 // CUDA: phimoe_cuda::add_layer_norm_route<64, 4>([[CTX]],
-// CUDA: phimoe_cuda::moe_sparsemixer<4, 64, 128, true>([[CTX]],
+// CUDA: phimoe_cuda::moe_sparsemixer_add_layer_norm<4, 64, 128, true>([[CTX]],
 // CUDA: phimoe_cuda::linear<96, 64>([[CTX]], {{v[0-9]+}}, [[ROWS]], {{v[0-9]+}}, {{v[0-9]+}}, [[LOGITS]]);
 // CUDA-NEXT: return;
 
@@ -91,6 +96,8 @@
 // UNFUSED-NOT: add_layer_norm_route
 // UNFUSED: call_opaque "phimoe_cuda::add_layer_norm"(
 // UNFUSED: call_opaque "phimoe_cuda::moe_sparsemixer"({{.*}} template_args = [4 : i32, 64 : i32, 128 : i32]}
+// UNFUSED: call_opaque "phimoe_cuda::add_layer_norm"(
+// UNFUSED-NOT: moe_sparsemixer_add_layer_norm
 // UNFUSED-NOT: add_layer_norm_route
 
 // OVERLAP: call_opaque "phimoe_cuda::layer_norm"

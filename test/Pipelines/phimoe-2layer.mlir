@@ -55,16 +55,29 @@
 // GPU-NEXT: call_opaque "phimoe_cuda::add_layer_norm_route"({{.*}} template_args = [256 : i32, 4 : i32, #emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU-NEXT: %[[GU:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU-NEXT: %[[DOWN:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
-// GPU: call_opaque "phimoe_cuda::moe_sparsemixer"({{.*}}, %[[GU]], %[[DOWN]],
-// GPU: call_opaque "phimoe_cuda::add_layer_norm"({{.*}} template_args = [256 : i32, #emitc.opaque<"phimoe_rt::block_q4k">]}
-// GPU: call_opaque "phimoe_cuda::add_layer_norm"({{.*}} template_args = [256 : i32]}
+// The norm after each MoE (layer 1's input norm, then the last) runs in the MoE's launch
+// (Routed = true, then Next where a q4_K GEMV follows).
+// GPU-NOT: call_opaque "phimoe_cuda::moe_sparsemixer"(
+// GPU-NOT: call_opaque "phimoe_cuda::add_layer_norm"(
+// GPU: call_opaque "phimoe_cuda::moe_sparsemixer_add_layer_norm"({{.*}}, %[[GU]], %[[DOWN]], {{.*}} template_args = [4 : i32, 256 : i32, 256 : i32, #emitc.opaque<"true">, #emitc.opaque<"phimoe_rt::block_q4k">]}
+// GPU-NOT: call_opaque "phimoe_cuda::add_layer_norm"(
+// GPU: call_opaque "phimoe_cuda::moe_sparsemixer_add_layer_norm"({{.*}} template_args = [4 : i32, 256 : i32, 256 : i32, #emitc.opaque<"true">]}
+// GPU-NOT: call_opaque "phimoe_cuda::add_layer_norm"(
 // GPU: %[[HEAD:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q6k">]}
 // GPU: call_opaque "phimoe_cuda::linear"({{.*}}, %[[HEAD]], {{.*}}, %arg5)
 // GPU-NOT: _x16
 // RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q4k" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda stage-q4k-inputs=false" | FileCheck %s --check-prefix=NOSTAGE
 // NOSTAGE: call_opaque "phimoe_cuda::layer_norm"({{.*}} template_args = [256 : i32]}
 // NOSTAGE-NOT: #emitc.opaque<"phimoe_rt::block_q4k">]}
-// NOSTAGE: call_opaque "phimoe_cuda::moe_sparsemixer"
+// NOSTAGE: call_opaque "phimoe_cuda::moe_sparsemixer_add_layer_norm"({{.*}} template_args = [4 : i32, 256 : i32, 256 : i32, #emitc.opaque<"true">]}
+// With fuse-moe-norm=false the MoE and the norm after it are launches of their own.
+// RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q4k" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda fuse-moe-norm=false" | FileCheck %s --check-prefix=NORMAPART
+// NORMAPART-NOT: moe_sparsemixer_add_layer_norm
+// NORMAPART: call_opaque "phimoe_cuda::moe_sparsemixer"({{.*}} template_args = [4 : i32, 256 : i32, 256 : i32, #emitc.opaque<"true">]}
+// NORMAPART-NEXT: call_opaque "phimoe_cuda::weight"
+// NORMAPART-NEXT: call_opaque "phimoe_cuda::weight"
+// NORMAPART: call_opaque "phimoe_cuda::add_layer_norm"({{.*}} template_args = [256 : i32, #emitc.opaque<"phimoe_rt::block_q4k">]}
+// NORMAPART-NOT: moe_sparsemixer_add_layer_norm
 
 // CHECK-DAG: phimoe.weight @model.embed_tokens.weight : !phimoe.qweight<q8_0, [96, 256]>
 // CHECK-DAG: phimoe.weight @lm_head.weight : !phimoe.qweight<q6k, [96, 256]>

@@ -152,14 +152,20 @@ def test_profile_has_a_span_for_every_launch(tmp_path):
     assert all(k["ms"] > 0 for k in got["kernels"]), got
     h, i, e = cfg.hidden_size, cfg.intermediate_size, cfg.num_local_experts
     # 6 forwards (the prompt, then 5 decode steps) of 2 layers: per layer one each of these.
-    # (the router runs in the launch of the norm before the MoE: add_layer_norm_route)
-    moe = (f"moe_sparsemixer [E = {e}, H = {h}, I = {i}, Routed = true, R = float, GU = float, "
-           f"DW = float]")
+    # (the router runs in the launch of the norm before the MoE: add_layer_norm_route; the
+    # norm after the MoE in its down projection's: moe_sparsemixer_add_layer_norm, whose
+    # launches detail::moe_then_norm makes, NW the norm's weight)
+    moe = (f"moe_then_norm [E = {e}, H = {h}, I = {i}, Routed = true, Next = void, R = float, "
+           f"GU = float, DW = float, NW = float]")
     route = f"add_layer_norm_route [H = {h}, E = {e}, Next = void, W = float, R = float]"
     for kernel, launcher in [("add_layer_norm_route_kernel", route), ("gate_up_kernel", moe),
                              ("down_kernel", moe)]:
         assert by_name[(kernel, launcher)]["launches"] == 6 * 2, (kernel, sorted(by_name))
-    assert not any(k == "router_kernel" for k, _ in by_name)
+    assert not any(k in ("router_kernel", "attention_combine_kernel") for k, _ in by_name), \
+        sorted(by_name)
+    # Norm launches: only the first layer's input norm (on the embedding), once a forward.
+    assert sum(k["launches"] for (name, _), k in by_name.items()
+               if name == "layer_norm_kernel") == 6, sorted(by_name)
     heads, kv, d = (cfg.num_attention_heads, cfg.num_key_value_heads,
                     h // cfg.num_attention_heads)
     attn = by_name[("attention_partial", f"attention_simt [Hq = {heads}, Hkv = {kv}, D = {d}]")]
