@@ -45,9 +45,10 @@ run (on the GPU machine) then, writing DIR/bench-gpu.json and DIR/bench-gpu.md a
      for the quants of --pdl (default q4k), decode again with PHIMOE_CUDA_PDL=1 (engine
      ours/Q+pdl: programmatic dependent launch), for those of --float-gemv (default q4k) with
      PHIMOE_CUDA_DP4A=0 (engine ours/Q+float: q4_K GEMVs on float inputs, not the staged
-     fixed point of kernels.cuh's stage_for), for those of --merge-kernel (default q4k) with
-     PHIMOE_CUDA_COMBINE=kernel (engine ours/Q+merge: flash-decoding's splits merged by a
-     kernel of their own, not in the first half's last blocks); for those of --profile (default q4k), the
+     fixed point of kernels.cuh's stage_for), for those of --apart (default q4k) with
+     PHIMOE_CUDA_COMBINE=kernel and PHIMOE_CUDA_MOE_NORM=apart (engine ours/Q+apart: the
+     launches that last blocks save, apart: flash-decoding's merge, the norm after the MoE);
+     for those of --profile (default q4k), the
      larger build's bench once more under PHIMOE_CUDA_PROFILE (profile_phimoe: where the
      device time goes, kernel by kernel; the report sets the kernel spans of a forward
      against the timed forward with graphs: the rest is time between kernels);
@@ -725,22 +726,24 @@ class Runner:
         # (launch.h: off by default until measured; the next kernel's launch overlaps the end
         # of the one before), and q4_K GEMVs on float inputs instead of staged fixed point
         # (kernels.cuh, stage_for: on by default, measured here against its alternative), and
-        # flash-decoding's merge as a launch of its own instead of in the last blocks.
-        variants = [("pdl", "PHIMOE_CUDA_PDL", "1", self.args.pdl),
-                    ("float", "PHIMOE_CUDA_DP4A", "0", self.args.float_gemv),
-                    ("merge", "PHIMOE_CUDA_COMBINE", "kernel", self.args.merge_kernel)]
-        for suffix, variable, value, quants in variants:
+        # the launches that last blocks save as launches of their own (flash-decoding's merge,
+        # the norm after the MoE).
+        variants = [("pdl", {"PHIMOE_CUDA_PDL": "1"}, self.args.pdl),
+                    ("float", {"PHIMOE_CUDA_DP4A": "0"}, self.args.float_gemv),
+                    ("apart", {"PHIMOE_CUDA_COMBINE": "kernel", "PHIMOE_CUDA_MOE_NORM": "apart"},
+                     self.args.apart)]
+        for suffix, variables, quants in variants:
             if quant not in quants.split(",") or self.dry:
                 continue
             v = self.engine(f"ours/{quant}+{suffix}")
             v.update(engine="phimoec", quant=quant, storages=storages, bytes_split=split,
-                     runs={}, env=f"{variable}={value}")
+                     runs={}, env=" ".join(f"{k}={x}" for k, x in variables.items()))
             for n in self.layers:
                 exe = dirs[n] / "phimoe-bin"
                 if not exe.is_file() or self.left() < 45:
                     break
                 try:
-                    v["runs"][n] = self.time_phimoe(exe, env=dict(os.environ, **{variable: value}),
+                    v["runs"][n] = self.time_phimoe(exe, env=dict(os.environ, **variables),
                                                     only={f"tg{self.args.gen}"})
                 except Exception as ex:  # noqa: BLE001 - the default launches' rows stand
                     self.error(f"ours/{quant}+{suffix}", ex)
@@ -1215,7 +1218,7 @@ def summarize(result):
     by = {(r["engine"], r["test"]): r for r in rows}
     for r in rows:
         engine, quant = r["engine"].split("/")
-        if engine == "ours":  # (ours/q4k+pdl, +float, +merge against llama.cpp/q4k too)
+        if engine == "ours":  # (ours/q4k+pdl, +float, +apart against llama.cpp/q4k too)
             peer = by.get((f"llama.cpp/{quant.split('+')[0]}", r["test"]))
             if peer and peer["tps_32"] and r["tps_32"]:
                 r["vs_llama"] = r["tps_32"] / peer["tps_32"]
@@ -1416,7 +1419,7 @@ def selftest(args):
                                deadline_s=3600, dry=True, prompts="16,32", gen=4, reps=1,
                                keep=True, no_transformers=False, llama_bin=lc["LLAMA_CPP_BIN"],
                                serial_pack=False, unit_values=1 << 24, profile="q4k",
-                               pdl="q4k", float_gemv="q4k", merge_kernel="q4k")
+                               pdl="q4k", float_gemv="q4k", apart="q4k")
     runner = Runner(rargs)
     runner.go()
     # parallel_pack and derive_pack write phimoe-pack's bytes: every share one part (the
@@ -1499,9 +1502,10 @@ def main():
     r.add_argument("--float-gemv", default="q4k",
                    help="quants whose builds also time decode with PHIMOE_CUDA_DP4A=0 (engine "
                         "ours/Q+float: q4_K GEMVs on float inputs; comma-separated, '' for none)")
-    r.add_argument("--merge-kernel", default="q4k",
+    r.add_argument("--apart", default="q4k",
                    help="quants whose builds also time decode with PHIMOE_CUDA_COMBINE=kernel "
-                        "(engine ours/Q+merge; comma-separated, '' for none)")
+                        "and PHIMOE_CUDA_MOE_NORM=apart (engine ours/Q+apart; comma-separated, "
+                        "'' for none)")
     r.add_argument("--profile", default="q4k",
                    help="quants whose largest build also runs under PHIMOE_CUDA_PROFILE "
                         "(comma-separated; '' for none)")
