@@ -836,13 +836,38 @@ template <int Hq, int Hkv, int D> void test_attention(int past, int n, int windo
   cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(out), cudaFree(dp);
 }
 
+// A random float router of E rows over H, its rows spread (ten times the random weights):
+// well-separated logits.
+template <int E, int H> Weight<float> spread_router() {
+  Weight<float> router = make_weight<float>(E, H);
+  for (float &r : router.values)
+    r *= 10.0f;
+  std::memcpy(router.bytes.data(), router.values.data(), router.bytes.size());
+  return router;
+}
+
+// The MoE workspace of n rows in ctx (routes, act rows and their staged copies, the grouped
+// path's pairs, plan and outputs); free_moe_workspace frees it.
+void moe_workspace(Context &ctx, int n, int E, int H, int I) {
+  ctx.routes = device<DeviceRoute>(n);
+  ctx.moe_act = device<float>(static_cast<size_t>(n) * 2 * I);
+  ctx.moe_staged_words = static_cast<size_t>(n) * 2 * detail::StagedQ4k::words(I);
+  ctx.moe_staged = device<uint32_t>(ctx.moe_staged_words);
+  ctx.moe_pairs = device<int32_t>(2 * n);
+  ctx.moe_plan_ints = detail::moe_plan_ints(E);
+  ctx.moe_plan = device<int32_t>(ctx.moe_plan_ints);
+  ctx.moe_y = device<float>(static_cast<size_t>(n) * 2 * H);
+}
+void free_moe_workspace(Context &ctx) {
+  cudaFree(ctx.routes), cudaFree(ctx.moe_act), cudaFree(ctx.moe_staged), cudaFree(ctx.moe_pairs);
+  cudaFree(ctx.moe_plan), cudaFree(ctx.moe_y);
+}
+
 // With `favour` >= 0, x has a positive mean and router row `favour` is pushed by `push`: every
 // row routes to it (push > 0: one expert has all rows in one slot) or none does (push < 0).
 template <int E, int H, int I, class W>
 void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
-  Weight<float> router = make_weight<float>(E, H);
-  for (float &r : router.values) // spread the router rows: well-separated logits
-    r *= 10.0f;
+  Weight<float> router = spread_router<E, H>();
   if (favour >= 0)
     for (int k = 0; k < H; ++k)
       router.values[static_cast<size_t>(favour) * H + k] += push;
@@ -1009,18 +1034,12 @@ template <int E, int H, int I> void test_staged_moe(int n) {
   std::vector<float> a = random_floats(static_cast<size_t>(n) * H, 1.0f, 0.5f);
   std::vector<float> b = random_floats(a.size()), w = random_floats(H, 0.1f, 1.0f),
                      bias = random_floats(H, 0.1f);
-  Weight<float> router = make_weight<float>(E, H);
-  for (float &r : router.values)
-    r *= 10.0f;
-  std::memcpy(router.bytes.data(), router.values.data(), router.bytes.size());
+  Weight<float> router = spread_router<E, H>();
   Weight<Q> gate_up = make_weight<Q>(static_cast<size_t>(E) * 2 * I, H);
   Weight<Q> down = make_weight<Q>(static_cast<size_t>(E) * H, I);
   StagedContext sc(static_cast<size_t>(n) * detail::StagedQ4k::words(H));
   Context &ctx = sc.ctx;
-  ctx.routes = device<DeviceRoute>(n);
-  ctx.moe_act = device<float>(static_cast<size_t>(n) * 2 * I);
-  ctx.moe_staged_words = static_cast<size_t>(n) * 2 * detail::StagedQ4k::words(I);
-  ctx.moe_staged = device<uint32_t>(ctx.moe_staged_words);
+  moe_workspace(ctx, n, E, H, I);
   float *da = upload(a), *dbb = upload(b), *dw = upload(w), *dbias = upload(bias);
   float *sum = device<float>(a.size()), *x = device<float>(a.size()),
         *x_copy = device<float>(a.size());
@@ -1041,9 +1060,9 @@ template <int E, int H, int I> void test_staged_moe(int n) {
   std::snprintf(label, sizeof label, "moe_sparsemixer<%d,%d,%d> q4k n=%d on the staged rows", E,
                 H, I, n);
   check(label, download(got, ref.size()), std::vector<double>(ref.begin(), ref.end()), 1e-5);
-  cudaFree(ctx.routes), cudaFree(ctx.moe_act), cudaFree(ctx.moe_staged), cudaFree(da);
-  cudaFree(dbb), cudaFree(dw), cudaFree(dbias), cudaFree(sum), cudaFree(x), cudaFree(x_copy);
-  cudaFree(want), cudaFree(got), cudaFree(dr), cudaFree(dgu), cudaFree(dd);
+  free_moe_workspace(ctx);
+  cudaFree(da), cudaFree(dbb), cudaFree(dw), cudaFree(dbias), cudaFree(sum), cudaFree(x);
+  cudaFree(x_copy), cudaFree(want), cudaFree(got), cudaFree(dr), cudaFree(dgu), cudaFree(dd);
 }
 
 // attention<..., q4_K> (flash-decoding: its combine kernel stages) then o_proj's GEMV on the
@@ -1099,10 +1118,7 @@ template <int Hq, int Hkv, int D, int N> void test_staged_attention(int past, in
 // and the normed rows bit for bit, with Next = block_q4k the normed rows' staged copy too, and
 // the counters back at zero; then the same launcher with the norm apart (moe_norm_mode 0).
 template <int E, int H, int I, class W, class Next> void test_moe_norm(const char *name, int n) {
-  Weight<float> router = make_weight<float>(E, H);
-  for (float &r : router.values)
-    r *= 10.0f;
-  std::memcpy(router.bytes.data(), router.values.data(), router.bytes.size());
+  Weight<float> router = spread_router<E, H>();
   Weight<W> gate_up = make_weight<W>(static_cast<size_t>(E) * 2 * I, H);
   Weight<W> down = make_weight<W>(static_cast<size_t>(E) * H, I);
   const size_t count = static_cast<size_t>(n) * H;
@@ -1110,14 +1126,7 @@ template <int E, int H, int I, class W, class Next> void test_moe_norm(const cha
   const std::vector<float> w = random_floats(H, 0.1f, 1.0f), bias = random_floats(H, 0.1f);
   StagedContext sc(static_cast<size_t>(n) * detail::StagedQ4k::words(H));
   Context &ctx = sc.ctx;
-  ctx.routes = device<DeviceRoute>(n);
-  ctx.moe_act = device<float>(static_cast<size_t>(n) * 2 * I);
-  ctx.moe_staged_words = static_cast<size_t>(n) * 2 * detail::StagedQ4k::words(I);
-  ctx.moe_staged = device<uint32_t>(ctx.moe_staged_words);
-  ctx.moe_pairs = device<int32_t>(2 * n);
-  ctx.moe_plan_ints = detail::moe_plan_ints(E);
-  ctx.moe_plan = device<int32_t>(ctx.moe_plan_ints);
-  ctx.moe_y = device<float>(static_cast<size_t>(n) * 2 * H);
+  moe_workspace(ctx, n, E, H, I);
   ctx.counter_ints = n;
   ctx.counters = device<int>(ctx.counter_ints);
   uint8_t *dr = upload(router.bytes), *dgu = upload(gate_up.bytes), *dd = upload(down.bytes);
@@ -1174,10 +1183,9 @@ template <int E, int H, int I, class W, class Next> void test_moe_norm(const cha
     }
   }
   detail::moe_norm_mode() = -1;
-  cudaFree(ctx.routes), cudaFree(ctx.moe_act), cudaFree(ctx.moe_staged), cudaFree(ctx.moe_pairs);
-  cudaFree(ctx.moe_plan), cudaFree(ctx.moe_y), cudaFree(ctx.counters), cudaFree(dr);
-  cudaFree(dgu), cudaFree(dd), cudaFree(dx), cudaFree(dw), cudaFree(dbias), cudaFree(moe);
-  cudaFree(sum), cudaFree(out);
+  free_moe_workspace(ctx);
+  cudaFree(ctx.counters), cudaFree(dr), cudaFree(dgu), cudaFree(dd), cudaFree(dx);
+  cudaFree(dw), cudaFree(dbias), cudaFree(moe), cudaFree(sum), cudaFree(out);
 }
 
 } // namespace

@@ -1686,15 +1686,9 @@ void moe_sparsemixer_add_layer_norm(Context &ctx, const float *x, int n, const R
                                     const GU *gate_up, const DW *down, float route_eps,
                                     float *moe_out, const float *a, const W *w, const W *bias,
                                     float eps, float *sum, float *out) {
-  detail::NormTail<W> norm;
-  norm.a = a;
-  norm.w = w;
-  norm.bias = bias;
-  norm.eps = eps;
-  norm.sum = sum;
-  norm.out = out;
   detail::moe_then_norm<E, H, I, Routed, Next>(ctx, x, n, router, gate_up, down, route_eps,
-                                               moe_out, norm);
+                                               moe_out,
+                                               detail::NormTail<W>{a, w, bias, eps, sum, out});
 }
 
 } // namespace phimoe_cuda
