@@ -101,6 +101,21 @@ public:
 private:
   Value act(Operation *op, unsigned result);
   Value weightPtr(WeightRefOp ref);
+  /// The pointer of a weight that a fused launch reads before its reference op is lowered
+  /// (lowered here, once); null where it has none.
+  Value weightAhead(Value weight) {
+    if (!values.lookup(weight))
+      if (auto ref = weight.getDefiningOp<WeightRefOp>())
+        values[weight] = weightPtr(ref);
+    return values.lookup(weight);
+  }
+  /// Places op's results at their planned arena offsets, unless a fusion placed them already.
+  void placeResults(Operation *op) {
+    for (OpResult result : op->getResults())
+      if (!values.lookup(result))
+        if (Value ptr = act(op, result.getResultNumber()))
+          values[result] = ptr;
+  }
   LogicalResult lower(Operation *op);
   void call(StringRef callee, ArrayRef<Attribute> templateArgs, ArrayRef<Attribute> args,
             ValueRange operands);
@@ -319,11 +334,8 @@ LogicalResult Lowering::lower(Operation *op) {
   // Operands as emitc values, in order, with `n` wherever a kernel wants it.
   auto v = [&](Value value) { return values.lookup(value); };
   Value n = nArg;
-  if (auto ref = dyn_cast<WeightRefOp>(op)) {
-    if (!values.lookup(ref)) // (add_layer_norm_route may have read it already)
-      values[ref] = weightPtr(ref);
-    return success(static_cast<bool>(values[ref]));
-  }
+  if (auto ref = dyn_cast<WeightRefOp>(op)) // (a fused launch may have lowered it already)
+    return success(static_cast<bool>(weightAhead(ref)));
   if (auto ret = dyn_cast<func::ReturnOp>(op)) {
     emitc::ReturnOp::create(b, loc, Value());
     return success();
@@ -331,10 +343,7 @@ LogicalResult Lowering::lower(Operation *op) {
   for (Value operand : op->getOperands())
     if (!values.lookup(operand) && operand != forward.getArgument(2))
       return op->emitOpError("phimoe-lower-to-emitc: an operand has no lowered value");
-  for (OpResult result : op->getResults())
-    if (!values.lookup(result)) // (a fusion may have placed it already)
-      if (Value ptr = act(op, result.getResultNumber()))
-        values[result] = ptr;
+  placeResults(op);
   if (fusedAway.contains(op)) // its kernel ran in an earlier op's launch
     return success();
   // The CUDA fusions that start at this op (qkvRope, routedMoE), if any.
@@ -359,9 +368,7 @@ LogicalResult Lowering::lower(Operation *op) {
     // CUDA: the MoE's router in the same launch, on the row the norm wrote.
     MoEOp moe = routedMoe;
     Value router = moe.getRouterWeight();
-    if (!values.lookup(router))
-      values[router] = weightPtr(router.getDefiningOp<WeightRefOp>());
-    if (!values.lookup(router))
+    if (!weightAhead(router))
       return failure();
     call(rt("add_layer_norm_route"),
          withNext({i32(dim(aln.getLhs(), 1)), i32(dim(moe.getDown(), 0))},
@@ -472,16 +479,9 @@ LogicalResult Lowering::lower(Operation *op) {
     SmallVector<Attribute> shape{i32(experts), i32(dim(moe.getDown(), 1)), i32(intermediate)};
     if (AddLayerNormOp aln = normAfter(moe)) {
       // CUDA: the norm after the MoE in its down projection's launch; the norm emits nothing.
-      for (Value weight : {aln.getWeight(), aln.getBias()}) {
-        if (!values.lookup(weight))
-          values[weight] = weightPtr(weight.getDefiningOp<WeightRefOp>());
-        if (!values.lookup(weight))
-          return failure();
-      }
-      for (OpResult result : aln->getResults())
-        if (!values.lookup(result))
-          if (Value ptr = act(aln, result.getResultNumber()))
-            values[result] = ptr;
+      if (!weightAhead(aln.getWeight()) || !weightAhead(aln.getBias()))
+        return failure();
+      placeResults(aln);
       if (!values.lookup(aln.getSum()) || !values.lookup(aln.getResult()))
         return aln.emitOpError("phimoe-lower-to-emitc: no planned buffer for the norm");
       shape.push_back(opaque(routed.contains(moe) ? "true" : "false")); // Routed
