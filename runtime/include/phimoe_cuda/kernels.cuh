@@ -724,6 +724,11 @@ __device__ __forceinline__ bool last_block_of(int *counter, int blocks) {
   return last != 0;
 }
 
+// Whether ctx has a last_block_of counter for each of `items` rows or (row, head) items.
+inline bool has_counters(const Context &ctx, size_t items) {
+  return ctx.counters && items <= ctx.counter_ints;
+}
+
 // Whether row t (position p) has a place in the cache for every position of its window: as
 // kv_slot for p alone, and over a paged cache the whole window [lo, p] (a window with a
 // position in no block gives nan, as on the CPU). Block-collective: every thread gets it.
@@ -781,12 +786,12 @@ __device__ __forceinline__ void combine_head(const float *partials, int splits, 
     for (int s = 0; s < splits; ++s) {
       const float *part = src + static_cast<size_t>(s) * (D + 2);
       const float ms = __ldcg(part); // (the same for every lane)
-      const float w = ms != -INFINITY ? expf(ms - mx) : 0.0f;
+      const float w = expf(ms - mx);
 #pragma unroll
       for (int i = 0; i < per_lane; ++i) {
         const int d = lane + 32 * i;
         const float a = d < D ? __ldcg(part + 2 + d) : 0.0f;
-        if (ms != -INFINITY)
+        if (ms != -INFINITY) // (a split without positions)
           acc[i] += a * w;
       }
     }
@@ -1503,7 +1508,7 @@ void attention_simt(Context &ctx, const float *q, int n, const int32_t *pos, con
       grouped ? attention_partial_kernel<Hq, Hkv, D, G> : attention_partial_kernel<Hq, Hkv, D, 1>;
   // The merge in the first half's last blocks where the context has a counter for every
   // item (one launch fewer), else a kernel of its own.
-  const bool fused = static_cast<size_t>(items) <= ctx.counter_ints &&
+  const bool fused = has_counters(ctx, static_cast<size_t>(items)) &&
                      env_switch(attention_combine_mode(), "PHIMOE_CUDA_COMBINE", "kernel");
   dim3 grid(static_cast<unsigned>(items), static_cast<unsigned>(splits));
   PHIMOE_CUDA_LAUNCH(grid, 32 * kAttnWarps, 0, ctx.stream, attention_partial)
@@ -1648,7 +1653,7 @@ void moe_then_norm(Context &ctx, const float *x, int n, const R *router, const G
   PHIMOE_CUDA_CHECK_LAUNCH();
   dim3 down_grid(blocks_for(H, gemv_rows<H>()), n);
   if constexpr (normed) {
-    if (ctx.counters && static_cast<size_t>(n) <= ctx.counter_ints &&
+    if (has_counters(ctx, static_cast<size_t>(n)) &&
         env_switch(moe_norm_mode(), "PHIMOE_CUDA_MOE_NORM", "apart")) {
       norm.staged = stage_for<Next, H>(ctx, norm.out, n);
       norm.counters = ctx.counters;
