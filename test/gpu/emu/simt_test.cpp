@@ -137,6 +137,13 @@ __global__ void prefetch_kernel(const unsigned char *p, size_t bytes) {
   phimoe_cuda::detail::prefetch_l2(p, bytes, 0);
 }
 
+// Every block's thread 0 counts once on *counter (an atomic in device memory, as
+// kernels.cuh's last_block_of does).
+__global__ void count_blocks_kernel(int *counter) {
+  if (threadIdx.x == 0)
+    atomicAdd(counter, 1);
+}
+
 template <class Fn> std::string error_of(Fn fn) {
   try {
     fn();
@@ -201,6 +208,19 @@ void test_barriers() {
   expect(e.find("outside device memory") != std::string::npos &&
              e.find("prefetch_kernel") != std::string::npos,
          "a prefetch past the allocation: " + e);
+  // Atomics: every block's count lands; one on host memory is a bug the emulation stops.
+  int *counter = reinterpret_cast<int *>(word);
+  PHIMOE_CUDA_CHECK(cudaMemset(counter, 0, sizeof(int)));
+  PHIMOE_CUDA_LAUNCH(5, 32, 0, nullptr, count_blocks_kernel)(counter);
+  PHIMOE_CUDA_CHECK(cudaGetLastError());
+  int counted = 0;
+  PHIMOE_CUDA_CHECK(cudaMemcpy(&counted, counter, sizeof(int), cudaMemcpyDeviceToHost));
+  expect(counted == 5, "an atomicAdd by every block");
+  int host_counter = 0;
+  e = error_of([&] { PHIMOE_CUDA_LAUNCH(1, 32, 0, nullptr, count_blocks_kernel)(&host_counter); });
+  expect(e.find("atomicAdd") != std::string::npos &&
+             e.find("outside device memory") != std::string::npos && host_counter == 0,
+         "an atomicAdd on host memory: " + e);
   cudaFree(word);
 
   // Launch configurations the hardware refuses: the launch's error, nothing runs.
