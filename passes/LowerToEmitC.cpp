@@ -91,10 +91,10 @@ int64_t dim(Value value, int64_t i) { return getLogicalShape(value.getType())[i]
 class Lowering {
 public:
   Lowering(ModuleOp module, func::FuncOp forward, bool cuda, bool fuseQkvRope, bool fuseRouter,
-           bool fuseMoeNorm, bool stageQ4kInputs)
+           bool fuseMoeNorm, bool fuseLinearNorm, bool stageQ4kInputs)
       : module(module), forward(forward), ctx(module.getContext()), b(ctx), cuda(cuda),
         fuseQkvRope(fuseQkvRope), fuseRouter(fuseRouter), fuseMoeNorm(fuseMoeNorm),
-        stageQ4kInputs(stageQ4kInputs) {}
+        fuseLinearNorm(fuseLinearNorm), stageQ4kInputs(stageQ4kInputs) {}
 
   LogicalResult run();
 
@@ -199,22 +199,38 @@ private:
       return MoEOp();
     return moe;
   }
-  /// The add_layer_norm that adds the sparsemixer MoE's rows (their only use) to the
-  /// residual and is the MoE's next op but for weight references: CUDA runs it in the down
-  /// projection's last block of each row (moe_sparsemixer_add_layer_norm). Null where there
-  /// is none, where the norm feeds a MoE of its own (add_layer_norm_route takes it), where
-  /// the plan does not keep its outputs apart from the MoE's rows (the norm of one row runs
-  /// while other rows' blocks still write theirs), or fuse-moe-norm is off.
+  /// The add_layer_norm that adds producer's rows (its result 0, their only use) to the
+  /// residual and is producer's next op but for weight references: CUDA runs it in the last
+  /// block of each row of producer's kernel. Null where there is none, or where the plan does
+  /// not keep the norm's outputs apart from producer's rows and from `input` where given (the
+  /// norm of one row runs while other rows' blocks still read their input and write theirs).
+  AddLayerNormOp normAfter(Operation *producer, Value input) {
+    Value rows = producer->getResult(0);
+    auto aln = dyn_cast_or_null<AddLayerNormOp>(nextKernelOp(producer));
+    if (!aln || aln.getRhs() != rows || !rows.hasOneUse() ||
+        !aln.getWeight().getDefiningOp<WeightRefOp>() ||
+        !aln.getBias().getDefiningOp<WeightRefOp>())
+      return AddLayerNormOp();
+    for (unsigned i : {0u, 1u})
+      if (!disjoint(rows, aln, i) || (input && !disjoint(input, aln, i)))
+        return AddLayerNormOp();
+    return aln;
+  }
+  /// normAfter for a sparsemixer MoE (moe_sparsemixer_add_layer_norm; its down projection
+  /// reads the act rows, not the MoE's input): null where the norm feeds a MoE of its own
+  /// (add_layer_norm_route takes it), or fuse-moe-norm is off.
   AddLayerNormOp normAfter(MoEOp moe) {
     if (!cuda || !fuseMoeNorm || moe.getKind() != RouterKind::Sparsemixer)
       return AddLayerNormOp();
-    auto aln = dyn_cast_or_null<AddLayerNormOp>(nextKernelOp(moe));
-    if (!aln || aln.getRhs() != moe.getResult() || !moe.getResult().hasOneUse() ||
-        routedMoE(aln) || !aln.getWeight().getDefiningOp<WeightRefOp>() ||
-        !aln.getBias().getDefiningOp<WeightRefOp>() || !disjoint(moe.getResult(), aln, 0) ||
-        !disjoint(moe.getResult(), aln, 1))
+    AddLayerNormOp aln = normAfter(moe, Value());
+    return aln && !routedMoE(aln) ? aln : AddLayerNormOp();
+  }
+  /// normAfter for a linear layer (linear_add_layer_norm, or with the routes of the MoE after
+  /// the norm linear_add_layer_norm_route): null where fuse-linear-norm is off.
+  AddLayerNormOp normAfter(LinearOp linear) {
+    if (!cuda || !fuseLinearNorm)
       return AddLayerNormOp();
-    return aln;
+    return normAfter(linear, linear->getOperand(0));
   }
   /// The op after `op` but for weight references (plain pointer arithmetic, no launch).
   static Operation *nextKernelOp(Operation *op) {
@@ -258,7 +274,7 @@ private:
   func::FuncOp forward;
   MLIRContext *ctx;
   OpBuilder b;
-  bool cuda, fuseQkvRope, fuseRouter, fuseMoeNorm, stageQ4kInputs;
+  bool cuda, fuseQkvRope, fuseRouter, fuseMoeNorm, fuseLinearNorm, stageQ4kInputs;
   Location loc = UnknownLoc::get(ctx);
   emitc::OpaqueType ctxType = emitc::OpaqueType::get(ctx, rt("Context&"));
   emitc::PointerType floatPtr = emitc::PointerType::get(Float32Type::get(ctx));
@@ -408,7 +424,43 @@ LogicalResult Lowering::lower(Operation *op) {
     }
     args.push_back(operand(operands.size()));
     operands.push_back(out);
-    call(rt("linear"), {i32(dim(weight, 0)), i32(dim(weight, 1))}, args, operands);
+    SmallVector<Attribute> shape{i32(dim(weight, 0)), i32(dim(weight, 1))};
+    auto linear = dyn_cast<LinearOp>(op);
+    if (AddLayerNormOp aln = linear ? normAfter(linear) : AddLayerNormOp()) {
+      // CUDA: the norm after the linear layer (and the router of the MoE after the norm) in
+      // the GEMV's launch; the norm emits nothing.
+      MoEOp moe = routedMoE(aln);
+      if (!weightAhead(aln.getWeight()) || !weightAhead(aln.getBias()) ||
+          (moe && !weightAhead(moe.getRouterWeight())))
+        return failure();
+      placeResults(aln);
+      if (!values.lookup(aln.getSum()) || !values.lookup(aln.getResult()))
+        return aln.emitOpError("phimoe-lower-to-emitc: no planned buffer for the norm");
+      if (moe)
+        shape.push_back(i32(dim(moe.getDown(), 0))); // E
+      if (Attribute next = stagedFor(aln, aln.getResult()))
+        shape.push_back(next);
+      for (Value value : {aln.getLhs(), aln.getWeight(), aln.getBias()}) {
+        args.push_back(operand(operands.size()));
+        operands.push_back(v(value));
+      }
+      args.push_back(f32(aln.getEpsilon().convertToDouble()));
+      for (Value value : {aln.getSum(), aln.getResult()}) {
+        args.push_back(operand(operands.size()));
+        operands.push_back(v(value));
+      }
+      if (moe) {
+        args.push_back(operand(operands.size()));
+        operands.push_back(v(moe.getRouterWeight()));
+        args.push_back(f32(moe.getEpsilon().convertToDouble()));
+        routed.insert(moe);
+      }
+      call(rt(moe ? "linear_add_layer_norm_route" : "linear_add_layer_norm"), shape, args,
+           operands);
+      fusedAway.insert(aln);
+      return success();
+    }
+    call(rt("linear"), shape, args, operands);
   } else if (auto split = dyn_cast<SplitOp>(op); split && qkv) {
     // CUDA: the q/k/v split, the queries' RoPE and the keys' RoPE with the KV-cache write in
     // one launch (the attention then only reads); the two rope ops emit nothing.
@@ -595,7 +647,7 @@ struct LowerToEmitCPass final
       return signalPassFailure();
     }
     if (failed(Lowering(module, forward, target == "cuda", fuseQkvRope, fuseRouter, fuseMoeNorm,
-                        stageQ4kInputs)
+                        fuseLinearNorm, stageQ4kInputs)
                    .run()))
       signalPassFailure();
   }

@@ -204,7 +204,10 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
     `moe_sparsemixer<..., true>`; `fuse-router=false` keeps them apart), a
     sparsemixer MoE followed by the add_layer_norm of its rows runs the norm in
     its down projection's last blocks (`moe_sparsemixer_add_layer_norm`;
-    `fuse-moe-norm=false` keeps them apart), a
+    `fuse-moe-norm=false` keeps them apart), a linear layer followed by the
+    add_layer_norm of its rows runs the norm (and the router of a sparsemixer MoE
+    after it) in its GEMV's last blocks (`linear_add_layer_norm(_route)`;
+    `fuse-linear-norm=false` keeps them apart), a
     layer_norm, add_layer_norm(_route) or attention whose output the next op
     reads as the input of a q4_K linear layer or MoE names that storage as its
     last template argument (`Next`: its kernel stages the rows in fixed point
@@ -225,6 +228,10 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
     Option<"fuseMoeNorm", "fuse-moe-norm", "bool", /*default=*/"true",
            "cuda: a sparsemixer MoE followed by the add_layer_norm of its rows runs the "
            "norm in its down projection's launch (moe_sparsemixer_add_layer_norm)">,
+    Option<"fuseLinearNorm", "fuse-linear-norm", "bool", /*default=*/"true",
+           "cuda: a linear layer followed by the add_layer_norm of its rows runs the norm "
+           "(and the routes of the MoE after it) in its GEMV's launch "
+           "(linear_add_layer_norm(_route))">,
     Option<"stageQ4kInputs", "stage-q4k-inputs", "bool", /*default=*/"true",
            "cuda: the norm or attention before a q4_K linear layer or MoE stages its rows "
            "in fixed point for that GEMV (a Next template argument)">,

@@ -4,13 +4,15 @@
 // launch (qkv_rope_kv_write, then attention<..., true>); with fuse-qkv-rope=false they are
 // the q/k/v split in one kernel (split_cols), the queries' RoPE, and the keys' RoPE fused with
 // the KV-cache write (rope_kv_write); the norm before the MoE computes its routes
-// (add_layer_norm_route; fuse-router=false: add_layer_norm, and the MoE's own router); the
-// norm after the MoE runs in the MoE's launch (moe_sparsemixer_add_layer_norm;
-// fuse-moe-norm=false: moe_sparsemixer, then add_layer_norm);
+// and runs in the last blocks of o_proj's GEMV (linear_add_layer_norm_route;
+// fuse-linear-norm=false: linear, then add_layer_norm_route; with fuse-router=false too:
+// add_layer_norm, and the MoE's own router); the norm after the MoE runs in the MoE's launch
+// (moe_sparsemixer_add_layer_norm; fuse-moe-norm=false: moe_sparsemixer, then add_layer_norm);
 // with q8_0 weights the module says that its pack has the CUDA layout.
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q8_0 max-tokens=16" | FileCheck %s
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q8_0 max-tokens=16" | phimoe-translate --phimoe-to-cpp | FileCheck %s --check-prefix=CUDA
-// RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q8_0" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda fuse-qkv-rope=false fuse-router=false fuse-moe-norm=false" | FileCheck %s --check-prefix=UNFUSED
+// RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q8_0" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda fuse-qkv-rope=false fuse-router=false fuse-moe-norm=false fuse-linear-norm=false" | FileCheck %s --check-prefix=UNFUSED
+// RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q8_0" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda fuse-linear-norm=false" | FileCheck %s --check-prefix=LINAPART
 // The CUDA pipeline plans memory with keep-split-input, so that the queries' buffer is apart
 // from the projection's, and the launch says so (Disjoint: one kernel for any number of rows);
 // without it the plan reuses the projection's buffer and the launch says it may not.
@@ -43,12 +45,15 @@
 // CHECK-NEXT: call_opaque "phimoe_cuda::qkv_rope_kv_write"(%[[CTX]], %[[QKV]], %[[N]], %[[POS]], %[[QS]], %[[KS]], %[[VS]], %[[Q]]) {args = [0 : index, 1 : index, 2 : index, 3 : index, #emitc.opaque<"kRope0">, 0 : i32, 4 : index, 5 : index, 6 : index, 7 : index], template_args = [128 : i32, 4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"{{true|false}}">]}
 // CHECK-NOT: phimoe_cuda::split_cols
 // CHECK-NOT: call_opaque "phimoe_cuda::rope
-// CHECK: call_opaque "phimoe_cuda::attention"(%[[CTX]], %[[Q]], {{[^,]+}}, %[[VS]], %[[N]], %[[POS]], {{[^)]+}}) {args = [{{.*}}, 0 : i32, 2.500000e-01 : f32, 0 : i32, 6 : index], template_args = [4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"true">]
+// CHECK: call_opaque "phimoe_cuda::attention"(%[[CTX]], %[[Q]], {{[^,]+}}, %[[VS]], %[[N]], %[[POS]], %[[ATT:[^)]+]]) {args = [{{.*}}, 0 : i32, 2.500000e-01 : f32, 0 : i32, 6 : index], template_args = [4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"true">]
 // CHECK-NOT: call_opaque "phimoe_cuda::rope
-// The norm before the MoE computes the MoE's routes in its launch (add_layer_norm_route, with
-// the router's weight and the MoE's epsilon); the MoE then skips its router (Routed = true).
-// The experts are q8_0.
-// CHECK: call_opaque "phimoe_cuda::add_layer_norm_route"(%[[CTX]], {{.*}}, %[[N]], {{.*}}, %[[RESID:[^,]+]], %[[NORMED:[^,]+]], %[[ROUTER:[^)]+]]) {args = [{{.*}}, 9.99999974E-6 : f32, 6 : index, 7 : index, 8 : index, 0.00999999977 : f32], template_args = [64 : i32, 4 : i32]}
+// o_proj, then the norm before the MoE on its rows and the residual (the embedding's rows),
+// which computes the MoE's routes (with the router's weight and the MoE's epsilon), in one
+// launch (linear_add_layer_norm_route: the GEMV's last block of each row runs the norm and the
+// router); the MoE then skips its router (Routed = true). The experts are q8_0.
+// CHECK-NOT: call_opaque "phimoe_cuda::linear"(
+// CHECK: call_opaque "phimoe_cuda::linear_add_layer_norm_route"(%[[CTX]], %[[ATT]], %[[N]], %{{[^,]+}}, %{{[^,]+}}, %{{[^,]+}}, %[[H]], %{{[^,]+}}, %{{[^,]+}}, %[[RESID:[^,]+]], %[[NORMED:[^,]+]], %[[ROUTER:[^)]+]]) {args = [0 : index, 1 : index, 2 : index, 3 : index, 4 : index, 5 : index, 6 : index, 7 : index, 8 : index, 9.99999974E-6 : f32, 9 : index, 10 : index, 11 : index, 0.00999999977 : f32], template_args = [64 : i32, 64 : i32, 4 : i32]}
+// CHECK-NOT: call_opaque "phimoe_cuda::add_layer_norm
 // CHECK-NOT: "phimoe_cuda::weight"(%[[CTX]]) {{.*}} template_args = [!emitc.opaque<"float">]}
 // CHECK: %[[GU:.+]] = call_opaque "phimoe_cuda::weight"(%[[CTX]]) {{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q8_0">]}
 // CHECK: %[[DOWN:.+]] = call_opaque "phimoe_cuda::weight"(%[[CTX]]) {{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q8_0">]}
@@ -74,7 +79,7 @@
 // CUDA-NEXT: float* {{v[0-9]+}} = phimoe_cuda::act([[CTX]], {{[0-9]+}});
 // CUDA-NEXT: float* {{v[0-9]+}} = phimoe_cuda::act([[CTX]], {{[0-9]+}});
 // CUDA-NEXT: phimoe_cuda::attention<4, 2, 16, true>([[CTX]], [[Q]], {{v[0-9]+}}, [[V]], [[N]], [[POS]], 0, 2.500000000e-01f, 0, {{v[0-9]+}});
-// CUDA: phimoe_cuda::add_layer_norm_route<64, 4>([[CTX]],
+// CUDA: phimoe_cuda::linear_add_layer_norm_route<64, 64, 4>([[CTX]],
 // CUDA: phimoe_cuda::moe_sparsemixer_add_layer_norm<4, 64, 128, true>([[CTX]],
 // CUDA: phimoe_cuda::linear<96, 64>([[CTX]], {{v[0-9]+}}, [[ROWS]], {{v[0-9]+}}, {{v[0-9]+}}, [[LOGITS]]);
 // CUDA-NEXT: return;
@@ -99,6 +104,16 @@
 // UNFUSED: call_opaque "phimoe_cuda::add_layer_norm"(
 // UNFUSED-NOT: moe_sparsemixer_add_layer_norm
 // UNFUSED-NOT: add_layer_norm_route
+
+// LINAPART-NOT: linear_add_layer_norm
+// LINAPART: call_opaque "phimoe_cuda::attention"({{.*}}, %[[ATT:[^)]+]]) {args
+// LINAPART-NEXT: call_opaque "phimoe_cuda::weight"
+// LINAPART-NEXT: call_opaque "phimoe_cuda::weight"
+// LINAPART-NEXT: %[[O:.+]] = call_opaque "phimoe_cuda::act"
+// LINAPART-NEXT: call_opaque "phimoe_cuda::linear"(%{{[^,]+}}, %[[ATT]], %{{[^,]+}}, %{{[^,]+}}, %{{[^,]+}}, %[[O]]) {{.*}} template_args = [64 : i32, 64 : i32]}
+// LINAPART: call_opaque "phimoe_cuda::add_layer_norm_route"(%{{[^,]+}}, %{{[^,]+}}, %[[O]], {{.*}} template_args = [64 : i32, 4 : i32]}
+// LINAPART: call_opaque "phimoe_cuda::moe_sparsemixer_add_layer_norm"(
+// LINAPART-NOT: linear_add_layer_norm
 
 // OVERLAP: call_opaque "phimoe_cuda::layer_norm"
 // OVERLAP: %[[QKV:.+]] = call_opaque "phimoe_cuda::act"(%{{.+}}) {args = [0 : index, [[QKVAT:[0-9]+]]]}

@@ -50,9 +50,10 @@
 // GPU: call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU: call_opaque "phimoe_cuda::linear"
 // GPU: call_opaque "phimoe_cuda::attention"({{.*}} template_args = [4 : i32, 2 : i32, 64 : i32, #emitc.opaque<"true">, #emitc.opaque<"phimoe_rt::block_q4k">]}
-// GPU: call_opaque "phimoe_cuda::linear"
+// o_proj's GEMV runs the norm before the MoE and its router in its last blocks.
+// GPU-NOT: call_opaque "phimoe_cuda::linear"(
 // GPU: call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::bf16">]}
-// GPU-NEXT: call_opaque "phimoe_cuda::add_layer_norm_route"({{.*}} template_args = [256 : i32, 4 : i32, #emitc.opaque<"phimoe_rt::block_q4k">]}
+// GPU: call_opaque "phimoe_cuda::linear_add_layer_norm_route"({{.*}} template_args = [256 : i32, 256 : i32, 4 : i32, #emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU-NEXT: %[[GU:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU-NEXT: %[[DOWN:.+]] = call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
 // The norm after each MoE (layer 1's input norm, then the last) runs in the MoE's launch

@@ -79,6 +79,13 @@ def test_kernel_profile_table():
     assert bench_gpu.decode_weight_bytes(
         "add_layer_norm_route_kernel",
         "add_layer_norm_route [H = 4096, E = 16, W = float, R = bf16]", 2) == 16 * 4096 * 2
+    # o_proj's GEMV with the norm and the router in its last blocks: both weights
+    o_norm = ("linear_then_norm [N = 4096, K = 4096, E = 16, Next = block_q4k, W = block_q4k, "
+              "B = float, NW = float, R = bf16]")
+    assert bench_gpu.decode_weight_bytes("gemv_norm_kernel", o_norm, 2) == \
+        4096 * 4096 * 144 / 256 + 16 * 4096 * 2
+    assert bench_gpu.decode_weight_bytes("gemv_norm_kernel", o_norm.replace("E = 16", "E = 0"),
+                                         2) == 4096 * 4096 * 144 / 256
     lm = "linear [N = 32064, K = 4096, W = block_q6k, B = float]"
     assert bench_gpu.decode_weight_bytes("gemv_kernel", lm, 2) == 32064 * 4096 * 210 / 256
     # gcc's spelling too, and kernels that read no weights

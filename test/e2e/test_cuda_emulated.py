@@ -152,17 +152,19 @@ def test_profile_has_a_span_for_every_launch(tmp_path):
     assert all(k["ms"] > 0 for k in got["kernels"]), got
     h, i, e = cfg.hidden_size, cfg.intermediate_size, cfg.num_local_experts
     # 6 forwards (the prompt, then 5 decode steps) of 2 layers: per layer one each of these.
-    # (the router runs in the launch of the norm before the MoE: add_layer_norm_route; the
-    # norm after the MoE in its down projection's: moe_sparsemixer_add_layer_norm, whose
+    # (o_proj's GEMV runs the norm before the MoE and the MoE's router in its last blocks:
+    # linear_add_layer_norm_route, whose launches detail::linear_then_norm makes; the norm
+    # after the MoE runs in its down projection's: moe_sparsemixer_add_layer_norm, whose
     # launches detail::moe_then_norm makes, NW the norm's weight)
     moe = (f"moe_then_norm [E = {e}, H = {h}, I = {i}, Routed = true, Next = void, R = float, "
            f"GU = float, DW = float, NW = float]")
-    route = f"add_layer_norm_route [H = {h}, E = {e}, Next = void, W = float, R = float]"
-    for kernel, launcher in [("add_layer_norm_route_kernel", route), ("gate_up_kernel", moe),
+    o_norm = (f"linear_then_norm [N = {h}, K = {h}, E = {e}, Next = void, W = float, "
+              f"B = float, NW = float, R = float]")
+    for kernel, launcher in [("gemv_norm_kernel", o_norm), ("gate_up_kernel", moe),
                              ("down_kernel", moe)]:
         assert by_name[(kernel, launcher)]["launches"] == 6 * 2, (kernel, sorted(by_name))
-    assert not any(k in ("router_kernel", "attention_combine_kernel") for k, _ in by_name), \
-        sorted(by_name)
+    assert not any(k in ("router_kernel", "attention_combine_kernel",
+                         "add_layer_norm_route_kernel") for k, _ in by_name), sorted(by_name)
     # Norm launches: only the first layer's input norm (on the embedding), once a forward.
     assert sum(k["launches"] for (name, _), k in by_name.items()
                if name == "layer_norm_kernel") == 6, sorted(by_name)
@@ -179,7 +181,7 @@ def test_profile_has_a_span_for_every_launch(tmp_path):
     assert bench_gpu.decode_weight_bytes("gemv_kernel", lm_head["launcher"], 2) == \
         cfg.vocab_size * h * 4
     assert bench_gpu.decode_weight_bytes("gate_up_kernel", moe, 2) == 2 * 2 * i * h * 4
-    assert bench_gpu.decode_weight_bytes("add_layer_norm_route_kernel", route, 2) == e * h * 4
+    assert bench_gpu.decode_weight_bytes("gemv_norm_kernel", o_norm, 2) == (h * h + e * h) * 4
     # ... and runs the build's bench under the profile: 4 decode steps, a 12-token prompt.
     runner = types.SimpleNamespace(work=tmp_path, prompts=[12], args=types.SimpleNamespace(gen=4),
                                    tmo=lambda cap: cap)

@@ -12,7 +12,9 @@
 #include <cstdio>
 #include <cstring>
 #include <random>
+#include <initializer_list>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 using namespace phimoe_cuda;
@@ -1112,11 +1114,42 @@ template <int Hq, int Hkv, int D, int N> void test_staged_attention(int past, in
   cudaFree(att_copy), cudaFree(want), cudaFree(got), cudaFree(dp);
 }
 
+// ctx.staged's words (after the launches so far).
+std::vector<uint32_t> staged_words(const Context &ctx) {
+  std::vector<uint32_t> h(ctx.staged_words);
+  PHIMOE_CUDA_CHECK(cudaDeviceSynchronize());
+  PHIMOE_CUDA_CHECK(cudaMemcpy(h.data(), ctx.staged, h.size() * 4, cudaMemcpyDeviceToHost));
+  return h;
+}
+
+// That the last-block counters of n rows are back at zero after a launch.
+void check_counters_zero(const Context &ctx, int n, const char *label) {
+  std::vector<int> counters(ctx.counter_ints);
+  PHIMOE_CUDA_CHECK(cudaMemcpy(counters.data(), ctx.counters, counters.size() * sizeof(int),
+                               cudaMemcpyDeviceToHost));
+  if (std::count(counters.begin(), counters.end(), 0) != n) {
+    std::printf("FAIL %s: counters not back at zero\n", label);
+    ++failures;
+  }
+}
+
+// Each (part, device rows, wanted rows) bit for bit.
+void check_same_rows(const char *label,
+                     std::initializer_list<std::tuple<const char *, const float *,
+                                                      const std::vector<float> *>> outputs) {
+  char what[200];
+  for (const auto &[part, got, want] : outputs) {
+    std::snprintf(what, sizeof what, "%s: %s", label, part);
+    check(what, download(got, want->size()), std::vector<double>(want->begin(), want->end()),
+          0.0);
+  }
+}
+
 // moe_sparsemixer_add_layer_norm (the norm in the down projection's last block of each row,
 // where the GEMV kernels run) against moe_sparsemixer then add_layer_norm, launches of their
 // own: the MoE's rows, the sums (in place over the residual, as the generated code has them)
 // and the normed rows bit for bit, with Next = block_q4k the normed rows' staged copy too, and
-// the counters back at zero; then the same launcher with the norm apart (moe_norm_mode 0).
+// the counters back at zero; then the same launcher with the norm apart (norm_tail_mode 0).
 template <int E, int H, int I, class W, class Next> void test_moe_norm(const char *name, int n) {
   Weight<float> router = spread_router<E, H>();
   Weight<W> gate_up = make_weight<W>(static_cast<size_t>(E) * 2 * I, H);
@@ -1134,12 +1167,6 @@ template <int E, int H, int I, class W, class Next> void test_moe_norm(const cha
   const W *gu = reinterpret_cast<const W *>(dgu), *dn = reinterpret_cast<const W *>(dd);
   float *dx = upload(x), *dw = upload(w), *dbias = upload(bias);
   float *moe = device<float>(count), *sum = device<float>(count), *out = device<float>(count);
-  auto staged_rows = [&] {
-    std::vector<uint32_t> h(ctx.staged_words);
-    PHIMOE_CUDA_CHECK(cudaDeviceSynchronize());
-    PHIMOE_CUDA_CHECK(cudaMemcpy(h.data(), ctx.staged, h.size() * 4, cudaMemcpyDeviceToHost));
-    return h;
-  };
   // The launches of their own.
   PHIMOE_CUDA_CHECK(cudaMemcpy(sum, a.data(), count * 4, cudaMemcpyHostToDevice));
   moe_sparsemixer<E, H, I>(ctx, dx, n, r, gu, dn, 0.01f, moe);
@@ -1147,45 +1174,124 @@ template <int E, int H, int I, class W, class Next> void test_moe_norm(const cha
   const bool staged = ctx.staged_of == out;
   const std::vector<float> want_moe = download(moe, count), want_sum = download(sum, count),
                            want_out = download(out, count);
-  const std::vector<uint32_t> want_staged = staged_rows();
+  const std::vector<uint32_t> want_staged = staged_words(ctx);
   for (int tail = 1; tail >= 0; --tail) {
     char label[160];
     std::snprintf(label, sizeof label, "moe_sparsemixer_add_layer_norm<%d,%d,%d> %s n=%d%s", E,
                   H, I, name, n, tail ? "" : " (norm apart)");
-    detail::moe_norm_mode() = tail;
+    detail::norm_tail_mode() = tail;
     PHIMOE_CUDA_CHECK(cudaMemcpy(sum, a.data(), count * 4, cudaMemcpyHostToDevice));
     poison(moe, count), poison(out, count);
     PHIMOE_CUDA_CHECK(cudaMemset(ctx.staged, 0xff, ctx.staged_words * 4));
     moe_sparsemixer_add_layer_norm<E, H, I, false, Next>(ctx, dx, n, r, gu, dn, 0.01f, moe, sum,
                                                          dw, dbias, 1e-5f, sum, out);
     const bool same_staged =
-        (ctx.staged_of == out) == staged && (!staged || staged_rows() == want_staged);
+        (ctx.staged_of == out) == staged && (!staged || staged_words(ctx) == want_staged);
     std::printf("%s %s: %s\n", same_staged ? "PASS" : "FAIL", label,
                 staged ? "the normed rows' staged copy" : "nothing staged");
     failures += !same_staged;
-    char what[200];
-    const std::pair<const char *, std::pair<float *, const std::vector<float> *>> outputs[] = {
-        {"the MoE's rows", {moe, &want_moe}},
-        {"the sums", {sum, &want_sum}},
-        {"the normed rows", {out, &want_out}}};
-    for (const auto &[part, got_want] : outputs) {
-      std::snprintf(what, sizeof what, "%s: %s", label, part);
-      const std::vector<float> &want = *got_want.second;
-      check(what, download(got_want.first, count), std::vector<double>(want.begin(), want.end()),
-            0.0);
-    }
-    std::vector<int> counters(ctx.counter_ints);
-    PHIMOE_CUDA_CHECK(cudaMemcpy(counters.data(), ctx.counters, counters.size() * sizeof(int),
-                                 cudaMemcpyDeviceToHost));
-    if (std::count(counters.begin(), counters.end(), 0) != n) {
-      std::printf("FAIL %s: counters not back at zero\n", label);
-      ++failures;
-    }
+    check_same_rows(label, {{"the MoE's rows", moe, &want_moe},
+                            {"the sums", sum, &want_sum},
+                            {"the normed rows", out, &want_out}});
+    check_counters_zero(ctx, n, label);
   }
-  detail::moe_norm_mode() = -1;
+  detail::norm_tail_mode() = -1;
   free_moe_workspace(ctx);
   cudaFree(ctx.counters), cudaFree(dr), cudaFree(dgu), cudaFree(dd), cudaFree(dx);
   cudaFree(dw), cudaFree(dbias), cudaFree(moe), cudaFree(sum), cudaFree(out);
+}
+
+// linear_add_layer_norm(_route) (the norm, with E > 0 then the MoE's router, in the GEMV's
+// last block of each row) against linear then add_layer_norm(_route), launches of their own,
+// each after a layer_norm<K, W> that stages x for a q4_K GEMV: the linear rows, the sums (in
+// place over the residual), the normed rows and the routes bit for bit; with Next = block_q4k
+// the normed rows' staged copy too (the last blocks stage it where the norm's rows are as
+// wide as x's, or there is one row: else they would overwrite staged x rows of rows whose
+// GEMV blocks have not run), and the counters back at zero; then the launcher with the norm
+// apart (norm_tail_mode 0).
+template <int N, int K, int E, class W, class Next>
+void test_linear_norm(const char *name, int n) {
+  Weight<W> weight = make_weight<W>(N, K);
+  Weight<float> router = spread_router<E == 0 ? 2 : E, N>();
+  const size_t count = static_cast<size_t>(n) * N, in_count = static_cast<size_t>(n) * K;
+  const std::vector<float> x0 = random_floats(in_count), a = random_floats(count, 1.0f, 0.5f);
+  const std::vector<float> xw = random_floats(K, 0.1f, 1.0f), xb = random_floats(K, 0.1f);
+  const std::vector<float> b = random_floats(N, 0.1f);
+  const std::vector<float> w = random_floats(N, 0.1f, 1.0f), bias = random_floats(N, 0.1f);
+  StagedContext sc(static_cast<size_t>(n) * detail::StagedQ4k::words(N > K ? N : K));
+  Context &ctx = sc.ctx;
+  ctx.routes = device<DeviceRoute>(n);
+  ctx.counter_ints = n;
+  ctx.counters = device<int>(ctx.counter_ints);
+  uint8_t *dq = upload(weight.bytes), *dr = upload(router.bytes);
+  const W *wq = reinterpret_cast<const W *>(dq);
+  const float *r = reinterpret_cast<const float *>(dr);
+  float *dx0 = upload(x0), *dxw = upload(xw), *dxb = upload(xb), *db = upload(b);
+  float *dw = upload(w), *dbias = upload(bias), *x = device<float>(in_count);
+  float *lin = device<float>(count), *sum = device<float>(count), *out = device<float>(count);
+  auto routes = [&] {
+    std::vector<DeviceRoute> h(n);
+    PHIMOE_CUDA_CHECK(cudaMemcpy(h.data(), ctx.routes, sizeof(DeviceRoute) * n,
+                                 cudaMemcpyDeviceToHost));
+    return h;
+  };
+  auto start = [&] { // x (staged for a q4_K GEMV) and the residual; outputs poisoned
+    layer_norm<K, W>(ctx, dx0, n, dxw, dxb, 1e-5f, x);
+    PHIMOE_CUDA_CHECK(cudaMemcpy(sum, a.data(), count * 4, cudaMemcpyHostToDevice));
+    poison(lin, count), poison(out, count);
+    PHIMOE_CUDA_CHECK(cudaMemset(ctx.routes, 0xff, sizeof(DeviceRoute) * n));
+  };
+  // The launches of their own.
+  start();
+  linear<N, K>(ctx, x, n, wq, db, lin);
+  if constexpr (E > 0)
+    add_layer_norm_route<N, E, Next>(ctx, sum, lin, n, dw, dbias, 1e-5f, sum, out, r, 0.01f);
+  else
+    add_layer_norm<N, Next>(ctx, sum, lin, n, dw, dbias, 1e-5f, sum, out);
+  const bool staged = ctx.staged_of == out;
+  const std::vector<float> want_lin = download(lin, count), want_sum = download(sum, count),
+                           want_out = download(out, count);
+  const std::vector<uint32_t> want_staged = staged_words(ctx);
+  const std::vector<DeviceRoute> want_routes = routes();
+  for (int tail = 1; tail >= 0; --tail) {
+    char label[160];
+    std::snprintf(label, sizeof label, "linear_add_layer_norm%s<%d,%d> %s n=%d%s",
+                  E > 0 ? "_route" : "", N, K, name, n, tail ? "" : " (norm apart)");
+    detail::norm_tail_mode() = tail;
+    PHIMOE_CUDA_CHECK(cudaMemset(ctx.staged, 0xff, ctx.staged_words * 4));
+    start();
+    if constexpr (E > 0)
+      linear_add_layer_norm_route<N, K, E, Next>(ctx, x, n, wq, db, lin, sum, dw, dbias, 1e-5f,
+                                                 sum, out, r, 0.01f);
+    else
+      linear_add_layer_norm<N, K, Next>(ctx, x, n, wq, db, lin, sum, dw, dbias, 1e-5f, sum,
+                                        out);
+    const bool hands_over =
+        staged && (!tail || N == K || n == 1 || n > detail::kGemvMaxRows);
+    const bool same_staged = (ctx.staged_of == out) == hands_over &&
+                             (!hands_over || staged_words(ctx) == want_staged);
+    std::printf("%s %s: %s\n", same_staged ? "PASS" : "FAIL", label,
+                hands_over ? "the normed rows' staged copy" : "nothing staged");
+    failures += !same_staged;
+    check_same_rows(label, {{"the linear rows", lin, &want_lin},
+                            {"the sums", sum, &want_sum},
+                            {"the normed rows", out, &want_out}});
+    if (E > 0) {
+      const std::vector<DeviceRoute> got = routes();
+      bool same = true;
+      for (int t = 0; t < n; ++t)
+        same = same && got[t].i1 == want_routes[t].i1 && got[t].i2 == want_routes[t].i2 &&
+               got[t].w1 == want_routes[t].w1 && got[t].w2 == want_routes[t].w2 &&
+               got[t].i1 != got[t].i2;
+      std::printf("%s %s: the routes\n", same ? "PASS" : "FAIL", label);
+      failures += !same;
+    }
+    check_counters_zero(ctx, n, label);
+  }
+  detail::norm_tail_mode() = -1;
+  cudaFree(ctx.routes), cudaFree(ctx.counters), cudaFree(dq), cudaFree(dr), cudaFree(dx0);
+  cudaFree(dxw), cudaFree(dxb), cudaFree(db), cudaFree(dw), cudaFree(dbias), cudaFree(x);
+  cudaFree(lin), cudaFree(sum), cudaFree(out);
 }
 
 } // namespace
@@ -1323,6 +1429,17 @@ int main() {
     test_moe_norm<4, 64, 128, float, block_q4k>("f32 (no tensor cores)", 20);
     test_moe_norm<4, 16, 64, float, void>("f32 (one block a row)", 2);
     test_moe_norm<16, 256, 320, block_q8_0, block_q4k>("q8_0 (grouped experts)", 12);
+    // The norm (and the router) after o_proj in its GEMV's last blocks: o_proj's shape, x
+    // wider or narrower than the norm's rows (staged x rows the last blocks must leave), no
+    // router, more rows than decode's GEMVs (apart), one block a row.
+    test_linear_norm<256, 256, 16, block_q4k, block_q4k>("q4k", 1);
+    test_linear_norm<256, 256, 16, block_q4k, block_q4k>("q4k", 8);
+    test_linear_norm<256, 512, 16, block_q4k, block_q4k>("q4k (K > N)", 3);
+    test_linear_norm<512, 256, 16, block_q4k, block_q4k>("q4k (K < N)", 3);
+    test_linear_norm<256, 512, 4, block_q4k, block_q4k>("q4k (K > N)", 1);
+    test_linear_norm<256, 256, 0, block_q8_0, block_q4k>("q8_0 (no router)", 4);
+    test_linear_norm<64, 128, 4, bf16, void>("bf16", 12);
+    test_linear_norm<16, 64, 2, float, void>("f32 (one block a row)", 2);
   } catch (const std::exception &e) {
     std::printf("FAIL: %s\n", e.what());
     return 1;

@@ -422,13 +422,10 @@ template <int N, int K, class W> __device__ __forceinline__ void gemv_prefetch(c
 }
 
 // Decode: block (row group, token); a warp per two output rows at a time, x staged in shared
-// memory (staged: null, or x's StagedQ4k rows for int_input<W, K>: dp4a).
+// memory xs (K floats; staged: null, or x's StagedQ4k rows for int_input<W, K>: dp4a).
 template <int N, int K, class W, class B>
-__global__ void gemv_kernel(const float *x, const uint32_t *staged, const W *w, const B *bias,
-                            float *out) {
-  PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
-  gemv_prefetch<N, K>(w);
-  PHIMOE_CUDA_KERNEL_PROLOGUE();
+__device__ __forceinline__ void gemv_block(const float *x, const uint32_t *staged, const W *w,
+                                           const B *bias, float *out, float *xs) {
   constexpr int RB = gemv_rows<N>();
   const int first = static_cast<int>(blockIdx.x) * RB, end = min(N, first + RB);
   const int t = blockIdx.y;
@@ -446,6 +443,15 @@ __global__ void gemv_kernel(const float *x, const uint32_t *staged, const W *w, 
         out[static_cast<size_t>(t) * N + r + 1] = y[1] + bias_at(bias, r + 1);
     }
   }
+}
+
+template <int N, int K, class W, class B>
+__global__ void gemv_kernel(const float *x, const uint32_t *staged, const W *w, const B *bias,
+                            float *out) {
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
+  gemv_prefetch<N, K>(w);
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  gemv_block<N, K>(x, staged, w, bias, out, xs);
 }
 
 // Prefill: a 32-token x 64-row tile per block of 256 threads (2 x 4 outputs each), K in steps
@@ -1068,10 +1074,9 @@ __device__ __forceinline__ phimoe_rt::Route warp_sparsemixer(const float *s, flo
 // Router of row t of x (kThreads threads; xs: H + E floats of shared memory): a warp per
 // expert logit, then warp 0 routes (up to 32 experts; more: thread 0).
 template <int E, int H, class R>
-__device__ __forceinline__ void route_row(const float *x, const R *router, float eps,
+__device__ __forceinline__ void route_row(int t, const float *x, const R *router, float eps,
                                           DeviceRoute *routes, float *xs) {
   float *logits = xs + H;
-  const int t = blockIdx.x;
   stage_row<R, H>(xs, x + static_cast<size_t>(t) * H);
   __syncthreads();
   for (int e = threadIdx.x >> 5; e < E; e += kWarps) {
@@ -1098,7 +1103,7 @@ template <int E, int H, class R>
 __global__ void router_kernel(const float *x, const R *router, float eps, DeviceRoute *routes) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs); // H floats, then E logits
   PHIMOE_CUDA_KERNEL_PROLOGUE();
-  route_row<E, H, R>(x, router, eps, routes, xs);
+  route_row<E, H, R>(blockIdx.x, x, router, eps, routes, xs);
 }
 
 // add_layer_norm of a row, then the router on the row it wrote (after a barrier, which makes
@@ -1114,7 +1119,7 @@ __global__ void add_layer_norm_route_kernel(const float *a, const float *b, cons
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   layer_norm_row<H, true, W>(blockIdx.x, a, b, w, bias, eps, sum, out, part, staged);
   __syncthreads();
-  route_row<E, H, R>(out, router, route_eps, routes, xs);
+  route_row<E, H, R>(blockIdx.x, out, router, route_eps, routes, xs);
 }
 
 // Rows of act per block of gate_up_kernel: whole groups of 32 where it stages act.
@@ -1216,6 +1221,37 @@ __global__ void down_kernel(const float *act, const uint32_t *staged, const DW *
     __shared__ float part[32];
     layer_norm_row<H, true, NW, true>(t, tail.a, out, tail.w, tail.bias, tail.eps, tail.sum,
                                       tail.out, part, tail.staged);
+  }
+}
+
+// The router of the rows a NormTail normed, run after the norm by the same block: routes[t]
+// of the sparsemixer over E experts (E = 0: none).
+template <class R> struct RouteTail {
+  const R *router = nullptr;
+  float eps = 0.0f;
+  DeviceRoute *routes = nullptr;
+};
+
+// gemv_kernel, then in the last block of each row the add_layer_norm of `tail` on that row of
+// out (and with E > 0 the router of `route` on the normed row): o_proj's GEMV with the norm
+// before the MoE. xs: max(K, N + E) floats.
+template <int N, int K, class W, class B, class NW, int E, class R>
+__global__ void gemv_norm_kernel(const float *x, const uint32_t *staged, const W *w,
+                                 const B *bias, float *out, NormTail<NW> tail,
+                                 RouteTail<R> route) {
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
+  gemv_prefetch<N, K>(w);
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  gemv_block<N, K>(x, staged, w, bias, out, xs);
+  const int t = blockIdx.y;
+  if (!last_block_of(tail.counters + t, static_cast<int>(gridDim.x)))
+    return;
+  __shared__ float part[32];
+  layer_norm_row<N, true, NW, true>(t, tail.a, out, tail.w, tail.bias, tail.eps, tail.sum,
+                                    tail.out, part, tail.staged);
+  if constexpr (E > 0) {
+    __syncthreads(); // (the block's normed row, and xs free again)
+    route_row<E, N, R>(t, tail.out, route.router, route.eps, route.routes, xs);
   }
 }
 
@@ -1364,6 +1400,79 @@ void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, floa
     (x, n, w, bias, out);
   }
   PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+namespace detail {
+// Whether the add_layer_norms after a MoE and after a linear layer run in the last blocks of
+// the kernel before (its down projection, its GEMV): -1 from the environment
+// (PHIMOE_CUDA_NORM=apart: launches of their own), 0 apart, 1 in the last blocks
+// (kernels_test sets it to run both).
+inline int &norm_tail_mode() {
+  static int mode = -1;
+  return mode;
+}
+
+// linear<N, K>(x -> out), then add_layer_norm<N, Next> of norm.a and out's rows (E > 0:
+// add_layer_norm_route<N, E, Next> with route's router): in decode, where ctx has the
+// counters, in the GEMV's last block of each row; else launches of their own.
+template <int N, int K, int E, class Next, class W, class B, class NW, class R>
+void linear_then_norm(Context &ctx, const float *x, int n, const W *w, const B *bias,
+                      float *out, NormTail<NW> norm, RouteTail<R> route) {
+  static_assert(N > 0 && K > 0, "linear: empty shape");
+  if (n <= 0)
+    return;
+  if (n <= kGemvMaxRows && has_counters(ctx, static_cast<size_t>(n)) &&
+      env_switch(norm_tail_mode(), "PHIMOE_CUDA_NORM", "apart")) {
+    constexpr size_t smem = sizeof(float) * (K > N + E ? K : N + E);
+    static bool configured =
+        (allow_shared(gemv_norm_kernel<N, K, W, B, NW, E, R>, smem), true);
+    (void)configured;
+    const uint32_t *staged = staged_input<W, K>(ctx, x, n);
+    // The norm of row t writes ctx.staged's row t while the GEMV blocks of the other rows
+    // may still read theirs: rows of the same width, or one row only.
+    norm.staged = N == K || n == 1 ? stage_for<Next, N>(ctx, norm.out, n) : nullptr;
+    norm.counters = ctx.counters;
+    route.routes = ctx.routes;
+    dim3 grid(blocks_for(N, gemv_rows<N>()), n);
+    PHIMOE_CUDA_LAUNCH(grid, kThreads, smem, ctx.stream, gemv_norm_kernel<N, K, W, B, NW, E, R>)
+    (x, staged, w, bias, out, norm, route);
+    PHIMOE_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  linear<N, K>(ctx, x, n, w, bias, out);
+  if constexpr (E > 0)
+    add_layer_norm_route<N, E, Next>(ctx, norm.a, out, n, norm.w, norm.bias, norm.eps, norm.sum,
+                                     norm.out, route.router, route.eps);
+  else
+    add_layer_norm<N, Next>(ctx, norm.a, out, n, norm.w, norm.bias, norm.eps, norm.sum,
+                            norm.out);
+}
+} // namespace detail
+
+// linear<N, K> into out, then add_layer_norm<N, Next>(ctx, a, out, n, w, bias, eps, sum,
+// norm_out): in decode the GEMV's last block of each row runs the norm (one launch fewer;
+// PHIMOE_CUDA_NORM=apart keeps it a launch of its own). phimoe-lower-to-emitc{target=cuda}
+// emits it where the norm is the linear layer's next op (o_proj, then the residual add).
+template <int N, int K, class Next = void, class W, class B, class NW>
+void linear_add_layer_norm(Context &ctx, const float *x, int n, const W *w, const B *bias,
+                           float *out, const float *a, const NW *nw, const NW *nbias, float eps,
+                           float *sum, float *norm_out) {
+  detail::linear_then_norm<N, K, 0, Next>(ctx, x, n, w, bias, out,
+                                          detail::NormTail<NW>{a, nw, nbias, eps, sum, norm_out},
+                                          detail::RouteTail<float>{});
+}
+
+// linear_add_layer_norm, with the router of the sparsemixer MoE that reads the normed rows
+// after the norm (add_layer_norm_route's routes, which moe_sparsemixer<..., true> takes).
+template <int N, int K, int E, class Next = void, class W, class B, class NW, class R>
+void linear_add_layer_norm_route(Context &ctx, const float *x, int n, const W *w,
+                                 const B *bias, float *out, const float *a, const NW *nw,
+                                 const NW *nbias, float eps, float *sum, float *norm_out,
+                                 const R *router, float route_eps) {
+  static_assert(E >= 2, "linear_add_layer_norm_route: at least two experts");
+  detail::linear_then_norm<N, K, E, Next>(
+      ctx, x, n, w, bias, out, detail::NormTail<NW>{a, nw, nbias, eps, sum, norm_out},
+      detail::RouteTail<R>{router, route_eps, nullptr});
 }
 
 template <int In, int Offset, int Width>
@@ -1593,14 +1702,6 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
 }
 
 namespace detail {
-// Whether add_layer_norm after a MoE runs in its down projection's last blocks: -1 from the
-// environment (PHIMOE_CUDA_MOE_NORM=apart: a launch of its own), 0 apart, 1 in the down
-// kernel (kernels_test sets it to run both).
-inline int &moe_norm_mode() {
-  static int mode = -1;
-  return mode;
-}
-
 // moe_sparsemixer, then (NW not void) add_layer_norm<H, Next>(norm.a, out, ...) of its rows:
 // in the down kernel's last block of each row where that kernel runs and ctx has the
 // counters, else as a launch of its own.
@@ -1654,7 +1755,7 @@ void moe_then_norm(Context &ctx, const float *x, int n, const R *router, const G
   dim3 down_grid(blocks_for(H, gemv_rows<H>()), n);
   if constexpr (normed) {
     if (has_counters(ctx, static_cast<size_t>(n)) &&
-        env_switch(moe_norm_mode(), "PHIMOE_CUDA_MOE_NORM", "apart")) {
+        env_switch(norm_tail_mode(), "PHIMOE_CUDA_NORM", "apart")) {
       norm.staged = stage_for<Next, H>(ctx, norm.out, n);
       norm.counters = ctx.counters;
       PHIMOE_CUDA_LAUNCH(down_grid, kThreads, down_smem, ctx.stream,
@@ -1683,7 +1784,7 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
 
 // moe_sparsemixer into moe_out, then add_layer_norm<H, Next>(ctx, a, moe_out, n, w, bias,
 // eps, sum, out): in decode the down projection's last block of each row runs the norm (one
-// launch fewer; PHIMOE_CUDA_MOE_NORM=apart keeps it a launch of its own).
+// launch fewer; PHIMOE_CUDA_NORM=apart keeps it a launch of its own).
 // phimoe-lower-to-emitc{target=cuda} emits it where the norm is the MoE's next op.
 template <int E, int H, int I, bool Routed = false, class Next = void, class R, class GU,
           class DW, class W>
