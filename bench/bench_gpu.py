@@ -46,9 +46,10 @@ run (on the GPU machine) then, writing DIR/bench-gpu.json and DIR/bench-gpu.md a
      ours/Q+pdl: programmatic dependent launch), for those of --float-gemv (default q4k) with
      PHIMOE_CUDA_DP4A=0 (engine ours/Q+float: q4_K GEMVs on float inputs, not the staged
      fixed point of kernels.cuh's stage_for), for those of --apart (default q4k) with
-     PHIMOE_CUDA_COMBINE=kernel and PHIMOE_CUDA_NORM=apart (engine ours/Q+apart: the
-     launches that last blocks save, apart: flash-decoding's merge, the norms after o_proj
-     and after the MoE);
+     PHIMOE_CUDA_COMBINE=kernel, PHIMOE_CUDA_NORM=apart and PHIMOE_CUDA_QKV_ROPE=apart
+     (engine ours/Q+apart: the launches that last blocks save, apart: flash-decoding's merge,
+     the norms after o_proj and after the MoE, the heads' RoPE and KV write after the q/k/v
+     GEMV);
      for those of --profile (default q4k), the
      larger build's bench once more under PHIMOE_CUDA_PROFILE (profile_phimoe: where the
      device time goes, kernel by kernel; the report sets the kernel spans of a forward
@@ -728,10 +729,11 @@ class Runner:
         # of the one before), and q4_K GEMVs on float inputs instead of staged fixed point
         # (kernels.cuh, stage_for: on by default, measured here against its alternative), and
         # the launches that last blocks save as launches of their own (flash-decoding's merge,
-        # the norms after o_proj and after the MoE).
+        # the norms after o_proj and after the MoE, the RoPE and KV write after the q/k/v GEMV).
         variants = [("pdl", {"PHIMOE_CUDA_PDL": "1"}, self.args.pdl),
                     ("float", {"PHIMOE_CUDA_DP4A": "0"}, self.args.float_gemv),
-                    ("apart", {"PHIMOE_CUDA_COMBINE": "kernel", "PHIMOE_CUDA_NORM": "apart"},
+                    ("apart", {"PHIMOE_CUDA_COMBINE": "kernel", "PHIMOE_CUDA_NORM": "apart",
+                               "PHIMOE_CUDA_QKV_ROPE": "apart"},
                      self.args.apart)]
         for suffix, variables, quants in variants:
             if quant not in quants.split(",") or self.dry:
@@ -1249,6 +1251,8 @@ def decode_weight_bytes(kernel, launcher, top_k):
     try:
         parts = {  # (values, storage) of each weight the kernel reads
             "gemv_kernel": lambda: [(int(a["N"]) * int(a["K"]), a["W"])],
+            # the q/k/v projection's GEMV, then each head's RoPE and KV write in its last blocks
+            "gemv_qkv_rope_kernel": lambda: [(int(a["N"]) * int(a["K"]), a["W"])],
             # o_proj's GEMV, then the norm and (E > 0) the router in its last blocks
             "gemv_norm_kernel": lambda: [(int(a["N"]) * int(a["K"]), a["W"])] + (
                 [(int(a["E"]) * int(a["N"]), a["R"])] if int(a["E"]) else []),
@@ -1507,9 +1511,9 @@ def main():
                    help="quants whose builds also time decode with PHIMOE_CUDA_DP4A=0 (engine "
                         "ours/Q+float: q4_K GEMVs on float inputs; comma-separated, '' for none)")
     r.add_argument("--apart", default="q4k",
-                   help="quants whose builds also time decode with PHIMOE_CUDA_COMBINE=kernel "
-                        "and PHIMOE_CUDA_NORM=apart (engine ours/Q+apart; comma-separated, "
-                        "'' for none)")
+                   help="quants whose builds also time decode with PHIMOE_CUDA_COMBINE=kernel, "
+                        "PHIMOE_CUDA_NORM=apart and PHIMOE_CUDA_QKV_ROPE=apart (engine "
+                        "ours/Q+apart; comma-separated, '' for none)")
     r.add_argument("--profile", default="q4k",
                    help="quants whose largest build also runs under PHIMOE_CUDA_PROFILE "
                         "(comma-separated; '' for none)")

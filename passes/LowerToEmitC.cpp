@@ -91,10 +91,10 @@ int64_t dim(Value value, int64_t i) { return getLogicalShape(value.getType())[i]
 class Lowering {
 public:
   Lowering(ModuleOp module, func::FuncOp forward, bool cuda, bool fuseQkvRope, bool fuseRouter,
-           bool fuseMoeNorm, bool fuseLinearNorm, bool stageQ4kInputs)
+           bool fuseMoeNorm, bool fuseLinearNorm, bool fuseQkvGemv, bool stageQ4kInputs)
       : module(module), forward(forward), ctx(module.getContext()), b(ctx), cuda(cuda),
         fuseQkvRope(fuseQkvRope), fuseRouter(fuseRouter), fuseMoeNorm(fuseMoeNorm),
-        fuseLinearNorm(fuseLinearNorm), stageQ4kInputs(stageQ4kInputs) {}
+        fuseLinearNorm(fuseLinearNorm), fuseQkvGemv(fuseQkvGemv), stageQ4kInputs(stageQ4kInputs) {}
 
   LogicalResult run();
 
@@ -232,6 +232,32 @@ private:
       return AddLayerNormOp();
     return normAfter(linear, linear->getOperand(0));
   }
+  /// The q/k/v split (qkvRope) that is the next op after the linear layer of its input (the
+  /// layer's only use), where the plan keeps the queries' buffer apart from the projection
+  /// and from the layer's input (the last block of a head writes its queries while other
+  /// heads' blocks still read the input): CUDA rotates the heads and writes the KV cache in
+  /// the GEMV's last blocks (linear_qkv_rope_kv_write). None where fuse-qkv-gemv is off.
+  /// (Places the split's results, which qkvRope needs, once the plan allows the launch.)
+  std::optional<QkvRope> qkvAfter(LinearOp linear) {
+    if (!cuda || !fuseQkvGemv)
+      return std::nullopt;
+    auto split = dyn_cast_or_null<SplitOp>(nextKernelOp(linear));
+    if (!split || split.getInput() != linear->getResult(0) || !linear->getResult(0).hasOneUse())
+      return std::nullopt;
+    // (The plan first: the split's results are placed only for a launch that takes them.)
+    Value queries = split.getResult(0);
+    auto q = queries.hasOneUse() ? dyn_cast<RopeOp>(*queries.getUsers().begin()) : RopeOp();
+    if (!q || !disjoint(split.getInput(), q) || !disjoint(linear->getOperand(0), q))
+      return std::nullopt;
+    placeResults(split);
+    std::optional<QkvRope> f = qkvRope(split);
+    if (!f)
+      return std::nullopt;
+    const int64_t heads = static_cast<int64_t>(f->att.getNumHeads() + 2 * f->att.getNumKvHeads());
+    if (dim(split.getInput(), 1) != heads * static_cast<int64_t>(f->att.getHeadDim()))
+      return std::nullopt;
+    return f;
+  }
   /// The op after `op` but for weight references (plain pointer arithmetic, no launch).
   static Operation *nextKernelOp(Operation *op) {
     Operation *next = op->getNextNode();
@@ -274,7 +300,7 @@ private:
   func::FuncOp forward;
   MLIRContext *ctx;
   OpBuilder b;
-  bool cuda, fuseQkvRope, fuseRouter, fuseMoeNorm, fuseLinearNorm, stageQ4kInputs;
+  bool cuda, fuseQkvRope, fuseRouter, fuseMoeNorm, fuseLinearNorm, fuseQkvGemv, stageQ4kInputs;
   Location loc = UnknownLoc::get(ctx);
   emitc::OpaqueType ctxType = emitc::OpaqueType::get(ctx, rt("Context&"));
   emitc::PointerType floatPtr = emitc::PointerType::get(Float32Type::get(ctx));
@@ -426,6 +452,23 @@ LogicalResult Lowering::lower(Operation *op) {
     operands.push_back(out);
     SmallVector<Attribute> shape{i32(dim(weight, 0)), i32(dim(weight, 1))};
     auto linear = dyn_cast<LinearOp>(op);
+    if (std::optional<QkvRope> f = linear ? qkvAfter(linear) : std::nullopt) {
+      // CUDA: the q/k/v projection, its split, the queries' RoPE and the keys' RoPE with the
+      // KV-cache write in one launch; the split and the ropes emit nothing.
+      auto split = cast<SplitOp>(nextKernelOp(linear));
+      placeResults(f->q);
+      shape.append({i32(f->att.getNumHeads()), i32(f->att.getNumKvHeads()),
+                    i32(f->att.getHeadDim())});
+      args.append({operand(operands.size()), opaque(ropeTable(f->q.getScaling())),
+                   i32(f->att.getLayer()), operand(operands.size() + 1)});
+      operands.append({posArg, v(f->q.getResult())});
+      call(rt("linear_qkv_rope_kv_write"), shape, args, operands);
+      fusedAway.insert(split);
+      fusedAway.insert(f->q);
+      fusedAway.insert(f->k);
+      kvWritten.insert(f->att);
+      return success();
+    }
     if (AddLayerNormOp aln = linear ? normAfter(linear) : AddLayerNormOp()) {
       // CUDA: the norm after the linear layer (and the router of the MoE after the norm) in
       // the GEMV's launch; the norm emits nothing.
@@ -647,7 +690,7 @@ struct LowerToEmitCPass final
       return signalPassFailure();
     }
     if (failed(Lowering(module, forward, target == "cuda", fuseQkvRope, fuseRouter, fuseMoeNorm,
-                        fuseLinearNorm, stageQ4kInputs)
+                        fuseLinearNorm, fuseQkvGemv, stageQ4kInputs)
                    .run()))
       signalPassFailure();
   }

@@ -207,7 +207,10 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
     `fuse-moe-norm=false` keeps them apart), a linear layer followed by the
     add_layer_norm of its rows runs the norm (and the router of a sparsemixer MoE
     after it) in its GEMV's last blocks (`linear_add_layer_norm(_route)`;
-    `fuse-linear-norm=false` keeps them apart), a
+    `fuse-linear-norm=false` keeps them apart), the q/k/v projection
+    followed by its split and both RoPEs does their work in its GEMV's last
+    blocks (`linear_qkv_rope_kv_write`; `fuse-qkv-gemv=false` keeps them
+    apart), a
     layer_norm, add_layer_norm(_route) or attention whose output the next op
     reads as the input of a q4_K linear layer or MoE names that storage as its
     last template argument (`Next`: its kernel stages the rows in fixed point
@@ -232,6 +235,10 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
            "cuda: a linear layer followed by the add_layer_norm of its rows runs the norm "
            "(and the routes of the MoE after it) in its GEMV's launch "
            "(linear_add_layer_norm(_route))">,
+    Option<"fuseQkvGemv", "fuse-qkv-gemv", "bool", /*default=*/"true",
+           "cuda: the q/k/v projection followed by its split and both RoPEs (fuse-qkv-rope) "
+           "rotates the heads and writes the KV cache in its GEMV's launch "
+           "(linear_qkv_rope_kv_write)">,
     Option<"stageQ4kInputs", "stage-q4k-inputs", "bool", /*default=*/"true",
            "cuda: the norm or attention before a q4_K linear layer or MoE stages its rows "
            "in fixed point for that GEMV (a Next template argument)">,

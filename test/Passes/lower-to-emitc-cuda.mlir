@@ -1,7 +1,8 @@
 // The one-layer PhiMoE of lower-to-emitc.mlir lowered for CUDA (target=cuda): the same flat
 // list of kernel calls, of the phimoe_cuda launchers, on a phimoe_cuda::Context, except that
-// the q/k/v split, the queries' RoPE and the keys' RoPE with the KV-cache write are one
-// launch (qkv_rope_kv_write, then attention<..., true>); with fuse-qkv-rope=false they are
+// the q/k/v projection, its split, the queries' RoPE and the keys' RoPE with the KV-cache
+// write are one launch (linear_qkv_rope_kv_write, then attention<..., true>; with
+// fuse-qkv-gemv=false the projection and qkv_rope_kv_write); with fuse-qkv-rope=false they are
 // the q/k/v split in one kernel (split_cols), the queries' RoPE, and the keys' RoPE fused with
 // the KV-cache write (rope_kv_write); the norm before the MoE computes its routes
 // and runs in the last blocks of o_proj's GEMV (linear_add_layer_norm_route;
@@ -13,9 +14,13 @@
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q8_0 max-tokens=16" | phimoe-translate --phimoe-to-cpp | FileCheck %s --check-prefix=CUDA
 // RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q8_0" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda fuse-qkv-rope=false fuse-router=false fuse-moe-norm=false fuse-linear-norm=false" | FileCheck %s --check-prefix=UNFUSED
 // RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q8_0" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda fuse-linear-norm=false" | FileCheck %s --check-prefix=LINAPART
+// With fuse-qkv-gemv=false the q/k/v GEMV and qkv_rope_kv_write are launches of their own.
+// RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q8_0" --phimoe-plan-memory="max-tokens=16 keep-split-input=true" --phimoe-lower-to-emitc="target=cuda fuse-qkv-gemv=false" | FileCheck %s --check-prefix=QKVAPART
 // The CUDA pipeline plans memory with keep-split-input, so that the queries' buffer is apart
-// from the projection's, and the launch says so (Disjoint: one kernel for any number of rows);
-// without it the plan reuses the projection's buffer and the launch says it may not.
+// from the projection's, and the launch says so (the q/k/v GEMV's launch, which needs it, or
+// Disjoint: one kernel for any number of rows); without it the plan reuses the projection's
+// buffer, and the GEMV and qkv_rope_kv_write are launches of their own, the second saying
+// that the buffers may overlap.
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q8_0 max-tokens=16" | FileCheck %s --check-prefix=APART
 // RUN: phimoe-opt %s --canonicalize --phimoe-fuse-qkv --phimoe-fuse-gate-up --phimoe-fuse-add-norm --phimoe-fuse-moe --canonicalize --phimoe-quantize="scheme=q8_0" --phimoe-plan-memory="max-tokens=16" --phimoe-lower-to-emitc="target=cuda" | FileCheck %s --check-prefix=OVERLAP
 // The CPU lowering of the same module has neither the layout nor phimoe_cuda calls.
@@ -32,19 +37,20 @@
 // CHECK: %[[H:.+]] = call_opaque "phimoe_cuda::act"(%[[CTX]]) {args = [0 : index, 0]}
 // CHECK: call_opaque "phimoe_cuda::embed"(%[[CTX]], %[[IDS]], %[[N]], %[[TABLE]], %[[H]]) {{.*}} template_args = [96 : i32, 64 : i32]
 // CHECK: call_opaque "phimoe_cuda::layer_norm"
-// The q/k/v split of the fused projection and both RoPEs: one launch, no copy per range, no
-// separate rope; the attention reads the queries it wrote.
+// The q/k/v projection, its split and both RoPEs: one launch, no copy per range, no separate
+// rope (the GEMV's last block of each head rotates it and writes the KV cache); the attention
+// reads the queries it wrote.
 // CHECK-NOT: phimoe_cuda::copy_cols
 // CHECK-NOT: phimoe_cuda::split_cols
 // CHECK: %[[QKV:.+]] = call_opaque "phimoe_cuda::act"
-// CHECK-NEXT: call_opaque "phimoe_cuda::linear"({{.*}}%[[QKV]]) {{.*}} template_args = [128 : i32, 64 : i32]
-// CHECK: %[[QS:.+]] = call_opaque "phimoe_cuda::act"
-// CHECK: %[[KS:.+]] = call_opaque "phimoe_cuda::act"
-// CHECK: %[[VS:.+]] = call_opaque "phimoe_cuda::act"
-// CHECK: %[[Q:.+]] = call_opaque "phimoe_cuda::act"
-// CHECK-NEXT: call_opaque "phimoe_cuda::qkv_rope_kv_write"(%[[CTX]], %[[QKV]], %[[N]], %[[POS]], %[[QS]], %[[KS]], %[[VS]], %[[Q]]) {args = [0 : index, 1 : index, 2 : index, 3 : index, #emitc.opaque<"kRope0">, 0 : i32, 4 : index, 5 : index, 6 : index, 7 : index], template_args = [128 : i32, 4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"{{true|false}}">]}
+// CHECK-NEXT: call_opaque "phimoe_cuda::act"
+// CHECK-NEXT: call_opaque "phimoe_cuda::act"
+// CHECK-NEXT: %[[VS:.+]] = call_opaque "phimoe_cuda::act"
+// CHECK-NEXT: %[[Q:.+]] = call_opaque "phimoe_cuda::act"
+// CHECK-NEXT: call_opaque "phimoe_cuda::linear_qkv_rope_kv_write"(%[[CTX]], %{{[^,]+}}, %[[N]], %{{[^,]+}}, %{{[^,]+}}, %[[QKV]], %[[POS]], %[[Q]]) {args = [0 : index, 1 : index, 2 : index, 3 : index, 4 : index, 5 : index, 6 : index, #emitc.opaque<"kRope0">, 0 : i32, 7 : index], template_args = [128 : i32, 64 : i32, 4 : i32, 2 : i32, 16 : i32]}
 // CHECK-NOT: phimoe_cuda::split_cols
 // CHECK-NOT: call_opaque "phimoe_cuda::rope
+// CHECK-NOT: qkv_rope_kv_write"(
 // CHECK: call_opaque "phimoe_cuda::attention"(%[[CTX]], %[[Q]], {{[^,]+}}, %[[VS]], %[[N]], %[[POS]], %[[ATT:[^)]+]]) {args = [{{.*}}, 0 : i32, 2.500000e-01 : f32, 0 : i32, 6 : index], template_args = [4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"true">]
 // CHECK-NOT: call_opaque "phimoe_cuda::rope
 // o_proj, then the norm before the MoE on its rows and the residual (the embedding's rows),
@@ -74,11 +80,10 @@
 // CUDA: void phimoe_forward(phimoe_cuda::Context& [[CTX:v[0-9]+]], const int32_t* [[IDS:v[0-9]+]], const int32_t* [[POS:v[0-9]+]], int32_t [[N:v[0-9]+]], int32_t [[ROWS:v[0-9]+]], float* [[LOGITS:v[0-9]+]]) {
 // CUDA: const phimoe_rt::block_q8_0* [[TABLE:v[0-9]+]] = phimoe_cuda::weight<phimoe_rt::block_q8_0>([[CTX]], 0);
 // CUDA: phimoe_cuda::embed<96, 64>([[CTX]], [[IDS]], [[N]], [[TABLE]],
-// CUDA: phimoe_cuda::linear<128, 64>([[CTX]],
-// CUDA: phimoe_cuda::qkv_rope_kv_write<128, 4, 2, 16, {{true|false}}>([[CTX]], {{v[0-9]+}}, [[N]], [[POS]], kRope0, 0, {{v[0-9]+}}, {{v[0-9]+}}, [[V:v[0-9]+]], [[Q:v[0-9]+]]);
+// CUDA: phimoe_cuda::linear_qkv_rope_kv_write<128, 64, 4, 2, 16>([[CTX]], {{v[0-9]+}}, [[N]], {{v[0-9]+}}, {{v[0-9]+}}, {{v[0-9]+}}, [[POS]], kRope0, 0, [[Q:v[0-9]+]]);
 // CUDA-NEXT: float* {{v[0-9]+}} = phimoe_cuda::act([[CTX]], {{[0-9]+}});
 // CUDA-NEXT: float* {{v[0-9]+}} = phimoe_cuda::act([[CTX]], {{[0-9]+}});
-// CUDA-NEXT: phimoe_cuda::attention<4, 2, 16, true>([[CTX]], [[Q]], {{v[0-9]+}}, [[V]], [[N]], [[POS]], 0, 2.500000000e-01f, 0, {{v[0-9]+}});
+// CUDA-NEXT: phimoe_cuda::attention<4, 2, 16, true>([[CTX]], [[Q]], {{v[0-9]+}}, {{v[0-9]+}}, [[N]], [[POS]], 0, 2.500000000e-01f, 0, {{v[0-9]+}});
 // CUDA: phimoe_cuda::linear_add_layer_norm_route<64, 64, 4>([[CTX]],
 // CUDA: phimoe_cuda::moe_sparsemixer_add_layer_norm<4, 64, 128, true>([[CTX]],
 // CUDA: phimoe_cuda::linear<96, 64>([[CTX]], {{v[0-9]+}}, [[ROWS]], {{v[0-9]+}}, {{v[0-9]+}}, [[LOGITS]]);
@@ -95,9 +100,8 @@
 
 // APART: call_opaque "phimoe_cuda::layer_norm"
 // APART: %[[QKV:.+]] = call_opaque "phimoe_cuda::act"(%{{.+}}) {args = [0 : index, [[QKVAT:[0-9]+]]]}
-// APART-NEXT: call_opaque "phimoe_cuda::linear"
 // APART-NOT: {args = [0 : index, [[QKVAT]]]}
-// APART: phimoe_cuda::qkv_rope_kv_write"({{.*}}template_args = [128 : i32, 4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"true">]
+// APART: phimoe_cuda::linear_qkv_rope_kv_write"
 // UNFUSED-NOT: add_layer_norm_route
 // UNFUSED: call_opaque "phimoe_cuda::add_layer_norm"(
 // UNFUSED: call_opaque "phimoe_cuda::moe_sparsemixer"({{.*}} template_args = [4 : i32, 64 : i32, 128 : i32]}
@@ -114,6 +118,17 @@
 // LINAPART: call_opaque "phimoe_cuda::add_layer_norm_route"(%{{[^,]+}}, %{{[^,]+}}, %[[O]], {{.*}} template_args = [64 : i32, 4 : i32]}
 // LINAPART: call_opaque "phimoe_cuda::moe_sparsemixer_add_layer_norm"(
 // LINAPART-NOT: linear_add_layer_norm
+
+// QKVAPART: call_opaque "phimoe_cuda::layer_norm"
+// QKVAPART: %[[QKV:.+]] = call_opaque "phimoe_cuda::act"
+// QKVAPART-NEXT: call_opaque "phimoe_cuda::linear"({{.*}}%[[QKV]]) {{.*}} template_args = [128 : i32, 64 : i32]
+// QKVAPART: %[[QS:.+]] = call_opaque "phimoe_cuda::act"
+// QKVAPART: %[[KS:.+]] = call_opaque "phimoe_cuda::act"
+// QKVAPART: %[[VS:.+]] = call_opaque "phimoe_cuda::act"
+// QKVAPART: %[[Q:.+]] = call_opaque "phimoe_cuda::act"
+// QKVAPART-NEXT: call_opaque "phimoe_cuda::qkv_rope_kv_write"(%{{[^,]+}}, %[[QKV]], %{{[^,]+}}, %{{[^,]+}}, %[[QS]], %[[KS]], %[[VS]], %[[Q]]) {args = [0 : index, 1 : index, 2 : index, 3 : index, #emitc.opaque<"kRope0">, 0 : i32, 4 : index, 5 : index, 6 : index, 7 : index], template_args = [128 : i32, 4 : i32, 2 : i32, 16 : i32, #emitc.opaque<"true">]}
+// QKVAPART-NOT: call_opaque "phimoe_cuda::rope
+// QKVAPART: call_opaque "phimoe_cuda::attention"({{[^,]+}}, %[[Q]], {{[^,]+}}, %[[VS]],
 
 // OVERLAP: call_opaque "phimoe_cuda::layer_norm"
 // OVERLAP: %[[QKV:.+]] = call_opaque "phimoe_cuda::act"(%{{.+}}) {args = [0 : index, [[QKVAT:[0-9]+]]]}

@@ -48,7 +48,7 @@
 // GPU: call_opaque "phimoe_cuda::embed"
 // GPU: call_opaque "phimoe_cuda::layer_norm"({{.*}} template_args = [256 : i32, #emitc.opaque<"phimoe_rt::block_q4k">]}
 // GPU: call_opaque "phimoe_cuda::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q4k">]}
-// GPU: call_opaque "phimoe_cuda::linear"
+// GPU: call_opaque "phimoe_cuda::linear_qkv_rope_kv_write"({{.*}} template_args = [512 : i32, 256 : i32, 4 : i32, 2 : i32, 64 : i32]}
 // GPU: call_opaque "phimoe_cuda::attention"({{.*}} template_args = [4 : i32, 2 : i32, 64 : i32, #emitc.opaque<"true">, #emitc.opaque<"phimoe_rt::block_q4k">]}
 // o_proj's GEMV runs the norm before the MoE and its router in its last blocks.
 // GPU-NOT: call_opaque "phimoe_cuda::linear"(

@@ -160,16 +160,21 @@ def test_profile_has_a_span_for_every_launch(tmp_path):
            f"GU = float, DW = float, NW = float]")
     o_norm = (f"linear_then_norm [N = {h}, K = {h}, E = {e}, Next = void, W = float, "
               f"B = float, NW = float, R = float]")
-    for kernel, launcher in [("gemv_norm_kernel", o_norm), ("gate_up_kernel", moe),
-                             ("down_kernel", moe)]:
+    heads, kv, d = (cfg.num_attention_heads, cfg.num_key_value_heads,
+                    h // cfg.num_attention_heads)
+    # (the q/k/v projection's GEMV rotates the heads and writes the KV cache in its last
+    # blocks: linear_qkv_rope_kv_write)
+    qkv = (f"linear_qkv_rope_kv_write [N = {(heads + 2 * kv) * d}, K = {h}, Hq = {heads}, "
+           f"Hkv = {kv}, D = {d}, W = float, B = float]")
+    for kernel, launcher in [("gemv_qkv_rope_kernel", qkv), ("gemv_norm_kernel", o_norm),
+                             ("gate_up_kernel", moe), ("down_kernel", moe)]:
         assert by_name[(kernel, launcher)]["launches"] == 6 * 2, (kernel, sorted(by_name))
-    assert not any(k in ("router_kernel", "attention_combine_kernel",
-                         "add_layer_norm_route_kernel") for k, _ in by_name), sorted(by_name)
+    assert not any(k in ("router_kernel", "attention_combine_kernel", "add_layer_norm_route_kernel",
+                         "qkv_rope_heads_kernel", "qkv_rope_kernel") for k, _ in by_name), \
+        sorted(by_name)
     # Norm launches: only the first layer's input norm (on the embedding), once a forward.
     assert sum(k["launches"] for (name, _), k in by_name.items()
                if name == "layer_norm_kernel") == 6, sorted(by_name)
-    heads, kv, d = (cfg.num_attention_heads, cfg.num_key_value_heads,
-                    h // cfg.num_attention_heads)
     attn = by_name[("attention_partial", f"attention_simt [Hq = {heads}, Hkv = {kv}, D = {d}]")]
     assert attn["launches"] == 6 * 2
     lm_head = by_name[("gemv_kernel", f"linear [N = {cfg.vocab_size}, K = {h}, W = float, "
@@ -182,6 +187,8 @@ def test_profile_has_a_span_for_every_launch(tmp_path):
         cfg.vocab_size * h * 4
     assert bench_gpu.decode_weight_bytes("gate_up_kernel", moe, 2) == 2 * 2 * i * h * 4
     assert bench_gpu.decode_weight_bytes("gemv_norm_kernel", o_norm, 2) == (h * h + e * h) * 4
+    assert bench_gpu.decode_weight_bytes("gemv_qkv_rope_kernel", qkv, 2) == \
+        (heads + 2 * kv) * d * h * 4
     # ... and runs the build's bench under the profile: 4 decode steps, a 12-token prompt.
     runner = types.SimpleNamespace(work=tmp_path, prompts=[12], args=types.SimpleNamespace(gen=4),
                                    tmo=lambda cap: cap)

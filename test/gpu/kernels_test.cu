@@ -1294,6 +1294,72 @@ void test_linear_norm(const char *name, int n) {
   cudaFree(lin), cudaFree(sum), cudaFree(out);
 }
 
+// linear_qkv_rope_kv_write (the heads' RoPE and KV write in the q/k/v GEMV's last block of
+// each head) against the same launcher with them apart (qkv_tail_mode 0: linear, then
+// qkv_rope_kv_write's kernel), after a layer_norm<K, W> that stages x for a q4_K GEMV: the
+// projection's rows, the rotated queries and both caches bit for bit, and the counters back at
+// zero. Rows at positions past..past+n-1 of a cache of `capacity` positions (rows past it:
+// no cache write), LongRoPE set `rope_long`.
+template <int Hq, int Hkv, int D, int K, class W>
+void test_qkv_gemv(const char *name, int past, int n, int capacity, bool rope_long) {
+  constexpr int N = (Hq + 2 * Hkv) * D, q_row = Hq * D, kv_row = Hkv * D;
+  const int layers = 2, layer = 1;
+  Weight<W> weight = make_weight<W>(N, K);
+  const std::vector<float> kc = random_floats(static_cast<size_t>(layers) * capacity * kv_row);
+  const std::vector<float> vc = random_floats(kc.size());
+  const std::vector<float> x0 = random_floats(static_cast<size_t>(n) * K);
+  const std::vector<float> xw = random_floats(K, 0.1f, 1.0f), xb = random_floats(K, 0.1f);
+  const std::vector<float> b = random_floats(N, 0.1f);
+  const RopeInputs rope_in(past, n, D / 2);
+  int32_t *dp = upload(rope_in.pos);
+  uint8_t *dq = upload(weight.bytes);
+  const W *wq = reinterpret_cast<const W *>(dq);
+  float *dx0 = upload(x0), *dxw = upload(xw), *dxb = upload(xb), *db = upload(b);
+  float *x = device<float>(x0.size()), *qkv = device<float>(static_cast<size_t>(n) * N),
+        *q_out = device<float>(static_cast<size_t>(n) * q_row);
+  std::vector<float> want[4];
+  for (int tail = 0; tail < 2; ++tail) {
+    Context ctx = cache_context(kc, vc, layers, capacity, Hkv, D, past + n, 0);
+    ctx.rope_long = rope_long;
+    cudaFree(ctx.counters);
+    ctx.counter_ints = static_cast<size_t>(n) * (Hq + Hkv);
+    ctx.counters = device<int>(ctx.counter_ints);
+    ctx.staged_words = static_cast<size_t>(n) * detail::StagedQ4k::words(K);
+    ctx.staged = device<uint32_t>(ctx.staged_words);
+    poison(qkv, static_cast<size_t>(n) * N), poison(q_out, static_cast<size_t>(n) * q_row);
+    layer_norm<K, W>(ctx, dx0, n, dxw, dxb, 1e-5f, x);
+    detail::qkv_tail_mode() = tail;
+    linear_qkv_rope_kv_write<N, K, Hq, Hkv, D>(ctx, x, n, wq, db, qkv, dp, rope_in.p, layer,
+                                               q_out);
+    detail::qkv_tail_mode() = -1;
+    const std::vector<float> got[4] = {
+        download(qkv, static_cast<size_t>(n) * N), download(q_out, static_cast<size_t>(n) * q_row),
+        download(ctx.k_cache, kc.size()), download(ctx.v_cache, vc.size())};
+    char label[160];
+    std::snprintf(label, sizeof label, "linear_qkv_rope_kv_write<%d,%d,%d,%d,%d> %s n=%d %s%s", N,
+                  K, Hq, Hkv, D, name, n, rope_long ? "long" : "short",
+                  tail ? "" : " (apart)");
+    if (!tail) { // the launches apart: the reference
+      for (int i = 0; i < 4; ++i)
+        want[i] = got[i];
+      const bool cached = got[2] != kc;
+      std::printf("%s %s: the keys %s the cache\n", cached == (past < capacity) ? "PASS" : "FAIL",
+                  label, cached ? "went into" : "stayed out of");
+      failures += cached != (past < capacity);
+    } else {
+      check_same_rows(label, {{"the q/k/v rows", qkv, &want[0]},
+                              {"the rotated queries", q_out, &want[1]},
+                              {"the k cache", ctx.k_cache, &want[2]},
+                              {"the v cache", ctx.v_cache, &want[3]}});
+      check_counters_zero(ctx, n * (Hq + Hkv), label);
+    }
+    cudaFree(ctx.staged);
+    free_cache_context(ctx);
+  }
+  cudaFree(dp), cudaFree(dq), cudaFree(dx0), cudaFree(dxw), cudaFree(dxb), cudaFree(db);
+  cudaFree(x), cudaFree(qkv), cudaFree(q_out);
+}
+
 } // namespace
 
 int main() {
@@ -1440,6 +1506,15 @@ int main() {
     test_linear_norm<256, 256, 0, block_q8_0, block_q4k>("q8_0 (no router)", 4);
     test_linear_norm<64, 128, 4, bf16, void>("bf16", 12);
     test_linear_norm<16, 64, 2, float, void>("f32 (one block a row)", 2);
+    // The heads' RoPE and KV write in the q/k/v GEMV's last blocks: Phi-3.5-MoE's heads (on
+    // a short K), several rows, a row past the cache, more rows than decode's GEMVs (apart),
+    // heads narrower than a block's rows (apart).
+    test_qkv_gemv<32, 8, 128, 256, block_q4k>("q4k", 100, 1, 128, false);
+    test_qkv_gemv<4, 2, 16, 64, float>("f32", 7, 5, 16, true);
+    test_qkv_gemv<4, 2, 16, 64, float>("f32 (last row past the cache)", 3, 4, 6, false);
+    test_qkv_gemv<4, 2, 32, 256, block_q8_0>("q8_0", 0, 8, 8, true);
+    test_qkv_gemv<4, 2, 16, 64, bf16>("bf16", 2, 12, 20, false);
+    test_qkv_gemv<4, 2, 8, 64, float>("f32 (8-wide heads)", 1, 3, 8, false);
   } catch (const std::exception &e) {
     std::printf("FAIL: %s\n", e.what());
     return 1;

@@ -655,9 +655,43 @@ __global__ void qkv_rope_kernel(const float *qkv, const int32_t *pos, RopeTable<
   }
 }
 
+// Head h of row t of a fused q/k/v projection (x: the row) by D / 2 or more threads, a pair
+// (j, j + D / 2) each: heads h < Hq rotated into q_out; the others, KV head h - Hq's rotated
+// keys and its values into the cache (rows outside the cache: not, as rope_kv_write_kernel).
+// Fresh: x was written by other blocks of the same launch (read through L2).
+template <int Hq, int Hkv, int D, bool Fresh = false>
+__device__ __forceinline__ void rope_qkv_head(const float *x, int t, int h, const int32_t *pos,
+                                              const RopeTable<D> &table, int layer,
+                                              int capacity, const KvPages &pages,
+                                              float *k_cache, float *v_cache, float *q_out) {
+  constexpr int half = D / 2, q_row = Hq * D, kv_row = Hkv * D;
+  auto at_x = [&](int i) { return Fresh ? __ldcg(x + i) : x[i]; };
+  const int p = pos[t], set = table.set(t);
+  const float position = static_cast<float>(p);
+  if (h < Hq) {
+    float *o = q_out + static_cast<size_t>(t) * q_row + h * D;
+    for (int j = threadIdx.x; j < half; j += blockDim.x)
+      rope_pair(table, set, position, j, at_x(h * D + j), at_x(h * D + j + half), o[j],
+                o[j + half]);
+    return;
+  }
+  const int at = kv_slot(pages, capacity, t, p);
+  if (at < 0)
+    return;
+  const int kvh = h - Hq;
+  const size_t dst = (static_cast<size_t>(layer) * capacity + at) * kv_row + kvh * D;
+  const int k = q_row + kvh * D, v = q_row + kv_row + kvh * D;
+  for (int j = threadIdx.x; j < half; j += blockDim.x) {
+    const float a = at_x(k + j), b = at_x(k + j + half), va = at_x(v + j),
+                vb = at_x(v + j + half);
+    rope_pair(table, set, position, j, a, b, k_cache[dst + j], k_cache[dst + j + half]);
+    v_cache[dst + j] = va;
+    v_cache[dst + j + half] = vb;
+  }
+}
+
 // qkv_rope_kernel's work spread over the heads, where q_out does not overlap qkv: block
-// (row t, head h) of D / 2 threads, a pair (j, j + D / 2) each. Heads h < Hq: the rotated
-// query head to q_out; the others: KV head h - Hq's rotated keys and values into the cache.
+// (row t, head h) of D / 2 threads: rope_qkv_head.
 // (In decode qkv_rope_kernel is one block that walks the row; this is Hq + Hkv blocks of one
 // step each.)
 template <int In, int Hq, int Hkv, int D>
@@ -665,28 +699,9 @@ __global__ void qkv_rope_heads_kernel(const float *qkv, const int32_t *pos, Rope
                                       int layer, int capacity, KvPages pages, float *k_cache,
                                       float *v_cache, float *q_out) {
   PHIMOE_CUDA_KERNEL_PROLOGUE();
-  constexpr int half = D / 2, q_row = Hq * D, kv_row = Hkv * D;
-  const int t = blockIdx.x, h = blockIdx.y, p = pos[t], set = table.set(t);
-  const float position = static_cast<float>(p);
-  const float *x = qkv + static_cast<size_t>(t) * In;
-  if (h < Hq) {
-    float *o = q_out + static_cast<size_t>(t) * q_row + h * D;
-    for (int j = threadIdx.x; j < half; j += blockDim.x)
-      rope_pair(table, set, position, j, x[h * D + j], x[h * D + j + half], o[j], o[j + half]);
-    return;
-  }
-  const int at = kv_slot(pages, capacity, t, p);
-  if (at < 0) // (rows outside the cache: not written, as rope_kv_write_kernel)
-    return;
-  const int kvh = h - Hq;
-  const size_t dst = (static_cast<size_t>(layer) * capacity + at) * kv_row + kvh * D;
-  const float *k = x + q_row + kvh * D, *v = x + q_row + kv_row + kvh * D;
-  for (int j = threadIdx.x; j < half; j += blockDim.x) {
-    const float a = k[j], b = k[j + half], va = v[j], vb = v[j + half];
-    rope_pair(table, set, position, j, a, b, k_cache[dst + j], k_cache[dst + j + half]);
-    v_cache[dst + j] = va;
-    v_cache[dst + j + half] = vb;
-  }
+  const int t = blockIdx.x;
+  rope_qkv_head<Hq, Hkv, D>(qkv + static_cast<size_t>(t) * In, t, blockIdx.y, pos, table, layer,
+                            capacity, pages, k_cache, v_cache, q_out);
 }
 
 // Writes the k and v rows of this forward at their positions (rows outside the cache: not).
@@ -1224,6 +1239,42 @@ __global__ void down_kernel(const float *act, const uint32_t *staged, const DW *
   }
 }
 
+// What the q/k/v projection's GEMV does with each head of its rows in the head's last block
+// (gemv_qkv_rope_kernel): qkv_rope_kv_write's, with a counter per (row, query or KV head).
+template <int D> struct QkvRopeTail {
+  RopeTable<D> table;
+  const int32_t *pos = nullptr;
+  int layer = 0, capacity = 0;
+  KvPages pages;
+  float *k_cache = nullptr, *v_cache = nullptr, *q_out = nullptr;
+  int *counters = nullptr;
+};
+
+// gemv_kernel of a fused q/k/v projection (N = (Hq + 2 Hkv) D outputs, D a multiple of the
+// block's rows), then in the last block of each query head's rows, or of a KV head's keys and
+// values, that head's RoPE and KV write (rope_qkv_head on the rows those blocks wrote).
+template <int N, int K, class W, class B, int Hq, int Hkv, int D>
+__global__ void gemv_qkv_rope_kernel(const float *x, const uint32_t *staged, const W *w,
+                                     const B *bias, float *out, QkvRopeTail<D> tail) {
+  constexpr int RB = gemv_rows<N>();
+  static_assert(N == (Hq + 2 * Hkv) * D && D % RB == 0,
+                "gemv_qkv_rope_kernel: a head's rows across blocks");
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
+  gemv_prefetch<N, K>(w);
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  gemv_block<N, K>(x, staged, w, bias, out, xs);
+  // The unit of this block's head: query head h, or KV head u - Hq with its keys and values
+  // (the last of the blocks of both runs it).
+  const int t = blockIdx.y, h = static_cast<int>(blockIdx.x) * RB / D;
+  const int u = h < Hq ? h : Hq + (h - Hq) % Hkv;
+  if (!last_block_of(tail.counters + static_cast<size_t>(t) * (Hq + Hkv) + u,
+                     h < Hq ? D / RB : 2 * D / RB))
+    return;
+  rope_qkv_head<Hq, Hkv, D, true>(out + static_cast<size_t>(t) * N, t, u, tail.pos, tail.table,
+                                  tail.layer, tail.capacity, tail.pages, tail.k_cache,
+                                  tail.v_cache, tail.q_out);
+}
+
 // The router of the rows a NormTail normed, run after the norm by the same block: routes[t]
 // of the sparsemixer over E experts (E = 0: none).
 template <class R> struct RouteTail {
@@ -1585,6 +1636,63 @@ void qkv_rope_kv_write(Context &ctx, const float *qkv, int n, const int32_t *pos
   (qkv, pos, detail::rope_table<D>(ctx, p), layer, ctx.capacity, ctx.pages, ctx.k_cache,
    ctx.v_cache, q_out);
   PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+namespace detail {
+// Whether the q/k/v projection's GEMV rotates the heads and writes the KV cache in its last
+// blocks: -1 from the environment (PHIMOE_CUDA_QKV_ROPE=apart: qkv_rope_kv_write's launch of
+// its own), 0 apart, 1 in the last blocks (kernels_test sets it to run both).
+inline int &qkv_tail_mode() {
+  static int mode = -1;
+  return mode;
+}
+} // namespace detail
+
+// linear<N, K> of a fused q/k/v projection into qkv, then qkv_rope_kv_write<N, Hq, Hkv, D,
+// true>(ctx, qkv, n, pos, p, layer, ..., q_out) (q_out apart from qkv and from x): in decode
+// the GEMV's last block of each head rotates it (queries to q_out, keys into the cache) or
+// writes its values into the cache (one launch fewer; PHIMOE_CUDA_QKV_ROPE=apart keeps
+// qkv_rope_kv_write a launch of its own). phimoe-lower-to-emitc{target=cuda} emits it where
+// the split of the projection and both RoPEs follow it.
+template <int N, int K, int Hq, int Hkv, int D, class W, class B>
+void linear_qkv_rope_kv_write(Context &ctx, const float *x, int n, const W *w, const B *bias,
+                              float *qkv, const int32_t *pos, const phimoe_rt::RopeParams &p,
+                              int layer, float *q_out) {
+  static_assert(N == (Hq + 2 * Hkv) * D, "linear_qkv_rope_kv_write: N is not the q/k/v heads");
+  if (n <= 0)
+    return;
+  if constexpr (D % detail::gemv_rows<N>() == 0) {
+    if (n <= detail::kGemvMaxRows &&
+        detail::has_counters(ctx, static_cast<size_t>(n) * (Hq + Hkv)) &&
+        detail::env_switch(detail::qkv_tail_mode(), "PHIMOE_CUDA_QKV_ROPE", "apart")) {
+      detail::check_cache_layer<Hkv, D>(ctx, layer, "linear_qkv_rope_kv_write");
+      constexpr size_t smem = sizeof(float) * K;
+      static bool configured =
+          (detail::allow_shared(detail::gemv_qkv_rope_kernel<N, K, W, B, Hq, Hkv, D>, smem),
+           true);
+      (void)configured;
+      const uint32_t *staged = detail::staged_input<W, K>(ctx, x, n);
+      detail::QkvRopeTail<D> tail;
+      tail.table = detail::rope_table<D>(ctx, p);
+      tail.pos = pos;
+      tail.layer = layer;
+      tail.capacity = ctx.capacity;
+      tail.pages = ctx.pages;
+      tail.k_cache = ctx.k_cache;
+      tail.v_cache = ctx.v_cache;
+      tail.q_out = q_out;
+      tail.counters = ctx.counters;
+      dim3 grid(detail::blocks_for(N, detail::gemv_rows<N>()), n);
+      PHIMOE_CUDA_LAUNCH(grid, detail::kThreads, smem, ctx.stream,
+                         detail::gemv_qkv_rope_kernel<N, K, W, B, Hq, Hkv, D>)
+      (x, staged, w, bias, qkv, tail);
+      PHIMOE_CUDA_CHECK_LAUNCH();
+      return;
+    }
+  }
+  linear<N, K>(ctx, x, n, w, bias, qkv);
+  qkv_rope_kv_write<N, Hq, Hkv, D, true>(ctx, qkv, n, pos, p, layer, nullptr, nullptr, nullptr,
+                                         q_out);
 }
 
 namespace detail {

@@ -88,7 +88,8 @@ struct Context {
   size_t attn_partial_floats = 0;
   // Counts of finished blocks (kernels.cuh, last_block_of), zero between launches: per (row,
   // head) flash-decoding's splits (the last merges them), per row the MoE's down projection
-  // (the last runs the norm after it). None: those run as launches of their own.
+  // and o_proj's GEMV (the last runs the norm after it), per (row, query or KV head) the q/k/v
+  // projection's GEMV (the last rotates the head). None: those run as launches of their own.
   int *counters = nullptr;
   size_t counter_ints = 0;
   // Decode rows for q4_K GEMVs in fixed point (kernels.cuh, detail::stage_for): room for
@@ -122,10 +123,10 @@ inline size_t attention_partial_floats(const phimoe_rt::ModelInfo &info) {
   return per_split * (rows > 1024 ? rows : 1024);
 }
 
-// Ints of Context::counters: one per query head of every row of a chunk.
+// Ints of Context::counters: one per query head and KV head of every row of a chunk.
 inline size_t counter_ints(const phimoe_rt::ModelInfo &info) {
   const size_t heads = info.head_dim > 0 ? static_cast<size_t>(info.hidden / info.head_dim) : 1;
-  return heads * static_cast<size_t>(info.max_tokens);
+  return (heads + static_cast<size_t>(info.kv_heads)) * static_cast<size_t>(info.max_tokens);
 }
 
 template <class T> inline const T *weight(const Context &ctx, uint64_t offset) {
