@@ -1256,12 +1256,12 @@ template <int D> struct QkvRopeTail {
 template <int N, int K, class W, class B, int Hq, int Hkv, int D>
 __global__ void gemv_qkv_rope_kernel(const float *x, const uint32_t *staged, const W *w,
                                      const B *bias, float *out, QkvRopeTail<D> tail) {
-  constexpr int RB = gemv_rows<N>();
-  static_assert(N == (Hq + 2 * Hkv) * D && D % RB == 0,
-                "gemv_qkv_rope_kernel: a head's rows across blocks");
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
   gemv_prefetch<N, K>(w);
   PHIMOE_CUDA_KERNEL_PROLOGUE();
+  constexpr int RB = gemv_rows<N>();
+  static_assert(N == (Hq + 2 * Hkv) * D && D % RB == 0,
+                "gemv_qkv_rope_kernel: a head's rows across blocks");
   gemv_block<N, K>(x, staged, w, bias, out, xs);
   // The unit of this block's head: query head h, or KV head u - Hq with its keys and values
   // (the last of the blocks of both runs it).
