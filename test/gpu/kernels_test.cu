@@ -8,6 +8,7 @@
 #include "test_weights.h"
 
 #include <algorithm>
+#include <cfloat>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -334,6 +335,61 @@ template <int H> void test_layer_norm(int n) {
   layer_norm<H>(ctx, da, n, dw, dbias, 1e-5f, out);
   check("layer_norm", download(out, a.size()), want, 1e-5);
   cudaFree(da), cudaFree(dbb), cudaFree(dw), cudaFree(dbias), cudaFree(out);
+}
+
+// tc_split_pair (the tensor-core GEMM's split of x into bf16 terms: one cvt.rn.bf16x2.f32 a
+// term on the device) of the pairs x[2i], x[2i + 1] into out[Terms i ..].
+template <int Terms>
+__global__ void split_pair_kernel(const float *x, int pairs, uint32_t *out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < pairs) {
+    uint32_t packed[Terms];
+    detail::tc_split_pair<Terms>(x[2 * i], x[2 * i + 1], packed);
+    for (int t = 0; t < Terms; ++t)
+      out[Terms * i + t] = packed[t];
+  }
+}
+
+// The device's split against the host's tc_split (bit arithmetic), every term bit for bit
+// (a nan's payload aside): floats over 100 binades, subnormals, ±0, ±inf, nan, and values
+// that round to inf in bf16 (past its largest finite value) or carry up a binade.
+template <int Terms> void test_tc_split_pair() {
+  std::vector<float> x;
+  std::uniform_real_distribution<float> mant(1.0f, 2.0f);
+  for (int i = 0; i < 20000; ++i)
+    x.push_back((i % 2 ? -1.0f : 1.0f) * std::ldexp(mant(rng), i % 100 - 60));
+  for (float v : {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-40f, -3e-39f, 1.4e-45f, FLT_MAX,
+                  -FLT_MAX, 3.3961e38f, 3.3895e38f, 1.00390625f, 1.0039063f, 255.5f})
+    x.push_back(v);
+  if (x.size() % 2)
+    x.push_back(1.0f);
+  const int pairs = static_cast<int>(x.size() / 2);
+  float *dx = upload(x);
+  uint32_t *dout = device<uint32_t>(static_cast<size_t>(Terms) * pairs);
+  PHIMOE_CUDA_LAUNCH(detail::blocks_for(pairs, 128), 128, 0, nullptr, split_pair_kernel<Terms>)
+  (dx, pairs, dout);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  PHIMOE_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<uint32_t> got(static_cast<size_t>(Terms) * pairs);
+  PHIMOE_CUDA_CHECK(cudaMemcpy(got.data(), dout, got.size() * 4, cudaMemcpyDeviceToHost));
+  int wrong = 0;
+  size_t first = 0;
+  for (size_t i = 0; i < x.size(); ++i) {
+    uint16_t want[Terms];
+    detail::tc_split<Terms>(x[i], want);
+    for (int t = 0; t < Terms; ++t) {
+      const uint16_t g = static_cast<uint16_t>(got[Terms * (i / 2) + t] >> (16 * (i % 2)));
+      const bool same = g == want[t] || (std::isnan(detail::bf16_bits(g)) &&
+                                          std::isnan(detail::bf16_bits(want[t])));
+      if (!same && wrong++ == 0)
+        first = i;
+    }
+  }
+  std::printf("%s tc_split_pair<%d> on the device == tc_split: %zu values, %d terms differ "
+              "(first: %zu)\n", wrong ? "FAIL" : "PASS", Terms, x.size(), wrong, first);
+  failures += wrong != 0;
+  cudaFree(dx), cudaFree(dout);
 }
 
 // Row blockIdx.x of E logits routed by warp_sparsemixer (one warp), and by
@@ -1369,6 +1425,8 @@ int main() {
     return 77;
   }
   try {
+    test_tc_split_pair<2>();
+    test_tc_split_pair<3>();
     for (int n : {1, 3, 8, 9, 40}) {
       test_linear<96, 64, float>("f32", n, true);
       test_linear<96, 64, bf16>("bf16", n, true);

@@ -27,12 +27,22 @@ template <class Base, Bug B> struct TcLoad<Mutant<Base, B>> {
   static constexpr bool kSupported = true, kScaled = L::kScaled, kMins = L::kMins;
   static constexpr int kUnitValues = L::kUnitValues, kRowMultiple = L::kRowMultiple;
   static constexpr int kGroup = L::kGroup;
-  __host__ __device__ static void load(const M *w, size_t R, int K, size_t r, int k0, uint4 *dst) {
-    L::load(reinterpret_cast<const Base *>(w), R, K, r, k0, dst);
+  using Raw = typename L::Raw;
+  struct RawScales {
+    typename L::RawScales raw;
+  };
+  __host__ __device__ static Raw fetch(const M *w, size_t R, int K, size_t r, int k0) {
+    return L::fetch(reinterpret_cast<const Base *>(w), R, K, r, k0);
   }
-  __host__ __device__ static TcScales scales(const M *w, size_t R, int K, size_t r, int k0) {
+  __host__ __device__ static void unpack(const Raw &raw, int k0, uint4 *dst) {
+    L::unpack(raw, k0, dst);
+  }
+  __host__ __device__ static RawScales fetch_scales(const M *w, size_t R, int K, size_t r, int k0) {
     const Base *base = reinterpret_cast<const Base *>(w);
-    TcScales f = L::scales(base, R, K, r, B == Bug::kOtherSubBlock ? k0 ^ 32 : k0);
+    return {L::fetch_scales(base, R, K, r, B == Bug::kOtherSubBlock ? k0 ^ 32 : k0)};
+  }
+  __host__ __device__ static TcScales scales_of(const RawScales &raw, int k0) {
+    TcScales f = L::scales_of(raw.raw, B == Bug::kOtherSubBlock ? k0 ^ 32 : k0);
     if (B == Bug::kNoMin)
       f.min = 0.0f;
     if (B == Bug::kMinSign)
@@ -150,10 +160,10 @@ void test_load_bf16(int R, int K) {
   for (int r = 0; r < R; ++r)
     for (int k0 = 0; k0 < K; k0 += 8) {
       uint4 u;
-      TcLoad<bf16>::load(pw, R, K, r, k0, &u);
+      tc_unit(pw, R, K, r, k0, &u);
       for (int j = 0; j < 8; ++j)
         expect(unit_half(u, j) == (k0 + j < K ? w[static_cast<size_t>(r) * K + k0 + j] : 0),
-               "TcLoad<bf16>::load", r, k0 + j);
+               "TcLoad<bf16>: fetch and unpack", r, k0 + j);
     }
 }
 
@@ -177,12 +187,12 @@ void test_load_q8_0(int R, int K) {
   const block_q8_0 *pw = reinterpret_cast<const block_q8_0 *>(bytes.data());
   for (int r = 0; r < R; ++r)
     for (int k0 = 0; k0 < K; k0 += kTcBK) {
-      const TcScales f = TcLoad<block_q8_0>::scales(pw, R, K, r, k0);
+      const TcScales f = tc_scales(pw, R, K, r, k0);
       const float d = f.scale[0];
       expect(f.min == 0.0f, "q8_0: no min");
       for (int ku = 0; ku < kTcBK; ku += 8) {
         uint4 u;
-        TcLoad<block_q8_0>::load(pw, R, K, r, k0 + ku, &u);
+        tc_unit(pw, R, K, r, k0 + ku, &u);
         for (int j = 0; j < 8; ++j) {
           const size_t i = static_cast<size_t>(r) * K + k0 + ku + j;
           const float quant = bf16_bits(unit_half(u, j));
@@ -238,10 +248,10 @@ template <class W> void test_load_k(int R, int K, bool random) {
   int exact = 0, total = 0;
   for (int r = 0; r < R; ++r)
     for (int k0 = 0; k0 < K; k0 += kTcBK) {
-      const TcScales f = L::scales(pw, R, K, r, k0);
+      const TcScales f = tc_scales(pw, R, K, r, k0);
       for (int ku = 0; ku < kTcBK; ku += L::kUnitValues) {
         uint4 u[L::kUnitValues / 8];
-        L::load(pw, R, K, r, k0 + ku, u);
+        tc_unit(pw, R, K, r, k0 + ku, u);
         for (int j = 0; j < L::kUnitValues; ++j) {
           const int k = k0 + ku + j, g = (ku + j) / L::kGroup;
           const float q = bf16_bits(units_half(u, j));
@@ -298,6 +308,62 @@ void test_fragments() {
     expect(banks == 0xffffffffu, "B fragment loads: no bank conflicts", j);
   }
   static_assert(kTcStride % 8 == 0, "16-byte unit stores need rows of a multiple of 16 bytes");
+}
+
+// tc_tile_mma's ldmatrix.x4 addresses (tc_lda_*, tc_ldb_*) against tc_a_reg / tc_b_reg on a
+// tile of distinct values: ldmatrix modelled from the PTX ISA (lane l receives, in register
+// i, the 32-bit word l % 4 of the row whose address lane 8 i + l / 4 gave); every row address
+// 16-byte aligned; each 8-row phase of a matrix free of bank conflicts.
+void test_ldmatrix() {
+  static TcTile<2> t;
+  for (int term = 0; term < 2; ++term)
+    for (int m = 0; m < kTcBM; ++m)
+      for (int k = 0; k < kTcStride; ++k)
+        t.a[term][m][k] = static_cast<uint16_t>(term * 20000 + m * kTcStride + k);
+  for (int n = 0; n < kTcBN; ++n)
+    for (int k = 0; k < kTcStride; ++k)
+      t.b[n][k] = static_cast<uint16_t>(50000 + n * kTcStride + k);
+  auto ldmatrix = [](const uint16_t *const (&rows)[32], int lane, int i) {
+    uint32_t w;
+    std::memcpy(&w, rows[8 * i + lane / 4] + 2 * (lane % 4), 4);
+    return w;
+  };
+  auto check_rows = [](const uint16_t *const (&rows)[32], const char *what) {
+    for (int lane = 0; lane < 32; ++lane)
+      expect(reinterpret_cast<uintptr_t>(rows[lane]) % 16 == 0, what, lane);
+    for (int i = 0; i < 4; ++i) { // a matrix: 8 rows of 4 banks each
+      unsigned banks = 0;
+      for (int r = 0; r < 8; ++r) {
+        const size_t word = (reinterpret_cast<uintptr_t>(rows[8 * i + r]) / 4) % 32;
+        for (int b = 0; b < 4; ++b)
+          banks |= 1u << ((word + b) % 32);
+      }
+      expect(banks == 0xffffffffu, what, i);
+    }
+  };
+  for (int ks = 0; ks < kTcBK; ks += 16) {
+    for (int term = 0; term < 2; ++term)
+      for (int row0 = 0; row0 < kTcBM; row0 += 16) {
+        const uint16_t *rows[32];
+        for (int lane = 0; lane < 32; ++lane)
+          rows[lane] = &t.a[term][row0 + tc_lda_row(lane)][ks + tc_lda_col(lane)];
+        check_rows(rows, "A ldmatrix rows: aligned, no bank conflicts");
+        for (int lane = 0; lane < 32; ++lane)
+          for (int j = 0; j < 4; ++j)
+            expect(ldmatrix(rows, lane, j) == tc_a_reg(t, term, row0, ks, lane, j),
+                   "A fragment by ldmatrix == tc_a_reg", lane, j);
+      }
+    for (int n0 = 0; n0 < kTcBN; n0 += 16) {
+      const uint16_t *rows[32];
+      for (int lane = 0; lane < 32; ++lane)
+        rows[lane] = &t.b[n0 + tc_ldb_row(lane)][ks + tc_ldb_col(lane)];
+      check_rows(rows, "B ldmatrix rows: aligned, no bank conflicts");
+      for (int lane = 0; lane < 32; ++lane)
+        for (int i = 0; i < 4; ++i) // two column tiles, registers 0 and 1 of each
+          expect(ldmatrix(rows, lane, i) == tc_b_reg(t, n0 + 8 * (i / 2), ks, lane, i % 2),
+                 "B fragment by ldmatrix == tc_b_reg", lane, i);
+    }
+  }
 }
 
 // The 4 warps' accumulators cover the 64 x 64 block tile exactly once.
@@ -441,7 +507,7 @@ using Frag = float[2][4][4];
 
 // mma.m16n8k16 of warp `warp`, MMA tile (mi, ni), term t, k step ks: part += A . B.
 template <int Terms>
-void emu_mma(const TcShared<Terms> &s, int warp, int t, int mi, int ni, int ks, Frag *part) {
+void emu_mma(const TcTile<Terms> &s, int warp, int t, int mi, int ni, int ks, Frag *part) {
   const int wm = warp >> 1, wn = warp & 1;
   double A[16][16], B[16][8];
   for (int lane = 0; lane < 32; ++lane) {
@@ -469,32 +535,65 @@ void emu_mma(const TcShared<Terms> &s, int warp, int t, int mi, int ni, int ks, 
     }
 }
 
+// Every thread's tc_fetch_tile of K tile k0, then (emu_store) their tc_store_tile into t and
+// the x rows' sums for mins, summed over each row's 8 threads in the shuffles' order.
+template <class W, long long R, int K, int Terms>
+void emu_fetch(const TcShared<Terms> &s, const float *x, const W *w, int k0,
+               TcFetch<W> (&fetched)[kTcThreads]) {
+  for (int tid = 0; tid < kTcThreads; ++tid)
+    tc_fetch_tile<W, R, K>(fetched[tid], s, x, w, k0, tid);
+}
+template <class W, int Terms>
+void emu_store(TcTile<Terms> &t, const TcShared<Terms> &s, const TcFetch<W> (&fetched)[kTcThreads],
+               int k0) {
+  using F = TcFetch<W>;
+  static float xpart[kTcThreads][F::kXQuads];
+  for (int tid = 0; tid < kTcThreads; ++tid)
+    tc_store_tile<W>(t, s, fetched[tid], k0, tid, xpart[tid]);
+  if (TcLoad<W>::kMins)
+    for (int tid = 0; tid < kTcThreads; tid += kTcBK / 4)
+      for (int c = 0; c < F::kXQuads; ++c) {
+        float v[8];
+        for (int q = 0; q < 8; ++q)
+          v[q] = xpart[tid + q][c];
+        t.xsum[tc_quad_row(tid, c)] = tc_tree8(v);
+      }
+}
+
+// tc_mainloop's schedule, every thread's phase in turn between the barriers: the loads of
+// K tile k + 1 before the MMAs of tile k, their stores into the other tile after.
 template <class W, long long R, int K, int Terms>
 void emu_mainloop(TcShared<Terms> &s, const float *x, const W *w, Frag (&acc)[4][32]) {
+  using L = TcLoad<W>;
+  static_assert(tc_supported<W, K>(), "emu_mainloop: tc_mainloop's condition");
   static Frag part[4][32];
+  static TcFetch<W> fetched[kTcThreads];
   for (int warp = 0; warp < 4; ++warp)
     for (int lane = 0; lane < 32; ++lane)
       tc_zero(acc[warp][lane]);
-  using L = TcLoad<W>;
-  static_assert(tc_supported<W, K>(), "emu_mainloop: tc_mainloop's condition");
+  emu_fetch<W, R, K>(s, x, w, 0, fetched);
+  emu_store<W>(s.tile[0], s, fetched, 0);
+  int cur = 0;
   for (int k0 = 0; k0 < K; k0 += kTcBK) {
-    for (int tid = 0; tid < kTcThreads; ++tid)
-      tc_load_tile<W, R, K, Terms>(s, x, w, k0, tid);
-    if constexpr (L::kMins)
-      for (int tid = 0; tid < kTcThreads; ++tid)
-        tc_row_sums(s, tid);
+    const bool more = k0 + kTcBK < K;
+    if (more)
+      emu_fetch<W, R, K>(s, x, w, k0 + kTcBK, fetched);
+    const TcTile<Terms> &t = s.tile[cur];
     for (int warp = 0; warp < 4; ++warp)
       for (int g = 0; g < kTcBK / L::kGroup; ++g) { // a zeroed fragment per group
         for (int lane = 0; lane < 32; ++lane)
           tc_zero(part[warp][lane]);
         for (int ks = g * L::kGroup; ks < (g + 1) * L::kGroup; ks += 16)
-          for (int t = Terms - 1; t >= 0; --t)
+          for (int term = Terms - 1; term >= 0; --term)
             for (int mi = 0; mi < 2; ++mi)
               for (int ni = 0; ni < 4; ++ni)
-                emu_mma(s, warp, t, mi, ni, ks, part[warp]);
+                emu_mma(t, warp, term, mi, ni, ks, part[warp]);
         for (int lane = 0; lane < 32; ++lane)
-          tc_accumulate<W>(s, warp, lane, part[warp][lane], acc[warp][lane], g);
+          tc_accumulate<W>(t, warp, lane, part[warp][lane], acc[warp][lane], g);
       }
+    if (more)
+      emu_store<W>(s.tile[cur ^ 1], s, fetched, k0 + kTcBK);
+    cur ^= 1;
   }
 }
 
@@ -690,6 +789,7 @@ int main() {
   test_load_q8_0(6, 96);
   test_load_q8_0(3, 4096);
   test_fragments();
+  test_ldmatrix();
   test_tile_coverage();
   test_gate_up_columns();
   test_buckets<16>();

@@ -71,25 +71,33 @@ PHIMOE_HD float ld(const float *p) { return *p; }
 PHIMOE_HD float ld(const phimoe_rt::bf16 *p) { return bf16_bits(p->bits); }
 PHIMOE_HD float ld(const phimoe_rt::f16 *p) { return f16_bits(p->bits); }
 
-// 16-byte loads and stores (one vector access each). The GPU stops a kernel whose vector
-// access is not 16-byte aligned ("misaligned address"), x86 does not: on the host (the CPU
-// tests and the CUDA emulation run these functions) the address is checked.
-PHIMOE_HD void expect_aligned16(const void *p) {
+// 16- and 8-byte loads and stores (one vector access each). The GPU stops a kernel whose
+// vector access is not aligned to its size ("misaligned address"), x86 does not: on the host
+// (the CPU tests and the CUDA emulation run these functions) the address is checked.
+PHIMOE_HD void expect_aligned(const void *p, int bytes) {
 #ifndef __CUDA_ARCH__
-  if (reinterpret_cast<uintptr_t>(p) % 16 != 0) {
+  if (reinterpret_cast<uintptr_t>(p) % bytes != 0) {
     char what[96];
-    std::snprintf(what, sizeof what, "misaligned address: a 16-byte access at %p", p);
+    std::snprintf(what, sizeof what, "misaligned address: a %d-byte access at %p", bytes, p);
     throw std::logic_error(what);
   }
 #endif
 }
 PHIMOE_HD uint4 load_uint4(const void *p) {
-  expect_aligned16(p);
+  expect_aligned(p, 16);
   return *static_cast<const uint4 *>(p);
 }
 PHIMOE_HD void store_uint4(void *p, uint4 v) {
-  expect_aligned16(p);
+  expect_aligned(p, 16);
   *static_cast<uint4 *>(p) = v;
+}
+PHIMOE_HD uint2 load_uint2(const void *p) {
+  expect_aligned(p, 8);
+  return *static_cast<const uint2 *>(p);
+}
+PHIMOE_HD void store_uint2(void *p, uint2 v) {
+  expect_aligned(p, 8);
+  *static_cast<uint2 *>(p) = v;
 }
 
 // 16 bytes at p (16-byte aligned) as four little-endian words.

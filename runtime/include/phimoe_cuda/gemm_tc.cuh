@@ -16,16 +16,18 @@
 // block (the K tile) multiplies the tile's fp32 partial sum: no rounding of the weights at all.
 // q4_K likewise: the tiles hold q (0..15), the K tile is one 32-value sub-block, and
 // out += d sc P - dmin m S, with P the tile's partial sum and S the sum of the row's split x
-// over the K tile (tc_row_sums). q6_K: the tiles hold q - 32 and each k16 MMA step (one 16-value
-// sub-block) accumulates into its own zeroed fragment, scaled by d scales[j] of its row.
+// over the K tile (tc_store_tile, tc_store_xsum). q6_K: the tiles hold q - 32 and each k16
+// MMA step (one 16-value sub-block) accumulates into its own zeroed fragment, scaled by
+// d scales[j] of its row.
 //
 // Tiles: a block of 128 threads (4 warps, 2 x 2) computes 64 rows x 64 columns, K in steps of
-// 32; each warp 32 x 32 = 2 (m16) x 4 (n8) MMA tiles. Shared memory holds the split x tile
-// (kTcXTerms x 64 x 32 bf16), the weight tile (64 x 32 bf16), the scales, mins and row sums of
-// x (q4_K); rows are padded to
-// 40 bf16 (80 bytes), so that the fragment loads (8 rows x 4 words per warp) hit 32 distinct
-// banks and 16-byte stores of weight units stay aligned. Loads are single-stage (no cp.async):
-// correctness first.
+// 32; each warp 32 x 32 = 2 (m16) x 4 (n8) MMA tiles. Shared memory holds two K tiles, each
+// the split x tile (kTcXTerms x 64 x 32 bf16), the weight tile (64 x 32 bf16), the scales, mins
+// and row sums of x (q4_K); rows are padded to 40 bf16 (80 bytes), so that the fragment loads
+// (ldmatrix: 8 rows of 16 bytes a phase) hit 32 distinct banks and 16-byte stores of weight
+// units stay aligned. The global loads of the next K tile go to registers before the MMAs of this one,
+// their conversion to the other tile after (tc_mainloop). Not cp.async: what is loaded is
+// converted (x split, quants unpacked) on its way to shared memory.
 #ifndef PHIMOE_CUDA_GEMM_TC_CUH
 #define PHIMOE_CUDA_GEMM_TC_CUH
 
@@ -67,6 +69,53 @@ template <int Terms> __host__ __device__ inline void tc_split(float x, uint16_t 
     rest -= v; // exact: v is rest rounded to fewer bits
   }
 }
+// tc_split of x0 and x1 at once: term t of both in packed[t], x0's in the low half. On the
+// device one cvt.rn.bf16x2.f32 rounds both (round to nearest even, as tc_bf16_round; only a
+// nan's payload may differ), and the terms after an inf or nan (which only the first term can
+// be) are masked to zero. The CUDA emulation runs the same code with the conversion emulated;
+// the CPU tests, tc_split.
+#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800) || defined(PHIMOE_CUDA_EMU)
+#define PHIMOE_CUDA_TC_CVT 1
+#endif
+template <int Terms>
+__host__ __device__ inline void tc_split_pair(float x0, float x1, uint32_t (&packed)[Terms]) {
+#ifdef PHIMOE_CUDA_TC_CVT
+  float r0 = x0, r1 = x1;
+  uint32_t keep = 0xffffffffu;
+#pragma unroll
+  for (int t = 0; t < Terms; ++t) {
+#ifdef PHIMOE_CUDA_EMU
+    uint32_t bits = ::phimoe_emu::cvt_rn_bf16x2_f32(r1, r0);
+#else
+    uint32_t bits;
+    asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(bits) : "f"(r1), "f"(r0));
+#endif
+    bits &= keep;
+    packed[t] = bits;
+    if (t == 0) { // a half with an exponent of all ones (inf or nan): nothing after it.
+      // Exponent + 1 carries into the half's sign bit exactly then (no carry between halves).
+      const uint32_t top = ((bits & 0x7f807f80u) + 0x00800080u) & 0x80008000u;
+      keep = ~((top >> 15) * 0xffffu);
+    }
+    r0 -= bits_as_float(bits << 16); // exact: the rounding of r0 to fewer bits
+    r1 -= bits_as_float(bits & 0xffff0000u);
+  }
+#else
+  uint16_t p0[Terms], p1[Terms];
+  tc_split<Terms>(x0, p0);
+  tc_split<Terms>(x1, p1);
+  for (int t = 0; t < Terms; ++t)
+    packed[t] = p0[t] | static_cast<uint32_t>(p1[t]) << 16;
+#endif
+}
+
+// The sum of 8 values v[0..7] in the order of a butterfly over 8 lanes (xor 1, 2, 4), which
+// gives every lane the same sum (fp32 addition commutes): how tc_mainloop sums the x tile's
+// row quads on the device (shuffles), written out for the CPU.
+__host__ __device__ inline float tc_tree8(const float (&v)[8]) {
+  return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+}
+
 __host__ __device__ inline uint4 tc_pack8(const uint16_t (&v)[8]) {
   uint4 u;
   u.x = v[0] | static_cast<uint32_t>(v[1]) << 16;
@@ -77,12 +126,16 @@ __host__ __device__ inline uint4 tc_pack8(const uint16_t (&v)[8]) {
 }
 
 // ---- weight tile loaders ----------------------------------------------------------------
-// TcLoad<W> turns a weight of R rows of K values stored as W into bf16 tiles:
-//   kUnitValues, load(w, R, K, r, k0, dst): values k0 .. k0 + kUnitValues - 1 of row r
-//     (k0 % kUnitValues == 0) as bf16 bits, 8 to a uint4 (low half of .x first) in
-//     dst[0 .. kUnitValues / 8); values at k >= K are 0;
+// TcLoad<W> turns a weight of R rows of K values stored as W into bf16 tiles, in two phases
+// so that the main loop can issue the global loads of the next K tile before the MMAs of this
+// one and convert what they gave after them (registers in between, tc_mainloop):
+//   kUnitValues, Raw, fetch(w, R, K, r, k0) -> Raw: the global loads of values k0 ..
+//     k0 + kUnitValues - 1 of row r (k0 % kUnitValues == 0); unpack(raw, k0, dst): those
+//     values as bf16 bits, 8 to a uint4 (low half of .x first) in dst[0 .. kUnitValues / 8);
+//     values at k >= K are 0; tc_unit() does both;
 //   kRowMultiple: K must be a multiple of it (whole blocks) for the loader to apply;
-//   kScaled, kGroup, scales(w, R, K, r, k0): the tile holds unscaled integers q; the K tile
+//   kScaled, kGroup, RawScales, fetch_scales(w, R, K, r, k0), scales_of(raw, k0) -> TcScales
+//     (tc_scales() does both): the tile holds unscaled integers q; the K tile
 //     [k0, k0 + kTcBK) of row r falls into groups of kGroup values (kTcBK or 16), and the
 //     value of column k of group g is scale[g] * q - min: scale[g] multiplies the group's
 //     fp32 partial sum (an MMA tile's zeroed fragment), and, if kMins, min times the sum of the
@@ -95,6 +148,9 @@ struct TcScales {
   float scale[kTcBK / 16];
   float min;
 };
+
+// Unscaled storages fetch no scales.
+struct TcNoScales {};
 
 // Storage W takes the tensor-core path for rows of K values.
 template <class W, long long K> __host__ __device__ constexpr bool tc_supported() {
@@ -123,41 +179,53 @@ __host__ __device__ inline void tc_store_units(const uint32_t *words, int count,
 template <> struct TcLoad<phimoe_rt::bf16> {
   static constexpr bool kSupported = true, kScaled = false, kMins = false;
   static constexpr int kUnitValues = 8, kRowMultiple = 1, kGroup = kTcBK;
-  __host__ __device__ static void load(const phimoe_rt::bf16 *w, size_t, int K, size_t r, int k0,
-                                       uint4 *dst) {
+  using Raw = uint4; // the unit itself
+  using RawScales = TcNoScales;
+  __host__ __device__ static Raw fetch(const phimoe_rt::bf16 *w, size_t, int K, size_t r, int k0) {
     const uint16_t *p = reinterpret_cast<const uint16_t *>(w) + r * K + k0;
-    if (K % 8 == 0 && k0 + 8 <= K) {
-      *dst = load_uint4(p); // 16-byte aligned: K % 8 == 0, k0 % 8 == 0
-      return;
-    }
+    if (K % 8 == 0 && k0 + 8 <= K)
+      return load_uint4(p); // 16-byte aligned: K % 8 == 0, k0 % 8 == 0
     uint16_t v[8];
     for (int j = 0; j < 8; ++j)
       v[j] = k0 + j < K ? p[j] : static_cast<uint16_t>(0);
-    *dst = tc_pack8(v);
+    return tc_pack8(v);
   }
-  __host__ __device__ static TcScales scales(const phimoe_rt::bf16 *, size_t, int, size_t, int) {
+  __host__ __device__ static void unpack(const Raw &raw, int, uint4 *dst) { *dst = raw; }
+  __host__ __device__ static RawScales fetch_scales(const phimoe_rt::bf16 *, size_t, int, size_t,
+                                                    int) {
+    return {};
+  }
+  __host__ __device__ static TcScales scales_of(const RawScales &, int) {
     return TcScales{{1.0f, 1.0f}, 0.0f};
   }
 };
 
 // q8_0 in the CUDA split layout (quants [R*K] int8, then scales [R*K/32] f16): the tile holds
 // the int8 quants (exact in bf16), the block's f16 scale multiplies the K tile's partial sum.
+// A unit is 8 quants, one 8-byte load (aligned: K % 32 == 0, k0 % 8 == 0).
 template <> struct TcLoad<phimoe_rt::block_q8_0> {
   static constexpr bool kSupported = true, kScaled = true, kMins = false;
   static constexpr int kUnitValues = 8, kRowMultiple = 32, kGroup = kTcBK;
-  __host__ __device__ static void load(const phimoe_rt::block_q8_0 *w, size_t, int K, size_t r,
-                                       int k0, uint4 *dst) {
-    const int8_t *q = reinterpret_cast<const int8_t *>(w) + r * K + k0;
-    uint16_t v[8];
-    for (int j = 0; j < 8; ++j) // |q| <= 128 has at most 8 significant bits: exact in bf16
-      v[j] = k0 + j < K ? tc_bf16_round(static_cast<float>(q[j])) : static_cast<uint16_t>(0);
-    *dst = tc_pack8(v);
+  using Raw = uint2;
+  using RawScales = uint32_t; // the block's f16 scale
+  __host__ __device__ static Raw fetch(const phimoe_rt::block_q8_0 *w, size_t, int K, size_t r,
+                                       int k0) {
+    return load_uint2(reinterpret_cast<const int8_t *>(w) + r * K + k0);
   }
-  __host__ __device__ static TcScales scales(const phimoe_rt::block_q8_0 *w, size_t R, int K,
-                                             size_t r, int k0) {
-    const uint16_t *d = reinterpret_cast<const uint16_t *>(reinterpret_cast<const int8_t *>(w) +
-                                                           R * static_cast<size_t>(K));
-    return TcScales{{f16_bits(d[(r * K + k0) / 32]), 0.0f}, 0.0f};
+  __host__ __device__ static void unpack(const Raw &raw, int, uint4 *dst) {
+    // q + 128 as an unsigned byte, minus 128: |q| <= 128 is exact in bf16
+    uint32_t out[4];
+    tc_bytes_bf16(raw.x ^ 0x80808080u, 128.0f, out);
+    tc_bytes_bf16(raw.y ^ 0x80808080u, 128.0f, out + 2);
+    tc_store_units(out, 1, dst);
+  }
+  __host__ __device__ static RawScales fetch_scales(const phimoe_rt::block_q8_0 *w, size_t R, int K,
+                                                    size_t r, int k0) {
+    const uint8_t *d = reinterpret_cast<const uint8_t *>(w) + R * static_cast<size_t>(K);
+    return load_u16(d + 2 * ((r * K + k0) / 32));
+  }
+  __host__ __device__ static TcScales scales_of(const RawScales &raw, int) {
+    return TcScales{{f16_bits(raw), 0.0f}, 0.0f};
   }
 };
 
@@ -186,19 +254,24 @@ template <> struct TcLoad<phimoe_rt::block_q4k> {
   using W = phimoe_rt::block_q4k;
   static constexpr bool kSupported = true, kScaled = true, kMins = true;
   static constexpr int kUnitValues = 16, kRowMultiple = phimoe_rt::kQK_K, kGroup = kTcBK;
-  __host__ __device__ static void load(const W *w, size_t, int K, size_t r, int k0, uint4 *dst) {
+  using Raw = Words;       // 16 qs bytes
+  using RawScales = Words; // d, dmin | scales[12]
+  __host__ __device__ static Raw fetch(const W *w, size_t, int K, size_t r, int k0) {
     const size_t block = r * (K / 256) + k0 / 256;
     const int j = k0 % 256, c = j / 64, l = j % 64; // l: 0, 16, 32 or 48
-    const Words q = load16(reinterpret_cast<const uint8_t *>(w) + block * 128 + 32 * c + l % 32);
-    const int shift = l < 32 ? 0 : 4;
+    return load16(reinterpret_cast<const uint8_t *>(w) + block * 128 + 32 * c + l % 32);
+  }
+  __host__ __device__ static void unpack(const Raw &q, int k0, uint4 *dst) {
+    const int shift = k0 % 64 < 32 ? 0 : 4;
     uint32_t out[8];
     for (int i = 0; i < 4; ++i)
       tc_bytes_bf16((q.w[i] >> shift) & 0x0f0f0f0fu, 0.0f, out + 2 * i);
     tc_store_units(out, 2, dst);
   }
-  __host__ __device__ static TcScales scales(const W *w, size_t R, int K, size_t r, int k0) {
-    const size_t block = r * (K / 256) + k0 / 256;
-    const Words m = load16(Elem<W>::meta(w, R, K, block)); // d, dmin | scales[12]
+  __host__ __device__ static RawScales fetch_scales(const W *w, size_t R, int K, size_t r, int k0) {
+    return load16(Elem<W>::meta(w, R, K, r * (K / 256) + k0 / 256));
+  }
+  __host__ __device__ static TcScales scales_of(const RawScales &m, int k0) {
     float sc, mn;
     tc_q4k_scale_min(m.w[1], m.w[2], m.w[3], (k0 % 256) / 32, sc, mn);
     const float d = f16_bits(static_cast<uint16_t>(m.w[0] & 0xffffu));
@@ -215,28 +288,55 @@ template <> struct TcLoad<phimoe_rt::block_q6k> {
   using W = phimoe_rt::block_q6k;
   static constexpr bool kSupported = true, kScaled = true, kMins = false;
   static constexpr int kUnitValues = 16, kRowMultiple = phimoe_rt::kQK_K, kGroup = 16;
-  __host__ __device__ static void load(const W *w, size_t R, int K, size_t r, int k0, uint4 *dst) {
+  struct Raw {
+    Words lo, hi; // 16 ql bytes, 16 qh bytes
+  };
+  struct RawScales {
+    uint32_t d;      // f16
+    uint32_t scales; // the K tile's two int8 scales (sub-blocks), first in the low byte
+  };
+  __host__ __device__ static Raw fetch(const W *w, size_t R, int K, size_t r, int k0) {
     const typename Elem<W>::Regions g = Elem<W>::regions(w, R, K);
     const size_t block = r * (K / 256) + k0 / 256;
     const int j = k0 % 256, n = j / 128, t = (j % 128) / 32, l0 = j % 32;
-    const Words lo = load16(g.ql + block * 128 + 64 * n + 32 * (t & 1) + l0);
-    const Words hi = load16(g.qh + block * 64 + 32 * n + l0);
+    return Raw{load16(g.ql + block * 128 + 64 * n + 32 * (t & 1) + l0),
+               load16(g.qh + block * 64 + 32 * n + l0)};
+  }
+  __host__ __device__ static void unpack(const Raw &raw, int k0, uint4 *dst) {
+    const int t = (k0 % 128) / 32;
     uint32_t out[8];
     for (int i = 0; i < 4; ++i) {
-      const uint32_t low4 = (t < 2 ? lo.w[i] : lo.w[i] >> 4) & 0x0f0f0f0fu;
-      const uint32_t high2 = ((hi.w[i] >> (2 * t)) & 0x03030303u) << 4;
+      const uint32_t low4 = (t < 2 ? raw.lo.w[i] : raw.lo.w[i] >> 4) & 0x0f0f0f0fu;
+      const uint32_t high2 = ((raw.hi.w[i] >> (2 * t)) & 0x03030303u) << 4;
       tc_bytes_bf16(low4 | high2, 32.0f, out + 2 * i);
     }
     tc_store_units(out, 2, dst);
   }
-  __host__ __device__ static TcScales scales(const W *w, size_t R, int K, size_t r, int k0) {
+  __host__ __device__ static RawScales fetch_scales(const W *w, size_t R, int K, size_t r, int k0) {
     const typename Elem<W>::Regions g = Elem<W>::regions(w, R, K);
     const size_t block = r * (K / 256) + k0 / 256;
-    const int8_t *sc = g.scales + block * 16 + (k0 % 256) / 16; // the K tile's two sub-blocks
-    const float d = f16_bits(static_cast<uint16_t>(load_u16(g.d + 2 * block)));
-    return TcScales{{d * sc[0], d * sc[1]}, 0.0f}; // exact: 11-bit times 8-bit integers
+    // the K tile's two sub-blocks' scales: an even offset (k0 % 32 == 0)
+    const uint8_t *sc = reinterpret_cast<const uint8_t *>(g.scales) + block * 16 + (k0 % 256) / 16;
+    return RawScales{load_u16(g.d + 2 * block), load_u16(sc)};
+  }
+  __host__ __device__ static TcScales scales_of(const RawScales &raw, int) {
+    const float d = f16_bits(raw.d);
+    const float s0 = static_cast<float>(static_cast<int8_t>(raw.scales & 0xffu));
+    const float s1 = static_cast<float>(static_cast<int8_t>(raw.scales >> 8));
+    return TcScales{{d * s0, d * s1}, 0.0f}; // exact: 11-bit times 8-bit integers
   }
 };
+
+// One unit's values (fetch and unpack) and one K tile's scales of a row: what the main loop
+// does in two phases, in one call (the CPU tests).
+template <class W>
+__host__ __device__ inline void tc_unit(const W *w, size_t R, int K, size_t r, int k0, uint4 *dst) {
+  TcLoad<W>::unpack(TcLoad<W>::fetch(w, R, K, r, k0), k0, dst);
+}
+template <class W>
+__host__ __device__ inline TcScales tc_scales(const W *w, size_t R, int K, size_t r, int k0) {
+  return TcLoad<W>::scales_of(TcLoad<W>::fetch_scales(w, R, K, r, k0), k0);
+}
 
 // ---- fragments of mma.m16n8k16 (PTX ISA, "Matrix Fragments for mma.m16n8k16") ------------
 // With g = lane / 4 and q = lane % 4: register j of A (16 x 16, row-major) holds A[row][col],
@@ -271,15 +371,23 @@ __device__ __forceinline__ void tc_mma(float (&d)[4], const uint32_t (&a)[4],
 #endif
 }
 
-// The shared memory of a block: split x tile, weight tile, the tile's scales (per group) and
-// mins, the sums of the x tile's rows (for mins), and which global row each tile row reads
-// (-1: none, zeros).
-template <int Terms> struct TcShared {
+// One K tile in shared memory: the split x tile, the weight tile, the tile's scales (per
+// group) and mins, and the sums of the x tile's rows (for mins).
+template <int Terms> struct TcTile {
   alignas(16) uint16_t a[Terms][kTcBM][kTcStride];
   alignas(16) uint16_t b[kTcBN][kTcStride];
   float scale[kTcBK / 16][kTcBN];
   float min[kTcBN];
   float xsum[kTcBM]; // sum over the K tile of the split x (hi + lo) of each tile row
+};
+
+// The K tiles in flight: the MMAs read one while the block stores the next into the other.
+constexpr int kTcStages = 2;
+
+// The shared memory of a block: its K tiles, and which global row each tile row reads (-1:
+// none, zeros).
+template <int Terms> struct TcShared {
+  TcTile<Terms> tile[kTcStages];
   int a_rows[kTcBM]; // row of x (row stride K)
   int b_rows[kTcBN]; // row of W
 };
@@ -287,22 +395,35 @@ template <int Terms> struct TcShared {
 // The phases of a block's work are __host__ __device__ functions of (thread or warp, lane), so
 // that test/gpu/tc_host_test.cu runs the whole data flow on the CPU (with an emulated MMA).
 
-// Thread tid's share of loading K tile k0 into s (the split x rows, the weight units, scales
-// and mins).
+// What thread tid loads of a K tile from global memory, held in registers from its loads
+// (tc_fetch_tile) until its stores to shared memory (tc_store_tile): kXQuads quads of x
+// values, kUnits weight units, and (threads below kTcBN) the scales of weight row tid.
+template <class W> struct TcFetch {
+  using L = TcLoad<W>;
+  static constexpr int kXQuads = kTcBM * (kTcBK / 4) / kTcThreads;
+  static constexpr int kUnitsPerRow = kTcBK / L::kUnitValues;
+  static constexpr int kUnits = kTcBN * kUnitsPerRow / kTcThreads;
+  static_assert(kTcBM * (kTcBK / 4) % kTcThreads == 0, "TcFetch: whole quads a thread");
+  static_assert(kTcBN * kUnitsPerRow % kTcThreads == 0, "TcFetch: whole units a thread");
+  static_assert(kTcBN <= kTcThreads, "TcFetch: a thread for each weight row's scales");
+  float x[kXQuads][4];
+  typename L::Raw w[kUnits];
+  typename L::RawScales scales;
+};
+
+// Thread tid's global loads of K tile k0 (x rows s.a_rows, weight rows s.b_rows), every one
+// issued before any of their values is used: a loop of one load and its conversion per value
+// would take a round trip to memory each, one after another.
 #pragma nv_exec_check_disable
 template <class W, long long R, int K, int Terms>
-__host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x, const W *w, int k0,
-                                             int tid) {
+__host__ __device__ inline void tc_fetch_tile(TcFetch<W> &f, const TcShared<Terms> &s,
+                                              const float *x, const W *w, int k0, int tid) {
   using L = TcLoad<W>;
-  // The x tile, 4 consecutive values a load (16 bytes where x and K allow), every load of the
-  // thread before its first split: a loop of one load, a split and a store per value would
-  // take kTcBM * kTcBK / kTcThreads round trips to memory one after another, per K tile.
-  constexpr int kQuads = kTcBK / 4, kPer = kTcBM * kQuads / kTcThreads;
-  static_assert(kTcBM * kQuads % kTcThreads == 0, "tc_load_tile: whole quads a thread");
+  using F = TcFetch<W>;
+  constexpr int kQuads = kTcBK / 4;
   const bool vec = K % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
-  float xv[kPer][4];
 #pragma unroll
-  for (int c = 0; c < kPer; ++c) {
+  for (int c = 0; c < F::kXQuads; ++c) {
     const int i = tid + c * kTcThreads, m = i / kQuads, k = k0 + 4 * (i % kQuads);
     const int row = s.a_rows[m];
     const float *p = x + static_cast<size_t>(row < 0 ? 0 : row) * K + k;
@@ -310,65 +431,105 @@ __host__ __device__ inline void tc_load_tile(TcShared<Terms> &s, const float *x,
       const Words q = load16(p);
 #pragma unroll
       for (int e = 0; e < 4; ++e)
-        xv[c][e] = bits_as_float(q.w[e]);
+        f.x[c][e] = bits_as_float(q.w[e]);
     } else {
 #pragma unroll
       for (int e = 0; e < 4; ++e)
-        xv[c][e] = row >= 0 && k + e < K ? p[e] : 0.0f;
+        f.x[c][e] = row >= 0 && k + e < K ? p[e] : 0.0f;
     }
   }
 #pragma unroll
-  for (int c = 0; c < kPer; ++c) {
-    const int i = tid + c * kTcThreads, m = i / kQuads, kk = 4 * (i % kQuads);
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {
-      uint16_t parts[Terms];
-      tc_split<Terms>(xv[c][e], parts);
-      for (int t = 0; t < Terms; ++t)
-        s.a[t][m][kk + e] = parts[t];
-    }
+  for (int c = 0; c < F::kUnits; ++c) {
+    const int u = tid + c * kTcThreads, n = u / F::kUnitsPerRow, ku = u % F::kUnitsPerRow;
+    const int row = s.b_rows[n];
+    if (row >= 0) // an absent row's unit is stored as zeros (tc_store_tile)
+      f.w[c] = L::fetch(w, R, K, static_cast<size_t>(row), k0 + L::kUnitValues * ku);
   }
-  constexpr int V = L::kUnitValues, kPerRow = kTcBK / V;
-  for (int u = tid; u < kTcBN * kPerRow; u += kTcThreads) {
-    const int n = u / kPerRow, ku = u % kPerRow, row = s.b_rows[n];
+  if constexpr (L::kScaled)
+    if (tid < kTcBN && s.b_rows[tid] >= 0)
+      f.scales = L::fetch_scales(w, R, K, static_cast<size_t>(s.b_rows[tid]), k0);
+}
+
+// Which tile row and column (a multiple of 4) quad c of thread tid's x loads is: the 8 quads
+// of a row lie in 8 consecutive threads (tid % 8 the quad), within one warp.
+__host__ __device__ inline int tc_quad_row(int tid, int c) {
+  return (tid + c * kTcThreads) / (kTcBK / 4);
+}
+__host__ __device__ inline int tc_quad_col(int tid) { return 4 * (tid % (kTcBK / 4)); }
+
+// Thread tid's stores of what it fetched of K tile k0 into tile t: x split into bf16 terms
+// (8 bytes a term and quad), the weight units unpacked, the scales decoded (absent rows as
+// zeros). For storages with mins, xpart[c] is the fp32 sum of quad c's split x (all terms,
+// the small ones first), which the caller sums over the row's 8 quads into t.xsum (so that
+// min * xsum is exactly what the mins contribute to the MMAs' products of the same x).
+#pragma nv_exec_check_disable
+template <class W, int Terms>
+__host__ __device__ inline void tc_store_tile(TcTile<Terms> &t, const TcShared<Terms> &s,
+                                              const TcFetch<W> &f, int k0, int tid,
+                                              float (&xpart)[TcFetch<W>::kXQuads]) {
+  using L = TcLoad<W>;
+  using F = TcFetch<W>;
+#pragma unroll
+  for (int c = 0; c < F::kXQuads; ++c) {
+    const int m = tc_quad_row(tid, c), kk = tc_quad_col(tid);
+    uint32_t lo[Terms], hi[Terms];
+    tc_split_pair<Terms>(f.x[c][0], f.x[c][1], lo);
+    tc_split_pair<Terms>(f.x[c][2], f.x[c][3], hi);
+    float sum = 0.0f;
+#pragma unroll
+    for (int term = Terms - 1; term >= 0; --term) {
+      store_uint2(&t.a[term][m][kk], make_uint2(lo[term], hi[term])); // 8-byte aligned
+      if constexpr (L::kMins)
+        sum += (bits_as_float(lo[term] << 16) + bits_as_float(lo[term] & 0xffff0000u)) +
+               (bits_as_float(hi[term] << 16) + bits_as_float(hi[term] & 0xffff0000u));
+    }
+    xpart[c] = sum;
+  }
+  constexpr int V = L::kUnitValues;
+#pragma unroll
+  for (int c = 0; c < F::kUnits; ++c) {
+    const int u = tid + c * kTcThreads, n = u / F::kUnitsPerRow, ku = u % F::kUnitsPerRow;
     uint4 v[V / 8];
-    if (row >= 0)
-      L::load(w, R, K, static_cast<size_t>(row), k0 + V * ku, v);
+    if (s.b_rows[n] >= 0)
+      L::unpack(f.w[c], k0 + V * ku, v);
     else
       for (int i = 0; i < V / 8; ++i)
         v[i] = make_uint4(0u, 0u, 0u, 0u);
     for (int i = 0; i < V / 8; ++i) // 16-byte aligned: rows of 80 bytes, units of 16 or 32
-      store_uint4(&s.b[n][V * ku + 8 * i], v[i]);
+      store_uint4(&t.b[n][V * ku + 8 * i], v[i]);
   }
   if constexpr (L::kScaled)
-    for (int n = tid; n < kTcBN; n += kTcThreads) {
-      const TcScales f = s.b_rows[n] >= 0 ? L::scales(w, R, K, static_cast<size_t>(s.b_rows[n]), k0)
-                                          : TcScales{{0.0f, 0.0f}, 0.0f};
+    if (tid < kTcBN) {
+      const TcScales sc =
+          s.b_rows[tid] >= 0 ? L::scales_of(f.scales, k0) : TcScales{{0.0f, 0.0f}, 0.0f};
       for (int g = 0; g < kTcBK / L::kGroup; ++g)
-        s.scale[g][n] = f.scale[g];
-      s.min[n] = f.min;
+        t.scale[g][tid] = sc.scale[g];
+      t.min[tid] = sc.min;
     }
 }
 
-// For storages with mins, after the tile is loaded: xsum[m] = the sum of tile row m's split x
-// (all terms, so that min * xsum is exactly what the mins contribute to the MMAs' products of
-// the same x), in fp32; thread tid's share (threads 0 .. 63, warps 0 and 1: a row each).
-template <int Terms> __host__ __device__ inline void tc_row_sums(TcShared<Terms> &s, int tid) {
-  for (int m = tid; m < kTcBM; m += kTcThreads) {
-    float sum = 0.0f;
-    for (int t = Terms - 1; t >= 0; --t) // the small terms first
-      for (int kk = 0; kk < kTcBK; ++kk)
-        sum += bf16_bits(s.a[t][m][kk]);
-    s.xsum[m] = sum;
+// Device: the row sums of xpart (tc_store_tile) over each row's 8 threads, by shuffles in
+// tc_tree8's order, into t.xsum. Warp-collective: every thread of the block calls it.
+template <class W, int Terms>
+__device__ __forceinline__ void tc_store_xsum(TcTile<Terms> &t,
+                                              float (&xpart)[TcFetch<W>::kXQuads], int tid) {
+#pragma unroll
+  for (int c = 0; c < TcFetch<W>::kXQuads; ++c) {
+    float v = xpart[c];
+#pragma unroll
+    for (int d = 1; d < kTcBK / 4; d *= 2)
+      v += __shfl_xor_sync(0xffffffffu, v, d);
+    if (tid % (kTcBK / 4) == 0)
+      t.xsum[tc_quad_row(tid, c)] = v;
   }
 }
 
-// Register j of the A fragment of term t, MMA rows row0 .. row0+15, k ks .. ks+15; of the B
-// fragment of tile columns n0 .. n0+7.
+// Register j of the A fragment of term `term`, MMA rows row0 .. row0+15, k ks .. ks+15; of the
+// B fragment of tile columns n0 .. n0+7.
 template <int Terms>
-__host__ __device__ inline uint32_t tc_a_reg(const TcShared<Terms> &s, int t, int row0, int ks,
+__host__ __device__ inline uint32_t tc_a_reg(const TcTile<Terms> &t, int term, int row0, int ks,
                                              int lane, int j) {
-  const uint16_t *p = &s.a[t][row0 + tc_a_row(lane, j)][ks + tc_a_col(lane, j)];
+  const uint16_t *p = &t.a[term][row0 + tc_a_row(lane, j)][ks + tc_a_col(lane, j)];
 #ifdef __CUDA_ARCH__
   return *reinterpret_cast<const uint32_t *>(p); // 4-byte aligned: even column
 #else
@@ -376,9 +537,9 @@ __host__ __device__ inline uint32_t tc_a_reg(const TcShared<Terms> &s, int t, in
 #endif
 }
 template <int Terms>
-__host__ __device__ inline uint32_t tc_b_reg(const TcShared<Terms> &s, int n0, int ks, int lane,
+__host__ __device__ inline uint32_t tc_b_reg(const TcTile<Terms> &t, int n0, int ks, int lane,
                                              int j) {
-  const uint16_t *p = &s.b[n0 + tc_b_n(lane)][ks + tc_b_k(lane, j)];
+  const uint16_t *p = &t.b[n0 + tc_b_n(lane)][ks + tc_b_k(lane, j)];
 #ifdef __CUDA_ARCH__
   return *reinterpret_cast<const uint32_t *>(p);
 #else
@@ -386,29 +547,57 @@ __host__ __device__ inline uint32_t tc_b_reg(const TcShared<Terms> &s, int n0, i
 #endif
 }
 
+// The fragments by ldmatrix.x4 (four 8 x 8 matrices of bf16; lane l gives the address of row
+// l % 8 of matrix l / 8 and gets word l % 4 of row l / 4 of each): for A (tc_a_reg's registers
+// 0-3 of MMA rows row0 .. row0+15 at k ks) the matrices are rows 0-7 and 8-15 at k 0-7, then at
+// k 8-15; for B, W's rows n0 .. n0+7 at k 0-7 and 8-15, then rows n0+8 .. n0+15 likewise
+// (tc_b_reg's registers 0, 1 of two column tiles). What lane l addresses: row and column
+// (bf16) offsets.
+__host__ __device__ inline int tc_lda_row(int lane) { return (lane & 7) + 8 * ((lane >> 3) & 1); }
+__host__ __device__ inline int tc_lda_col(int lane) { return 8 * (lane >> 4); }
+__host__ __device__ inline int tc_ldb_row(int lane) { return (lane & 7) + 8 * (lane >> 4); }
+__host__ __device__ inline int tc_ldb_col(int lane) { return 8 * ((lane >> 3) & 1); }
+
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16 (sm_75 and newer; rows 16-byte aligned: shared
+// rows of 80 bytes, columns 0, 8, 16 or 24).
+__device__ __forceinline__ void tc_ldmatrix_x4(const uint16_t *row, uint32_t (&d)[4]) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  const uint32_t a = static_cast<uint32_t>(__cvta_generic_to_shared(row));
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(d[0]), "=r"(d[1]), "=r"(d[2]), "=r"(d[3])
+               : "r"(a));
+#elif defined(PHIMOE_CUDA_EMU)
+  ::phimoe_emu::ldmatrix_x4(row, d); // test/gpu/emu: the PTX ISA's rule on the CPU
+#else
+  __trap(); // the CUDA targets are sm_80 and newer
+#endif
+}
+
 // The MMAs of k ks0 .. ks1 - 1 of the K tile (a group: the whole tile, or one k16 step) of warp
-// `warp` into part (zeroed by the caller). Device only (mma.sync is warp-collective);
-// tc_host_test.cu emulates the same loop.
+// `warp` into part (zeroed by the caller). Device only (ldmatrix and mma.sync are
+// warp-collective); tc_host_test.cu emulates the same loop, and holds the ldmatrix
+// addresses to tc_a_reg / tc_b_reg.
 template <int Terms>
-__device__ __forceinline__ void tc_tile_mma(const TcShared<Terms> &s, int warp, int lane,
+__device__ __forceinline__ void tc_tile_mma(const TcTile<Terms> &t, int warp, int lane,
                                             float (&part)[2][4][4], int ks0, int ks1) {
   const int wm = warp >> 1, wn = warp & 1;
 #pragma unroll
   for (int ks = ks0; ks < ks1; ks += 16) {
     uint32_t bf[4][2];
 #pragma unroll
-    for (int ni = 0; ni < 4; ++ni)
+    for (int np = 0; np < 2; ++np) {
+      uint32_t r[4];
+      tc_ldmatrix_x4(&t.b[wn * 32 + np * 16 + tc_ldb_row(lane)][ks + tc_ldb_col(lane)], r);
+      bf[2 * np][0] = r[0], bf[2 * np][1] = r[1];
+      bf[2 * np + 1][0] = r[2], bf[2 * np + 1][1] = r[3];
+    }
 #pragma unroll
-      for (int j = 0; j < 2; ++j)
-        bf[ni][j] = tc_b_reg(s, wn * 32 + ni * 8, ks, lane, j);
-#pragma unroll
-    for (int t = Terms - 1; t >= 0; --t) // the small terms first
+    for (int term = Terms - 1; term >= 0; --term) // the small terms first
 #pragma unroll
       for (int mi = 0; mi < 2; ++mi) {
         uint32_t af[4];
-#pragma unroll
-        for (int j = 0; j < 4; ++j)
-          af[j] = tc_a_reg(s, t, wm * 32 + mi * 16, ks, lane, j);
+        tc_ldmatrix_x4(&t.a[term][wm * 32 + mi * 16 + tc_lda_row(lane)][ks + tc_lda_col(lane)],
+                       af);
 #pragma unroll
         for (int ni = 0; ni < 4; ++ni)
           tc_mma(part[mi][ni], af, bf[ni]);
@@ -419,7 +608,7 @@ __device__ __forceinline__ void tc_tile_mma(const TcShared<Terms> &s, int warp, 
 // acc += part of group g, in fp32: for scaled storages times the group's scale of the column,
 // and for storages with mins minus min (column) * xsum (row), the K tile's offset.
 template <class W, int Terms>
-__host__ __device__ inline void tc_accumulate(const TcShared<Terms> &s, int warp, int lane,
+__host__ __device__ inline void tc_accumulate(const TcTile<Terms> &t, int warp, int lane,
                                               const float (&part)[2][4][4], float (&acc)[2][4][4],
                                               int g) {
 #pragma unroll
@@ -431,9 +620,9 @@ __host__ __device__ inline void tc_accumulate(const TcShared<Terms> &s, int warp
         float v = part[mi][ni][c];
         const int col = tc_tile_col(warp, lane, ni, c);
         if constexpr (TcLoad<W>::kScaled)
-          v *= s.scale[g][col];
+          v *= t.scale[g][col];
         if constexpr (TcLoad<W>::kMins) // kGroup == kTcBK: one group, one min per K tile
-          v -= s.min[col] * s.xsum[tc_tile_row(warp, lane, mi, c)];
+          v -= t.min[col] * t.xsum[tc_tile_row(warp, lane, mi, c)];
         acc[mi][ni][c] += v;
       }
 }
@@ -448,6 +637,11 @@ __host__ __device__ inline void tc_zero(float (&v)[2][4][4]) {
 // acc[mi][ni][c] = sum over k of x[a_rows[m]][k] * W[b_rows[n]][k] at the (m, n) of
 // tc_tile_row / tc_tile_col. s.a_rows and s.b_rows must be set (and synced) by the caller.
 // W is R rows of K values (R locates q8_0's scales). Block-collective, kTcThreads threads.
+//
+// Two stages: each thread issues the global loads of K tile k + 1 (into registers, TcFetch)
+// before the MMAs of tile k, and stores them into the other tile after (with the x rows' sums
+// for mins): the loads' latency is spent on the MMAs of the block itself, not only on other
+// blocks of the SM. One barrier a K tile.
 template <class W, long long R, int K, int Terms>
 __device__ __forceinline__ void tc_mainloop(TcShared<Terms> &s, const float *x, const W *w,
                                             float (&acc)[2][4][4]) {
@@ -456,23 +650,37 @@ __device__ __forceinline__ void tc_mainloop(TcShared<Terms> &s, const float *x, 
   static_assert(!L::kScaled || K % kTcBK == 0, "tc_mainloop: scaled tiles: K % 32");
   static_assert(L::kGroup == kTcBK || L::kGroup == 16, "tc_mainloop: groups of 32 or 16 values");
   static_assert(!L::kMins || L::kGroup == kTcBK, "tc_mainloop: mins need one group per K tile");
+  static_assert(kTcStages == 2, "tc_mainloop: a tile in the MMAs, a tile being stored");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   tc_zero(acc);
+  TcFetch<W> f;
+  float xpart[TcFetch<W>::kXQuads];
+  tc_fetch_tile<W, R, K>(f, s, x, w, 0, threadIdx.x);
+  tc_store_tile<W>(s.tile[0], s, f, 0, threadIdx.x, xpart);
+  if constexpr (L::kMins)
+    tc_store_xsum<W>(s.tile[0], xpart, threadIdx.x);
+  __syncthreads();
+  int cur = 0;
   for (int k0 = 0; k0 < K; k0 += kTcBK) {
-    tc_load_tile<W, R, K, Terms>(s, x, w, k0, threadIdx.x);
-    __syncthreads();
-    if constexpr (L::kMins)
-      tc_row_sums(s, threadIdx.x);
+    const bool more = k0 + kTcBK < K;
+    if (more)
+      tc_fetch_tile<W, R, K>(f, s, x, w, k0 + kTcBK, threadIdx.x);
+    const TcTile<Terms> &t = s.tile[cur];
 #pragma unroll
     for (int g = 0; g < kTcBK / L::kGroup; ++g) {
       float part[2][4][4];
       tc_zero(part);
-      tc_tile_mma(s, warp, lane, part, g * L::kGroup, (g + 1) * L::kGroup);
-      if constexpr (L::kMins)
-        __syncthreads(); // xsum is written
-      tc_accumulate<W>(s, warp, lane, part, acc, g);
+      tc_tile_mma(t, warp, lane, part, g * L::kGroup, (g + 1) * L::kGroup);
+      tc_accumulate<W>(t, warp, lane, part, acc, g);
     }
-    __syncthreads(); // the tiles are overwritten by the next step
+    // The other tile was last read before the previous iteration's barrier.
+    if (more) {
+      tc_store_tile<W>(s.tile[cur ^ 1], s, f, k0 + kTcBK, threadIdx.x, xpart);
+      if constexpr (L::kMins)
+        tc_store_xsum<W>(s.tile[cur ^ 1], xpart, threadIdx.x);
+    }
+    __syncthreads(); // the next tile is stored; this one may be overwritten after the next MMAs
+    cur ^= 1;
   }
 }
 

@@ -197,11 +197,13 @@ __host__ __device__ inline void moe_down_store(const float (&acc)[2][4][4], int 
       }
 }
 
-// Blocks of the grouped GEMMs an SM is to hold: ptxas then budgets 128 registers a thread.
+// Blocks of the grouped GEMMs an SM is to hold: ptxas then budgets 168 registers a thread.
 // With __launch_bounds__(kTcThreads) alone it aimed at 5 blocks (96 registers) and spilled
 // (the sm_80 bf16 gate-up kernel, after the x tile's loads were batched; ptxas -v, checked by
-// test_cuda_build.py's test_real_shape_kernels_do_not_spill).
-constexpr int kMoeTcBlocksPerSm = 4;
+// test_cuda_build.py's test_real_shape_kernels_do_not_spill); at 4 (128 registers) the gate-up
+// kernels spilled once tc_mainloop held the next K tile's loads in registers (about 128
+// registers, as gemm_tc_kernel; 3 blocks of 33 KB shared memory).
+constexpr int kMoeTcBlocksPerSm = 3;
 
 // Block (32 output columns, grid row tile): act[i][c] = silu(g) * u for the bucket positions i
 // of the tile's expert, g and u the gate and up rows of gate_up [E, 2I, H] times x[pair / 2].

@@ -479,6 +479,30 @@ void prefetch_l2(const void *p, size_t bytes) {
     expect_device(p, bytes, "a prefetch");
 }
 
+void ldmatrix_x4(const void *row, uint32_t (&d)[4]) {
+  if (reinterpret_cast<uintptr_t>(row) % 16 != 0)
+    trap("ldmatrix: a row address that is not 16-byte aligned");
+  const unsigned char *slots = warp_exchange(0xffffffffu, &row, sizeof row);
+  const int lane = self().lane;
+  for (int i = 0; i < 4; ++i) {
+    const auto *src = lane_value<const unsigned char *>(slots, 8 * i + lane / 4);
+    std::memcpy(&d[i], src + 4 * (lane % 4), 4);
+  }
+}
+
+uint32_t cvt_rn_bf16x2_f32(float hi, float lo) {
+  auto round = [](float f) -> uint32_t {
+    if (std::isnan(f))
+      return 0x7fffu;
+    uint32_t u;
+    std::memcpy(&u, &f, 4);
+    const uint32_t keep = u >> 16, rest = u & 0xffffu;
+    // above the half-way point, or at it with an odd result: up (into the exponent, to inf)
+    return keep + (rest > 0x8000u || (rest == 0x8000u && (keep & 1u)) ? 1u : 0u);
+  };
+  return round(lo) | round(hi) << 16;
+}
+
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]) {
   struct Fragments {
     uint32_t a[4], b[2];

@@ -2,8 +2,9 @@
 // their definitions, barriers, the bugs it must expose (a missing __syncthreads, a
 // __syncthreads in divergent code, a shuffle naming an exited lane, a misaligned vector load,
 // a prefetch outside device memory, launch configurations the hardware refuses), stream
-// capture and graph replay, and mma.sync against a product of matrices laid out by the PTX
-// ISA's fragment tables (gemm_tc.cuh's coordinates).
+// capture and graph replay, mma.sync against a product of matrices laid out by the PTX ISA's
+// fragment tables (gemm_tc.cuh's coordinates), ldmatrix and cvt.rn.bf16x2.f32 against their
+// definitions.
 // Built with -include phimoe_emu/simt.h (test/gpu/emu/CMakeLists.txt).
 #include "phimoe_cuda/check.h"
 #include "phimoe_cuda/kernels.cuh" // gemm_tc.cuh: the mma fragment coordinates
@@ -385,6 +386,79 @@ void test_mma() {
   cudaFree(da), cudaFree(dw), cudaFree(dc), cudaFree(dd);
 }
 
+// ldmatrix.x4 from shared memory: a 32 x 8 matrix of 16-bit values m * 8 + c (row m, column
+// c), lane l addressing row l (4 matrices of 8 rows); lane l gets word l % 4 of row l / 4 of
+// each matrix i, i.e. the values of row 8 i + l / 4 at columns 2 (l % 4), 2 (l % 4) + 1.
+// Also a misaligned row address, which the hardware refuses.
+__global__ void ldmatrix_kernel(uint32_t *out, int misalign) {
+  struct alignas(16) Tile {
+    uint16_t v[32][8]; // rows of 16 bytes
+  };
+  __shared__ Tile tile;
+  const int l = threadIdx.x;
+  for (int c = 0; c < 8; ++c)
+    tile.v[l][c] = static_cast<uint16_t>(l * 8 + c);
+  __syncwarp();
+  uint32_t d[4];
+  phimoe_cuda::detail::tc_ldmatrix_x4(&tile.v[l][0] + misalign, d); // the emulated ldmatrix
+  for (int i = 0; i < 4; ++i)
+    out[l * 4 + i] = d[i];
+}
+
+void test_ldmatrix() {
+  uint32_t *d = device<uint32_t>(32 * 4);
+  PHIMOE_CUDA_LAUNCH(1, 32, 0, nullptr, ldmatrix_kernel)(d, 0);
+  PHIMOE_CUDA_CHECK(cudaGetLastError());
+  const std::vector<uint32_t> h = download(d, 32 * 4);
+  for (int l = 0; l < 32; ++l)
+    for (int i = 0; i < 4; ++i) {
+      const uint32_t row = 8 * i + l / 4, col = 2 * (l % 4);
+      expect(h[l * 4 + i] == ((row * 8 + col) | (row * 8 + col + 1) << 16),
+             "ldmatrix.x4: lane " + std::to_string(l) + ", matrix " + std::to_string(i));
+    }
+  bool refused = false;
+  try {
+    PHIMOE_CUDA_LAUNCH(1, 32, 0, nullptr, ldmatrix_kernel)(d, 1);
+    PHIMOE_CUDA_CHECK(cudaDeviceSynchronize());
+  } catch (const std::exception &e) {
+    refused = std::string(e.what()).find("16-byte aligned") != std::string::npos;
+  }
+  (void)cudaGetLastError();
+  expect(refused, "ldmatrix: a misaligned row address is refused");
+  cudaFree(d);
+}
+
+// cvt.rn.bf16x2.f32 against rounding by hand: ties to even, carries into the exponent and to
+// inf, negative values, and nan (the canonical 0x7fff); the first operand in the upper half.
+void test_cvt_bf16x2() {
+  auto bits = [](uint32_t u) {
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+  };
+  const struct {
+    uint32_t in, want;
+  } cases[] = {
+      {0x3f800000u, 0x3f80u}, // 1
+      {0x3f808000u, 0x3f80u}, // half-way, even below: down
+      {0x3f818000u, 0x3f82u}, // half-way, odd below: up
+      {0x3f808001u, 0x3f81u}, // above half-way: up
+      {0x3f807fffu, 0x3f80u}, // below half-way: down
+      {0xbf818000u, 0xbf82u}, // negative, half-way, odd: away from zero
+      {0x3fffffffu, 0x4000u}, // carries into the exponent
+      {0x7f7fffffu, 0x7f80u}, // the largest float: to inf
+      {0xff800000u, 0xff80u}, // -inf
+      {0x00000001u, 0x0000u}, // the smallest subnormal: to +0
+      {0x80000000u, 0x8000u}, // -0
+      {0x7fc00001u, 0x7fffu}, // nan
+  };
+  for (const auto &c : cases) {
+    const uint32_t got = ::phimoe_emu::cvt_rn_bf16x2_f32(1.0f, bits(c.in));
+    expect((got & 0xffffu) == c.want && got >> 16 == 0x3f80u,
+           "cvt.rn.bf16x2.f32 of 0x" + std::to_string(c.in));
+  }
+}
+
 } // namespace
 
 int main() {
@@ -394,6 +468,8 @@ int main() {
     test_block_order();
     test_graphs();
     test_mma();
+    test_ldmatrix();
+    test_cvt_bf16x2();
   } catch (const std::exception &e) {
     std::printf("FAIL: %s\n", e.what());
     return 1;

@@ -87,6 +87,15 @@ void expect_device(const void *p, size_t bytes, const char *what);
 // fragment layout): warp-collective.
 void mma_m16n8k16_bf16(float (&d)[4], const uint32_t (&a)[4], const uint32_t (&b)[2]);
 
+// ldmatrix.sync.aligned.m8n8.x4.shared.b16 {d}, [row]: warp-collective; lane l gives the
+// address of row l % 8 of matrix l / 8 (16 bytes, 16-byte aligned) and gets in d[i] the word
+// l % 4 of row l / 4 of matrix i.
+void ldmatrix_x4(const void *row, uint32_t (&d)[4]);
+
+// cvt.rn.bf16x2.f32 d, hi, lo: hi and lo rounded to bf16 (to nearest, ties to even; a nan
+// becomes the canonical 0x7fff, as on the GPU), hi in the upper half of d.
+uint32_t cvt_rn_bf16x2_f32(float hi, float lo);
+
 // A launch: runs fn on every thread of every block of grid (or records it in the graph that
 // `stream` is capturing).
 void submit(dim3 grid, dim3 block, size_t shared_bytes, cudaStream_t stream, const char *name,
