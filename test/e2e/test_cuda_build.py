@@ -7,6 +7,7 @@ import pathlib
 import re
 import shutil
 import subprocess
+import sys
 
 import pytest
 import torch
@@ -431,6 +432,32 @@ def test_real_shape_kernels_do_not_spill(real_shape, tmp_path, target, quant):
     assert len(kernels) >= 20, proc.stderr[-3000:]
     spilled = [(name, int(st), int(ld)) for name, st, ld in kernels if int(st) or int(ld)]
     assert not spilled, spilled
+
+
+def test_sass_stats_tensor_core_loops(tmp_path):
+    """bench/sass_stats.py reads the sm_90 machine code of a Phi-3.5-MoE-width q4k build: the
+    K loop of each tensor-core GEMM (linear, the MoE's gate-up and down) does its warp's 32
+    MMAs of a K tile (2 k16 steps x 2 terms of x x 2 x 4 tiles) with one barrier (two
+    stages: the next tile is stored into the other buffer, no second barrier for q4_K's row
+    sums), and no kernel spills."""
+    proc = subprocess.run([sys.executable, str(oracle.ROOT / "bench" / "sass_stats.py"),
+                           "--quant", "q4k", "--filter", "tc_kernel"],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PHIMOE_NVCC=str(NVCC)))
+    if "no cuobjdump" in proc.stderr:
+        pytest.skip(proc.stderr.strip())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = {}
+    for line in proc.stdout.splitlines():
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        if len(cells) == 11 and cells[1].isdigit():
+            rows.setdefault(cells[0].split()[0], []).append(cells)
+    for kernel in ("gemm_tc_kernel", "moe_gate_up_tc_kernel", "moe_down_tc_kernel"):
+        assert kernel in rows, proc.stdout
+        for cells in rows[kernel]:
+            regs, spill, instrs, mma, bar = (int(cells[i]) for i in (1, 3, 4, 5, 9))
+            assert mma == 32 and bar == 1 and spill == 0, cells
+            assert 0 < regs <= 255 and instrs > mma, cells
 
 
 def test_gpu_kernel_test_compiles(tmp_path):
