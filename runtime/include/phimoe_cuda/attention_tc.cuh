@@ -181,16 +181,20 @@ __global__ void __launch_bounds__(kFaThreads)
           break;
         const int i = static_cast<int>(threadIdx.x) + (c0 + c) * kFaThreads;
         const int pp = i / (D / 4), d = 4 * (i % (D / 4));
+        // Pairs of values split at once (tc_split_pair); a key's 4 values of a term are 8
+        // bytes of one row, a value's go to 4 rows of the transposed plane.
+        uint32_t klo[kFaTerms], khi[kFaTerms], vlo[kFaTerms], vhi[kFaTerms];
+        tc_split_pair<kFaTerms>(bits_as_float(kq[c].w[0]), bits_as_float(kq[c].w[1]), klo);
+        tc_split_pair<kFaTerms>(bits_as_float(kq[c].w[2]), bits_as_float(kq[c].w[3]), khi);
+        tc_split_pair<kFaTerms>(bits_as_float(vq[c].w[0]), bits_as_float(vq[c].w[1]), vlo);
+        tc_split_pair<kFaTerms>(bits_as_float(vq[c].w[2]), bits_as_float(vq[c].w[3]), vhi);
 #pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          uint16_t kk[kFaTerms], vv[kFaTerms];
-          tc_split<kFaTerms>(bits_as_float(kq[c].w[e]), kk);
-          tc_split<kFaTerms>(bits_as_float(vq[c].w[e]), vv);
-#pragma unroll
-          for (int i = 0; i < kFaTerms; ++i) {
-            s.k[i][pp][d + e] = kk[i];
-            s.vt[i][d + e][pp] = vv[i];
-          }
+        for (int i = 0; i < kFaTerms; ++i) {
+          store_uint2(&s.k[i][pp][d], make_uint2(klo[i], khi[i])); // 8-byte aligned: d % 4 == 0
+          s.vt[i][d][pp] = static_cast<uint16_t>(vlo[i]);
+          s.vt[i][d + 1][pp] = static_cast<uint16_t>(vlo[i] >> 16);
+          s.vt[i][d + 2][pp] = static_cast<uint16_t>(vhi[i]);
+          s.vt[i][d + 3][pp] = static_cast<uint16_t>(vhi[i] >> 16);
         }
       }
     }
@@ -248,12 +252,12 @@ __global__ void __launch_bounds__(kFaThreads)
       uint32_t pa[kFaTerms][4];
 #pragma unroll
       for (int j = 0; j < 4; ++j) {
-        uint16_t a[kFaTerms], b[kFaTerms];
-        tc_split<kFaTerms>(sc[2 * kk + (j >> 1)][2 * (j & 1)], a);
-        tc_split<kFaTerms>(sc[2 * kk + (j >> 1)][2 * (j & 1) + 1], b);
+        uint32_t packed[kFaTerms];
+        tc_split_pair<kFaTerms>(sc[2 * kk + (j >> 1)][2 * (j & 1)],
+                                sc[2 * kk + (j >> 1)][2 * (j & 1) + 1], packed);
 #pragma unroll
         for (int i = 0; i < kFaTerms; ++i)
-          pa[i][j] = fa_pair(a[i], b[i]);
+          pa[i][j] = packed[i];
       }
 #pragma unroll
       for (int nd = 0; nd < ND; ++nd)
