@@ -28,9 +28,7 @@ template <class Base, Bug B> struct TcLoad<Mutant<Base, B>> {
   static constexpr int kUnitValues = L::kUnitValues, kRowMultiple = L::kRowMultiple;
   static constexpr int kGroup = L::kGroup;
   using Raw = typename L::Raw;
-  struct RawScales {
-    typename L::RawScales raw;
-  };
+  using RawScales = typename L::RawScales;
   __host__ __device__ static Raw fetch(const M *w, size_t R, int K, size_t r, int k0) {
     return L::fetch(reinterpret_cast<const Base *>(w), R, K, r, k0);
   }
@@ -39,10 +37,10 @@ template <class Base, Bug B> struct TcLoad<Mutant<Base, B>> {
   }
   __host__ __device__ static RawScales fetch_scales(const M *w, size_t R, int K, size_t r, int k0) {
     const Base *base = reinterpret_cast<const Base *>(w);
-    return {L::fetch_scales(base, R, K, r, B == Bug::kOtherSubBlock ? k0 ^ 32 : k0)};
+    return L::fetch_scales(base, R, K, r, B == Bug::kOtherSubBlock ? k0 ^ 32 : k0);
   }
   __host__ __device__ static TcScales scales_of(const RawScales &raw, int k0) {
-    TcScales f = L::scales_of(raw.raw, B == Bug::kOtherSubBlock ? k0 ^ 32 : k0);
+    TcScales f = L::scales_of(raw, B == Bug::kOtherSubBlock ? k0 ^ 32 : k0);
     if (B == Bug::kNoMin)
       f.min = 0.0f;
     if (B == Bug::kMinSign)
@@ -484,9 +482,9 @@ template <int E> void test_buckets() {
 }
 
 // ---- a block's whole data flow on the CPU ---------------------------------------------------
-// The kernels' phases (tc_gemm_rows / moe_*_rows, tc_load_tile, the fragment registers,
-// tc_accumulate, the stores) run here as they do on the device, thread by thread; only mma.sync
-// is emulated, from the PTX ISA's fragment tables (spec_a/b/c, written apart from the header's
+// The kernels' phases (tc_gemm_rows / moe_*_rows, tc_fetch_tile and tc_store_tile, the
+// fragment registers, tc_accumulate, the stores) run here as they do on the device, thread by
+// thread; only mma.sync is emulated, from the PTX ISA's fragment tables (spec_a/b/c, written apart from the header's
 // tc_a_row & co.), with the product summed in double.
 
 void spec_a(int lane, int i, int &row, int &col) {

@@ -74,12 +74,9 @@ template <int Terms> __host__ __device__ inline void tc_split(float x, uint16_t 
 // nan's payload may differ), and the terms after an inf or nan (which only the first term can
 // be) are masked to zero. The CUDA emulation runs the same code with the conversion emulated;
 // the CPU tests, tc_split.
-#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800) || defined(PHIMOE_CUDA_EMU)
-#define PHIMOE_CUDA_TC_CVT 1
-#endif
 template <int Terms>
 __host__ __device__ inline void tc_split_pair(float x0, float x1, uint32_t (&packed)[Terms]) {
-#ifdef PHIMOE_CUDA_TC_CVT
+#if (defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800) || defined(PHIMOE_CUDA_EMU)
   float r0 = x0, r1 = x1;
   uint32_t keep = 0xffffffffu;
 #pragma unroll
@@ -411,6 +408,13 @@ template <class W> struct TcFetch {
   typename L::RawScales scales;
 };
 
+// Which tile row and column (a multiple of 4) quad c of thread tid's x loads is: the 8 quads
+// of a row lie in 8 consecutive threads (tid % 8 the quad), within one warp.
+__host__ __device__ inline int tc_quad_row(int tid, int c) {
+  return (tid + c * kTcThreads) / (kTcBK / 4);
+}
+__host__ __device__ inline int tc_quad_col(int tid) { return 4 * (tid % (kTcBK / 4)); }
+
 // Thread tid's global loads of K tile k0 (x rows s.a_rows, weight rows s.b_rows), every one
 // issued before any of their values is used: a loop of one load and its conversion per value
 // would take a round trip to memory each, one after another.
@@ -420,12 +424,10 @@ __host__ __device__ inline void tc_fetch_tile(TcFetch<W> &f, const TcShared<Term
                                               const float *x, const W *w, int k0, int tid) {
   using L = TcLoad<W>;
   using F = TcFetch<W>;
-  constexpr int kQuads = kTcBK / 4;
   const bool vec = K % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
 #pragma unroll
   for (int c = 0; c < F::kXQuads; ++c) {
-    const int i = tid + c * kTcThreads, m = i / kQuads, k = k0 + 4 * (i % kQuads);
-    const int row = s.a_rows[m];
+    const int k = k0 + tc_quad_col(tid), row = s.a_rows[tc_quad_row(tid, c)];
     const float *p = x + static_cast<size_t>(row < 0 ? 0 : row) * K + k;
     if (row >= 0 && vec && k + 4 <= K) {
       const Words q = load16(p);
@@ -449,13 +451,6 @@ __host__ __device__ inline void tc_fetch_tile(TcFetch<W> &f, const TcShared<Term
     if (tid < kTcBN && s.b_rows[tid] >= 0)
       f.scales = L::fetch_scales(w, R, K, static_cast<size_t>(s.b_rows[tid]), k0);
 }
-
-// Which tile row and column (a multiple of 4) quad c of thread tid's x loads is: the 8 quads
-// of a row lie in 8 consecutive threads (tid % 8 the quad), within one warp.
-__host__ __device__ inline int tc_quad_row(int tid, int c) {
-  return (tid + c * kTcThreads) / (kTcBK / 4);
-}
-__host__ __device__ inline int tc_quad_col(int tid) { return 4 * (tid % (kTcBK / 4)); }
 
 // Thread tid's stores of what it fetched of K tile k0 into tile t: x split into bf16 terms
 // (8 bytes a term and quad), the weight units unpacked, the scales decoded (absent rows as
@@ -525,26 +520,19 @@ __device__ __forceinline__ void tc_store_xsum(TcTile<Terms> &t,
 }
 
 // Register j of the A fragment of term `term`, MMA rows row0 .. row0+15, k ks .. ks+15; of the
-// B fragment of tile columns n0 .. n0+7.
+// B fragment of tile columns n0 .. n0+7: what ldmatrix gives tc_tile_mma (tc_host_test holds
+// the one to the other, and emulates the MMAs with these).
 template <int Terms>
 __host__ __device__ inline uint32_t tc_a_reg(const TcTile<Terms> &t, int term, int row0, int ks,
                                              int lane, int j) {
   const uint16_t *p = &t.a[term][row0 + tc_a_row(lane, j)][ks + tc_a_col(lane, j)];
-#ifdef __CUDA_ARCH__
-  return *reinterpret_cast<const uint32_t *>(p); // 4-byte aligned: even column
-#else
   return p[0] | static_cast<uint32_t>(p[1]) << 16;
-#endif
 }
 template <int Terms>
 __host__ __device__ inline uint32_t tc_b_reg(const TcTile<Terms> &t, int n0, int ks, int lane,
                                              int j) {
   const uint16_t *p = &t.b[n0 + tc_b_n(lane)][ks + tc_b_k(lane, j)];
-#ifdef __CUDA_ARCH__
-  return *reinterpret_cast<const uint32_t *>(p);
-#else
   return p[0] | static_cast<uint32_t>(p[1]) << 16;
-#endif
 }
 
 // The fragments by ldmatrix.x4 (four 8 x 8 matrices of bf16; lane l gives the address of row
