@@ -38,6 +38,8 @@ void allocate_forward(const phimoe_rt::ModelInfo &info, const uint8_t *weights, 
   ctx.staged = device_alloc<uint32_t>(owned, ctx.staged_words);
   ctx.moe_staged_words = moe_staged_words(info);
   ctx.moe_staged = device_alloc<uint32_t>(owned, ctx.moe_staged_words);
+  ctx.tc_split_capacity = tc_split_bytes(info);
+  ctx.tc_split = device_alloc<uint8_t>(owned, ctx.tc_split_capacity);
 }
 
 cudaGraphExec_t capture_graph(cudaStream_t stream, const std::function<void()> &record) {

@@ -77,6 +77,13 @@ template <class T> T *device(size_t n) {
   PHIMOE_CUDA_CHECK(cudaMemset(p, 0, std::max<size_t>(n, 1) * sizeof(T)));
   return p;
 }
+// Room for the tensor-core GEMMs' split input (Context::tc_split): `bytes`, poisoned (0xff:
+// nan terms and sums where a GEMM would read what tc_split_rows did not write).
+void tc_workspace(Context &ctx, size_t bytes) {
+  ctx.tc_split_capacity = bytes;
+  ctx.tc_split = device<uint8_t>(bytes);
+  PHIMOE_CUDA_CHECK(cudaMemset(ctx.tc_split, 0xff, bytes));
+}
 std::vector<float> download(const float *p, size_t n) {
   PHIMOE_CUDA_CHECK(cudaDeviceSynchronize());
   std::vector<float> h(n);
@@ -177,6 +184,7 @@ template <int N, int K, class W> void test_linear(const char *name, int n, bool 
     }
   });
   Context ctx;
+  tc_workspace(ctx, tc_split_bytes(n, K));
   uint8_t *dw = upload(w.bytes);
   float *dx = upload(x), *db = upload(b), *out = device<float>(want.size());
   linear<N, K>(ctx, dx, n, reinterpret_cast<const W *>(dw), bias ? db : nullptr, out);
@@ -184,7 +192,7 @@ template <int N, int K, class W> void test_linear(const char *name, int n, bool 
   std::snprintf(label, sizeof label, "linear<%d,%d> %s n=%d%s", N, K, name, n,
                 bias ? " +bias" : "");
   check(label, download(out, want.size()), want, 1e-5);
-  cudaFree(dw), cudaFree(dx), cudaFree(db), cudaFree(out);
+  cudaFree(dw), cudaFree(dx), cudaFree(db), cudaFree(out), cudaFree(ctx.tc_split);
 }
 
 template <int In, int W0, int W1, int W2> void test_split_cols(int n) {
@@ -390,6 +398,43 @@ template <int Terms> void test_tc_split_pair() {
               "(first: %zu)\n", wrong ? "FAIL" : "PASS", Terms, x.size(), wrong, first);
   failures += wrong != 0;
   cudaFree(dx), cudaFree(dout);
+}
+
+// tc_split_rows (tc_split_kernel) against tc_split_row_serial: every term and tile sum bit for
+// bit (a nan may differ in its payload), zeros past K; x at an offset of `offset` floats (1:
+// not 16-byte aligned, the scalar loads), with infs, nans and subnormals among the values.
+template <int K> void test_tc_split_rows(int n, int offset) {
+  constexpr int S = detail::tc_stride<K>(), T = kTcXTerms;
+  std::vector<float> x = random_floats(static_cast<size_t>(n) * K + offset, 3.0f);
+  for (size_t i = 0; i < x.size(); i += 97)
+    x[i] = std::ldexp(x[i], static_cast<int>(i % 250) - 125); // subnormal to huge
+  x[offset + K / 3] = INFINITY, x[offset + K + 5] = NAN, x[offset + 2] = -INFINITY;
+  std::vector<uint16_t> want_terms(static_cast<size_t>(n) * T * S);
+  std::vector<float> want_sums(static_cast<size_t>(n) * (S / 32));
+  for (int t = 0; t < n; ++t)
+    detail::tc_split_row_serial<K, T>(x.data() + offset, t, want_terms.data(), want_sums.data());
+  Context ctx;
+  tc_workspace(ctx, tc_split_bytes(n, K));
+  PHIMOE_CUDA_CHECK(cudaMemset(ctx.tc_split, 0x7f, ctx.tc_split_capacity)); // poisoned
+  float *dx = upload(x);
+  const detail::TcX got = detail::tc_split_rows<K>(ctx, dx + offset, n, "test");
+  PHIMOE_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<uint16_t> terms(want_terms.size());
+  std::vector<float> sums(want_sums.size());
+  PHIMOE_CUDA_CHECK(cudaMemcpy(terms.data(), got.terms, terms.size() * 2, cudaMemcpyDeviceToHost));
+  PHIMOE_CUDA_CHECK(cudaMemcpy(sums.data(), got.sums, sums.size() * 4, cudaMemcpyDeviceToHost));
+  int wrong = 0;
+  for (size_t i = 0; i < terms.size(); ++i)
+    wrong += terms[i] != want_terms[i] && !(std::isnan(detail::bf16_bits(terms[i])) &&
+                                            std::isnan(detail::bf16_bits(want_terms[i])));
+  for (size_t i = 0; i < sums.size(); ++i)
+    wrong += std::memcmp(&sums[i], &want_sums[i], 4) != 0 &&
+             !(std::isnan(sums[i]) && std::isnan(want_sums[i]));
+  std::printf("%s tc_split_rows<%d> n=%d x at +%d floats == tc_split_row_serial: %d of %zu "
+              "differ\n", wrong ? "FAIL" : "PASS", K, n, offset, wrong,
+              terms.size() + sums.size());
+  failures += wrong != 0;
+  cudaFree(dx), cudaFree(ctx.tc_split);
 }
 
 // Row blockIdx.x of E logits routed by warp_sparsemixer (one warp), and by
@@ -915,10 +960,11 @@ void moe_workspace(Context &ctx, int n, int E, int H, int I) {
   ctx.moe_plan_ints = detail::moe_plan_ints(E);
   ctx.moe_plan = device<int32_t>(ctx.moe_plan_ints);
   ctx.moe_y = device<float>(static_cast<size_t>(n) * 2 * H);
+  tc_workspace(ctx, std::max(tc_split_bytes(n, H), tc_split_bytes(2 * n, I)));
 }
 void free_moe_workspace(Context &ctx) {
   cudaFree(ctx.routes), cudaFree(ctx.moe_act), cudaFree(ctx.moe_staged), cudaFree(ctx.moe_pairs);
-  cudaFree(ctx.moe_plan), cudaFree(ctx.moe_y);
+  cudaFree(ctx.moe_plan), cudaFree(ctx.moe_y), cudaFree(ctx.tc_split);
 }
 
 // With `favour` >= 0, x has a positive mean and router row `favour` is pushed by `push`: every
@@ -984,6 +1030,7 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
   ctx.moe_plan_ints = detail::moe_plan_ints(E);
   ctx.moe_plan = device<int32_t>(ctx.moe_plan_ints);
   ctx.moe_y = device<float>(static_cast<size_t>(n) * 2 * H);
+  tc_workspace(ctx, std::max(tc_split_bytes(n, H), tc_split_bytes(2 * n, I)));
   uint8_t *dr = upload(router.bytes), *dgu = upload(gate_up.bytes), *dd = upload(down.bytes);
   float *dx = upload(x), *out = device<float>(want.size());
   const bool grouped =
@@ -1021,6 +1068,7 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
   }
   cudaFree(ctx.routes), cudaFree(ctx.moe_act), cudaFree(ctx.moe_pairs), cudaFree(ctx.moe_plan);
   cudaFree(ctx.moe_y), cudaFree(dr), cudaFree(dgu), cudaFree(dd), cudaFree(dx), cudaFree(out);
+  cudaFree(ctx.tc_split);
 }
 
 
@@ -1276,6 +1324,7 @@ void test_linear_norm(const char *name, int n) {
   const std::vector<float> w = random_floats(N, 0.1f, 1.0f), bias = random_floats(N, 0.1f);
   StagedContext sc(static_cast<size_t>(n) * detail::StagedQ4k::words(N > K ? N : K));
   Context &ctx = sc.ctx;
+  tc_workspace(ctx, tc_split_bytes(n, K));
   ctx.routes = device<DeviceRoute>(n);
   ctx.counter_ints = n;
   ctx.counters = device<int>(ctx.counter_ints);
@@ -1346,6 +1395,7 @@ void test_linear_norm(const char *name, int n) {
   }
   detail::norm_tail_mode() = -1;
   cudaFree(ctx.routes), cudaFree(ctx.counters), cudaFree(dq), cudaFree(dr), cudaFree(dx0);
+  cudaFree(ctx.tc_split);
   cudaFree(dxw), cudaFree(dxb), cudaFree(db), cudaFree(dw), cudaFree(dbias), cudaFree(x);
   cudaFree(lin), cudaFree(sum), cudaFree(out);
 }
@@ -1382,6 +1432,7 @@ void test_qkv_gemv(const char *name, int past, int n, int capacity, bool rope_lo
     ctx.counters = device<int>(ctx.counter_ints);
     ctx.staged_words = static_cast<size_t>(n) * detail::StagedQ4k::words(K);
     ctx.staged = device<uint32_t>(ctx.staged_words);
+    tc_workspace(ctx, tc_split_bytes(n, K));
     poison(qkv, static_cast<size_t>(n) * N), poison(q_out, static_cast<size_t>(n) * q_row);
     layer_norm<K, W>(ctx, dx0, n, dxw, dxb, 1e-5f, x);
     detail::qkv_tail_mode() = tail;
@@ -1409,7 +1460,7 @@ void test_qkv_gemv(const char *name, int past, int n, int capacity, bool rope_lo
                               {"the v cache", ctx.v_cache, &want[3]}});
       check_counters_zero(ctx, n * (Hq + Hkv), label);
     }
-    cudaFree(ctx.staged);
+    cudaFree(ctx.staged), cudaFree(ctx.tc_split);
     free_cache_context(ctx);
   }
   cudaFree(dp), cudaFree(dq), cudaFree(dx0), cudaFree(dxw), cudaFree(dxb), cudaFree(db);
@@ -1573,6 +1624,11 @@ int main() {
     test_qkv_gemv<4, 2, 32, 256, block_q8_0>("q8_0", 0, 8, 8, true);
     test_qkv_gemv<4, 2, 16, 64, bf16>("bf16", 2, 12, 20, false);
     test_qkv_gemv<4, 2, 8, 64, float>("f32 (8-wide heads)", 1, 3, 8, false);
+    // (last: the random inputs of the cases above stay as they were)
+    test_tc_split_rows<4096>(9, 0);
+    test_tc_split_rows<6400>(3, 1);
+    test_tc_split_rows<37>(70, 0); // K % 32 != 0: zeros past K
+    test_tc_split_rows<200>(5, 3);
   } catch (const std::exception &e) {
     std::printf("FAIL: %s\n", e.what());
     return 1;

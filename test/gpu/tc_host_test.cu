@@ -143,6 +143,77 @@ void test_split() {
   expect(std::isnan(bf16_bits(p[0])) && p[1] == 0, "split: nan, then 0");
 }
 
+// tc_split_row_serial (what the GPU test holds tc_split_kernel to, bit for bit): each value's
+// terms are tc_split's, zeros past K up to whole K tiles, and each K tile's sum is the sum of
+// its terms (to fp32 rounding; inf or nan where the tile has one).
+template <int K, int Terms> void test_split_row(int n) {
+  constexpr int S = tc_stride<K>();
+  static_assert(S % kTcBK == 0 && S >= K && S - K < kTcBK, "tc_stride: K in whole tiles");
+  std::vector<float> x(static_cast<size_t>(n) * K);
+  for (size_t i = 0; i < x.size(); ++i)
+    x[i] = random_float(std::ldexp(1.0f, static_cast<int>(i % 60) - 30));
+  x[K / 2] = INFINITY, x[K + 1] = NAN; // rows 0 and 1
+  std::vector<uint16_t> terms(static_cast<size_t>(n) * Terms * S, 0xffff);
+  std::vector<float> sums(static_cast<size_t>(n) * (S / kTcBK), -1.0f);
+  for (int t = 0; t < n; ++t)
+    tc_split_row_serial<K, Terms>(x.data(), t, terms.data(), sums.data());
+  int bad_terms = 0, bad_sums = 0;
+  for (int t = 0; t < n; ++t)
+    for (int j = 0; j < S / kTcBK; ++j) {
+      double sum = 0.0, mass = 0.0;
+      for (int k = kTcBK * j; k < kTcBK * (j + 1); ++k) {
+        uint16_t want[Terms] = {};
+        if (k < K)
+          tc_split<Terms>(x[static_cast<size_t>(t) * K + k], want);
+        for (int term = 0; term < Terms; ++term) {
+          const uint16_t got = terms[(static_cast<size_t>(t) * Terms + term) * S + k];
+          bad_terms += got != want[term];
+          sum += bf16_bits(got);
+          mass += std::fabs(bf16_bits(got));
+        }
+      }
+      const float got = sums[static_cast<size_t>(t) * (S / kTcBK) + j];
+      const bool ok = std::isfinite(sum) ? std::fabs(got - sum) <= 1e-6 * mass
+                                         : std::isnan(sum) ? std::isnan(got) : got == sum;
+      bad_sums += !ok;
+    }
+  char label[96];
+  std::snprintf(label, sizeof label, "tc_split_row_serial<%d,%d>: terms are tc_split's", K, Terms);
+  expect(bad_terms == 0, label, bad_terms);
+  std::snprintf(label, sizeof label, "tc_split_row_serial<%d,%d>: tile sums", K, Terms);
+  expect(bad_sums == 0, label, bad_sums);
+}
+
+// The x chunks of a K tile (tc_x_chunk): every (term, row, column of 8) once, and a phase of
+// 8 threads' 16-byte stores on 32 distinct banks, 16-byte aligned.
+template <int Terms> void test_x_chunks() {
+  static TcTile<Terms> t;
+  constexpr int kChunks = Terms * kTcBM * (kTcBK / 8);
+  std::vector<int> seen(kChunks, 0);
+  for (int c = 0; c < kChunks; ++c) {
+    int term, m, col;
+    tc_x_chunk(c, term, m, col);
+    const bool in = term >= 0 && term < Terms && m >= 0 && m < kTcBM && col >= 0 && col < kTcBK &&
+                    col % 8 == 0;
+    expect(in, "x chunk inside the tile", c);
+    if (in)
+      ++seen[(term * kTcBM + m) * (kTcBK / 8) + col / 8];
+    expect(reinterpret_cast<uintptr_t>(&t.a[term][m][col]) % 16 == 0, "x chunk aligned", c);
+  }
+  expect(std::count(seen.begin(), seen.end(), 1) == kChunks, "x chunks: each once");
+  for (int c0 = 0; c0 < kChunks; c0 += 8) {
+    unsigned banks = 0;
+    for (int c = c0; c < c0 + 8; ++c) {
+      int term, m, col;
+      tc_x_chunk(c, term, m, col);
+      const size_t word = (reinterpret_cast<uintptr_t>(&t.a[term][m][col]) / 4) % 32;
+      for (int b = 0; b < 4; ++b)
+        banks |= 1u << ((word + b) % 32);
+    }
+    expect(banks == 0xffffffffu, "x chunk stores: no bank conflicts", c0);
+  }
+}
+
 uint16_t unit_half(const uint4 &u, int j) {
   const uint32_t words[4] = {u.x, u.y, u.z, u.w};
   return static_cast<uint16_t>(words[j / 2] >> (16 * (j % 2)));
@@ -533,39 +604,43 @@ void emu_mma(const TcTile<Terms> &s, int warp, int t, int mi, int ni, int ks, Fr
     }
 }
 
-// Every thread's tc_fetch_tile of K tile k0, then (emu_store) their tc_store_tile into t and
-// the x rows' sums for mins, summed over each row's 8 threads in the shuffles' order.
+// x [n, K] split as tc_split_kernel splits it (tc_split_row_serial): what the blocks read.
+template <int Terms> struct HostSplit {
+  std::vector<uint16_t> terms;
+  std::vector<float> sums;
+  TcX view() const { return TcX{terms.data(), sums.data()}; }
+};
+template <int K, int Terms> HostSplit<Terms> host_split(const std::vector<float> &x, int n) {
+  constexpr int S = tc_stride<K>();
+  HostSplit<Terms> h{std::vector<uint16_t>(static_cast<size_t>(n) * Terms * S, 0xffff),
+                     std::vector<float>(static_cast<size_t>(n) * (S / kTcBK), NAN)};
+  for (int t = 0; t < n; ++t)
+    tc_split_row_serial<K, Terms>(x.data(), t, h.terms.data(), h.sums.data());
+  return h;
+}
+
+// Every thread's tc_fetch_tile of K tile k0, then (emu_store) their tc_store_tile into t.
 template <class W, long long R, int K, int Terms>
-void emu_fetch(const TcShared<Terms> &s, const float *x, const W *w, int k0,
-               TcFetch<W> (&fetched)[kTcThreads]) {
+void emu_fetch(const TcShared<Terms> &s, const TcX &x, const W *w, int k0,
+               TcFetch<W, Terms> (&fetched)[kTcThreads]) {
   for (int tid = 0; tid < kTcThreads; ++tid)
     tc_fetch_tile<W, R, K>(fetched[tid], s, x, w, k0, tid);
 }
 template <class W, int Terms>
-void emu_store(TcTile<Terms> &t, const TcShared<Terms> &s, const TcFetch<W> (&fetched)[kTcThreads],
-               int k0) {
-  using F = TcFetch<W>;
-  static float xpart[kTcThreads][F::kXQuads];
+void emu_store(TcTile<Terms> &t, const TcShared<Terms> &s,
+               const TcFetch<W, Terms> (&fetched)[kTcThreads], int k0) {
   for (int tid = 0; tid < kTcThreads; ++tid)
-    tc_store_tile<W>(t, s, fetched[tid], k0, tid, xpart[tid]);
-  if (TcLoad<W>::kMins)
-    for (int tid = 0; tid < kTcThreads; tid += kTcBK / 4)
-      for (int c = 0; c < F::kXQuads; ++c) {
-        float v[8];
-        for (int q = 0; q < 8; ++q)
-          v[q] = xpart[tid + q][c];
-        t.xsum[tc_quad_row(tid, c)] = tc_tree8(v);
-      }
+    tc_store_tile<W>(t, s, fetched[tid], k0, tid);
 }
 
 // tc_mainloop's schedule, every thread's phase in turn between the barriers: the loads of
 // K tile k + 1 before the MMAs of tile k, their stores into the other tile after.
 template <class W, long long R, int K, int Terms>
-void emu_mainloop(TcShared<Terms> &s, const float *x, const W *w, Frag (&acc)[4][32]) {
+void emu_mainloop(TcShared<Terms> &s, const TcX &x, const W *w, Frag (&acc)[4][32]) {
   using L = TcLoad<W>;
   static_assert(tc_supported<W, K>(), "emu_mainloop: tc_mainloop's condition");
   static Frag part[4][32];
-  static TcFetch<W> fetched[kTcThreads];
+  static TcFetch<W, Terms> fetched[kTcThreads];
   for (int warp = 0; warp < 4; ++warp)
     for (int lane = 0; lane < 32; ++lane)
       tc_zero(acc[warp][lane]);
@@ -646,11 +721,12 @@ void emu_gemm(const char *name, int n, double tol, float x_mean = 0.0f, bool fai
     v = random_float(0.1f);
   static TcShared<Terms> s;
   static Frag acc[4][32];
+  const HostSplit<Terms> xs = host_split<K, Terms>(x, n);
   for (int by = 0; by * kTcBM < n; ++by)
     for (int bx = 0; bx * kTcBN < N; ++bx) {
       for (int tid = 0; tid < kTcThreads; ++tid)
         tc_gemm_rows(s.a_rows, s.b_rows, n, N, by * kTcBM, bx * kTcBN, tid);
-      emu_mainloop<W, N, K, Terms>(s, x.data(), w.ptr(), acc);
+      emu_mainloop<W, N, K, Terms>(s, xs.view(), w.ptr(), acc);
       for (int warp = 0; warp < 4; ++warp)
         for (int lane = 0; lane < 32; ++lane)
           tc_gemm_store<N>(acc[warp][lane], warp, lane, n, by * kTcBM, bx * kTcBN, bias.data(),
@@ -699,6 +775,7 @@ void emu_moe(const char *name, int n, int favour, int shun, bool fail = false) {
   static Frag acc[4][32];
   static int pair_of[kTcBM];
   const int tiles = moe_max_tiles(n, E, kTcBM);
+  const HostSplit<kTcXTerms> xs = host_split<H, kTcXTerms>(x, n);
   int used = 0;
   for (int by = 0; by < tiles; ++by) {
     int e, first, rows;
@@ -709,14 +786,15 @@ void emu_moe(const char *name, int n, int favour, int shun, bool fail = false) {
       for (int tid = 0; tid < kTcThreads; ++tid)
         moe_gate_up_rows(s.a_rows, s.b_rows, pairs.data(), e, first, rows, bx * kGateUpCols, I,
                          tid);
-      emu_mainloop<W, static_cast<long long>(E) * 2 * I, H, kTcXTerms>(s, x.data(), gate_up.ptr(),
-                                                                       acc);
+      emu_mainloop<W, static_cast<long long>(E) * 2 * I, H, kTcXTerms>(s, xs.view(),
+                                                                       gate_up.ptr(), acc);
       for (int warp = 0; warp < 4; ++warp)
         for (int lane = 0; lane < 32; ++lane)
           moe_gate_up_store(acc[warp][lane], warp, lane, first, rows, bx * kGateUpCols, I,
                             act.data());
     }
   }
+  const HostSplit<kTcXTerms> acts = host_split<I, kTcXTerms>(act, 2 * n);
   for (int by = 0; by < tiles; ++by) {
     int e, first, rows;
     if (!moe_tile(plan.data(), E, by, &e, &first, &rows))
@@ -725,7 +803,8 @@ void emu_moe(const char *name, int n, int favour, int shun, bool fail = false) {
       for (int tid = 0; tid < kTcThreads; ++tid)
         moe_down_rows(s.a_rows, s.b_rows, pair_of, pairs.data(), e, first, rows, bx * kTcBN, H,
                       tid);
-      emu_mainloop<W, static_cast<long long>(E) * H, I, kTcXTerms>(s, act.data(), down.ptr(), acc);
+      emu_mainloop<W, static_cast<long long>(E) * H, I, kTcXTerms>(s, acts.view(), down.ptr(),
+                                                                   acc);
       for (int warp = 0; warp < 4; ++warp)
         for (int lane = 0; lane < 32; ++lane)
           moe_down_store(acc[warp][lane], warp, lane, pair_of, rows, bx * kTcBN, H, y.data());
@@ -781,6 +860,11 @@ int main() {
   test_bf16_round();
   test_f16_value();
   test_split();
+  test_split_row<37, 2>(3);
+  test_split_row<200, 3>(2);
+  test_split_row<4096, 2>(2);
+  test_x_chunks<2>();
+  test_x_chunks<3>();
   test_load_bf16(5, 64);
   test_load_bf16(7, 37);
   test_load_bf16(3, 4);

@@ -16,18 +16,20 @@
 // block (the K tile) multiplies the tile's fp32 partial sum: no rounding of the weights at all.
 // q4_K likewise: the tiles hold q (0..15), the K tile is one 32-value sub-block, and
 // out += d sc P - dmin m S, with P the tile's partial sum and S the sum of the row's split x
-// over the K tile (tc_store_tile, tc_store_xsum). q6_K: the tiles hold q - 32 and each k16
+// over the K tile (tc_split_kernel). q6_K: the tiles hold q - 32 and each k16
 // MMA step (one 16-value sub-block) accumulates into its own zeroed fragment, scaled by
 // d scales[j] of its row.
 //
 // Tiles: a block of 128 threads (4 warps, 2 x 2) computes 64 rows x 64 columns, K in steps of
-// 32; each warp 32 x 32 = 2 (m16) x 4 (n8) MMA tiles. Shared memory holds two K tiles, each
-// the split x tile (kTcXTerms x 64 x 32 bf16), the weight tile (64 x 32 bf16), the scales, mins
-// and row sums of x (q4_K); rows are padded to 40 bf16 (80 bytes), so that the fragment loads
-// (ldmatrix: 8 rows of 16 bytes a phase) hit 32 distinct banks and 16-byte stores of weight
-// units stay aligned. The global loads of the next K tile go to registers before the MMAs of this one,
-// their conversion to the other tile after (tc_mainloop). Not cp.async: what is loaded is
-// converted (x split, quants unpacked) on its way to shared memory.
+// 32; each warp 32 x 32 = 2 (m16) x 4 (n8) MMA tiles. x comes split: a launch of
+// tc_split_kernel before the GEMM writes its terms and row sums (TcX), once for all column
+// blocks. Shared memory holds two K tiles, each the split x tile (kTcXTerms x 64 x 32 bf16),
+// the weight tile (64 x 32 bf16), the scales, mins and row sums of x (q4_K); rows are padded to
+// 40 bf16 (80 bytes), so that the fragment loads (ldmatrix: 8 rows of 16 bytes a phase) hit 32
+// distinct banks and 16-byte stores stay aligned. The global loads of the next K tile go to
+// registers before the MMAs of this one, their stores (the weights unpacked) to the other
+// tile after (tc_mainloop). Not cp.async: the quants are unpacked on their way to shared
+// memory.
 #ifndef PHIMOE_CUDA_GEMM_TC_CUH
 #define PHIMOE_CUDA_GEMM_TC_CUH
 
@@ -45,7 +47,8 @@ constexpr int kTcBN = 64;     // columns (weight rows) of a block tile
 constexpr int kTcBK = 32;     // K per step
 constexpr int kTcStride = 40; // bf16 per shared row (32 + 8 padding: 80 bytes)
 constexpr int kTcThreads = 128;
-constexpr int kTcXTerms = 2; // bf16 terms per activation (see the header)
+// kTcXTerms (runtime.h): bf16 terms per activation (see the header)
+static_assert(kTcBK == 32, "gemm_tc: runtime.h's tc_split_stride rounds K to tiles of 32");
 
 // ---- bf16 / f16 bit arithmetic, the same on the host and the device --------------------
 // float -> bf16, round to nearest even (a nan stays a quiet nan).
@@ -106,6 +109,23 @@ __host__ __device__ inline void tc_split_pair(float x0, float x1, uint32_t (&pac
 #endif
 }
 
+// Quad v (4 consecutive values of a row) as Terms bf16 terms: term t of v[0], v[1] in lo[t]
+// (v[0] in the low half), of v[2], v[3] in hi[t]. Returns the fp32 sum of its terms, the
+// small ones first; tc_tree8 of the 8 quads of a K tile is the row's sum there, which the
+// mins multiply (so that min * sum is exactly what they contribute to the MMAs' products).
+template <int Terms>
+__host__ __device__ inline float tc_split_quad(const float (&v)[4], uint32_t (&lo)[Terms],
+                                               uint32_t (&hi)[Terms]) {
+  tc_split_pair<Terms>(v[0], v[1], lo);
+  tc_split_pair<Terms>(v[2], v[3], hi);
+  float sum = 0.0f;
+#pragma unroll
+  for (int term = Terms - 1; term >= 0; --term)
+    sum += (bits_as_float(lo[term] << 16) + bits_as_float(lo[term] & 0xffff0000u)) +
+           (bits_as_float(hi[term] << 16) + bits_as_float(hi[term] & 0xffff0000u));
+  return sum;
+}
+
 // The sum of 8 values v[0..7] in the order of a butterfly over 8 lanes (xor 1, 2, 4), which
 // gives every lane the same sum (fp32 addition commutes): how tc_mainloop sums the x tile's
 // row quads on the device (shuffles), written out for the CPU.
@@ -120,6 +140,106 @@ __host__ __device__ inline uint4 tc_pack8(const uint16_t (&v)[8]) {
   u.z = v[4] | static_cast<uint32_t>(v[5]) << 16;
   u.w = v[6] | static_cast<uint32_t>(v[7]) << 16;
   return u;
+}
+
+// ---- the x operand, split once a GEMM ---------------------------------------------------
+// The K loop reads x already split: a launch of tc_split_kernel before the GEMM writes each row
+// of K values as kTcXTerms rows of bf16 terms of tc_stride<K>() values (K rounded up to whole K
+// tiles, zeros past K), and the sum of each K tile's terms (tc_split_quad, tc_tree8), for
+// the mins. Split in the K loop, every column block of the GEMM converted the same x again:
+// about half of the loop's instructions (bench/sass_stats.py), and a tensor-core GEMM is
+// bound by what it issues besides its MMAs.
+template <long long K> __host__ __device__ constexpr int tc_stride() {
+  return static_cast<int>((K + kTcBK - 1) / kTcBK * kTcBK);
+}
+// Row r's term t: terms + (r * Terms + t) * tc_stride<K>(); its sum over K tile j (values
+// 32j .. 32j + 31): sums[r * (tc_stride<K>() / kTcBK) + j]. 16-byte aligned rows.
+struct TcX {
+  const uint16_t *terms;
+  const float *sums;
+};
+
+// Row t of x (K values, row-major) into its terms and sums, as tc_split_kernel does it: what
+// the CPU tests compare the kernel and feed the emulated blocks with.
+template <int K, int Terms>
+__host__ __device__ inline void tc_split_row_serial(const float *x, int t, uint16_t *terms,
+                                                    float *sums) {
+  constexpr int S = tc_stride<K>();
+  float part[8];
+  for (int q = 0; q < S / 4; ++q) {
+    float v[4];
+    for (int e = 0; e < 4; ++e)
+      v[e] = 4 * q + e < K ? x[static_cast<size_t>(t) * K + 4 * q + e] : 0.0f;
+    uint32_t lo[Terms], hi[Terms];
+    part[q % 8] = tc_split_quad<Terms>(v, lo, hi);
+    for (int term = 0; term < Terms; ++term) {
+      uint16_t *p = terms + (static_cast<size_t>(t) * Terms + term) * S + 4 * q;
+      p[0] = static_cast<uint16_t>(lo[term]), p[1] = static_cast<uint16_t>(lo[term] >> 16);
+      p[2] = static_cast<uint16_t>(hi[term]), p[3] = static_cast<uint16_t>(hi[term] >> 16);
+    }
+    if (q % 8 == 7)
+      sums[static_cast<size_t>(t) * (S / kTcBK) + q / 8] = tc_tree8(part);
+  }
+}
+
+// Block t: row t of x [n, K] split (see TcX). Each thread one quad at a time, 16-byte loads
+// where x allows them; the 8 quads of a K tile lie in 8 consecutive lanes, whose sums the
+// shuffles add in tc_tree8's order.
+template <int K, int Terms>
+__global__ void __launch_bounds__(kTcThreads)
+    tc_split_kernel(const float *x, uint16_t *terms, float *sums) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  constexpr int S = tc_stride<K>(), Q = S / 4;
+  static_assert(Q % 8 == 0 && kTcThreads % 8 == 0, "tc_split_kernel: a K tile's quads in a warp");
+  const int t = blockIdx.x;
+  const float *row = x + static_cast<size_t>(t) * K;
+  const bool vec = K % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  for (int q0 = 0; q0 < Q; q0 += kTcThreads) { // (a bound the whole block shares: shuffles)
+    const int q = q0 + static_cast<int>(threadIdx.x);
+    float v[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (q < Q) {
+      if (vec && 4 * q + 4 <= K) {
+        const Words w = load16(row + 4 * q);
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          v[e] = bits_as_float(w.w[e]);
+      } else {
+#pragma unroll
+        for (int e = 0; e < 4; ++e)
+          v[e] = 4 * q + e < K ? row[4 * q + e] : 0.0f;
+      }
+    }
+    uint32_t lo[Terms], hi[Terms];
+    float sum = tc_split_quad<Terms>(v, lo, hi);
+#pragma unroll
+    for (int d = 1; d < kTcBK / 4; d *= 2)
+      sum += __shfl_xor_sync(0xffffffffu, sum, d);
+    if (q < Q) {
+#pragma unroll
+      for (int term = 0; term < Terms; ++term) // 8-byte aligned: S % 32 == 0
+        store_uint2(terms + (static_cast<size_t>(t) * Terms + term) * S + 4 * q,
+                    make_uint2(lo[term], hi[term]));
+      if (q % (kTcBK / 4) == 0)
+        sums[static_cast<size_t>(t) * (S / kTcBK) + q / (kTcBK / 4)] = sum;
+    }
+  }
+}
+
+// Rows [0, n) of x split into ctx.tc_split (terms, then sums): what the GEMM launched next reads.
+template <int K>
+inline TcX tc_split_rows(Context &ctx, const float *x, int n, const char *launcher) {
+  static_assert(tc_stride<K>() == static_cast<long long>(tc_split_stride(K)),
+                "tc_split_rows: runtime.h's and gemm_tc.cuh's row strides");
+  if (!ctx.tc_split || tc_split_bytes(static_cast<size_t>(n), K) > ctx.tc_split_capacity)
+    throw std::runtime_error(std::string(launcher) + ": no room to split " + std::to_string(n) +
+                             " rows of " + std::to_string(K) +
+                             " values for the tensor cores (Context::tc_split; a phimoe-bin bug)");
+  uint16_t *terms = reinterpret_cast<uint16_t *>(ctx.tc_split);
+  float *sums = reinterpret_cast<float *>(ctx.tc_split + static_cast<size_t>(n) * tc_stride<K>() *
+                                                             2 * kTcXTerms);
+  PHIMOE_CUDA_LAUNCH(n, kTcThreads, 0, ctx.stream, tc_split_kernel<K, kTcXTerms>)(x, terms, sums);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  return TcX{terms, sums};
 }
 
 // ---- weight tile loaders ----------------------------------------------------------------
@@ -393,53 +513,58 @@ template <int Terms> struct TcShared {
 // that test/gpu/tc_host_test.cu runs the whole data flow on the CPU (with an emulated MMA).
 
 // What thread tid loads of a K tile from global memory, held in registers from its loads
-// (tc_fetch_tile) until its stores to shared memory (tc_store_tile): kXQuads quads of x
-// values, kUnits weight units, and (threads below kTcBN) the scales of weight row tid.
-template <class W> struct TcFetch {
+// (tc_fetch_tile) until its stores to shared memory (tc_store_tile): kXChunks 16-byte chunks
+// of the split x tile, kUnits weight units, (threads below kTcBM) the x sum of tile row tid
+// for mins, and (threads below kTcBN) the scales of weight row tid.
+template <class W, int Terms> struct TcFetch {
   using L = TcLoad<W>;
-  static constexpr int kXQuads = kTcBM * (kTcBK / 4) / kTcThreads;
+  static constexpr int kXChunks = Terms * kTcBM * (kTcBK / 8) / kTcThreads;
   static constexpr int kUnitsPerRow = kTcBK / L::kUnitValues;
   static constexpr int kUnits = kTcBN * kUnitsPerRow / kTcThreads;
-  static_assert(kTcBM * (kTcBK / 4) % kTcThreads == 0, "TcFetch: whole quads a thread");
+  static_assert(Terms * kTcBM * (kTcBK / 8) % kTcThreads == 0, "TcFetch: whole x chunks a thread");
   static_assert(kTcBN * kUnitsPerRow % kTcThreads == 0, "TcFetch: whole units a thread");
-  static_assert(kTcBN <= kTcThreads, "TcFetch: a thread for each weight row's scales");
-  float x[kXQuads][4];
+  static_assert(kTcBN <= kTcThreads && kTcBM <= kTcThreads, "TcFetch: a thread a row's scales");
+  uint4 x[kXChunks];
   typename L::Raw w[kUnits];
   typename L::RawScales scales;
+  float xsum;
 };
 
-// Which tile row and column (a multiple of 4) quad c of thread tid's x loads is: the 8 quads
-// of a row lie in 8 consecutive threads (tid % 8 the quad), within one warp.
-__host__ __device__ inline int tc_quad_row(int tid, int c) {
-  return (tid + c * kTcThreads) / (kTcBK / 4);
+// The term, tile row and column (a multiple of 8) of x chunk c (8 bf16) of K tile: c runs
+// over a term's rows in groups of 8 chunks, rows m and m + 4 of a group of 8 rows (4 chunks
+// each), so that a phase of 8 threads' 16-byte stores hits 32 distinct banks (rows of 80
+// bytes: 4 rows apart is 64 bytes mod 128).
+__host__ __device__ inline void tc_x_chunk(int c, int &term, int &m, int &col) {
+  constexpr int kPerTerm = kTcBM * (kTcBK / 8);
+  term = c / kPerTerm;
+  const int j = c % kPerTerm, g = j / 8;
+  m = 8 * (g / 4) + g % 4 + 4 * ((j / 4) % 2);
+  col = 8 * (j % 4);
 }
-__host__ __device__ inline int tc_quad_col(int tid) { return 4 * (tid % (kTcBK / 4)); }
 
-// Thread tid's global loads of K tile k0 (x rows s.a_rows, weight rows s.b_rows), every one
-// issued before any of their values is used: a loop of one load and its conversion per value
-// would take a round trip to memory each, one after another.
+// Thread tid's global loads of K tile k0 (x rows s.a_rows of the split x, weight rows
+// s.b_rows), every one issued before any of their values is used.
 #pragma nv_exec_check_disable
 template <class W, long long R, int K, int Terms>
-__host__ __device__ inline void tc_fetch_tile(TcFetch<W> &f, const TcShared<Terms> &s,
-                                              const float *x, const W *w, int k0, int tid) {
+__host__ __device__ inline void tc_fetch_tile(TcFetch<W, Terms> &f, const TcShared<Terms> &s,
+                                              const TcX &x, const W *w, int k0, int tid) {
   using L = TcLoad<W>;
-  using F = TcFetch<W>;
-  const bool vec = K % 4 == 0 && reinterpret_cast<uintptr_t>(x) % 16 == 0;
+  using F = TcFetch<W, Terms>;
+  constexpr int S = tc_stride<K>();
 #pragma unroll
-  for (int c = 0; c < F::kXQuads; ++c) {
-    const int k = k0 + tc_quad_col(tid), row = s.a_rows[tc_quad_row(tid, c)];
-    const float *p = x + static_cast<size_t>(row < 0 ? 0 : row) * K + k;
-    if (row >= 0 && vec && k + 4 <= K) {
-      const Words q = load16(p);
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        f.x[c][e] = bits_as_float(q.w[e]);
-    } else {
-#pragma unroll
-      for (int e = 0; e < 4; ++e)
-        f.x[c][e] = row >= 0 && k + e < K ? p[e] : 0.0f;
-    }
+  for (int c = 0; c < F::kXChunks; ++c) {
+    int term, m, col;
+    tc_x_chunk(tid + c * kTcThreads, term, m, col);
+    const int row = s.a_rows[m];
+    f.x[c] = row >= 0 // 16-byte aligned: rows of S % 32 == 0 bf16
+                 ? load_uint4(x.terms + (static_cast<size_t>(row) * Terms + term) * S + k0 + col)
+                 : make_uint4(0u, 0u, 0u, 0u);
   }
+  if constexpr (L::kMins)
+    if (tid < kTcBM) {
+      const int row = s.a_rows[tid];
+      f.xsum = row >= 0 ? x.sums[static_cast<size_t>(row) * (S / kTcBK) + k0 / kTcBK] : 0.0f;
+    }
 #pragma unroll
   for (int c = 0; c < F::kUnits; ++c) {
     const int u = tid + c * kTcThreads, n = u / F::kUnitsPerRow, ku = u % F::kUnitsPerRow;
@@ -452,34 +577,23 @@ __host__ __device__ inline void tc_fetch_tile(TcFetch<W> &f, const TcShared<Term
       f.scales = L::fetch_scales(w, R, K, static_cast<size_t>(s.b_rows[tid]), k0);
 }
 
-// Thread tid's stores of what it fetched of K tile k0 into tile t: x split into bf16 terms
-// (8 bytes a term and quad), the weight units unpacked, the scales decoded (absent rows as
-// zeros). For storages with mins, xpart[c] is the fp32 sum of quad c's split x (all terms,
-// the small ones first), which the caller sums over the row's 8 quads into t.xsum (so that
-// min * xsum is exactly what the mins contribute to the MMAs' products of the same x).
+// Thread tid's stores of what it fetched of K tile k0 into tile t: the x chunks and sums as
+// they came, the weight units unpacked, the scales decoded (absent rows as zeros).
 #pragma nv_exec_check_disable
 template <class W, int Terms>
 __host__ __device__ inline void tc_store_tile(TcTile<Terms> &t, const TcShared<Terms> &s,
-                                              const TcFetch<W> &f, int k0, int tid,
-                                              float (&xpart)[TcFetch<W>::kXQuads]) {
+                                              const TcFetch<W, Terms> &f, int k0, int tid) {
   using L = TcLoad<W>;
-  using F = TcFetch<W>;
+  using F = TcFetch<W, Terms>;
 #pragma unroll
-  for (int c = 0; c < F::kXQuads; ++c) {
-    const int m = tc_quad_row(tid, c), kk = tc_quad_col(tid);
-    uint32_t lo[Terms], hi[Terms];
-    tc_split_pair<Terms>(f.x[c][0], f.x[c][1], lo);
-    tc_split_pair<Terms>(f.x[c][2], f.x[c][3], hi);
-    float sum = 0.0f;
-#pragma unroll
-    for (int term = Terms - 1; term >= 0; --term) {
-      store_uint2(&t.a[term][m][kk], make_uint2(lo[term], hi[term])); // 8-byte aligned
-      if constexpr (L::kMins)
-        sum += (bits_as_float(lo[term] << 16) + bits_as_float(lo[term] & 0xffff0000u)) +
-               (bits_as_float(hi[term] << 16) + bits_as_float(hi[term] & 0xffff0000u));
-    }
-    xpart[c] = sum;
+  for (int c = 0; c < F::kXChunks; ++c) {
+    int term, m, col;
+    tc_x_chunk(tid + c * kTcThreads, term, m, col);
+    store_uint4(&t.a[term][m][col], f.x[c]); // 16-byte aligned: rows of 80 bytes
   }
+  if constexpr (L::kMins)
+    if (tid < kTcBM)
+      t.xsum[tid] = f.xsum;
   constexpr int V = L::kUnitValues;
 #pragma unroll
   for (int c = 0; c < F::kUnits; ++c) {
@@ -501,22 +615,6 @@ __host__ __device__ inline void tc_store_tile(TcTile<Terms> &t, const TcShared<T
         t.scale[g][tid] = sc.scale[g];
       t.min[tid] = sc.min;
     }
-}
-
-// Device: the row sums of xpart (tc_store_tile) over each row's 8 threads, by shuffles in
-// tc_tree8's order, into t.xsum. Warp-collective: every thread of the block calls it.
-template <class W, int Terms>
-__device__ __forceinline__ void tc_store_xsum(TcTile<Terms> &t,
-                                              float (&xpart)[TcFetch<W>::kXQuads], int tid) {
-#pragma unroll
-  for (int c = 0; c < TcFetch<W>::kXQuads; ++c) {
-    float v = xpart[c];
-#pragma unroll
-    for (int d = 1; d < kTcBK / 4; d *= 2)
-      v += __shfl_xor_sync(0xffffffffu, v, d);
-    if (tid % (kTcBK / 4) == 0)
-      t.xsum[tc_quad_row(tid, c)] = v;
-  }
 }
 
 // Register j of the A fragment of term `term`, MMA rows row0 .. row0+15, k ks .. ks+15; of the
@@ -623,15 +721,16 @@ __host__ __device__ inline void tc_zero(float (&v)[2][4][4]) {
 }
 
 // acc[mi][ni][c] = sum over k of x[a_rows[m]][k] * W[b_rows[n]][k] at the (m, n) of
-// tc_tile_row / tc_tile_col. s.a_rows and s.b_rows must be set (and synced) by the caller.
-// W is R rows of K values (R locates q8_0's scales). Block-collective, kTcThreads threads.
+// tc_tile_row / tc_tile_col, x as split by tc_split_rows. s.a_rows and s.b_rows must be set
+// (and synced) by the caller. W is R rows of K values (R locates q8_0's scales).
+// Block-collective, kTcThreads threads.
 //
 // Two stages: each thread issues the global loads of K tile k + 1 (into registers, TcFetch)
-// before the MMAs of tile k, and stores them into the other tile after (with the x rows' sums
-// for mins): the loads' latency is spent on the MMAs of the block itself, not only on other
-// blocks of the SM. One barrier a K tile.
+// before the MMAs of tile k, and stores them into the other tile after: the loads' latency
+// is spent on the MMAs of the block itself, not only on other blocks of the SM. One barrier
+// a K tile.
 template <class W, long long R, int K, int Terms>
-__device__ __forceinline__ void tc_mainloop(TcShared<Terms> &s, const float *x, const W *w,
+__device__ __forceinline__ void tc_mainloop(TcShared<Terms> &s, const TcX &x, const W *w,
                                             float (&acc)[2][4][4]) {
   using L = TcLoad<W>;
   static_assert(tc_supported<W, K>(), "tc_mainloop: no tensor-core loader for this storage and K");
@@ -641,12 +740,9 @@ __device__ __forceinline__ void tc_mainloop(TcShared<Terms> &s, const float *x, 
   static_assert(kTcStages == 2, "tc_mainloop: a tile in the MMAs, a tile being stored");
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   tc_zero(acc);
-  TcFetch<W> f;
-  float xpart[TcFetch<W>::kXQuads];
+  TcFetch<W, Terms> f;
   tc_fetch_tile<W, R, K>(f, s, x, w, 0, threadIdx.x);
-  tc_store_tile<W>(s.tile[0], s, f, 0, threadIdx.x, xpart);
-  if constexpr (L::kMins)
-    tc_store_xsum<W>(s.tile[0], xpart, threadIdx.x);
+  tc_store_tile<W>(s.tile[0], s, f, 0, threadIdx.x);
   __syncthreads();
   int cur = 0;
   for (int k0 = 0; k0 < K; k0 += kTcBK) {
@@ -662,11 +758,8 @@ __device__ __forceinline__ void tc_mainloop(TcShared<Terms> &s, const float *x, 
       tc_accumulate<W>(t, warp, lane, part, acc, g);
     }
     // The other tile was last read before the previous iteration's barrier.
-    if (more) {
-      tc_store_tile<W>(s.tile[cur ^ 1], s, f, k0 + kTcBK, threadIdx.x, xpart);
-      if constexpr (L::kMins)
-        tc_store_xsum<W>(s.tile[cur ^ 1], xpart, threadIdx.x);
-    }
+    if (more)
+      tc_store_tile<W>(s.tile[cur ^ 1], s, f, k0 + kTcBK, threadIdx.x);
     __syncthreads(); // the next tile is stored; this one may be overwritten after the next MMAs
     cur ^= 1;
   }
@@ -704,7 +797,7 @@ __host__ __device__ inline void tc_gemm_store(const float (&acc)[2][4][4], int w
 // Block (column tile, row tile) of out[n, N] = x . W^T + bias.
 template <int N, int K, class W, class B, int Terms>
 __global__ void __launch_bounds__(kTcThreads)
-    gemm_tc_kernel(const float *x, int n, const W *w, const B *bias, float *out) {
+    gemm_tc_kernel(TcX x, int n, const W *w, const B *bias, float *out) {
   __shared__ TcShared<Terms> s;
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int t0 = blockIdx.y * kTcBM, r0 = blockIdx.x * kTcBN;
@@ -715,11 +808,13 @@ __global__ void __launch_bounds__(kTcThreads)
   tc_gemm_store<N>(acc, threadIdx.x >> 5, threadIdx.x & 31, n, t0, r0, bias, out);
 }
 
+// out[n, N] = x . W^T + bias: x split (tc_split_rows), then the GEMM.
 template <int N, int K, class W, class B>
-void gemm_tc(cudaStream_t stream, const float *x, int n, const W *w, const B *bias, float *out) {
+void gemm_tc(Context &ctx, const float *x, int n, const W *w, const B *bias, float *out) {
+  const TcX xs = tc_split_rows<K>(ctx, x, n, "linear");
   dim3 grid(blocks_for(N, kTcBN), blocks_for(n, kTcBM));
-  PHIMOE_CUDA_LAUNCH(grid, kTcThreads, 0, stream, gemm_tc_kernel<N, K, W, B, kTcXTerms>)
-  (x, n, w, bias, out);
+  PHIMOE_CUDA_LAUNCH(grid, kTcThreads, 0, ctx.stream, gemm_tc_kernel<N, K, W, B, kTcXTerms>)
+  (xs, n, w, bias, out);
 }
 
 } // namespace detail

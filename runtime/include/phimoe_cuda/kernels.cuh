@@ -1444,7 +1444,7 @@ void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, floa
     PHIMOE_CUDA_LAUNCH(grid, detail::kThreads, smem, ctx.stream, detail::gemv_kernel<N, K, W, B>)
     (x, staged, w, bias, out);
   } else if constexpr (detail::tc_supported<W, K>()) {
-    detail::gemm_tc<N, K, W, B>(ctx.stream, x, n, w, bias, out); // tensor cores (gemm_tc.cuh)
+    detail::gemm_tc<N, K, W, B>(ctx, x, n, w, bias, out); // tensor cores (gemm_tc.cuh)
   } else {
     dim3 grid(detail::blocks_for(N, 64), detail::blocks_for(n, 32));
     PHIMOE_CUDA_LAUNCH(grid, 256, 0, ctx.stream, detail::gemm_kernel<N, K, W, B>)

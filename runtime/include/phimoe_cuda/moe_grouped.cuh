@@ -11,7 +11,8 @@
 // grouped by expert, in increasing p within an expert), moe_plan [3E + 1] (counts[E],
 // offsets[E], tile_start[E + 1]: expert e's row tiles are tile_start[e] .. tile_start[e+1]-1 of
 // the grid's y index), moe_act [2n, I] (silu(g) * u of bucket position i, the same floats as the
-// decode path's [n][2][I]) and moe_y [2n, H] (the down projection of pair p).
+// decode path's [n][2][I]), moe_y [2n, H] (the down projection of pair p) and tc_split (the
+// x rows split for the gate-up GEMM, then the act rows for the down GEMM: tc_split_rows).
 #ifndef PHIMOE_CUDA_MOE_GROUPED_CUH
 #define PHIMOE_CUDA_MOE_GROUPED_CUH
 
@@ -209,7 +210,7 @@ constexpr int kMoeTcBlocksPerSm = 3;
 // of the tile's expert, g and u the gate and up rows of gate_up [E, 2I, H] times x[pair / 2].
 template <int E, int H, int I, class GU, int Terms>
 __global__ void __launch_bounds__(kTcThreads, kMoeTcBlocksPerSm)
-    moe_gate_up_tc_kernel(const float *x, const GU *gate_up, const int *plan, const int *pairs,
+    moe_gate_up_tc_kernel(TcX x, const GU *gate_up, const int *plan, const int *pairs,
                           float *act) {
   __shared__ TcShared<Terms> s;
   PHIMOE_CUDA_KERNEL_PROLOGUE();
@@ -228,7 +229,7 @@ __global__ void __launch_bounds__(kTcThreads, kMoeTcBlocksPerSm)
 // bucket positions i (down [E, H, I]).
 template <int E, int H, int I, class DW, int Terms>
 __global__ void __launch_bounds__(kTcThreads, kMoeTcBlocksPerSm)
-    moe_down_tc_kernel(const float *act, const DW *down, const int *plan, const int *pairs,
+    moe_down_tc_kernel(TcX act, const DW *down, const int *plan, const int *pairs,
                        float *y) {
   __shared__ TcShared<Terms> s;
   __shared__ int pair_of[kTcBM];
@@ -269,15 +270,18 @@ void moe_grouped(Context &ctx, const float *x, int n, const GU *gate_up, const D
   (ctx.routes, n, ctx.moe_plan, ctx.moe_pairs);
   PHIMOE_CUDA_CHECK_LAUNCH();
   const int tiles = moe_max_tiles(n, E, kTcBM);
+  const TcX xs = tc_split_rows<H>(ctx, x, n, "moe_sparsemixer");
   dim3 gu_grid(blocks_for(I, kGateUpCols), tiles);
   PHIMOE_CUDA_LAUNCH(gu_grid, kTcThreads, 0, ctx.stream,
                      moe_gate_up_tc_kernel<E, H, I, GU, kTcXTerms>)
-  (x, gate_up, ctx.moe_plan, ctx.moe_pairs, ctx.moe_act);
+  (xs, gate_up, ctx.moe_plan, ctx.moe_pairs, ctx.moe_act);
   PHIMOE_CUDA_CHECK_LAUNCH();
+  // (after the gate-up GEMM in stream order: the act rows' split takes the x rows' place)
+  const TcX acts = tc_split_rows<I>(ctx, ctx.moe_act, 2 * n, "moe_sparsemixer");
   dim3 down_grid(blocks_for(H, kTcBN), tiles);
   PHIMOE_CUDA_LAUNCH(down_grid, kTcThreads, 0, ctx.stream,
                      moe_down_tc_kernel<E, H, I, DW, kTcXTerms>)
-  (ctx.moe_act, down, ctx.moe_plan, ctx.moe_pairs, ctx.moe_y);
+  (acts, down, ctx.moe_plan, ctx.moe_pairs, ctx.moe_y);
   PHIMOE_CUDA_CHECK_LAUNCH();
   PHIMOE_CUDA_LAUNCH(n, kThreads, 0, ctx.stream, moe_combine_kernel<E, H>)
   (ctx.moe_y, ctx.routes, out);

@@ -102,6 +102,10 @@ struct Context {
   int staged_n = 0, staged_k = 0;
   uint32_t *moe_staged = nullptr;
   size_t moe_staged_words = 0;
+  // The input rows of a tensor-core GEMM of prefill, split into bf16 terms by the launch
+  // before it (gemm_tc.cuh, tc_split_rows): room for tc_split_capacity bytes.
+  uint8_t *tc_split = nullptr;
+  size_t tc_split_capacity = 0;
 };
 
 // Words of ctx.staged and ctx.moe_staged: 8 decode rows (kGemvMaxRows) of the widest input
@@ -121,6 +125,23 @@ inline size_t attention_partial_floats(const phimoe_rt::ModelInfo &info) {
   const size_t per_split = heads * (static_cast<size_t>(info.head_dim) + 2);
   const size_t rows = static_cast<size_t>(info.max_tokens) * 16;
   return per_split * (rows > 1024 ? rows : 1024);
+}
+
+// The tensor-core GEMMs of prefill read x as kTcXTerms bf16 terms a value (gemm_tc.cuh):
+// rows of tc_split_stride(k) values (k rounded up to whole K tiles of 32), then a float sum
+// per row and K tile. tc_split_bytes: the bytes of `rows` such rows, and the most a forward
+// of the model splits at once (the MoE's down projection reads two act rows a token).
+constexpr int kTcXTerms = 2;
+constexpr size_t tc_split_stride(long long k) { return static_cast<size_t>((k + 31) / 32 * 32); }
+inline size_t tc_split_bytes(size_t rows, long long k) {
+  const size_t stride = tc_split_stride(k);
+  return rows * stride * 2 * kTcXTerms + rows * (stride / 32) * sizeof(float);
+}
+inline size_t tc_split_bytes(const phimoe_rt::ModelInfo &info) {
+  const size_t rows = static_cast<size_t>(info.max_tokens);
+  const size_t a = tc_split_bytes(rows, info.hidden);
+  const size_t b = tc_split_bytes(2 * rows, info.intermediate);
+  return a > b ? a : b;
 }
 
 // Ints of Context::counters: one per query head and KV head of every row of a chunk.

@@ -23,8 +23,8 @@ template <class T> T *device_alloc(std::vector<void *> &owned, size_t count) {
 
 // What every forward of up to info.max_tokens rows needs besides its KV cache, its inputs and
 // its logits: a stream, the weights (info.pack_bytes of `weights` uploaded), the arena and the
-// MoE and attention workspaces, allocated into ctx (recorded in `owned`). Throws on a CUDA
-// error, leaving what it allocated in `owned` for free_forward.
+// MoE, attention and tensor-core GEMM workspaces, allocated into ctx (recorded in `owned`).
+// Throws on a CUDA error, leaving what it allocated in `owned` for free_forward.
 void allocate_forward(const phimoe_rt::ModelInfo &info, const uint8_t *weights, Context &ctx,
                       std::vector<void *> &owned);
 // Frees `owned` and ctx's stream.
