@@ -10,8 +10,8 @@
 // (bf16 has float's exponent range, so x - hi - lo fits 8 bits). bf16 weights are exact, so
 // for them the result differs from the float GEMM by the split's 2^-16 at most per product and
 // by the summation order. The MMAs of one K tile (32) accumulate into a zeroed fragment that is
-// then added in ordinary fp32 (round to nearest) to the running sum, so that the tensor core's
-// own accumulation (not IEEE round-to-nearest) acts on short sums only.
+// then added in ordinary fp32 (round to nearest; tc_accumulate) to the running sum, so that the
+// tensor core's own accumulation (not IEEE round-to-nearest) acts on short sums only.
 // q8_0 tiles hold the int8 quants themselves (exact in bf16); the f16 scale of the 32-value
 // block (the K tile) multiplies the tile's fp32 partial sum: no rounding of the weights at all.
 // q4_K likewise: the tiles hold q (0..15), the K tile is one 32-value sub-block, and
@@ -691,8 +691,11 @@ __device__ __forceinline__ void tc_tile_mma(const TcTile<Terms> &t, int warp, in
   }
 }
 
-// acc += part of group g, in fp32: for scaled storages times the group's scale of the column,
-// and for storages with mins minus min (column) * xsum (row), the K tile's offset.
+// acc += part of group g, in fp32: for scaled storages times the group's scale of the column
+// (one fused multiply-add), and for storages with mins minus min (column) * xsum (row), the K
+// tile's offset (another). fmaf rounds once on the host too: the CPU tests and the CUDA
+// emulation compute what the device does (nvcc would contract a product and a sum anyway,
+// clang within a statement only).
 template <class W, int Terms>
 __host__ __device__ inline void tc_accumulate(const TcTile<Terms> &t, int warp, int lane,
                                               const float (&part)[2][4][4], float (&acc)[2][4][4],
@@ -703,13 +706,15 @@ __host__ __device__ inline void tc_accumulate(const TcTile<Terms> &t, int warp, 
     for (int ni = 0; ni < 4; ++ni)
 #pragma unroll
       for (int c = 0; c < 4; ++c) {
-        float v = part[mi][ni][c];
         const int col = tc_tile_col(warp, lane, ni, c);
+        float a = acc[mi][ni][c];
         if constexpr (TcLoad<W>::kScaled)
-          v *= t.scale[g][col];
+          a = fmaf(part[mi][ni][c], t.scale[g][col], a);
+        else
+          a += part[mi][ni][c];
         if constexpr (TcLoad<W>::kMins) // kGroup == kTcBK: one group, one min per K tile
-          v -= t.min[col] * t.xsum[tc_tile_row(warp, lane, mi, c)];
-        acc[mi][ni][c] += v;
+          a = fmaf(-t.min[col], t.xsum[tc_tile_row(warp, lane, mi, c)], a);
+        acc[mi][ni][c] = a;
       }
 }
 
