@@ -359,6 +359,51 @@ __global__ void split_pair_kernel(const float *x, int pairs, uint32_t *out) {
   }
 }
 
+// tc_unit (TcLoad<W>'s fetch, then unpack) of every unit of an [R, K] weight on the device.
+template <class W, int R, int K>
+__global__ void tc_units_kernel(const W *w, uint4 *out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  constexpr int V = detail::TcLoad<W>::kUnitValues, units = K / V;
+  const int i = static_cast<int>(blockIdx.x * blockDim.x + threadIdx.x);
+  if (i < R * units)
+    detail::tc_unit(w, R, K, i / units, (i % units) * V, out + static_cast<size_t>(i) * (V / 8));
+}
+
+// The tensor-core tiles' weight units unpacked on the device (PRMT and fma.rn.bf16x2 for
+// q4_K and q6_K) against the host's (float arithmetic) bit for bit, over random bytes: every
+// nibble and every high-bit pattern. (The host's are held to the dequantizers in
+// tc_host_test.)
+template <class W> void test_tc_units(const char *name) {
+  constexpr int R = 24, K = 512, V = detail::TcLoad<W>::kUnitValues;
+  std::vector<uint8_t> bytes(static_cast<size_t>(R) * K / phimoe_rt::kQK_K * sizeof(W));
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (uint8_t &b : bytes)
+    b = static_cast<uint8_t>(byte(rng));
+  const size_t words = static_cast<size_t>(R) * K / 8;
+  uint8_t *dw = upload(bytes);
+  uint4 *dout = device<uint4>(words);
+  PHIMOE_CUDA_LAUNCH(detail::blocks_for(R * (K / V), 128), 128, 0, nullptr,
+                     tc_units_kernel<W, R, K>)
+  (reinterpret_cast<const W *>(dw), dout);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+  PHIMOE_CUDA_CHECK(cudaDeviceSynchronize());
+  std::vector<uint4> got(words), want(words);
+  PHIMOE_CUDA_CHECK(cudaMemcpy(got.data(), dout, words * 16, cudaMemcpyDeviceToHost));
+  const W *hw = reinterpret_cast<const W *>(bytes.data());
+  for (int r = 0; r < R; ++r)
+    for (int k0 = 0; k0 < K; k0 += V)
+      detail::tc_unit(hw, R, K, r, k0, want.data() + (static_cast<size_t>(r) * K + k0) / 8);
+  const int wrong = static_cast<int>(words) - static_cast<int>(std::count_if(
+      got.begin(), got.end(), [&](const uint4 &g) {
+        const uint4 &h = want[&g - got.data()];
+        return g.x == h.x && g.y == h.y && g.z == h.z && g.w == h.w;
+      }));
+  std::printf("%s tc_unit<%s> on the device == on the host: %zu values, %d groups of 8 differ\n",
+              wrong ? "FAIL" : "PASS", name, words * 8, wrong);
+  failures += wrong != 0;
+  cudaFree(dw), cudaFree(dout);
+}
+
 // The device's split against the host's tc_split (bit arithmetic), every term bit for bit
 // (a nan's payload aside): floats over 100 binades, subnormals, ±0, ±inf, nan, and values
 // that round to inf in bf16 (past its largest finite value) or carry up a binade.
@@ -1625,6 +1670,8 @@ int main() {
     test_qkv_gemv<4, 2, 16, 64, bf16>("bf16", 2, 12, 20, false);
     test_qkv_gemv<4, 2, 8, 64, float>("f32 (8-wide heads)", 1, 3, 8, false);
     // (last: the random inputs of the cases above stay as they were)
+    test_tc_units<block_q4k>("q4k");
+    test_tc_units<block_q6k>("q6k");
     test_tc_split_rows<4096>(9, 0);
     test_tc_split_rows<6400>(3, 1);
     test_tc_split_rows<37>(70, 0); // K % 32 != 0: zeros past K

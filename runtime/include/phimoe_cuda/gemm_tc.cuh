@@ -288,6 +288,29 @@ __host__ __device__ inline void tc_bytes_bf16(uint32_t word, float bias, uint32_
   out[0] = tc_pack_exact(byte_value<0>(word, bias), byte_value<1>(word, bias));
   out[1] = tc_pack_exact(byte_value<2>(word, bias), byte_value<3>(word, bias));
 }
+// a + b in each bf16 half, rounded to bf16: one packed FMA (a * 1 + b) on the device. The
+// host (and the CUDA emulation) adds in float, which is exact for the small integers here.
+__host__ __device__ inline uint32_t tc_bf16x2_add(uint32_t a, uint32_t b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+  uint32_t d;
+  asm("fma.rn.bf16x2 %0, %1, %2, %3;" : "=r"(d) : "r"(a), "r"(0x3f803f80u), "r"(b));
+  return d;
+#else
+  const float lo = bf16_bits(static_cast<uint16_t>(a)) + bf16_bits(static_cast<uint16_t>(b));
+  const float hi =
+      bf16_bits(static_cast<uint16_t>(a >> 16)) + bf16_bits(static_cast<uint16_t>(b >> 16));
+  return tc_bf16_round(lo) | static_cast<uint32_t>(tc_bf16_round(hi)) << 16;
+#endif
+}
+// The 4 bytes of `word`, each below 128, minus bias (neg_bias: the bf16 bits of -(128 + bias)
+// in both halves; every byte - bias exact in bf16) as 4 bf16 in out[0] (bytes 0, 1) and out[1]
+// (bytes 2, 3), two instructions a pair: a PRMT makes the bf16 pair 128 + byte (the byte as the
+// mantissa of 2^7), tc_bf16x2_add subtracts. (tc_bytes_bf16 takes 3.5 a value.)
+__host__ __device__ inline void tc_small_bytes_bf16(uint32_t word, uint32_t neg_bias,
+                                                    uint32_t *out) {
+  out[0] = tc_bf16x2_add(byte_perm(word, 0x43434343u, 0x4140u), neg_bias);
+  out[1] = tc_bf16x2_add(byte_perm(word, 0x43434343u, 0x4342u), neg_bias);
+}
 __host__ __device__ inline void tc_store_units(const uint32_t *words, int count, uint4 *dst) {
   for (int i = 0; i < count; ++i)
     dst[i] = make_uint4(words[4 * i], words[4 * i + 1], words[4 * i + 2], words[4 * i + 3]);
@@ -381,8 +404,8 @@ template <> struct TcLoad<phimoe_rt::block_q4k> {
   __host__ __device__ static void unpack(const Raw &q, int k0, uint4 *dst) {
     const int shift = k0 % 64 < 32 ? 0 : 4;
     uint32_t out[8];
-    for (int i = 0; i < 4; ++i)
-      tc_bytes_bf16((q.w[i] >> shift) & 0x0f0f0f0fu, 0.0f, out + 2 * i);
+    for (int i = 0; i < 4; ++i) // q - 0: bf16 -128 in both halves
+      tc_small_bytes_bf16((q.w[i] >> shift) & 0x0f0f0f0fu, 0xc300c300u, out + 2 * i);
     tc_store_units(out, 2, dst);
   }
   __host__ __device__ static RawScales fetch_scales(const W *w, size_t R, int K, size_t r, int k0) {
@@ -425,7 +448,7 @@ template <> struct TcLoad<phimoe_rt::block_q6k> {
     for (int i = 0; i < 4; ++i) {
       const uint32_t low4 = (t < 2 ? raw.lo.w[i] : raw.lo.w[i] >> 4) & 0x0f0f0f0fu;
       const uint32_t high2 = ((raw.hi.w[i] >> (2 * t)) & 0x03030303u) << 4;
-      tc_bytes_bf16(low4 | high2, 32.0f, out + 2 * i);
+      tc_small_bytes_bf16(low4 | high2, 0xc320c320u, out + 2 * i); // q - 32: bf16 -160
     }
     tc_store_units(out, 2, dst);
   }
