@@ -323,8 +323,10 @@ template <> struct TcLoad<phimoe_rt::bf16> {
   using RawScales = TcNoScales;
   __host__ __device__ static Raw fetch(const phimoe_rt::bf16 *w, size_t, int K, size_t r, int k0) {
     const uint16_t *p = reinterpret_cast<const uint16_t *>(w) + r * K + k0;
-    if (K % 8 == 0 && k0 + 8 <= K)
-      return load_uint4(p); // 16-byte aligned: K % 8 == 0, k0 % 8 == 0
+    // 16-byte aligned: K % 8 == 0, k0 % 8 == 0; whole units in whole K tiles (K % 32 == 0,
+    // which the compiler sees in the constant K: no fallback in the loop) or before K.
+    if (K % kTcBK == 0 || (K % 8 == 0 && k0 + 8 <= K))
+      return load_uint4(p);
     uint16_t v[8];
     for (int j = 0; j < 8; ++j)
       v[j] = k0 + j < K ? p[j] : static_cast<uint16_t>(0);
@@ -524,8 +526,10 @@ template <int Terms> struct TcTile {
 // The K tiles in flight: the MMAs read one while the block stores the next into the other.
 constexpr int kTcStages = 2;
 
-// The shared memory of a block: its K tiles, and which global row each tile row reads (-1:
-// none, zeros).
+// The shared memory of a block: its K tiles, and which global row each tile row reads. A
+// tile row past the end of x or W reads a row that exists (the tile's first): row m of x only
+// reaches row m of the product, row n of W only its column n, and those are not stored. So
+// the loads need no conditions, and nothing is zeroed.
 template <int Terms> struct TcShared {
   TcTile<Terms> tile[kTcStages];
   int a_rows[kTcBM]; // row of x (row stride K)
@@ -578,30 +582,24 @@ __host__ __device__ inline void tc_fetch_tile(TcFetch<W, Terms> &f, const TcShar
   for (int c = 0; c < F::kXChunks; ++c) {
     int term, m, col;
     tc_x_chunk(tid + c * kTcThreads, term, m, col);
-    const int row = s.a_rows[m];
-    f.x[c] = row >= 0 // 16-byte aligned: rows of S % 32 == 0 bf16
-                 ? load_uint4(x.terms + (static_cast<size_t>(row) * Terms + term) * S + k0 + col)
-                 : make_uint4(0u, 0u, 0u, 0u);
+    const size_t row = static_cast<size_t>(s.a_rows[m]); // 16-byte aligned: S % 32 == 0
+    f.x[c] = load_uint4(x.terms + (row * Terms + term) * S + k0 + col);
   }
   if constexpr (L::kMins)
-    if (tid < kTcBM) {
-      const int row = s.a_rows[tid];
-      f.xsum = row >= 0 ? x.sums[static_cast<size_t>(row) * (S / kTcBK) + k0 / kTcBK] : 0.0f;
-    }
+    if (tid < kTcBM)
+      f.xsum = x.sums[static_cast<size_t>(s.a_rows[tid]) * (S / kTcBK) + k0 / kTcBK];
 #pragma unroll
   for (int c = 0; c < F::kUnits; ++c) {
     const int u = tid + c * kTcThreads, n = u / F::kUnitsPerRow, ku = u % F::kUnitsPerRow;
-    const int row = s.b_rows[n];
-    if (row >= 0) // an absent row's unit is stored as zeros (tc_store_tile)
-      f.w[c] = L::fetch(w, R, K, static_cast<size_t>(row), k0 + L::kUnitValues * ku);
+    f.w[c] = L::fetch(w, R, K, static_cast<size_t>(s.b_rows[n]), k0 + L::kUnitValues * ku);
   }
   if constexpr (L::kScaled)
-    if (tid < kTcBN && s.b_rows[tid] >= 0)
+    if (tid < kTcBN)
       f.scales = L::fetch_scales(w, R, K, static_cast<size_t>(s.b_rows[tid]), k0);
 }
 
 // Thread tid's stores of what it fetched of K tile k0 into tile t: the x chunks and sums as
-// they came, the weight units unpacked, the scales decoded (absent rows as zeros).
+// they came, the weight units unpacked, the scales decoded.
 #pragma nv_exec_check_disable
 template <class W, int Terms>
 __host__ __device__ inline void tc_store_tile(TcTile<Terms> &t, const TcShared<Terms> &s,
@@ -622,18 +620,13 @@ __host__ __device__ inline void tc_store_tile(TcTile<Terms> &t, const TcShared<T
   for (int c = 0; c < F::kUnits; ++c) {
     const int u = tid + c * kTcThreads, n = u / F::kUnitsPerRow, ku = u % F::kUnitsPerRow;
     uint4 v[V / 8];
-    if (s.b_rows[n] >= 0)
-      L::unpack(f.w[c], k0 + V * ku, v);
-    else
-      for (int i = 0; i < V / 8; ++i)
-        v[i] = make_uint4(0u, 0u, 0u, 0u);
+    L::unpack(f.w[c], k0 + V * ku, v);
     for (int i = 0; i < V / 8; ++i) // 16-byte aligned: rows of 80 bytes, units of 16 or 32
       store_uint4(&t.b[n][V * ku + 8 * i], v[i]);
   }
   if constexpr (L::kScaled)
     if (tid < kTcBN) {
-      const TcScales sc =
-          s.b_rows[tid] >= 0 ? L::scales_of(f.scales, k0) : TcScales{{0.0f, 0.0f}, 0.0f};
+      const TcScales sc = L::scales_of(f.scales, k0);
       for (int g = 0; g < kTcBK / L::kGroup; ++g)
         t.scale[g][tid] = sc.scale[g];
       t.min[tid] = sc.min;
@@ -803,10 +796,10 @@ __host__ __device__ inline float tc_value(const phimoe_rt::f16 *p) { return f16_
 // The rows a block tile (column tile r0, row tile t0) of the GEMM reads: thread tid's share.
 __host__ __device__ inline void tc_gemm_rows(int *a_rows, int *b_rows, int n, int N, int t0, int r0,
                                              int tid) {
-  for (int i = tid; i < kTcBM; i += kTcThreads)
-    a_rows[i] = t0 + i < n ? t0 + i : -1;
+  for (int i = tid; i < kTcBM; i += kTcThreads) // (past the end: the tile's first, TcShared)
+    a_rows[i] = t0 + i < n ? t0 + i : t0;
   for (int i = tid; i < kTcBN; i += kTcThreads)
-    b_rows[i] = r0 + i < N ? r0 + i : -1;
+    b_rows[i] = r0 + i < N ? r0 + i : r0;
 }
 
 // out[t][r] = acc + bias[r] for the accumulators of (warp, lane) of block tile (t0, r0).

@@ -149,11 +149,11 @@ __host__ __device__ inline bool moe_tile(const int *plan, int E, int b, int *e, 
 // c0+31): the rows it reads (x rows: the pairs' tokens; gate_up rows), thread tid's share.
 __host__ __device__ inline void moe_gate_up_rows(int *a_rows, int *b_rows, const int *pairs, int e,
                                                  int first, int rows, int c0, int I, int tid) {
-  for (int i = tid; i < kTcBM; i += kTcThreads)
-    a_rows[i] = i < rows ? pairs[first + i] >> 1 : -1;
+  for (int i = tid; i < kTcBM; i += kTcThreads) // (past the end: the tile's first, TcShared)
+    a_rows[i] = pairs[first + (i < rows ? i : 0)] >> 1;
   for (int i = tid; i < kTcBN; i += kTcThreads) {
     const int c = c0 + moe_gate_up_col(i);
-    b_rows[i] = c < I ? e * 2 * I + (moe_gate_up_is_up(i) ? I : 0) + c : -1;
+    b_rows[i] = e * 2 * I + (moe_gate_up_is_up(i) ? I : 0) + (c < I ? c : c0);
   }
 }
 
@@ -178,11 +178,11 @@ __host__ __device__ inline void moe_down_rows(int *a_rows, int *b_rows, int *pai
                                               const int *pairs, int e, int first, int rows, int r0,
                                               int H, int tid) {
   for (int i = tid; i < kTcBM; i += kTcThreads) {
-    a_rows[i] = i < rows ? first + i : -1;
+    a_rows[i] = first + (i < rows ? i : 0); // (past the end: the tile's first, TcShared)
     pair_of[i] = i < rows ? pairs[first + i] : -1;
   }
   for (int i = tid; i < kTcBN; i += kTcThreads)
-    b_rows[i] = r0 + i < H ? e * H + r0 + i : -1;
+    b_rows[i] = e * H + (r0 + i < H ? r0 + i : r0);
 }
 
 // y[pair][h] for the accumulators of (warp, lane).
