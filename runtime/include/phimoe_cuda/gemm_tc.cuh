@@ -127,8 +127,8 @@ __host__ __device__ inline float tc_split_quad(const float (&v)[4], uint32_t (&l
 }
 
 // The sum of 8 values v[0..7] in the order of a butterfly over 8 lanes (xor 1, 2, 4), which
-// gives every lane the same sum (fp32 addition commutes): how tc_mainloop sums the x tile's
-// row quads on the device (shuffles), written out for the CPU.
+// gives every lane the same sum (fp32 addition commutes): how tc_split_kernel sums a K tile's
+// quads on the device (shuffles), written out for the CPU.
 __host__ __device__ inline float tc_tree8(const float (&v)[8]) {
   return ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
 }
@@ -159,8 +159,8 @@ struct TcX {
   const float *sums;
 };
 
-// Row t of x (K values, row-major) into its terms and sums, as tc_split_kernel does it: what
-// the CPU tests compare the kernel and feed the emulated blocks with.
+// Row t of x (K values, row-major) into its terms and sums, as tc_split_kernel does it: the
+// CPU tests' reference for the kernel, and what they feed the emulated blocks.
 template <int K, int Terms>
 __host__ __device__ inline void tc_split_row_serial(const float *x, int t, uint16_t *terms,
                                                     float *sums) {
