@@ -482,6 +482,30 @@ template <int K> void test_tc_split_rows(int n, int offset) {
   cudaFree(dx), cudaFree(ctx.tc_split);
 }
 
+// tc_split_rows without room for the rows (no workspace, or one row too few) refuses with an
+// error that names the launcher, before it launches anything.
+void test_tc_split_room() {
+  constexpr int K = 100, n = 9;
+  float *dx = device<float>(static_cast<size_t>(n) * K);
+  Context ctx;
+  auto refused = [&](const char *what) {
+    try {
+      detail::tc_split_rows<K>(ctx, dx, n, "linear");
+    } catch (const std::runtime_error &e) {
+      const bool named = std::strstr(e.what(), "linear: no room to split 9 rows") != nullptr;
+      std::printf("%s tc_split_rows %s: \"%s\"\n", named ? "PASS" : "FAIL", what, e.what());
+      failures += !named;
+      return;
+    }
+    std::printf("FAIL tc_split_rows %s: no error\n", what);
+    ++failures;
+  };
+  refused("without a workspace");
+  tc_workspace(ctx, tc_split_bytes(n - 1, K));
+  refused("with room for one row too few");
+  cudaFree(dx), cudaFree(ctx.tc_split);
+}
+
 // Row blockIdx.x of E logits routed by warp_sparsemixer (one warp), and by
 // phimoe_rt::sparsemixer on thread 0 (the sequential device code it replaced).
 template <int E>
@@ -1670,6 +1694,7 @@ int main() {
     test_qkv_gemv<4, 2, 16, 64, bf16>("bf16", 2, 12, 20, false);
     test_qkv_gemv<4, 2, 8, 64, float>("f32 (8-wide heads)", 1, 3, 8, false);
     // (last: the random inputs of the cases above stay as they were)
+    test_tc_split_room();
     test_tc_units<block_q4k>("q4k");
     test_tc_units<block_q6k>("q6k");
     test_tc_split_rows<4096>(9, 0);
