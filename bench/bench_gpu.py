@@ -297,8 +297,8 @@ def prepare(args):
             HERE / "gpu" / "copy_bw.cu", "-o", bundle / "tools" / "copy_bw"])
     if args.llama:
         sh(["bash", HERE / "llamacpp_cuda.sh", "pack", bundle / "llama"], timeout=900)
-    tree = working_tree_bytes()
-    if args.llama and tree + dir_bytes(bundle) > CARRY_LIMIT and \
+    tree = common.working_tree_bytes()
+    if args.llama and tree + dir_bytes(bundle) > common.CARRY_LIMIT and \
             (bundle / "llama" / "llama-cuda.tar.xz").is_file():
         # The prebuilt tools stay; of the source, only what the GGUF conversion reads.
         log("over the carry limit: llama.cpp's source packed for the conversion only")
@@ -307,7 +307,7 @@ def prepare(args):
     sizes = {str(p.relative_to(bundle)): p.stat().st_size for p in sorted(bundle.rglob("*"))
              if p.is_file()}
     manifest["working_tree_bytes"] = tree
-    if tree + sum(sizes.values()) > CARRY_LIMIT:
+    if tree + sum(sizes.values()) > common.CARRY_LIMIT:
         log(f"WARNING: working tree {tree / 2**20:.1f} MiB + bundle "
             f"{sum(sizes.values()) / 2**20:.1f} MiB is over the 64 MiB a device call carries")
     manifest["bytes"] = sum(sizes.values())
@@ -319,25 +319,6 @@ def prepare(args):
     for k, v in manifest["largest"].items():
         log(f"  {v / 2**20:8.2f} MiB  {k}")
     return manifest
-
-
-CARRY_LIMIT = 62 << 20  # the device call carries 64 MiB: working tree + carried paths
-
-
-def working_tree_bytes():
-    """Bytes of what a device call sends besides the carried paths: tracked files and untracked
-    files git does not ignore."""
-    try:
-        out = subprocess.run(["git", "-C", ROOT, "ls-files", "-z", "--cached", "--others",
-                              "--exclude-standard"], capture_output=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError):
-        return 0
-    total = 0
-    for name in out.decode().split("\0"):
-        f = ROOT / name
-        if name and f.is_file() and not f.is_symlink():
-            total += f.stat().st_size
-    return total
 
 
 def tmp_build_dir(bundle, name):

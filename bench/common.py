@@ -393,6 +393,27 @@ def kl_top1(p_logits, q_logits):
                 ref_top_prob=float(np.exp(lp.max(-1)).mean()))
 
 
+# A device call (the device tool) carries the working tree and the carried paths, 64 MiB in
+# all; what prepares a carry keeps 2 MiB of room.
+CARRY_LIMIT = 62 << 20
+
+
+def working_tree_bytes():
+    """Bytes of what a device call sends besides the carried paths: tracked files and untracked
+    files git does not ignore."""
+    try:
+        out = subprocess.run(["git", "-C", ROOT, "ls-files", "-z", "--cached", "--others",
+                              "--exclude-standard"], capture_output=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return 0
+    total = 0
+    for name in out.decode().split("\0"):
+        f = ROOT / name
+        if name and f.is_file() and not f.is_symlink():
+            total += f.stat().st_size
+    return total
+
+
 def machine():
     cpu = "unknown"
     for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():

@@ -27,7 +27,10 @@
       by the CUDA emulation of test/gpu/emu (docs/cuda.md). No --emit-project route (it needs
       a real nvcc build); the text cases' builds include serve (phimoec --serve).
 
-DIR travels between the two (a few MB). Which machine runs which step: test/gpu/run.sh.
+prepare also writes DIR.tar.xz, what travels between the two (about 40% of DIR; it refuses
+when the archive and the working tree are over the 64 MiB a device call carries); check (and
+run.sh) take DIR or DIR.tar.xz, which `gpu_oracle.py unpack DIR.tar.xz DEST` unpacks. Which
+machine runs which step: test/gpu/run.sh.
 $PHIMOE_ORACLE_CASES (space-separated names of CASES, and text-f32, text-bf16 for the text
 cases) restricts both steps to some cases.
 """
@@ -296,8 +299,56 @@ def prepare(root):
             prompt=prompt, n=n, cpu_greedy=greedy, original_max=original, target=target)))
         shutil.rmtree(case / "cpu")  # its results are kept; DIR must stay small to travel
         print(f"prepared {name}: {len(prompt)} + {n} tokens, logits {logits.shape}")
-    if not EMULATED:  # (on the emulation: ctest cuda_kernels_emu_test)
+    if EMULATED:  # (the kernels: ctest cuda_kernels_emu_test)
+        return 0
+    if selected_cases():  # run.sh's set (the text set goes to gpu_oracle.py check alone)
         prebuild_kernels_test(root, target)
+    return archive(root)
+
+
+def archive(root):
+    """root.tar.xz next to root, what a device call carries (run.sh and `check` take it and
+    unpack it there): xz takes the binaries and bf16 weights to about 40%, so that a set of
+    artifacts and the working tree stay under the call's 64 MiB (53 MB of the numeric set were
+    20 MB on 2026-12-06, with 12 MB of tree: 65 MB uncompressed). Exit status 1, and no
+    archive, when the archive and the working tree together are over that."""
+    import tarfile
+    sys.path.insert(0, str(HERE.parent.parent / "bench"))
+    import common
+    out = root.with_name(root.name + ".tar.xz")
+    part = out.with_name(out.name + ".part")
+    with tarfile.open(part, "w:xz", preset=6) as tar:
+        tar.add(root, arcname=".")
+    size, tree = part.stat().st_size, common.working_tree_bytes()
+    mib = lambda n: f"{n / 2**20:.1f} MiB"
+    if size + tree > common.CARRY_LIMIT:
+        part.unlink()
+        print(f"{out}: {mib(size)} with the working tree's {mib(tree)} is over the "
+              f"{mib(common.CARRY_LIMIT)} a device call may carry: prepare fewer cases "
+              f"($PHIMOE_ORACLE_CASES) into another directory", file=sys.stderr)
+        return 1
+    part.replace(out)
+    unpacked = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
+    print(f"{out}: {mib(size)} ({root}: {mib(unpacked)}); with the working tree's "
+          f"{mib(tree)}: {mib(size + tree)} to carry")
+    return 0
+
+
+def unpack(path, dest):
+    """The directory of artifacts `path` names: itself, or its archive (`archive`) unpacked
+    into dest."""
+    import tarfile
+    if path.is_dir():
+        return path
+    if not path.name.endswith(".tar.xz") or not path.is_file():
+        sys.exit(f"{path}: neither a directory of artifacts nor a .tar.xz archive of one")
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "r:xz") as tar:
+        if hasattr(tarfile, "data_filter"):  # Python 3.12, and the security releases before
+            tar.extractall(dest, filter="data")
+        else:
+            tar.extractall(dest)
+    return dest
 
 
 def prebuild_kernels_test(root, target):
@@ -318,6 +369,8 @@ def prebuild_kernels_test(root, target):
 
 
 def check(root):
+    if not root.is_dir():  # an archive: unpacked next to it
+        root = unpack(root, root.with_name(root.name[: -len(".tar.xz")] + ".unpacked"))
     try:
         import torch
         import oracle
@@ -551,8 +604,9 @@ def emulate(root):
 
 
 if __name__ == "__main__":
-    commands = {"prepare": prepare, "check": check, "emulate": emulate}
-    if len(sys.argv) != 3 or sys.argv[1] not in commands:
+    commands = {"prepare": (prepare, 1), "check": (check, 1), "emulate": (emulate, 1),
+                "unpack": (lambda path, dest: print(unpack(path, dest)), 2)}
+    if len(sys.argv) < 3 or sys.argv[1] not in commands or \
+            len(sys.argv) != 2 + commands[sys.argv[1]][1]:
         sys.exit(__doc__)
-    root = pathlib.Path(sys.argv[2]).resolve()
-    sys.exit(commands[sys.argv[1]](root))
+    sys.exit(commands[sys.argv[1]][0](*(pathlib.Path(a).resolve() for a in sys.argv[2:])))

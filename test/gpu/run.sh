@@ -13,8 +13,8 @@
 # (c) on sm_90 and later, two of (b)'s numeric cases again with PHIMOE_CUDA_PDL=1
 #     (programmatic dependent launch; PHIMOE_PDL_CASES names others).
 #     The builds come from ARTIFACTS (made elsewhere by `gpu_oracle.py prepare`, which needs
-#     phimoec and so MLIR), or are made here first when $PHIMOE_BUILD_DIR/compiler/phimoec
-#     exists.
+#     phimoec and so MLIR: the directory, or its .tar.xz, unpacked here first), or are made
+#     here first when $PHIMOE_BUILD_DIR/compiler/phimoec exists.
 #
 # Environment: CUDA_HOME (default /usr/local/cuda), PHIMOE_CUDA_ARCH (default: the GPU's, from
 # nvidia-smi, else sm_90), PYTHON (default python3), PHIMOE_BUILD_DIR.
@@ -25,7 +25,12 @@ cuda=${CUDA_HOME:-/usr/local/cuda}
 python=${PYTHON:-python3}
 artifacts=${1:-}
 work=$(mktemp -d /tmp/phimoe-gpu.XXXXXX)
+trap 'rm -rf "$work"' EXIT
 status=0
+
+if [ -n "$artifacts" ] && [ ! -d "$artifacts" ]; then
+  artifacts=$("$python" "$root/test/gpu/gpu_oracle.py" unpack "$artifacts" "$work/artifacts")
+fi
 
 arch=${PHIMOE_CUDA_ARCH:-}
 if [ -z "$arch" ] && command -v nvidia-smi >/dev/null; then
@@ -75,6 +80,5 @@ if [ "${arch#sm_}" -ge 90 ] 2>/dev/null; then
     "$python" "$root/test/gpu/gpu_oracle.py" check "$artifacts" || status=1
 fi
 
-rm -rf "$work"
 echo "== $( [ $status = 0 ] && echo PASSED || echo FAILED )"
 exit $status
