@@ -150,7 +150,7 @@ __host__ __device__ inline uint4 tc_pack8(const uint16_t (&v)[8]) {
 // about half of the loop's instructions (bench/sass_stats.py), and a tensor-core GEMM is
 // bound by what it issues besides its MMAs.
 template <long long K> __host__ __device__ constexpr int tc_stride() {
-  return static_cast<int>((K + kTcBK - 1) / kTcBK * kTcBK);
+  return static_cast<int>(tc_split_stride(K)); // the session sizes Context::tc_split by it
 }
 // Row r's term t: terms + (r * Terms + t) * tc_stride<K>(); its sum over K tile j (values
 // 32j .. 32j + 31): sums[r * (tc_stride<K>() / kTcBK) + j]. 16-byte aligned rows.
@@ -228,8 +228,6 @@ __global__ void __launch_bounds__(kTcThreads)
 // Rows [0, n) of x split into ctx.tc_split (terms, then sums): what the GEMM launched next reads.
 template <int K>
 inline TcX tc_split_rows(Context &ctx, const float *x, int n, const char *launcher) {
-  static_assert(tc_stride<K>() == static_cast<long long>(tc_split_stride(K)),
-                "tc_split_rows: runtime.h's and gemm_tc.cuh's row strides");
   if (!ctx.tc_split || tc_split_bytes(static_cast<size_t>(n), K) > ctx.tc_split_capacity)
     throw std::runtime_error(std::string(launcher) + ": no room to split " + std::to_string(n) +
                              " rows of " + std::to_string(K) +

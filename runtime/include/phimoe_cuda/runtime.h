@@ -132,7 +132,11 @@ inline size_t attention_partial_floats(const phimoe_rt::ModelInfo &info) {
 // per row and K tile. tc_split_bytes: the bytes of `rows` such rows, and the most a forward
 // of the model splits at once (the MoE's down projection reads two act rows a token).
 constexpr int kTcXTerms = 2;
-constexpr size_t tc_split_stride(long long k) { return static_cast<size_t>((k + 31) / 32 * 32); }
+// (Also gemm_tc.cuh's row stride on the device: cuda_runtime.h defines __host__ __device__ as
+// nothing for the host compiler.)
+__host__ __device__ constexpr size_t tc_split_stride(long long k) {
+  return static_cast<size_t>((k + 31) / 32 * 32);
+}
 inline size_t tc_split_bytes(size_t rows, long long k) {
   const size_t stride = tc_split_stride(k);
   return rows * stride * 2 * kTcXTerms + rows * (stride / 32) * sizeof(float);
