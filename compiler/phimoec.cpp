@@ -36,8 +36,15 @@ struct CompileOptions {
   std::string march = "native", lmHead = "auto", embedding = "auto", project;
   std::vector<std::string> overrides;
   bool moqe = false, printIRAfterAll = false, serve = false;
-  int64_t maxTokens = 256;
+  int64_t maxTokens = 0; // 0: kDefaultMaxTokens of the target
 };
+
+// Tokens per forward call when --max-tokens is not given. A GPU's prefill runs every expert's
+// weights once per chunk on tensor-core tiles of 64 gathered rows (moe_grouped.cuh): chunks of
+// 256 give an expert 32 rows on average (half of each tile idle), chunks of 512 give 64, as
+// llama.cpp's default batch (its ubatch) does. The CPU's GEMMs have no such tiles; 256 keeps
+// its activation arena in cache.
+constexpr int64_t kDefaultMaxTokensCpu = 256, kDefaultMaxTokensCuda = 512;
 
 int fail(const llvm::Twine &message) {
   llvm::errs() << "phimoec: error: " << message << "\n";
@@ -85,9 +92,11 @@ llvm::Error commitOutput(const std::string &tmp, const std::string &out) {
   return llvm::Error::success();
 }
 
-int compile(const CompileOptions &o) {
+int compile(CompileOptions o) {
   // --target cpu, or a CUDA architecture (docs/cuda.md).
   std::optional<std::string> cudaArch = ::phimoe::cudaArchForTarget(o.target);
+  if (o.maxTokens == 0)
+    o.maxTokens = cudaArch ? kDefaultMaxTokensCuda : kDefaultMaxTokensCpu;
   if (o.target != "cpu" && !cudaArch)
     return fail("--target " + o.target + ": expected cpu, sm_80, sm_86, sm_89 or sm_90");
   if (cudaArch && !o.emit.empty() && o.emit == "cpp")
@@ -328,9 +337,9 @@ int main(int argc, char **argv) {
       ->capture_default_str();
   cmd->add_option("--embedding", o.embedding, "storage of the embedding table")
       ->capture_default_str();
-  cmd->add_option("--max-tokens", o.maxTokens, "tokens per forward call (prompt chunk)")
-      ->check(CLI::Range(1, 1 << 16))
-      ->capture_default_str();
+  cmd->add_option("--max-tokens", o.maxTokens,
+                  "tokens per forward call (prompt chunk); default 256 for cpu, 512 for a GPU")
+      ->check(CLI::Range(1, 1 << 16));
   cmd->add_option("--emit", o.emit,
                   "print a stage instead of building: mlir, mlir-opt, cpp (cpu), cuda (sm_XX)")
       ->check(CLI::IsMember({"mlir", "mlir-opt", "cpp", "cuda"}));

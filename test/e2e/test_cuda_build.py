@@ -72,8 +72,11 @@ def test_cuda_and_cpu_packs_differ(checkpoint, tmp_path):
                                 "--quant", "q8_0").returncode == 0
     a, b = (cpu / "weights.phw").read_bytes(), (gpu / "weights.phw").read_bytes()
     assert len(a) == len(b) and a != b
-    assert json.loads((cpu / "phimoec.json").read_text())["model_hash"] != \
-        json.loads((gpu / "phimoec.json").read_text())["model_hash"]
+    cpu_info = json.loads((cpu / "phimoec.json").read_text())
+    gpu_info = json.loads((gpu / "phimoec.json").read_text())
+    assert cpu_info["model_hash"] != gpu_info["model_hash"]
+    # prompt chunks: the CPU's 256, the GPU's 512 (phimoec.cpp: kDefaultMaxTokens*)
+    assert (cpu_info["max_tokens"], gpu_info["max_tokens"]) == (256, 512)
     proc = subprocess.run([str(cpu / "phimoe-bin"), "--tokens", "1,2", "-n", "1",
                            "--weights", str(gpu / "weights.phw")], capture_output=True, text=True)
     assert proc.returncode != 0 and "packed for another model or build" in proc.stderr
@@ -85,6 +88,20 @@ def test_emit_cuda_prints_the_source(checkpoint):
     assert proc.returncode == 0, proc.stderr
     assert '#include "phimoe_cuda/kernels.cuh"' in proc.stdout
     assert "phimoe_cuda::linear<" in proc.stdout
+
+
+@pytest.mark.parametrize("flags,chunk", [([], 512), (["--max-tokens", "300"], 300)])
+def test_cuda_prompt_chunk(checkpoint, flags, chunk):
+    """A GPU build's forward takes 512 tokens unless --max-tokens says otherwise: the
+    ModelInfo's max_tokens (after the model hash and the two byte sizes)."""
+    proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(checkpoint), "--target", "sm_90",
+                           "--quant", "bf16", "--emit=cuda", *flags], capture_output=True,
+                          text=True)
+    assert proc.returncode == 0, proc.stderr
+    found = re.search(r"ModelInfo phimoe_model_info = \{\d+ull, \d+ull, \d+ull, (\d+),",
+                      proc.stdout)
+    assert found, proc.stdout[-2000:]
+    assert int(found.group(1)) == chunk
 
 
 @pytest.mark.parametrize("flags,message", [

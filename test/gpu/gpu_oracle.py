@@ -77,6 +77,13 @@ CASES = {
 ROUNDED_CASES = ("q8_0", "q4k")
 
 
+# Cases whose CUDA builds keep the CPU build's prompt chunk (phimoec's --max-tokens: 256 for
+# the CPU, 512 for a GPU), so that their 300-token prompts take two forwards there too: the
+# LongRoPE switch between the chunks of one prompt (the text cases: the third serve prompt).
+CPU_CHUNK_CASES = ("f32-long-prompt",)
+CPU_CHUNK = ["--max-tokens", "256"]
+
+
 # Cases also checked through phimoec --emit-project: the project is built with CMake on the
 # GPU machine, and its phimoe-pack packs the checkpoint there.
 # (bf16 and q8_0 went that way on an H200 on 2026-12-04; q4k is the one phimoe-pack case left.)
@@ -163,7 +170,7 @@ TEXT_PROJECT_QUANTS = ("bf16",)
 TEXT_PROMPT, TEXT_N = "And God said", 48
 # Requests that a batching server (--parallel 4) answers together: (prompt, max_tokens). The
 # second (35 tokens) crosses original_max_position_embeddings (64) while it decodes, the third
-# (300 tokens) starts past it and its prompt takes two forwards (phimoec's --max-tokens: 256).
+# (300 tokens) starts past it and its prompt takes two forwards (CPU_CHUNK).
 SERVE_PROMPTS = [
     (TEXT_PROMPT, TEXT_N),
     ("And the earth was without form, and void; and darkness was upon the face of the deep. "
@@ -247,7 +254,7 @@ def prepare_text(root, target):
         case = root / f"text-{quant}"
         cpu = case / "cpu"
         # (phimoec's own builds link serve: cpp-httplib is a dependency of the project)
-        cuda_flags = ["--target", target, "--serve"]
+        cuda_flags = ["--target", target, "--serve", *CPU_CHUNK]
         for out, flags in ((case / "cuda", cuda_flags), (cpu, [])):
             proc = oracle.compile_model(src, out, "--quant", quant, *flags)
             if proc.returncode != 0:
@@ -256,7 +263,7 @@ def prepare_text(root, target):
             (case / "cuda" / "weights.phw").unlink()
             carry_libs(case / "cuda" / "phimoe-bin", case / "cuda" / "lib")
             run([oracle.PHIMOEC, "compile", src, "--target", target, "--quant", quant,
-                 "--emit-project", case / "project"])
+                 *CPU_CHUNK, "--emit-project", case / "project"])
         text = run([cpu / "phimoe-bin", "-p", TEXT_PROMPT, "-n", TEXT_N, "--temperature", "0",
                     "--no-display-prompt"]).stdout
         serve_texts = [run([cpu / "phimoe-bin", "-p", prompt, "-n", n, "--temperature", "0",
@@ -280,7 +287,8 @@ def prepare(root):
         config = oracle.tiny_config(**kwargs)
         model = oracle.make_model(config, seed=len(name), router_spread=spread)
         oracle.save(model, case / "src", dtype=getattr(torch, dtype))
-        for out, flags in ((case / "cuda", ["--target", target]), (case / "cpu", [])):
+        chunk = CPU_CHUNK if name in CPU_CHUNK_CASES else []
+        for out, flags in ((case / "cuda", ["--target", target, *chunk]), (case / "cpu", [])):
             proc = oracle.compile_model(case / "src", out, "--quant", quant, *flags)
             if proc.returncode != 0:
                 raise RuntimeError(f"{name}: phimoec failed:\n{proc.stderr}")
@@ -289,7 +297,7 @@ def prepare(root):
         # The MLIR-free route: a project, built and packed there (not on the emulation).
         if name in PROJECT_CASES and not EMULATED:
             run([oracle.PHIMOEC, "compile", case / "src", "--target", target, "--quant", quant,
-                 "--emit-project", case / "project"])
+                 *chunk, "--emit-project", case / "project"])
         prompt = torch.randint(3, config.vocab_size, (plen,),
                                generator=torch.Generator().manual_seed(7)).tolist()
         greedy, _ = run_bin(case / "cpu" / "phimoe-bin", prompt, n, case / "cpu-greedy.npy")
