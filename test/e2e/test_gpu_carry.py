@@ -73,3 +73,19 @@ def test_unpack_names_what_is_not_artifacts(tmp_path):
     assert proc.returncode != 0
     assert str(bad) in proc.stderr and "tar.xz" in proc.stderr
     assert not (tmp_path / "d").exists()
+
+
+def test_check_takes_the_archive(tmp_path, monkeypatch, capsys):
+    """check DIR.tar.xz unpacks it next to itself, replacing what an earlier archive left there,
+    and checks what it holds (here: a case that was not prepared, which it skips)."""
+    root = tmp_path / "gpu-artifacts"
+    make_artifacts(root)
+    assert gpu_oracle.archive(root) == 0
+    stale = tmp_path / "gpu-artifacts.unpacked" / "q8_0" / "case.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("{}")
+    monkeypatch.setenv("PHIMOE_ORACLE_CASES", "bf16")
+    assert gpu_oracle.check(tmp_path / "gpu-artifacts.tar.xz") == 0
+    assert "SKIP bf16: not prepared" in capsys.readouterr().out
+    assert not stale.exists()
+    assert tree_of(tmp_path / "gpu-artifacts.unpacked") == tree_of(root)

@@ -377,8 +377,11 @@ def prebuild_kernels_test(root, target):
 
 
 def check(root):
-    if not root.is_dir():  # an archive: unpacked next to it
-        root = unpack(root, root.with_name(root.name[: -len(".tar.xz")] + ".unpacked"))
+    if not root.is_dir():  # an archive: unpacked next to it, over what an earlier one left
+        dest = root.with_name(root.name.removesuffix(".tar.xz") + ".unpacked")
+        if root.is_file():
+            shutil.rmtree(dest, ignore_errors=True)
+        root = unpack(root, dest)
     try:
         import torch
         import oracle
