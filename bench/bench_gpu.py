@@ -244,7 +244,9 @@ def prepare(args):
                     manifest["skipped"][q] = reason
                     shutil.rmtree(out, ignore_errors=True)
                     continue
-                manifest["projects"][f"{q}-L{n}"] = dict(quant=q, layers=n)
+                # (max_tokens: the prompt chunk, which the report puts beside llama.cpp's)
+                manifest["projects"][f"{q}-L{n}"] = dict(quant=q, layers=n, max_tokens=json.loads(
+                    (out / "phimoec.json").read_text())["max_tokens"])
             (src / "model.safetensors").unlink()
     manifest["quants"] = [q for q in quants if q not in manifest["skipped"]]
     if not manifest["projects"]:
@@ -1310,6 +1312,18 @@ def render_gaps(result, key, spans_ms):
     return lines
 
 
+def prompt_chunks(result):
+    """How many prompt tokens one forward takes: phimoec's --max-tokens (the projects') and
+    llama-bench's n_ubatch, as a phrase; "" when the result has neither."""
+    ours = sorted({p["max_tokens"] for p in result["bundle"].get("projects", {}).values()
+                   if p.get("max_tokens")})
+    llama = sorted({e["info"]["n_ubatch"] for k, e in result["engines"].items()
+                    if k.startswith("llama.cpp") and (e.get("info") or {}).get("n_ubatch")})
+    parts = ([f"phimoec {', '.join(map(str, ours))}"] if ours else []) + \
+        ([f"llama.cpp (n_ubatch) {', '.join(map(str, llama))}"] if llama else [])
+    return "; ".join(parts)
+
+
 def render_markdown(result):
     def f(x, spec=".1f"):
         return "n/a" if x is None else format(x, spec)
@@ -1326,6 +1340,10 @@ def render_markdown(result):
                  f"'32 L' is extrapolated (time per token linear in the layers). Copy bandwidth "
                  f"(roofline): {f(bw.get('roofline_gbs'))} GB/s ({bw.get('source')}; copy "
                  f"kernel {f(bw.get('copy_kernel_gbs'))}, read {f(bw.get('read_kernel_gbs'))}).")
+    chunks = prompt_chunks(result)
+    if chunks:
+        lines.append("")
+        lines.append(f"Prompt chunks (tokens a forward): {chunks}.")
     lines.append("")
     lines.append("| engine | test | L1 t/s | L2 t/s | 32 L t/s (extrap.) | ms/layer | bytes/token "
                  "(32 L) | roofline t/s | of roofline | ours/llama.cpp |")

@@ -65,6 +65,13 @@ def test_summary_and_report():
     assert pdl["vs_llama"] == pytest.approx(2.5)
     assert rows[("ours/q4k+pdl", "pp512")]["tps_32"] is None
     assert "| ours/q4k | tg128 |" in bench_gpu.render_markdown(result)
+    assert "Prompt chunks" not in bench_gpu.render_markdown(result)
+    # the chunks: phimoec's projects' --max-tokens beside llama-bench's n_ubatch
+    result["bundle"]["projects"] = {"q4k-L1": dict(quant="q4k", layers=1, max_tokens=512),
+                                    "q4k-L2": dict(quant="q4k", layers=2, max_tokens=512)}
+    result["engines"]["llama.cpp/q4k"]["info"] = dict(n_batch=2048, n_ubatch=512)
+    assert "Prompt chunks (tokens a forward): phimoec 512; llama.cpp (n_ubatch) 512." in \
+        bench_gpu.render_markdown(result)
 
 
 def test_kernel_profile_table():
