@@ -127,13 +127,6 @@ def sh(cmd, timeout=None, env=None, cwd=None, check=True):
     return proc, secs
 
 
-def dir_bytes(path):
-    path = pathlib.Path(path)
-    if path.is_file():
-        return path.stat().st_size
-    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
-
-
 # ----------------------------------------------------------------------------- the model
 
 def model_config(shape, layers):
@@ -300,7 +293,7 @@ def prepare(args):
     if args.llama:
         sh(["bash", HERE / "llamacpp_cuda.sh", "pack", bundle / "llama"], timeout=900)
     tree = common.working_tree_bytes()
-    if args.llama and tree + dir_bytes(bundle) > common.CARRY_LIMIT and \
+    if args.llama and tree + common.dir_bytes(bundle) > common.CARRY_LIMIT and \
             (bundle / "llama" / "llama-cuda.tar.xz").is_file():
         # The prebuilt tools stay; of the source, only what the GGUF conversion reads.
         log("over the carry limit: llama.cpp's source packed for the conversion only")
@@ -632,15 +625,16 @@ class Runner:
             wm = {k: weight_map[k] for k in sorted(names)}
             for fname in sorted(set(wm.values())):
                 (view / fname).symlink_to(shards / fname)
+            total = sum(common.dir_bytes(shards / f) for f in set(wm.values()))
             (view / "model.safetensors.index.json").write_text(json.dumps(
-                {"metadata": {"total_size": sum(dir_bytes(shards / f) for f in set(wm.values()))},
-                 "weight_map": wm}, indent=1))
+                {"metadata": {"total_size": total}, "weight_map": wm}, indent=1))
             shutil.copy2(self.bundle / "model" / f"config-L{n}.json", view / "config.json")
             for f in ("tokenizer.json", "tokenizer_config.json"):
                 shutil.copy2(self.bundle / "model" / f, view / f)
             self.views[n] = view
-        self.result["checkpoint"] = dict(bytes=dir_bytes(shards), device=device, seed=SEED)
-        log(f"checkpoint: {dir_bytes(shards) / 1e9:.2f} GB in {time.time() - t0:.0f} s")
+        size = common.dir_bytes(shards)
+        self.result["checkpoint"] = dict(bytes=size, device=device, seed=SEED)
+        log(f"checkpoint: {size / 1e9:.2f} GB in {time.time() - t0:.0f} s")
         self.stage("checkpoint", t0)
 
     # -- 4. per quant

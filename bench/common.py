@@ -398,6 +398,14 @@ def kl_top1(p_logits, q_logits):
 CARRY_LIMIT = 62 << 20
 
 
+def dir_bytes(path):
+    """Bytes of a file, or of the files under a directory (links not followed)."""
+    path = pathlib.Path(path)
+    if path.is_file():
+        return path.stat().st_size
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
+
+
 def working_tree_bytes():
     """Bytes of what a device call sends besides the carried paths: tracked files and untracked
     files git does not ignore."""

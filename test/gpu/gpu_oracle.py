@@ -336,9 +336,8 @@ def archive(root):
               f"($PHIMOE_ORACLE_CASES) into another directory", file=sys.stderr)
         return 1
     part.replace(out)
-    unpacked = sum(f.stat().st_size for f in root.rglob("*") if f.is_file())
-    print(f"{out}: {mib(size)} ({root}: {mib(unpacked)}); with the working tree's "
-          f"{mib(tree)}: {mib(size + tree)} to carry")
+    print(f"{out}: {mib(size)} ({root}: {mib(common.dir_bytes(root))}); with the working "
+          f"tree's {mib(tree)}: {mib(size + tree)} to carry")
     return 0
 
 
