@@ -77,9 +77,10 @@ CASES = {
 ROUNDED_CASES = ("q8_0", "q4k")
 
 
-# Cases whose CUDA builds keep the CPU build's prompt chunk (phimoec's --max-tokens: 256 for
-# the CPU, 512 for a GPU), so that their 300-token prompts take two forwards there too: the
-# LongRoPE switch between the chunks of one prompt (the text cases: the third serve prompt).
+# Cases whose builds, CPU and CUDA, take prompts in chunks of 256 tokens (phimoec's default
+# --max-tokens is 256 for the CPU, 512 for a GPU), so that their 300-token prompts take two
+# forwards on both: the LongRoPE switch between the chunks of one prompt (the text cases: the
+# third serve prompt).
 CPU_CHUNK_CASES = ("f32-long-prompt",)
 CPU_CHUNK = ["--max-tokens", "256"]
 
@@ -255,7 +256,7 @@ def prepare_text(root, target):
         cpu = case / "cpu"
         # (phimoec's own builds link serve: cpp-httplib is a dependency of the project)
         cuda_flags = ["--target", target, "--serve", *CPU_CHUNK]
-        for out, flags in ((case / "cuda", cuda_flags), (cpu, [])):
+        for out, flags in ((case / "cuda", cuda_flags), (cpu, CPU_CHUNK)):
             proc = oracle.compile_model(src, out, "--quant", quant, *flags)
             if proc.returncode != 0:
                 raise RuntimeError(f"text-{quant}: phimoec failed:\n{proc.stderr}")
@@ -288,7 +289,7 @@ def prepare(root):
         model = oracle.make_model(config, seed=len(name), router_spread=spread)
         oracle.save(model, case / "src", dtype=getattr(torch, dtype))
         chunk = CPU_CHUNK if name in CPU_CHUNK_CASES else []
-        for out, flags in ((case / "cuda", ["--target", target, *chunk]), (case / "cpu", [])):
+        for out, flags in ((case / "cuda", ["--target", target, *chunk]), (case / "cpu", chunk)):
             proc = oracle.compile_model(case / "src", out, "--quant", quant, *flags)
             if proc.returncode != 0:
                 raise RuntimeError(f"{name}: phimoec failed:\n{proc.stderr}")
