@@ -31,6 +31,7 @@ CASES = list(gpu_oracle.CASES) + [f"text-{q}" for q in gpu_oracle.TEXT_QUANTS]
 
 
 ASAN_LIBRARY = oracle.BUILD / "test" / "gpu" / "emu" / "libphimoe_cuda_emu_asan.a"
+RACE_LIBRARY = oracle.BUILD / "test" / "gpu" / "emu" / "libphimoe_cuda_emu_race.a"
 
 
 EMU_STATS = re.compile(r"(\d+) kernel launches, (\d+) graphs captured, (\d+) graph launches")
@@ -89,6 +90,18 @@ def test_emulated_cuda_build_under_address_sanitizer(case, tmp_path):
     past a device buffer (weights, arena, KV cache, workspaces) stops with a report. text-f32
     includes serve's batches (block tables into the paged KV cache)."""
     emulate(case, tmp_path, PHIMOE_EMU_SANITIZE="address")
+
+
+@pytest.mark.skipif(not RACE_LIBRARY.exists(), reason="no race check in this build (clang only)")
+@pytest.mark.parametrize("case", list(gpu_oracle.CASES) + ["text-f32"])
+def test_emulated_cuda_build_under_race_check(case, tmp_path):
+    """The same builds with every shared-memory access of the kernels checked against the
+    barriers and warp collectives between threads (the emulation's race check, simt.cpp): a
+    read of what another thread wrote, or a write over what another thread read, with nothing
+    ordering the two stops the kernel with a report, whatever order the threads ran in. The
+    kernels of the generated model as launched (decode graphs, fused launches, serve's
+    batches in text-f32)."""
+    emulate(case, tmp_path, PHIMOE_EMU_SANITIZE="race")
 
 
 def test_decode_steps_run_as_graphs(tmp_path):

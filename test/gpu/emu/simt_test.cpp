@@ -4,7 +4,8 @@
 // a prefetch outside device memory, launch configurations the hardware refuses), stream
 // capture and graph replay, mma.sync against a product of matrices laid out by the PTX ISA's
 // fragment tables (gemm_tc.cuh's coordinates), ldmatrix and cvt.rn.bf16x2.f32 against their
-// definitions.
+// definitions. Built with the race check (cuda_emu_simt_racecheck_test), the races it must
+// report and the orders it must accept instead of the missing barrier's wrong result.
 // Built with -include phimoe_emu/simt.h (test/gpu/emu/CMakeLists.txt).
 #include "phimoe_cuda/check.h"
 #include "phimoe_cuda/kernels.cuh" // gemm_tc.cuh: the mma fragment coordinates
@@ -154,10 +155,8 @@ template <class Fn> std::string error_of(Fn fn) {
   return "";
 }
 
-void test_barriers() {
-  float *d = device<float>(64);
-  PHIMOE_CUDA_LAUNCH(1, 256, 0, nullptr, shared_kernel<true>)(7.0f, d);
-  expect(download(d, 1)[0] == 7.0f, "__syncthreads orders shared memory");
+// Without the race check, a missing barrier shows in the results, in some orders.
+void test_missing_barrier(float *d) {
   PHIMOE_CUDA_LAUNCH(1, 256, 0, nullptr, shared_kernel<false>)(9.0f, d);
   expect(download(d, 1)[0] != 9.0f, "a missing __syncthreads is exposed");
   // The other order (the writer first) hides it; a random one exposes it in some launches.
@@ -172,6 +171,119 @@ void test_barriers() {
   }
   expect(exposed > 0 && exposed < 8, "a random schedule orders the threads differently");
   phimoe_emu::set_schedule("forward");
+}
+
+// Lane `writer` of warp 0 writes a shared word that lane `reader` then reads; Order: 0 nothing
+// between them, 1 __syncwarp, 2 a shuffle (a warp collective: the race check takes it as
+// ordering its lanes), 3 __syncwarp over lanes 0-15 only (the reader outside it).
+template <int Order> __global__ void warp_pair_kernel(int writer, int reader, float *out) {
+  __shared__ float word;
+  if (threadIdx.x == writer)
+    word = 5.0f;
+  if constexpr (Order == 1)
+    __syncwarp();
+  if constexpr (Order == 2)
+    (void)__shfl_sync(0xffffffffu, 1, 0);
+  if constexpr (Order == 3) {
+    if (threadIdx.x < 16)
+      __syncwarp(0xffffu);
+  }
+  if (threadIdx.x == reader)
+    out[0] = word;
+}
+
+// Thread i writes s[i] and reads s[i + 1] (dynamic shared memory), with or without a barrier
+// between; then every thread reads s[0] and thread 0 writes it again after a barrier (Sync) or
+// without one (a read then a write: WAR).
+template <bool Sync> __global__ void neighbour_kernel(float *out) {
+  PHIMOE_CUDA_DYNAMIC_SHARED(float, s);
+  const int i = threadIdx.x;
+  s[i] = static_cast<float>(i);
+  if constexpr (Sync)
+    __syncthreads();
+  const float next = s[(i + 1) % blockDim.x];
+  __syncthreads();
+  const float first = s[0];
+  if constexpr (Sync)
+    __syncthreads();
+  if (i == 0)
+    s[0] = -1.0f;
+  out[i] = next + first;
+}
+
+// Every thread that sees a condition stores the same flag (writes alone: no race), and reads
+// it after the barrier.
+__global__ void flag_kernel(float *out) {
+  __shared__ int flag;
+  if (threadIdx.x == 0)
+    flag = 0;
+  __syncthreads();
+  if (threadIdx.x % 3 == 0)
+    flag = 1;
+  __syncthreads();
+  out[threadIdx.x] = static_cast<float>(flag);
+}
+
+// The race check (PHIMOE_EMU_RACECHECK builds): what it must report, in every schedule, and
+// what it must accept.
+void test_race_check(float *d) {
+  for (const char *mode : {"forward", "reverse", "random:5"}) {
+    phimoe_emu::set_schedule(mode);
+    const std::string e = error_of(
+        [&] { PHIMOE_CUDA_LAUNCH(1, 256, 0, nullptr, shared_kernel<false>)(9.0f, d); });
+    expect(e.find("shared-memory race") != std::string::npos &&
+               e.find("shared_kernel") != std::string::npos &&
+               e.find("static __shared__") != std::string::npos &&
+               e.find("addr2line") != std::string::npos,
+           std::string("a missing __syncthreads is a race (") + mode + " schedule): " + e);
+  }
+  phimoe_emu::set_schedule("forward");
+  auto race = [&](auto launch) {
+    const std::string e = error_of(launch);
+    (void)cudaGetLastError();
+    return e;
+  };
+  std::string e =
+      race([&] { PHIMOE_CUDA_LAUNCH(1, 64, 0, nullptr, warp_pair_kernel<0>)(5, 3, d); });
+  expect(e.find("shared-memory race") != std::string::npos,
+         "lanes of one warp with nothing between a write and a read: " + e);
+  e = race([&] { PHIMOE_CUDA_LAUNCH(1, 64, 0, nullptr, warp_pair_kernel<0>)(3, 5, d); });
+  expect(e.find("thread 5 reads") != std::string::npos &&
+             e.find("thread 3 wrote") != std::string::npos,
+         "the report names the threads: " + e);
+  e = race([&] { PHIMOE_CUDA_LAUNCH(1, 64, 0, nullptr, warp_pair_kernel<1>)(5, 3, d); });
+  expect(e.empty() && download(d, 1)[0] == 5.0f, "__syncwarp orders lanes: " + e);
+  e = race([&] { PHIMOE_CUDA_LAUNCH(1, 64, 0, nullptr, warp_pair_kernel<2>)(5, 3, d); });
+  expect(e.empty(), "a shuffle orders its lanes: " + e);
+  e = race([&] { PHIMOE_CUDA_LAUNCH(1, 64, 0, nullptr, warp_pair_kernel<3>)(5, 20, d); });
+  expect(e.find("shared-memory race") != std::string::npos,
+         "a __syncwarp without the reader's lane: " + e);
+  e = race([&] { PHIMOE_CUDA_LAUNCH(1, 64, 0, nullptr, warp_pair_kernel<1>)(40, 3, d); });
+  expect(e.find("shared-memory race") != std::string::npos,
+         "a __syncwarp does not order lanes of two warps: " + e);
+  e = race([&] {
+    PHIMOE_CUDA_LAUNCH(1, 64, 64 * sizeof(float), nullptr, neighbour_kernel<true>)(d);
+  });
+  expect(e.empty(), "barriers between every write and read of dynamic shared memory: " + e);
+  e = race([&] {
+    PHIMOE_CUDA_LAUNCH(1, 64, 64 * sizeof(float), nullptr, neighbour_kernel<false>)(d);
+  });
+  expect(e.find("shared-memory race at byte 4 of the dynamic shared memory") !=
+             std::string::npos,
+         "a read of a neighbour's word before the barrier: " + e);
+  e = race([&] { PHIMOE_CUDA_LAUNCH(1, 64, 0, nullptr, flag_kernel)(d); });
+  expect(e.empty(), "threads that store the same flag: " + e);
+}
+
+void test_barriers() {
+  float *d = device<float>(64);
+  PHIMOE_CUDA_LAUNCH(1, 256, 0, nullptr, shared_kernel<true>)(7.0f, d);
+  expect(download(d, 1)[0] == 7.0f, "__syncthreads orders shared memory");
+  if (phimoe_emu::race_check_on()) { // then the missing barrier is a race it reports (below)
+    test_race_check(d);
+  } else {
+    test_missing_barrier(d);
+  }
   expect(error_of([] { phimoe_emu::set_schedule("sideways"); }).find("unknown schedule") !=
              std::string::npos,
          "an unknown schedule");
@@ -253,8 +365,115 @@ __global__ void chained_blocks_kernel(int *x) {
     x[blockIdx.x + 1] = x[blockIdx.x] + 1;
 }
 
+// Each block writes its partial; the last block to count (kernels.cuh's last_block_of) sums
+// them. Variant 0 as kernels.cuh has it; 1 without the fence before the count; 2 without the
+// fence after it; 3 the sum read by every block, without counting; 4 every block also writes
+// word 0 of the partials.
+template <int Variant> __global__ void last_block_kernel(float *partials, int *counter,
+                                                         float *sum) {
+  __shared__ int last;
+  if (threadIdx.x == 0)
+    partials[blockIdx.x] = static_cast<float>(blockIdx.x + 1);
+  if (Variant == 4 && threadIdx.x == 1)
+    partials[0] = 1.0f;
+  bool is_last;
+  if constexpr (Variant == 0) {
+    is_last = phimoe_cuda::detail::last_block_of(counter, static_cast<int>(gridDim.x));
+  } else if constexpr (Variant == 3) {
+    is_last = true;
+  } else {
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      if (Variant != 1)
+        __threadfence();
+      last = atomicAdd(counter, 1) == static_cast<int>(gridDim.x) - 1;
+      if (last) {
+        *counter = 0;
+        if (Variant != 2)
+          __threadfence();
+      }
+    }
+    __syncthreads();
+    is_last = last != 0;
+  }
+  if (is_last && threadIdx.x == 32) { // (not the thread that counted: through the barrier)
+    float total = 0.0f;
+    for (unsigned b = 0; b < gridDim.x; ++b)
+      total += partials[b];
+    *sum = total;
+  }
+}
+
+// Every thread writes its byte of p (a word holds four threads' bytes, as staged q4_K inputs
+// do), block b at p + b * Stride; after the barrier thread 0 reads the first word.
+template <int Stride> __global__ void byte_kernel(unsigned char *p, unsigned *out) {
+  p[blockIdx.x * Stride + threadIdx.x] = static_cast<unsigned char>(threadIdx.x);
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned w;
+    std::memcpy(&w, p + blockIdx.x * Stride, 4);
+    out[blockIdx.x] = w;
+  }
+}
+
+void test_last_block(float *partials, int *counter, float *sum) {
+  auto run = [&](auto kernel) {
+    PHIMOE_CUDA_CHECK(cudaMemset(counter, 0, sizeof(int)));
+    const std::string e = error_of([&] { PHIMOE_CUDA_LAUNCH(6, 64, 0, nullptr, kernel)(
+                                             partials, counter, sum); });
+    (void)cudaGetLastError();
+    return e;
+  };
+  for (const char *mode : {"forward", "reverse", "random:9"}) {
+    phimoe_emu::set_schedule(mode);
+    std::string e = run(last_block_kernel<0>);
+    expect(e.empty() && download(sum, 1)[0] == 21.0f,
+           std::string("last_block_of orders the blocks' partials before the sum (") + mode +
+               "): " + e);
+    e = run(last_block_kernel<1>);
+    expect(e.find("device-memory race") != std::string::npos &&
+               e.find("no fence and atomic") != std::string::npos,
+           std::string("no fence before the count (") + mode + "): " + e);
+    e = run(last_block_kernel<2>);
+    expect(e.find("device-memory race") != std::string::npos,
+           std::string("no fence after the count (") + mode + "): " + e);
+    e = run(last_block_kernel<3>);
+    expect(e.find("device-memory race") != std::string::npos,
+           std::string("every block reads the others' partials (") + mode + "): " + e);
+    e = run(last_block_kernel<4>);
+    expect(e.find("device-memory race") != std::string::npos,
+           std::string("two blocks write one word (") + mode + "): " + e);
+  }
+  phimoe_emu::set_schedule("forward");
+  // Bytes of one word written by different threads: apart, no race; by two blocks, one.
+  unsigned char *bytes = reinterpret_cast<unsigned char *>(partials);
+  unsigned *words = reinterpret_cast<unsigned *>(sum);
+  std::string e = error_of([&] { PHIMOE_CUDA_LAUNCH(1, 32, 0, nullptr, byte_kernel<32>)(
+                                     bytes, words); });
+  expect(e.empty() && download(words, 1)[0] == 0x03020100u,
+         "threads writing the bytes of one word: " + e);
+  e = error_of([&] { PHIMOE_CUDA_LAUNCH(2, 8, 0, nullptr, byte_kernel<4>)(bytes, words); });
+  (void)cudaGetLastError();
+  expect(e.find("device-memory race at byte 4") != std::string::npos,
+         "two blocks writing a word's bytes: " + e);
+}
+
 void test_block_order() {
   int *x = device<int>(65);
+  if (phimoe_emu::race_check_on()) { // the chain is a race between blocks
+    PHIMOE_CUDA_CHECK(cudaMemset(x, 0, 65 * sizeof(int)));
+    const std::string e =
+        error_of([&] { PHIMOE_CUDA_LAUNCH(64, 32, 0, nullptr, chained_blocks_kernel)(x); });
+    expect(e.find("device-memory race at byte 4") != std::string::npos &&
+               e.find("block 0,0,0's thread 0 wrote it") != std::string::npos,
+           "a chain between blocks is a race: " + e);
+    float *partials = device<float>(8), *sum = device<float>(2);
+    test_last_block(partials, x, sum);
+    cudaFree(partials);
+    cudaFree(sum);
+    cudaFree(x);
+    return;
+  }
   auto run = [&](const char *mode) {
     phimoe_emu::set_schedule(mode);
     PHIMOE_CUDA_CHECK(cudaMemset(x, 0, 65 * sizeof(int)));

@@ -82,6 +82,13 @@ void prefetch_l2(const void *p, size_t bytes);
 // access in the error).
 void expect_device(const void *p, size_t bytes, const char *what);
 [[noreturn]] void trap(const char *why);
+// Whether this program checks the kernels' shared-memory accesses for races (the emulation
+// library built with PHIMOE_EMU_RACECHECK, kernels compiled with -fsanitize=thread: simt.cpp).
+bool race_check_on();
+// A __threadfence and a device-scope atomic of the running thread, for the race check (which
+// holds accesses of one launch's blocks to each other's words to them); no-ops without it.
+void race_fence();
+void race_atomic();
 
 // mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 with d as C and D (the PTX ISA's
 // fragment layout): warp-collective.
@@ -208,14 +215,23 @@ inline int __reduce_add_sync(unsigned mask, int value) {
 }
 // Device-scope atomics, fences and L2 loads (flash-decoding's last block, kernels.cuh). The
 // blocks run one after another on one OS thread here: a read-modify-write is atomic as it is,
-// and every write is seen by the blocks after it. The atomic's word must be device memory.
-inline int atomicAdd(int *p, int v) {
+// and every write is seen by the blocks after it; the race check (simt.cpp) holds the blocks'
+// accesses to each other's words to the fences and atomics between them. The atomic's word
+// must be device memory.
+// (An atomic's own read and write are not races: the race check does not see them.)
+#if defined(__clang__)
+#define PHIMOE_EMU_NOT_CHECKED __attribute__((no_sanitize("thread")))
+#else
+#define PHIMOE_EMU_NOT_CHECKED
+#endif
+PHIMOE_EMU_NOT_CHECKED inline int atomicAdd(int *p, int v) {
   phimoe_emu::expect_device(p, sizeof(int), "atomicAdd");
   const int old = *p;
   *p = old + v;
+  phimoe_emu::race_atomic();
   return old;
 }
-inline void __threadfence() {}
+inline void __threadfence() { phimoe_emu::race_fence(); }
 template <class T> T __ldcg(const T *p) { return *p; }
 inline int __popc(unsigned x) { return __builtin_popcount(x); }
 inline int __ffs(int x) { return __builtin_ffs(x); }
