@@ -14,9 +14,11 @@ builds (time per token at L1 + (32 - L1) x time per layer), as are the bytes a d
 
 prepare (where phimoec is) writes the bundle that travels to the GPU machine:
   model/        the config of each layer count, the synthetic tokenizer (bench/common.py)
-  projects/     `phimoec compile --target sm_90 --quant Q --emit-project` for each quant and layer
-                count (a quant that phimoec refuses, or whose project does not build, is
-                skipped, with the reason), each with phimoe-bin built here by the project's own CMakeLists (nvcc, static CUDA runtime)
+  projects.tar.xz  projects/: `phimoec compile --target sm_90 --quant Q --emit-project` for
+                each quant and layer count (a quant that phimoec refuses, or whose project does
+                not build, is skipped, with the reason), each with phimoe-bin built here by the
+                project's own CMakeLists (nvcc, static CUDA runtime); one solid archive, which
+                the run unpacks into its work directory
   tools/        phimoe-pack (built from the same project) and copy_bw (bench/gpu/copy_bw.cu)
   llama/        bench/llamacpp_cuda.sh pack: llama.cpp's source (the llama-cpp-python sdist of
                 bench/llamacpp.sh, without docs/models/tests) and, when built here, its CUDA build
@@ -70,6 +72,7 @@ import argparse
 import concurrent.futures
 import datetime
 import json
+import lzma
 import os
 import pathlib
 import re
@@ -86,6 +89,8 @@ sys.path.insert(0, str(HERE))
 import common  # noqa: E402  (stdlib only at import; torch/transformers are imported where used)
 sys.path.insert(0, str(HERE / "gpu"))
 import parallel_pack  # noqa: E402
+
+PROJECTS_ARCHIVE = "projects.tar.xz"  # prepare's projects/, as they travel
 
 DEFAULT_BUNDLE = ROOT / "build" / "gpu-bench"
 QUANTS = ("q4k", "q8_0", "bf16")
@@ -290,6 +295,12 @@ def prepare(args):
         manifest["quants"] = [q for q in quants if q not in manifest["skipped"]]
         sh([f"{args.cuda_home}/bin/nvcc", "-O3", f"-arch={args.arch}", "-cudart", "static",
             HERE / "gpu" / "copy_bw.cu", "-o", bundle / "tools" / "copy_bw"])
+    # The projects travel as one solid archive: they repeat their sources and third-party
+    # headers, and their binaries share most of their bytes (31 MB of files were 2.7 MB so on
+    # 2026-12-06), which leaves the carry room for llama.cpp's prebuilt tools and whole source.
+    common.write_tar_xz(bundle / "projects", bundle / PROJECTS_ARCHIVE, arcname="projects",
+                        preset=9 | lzma.PRESET_EXTREME)
+    shutil.rmtree(bundle / "projects")
     if args.llama:
         sh(["bash", HERE / "llamacpp_cuda.sh", "pack", bundle / "llama"], timeout=900)
     tree = common.working_tree_bytes()
@@ -314,6 +325,24 @@ def prepare(args):
     for k, v in manifest["largest"].items():
         log(f"  {v / 2**20:8.2f} MiB  {k}")
     return manifest
+
+
+def projects_dir(bundle, work):
+    """The bundle's projects (prepare): its PROJECTS_ARCHIVE unpacked into work once (or a
+    projects/ directory in the bundle, as older bundles had it)."""
+    if (bundle / "projects").is_dir():
+        return bundle / "projects"
+    dest = work / "projects"
+    if not dest.is_dir():
+        archive = bundle / PROJECTS_ARCHIVE
+        if not archive.is_file():
+            sys.exit(f"{bundle}: neither projects/ nor {PROJECTS_ARCHIVE} (bench_gpu.py prepare)")
+        part = work / "projects.part"
+        shutil.rmtree(part, ignore_errors=True)
+        common.extract_tar_xz(archive, part)
+        (part / "projects").rename(dest)
+        shutil.rmtree(part)
+    return dest
 
 
 def tmp_build_dir(bundle, name):
@@ -378,6 +407,7 @@ class Runner:
         self.deadline = _T0 + args.deadline_s
         self.work = pathlib.Path(args.work) if args.work else pick_work_dir()
         self.work.mkdir(parents=True, exist_ok=True)
+        self.projects = projects_dir(self.bundle, self.work)
         self.dry = args.dry
         self.jobs = os.cpu_count() or 2
         self.prompts = [int(p) for p in args.prompts.split(",")]
@@ -430,7 +460,7 @@ class Runner:
         self.bins = {}
         fallback = []
         for name in self.manifest["projects"]:
-            exe = self.bundle / "projects" / name / "prebuilt" / "phimoe-bin"
+            exe = self.projects / name / "prebuilt" / "phimoe-bin"
             ok = exe.is_file() and self.runs([exe, "--help"])
             self.bins[name] = exe if ok else None
             if not ok:
@@ -485,7 +515,7 @@ class Runner:
         return True
 
     def build_project(self, name):
-        project = self.bundle / "projects" / name
+        project = self.projects / name
         build = self.work / f"build-{name}"
         try:
             sh(["cmake", "-S", project, "-B", build, "-DCMAKE_BUILD_TYPE=Release"])
@@ -649,7 +679,7 @@ class Runner:
             name = f"{quant}-L{n}"
             dirs[n] = self.work / f"run-{name}"
             dirs[n].mkdir(exist_ok=True)
-            plans[n] = self.bundle / "projects" / name / "pack-plan.json"
+            plans[n] = self.projects / name / "pack-plan.json"
             if self.bins.get(name):
                 shutil.copy2(self.bins[name], dirs[n] / "phimoe-bin")
         storages = {w["storage"] for w in json.loads(plans[self.layers[-1]].read_text())
@@ -683,7 +713,7 @@ class Runner:
         return dirs
 
     def plan_split(self, quant, n):
-        plan = json.loads((self.bundle / "projects" / f"{quant}-L{n}" / "pack-plan.json")
+        plan = json.loads((self.projects / f"{quant}-L{n}" / "pack-plan.json")
                           .read_text())
         return split_bytes([(w["name"], w["bytes"]) for w in plan["weights"]],
                            self.cfg["num_local_experts"], self.cfg["num_experts_per_tok"],
@@ -1426,7 +1456,7 @@ def selftest(args):
     # parallel_pack and derive_pack write phimoe-pack's bytes: every share one part (the
     # stacked experts cut at every tensor), 3 processes.
     for q in manifest["quants"]:
-        plans = {n: bundle / "projects" / f"{q}-L{n}" / "pack-plan.json" for n in (1, 2)}
+        plans = {n: runner.projects / f"{q}-L{n}" / "pack-plan.json" for n in (1, 2)}
         scratch = work / "pack-check"
         scratch.mkdir(exist_ok=True)
         for n in (1, 2):

@@ -406,6 +406,26 @@ def dir_bytes(path):
     return sum(f.stat().st_size for f in path.rglob("*") if f.is_file() and not f.is_symlink())
 
 
+def write_tar_xz(root, out, arcname=".", preset=6):
+    """The directory root as the solid archive `out` (tar, xz at `preset`), its entries under
+    arcname: what a device call carries instead of a directory whose files repeat each other."""
+    import tarfile
+    with tarfile.open(out, "w:xz", preset=preset) as tar:
+        tar.add(root, arcname=arcname)
+
+
+def extract_tar_xz(archive, dest):
+    """Unpacks write_tar_xz's archive into dest (made if absent), modes kept (executables)."""
+    import tarfile
+    dest = pathlib.Path(dest)
+    dest.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(archive, "r:xz") as tar:
+        if hasattr(tarfile, "data_filter"):  # Python 3.12, and the security releases before
+            tar.extractall(dest, filter="data")
+        else:
+            tar.extractall(dest)
+
+
 def working_tree_bytes():
     """Bytes of what a device call sends besides the carried paths: tracked files and untracked
     files git does not ignore."""

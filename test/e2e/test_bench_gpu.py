@@ -139,8 +139,15 @@ def test_checkpoint_covers_the_pack_plan(tmp_path):
     for n in (1, 2):
         cfg = json.loads((tmp_path / "bundle" / "model" / f"config-L{n}.json").read_text())
         shapes = bench_gpu.tensor_shapes(cfg)
-        plan = json.loads((tmp_path / "bundle" / "projects" / f"q8_0-L{n}" /
-                           "pack-plan.json").read_text())
+        projects = bench_gpu.projects_dir(tmp_path / "bundle", tmp_path)
+        plan = json.loads((projects / f"q8_0-L{n}" / "pack-plan.json").read_text())
         parts = {p for w in plan["weights"] for p in w["parts"]}
         assert parts <= set(shapes), sorted(parts - set(shapes))[:5]
         assert not any(f"layers.{n}." in p for p in parts)
+
+
+def test_projects_dir_of_a_bundle_without_projects(tmp_path):
+    """A bundle with neither projects/ nor prepare's archive of it: an error that names both."""
+    with pytest.raises(SystemExit) as e:
+        bench_gpu.projects_dir(tmp_path, tmp_path / "work")
+    assert str(tmp_path) in str(e.value) and bench_gpu.PROJECTS_ARCHIVE in str(e.value)

@@ -321,13 +321,11 @@ def archive(root):
     artifacts and the working tree stay under the call's 64 MiB (53 MB of the numeric set were
     20 MB on 2026-12-06, with 12 MB of tree: 65 MB uncompressed). Exit status 1, and no
     archive, when the archive and the working tree together are over that."""
-    import tarfile
     sys.path.insert(0, str(HERE.parent.parent / "bench"))
     import common
     out = root.with_name(root.name + ".tar.xz")
     part = out.with_name(out.name + ".part")
-    with tarfile.open(part, "w:xz", preset=6) as tar:
-        tar.add(root, arcname=".")
+    common.write_tar_xz(root, part)
     size, tree = part.stat().st_size, common.working_tree_bytes()
     mib = lambda n: f"{n / 2**20:.1f} MiB"
     if size + tree > common.CARRY_LIMIT:
@@ -345,17 +343,13 @@ def archive(root):
 def unpack(path, dest):
     """The directory of artifacts `path` names: itself, or its archive (`archive`) unpacked
     into dest."""
-    import tarfile
     if path.is_dir():
         return path
     if not path.name.endswith(".tar.xz") or not path.is_file():
         sys.exit(f"{path}: neither a directory of artifacts nor a .tar.xz archive of one")
-    dest.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(path, "r:xz") as tar:
-        if hasattr(tarfile, "data_filter"):  # Python 3.12, and the security releases before
-            tar.extractall(dest, filter="data")
-        else:
-            tar.extractall(dest)
+    sys.path.insert(0, str(HERE.parent.parent / "bench"))
+    import common
+    common.extract_tar_xz(path, dest)
     return dest
 
 
