@@ -95,12 +95,12 @@ def test_emulated_cuda_build_under_address_sanitizer(case, tmp_path):
 @pytest.mark.skipif(not RACE_LIBRARY.exists(), reason="no race check in this build (clang only)")
 @pytest.mark.parametrize("case", list(gpu_oracle.CASES) + ["text-f32"])
 def test_emulated_cuda_build_under_race_check(case, tmp_path):
-    """The same builds with every shared-memory access of the kernels checked against the
-    barriers and warp collectives between threads (the emulation's race check, simt.cpp): a
-    read of what another thread wrote, or a write over what another thread read, with nothing
-    ordering the two stops the kernel with a report, whatever order the threads ran in. The
-    kernels of the generated model as launched (decode graphs, fused launches, serve's
-    batches in text-f32)."""
+    """The same builds with every shared- and device-memory access of the kernels checked
+    against the barriers, warp collectives, fences and atomics between threads and blocks (the
+    emulation's race check, simt.cpp): a read of what another thread wrote, or a write over
+    what another thread read, with nothing ordering the two stops the kernel with a report,
+    whatever order the threads ran in. The kernels of the generated model as launched (decode
+    graphs, fused launches with their last blocks, serve's batches in text-f32)."""
     emulate(case, tmp_path, PHIMOE_EMU_SANITIZE="race")
 
 

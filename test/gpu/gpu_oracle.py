@@ -48,6 +48,8 @@ import numpy as np
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent / "e2e"))
+sys.path.insert(0, str(HERE.parent.parent / "bench"))
+import common  # noqa: E402  (bench/common.py: the carry limit and the archives; stdlib only)
 
 # name: (tiny_config kwargs, router spread, prompt length, generated, checkpoint dtype, --quant,
 #        bound on max|d logit| against float32 references relative to max|logit| (None: the
@@ -321,8 +323,6 @@ def archive(root):
     artifacts and the working tree stay under the call's 64 MiB (53 MB of the numeric set were
     20 MB on 2026-12-06, with 12 MB of tree: 65 MB uncompressed). Exit status 1, and no
     archive, when the archive and the working tree together are over that."""
-    sys.path.insert(0, str(HERE.parent.parent / "bench"))
-    import common
     out = root.with_name(root.name + ".tar.xz")
     part = out.with_name(out.name + ".part")
     common.write_tar_xz(root, part)
@@ -347,8 +347,6 @@ def unpack(path, dest):
         return path
     if not path.name.endswith(".tar.xz") or not path.is_file():
         sys.exit(f"{path}: neither a directory of artifacts nor a .tar.xz archive of one")
-    sys.path.insert(0, str(HERE.parent.parent / "bench"))
-    import common
     common.extract_tar_xz(path, dest)
     return dest
 

@@ -138,8 +138,8 @@ struct Lane {
   uint32_t seen[32] = {};
   // Device-scope fences and atomics (race check): fences passed; an atomic since the last
   // fence (the next fence acquires); a fence since the last atomic (the next atomic
-  // publishes), with the barrier count and fence count at it.
-  uint32_t fences = 0, fence_barriers = 0, fence_index = 0;
+  // publishes: that fence is the `fences`-th), with the barrier count at it.
+  uint32_t fences = 0, fence_barriers = 0;
   bool atomic_pending = false, fence_pending = false;
 };
 
@@ -311,6 +311,13 @@ bool warp_ordered(const Lane &l, int tid, uint32_t ops) {
   return tid / 32 == l.ts.warp && l.seen[tid % 32] > ops;
 }
 
+// The block's race report (its first): `what`, then where both accesses are.
+void set_race(Block &b, const char *what, bool write, const void *pc, bool other_wrote,
+              const void *other_pc) {
+  b.race = std::string(what) + "; the " + (write ? "write" : "read") + " at " + code_at(pc) +
+           "; the " + (other_wrote ? "write" : "read") + " at " + code_at(other_pc);
+}
+
 void report_race(Block &b, const Lane &l, const RaceRegion &r, uintptr_t a, bool write,
                  int other, bool other_wrote, const void *other_pc, const void *pc) {
   if (!b.race.empty())
@@ -323,8 +330,7 @@ void report_race(Block &b, const Lane &l, const RaceRegion &r, uintptr_t a, bool
                 static_cast<size_t>(a - r.lo), r.name, tid, write ? "writes" : "reads",
                 other >= 0 ? std::to_string(other).c_str() : "(several)",
                 other_wrote ? "wrote" : "read");
-  b.race = std::string(what) + "; the " + (write ? "write" : "read") + " at " + code_at(pc) +
-           "; the " + (other_wrote ? "write" : "read") + " at " + code_at(other_pc);
+  set_race(b, what, write, pc, other_wrote, other_pc);
 }
 
 void race_access(const void *p, size_t n, bool write, const void *pc) {
@@ -349,8 +355,7 @@ void race_access(const void *p, size_t n, bool write, const void *pc) {
     RaceCell &c = r->cells[x - r->lo];
     if (c.block != rs.serial)
       c = RaceCell{rs.serial};
-    if (c.w_tid >= 0 && c.w_barriers == bars && !warp_ordered(l, c.w_tid, c.w_ops) &&
-        !write)
+    if (!write && c.w_tid >= 0 && c.w_barriers == bars && !warp_ordered(l, c.w_tid, c.w_ops))
       report_race(*b, l, *r, x, write, c.w_tid, true, c.w_pc, pc);
     const bool reads_now = c.r_tid != -1 && c.r_barriers == bars;
     if (write) {
@@ -822,8 +827,7 @@ void report_global_race(Block &b, const Lane &l, const GlobalShadow &g, uintptr_
                      : "in the same launch, with no fence and atomic ordering them "
                        "(last_block_of: a __threadfence then an atomic in the block that "
                        "accessed it first, an atomic then a __threadfence in this one)");
-  b.race = std::string(what) + "; the " + (write ? "write" : "read") + " at " + code_at(pc) +
-           "; the " + (other_wrote ? "write" : "read") + " at " + code_at(other_pc);
+  set_race(b, what, write, pc, other_wrote, other_pc);
 }
 
 void race_global(uintptr_t a, size_t n, bool write, const void *pc, Block &b, const Lane &l) {
@@ -936,7 +940,6 @@ void race_fence() {
   l.atomic_pending = false;
   l.fence_pending = true;
   l.fence_barriers = b->barriers;
-  l.fence_index = l.fences;
 #endif
 }
 
@@ -948,7 +951,7 @@ void race_atomic() {
   Lane &l = b->lanes[b->current];
   if (l.fence_pending) // a fence, then this atomic: publishes
     tl_race.publishes[tl_race.serial].push_back(
-        SyncEvent{l.ts.warp * 32 + l.ts.lane, l.fence_barriers, l.fence_index});
+        SyncEvent{l.ts.warp * 32 + l.ts.lane, l.fence_barriers, l.fences});
   l.fence_pending = false;
   l.atomic_pending = true;
 #endif

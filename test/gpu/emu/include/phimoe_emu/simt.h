@@ -82,7 +82,7 @@ void prefetch_l2(const void *p, size_t bytes);
 // access in the error).
 void expect_device(const void *p, size_t bytes, const char *what);
 [[noreturn]] void trap(const char *why);
-// Whether this program checks the kernels' shared-memory accesses for races (the emulation
+// Whether this program checks the kernels' shared- and device-memory accesses for races (the emulation
 // library built with PHIMOE_EMU_RACECHECK, kernels compiled with -fsanitize=thread: simt.cpp).
 bool race_check_on();
 // A __threadfence and a device-scope atomic of the running thread, for the race check (which
