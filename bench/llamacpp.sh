@@ -4,6 +4,8 @@
 #
 #   bench/llamacpp.sh            fetch + build if needed, then print KEY=VALUE lines (paths, version)
 #   bench/llamacpp.sh --env      only print the KEY=VALUE lines (fails if not built)
+#   bench/llamacpp.sh --fetch    only fetch the source (what bench/llamacpp_cuda.sh builds), print
+#                                its directory
 #
 # What it builds (CMake Release, GGML_NATIVE=ON, CPU only, shared libraries, no curl/openssl, no
 # tests/examples): llama-bench, llama-quantize, llama-perplexity, llama-tokenize, llama-server
@@ -84,6 +86,11 @@ if [[ ! -f "$CACHE/.fetched" ]]; then
   rm -rf "$tmp"
   trap - EXIT
   touch "$CACHE/.fetched"
+fi
+
+if [[ "${1:-}" == "--fetch" ]]; then
+  echo "$SRC"
+  exit 0
 fi
 
 # 2. The build: llama.cpp's own CMake, only when a tool is missing.

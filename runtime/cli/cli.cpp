@@ -32,6 +32,7 @@ struct Options {
   std::string tokenizer_dir;
   int n_predict = -1, threads = 0, ctx_size = 0;
   bool no_display_prompt = false;
+  bool no_mmap = false, mmap = false;
   SamplingParams sampling;
   // bench
   int bench_prompt = 512, bench_gen = 128, bench_reps = 5;
@@ -58,7 +59,7 @@ Timing rate_stats(const std::vector<double> &rates) {
 // The pp and tg rates of a build: on a GPU each append copies the logits back, so every
 // decode step includes a device synchronisation.
 int run_bench(const ModelInfo &info, const Options &o, ModelSession &session,
-              const Backend &backend) {
+              const Backend &backend, const WeightPack &pack) {
   std::mt19937 rng(1234);
   std::uniform_int_distribution<int32_t> pick(3, info.vocab - 1);
   std::vector<int32_t> prompt(o.bench_prompt);
@@ -89,16 +90,19 @@ int run_bench(const ModelInfo &info, const Options &o, ModelSession &session,
       tg.push_back(o.bench_gen / std::chrono::duration<double>(t2 - t1).count());
   }
   Timing p = rate_stats(pp), g = rate_stats(tg);
+  // How the host holds the weights: read (and how much on huge pages) or mapped.
+  const char *held = pack.read_into_memory() ? "read" : "mapped";
+  const unsigned long long huge = pack.huge_page_bytes();
   if (o.bench_json) {
     // threads: the CPU's worker threads; 0 for a build that computes on a GPU.
     std::printf("{\"model_hash\": \"%llu\", \"threads\": %d, \"repetitions\": %d, "
                 "\"pp\": {\"tokens\": %d, \"tokens_per_s\": %.3f, \"stddev\": %.3f}, "
                 "\"tg\": {\"tokens\": %d, \"tokens_per_s\": %.3f, \"stddev\": %.3f}, "
-                "\"weights_bytes\": %llu}\n",
+                "\"weights_bytes\": %llu, \"weights\": \"%s\", \"huge_page_bytes\": %llu}\n",
                 static_cast<unsigned long long>(info.hash), backend.threaded ? o.threads : 0,
                 o.bench_reps,
                 o.bench_prompt, p.mean, p.stddev, o.bench_gen, g.mean, g.stddev,
-                static_cast<unsigned long long>(info.pack_bytes));
+                static_cast<unsigned long long>(info.pack_bytes), held, huge);
   } else {
     std::printf("| test | tokens/s |\n|---|---|\n");
     if (o.bench_prompt > 0)
@@ -109,6 +113,10 @@ int run_bench(const ModelInfo &info, const Options &o, ModelSession &session,
       std::printf("threads: %d, repetitions: %d\n", o.threads, o.bench_reps);
     else
       std::printf("device: %s, repetitions: %d\n", backend.name.c_str(), o.bench_reps);
+    std::printf("weights: %s%s\n", held,
+                pack.read_into_memory()
+                    ? (", " + std::to_string(huge >> 20) + " MiB of them on huge pages").c_str()
+                    : "");
   }
   return 0;
 }
@@ -268,6 +276,18 @@ int run_cli(int argc, char **argv, const ModelInfo &info, const Backend &backend
                  "with --tokens, prompt + n)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--weights", o.weights, "the weight pack (default: next to phimoe-bin)");
+  auto *no_mmap = app.add_flag(
+      "--no-mmap", o.no_mmap,
+      backend.read_weights
+          ? "read the weights into memory of the process's own, 2 MiB pages where the kernel "
+            "gives them (the default where they fit in the available memory: faster decode)"
+          : "read the weight pack into memory before its upload (default: map it)");
+  app.add_flag("--mmap", o.mmap,
+               backend.read_weights
+                   ? "map the weight pack instead (starts sooner and shares the page cache "
+                     "between processes; decode is slower on 4 KiB pages)"
+                   : "map the weight pack (the default)")
+      ->excludes(no_mmap);
   app.add_option("--tokenizer", o.tokenizer_dir,
                  "directory with tokenizer.json (default: next to phimoe-bin)");
   CLI::App *chat = app.add_subcommand("chat", "chat with the model");
@@ -351,9 +371,14 @@ int run_cli(int argc, char **argv, const ModelInfo &info, const Backend &backend
     return fail("--ctx-size " + std::to_string(o.ctx_size) +
                 " exceeds the model's max_position_embeddings " +
                 std::to_string(info.max_position));
-  auto pack = WeightPack::open(o.weights, info, error);
+  const WeightPack::Load load = o.no_mmap ? WeightPack::Load::read
+                                : o.mmap || !backend.read_weights ? WeightPack::Load::map
+                                                                   : WeightPack::Load::automatic;
+  auto pack = WeightPack::open(o.weights, info, error, load);
   if (!pack)
     return fail(error);
+  if (!pack->note().empty())
+    std::fprintf(stderr, "phimoe-bin: %s\n", pack->note().c_str());
   if (!o.tokens.empty() && o.ctx_size == 0) {
     // Exactly what --tokens needs.
     size_t count = std::count(o.tokens.begin(), o.tokens.end(), ',') + 1;
@@ -372,7 +397,7 @@ int run_cli(int argc, char **argv, const ModelInfo &info, const Backend &backend
     if (!o.tokens.empty())
       return run_ids(info, o, *session);
     if (bench->parsed())
-      return run_bench(info, o, *session, backend);
+      return run_bench(info, o, *session, backend, *pack);
     if (chat->parsed())
       return run_chat(info, o, *session, *tokenizer);
     return run_completion(info, o, *session, *tokenizer);

@@ -45,6 +45,7 @@ int main(int argc, char **argv) {
   Backend backend;
   backend.name = "CUDA";
   backend.threaded = false;
+  backend.read_weights = false; // uploaded to the device once: mapping reads them as well
   backend.make_session = make_session;
 #ifdef PHIMOE_NO_SERVER
   // Without serve the binary needs no shared library beyond libc and libstdc++.

@@ -137,6 +137,41 @@ def test_replaces_its_own_output_and_checks_the_pack(checkpoint, tmp_path):
     assert bad.returncode != 0 and "another model or build" in bad.stderr
 
 
+def test_weights_read_or_mapped(checkpoint, tmp_path):
+    """A CPU phimoe-bin reads its weights into memory by default (huge pages: faster decode),
+    --mmap maps the file: the same logits either way, and bench says which it was."""
+    import numpy as np
+    out = tmp_path / "out"
+    assert oracle.compile_model(checkpoint, out, "--quant", "f32").returncode == 0
+    exe = str(out / "phimoe-bin")
+    logits = {}
+    for mode in ([], ["--mmap"], ["--no-mmap"]):
+        path = tmp_path / f"logits{'-'.join(mode)}.npy"
+        proc = subprocess.run([exe, "--tokens", "1,2,3", "-n", "3", "--dump-logits", str(path),
+                               *mode], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        logits[tuple(mode)] = np.load(path)
+    assert np.array_equal(logits[()], logits[("--mmap",)])
+    assert np.array_equal(logits[()], logits[("--no-mmap",)])
+    for mode, held in (([], "read"), (["--mmap"], "mapped"), (["--no-mmap"], "read")):
+        proc = subprocess.run([exe, "bench", "-p", "4", "-n", "2", "-r", "1", "--json", *mode],
+                              capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        report = json.loads(proc.stdout)
+        assert report["weights"] == held, (mode, report)
+        assert 0 <= report["huge_page_bytes"] <= (out / "weights.phw").stat().st_size + 2**21
+    both = subprocess.run([exe, "--tokens", "1", "--mmap", "--no-mmap"], capture_output=True,
+                          text=True)
+    assert both.returncode != 0 and "--mmap" in both.stderr and "--no-mmap" in both.stderr
+    # A truncated pack is refused before it is read, as it is before it is mapped.
+    pack = out / "weights.phw"
+    pack.write_bytes(pack.read_bytes()[:-4096])
+    for mode in ([], ["--mmap"], ["--no-mmap"]):
+        bad = subprocess.run([exe, "--tokens", "1,2,3", *mode], capture_output=True, text=True)
+        assert bad.returncode != 0 and "weights.phw" in bad.stderr and \
+            "truncated" in bad.stderr, (mode, bad.stderr)
+
+
 def test_phimoe_bin_bad_arguments(checkpoint, tmp_path):
     out = tmp_path / "out"
     assert oracle.compile_model(checkpoint, out, "--quant", "f32").returncode == 0

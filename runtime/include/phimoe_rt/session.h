@@ -11,20 +11,44 @@
 
 namespace phimoe_rt {
 
-// The mapped weights.phw, checked against the generated model.
+// weights.phw, checked against the generated model: mapped from the file (the page cache's
+// pages, shared between processes, read in as they are first touched), or read into memory of
+// the process's own, which the kernel may back with 2 MiB pages: a CPU decode streams every
+// active weight once a token, and with 4 KiB pages it ran 20% slower (docs/BENCHMARKS.md).
 class WeightPack {
 public:
-  // Maps `path` and checks magic, version, hash and size against `info`;
-  // on failure returns null and sets `error` to a message naming the file.
+  // automatic: read when the file fits in the memory the kernel says is available (with 1 GiB
+  // to spare), else map (note() says so).
+  enum class Load { map, read, automatic };
+  // Opens `path` and checks magic, version, hash and size against `info`; on failure returns
+  // null and sets `error` to a message naming the file.
   static std::unique_ptr<WeightPack> open(const std::string &path, const ModelInfo &info,
-                                          std::string &error);
+                                          std::string &error, Load load = Load::map);
   ~WeightPack();
   const uint8_t *data() const { return data_; }
+  // Whether the weights were read into memory of the process's own (else mapped), and how
+  // much of that memory the kernel backs with huge pages now (/proc/self/smaps; 0 where it
+  // cannot tell).
+  bool read_into_memory() const { return read_; }
+  size_t huge_page_bytes() const;
+  // Why Load::automatic mapped the file, or "".
+  const std::string &note() const { return note_; }
+
+  // What Load::automatic does with a pack of `bytes` bytes when `available` bytes of memory
+  // are available (/proc/meminfo's MemAvailable): read (with 1 GiB to spare) or map.
+  static Load resolve(Load load, size_t bytes, size_t available);
+  // How open() reads: [0, bytes) of the open file `fd` into dst in `slices` slices at once, a
+  // thread each (the page faults on fresh memory, most of the time, run in parallel too);
+  // "" or what failed, naming `path`.
+  static std::string read_in_slices(int fd, const std::string &path, uint8_t *dst,
+                                    size_t bytes, size_t slices);
 
 private:
   WeightPack() = default;
   void *map_ = nullptr;
   size_t map_bytes_ = 0;
+  bool read_ = false;
+  std::string note_;
   const uint8_t *data_ = nullptr;
 };
 
