@@ -65,13 +65,17 @@ def llama_bench(gguf, args):
     return res
 
 
-def ours_bench(out, args):
+def ours_bench(out, args, extra=()):
+    """phimoe-bin bench's pp and tg; `extra`: more flags (--mmap). Each result also says how
+    the weights were held (read, and how much on huge pages, or mapped)."""
     res = {}
     for key, p, n in (("pp", args.prompt, 0), ("tg", 0, args.gen)):
         cmd = [out / "phimoe-bin", "bench", "-p", str(p), "-n", str(n), "-r", str(args.reps),
-               "-t", str(args.threads), "--json"]
+               "-t", str(args.threads), "--json", *extra]
         r = json.loads(run(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE).stdout)
-        res[key] = dict(mean=r[key]["tokens_per_s"], stddev=r[key]["stddev"])
+        res[key] = dict(mean=r[key]["tokens_per_s"], stddev=r[key]["stddev"],
+                        weights=r.get("weights", "mapped"),
+                        huge_page_bytes=r.get("huge_page_bytes", 0))
     return res
 
 
@@ -90,6 +94,9 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="alternations llama.cpp/ours per type")
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--json", help="write every number here")
+    ap.add_argument("--also-mmap", action="store_true",
+                    help="each round also runs phimoe-bin with --mmap (weights mapped from the "
+                         "file, 4 KiB pages) after its default (read into memory, huge pages)")
     args = ap.parse_args()
     types = args.types.split(",")
 
@@ -123,6 +130,7 @@ def main():
 
     for q in types:
         engines[q]["llama_runs"], engines[q]["ours_runs"] = [], []
+        engines[q]["ours_mmap_runs"] = []
     for rnd in range(args.rounds):
         for q in types:
             e = engines[q]
@@ -131,6 +139,10 @@ def main():
             if e["ours"]:
                 log(f"round {rnd + 1}/{args.rounds}, {q}: phimoec")
                 e["ours_runs"].append(ours_bench(common.pathlib.Path(e["ours"]), args))
+                if args.also_mmap:
+                    log(f"round {rnd + 1}/{args.rounds}, {q}: phimoec --mmap")
+                    e["ours_mmap_runs"].append(
+                        ours_bench(common.pathlib.Path(e["ours"]), args, ["--mmap"]))
 
     read_bw = bw[args.threads]["read_gbs"] * 1e9
     rows = []
@@ -174,6 +186,24 @@ def main():
               f" / {common.fmt_bytes(r['llama_decode_bytes'])} | {f(r['ours_decode_gbs'], '.1f')}"
               f" ({f(100 * r['ours_bw_fraction'] if r['ours_bw_fraction'] else None, '.0f')}%)"
               f" | {r['llama_decode_gbs']:.1f} ({100 * r['llama_bw_fraction']:.0f}%) |")
+    for q in types:
+        runs = engines[q]["ours_runs"]
+        if runs:
+            held = sorted({f"{r['tg']['weights']}, {r['tg']['huge_page_bytes'] / 2**20:.0f} MiB "
+                           f"on huge pages" if r["tg"]["weights"] == "read" else
+                           r["tg"]["weights"] for r in runs})
+            print(f"\nours {q}: weights {'; '.join(held)}")
+    if args.also_mmap:
+        print("\nphimoe-bin's weights read into memory (default) against mapped (--mmap), "
+              "same build, alternating:\n")
+        print("| type | pp read | pp --mmap | pp ratio | tg read | tg --mmap | tg ratio |")
+        print("|---|---|---|---|---|---|---|")
+        for q in types:
+            e = engines[q]
+            rp, rt = mean_of(e["ours_runs"], "pp"), mean_of(e["ours_runs"], "tg")
+            mp, mt = mean_of(e["ours_mmap_runs"], "pp"), mean_of(e["ours_mmap_runs"], "tg")
+            print(f"| {q} | {f(rp)} | {f(mp)} | {f(rp / mp if rp and mp else None)} | "
+                  f"{f(rt)} | {f(mt)} | {f(rt / mt if rt and mt else None)} |")
     print("\nbytes per decoded token by role (ours / llama.cpp):")
     for q in types:
         e = engines[q]
