@@ -166,7 +166,8 @@ def main():
 
     info = next((r["info"] for e in engines.values() for r in e["llama_runs"]), {})
     print(f"\nmachine: {common.machine()}; llama.cpp {lc['LLAMA_CPP_COMMIT']} "
-          f"(llama-cpp-python {lc['LLAMA_CPP_PYTHON_VERSION']}, {lc['LLAMA_CPP_COMPILER']}); "
+          f"(llama-cpp-python {lc['LLAMA_CPP_PYTHON_VERSION']}, {lc['LLAMA_CPP_COMPILER']}, "
+          f"{lc.get('LLAMA_CPP_BUILD_CONFIG', 'native')}); "
           f"model: {args.layers} layers; threads {args.threads}; pp{args.prompt}, tg{args.gen}, "
           f"{args.reps} reps x {args.rounds} rounds; llama-bench: {info}")
     print(f"memory bandwidth ({args.threads} threads): read {bw[args.threads]['read_gbs']:.1f} "

@@ -45,6 +45,7 @@ print_env() {
   printf 'LLAMA_CPP_LIB_PATH=%q\n' "$BIN"
   printf 'LLAMA_CPP_PYTHONPATH=%q\n' "$PYPKG:$SRC/gguf-py:$SRC"
   printf 'LLAMA_CPP_COMPILER=%q\n' "$(cat "$CACHE/compiler" 2>/dev/null || echo unknown)"
+  printf 'LLAMA_CPP_BUILD_CONFIG=%q\n' "$(cat "$CACHE/.built" 2>/dev/null || echo unknown)"
 }
 
 tools_present() {
@@ -53,7 +54,19 @@ tools_present() {
   [[ -f "$BIN/libllama.so" ]]
 }
 
-built() { tools_present && [[ -f "$CACHE/.built" ]]; }
+# On a CPU with AMX, GGML_NATIVE builds ggml's AMX backend, whose q4_K matrix multiply crashed
+# (SIGSEGV in ggml_backend_amx_mul_mat, the first forward of llama-bench on the benchmark's q4k
+# GGUF, Intel Xeon with amx_int8, 2026-12-06; the same crash as llama.cpp issue 20824, closed
+# without a fix). The build then leaves AMX out (-mno-amx-*, which win over -march=native), so
+# that llama.cpp runs with its AVX-512 kernels and repacked q4_K, its fastest path that works;
+# LLAMA_CPP_AMX=1 keeps AMX in.
+CONFIG="native"
+if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null && [[ "${LLAMA_CPP_AMX:-0}" != 1 ]]; then
+  CONFIG="native, no AMX"
+fi
+NO_AMX_FLAGS="-mno-amx-tile -mno-amx-int8 -mno-amx-bf16"
+
+built() { tools_present && [[ -f "$CACHE/.built" && "$(cat "$CACHE/.built")" == "$CONFIG" ]]; }
 
 if [[ "${1:-}" == "--env" ]]; then
   built || { echo "llama.cpp $VERSION is not built: run bench/llamacpp.sh" >&2; exit 1; }
@@ -98,8 +111,11 @@ if ! built; then
   commit="$(cat "$CACHE/llama.cpp-commit")"
   gen=()
   command -v ninja > /dev/null && gen=(-G Ninja)
-  echo "llamacpp.sh: building llama.cpp @$commit in $BUILD" >&2
-  cmake "${gen[@]}" -S "$SRC" -B "$BUILD" \
+  extra=""
+  [[ "$CONFIG" == "native, no AMX" ]] && extra="$NO_AMX_FLAGS"
+  flags=(-DCMAKE_C_FLAGS="$extra" -DCMAKE_CXX_FLAGS="$extra") # (also clears a cached choice)
+  echo "llamacpp.sh: building llama.cpp @$commit in $BUILD ($CONFIG)" >&2
+  cmake "${gen[@]}" -S "$SRC" -B "$BUILD" "${flags[@]}" \
     -DCMAKE_BUILD_TYPE=Release \
     -DGGML_NATIVE=ON \
     -DBUILD_SHARED_LIBS=ON \
@@ -112,7 +128,7 @@ if ! built; then
   sed -n 's/^CMAKE_CXX_COMPILER:[A-Z]*=//p' "$BUILD/CMakeCache.txt" | head -1 |
     xargs -I{} sh -c '{} --version | head -1' > "$CACHE/compiler" 2>/dev/null || true
   tools_present || { echo "llamacpp.sh: build finished but tools are missing in $BIN" >&2; exit 1; }
-  touch "$CACHE/.built"
+  echo "$CONFIG" > "$CACHE/.built"
 fi
 
 # 3. What the sdist's llama_cpp package imports beyond numpy (bench/llamacpp_logits.py reads
