@@ -14,7 +14,8 @@ namespace phimoe_rt {
 // weights.phw, checked against the generated model: mapped from the file (the page cache's
 // pages, shared between processes, read in as they are first touched), or read into memory of
 // the process's own, which the kernel may back with 2 MiB pages: a CPU decode streams every
-// active weight once a token, and with 4 KiB pages it ran 20% slower (docs/BENCHMARKS.md).
+// active weight once a token: 1.14-1.25x as fast as on a mapped file's 4 KiB pages
+// (docs/BENCHMARKS.md).
 class WeightPack {
 public:
   // automatic: read when the file fits in the memory the kernel says is available (with 1 GiB
