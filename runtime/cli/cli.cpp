@@ -276,17 +276,13 @@ int run_cli(int argc, char **argv, const ModelInfo &info, const Backend &backend
                  "with --tokens, prompt + n)")
       ->check(CLI::NonNegativeNumber);
   app.add_option("--weights", o.weights, "the weight pack (default: next to phimoe-bin)");
-  auto *no_mmap = app.add_flag(
-      "--no-mmap", o.no_mmap,
-      backend.read_weights
-          ? "read the weights into memory of the process's own, 2 MiB pages where the kernel "
-            "gives them (the default where they fit in the available memory: faster decode)"
-          : "read the weight pack into memory before its upload (default: map it)");
+  // (The same words in CPU and CUDA builds, whose defaults differ.)
+  auto *no_mmap = app.add_flag("--no-mmap", o.no_mmap,
+                               "read the weight pack into memory, on 2 MiB pages where the kernel "
+                               "gives them (a CPU build's default where it fits: faster decode)");
   app.add_flag("--mmap", o.mmap,
-               backend.read_weights
-                   ? "map the weight pack instead (starts sooner and shares the page cache "
-                     "between processes; decode is slower on 4 KiB pages)"
-                   : "map the weight pack (the default)")
+               "map the weight pack instead (a CUDA build's default; starts sooner, and shares "
+               "the page cache between processes)")
       ->excludes(no_mmap);
   app.add_option("--tokenizer", o.tokenizer_dir,
                  "directory with tokenizer.json (default: next to phimoe-bin)");
