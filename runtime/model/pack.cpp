@@ -30,12 +30,13 @@ void *huge_aligned(size_t bytes) {
                    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (raw == MAP_FAILED)
     return nullptr;
+  // Of the size + 2 MiB mapped, keep the aligned size; what lies before and after goes back
+  // (after: begin + 2 MiB - start > 0 bytes, as start - begin < 2 MiB).
   const uintptr_t begin = reinterpret_cast<uintptr_t>(raw);
-  const uintptr_t start = (begin + kHugePage - 1) / kHugePage * kHugePage;
+  const uintptr_t start = huge_rounded(begin);
   if (start > begin)
     munmap(raw, start - begin);
-  if (begin + size + kHugePage > start + size)
-    munmap(reinterpret_cast<void *>(start + size), begin + size + kHugePage - start - size);
+  munmap(reinterpret_cast<void *>(start + size), begin + kHugePage - start);
   void *p = reinterpret_cast<void *>(start);
 #ifdef MADV_HUGEPAGE
   (void)madvise(p, size, MADV_HUGEPAGE); // a hint: the kernel may have huge pages disabled
