@@ -87,4 +87,42 @@ int32_t Sampler::sample(const float *logits, const int32_t *recent, int n_recent
   return ids_[n - 1];
 }
 
+void token_logprob(const float *logits, int vocab, int32_t chosen, int top, TokenLogprob &out) {
+  float max = -INFINITY;
+  for (int i = 0; i < vocab; ++i)
+    max = std::max(max, logits[i]);
+  double sum = 0.0;
+  for (int i = 0; i < vocab; ++i)
+    sum += std::exp(static_cast<double>(logits[i]) - max);
+  const double log_z = max + std::log(sum);
+  auto logprob = [&](int32_t id) {
+    return static_cast<float>(static_cast<double>(logits[id]) - log_z);
+  };
+  out.id = chosen;
+  out.logprob = chosen >= 0 && chosen < vocab ? logprob(chosen) : -INFINITY;
+  out.top.clear();
+  top = std::min(std::max(top, 0), vocab);
+  if (top == 0)
+    return;
+  // A bounded min-heap on (logit, -id): its root is the entry to drop first.
+  auto better = [&](int32_t a, int32_t b) {
+    return logits[a] > logits[b] || (logits[a] == logits[b] && a < b);
+  };
+  std::vector<int32_t> heap;
+  heap.reserve(static_cast<size_t>(top) + 1);
+  for (int32_t i = 0; i < vocab; ++i) {
+    if (static_cast<int>(heap.size()) == top && !better(i, heap.front()))
+      continue;
+    heap.push_back(i);
+    std::push_heap(heap.begin(), heap.end(), better);
+    if (static_cast<int>(heap.size()) > top) {
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.pop_back();
+    }
+  }
+  std::sort(heap.begin(), heap.end(), better);
+  for (int32_t id : heap)
+    out.top.push_back({id, logprob(id)});
+}
+
 } // namespace phimoe_rt

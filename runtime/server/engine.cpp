@@ -32,6 +32,7 @@ struct BatchEngine::Sequence {
   int generated = 0;
   std::string text;  // the reply so far
   size_t sent = 0;   // bytes of text handed to the stream
+  ReplyLogprobs logprobs; // when the request asks for them
   bool finished = false;
 };
 
@@ -152,8 +153,10 @@ bool BatchEngine::grow(Sequence &seq, int positions) {
 // Hands the text of the reply to the stream (emit_reply_text); true when a stop string cut it
 // and the sequence finished.
 bool BatchEngine::emit_text(Sequence &seq, bool at_end) {
-  if (!emit_reply_text(*seq.stream, seq.text, seq.sent, seq.request.stop_strings, at_end))
+  if (!emit_reply_text(*seq.stream, seq.text, seq.sent, seq.request.stop_strings, at_end)) {
+    seq.logprobs.release(*seq.stream, seq.sent, false);
     return false;
+  }
   finish(seq, "stop", false);
   return true;
 }
@@ -173,6 +176,7 @@ void BatchEngine::finish(Sequence &seq, const std::string &reason, bool flush) {
       seq.stream->push(seq.text.substr(seq.sent));
     seq.sent = seq.text.size();
   }
+  seq.logprobs.release(*seq.stream, seq.sent, true);
   // The stream ends after the step has freed the sequence and updated the metrics (step()),
   // so that a client that got its answer sees them.
   ended_.push_back({seq.stream, reason, seq.prompt_tokens, seq.generated});
@@ -324,6 +328,12 @@ bool BatchEngine::step() {
     seq.tokens.push_back(next);
     std::string piece;
     seq.decoder.push(next, piece);
+    if (seq.request.logprobs >= 0) {
+      TokenLogprob entry;
+      token_logprob(logits, info_.vocab, next, seq.request.logprobs, entry);
+      entry.text_offset = seq.text.size();
+      seq.logprobs.add(std::move(entry), seq.text.size() + piece.size());
+    }
     seq.text += piece;
     if (emit_text(seq, false))
       continue;

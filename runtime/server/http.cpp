@@ -6,6 +6,8 @@
 #include "phimoe_rt/batch.h"
 #include "phimoe_rt/chat.h"
 
+#include "../tokenizer/utf8.h"
+
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
@@ -115,6 +117,25 @@ struct Common {
   bool ignore_eos = false; // an extension (as llama.cpp's): generate through EOS and end markers
 };
 
+// Log-probabilities: chat's "logprobs": true with "top_logprobs": 0..20 alternatives, or
+// completions' "logprobs": 0..5 alternatives (false or null: none, as for chat).
+int parse_logprobs(const json &body, bool chat) {
+  const json *v = field(body, "logprobs");
+  if (chat) {
+    const bool want = boolean(body, "logprobs", false);
+    const int64_t top = integer(body, "top_logprobs", -1, 0, 20);
+    if (top >= 0 && !want)
+      throw bad("top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    return want ? static_cast<int>(std::max<int64_t>(top, 0)) : -1;
+  }
+  if (field(body, "top_logprobs"))
+    throw bad("top_logprobs", "'top_logprobs' is a chat completions field; /v1/completions "
+                              "takes 'logprobs': N (0 to 5 alternatives)");
+  if (!v || (v->is_boolean() && !v->get<bool>()))
+    return -1;
+  return static_cast<int>(integer(body, "logprobs", -1, 0, 5));
+}
+
 Common parse_common(const json &body, const ServerOptions &options) {
   Common c;
   const json *model = field(body, "model");
@@ -128,11 +149,8 @@ Common parse_common(const json &body, const ServerOptions &options) {
   if (integer(body, "n", 1, 1, 1) != 1)
     throw bad("n", "'n' must be 1");
   // What this server does not do is refused rather than silently ignored.
-  for (const char *name : {"logprobs", "echo"}) {
-    const json *v = field(body, name);
-    if (v && !(v->is_boolean() && !v->get<bool>()))
-      throw bad(name, std::string("'") + name + "' is not supported by this server");
-  }
+  if (const json *echo = field(body, "echo"); echo && !(echo->is_boolean() && !echo->get<bool>()))
+    throw bad("echo", "'echo' is not supported by this server");
   for (const char *name : {"tools", "functions", "tool_choice", "function_call"})
     if (field(body, name))
       throw bad(name, std::string("'") + name + "' (tool calls) is not supported by this server");
@@ -333,6 +351,71 @@ private:
     return out.str();
   }
 
+  // A token as OpenAI's log-probabilities show it, from the bytes it adds to the reply: its
+  // text, or where that is not whole UTF-8 (a byte of a character spelled by several tokens)
+  // "bytes:" and its bytes as \xNN; and its bytes.
+  static std::pair<std::string, json> token_text(const std::string &b) {
+    json bytes = json::array();
+    for (unsigned char c : b)
+      bytes.push_back(c);
+    if (tok::utf8_valid(b))
+      return {b, bytes};
+    std::string shown = "bytes:";
+    for (unsigned char c : b) {
+      char hex[5];
+      std::snprintf(hex, sizeof hex, "\\x%02x", c);
+      shown += hex;
+    }
+    return {shown, bytes};
+  }
+
+  // The "logprobs" of a choice (or of a streamed chunk) with `entries`: chat's {"content":
+  // [{token, logprob, bytes, top_logprobs}]}, or completions' {tokens, token_logprobs,
+  // top_logprobs (a token -> logprob object each), text_offset (in characters of the reply,
+  // which `reply` holds at least up to these tokens)}.
+  json logprobs_json(const std::vector<TokenLogprob> &entries, bool chat,
+                     const std::string &reply) const {
+    // The bytes a token adds to the reply, where entry `e` stands. A reply that starts a text of
+    // its own (after a chat prompt's <|assistant|>) drops the leading space of its first word,
+    // and so do the tokens that could have begun it.
+    auto bytes_at = [&](const TokenLogprob &e, int32_t id) {
+      std::string b = tokenizer_.token_bytes(id);
+      if (e.text_offset == 0 && !b.empty() && b[0] == ' ' && (reply.empty() || reply[0] != ' '))
+        b.erase(0, 1);
+      return b;
+    };
+    if (chat) {
+      json content = json::array();
+      for (const TokenLogprob &e : entries) {
+        auto [token, bytes] = token_text(bytes_at(e, e.id));
+        json top = json::array();
+        for (auto [id, logprob] : e.top) {
+          auto [t, b] = token_text(bytes_at(e, id));
+          top.push_back({{"token", t}, {"logprob", logprob}, {"bytes", b}});
+        }
+        content.push_back({{"token", token}, {"logprob", e.logprob}, {"bytes", bytes},
+                           {"top_logprobs", top}});
+      }
+      return {{"content", content}, {"refusal", nullptr}};
+    }
+    json tokens = json::array(), token_logprobs = json::array(), tops = json::array(),
+         offsets = json::array();
+    size_t at = 0, chars = 0; // characters (code points: UTF-8 lead bytes) in reply[0, at)
+    for (const TokenLogprob &e : entries) {
+      tokens.push_back(token_text(bytes_at(e, e.id)).first);
+      token_logprobs.push_back(e.logprob);
+      json top = json::object();
+      for (auto [id, logprob] : e.top)
+        top[token_text(bytes_at(e, id)).first] = logprob;
+      tops.push_back(top);
+      for (; at < std::min(e.text_offset, reply.size()); ++at)
+        chars += (static_cast<unsigned char>(reply[at]) & 0xC0) != 0x80;
+      offsets.push_back(chars);
+    }
+    return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", tops},
+            {"text_offset", offsets}};
+  }
+
   // The prompt of a /v1/completions body: a string, one string in an array, token ids, or
   // one array of token ids in an array.
   std::vector<int32_t> completion_prompt(const json &body) {
@@ -391,6 +474,7 @@ private:
       if (!body.is_object())
         throw ApiError{400, "The body must be a JSON object", "", "invalid_json"};
       c = parse_common(body, options_);
+      c.request.logprobs = parse_logprobs(body, chat);
       c.request.prompt = chat ? chat_prompt(body) : completion_prompt(body);
       if (c.request.prompt.empty())
         throw bad(chat ? "messages" : "prompt", "the prompt is empty");
@@ -420,20 +504,27 @@ private:
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(++next_id_);
     const int64_t created = unix_time();
     if (c.stream)
-      return stream_response(res, stream, chat, id, created, c.include_usage);
+      return stream_response(res, stream, chat, id, created, c.include_usage,
+                             c.request.logprobs >= 0);
 
     std::string text;
+    std::vector<TokenLogprob> logprobs;
     GenerationStream::Chunk chunk;
     while (true) {
       if (!stream->next(chunk, 1000))
         continue;
       text += chunk.text;
+      for (TokenLogprob &entry : chunk.logprobs)
+        logprobs.push_back(std::move(entry));
       if (chunk.done)
         break;
     }
     if (!chunk.error.empty())
       return send_error(res, {503, chunk.error, "", "server_error"});
-    json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", chunk.finish_reason}};
+    json choice = {{"index", 0},
+                   {"logprobs", c.request.logprobs >= 0 ? logprobs_json(logprobs, chat, text)
+                                                        : json(nullptr)},
+                   {"finish_reason", chunk.finish_reason}};
     if (chat)
       choice["message"] = {{"role", "assistant"}, {"content", text}};
     else
@@ -450,11 +541,14 @@ private:
   // Server-sent events: a chunk per piece of text, the finish reason, usage when asked,
   // then "data: [DONE]". A client that goes away cancels its sequence.
   void stream_response(httplib::Response &res, std::shared_ptr<GenerationStream> stream,
-                       bool chat, const std::string &id, int64_t created, bool include_usage) {
+                       bool chat, const std::string &id, int64_t created, bool include_usage,
+                       bool with_logprobs) {
     auto started = std::make_shared<bool>(false);
+    auto text = std::make_shared<std::string>(); // the reply so far (for text offsets)
     auto chunk_json = [this, chat, id, created](const json &delta_or_text,
-                                                const json &finish_reason) {
-      json choice = {{"index", 0}, {"logprobs", nullptr}, {"finish_reason", finish_reason}};
+                                                const json &finish_reason,
+                                                const json &logprobs = nullptr) {
+      json choice = {{"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish_reason}};
       if (chat)
         choice["delta"] = delta_or_text;
       else
@@ -468,7 +562,7 @@ private:
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [stream, started, chunk_json, chat, include_usage, this, id,
+        [stream, started, text, chunk_json, chat, include_usage, with_logprobs, this, id,
          created](size_t, httplib::DataSink &sink) {
           auto send = [&](const json &event) {
             const std::string data = "data: " + dump(event) + "\n\n";
@@ -489,9 +583,12 @@ private:
             }
             return true;
           }
-          if (!chunk.text.empty()) {
+          *text += chunk.text;
+          if (!chunk.text.empty() || (with_logprobs && !chunk.logprobs.empty())) {
             const json piece = chat ? json{{"content", chunk.text}} : json(chunk.text);
-            if (!send(chunk_json(piece, nullptr))) {
+            const json logprobs =
+                with_logprobs ? logprobs_json(chunk.logprobs, chat, *text) : json(nullptr);
+            if (!send(chunk_json(piece, nullptr, logprobs))) {
               stream->cancel();
               return false;
             }

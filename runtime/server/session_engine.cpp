@@ -114,6 +114,7 @@ void SessionEngine::serve(Pending &pending) {
     std::vector<int32_t> reply;
     std::string text, piece;
     size_t sent = 0;
+    ReplyLogprobs logprobs;
     auto finish = [&](const std::string &reason, bool flush) {
       if (flush) {
         piece.clear();
@@ -121,7 +122,9 @@ void SessionEngine::serve(Pending &pending) {
         text += piece;
         if (text.size() > sent)
           stream.push(text.substr(sent));
+        sent = text.size();
       }
+      logprobs.release(stream, sent, true);
       end(stream, reason, "", prompt_tokens, generated);
     };
     while (true) {
@@ -144,9 +147,16 @@ void SessionEngine::serve(Pending &pending) {
       reply.push_back(next);
       piece.clear();
       decoder.push(next, piece);
+      if (request.logprobs >= 0) {
+        TokenLogprob entry;
+        token_logprob(logits, vocab_, next, request.logprobs, entry);
+        entry.text_offset = text.size();
+        logprobs.add(std::move(entry), text.size() + piece.size());
+      }
       text += piece;
       if (emit_reply_text(stream, text, sent, request.stop_strings, false))
         return finish("stop", false);
+      logprobs.release(stream, sent, false);
       if (generated >= request.max_tokens || prompt_tokens + generated > options_.ctx_size)
         return finish("length", true);
       t0 = now_seconds();

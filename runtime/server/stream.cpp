@@ -12,10 +12,11 @@ namespace phimoe_rt {
 bool GenerationStream::next(Chunk &chunk, int timeout_ms) {
   std::unique_lock<std::mutex> lock(mutex_);
   if (!ready_.wait_for(lock, std::chrono::milliseconds(timeout_ms),
-                       [&] { return !text_.empty() || done_; }))
+                       [&] { return !text_.empty() || !logprobs_.empty() || done_; }))
     return false;
   chunk = Chunk();
   chunk.text.swap(text_);
+  chunk.logprobs.swap(logprobs_);
   chunk.done = done_;
   chunk.finish_reason = reason_;
   chunk.error = error_;
@@ -30,6 +31,14 @@ void GenerationStream::push(const std::string &text) {
   {
     std::lock_guard<std::mutex> lock(mutex_);
     text_ += text;
+  }
+  ready_.notify_all();
+}
+
+void GenerationStream::push(TokenLogprob &&entry) {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    logprobs_.push_back(std::move(entry));
   }
   ready_.notify_all();
 }
@@ -89,6 +98,22 @@ bool emit_reply_text(GenerationStream &stream, std::string &text, size_t &sent,
     sent = upto;
   }
   return false;
+}
+
+void ReplyLogprobs::add(TokenLogprob &&entry, size_t end) {
+  pending_.emplace_back(std::move(entry), end);
+}
+
+void ReplyLogprobs::release(GenerationStream &stream, size_t sent, bool at_end) {
+  while (!pending_.empty()) {
+    auto &[entry, end] = pending_.front();
+    if (end > sent && !(at_end && entry.text_offset < sent))
+      break;
+    stream.push(std::move(entry));
+    pending_.pop_front();
+  }
+  if (at_end)
+    pending_.clear();
 }
 
 double now_seconds() {

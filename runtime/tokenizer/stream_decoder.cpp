@@ -13,6 +13,17 @@ void Tokenizer::decode_append(const int32_t *ids, size_t n, bool skip_special, b
   out += decode(std::vector<int32_t>(ids, ids + n), skip_special);
 }
 
+// The text of the token after itself, less the text of the token alone: what a decoder strips
+// or joins at the start of a text applies to the first copy only.
+std::string Tokenizer::token_bytes(int32_t id) const {
+  std::vector<std::string> scratch;
+  std::string alone, twice;
+  const int32_t ids[2] = {id, id};
+  decode_append(ids, 1, false, true, scratch, alone);
+  decode_append(ids, 2, false, true, scratch, twice);
+  return twice.substr(std::min(alone.size(), twice.size()));
+}
+
 // The window ids_ starts with tokens already shown (ids_[0, read_), kept as context: decoders
 // strip or join relative to their neighbours) and ends with tokens not shown yet. The new text
 // is the decode of the window less the decode of its shown part.

@@ -257,6 +257,69 @@ def test_stop_strings_cut_the_reply(server):
     assert streamed == cut
 
 
+def test_completion_logprobs_are_the_models(server, compiled, tmp_path):
+    """logprobs=3 on /v1/completions: each reply token's log-probability and its 3 most likely
+    alternatives are transformers' log-softmax at that position (same weights, f32), the
+    tokens and their text offsets spell the reply, and a stream carries the same values."""
+    from transformers import PhimoeForCausalLM
+    torch = pytest.importorskip("torch")
+    n = 12
+    got = complete(server.client(), PROMPTS[1], n, logprobs=3)
+    choice = got.choices[0]
+    lp = choice.logprobs
+    assert got.usage.completion_tokens == len(lp.tokens) == len(lp.token_logprobs) == n
+    assert "".join(lp.tokens) == choice.text
+    assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(n)]
+    # The ids: the prompt's, then what phimoe-bin generates greedily (the same reply).
+    prompt = [int(t) for t in subprocess.run(
+        [str(compiled / "phimoe-bin"), "tokenize", PROMPTS[1]], capture_output=True, text=True,
+        check=True).stdout.strip().split(",")]
+    reply, _ = oracle.run_bin(compiled, prompt, n, tmp_path / "logits.npy", "-c", str(CTX))
+    src = json.loads((compiled / "phimoec.json").read_text())["model"]
+    model = PhimoeForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    config = json.loads((pathlib.Path(src) / "config.json").read_text())
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    original = rope.get("original_max_position_embeddings",
+                        config.get("original_max_position_embeddings", 4096))
+    logits = torch.from_numpy(oracle.reference_logits(model, prompt + reply, original))
+    reference = torch.log_softmax(logits.double(), dim=-1)[len(prompt) - 1:-1]
+    for i, token in enumerate(reply):
+        assert abs(lp.token_logprobs[i] - reference[i, token].item()) <= 2e-3, i
+        best = torch.topk(reference[i], 3).values.tolist()
+        assert len(lp.top_logprobs[i]) == 3
+        assert sorted(lp.top_logprobs[i].values(), reverse=True) == pytest.approx(best, abs=2e-3)
+        assert max(lp.top_logprobs[i].values()) == pytest.approx(lp.token_logprobs[i], abs=1e-6)
+    chunks = list(complete(server.client(), PROMPTS[1], n, logprobs=3, stream=True))
+    streamed = [v for c in chunks if c.choices and c.choices[0].logprobs
+                for v in c.choices[0].logprobs.token_logprobs]
+    assert streamed == lp.token_logprobs
+    assert complete(server.client(), PROMPTS[1], 3).choices[0].logprobs is None
+
+
+def test_chat_logprobs_spell_the_reply(server):
+    """Chat's logprobs: true with top_logprobs: each entry's bytes add up to the reply, its
+    alternatives come most likely first (the greedy choice first), and streamed equals not."""
+    client = server.client()
+    messages = [{"role": "user", "content": "Who made the light?"}]
+    kw = dict(model="phimoe", messages=messages, max_tokens=20, temperature=0, logprobs=True,
+              top_logprobs=2)
+    got = client.chat.completions.create(**kw)
+    content = got.choices[0].logprobs.content
+    assert len(content) == got.usage.completion_tokens
+    assert b"".join(bytes(e.bytes) for e in content) == got.choices[0].message.content.encode()
+    for e in content:
+        assert len(e.top_logprobs) == 2
+        assert e.top_logprobs[0].logprob >= e.top_logprobs[1].logprob
+        assert (e.top_logprobs[0].token, e.top_logprobs[0].logprob) == (e.token, e.logprob)
+        assert e.logprob <= 0
+    chunks = list(client.chat.completions.create(**kw, stream=True))
+    streamed = [e for c in chunks if c.choices and c.choices[0].logprobs
+                for e in c.choices[0].logprobs.content]
+    assert [(e.token, e.logprob) for e in streamed] == [(e.token, e.logprob) for e in content]
+    plain = client.chat.completions.create(model="phimoe", messages=messages, max_tokens=3)
+    assert plain.choices[0].logprobs is None
+
+
 def test_sampling_is_reproducible_with_a_seed(server):
     client = server.client()
 
@@ -285,7 +348,9 @@ def test_malformed_json_and_bad_fields_are_400(server):
                   ({"prompt": "x", "n": 2}, "n"),
                   ({"prompt": 5}, "prompt"),
                   ({"prompt": [10 ** 9]}, "prompt"),
-                  ({"prompt": "x", "logprobs": 2}, "logprobs"),
+                  ({"prompt": "x", "logprobs": 6}, "logprobs"),
+                  ({"prompt": "x", "logprobs": True}, "logprobs"),
+                  ({"prompt": "x", "top_logprobs": 2}, "top_logprobs"),
                   ({"prompt": "x", "echo": True}, "echo"),
                   ({"prompt": "x", "seed": 1.5}, "seed"),
                   ({"prompt": "x", "stream": "yes"}, "stream"),
@@ -308,6 +373,13 @@ def test_malformed_json_and_bad_fields_are_400(server):
     with pytest.raises(openai.BadRequestError) as e:
         server.client().chat.completions.create(model="phimoe", messages=[], max_tokens=3)
     assert e.value.status_code == 400
+    for extra, param in [({"top_logprobs": 2}, "top_logprobs"),
+                         ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
+                         ({"logprobs": 1}, "logprobs")]:
+        status, error = error_of(server.request(
+            "POST", "/v1/chat/completions",
+            {"model": "phimoe", "messages": [{"role": "user", "content": "x"}], **extra}))
+        assert (status, error["param"]) == (400, param), extra
 
 
 def test_unknown_routes_and_models_are_404(server):

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
 #include <map>
 #include <random>
 #include <set>
@@ -155,4 +156,45 @@ TEST(Sampler, RepeatPenaltyMultipliesNegativeLogits) {
   p.repeat_penalty = 1.1f; // -1.0 * 1.1 = -1.1 < -1.05
   Sampler s(p, 2);
   EXPECT_EQ(s.sample(l.data(), recent.data(), 1), 1);
+}
+
+// token_logprob: log-softmax of the raw logits, against a long-double reference; the top
+// alternatives most likely first, equal logits by id.
+TEST(TokenLogprob, LogSoftmaxAndTheMostLikely) {
+  for (unsigned seed = 0; seed < 4; ++seed) {
+    const int vocab = 1000 + 37 * static_cast<int>(seed);
+    std::vector<float> l = random_logits(vocab, seed, 4.0f);
+    for (int i = 0; i < vocab; i += 97)
+      l[i] = l[3]; // ties
+    long double max = *std::max_element(l.begin(), l.end()), sum = 0;
+    for (float x : l)
+      sum += std::exp(static_cast<long double>(x) - max);
+    const long double log_z = max + std::log(sum);
+    std::vector<int> order(vocab);
+    for (int i = 0; i < vocab; ++i)
+      order[i] = i;
+    std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return l[a] > l[b]; });
+    for (int top : {0, 1, 5, 20}) {
+      const int chosen = static_cast<int>((seed * 131 + 7) % vocab);
+      phimoe_rt::TokenLogprob out;
+      phimoe_rt::token_logprob(l.data(), vocab, chosen, top, out);
+      EXPECT_EQ(out.id, chosen);
+      EXPECT_NEAR(out.logprob, static_cast<double>(l[chosen] - log_z), 1e-5);
+      ASSERT_EQ(out.top.size(), static_cast<size_t>(top));
+      for (int k = 0; k < top; ++k) {
+        EXPECT_EQ(out.top[k].first, order[k]) << "seed " << seed << " rank " << k;
+        EXPECT_NEAR(out.top[k].second, static_cast<double>(l[order[k]] - log_z), 1e-5);
+      }
+    }
+  }
+  // Ties everywhere: the lowest ids, each log(1/vocab); more than the vocabulary: all of it.
+  std::vector<float> flat(50, 2.5f);
+  phimoe_rt::TokenLogprob out;
+  phimoe_rt::token_logprob(flat.data(), 50, 49, 80, out);
+  ASSERT_EQ(out.top.size(), 50u);
+  for (int k = 0; k < 50; ++k) {
+    EXPECT_EQ(out.top[k].first, k);
+    EXPECT_NEAR(out.top[k].second, -std::log(50.0), 1e-6);
+  }
+  EXPECT_NEAR(out.logprob, -std::log(50.0), 1e-6);
 }

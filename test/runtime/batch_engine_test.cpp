@@ -12,7 +12,9 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <stdexcept>
 #include <thread>
 
@@ -419,3 +421,145 @@ TEST(BatchEngine, AFailedForwardEndsTheRunningRequestsAndFreesTheirBlocks) {
 }
 
 } // namespace
+
+// ---- Log-probabilities of the reply's tokens ---------------------------------------------
+
+namespace {
+
+// What the fake model generates after `tokens` (alone()'s choices), and where the text of each
+// token begins in the reply (the stream decoder's text before it; bytes of a character spelled
+// by several byte tokens show with the last of them).
+void alone_ids(std::vector<int32_t> tokens, int max_tokens, const Tokenizer &tok,
+               std::vector<int32_t> &ids, std::vector<size_t> &offsets) {
+  StreamDecoder decoder(tok);
+  decoder.prime(tokens.data(), tokens.size());
+  std::string text;
+  for (int i = 0; i < max_tokens; ++i) {
+    const uint32_t set = tokens.size() > static_cast<size_t>(kOriginal) ? 1 : 0;
+    uint32_t h = 17;
+    for (int32_t id : tokens)
+      h = h * 31u + static_cast<uint32_t>(id) * 7u + set;
+    ids.push_back(static_cast<int32_t>(3 + h % (kVocab - 3)));
+    tokens.push_back(ids.back());
+    offsets.push_back(text.size());
+    decoder.push(ids.back(), text);
+  }
+}
+
+// Text and entries to the end; no entry arrives before the text its token begins.
+std::string drain_logprobs(GenerationStream &stream, GenerationStream::Chunk &last,
+                           std::vector<TokenLogprob> &entries) {
+  std::string text;
+  while (true) {
+    if (!stream.next(last, 10000))
+      return text + "<timeout>";
+    text += last.text;
+    for (TokenLogprob &e : last.logprobs) {
+      EXPECT_LE(e.text_offset, text.size()) << "entry " << entries.size();
+      entries.push_back(std::move(e));
+    }
+    if (last.done)
+      return text;
+  }
+}
+
+// The fake model's logits are 1 at the chosen id and 0 elsewhere.
+void expect_fake_entries(const std::vector<TokenLogprob> &entries,
+                         const std::vector<int32_t> &ids, const std::vector<size_t> &offsets,
+                         int top) {
+  const double log_z = std::log(std::exp(1.0) + (kVocab - 1));
+  ASSERT_LE(entries.size(), ids.size());
+  for (size_t i = 0; i < entries.size(); ++i) {
+    const TokenLogprob &e = entries[i];
+    EXPECT_EQ(e.id, ids[i]) << i;
+    EXPECT_EQ(e.text_offset, offsets[i]) << i;
+    EXPECT_NEAR(e.logprob, 1.0 - log_z, 1e-6) << i;
+    ASSERT_EQ(e.top.size(), static_cast<size_t>(top)) << i;
+    for (int k = 0; k < top; ++k) {
+      // The chosen token, then the others by id (equal logits).
+      const int32_t want = k == 0 ? ids[i] : (k - 1 < ids[i] ? k - 1 : k);
+      EXPECT_EQ(e.top[k].first, want) << i << " " << k;
+      EXPECT_NEAR(e.top[k].second, (k == 0 ? 1.0 : 0.0) - log_z, 1e-6) << i << " " << k;
+    }
+  }
+}
+
+size_t begin_before(const std::vector<size_t> &offsets, size_t cut) {
+  return static_cast<size_t>(std::count_if(offsets.begin(), offsets.end(),
+                                           [&](size_t at) { return at < cut; }));
+}
+
+} // namespace
+
+TEST(BatchEngine, LogprobsFollowTheTextAndStopWithIt) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  std::vector<int32_t> prompt = {120, 121};
+  std::vector<int32_t> ids;
+  std::vector<size_t> offsets;
+  alone_ids(prompt, 20, *tok, ids, offsets);
+  const std::string full = alone(*tok, prompt, 20);
+  BatchOptions o;
+  o.ctx_size = 64;
+  BatchEngine engine(phimoe_model_info, nullptr, *tok, o);
+  for (int top : {0, 3}) {
+    GenerationRequest r = greedy(prompt, 20);
+    r.logprobs = top;
+    Engine::Refusal why;
+    auto s = engine.submit(r, why);
+    ASSERT_TRUE(s);
+    GenerationStream::Chunk last;
+    std::vector<TokenLogprob> entries;
+    EXPECT_EQ(drain_logprobs(*s, last, entries), full);
+    EXPECT_EQ(entries.size(), 20u);
+    expect_fake_entries(entries, ids, offsets, top);
+  }
+  // A stop string: the entries of the tokens that begin before the cut, no more.
+  const std::string stop = full.substr(6, 3);
+  const size_t cut = full.find(stop);
+  GenerationRequest r = greedy(prompt, 20);
+  r.logprobs = 1;
+  r.stop_strings = {stop};
+  Engine::Refusal why;
+  auto s = engine.submit(r, why);
+  ASSERT_TRUE(s);
+  GenerationStream::Chunk last;
+  std::vector<TokenLogprob> entries;
+  EXPECT_EQ(drain_logprobs(*s, last, entries), full.substr(0, cut));
+  EXPECT_EQ(entries.size(), begin_before(offsets, cut));
+  EXPECT_LT(entries.size(), 20u);
+  expect_fake_entries(entries, ids, offsets, 1);
+  // Without asking, none.
+  entries.clear();
+  drain_logprobs(*engine.submit(greedy(prompt, 5), why), last, entries);
+  EXPECT_TRUE(entries.empty());
+}
+
+TEST(SessionEngine, LogprobsFollowTheTextAndStopWithIt) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  BatchOptions o;
+  o.ctx_size = 48;
+  SessionEngine engine(std::make_unique<FakeSession>(48), kVocab, *tok, o);
+  std::vector<int32_t> prompt = {120, 121};
+  std::vector<int32_t> ids;
+  std::vector<size_t> offsets;
+  alone_ids(prompt, 20, *tok, ids, offsets);
+  const std::string full = alone(*tok, prompt, 20);
+  GenerationRequest r = greedy(prompt, 20);
+  r.logprobs = 2;
+  Engine::Refusal why;
+  GenerationStream::Chunk last;
+  std::vector<TokenLogprob> entries;
+  EXPECT_EQ(drain_logprobs(*engine.submit(r, why), last, entries), full);
+  EXPECT_EQ(entries.size(), 20u);
+  expect_fake_entries(entries, ids, offsets, 2);
+  const std::string stop = full.substr(6, 3);
+  const size_t cut = full.find(stop);
+  r.stop_strings = {stop};
+  entries.clear();
+  EXPECT_EQ(drain_logprobs(*engine.submit(r, why), last, entries), full.substr(0, cut));
+  EXPECT_EQ(entries.size(), begin_before(offsets, cut));
+  EXPECT_LT(entries.size(), 20u);
+  expect_fake_entries(entries, ids, offsets, 2);
+}

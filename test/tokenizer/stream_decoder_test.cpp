@@ -146,3 +146,34 @@ TEST(StreamDecoder, PrimedAfterASpecialTokenStartsAFreshText) {
   EXPECT_EQ(text, tok->decode(reply, true));
   EXPECT_EQ(text, "The LORD made it.");
 }
+
+// token_bytes: the bytes of the tokens of a text add up to the text as it reads on from
+// other text: decode() of the same ids, with the leading space that decode() drops from a
+// text's first SentencePiece word; a byte token alone is its byte.
+TEST_P(Stream, TokenBytesAddUpToTheText) {
+  std::string base = vocab_dir() + "/ggml-vocab-" + GetParam() + ".gguf";
+  std::string error, inp;
+  auto tok = Tokenizer::load_gguf(base, error);
+  ASSERT_TRUE(tok) << error;
+  ASSERT_TRUE(read_file(base + ".inp", inp));
+  int checked = 0;
+  for (const std::string &text : split_inp(lf(inp))) {
+    std::vector<int32_t> ids = tok->encode(text, false);
+    if (ids.empty())
+      continue;
+    std::string bytes;
+    for (int32_t id : ids)
+      bytes += tok->token_bytes(id);
+    const std::string decoded = tok->decode(ids, false);
+    if (std::string(GetParam()) == "gpt-2" || bytes == decoded)
+      EXPECT_EQ(bytes, decoded) << text; // byte-level BPE strips nothing
+    else
+      EXPECT_EQ(bytes, " " + decoded) << text; // SentencePiece: the first word's space
+    ++checked;
+  }
+  EXPECT_GT(checked, 10);
+  if (auto byte = tok->token_id("<0xE2>")) {
+    EXPECT_EQ(tok->token_bytes(*byte), "\xE2");
+  }
+  EXPECT_EQ(tok->token_bytes(-1), "");
+}

@@ -38,6 +38,8 @@ struct GenerationRequest {
   SamplingParams sampling;
   std::vector<int32_t> stop_ids;        // tokens that end the reply (not shown)
   std::vector<std::string> stop_strings; // texts that end the reply (not shown)
+  int logprobs = -1; // -1: none; else each reply token's log-probability (TokenLogprob) with
+                     // this many most likely alternatives
 };
 
 // What a request receives: text as it forms, then the end. Written by the scheduler,
@@ -46,13 +48,14 @@ class GenerationStream {
 public:
   struct Chunk {
     std::string text;
+    std::vector<TokenLogprob> logprobs; // of the reply's tokens, in order (when asked)
     bool done = false;
     std::string finish_reason; // "stop" or "length" (when done without error)
     std::string error;         // when done because of an error (e.g. the server stops)
     int prompt_tokens = 0, completion_tokens = 0;
   };
-  // Waits (at most timeout_ms) for text or the end; returns false on timeout. Text taken
-  // is removed from the stream.
+  // Waits (at most timeout_ms) for text, log-probabilities or the end; returns false on
+  // timeout. What it takes is removed from the stream.
   bool next(Chunk &chunk, int timeout_ms);
   // The client went away: the scheduler drops the sequence and frees its blocks at its
   // next step.
@@ -64,12 +67,15 @@ private:
   friend class SessionEngine;
   friend bool emit_reply_text(GenerationStream &, std::string &, size_t &,
                               const std::vector<std::string> &, bool);
+  friend class ReplyLogprobs;
   void push(const std::string &text);
+  void push(TokenLogprob &&entry);
   void finish(const std::string &reason, const std::string &error, int prompt, int completion);
 
   std::mutex mutex_;
   std::condition_variable ready_;
   std::string text_;
+  std::vector<TokenLogprob> logprobs_;
   bool done_ = false;
   std::string reason_, error_;
   int prompt_ = 0, completion_ = 0;
@@ -114,6 +120,21 @@ public:
 // and the stream got everything before it.
 bool emit_reply_text(GenerationStream &stream, std::string &text, size_t &sent,
                      const std::vector<std::string> &stop_strings, bool at_end);
+
+// The log-probabilities of a reply's tokens on their way to its stream, in step with the text:
+// a token's entry goes out once the stream has all of the token's text, and a stop string that
+// cuts the reply takes the entries of the tokens that begin at or after the cut with it.
+class ReplyLogprobs {
+public:
+  // The entry of the next token, whose text is reply bytes [entry.text_offset, end).
+  void add(TokenLogprob &&entry, size_t end);
+  // Hands `stream` the entries whose text lies within the first `sent` bytes of the reply;
+  // with `at_end` (the reply is over and `sent` is its length), also those that begin before.
+  void release(GenerationStream &stream, size_t sent, bool at_end);
+
+private:
+  std::deque<std::pair<TokenLogprob, size_t>> pending_; // (entry, end of its text)
+};
 
 // Generated tokens per second over the last 10 seconds of `recent` (time, tokens) entries,
 // dropping older ones.

@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <random>
+#include <utility>
 #include <vector>
 
 namespace phimoe_rt {
@@ -38,6 +39,20 @@ private:
   std::vector<float> probs_;
   std::vector<int32_t> counts_;
 };
+
+// A chosen token's log-probability under the model: log-softmax of the raw logits (before
+// temperature, penalties and truncation, which change how a token is picked, not what the
+// model predicts), and the `top` most likely tokens with theirs.
+struct TokenLogprob {
+  int32_t id = 0;
+  float logprob = 0.0f;
+  std::vector<std::pair<int32_t, float>> top; // most likely first; equal ones by id
+  size_t text_offset = 0; // where the token's text begins in the reply (bytes; set by the caller)
+};
+
+// Fills `out` for token `chosen` of logits[0, vocab), with the `top` (>= 0) most likely
+// tokens. Sums in double; allocates only `out.top`.
+void token_logprob(const float *logits, int vocab, int32_t chosen, int top, TokenLogprob &out);
 
 } // namespace phimoe_rt
 

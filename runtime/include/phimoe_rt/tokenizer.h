@@ -43,6 +43,11 @@ public:
   std::optional<int32_t> bos() const { return bos_; }
   std::optional<int32_t> eos() const { return eos_; }
   bool add_bos() const { return add_bos_; }
+  // The bytes that token `id` adds to a text it continues: a SentencePiece word's leading
+  // space stays (decode() drops it from a text's first piece), and a byte-fallback or
+  // byte-level token gives its raw bytes, which need not be whole UTF-8. A special token gives
+  // its text; an id without a token, nothing.
+  std::string token_bytes(int32_t id) const;
   // The Jinja chat template of the checkpoint, or empty.
   const std::string &chat_template() const { return chat_template_; }
 
