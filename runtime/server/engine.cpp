@@ -33,7 +33,18 @@ struct BatchEngine::Sequence {
   std::string text;  // the reply so far
   size_t sent = 0;   // bytes of text handed to the stream
   ReplyLogprobs logprobs; // when the request asks for them
+  // Echo: the prompt's text length, where each prompt token's text begins, and the next prompt
+  // position whose entry is due (prompt_tokens: none, or all given).
+  size_t echo_bytes = 0;
+  std::vector<size_t> echo_offsets;
+  int echo_next = 0;
   bool finished = false;
+
+  // Whether prompt entries that come from rows with the short LongRoPE set are still due: the
+  // entry of position t comes from row t - 1, run with the set of a forward over t tokens.
+  bool short_entries_due(int original) const {
+    return original > 0 && echo_next < prompt_tokens && echo_next <= original;
+  }
 };
 
 BatchEngine::BatchEngine(const ModelInfo &info, std::unique_ptr<BatchBackend> backend,
@@ -77,6 +88,8 @@ std::shared_ptr<GenerationStream> BatchEngine::submit(GenerationRequest request,
     return nullptr;
   auto seq = std::make_unique<Sequence>(std::move(request), tokenizer_, info_.vocab);
   std::shared_ptr<GenerationStream> stream = seq->stream;
+  seq->echo_bytes = echo_prompt(*stream, tokenizer_, seq->request, seq->echo_offsets);
+  seq->echo_next = seq->request.echo && seq->request.logprobs >= 0 ? 1 : seq->prompt_tokens;
   {
     std::lock_guard<std::mutex> lock(mutex_);
     if (!admit_locked(waiting_.size(), why))
@@ -164,7 +177,10 @@ bool BatchEngine::emit_text(Sequence &seq, bool at_end) {
 // Ends the reply: what the decoder holds, then the end of the stream.
 // With `flush` (a stop token or the length limit), the text the decoder and the stop-string
 // check held back goes out first; a stop string cut the reply otherwise.
-void BatchEngine::finish(Sequence &seq, const std::string &reason, bool flush) {
+// A stop token's entry (`stop_entry`, when log-probabilities are asked for) comes last, at the
+// end of the text.
+void BatchEngine::finish(Sequence &seq, const std::string &reason, bool flush,
+                         TokenLogprob *stop_entry) {
   if (seq.finished)
     return;
   seq.finished = true;
@@ -177,6 +193,10 @@ void BatchEngine::finish(Sequence &seq, const std::string &reason, bool flush) {
     seq.sent = seq.text.size();
   }
   seq.logprobs.release(*seq.stream, seq.sent, true);
+  if (stop_entry) {
+    stop_entry->text_offset = seq.echo_bytes + seq.text.size();
+    seq.stream->push(std::move(*stop_entry));
+  }
   // The stream ends after the step has freed the sequence and updated the metrics (step()),
   // so that a client that got its answer sees them.
   ended_.push_back({seq.stream, reason, seq.prompt_tokens, seq.generated});
@@ -215,8 +235,11 @@ bool BatchEngine::step() {
       free_slots_.pop_back();
       grow(seq, static_cast<int>(seq.tokens.size()));
       seq.computed = 0;
+      // Past original_max_position the long set, except while prompt entries from short
+      // rows are due (they come first; then every position again with the long set).
       const int original = info_.original_max_position;
-      if (original > 0 && static_cast<int>(seq.tokens.size()) > original)
+      if (original > 0 && static_cast<int>(seq.tokens.size()) > original &&
+          !seq.short_entries_due(original))
         seq.rope_long = true;
       if (seq.generated == 0)
         metrics_.prompt_tokens += seq.prompt_tokens;
@@ -236,11 +259,16 @@ bool BatchEngine::step() {
                  running_.end());
 
   // Rows: one for each decoding sequence first, then prompt (or recompute) chunks.
+  // Rows [begin, begin + count) of a sequence; those from logit_from on get logits (the
+  // last, for the next token, when `logits`; with echo, those whose next prompt token's
+  // entry is due).
   struct Part {
     Sequence *seq;
     int begin, count;
     bool logits;
+    int logit_from;
   };
+  const int original = info_.original_max_position;
   std::vector<Part> parts;
   int budget = info_.max_tokens;
   std::vector<std::unique_ptr<Sequence>> preempted;
@@ -250,15 +278,21 @@ bool BatchEngine::step() {
       const int pending = static_cast<int>(seq.tokens.size()) - seq.computed;
       if (pending <= 0 || budget <= 0 || (pass == 0) != (pending == 1))
         continue;
-      const int count = std::min(pending, budget);
+      int count = std::min(pending, budget);
+      if (!seq.rope_long && seq.short_entries_due(original) && seq.prompt_tokens > original)
+        count = std::min(count, original - seq.computed); // short rows first (see admission)
       if (!grow(seq, seq.computed + count)) {
         // The pool is short: this sequence goes back to the queue (its cache is
         // recomputed when it is admitted again; sampling state is kept).
         seq.finished = true;
         continue;
       }
-      parts.push_back({&seq, seq.computed, count, seq.computed + count ==
-                                                       static_cast<int>(seq.tokens.size())});
+      const int end = seq.computed + count;
+      const bool next = end == static_cast<int>(seq.tokens.size());
+      int from = next ? end - 1 : end;
+      if (seq.echo_next < seq.prompt_tokens)
+        from = std::min(from, std::max(seq.computed, seq.echo_next - 1));
+      parts.push_back({&seq, seq.computed, count, next, from});
       budget -= count;
     }
   for (auto &holder : running_)
@@ -291,12 +325,12 @@ bool BatchEngine::step() {
     ++n;
   };
   for (const Part &part : parts)
-    for (int p = part.begin; p < part.begin + part.count - (part.logits ? 1 : 0); ++p)
+    for (int p = part.begin; p < part.logit_from; ++p)
       add_row(*part.seq, p);
   int logit_rows = 0;
   for (const Part &part : parts)
-    if (part.logits) {
-      add_row(*part.seq, part.begin + part.count - 1);
+    for (int p = part.logit_from; p < part.begin + part.count; ++p) {
+      add_row(*part.seq, p);
       ++logit_rows;
     }
   try {
@@ -307,22 +341,43 @@ bool BatchEngine::step() {
     return true;
   }
 
-  // Sample, stream, finish.
+  // Prompt entries; sample, stream, finish.
   int row = 0, produced = 0;
-  const int original = info_.original_max_position;
   for (const Part &part : parts) {
     Sequence &seq = *part.seq;
-    seq.computed = part.begin + part.count;
+    const int end = part.begin + part.count;
+    seq.computed = end;
+    const float *logits = nullptr;
+    for (int p = part.logit_from; p < end; ++p) {
+      logits = logits_.data() + static_cast<size_t>(row++) * info_.vocab;
+      if (p + 1 == seq.echo_next && seq.echo_next < seq.prompt_tokens &&
+          seq.rope_long == (p + 1 > original && original > 0)) {
+        TokenLogprob entry;
+        token_logprob(logits, info_.vocab, seq.tokens[p + 1], seq.request.logprobs, entry);
+        entry.text_offset = seq.echo_offsets[p + 1];
+        seq.stream->push(std::move(entry));
+        ++seq.echo_next;
+      }
+    }
+    if (!seq.rope_long && original > 0 && end >= original &&
+        seq.prompt_tokens > original && !seq.short_entries_due(original) &&
+        end < static_cast<int>(seq.tokens.size())) {
+      // The short rows' entries are in: every position again with the long set.
+      seq.rope_long = true;
+      seq.computed = 0;
+    }
     if (!part.logits)
       continue;
-    const float *logits = logits_.data() + static_cast<size_t>(row++) * info_.vocab;
     const int32_t next = seq.sampler.sample(logits, seq.tokens.data() + seq.prompt_tokens,
                                             seq.generated);
     ++seq.generated;
     ++produced;
     const std::vector<int32_t> &stops = seq.request.stop_ids;
     if (std::find(stops.begin(), stops.end(), next) != stops.end()) {
-      finish(seq, "stop", true);
+      TokenLogprob entry;
+      if (seq.request.logprobs >= 0)
+        token_logprob(logits, info_.vocab, next, seq.request.logprobs, entry);
+      finish(seq, "stop", true, seq.request.logprobs >= 0 ? &entry : nullptr);
       continue;
     }
     seq.tokens.push_back(next);
@@ -331,8 +386,8 @@ bool BatchEngine::step() {
     if (seq.request.logprobs >= 0) {
       TokenLogprob entry;
       token_logprob(logits, info_.vocab, next, seq.request.logprobs, entry);
-      entry.text_offset = seq.text.size();
-      seq.logprobs.add(std::move(entry), seq.text.size() + piece.size());
+      entry.text_offset = seq.echo_bytes + seq.text.size();
+      seq.logprobs.add(std::move(entry), seq.text.size(), seq.text.size() + piece.size());
     }
     seq.text += piece;
     if (emit_text(seq, false))

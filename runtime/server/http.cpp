@@ -11,6 +11,7 @@
 #include <httplib.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <csignal>
@@ -149,8 +150,6 @@ Common parse_common(const json &body, const ServerOptions &options) {
   if (integer(body, "n", 1, 1, 1) != 1)
     throw bad("n", "'n' must be 1");
   // What this server does not do is refused rather than silently ignored.
-  if (const json *echo = field(body, "echo"); echo && !(echo->is_boolean() && !echo->get<bool>()))
-    throw bad("echo", "'echo' is not supported by this server");
   for (const char *name : {"tools", "functions", "tool_choice", "function_call"})
     if (field(body, name))
       throw bad(name, std::string("'") + name + "' (tool calls) is not supported by this server");
@@ -373,8 +372,8 @@ private:
   // [{token, logprob, bytes, top_logprobs}]}, or completions' {tokens, token_logprobs,
   // top_logprobs (a token -> logprob object each), text_offset (in characters of the reply,
   // which `reply` holds at least up to these tokens)}.
-  json logprobs_json(const std::vector<TokenLogprob> &entries, bool chat,
-                     const std::string &reply) const {
+  json logprobs_json(const std::vector<TokenLogprob> &entries, bool chat, const std::string &reply,
+                     const std::vector<int32_t> &stop_ids) const {
     // The bytes a token adds to the reply, where entry `e` stands. A reply that starts a text of
     // its own (after a chat prompt's <|assistant|>) drops the leading space of its first word,
     // and so do the tokens that could have begun it.
@@ -387,6 +386,8 @@ private:
     if (chat) {
       json content = json::array();
       for (const TokenLogprob &e : entries) {
+        if (std::find(stop_ids.begin(), stop_ids.end(), e.id) != stop_ids.end())
+          continue; // the end marker: not part of the message
         auto [token, bytes] = token_text(bytes_at(e, e.id));
         json top = json::array();
         for (auto [id, logprob] : e.top) {
@@ -403,11 +404,11 @@ private:
     size_t at = 0, chars = 0; // characters (code points: UTF-8 lead bytes) in reply[0, at)
     for (const TokenLogprob &e : entries) {
       tokens.push_back(token_text(bytes_at(e, e.id)).first);
-      token_logprobs.push_back(e.logprob);
+      token_logprobs.push_back(e.scored ? json(e.logprob) : json(nullptr));
       json top = json::object();
       for (auto [id, logprob] : e.top)
         top[token_text(bytes_at(e, id)).first] = logprob;
-      tops.push_back(top);
+      tops.push_back(e.scored ? top : json(nullptr));
       for (; at < std::min(e.text_offset, reply.size()); ++at)
         chars += (static_cast<unsigned char>(reply[at]) & 0xC0) != 0x80;
       offsets.push_back(chars);
@@ -475,6 +476,9 @@ private:
         throw ApiError{400, "The body must be a JSON object", "", "invalid_json"};
       c = parse_common(body, options_);
       c.request.logprobs = parse_logprobs(body, chat);
+      c.request.echo = boolean(body, "echo", false);
+      if (chat && c.request.echo)
+        throw bad("echo", "'echo' is a completions field (/v1/completions)");
       c.request.prompt = chat ? chat_prompt(body) : completion_prompt(body);
       if (c.request.prompt.empty())
         throw bad(chat ? "messages" : "prompt", "the prompt is empty");
@@ -505,7 +509,7 @@ private:
     const int64_t created = unix_time();
     if (c.stream)
       return stream_response(res, stream, chat, id, created, c.include_usage,
-                             c.request.logprobs >= 0);
+                             c.request.logprobs >= 0, c.request.stop_ids);
 
     std::string text;
     std::vector<TokenLogprob> logprobs;
@@ -522,8 +526,9 @@ private:
     if (!chunk.error.empty())
       return send_error(res, {503, chunk.error, "", "server_error"});
     json choice = {{"index", 0},
-                   {"logprobs", c.request.logprobs >= 0 ? logprobs_json(logprobs, chat, text)
-                                                        : json(nullptr)},
+                   {"logprobs", c.request.logprobs >= 0
+                                    ? logprobs_json(logprobs, chat, text, c.request.stop_ids)
+                                    : json(nullptr)},
                    {"finish_reason", chunk.finish_reason}};
     if (chat)
       choice["message"] = {{"role", "assistant"}, {"content", text}};
@@ -542,7 +547,7 @@ private:
   // then "data: [DONE]". A client that goes away cancels its sequence.
   void stream_response(httplib::Response &res, std::shared_ptr<GenerationStream> stream,
                        bool chat, const std::string &id, int64_t created, bool include_usage,
-                       bool with_logprobs) {
+                       bool with_logprobs, const std::vector<int32_t> &stop_ids) {
     auto started = std::make_shared<bool>(false);
     auto text = std::make_shared<std::string>(); // the reply so far (for text offsets)
     auto chunk_json = [this, chat, id, created](const json &delta_or_text,
@@ -562,8 +567,8 @@ private:
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [stream, started, text, chunk_json, chat, include_usage, with_logprobs, this, id,
-         created](size_t, httplib::DataSink &sink) {
+        [stream, started, text, chunk_json, chat, include_usage, with_logprobs, stop_ids, this,
+         id, created](size_t, httplib::DataSink &sink) {
           auto send = [&](const json &event) {
             const std::string data = "data: " + dump(event) + "\n\n";
             return sink.write(data.data(), data.size());
@@ -587,7 +592,7 @@ private:
           if (!chunk.text.empty() || (with_logprobs && !chunk.logprobs.empty())) {
             const json piece = chat ? json{{"content", chunk.text}} : json(chunk.text);
             const json logprobs =
-                with_logprobs ? logprobs_json(chunk.logprobs, chat, *text) : json(nullptr);
+                with_logprobs ? logprobs_json(chunk.logprobs, chat, *text, stop_ids) : json(nullptr);
             if (!send(chunk_json(piece, nullptr, logprobs))) {
               stream->cancel();
               return false;

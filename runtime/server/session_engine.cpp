@@ -94,16 +94,40 @@ void SessionEngine::serve(Pending &pending) {
       recent_.pop_front();
   };
   try {
-    // Keep the cache of the longest common prefix with what the session holds.
+    std::vector<size_t> echo_offsets;
+    const size_t echo_bytes = echo_prompt(stream, tokenizer_, request, echo_offsets);
+    const bool prompt_entries = request.echo && request.logprobs >= 0;
+    // Keep the cache of the longest common prefix with what the session holds (none when
+    // every prompt position's logits are wanted).
     const std::vector<int32_t> &held = session_->tokens();
     size_t common = 0;
-    while (common < held.size() && common < prompt.size() && held[common] == prompt[common])
+    while (!prompt_entries && common < held.size() && common < prompt.size() &&
+           held[common] == prompt[common])
       ++common;
     if (common == prompt.size())
       --common; // the last prompt token runs to give the next logits
     const int kept = session_->truncate(static_cast<int>(common));
     double t0 = now_seconds();
-    const float *logits = session_->append(prompt.data() + kept, prompt_tokens - kept);
+    const float *logits = nullptr;
+    if (prompt_entries) {
+      // In pieces, so that the logits of a long prompt are not all held at once.
+      std::vector<float> rows;
+      for (int begin = kept; begin < prompt_tokens && (begin == kept || logits);) {
+        const int count = std::min(prompt_tokens - begin, 256);
+        rows.clear();
+        logits = session_->append(prompt.data() + begin, count, &rows);
+        for (int r = 0; logits && r < count && begin + r + 1 < prompt_tokens; ++r) {
+          TokenLogprob entry;
+          token_logprob(rows.data() + static_cast<size_t>(r) * vocab_, vocab_,
+                        prompt[begin + r + 1], request.logprobs, entry);
+          entry.text_offset = echo_offsets[begin + r + 1];
+          stream.push(std::move(entry));
+        }
+        begin += count;
+      }
+    } else {
+      logits = session_->append(prompt.data() + kept, prompt_tokens - kept);
+    }
     if (!logits) {
       end(stream, "", "the prompt does not fit the context", prompt_tokens, 0);
       return;
@@ -115,7 +139,8 @@ void SessionEngine::serve(Pending &pending) {
     std::string text, piece;
     size_t sent = 0;
     ReplyLogprobs logprobs;
-    auto finish = [&](const std::string &reason, bool flush) {
+    auto finish = [&](const std::string &reason, bool flush,
+                      TokenLogprob *stop_entry = nullptr) {
       if (flush) {
         piece.clear();
         decoder.finish(piece);
@@ -125,6 +150,10 @@ void SessionEngine::serve(Pending &pending) {
         sent = text.size();
       }
       logprobs.release(stream, sent, true);
+      if (stop_entry) { // a stop token's entry comes last, at the end of the text
+        stop_entry->text_offset = echo_bytes + text.size();
+        stream.push(std::move(*stop_entry));
+      }
       end(stream, reason, "", prompt_tokens, generated);
     };
     while (true) {
@@ -142,16 +171,20 @@ void SessionEngine::serve(Pending &pending) {
       if (stream.cancelled())
         return;
       if (std::find(request.stop_ids.begin(), request.stop_ids.end(), next) !=
-          request.stop_ids.end())
-        return finish("stop", true);
+          request.stop_ids.end()) {
+        TokenLogprob entry;
+        if (request.logprobs >= 0)
+          token_logprob(logits, vocab_, next, request.logprobs, entry);
+        return finish("stop", true, request.logprobs >= 0 ? &entry : nullptr);
+      }
       reply.push_back(next);
       piece.clear();
       decoder.push(next, piece);
       if (request.logprobs >= 0) {
         TokenLogprob entry;
         token_logprob(logits, vocab_, next, request.logprobs, entry);
-        entry.text_offset = text.size();
-        logprobs.add(std::move(entry), text.size() + piece.size());
+        entry.text_offset = echo_bytes + text.size();
+        logprobs.add(std::move(entry), text.size(), text.size() + piece.size());
       }
       text += piece;
       if (emit_reply_text(stream, text, sent, request.stop_strings, false))

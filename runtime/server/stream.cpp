@@ -100,20 +100,42 @@ bool emit_reply_text(GenerationStream &stream, std::string &text, size_t &sent,
   return false;
 }
 
-void ReplyLogprobs::add(TokenLogprob &&entry, size_t end) {
-  pending_.emplace_back(std::move(entry), end);
+void ReplyLogprobs::add(TokenLogprob &&entry, size_t begin, size_t end) {
+  pending_.push_back({std::move(entry), begin, end});
 }
 
 void ReplyLogprobs::release(GenerationStream &stream, size_t sent, bool at_end) {
   while (!pending_.empty()) {
-    auto &[entry, end] = pending_.front();
-    if (end > sent && !(at_end && entry.text_offset < sent))
+    Pending &p = pending_.front();
+    if (p.end > sent && !(at_end && p.begin < sent))
       break;
-    stream.push(std::move(entry));
+    stream.push(std::move(p.entry));
     pending_.pop_front();
   }
   if (at_end)
     pending_.clear();
+}
+
+size_t echo_prompt(GenerationStream &stream, const Tokenizer &tokenizer,
+                   const GenerationRequest &request, std::vector<size_t> &offsets) {
+  offsets.clear();
+  if (!request.echo)
+    return 0;
+  StreamDecoder decoder(tokenizer);
+  std::string text;
+  for (int32_t id : request.prompt) {
+    offsets.push_back(text.size());
+    decoder.push(id, text);
+  }
+  decoder.finish(text);
+  stream.push(text);
+  if (request.logprobs >= 0 && !request.prompt.empty()) {
+    TokenLogprob first;
+    first.id = request.prompt[0];
+    first.scored = false;
+    stream.push(std::move(first));
+  }
+  return text.size();
 }
 
 double now_seconds() {

@@ -257,12 +257,42 @@ def test_stop_strings_cut_the_reply(server):
     assert streamed == cut
 
 
-def test_completion_logprobs_are_the_models(server, compiled, tmp_path):
+@pytest.fixture(scope="module")
+def reference(compiled):
+    """transformers' model of the served weights (f32), and its original_max_position; its
+    LongRoPE as the reference states it (oracle.use_reference_longrope)."""
+    from transformers import PhimoeForCausalLM
+    torch = pytest.importorskip("torch")
+    oracle.use_reference_longrope()
+    src = json.loads((compiled / "phimoec.json").read_text())["model"]
+    model = PhimoeForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
+    config = json.loads((pathlib.Path(src) / "config.json").read_text())
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    original = rope.get("original_max_position_embeddings",
+                        config.get("original_max_position_embeddings", 4096))
+    return model, original
+
+
+def reference_logprobs(reference, tokens):
+    """log-softmax of transformers' logits at every position of `tokens` (each position as a
+    fresh forward over the tokens up to it: oracle.reference_logits)."""
+    import torch
+    model, original = reference
+    logits = torch.from_numpy(oracle.reference_logits(model, tokens, original))
+    return torch.log_softmax(logits.double(), dim=-1)
+
+
+def token_ids(compiled, text):
+    return [int(t) for t in subprocess.run(
+        [str(compiled / "phimoe-bin"), "tokenize", text], capture_output=True, text=True,
+        check=True).stdout.strip().split(",")]
+
+
+def test_completion_logprobs_are_the_models(server, compiled, reference, tmp_path):
     """logprobs=3 on /v1/completions: each reply token's log-probability and its 3 most likely
     alternatives are transformers' log-softmax at that position (same weights, f32), the
     tokens and their text offsets spell the reply, and a stream carries the same values."""
-    from transformers import PhimoeForCausalLM
-    torch = pytest.importorskip("torch")
+    import torch
     n = 12
     got = complete(server.client(), PROMPTS[1], n, logprobs=3)
     choice = got.choices[0]
@@ -271,21 +301,12 @@ def test_completion_logprobs_are_the_models(server, compiled, tmp_path):
     assert "".join(lp.tokens) == choice.text
     assert lp.text_offset == [len("".join(lp.tokens[:i])) for i in range(n)]
     # The ids: the prompt's, then what phimoe-bin generates greedily (the same reply).
-    prompt = [int(t) for t in subprocess.run(
-        [str(compiled / "phimoe-bin"), "tokenize", PROMPTS[1]], capture_output=True, text=True,
-        check=True).stdout.strip().split(",")]
+    prompt = token_ids(compiled, PROMPTS[1])
     reply, _ = oracle.run_bin(compiled, prompt, n, tmp_path / "logits.npy", "-c", str(CTX))
-    src = json.loads((compiled / "phimoec.json").read_text())["model"]
-    model = PhimoeForCausalLM.from_pretrained(src, dtype=torch.float32).eval()
-    config = json.loads((pathlib.Path(src) / "config.json").read_text())
-    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
-    original = rope.get("original_max_position_embeddings",
-                        config.get("original_max_position_embeddings", 4096))
-    logits = torch.from_numpy(oracle.reference_logits(model, prompt + reply, original))
-    reference = torch.log_softmax(logits.double(), dim=-1)[len(prompt) - 1:-1]
+    expected = reference_logprobs(reference, prompt + reply)[len(prompt) - 1:-1]
     for i, token in enumerate(reply):
-        assert abs(lp.token_logprobs[i] - reference[i, token].item()) <= 2e-3, i
-        best = torch.topk(reference[i], 3).values.tolist()
+        assert abs(lp.token_logprobs[i] - expected[i, token].item()) <= 2e-3, i
+        best = torch.topk(expected[i], 3).values.tolist()
         assert len(lp.top_logprobs[i]) == 3
         assert sorted(lp.top_logprobs[i].values(), reverse=True) == pytest.approx(best, abs=2e-3)
         assert max(lp.top_logprobs[i].values()) == pytest.approx(lp.token_logprobs[i], abs=1e-6)
@@ -294,6 +315,43 @@ def test_completion_logprobs_are_the_models(server, compiled, tmp_path):
                 for v in c.choices[0].logprobs.token_logprobs]
     assert streamed == lp.token_logprobs
     assert complete(server.client(), PROMPTS[1], 3).choices[0].logprobs is None
+
+
+def test_echo_scores_the_prompt_as_lm_eval_asks(server, compiled, reference, tmp_path):
+    """The request of lm-evaluation-harness's local-completions model for a log-likelihood:
+    the prompt as token ids, echo, logprobs=1, max_tokens=1. An entry per prompt token (the
+    first without a value) and one for the generated token, each transformers' log-softmax
+    at that position, with a prompt longer than original_max_position_embeddings (positions
+    up to it scored with the short LongRoPE set, as a fresh forward over them is)."""
+    model, original = reference
+    words = " ".join(PROMPTS)
+    ids = token_ids(compiled, words)
+    while len(ids) < original + 8:
+        words += " " + " ".join(PROMPTS)
+        ids = token_ids(compiled, words)
+    ids = ids[:original + 8]
+    got = server.client().completions.create(model="phimoe", prompt=[ids], max_tokens=1,
+                                             temperature=0, logprobs=1, echo=True)
+    lp = got.choices[0].logprobs
+    assert len(lp.tokens) == len(lp.token_logprobs) == len(lp.top_logprobs) == len(ids) + 1
+    assert lp.token_logprobs[0] is None and lp.top_logprobs[0] is None
+    generated, _ = oracle.run_bin(compiled, ids, 1, tmp_path / "logits.npy", "-c", str(CTX))
+    expected = reference_logprobs(reference, ids + generated)
+    for t, token in enumerate(ids[1:] + generated, start=1):
+        assert abs(lp.token_logprobs[t] - expected[t - 1, token].item()) <= 2e-3, t
+        assert max(lp.top_logprobs[t].values()) == pytest.approx(
+            expected[t - 1].max().item(), abs=2e-3)
+    assert lp.token_logprobs[-1] == max(lp.top_logprobs[-1].values())  # greedy
+    assert lp.text_offset == sorted(lp.text_offset) and lp.text_offset[0] == 0
+    # The text: the prompt's, then the reply's; without logprobs the same text.
+    plain = server.client().completions.create(model="phimoe", prompt=[ids], max_tokens=1,
+                                               temperature=0)
+    assert got.choices[0].text.endswith(plain.choices[0].text)
+    assert got.choices[0].text.startswith(words[:20])
+    echoed = server.client().completions.create(model="phimoe", prompt=[ids], max_tokens=1,
+                                                temperature=0, echo=True)
+    assert echoed.choices[0].text == got.choices[0].text
+    assert echoed.choices[0].logprobs is None
 
 
 def test_chat_logprobs_spell_the_reply(server):
@@ -351,7 +409,7 @@ def test_malformed_json_and_bad_fields_are_400(server):
                   ({"prompt": "x", "logprobs": 6}, "logprobs"),
                   ({"prompt": "x", "logprobs": True}, "logprobs"),
                   ({"prompt": "x", "top_logprobs": 2}, "top_logprobs"),
-                  ({"prompt": "x", "echo": True}, "echo"),
+                  ({"prompt": "x", "echo": "yes"}, "echo"),
                   ({"prompt": "x", "seed": 1.5}, "seed"),
                   ({"prompt": "x", "stream": "yes"}, "stream"),
                   ({"prompt": "x", "presence_penalty": 3}, "presence_penalty"),
@@ -373,7 +431,7 @@ def test_malformed_json_and_bad_fields_are_400(server):
     with pytest.raises(openai.BadRequestError) as e:
         server.client().chat.completions.create(model="phimoe", messages=[], max_tokens=3)
     assert e.value.status_code == 400
-    for extra, param in [({"top_logprobs": 2}, "top_logprobs"),
+    for extra, param in [({"top_logprobs": 2}, "top_logprobs"), ({"echo": True}, "echo"),
                          ({"logprobs": True, "top_logprobs": 21}, "top_logprobs"),
                          ({"logprobs": 1}, "logprobs")]:
         status, error = error_of(server.request(

@@ -227,21 +227,27 @@ public:
   int capacity() const override { return capacity_; }
   int size() const override { return static_cast<int>(tokens_.size()); }
   const std::vector<int32_t> &tokens() const override { return tokens_; }
-  const float *append(const int32_t *ids, int count, std::vector<float> * = nullptr) override {
+  const float *append(const int32_t *ids, int count,
+                      std::vector<float> *all_logits = nullptr) override {
     if (fail_next) {
       fail_next = false;
       throw std::runtime_error("fake device failure");
     }
     if (count <= 0 || size() + count > capacity_)
       return nullptr;
+    const size_t begin = tokens_.size();
     tokens_.insert(tokens_.end(), ids, ids + count);
     computed += count;
-    const uint32_t set = tokens_.size() > static_cast<size_t>(kOriginal) ? 1 : 0;
-    uint32_t h = 17;
-    for (int32_t id : tokens_)
-      h = h * 31u + static_cast<uint32_t>(id) * 7u + set;
-    std::fill(logits_.begin(), logits_.end(), 0.0f);
-    logits_[3 + h % (kVocab - 3)] = 1.0f;
+    for (size_t end = all_logits ? begin + 1 : tokens_.size(); end <= tokens_.size(); ++end) {
+      const uint32_t set = end > static_cast<size_t>(kOriginal) ? 1 : 0;
+      uint32_t h = 17;
+      for (size_t j = 0; j < end; ++j)
+        h = h * 31u + static_cast<uint32_t>(tokens_[j]) * 7u + set;
+      std::fill(logits_.begin(), logits_.end(), 0.0f);
+      logits_[3 + h % (kVocab - 3)] = 1.0f;
+      if (all_logits)
+        all_logits->insert(all_logits->end(), logits_.begin(), logits_.end());
+    }
     return logits_.data();
   }
   void reset() override { tokens_.clear(); }
@@ -562,4 +568,147 @@ TEST(SessionEngine, LogprobsFollowTheTextAndStopWithIt) {
   EXPECT_EQ(entries.size(), begin_before(offsets, cut));
   EXPECT_LT(entries.size(), 20u);
   expect_fake_entries(entries, ids, offsets, 2);
+}
+
+// ---- Echo: the prompt's text and its tokens' entries first -------------------------------
+
+namespace {
+
+// The text a fresh stream decoder shows of `prompt`, and where each token's text begins.
+std::string prompt_text(const Tokenizer &tok, const std::vector<int32_t> &prompt,
+                        std::vector<size_t> &offsets) {
+  StreamDecoder decoder(tok);
+  std::string text;
+  for (int32_t id : prompt) {
+    offsets.push_back(text.size());
+    decoder.push(id, text);
+  }
+  decoder.finish(text);
+  return text;
+}
+
+// A prompt of `n` tokens that the fake model predicts token by token, each with the LongRoPE
+// set of a fresh forward over the tokens before it (so an entry computed with the other set
+// comes out as unlikely instead).
+std::vector<int32_t> predicted_prompt(const Tokenizer &tok, int32_t first, int n) {
+  std::vector<int32_t> prompt = {first}, ids;
+  std::vector<size_t> unused;
+  alone_ids(prompt, n - 1, tok, ids, unused);
+  prompt.insert(prompt.end(), ids.begin(), ids.end());
+  return prompt;
+}
+
+// Entries of an echoed request: the prompt's (the first unscored, each other one predicted),
+// then the reply's as alone() makes it.
+void expect_echo(const Tokenizer &tok, const std::vector<int32_t> &prompt, int max_tokens,
+                 const std::string &text, const std::vector<TokenLogprob> &entries,
+                 bool with_entries, const std::string &where) {
+  std::vector<size_t> offsets;
+  const std::string echoed = prompt_text(tok, prompt, offsets);
+  EXPECT_EQ(text, echoed + alone(tok, prompt, max_tokens)) << where;
+  if (!with_entries) {
+    EXPECT_TRUE(entries.empty()) << where;
+    return;
+  }
+  const size_t n = prompt.size();
+  ASSERT_EQ(entries.size(), n + static_cast<size_t>(max_tokens)) << where;
+  EXPECT_FALSE(entries[0].scored) << where;
+  EXPECT_EQ(entries[0].id, prompt[0]) << where;
+  const double log_z = std::log(std::exp(1.0) + (kVocab - 1));
+  for (size_t t = 1; t < n; ++t) {
+    const TokenLogprob &e = entries[t];
+    EXPECT_TRUE(e.scored);
+    EXPECT_EQ(e.id, prompt[t]) << where << " position " << t;
+    EXPECT_NEAR(e.logprob, 1.0 - log_z, 1e-6) << where << " position " << t;
+    ASSERT_EQ(e.top.size(), 1u);
+    EXPECT_EQ(e.top[0].first, prompt[t]) << where << " position " << t;
+    EXPECT_EQ(e.text_offset, offsets[t]) << where << " position " << t;
+  }
+  std::vector<int32_t> ids;
+  std::vector<size_t> reply_offsets;
+  alone_ids(prompt, max_tokens, tok, ids, reply_offsets);
+  std::vector<TokenLogprob> reply(entries.begin() + static_cast<long>(n), entries.end());
+  for (size_t &at : reply_offsets)
+    at += echoed.size();
+  expect_fake_entries(reply, ids, reply_offsets, 1);
+}
+
+} // namespace
+
+TEST(BatchEngine, EchoGivesEachPromptTokenTheLogprobOfAFreshForward) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  const std::vector<int> lengths = {1, 5, kOriginal, kOriginal + 1, 30, 41};
+  for (int kv_blocks : {0, 13}) { // 13 blocks of 4: the first 4 prompts fill them; preemption
+    BatchOptions o;
+    o.parallel = 4;
+    o.ctx_size = 48;
+    o.block_size = 4;
+    o.kv_blocks = kv_blocks;
+    BatchEngine engine(phimoe_model_info, nullptr, *tok, o);
+    std::vector<std::shared_ptr<GenerationStream>> streams;
+    for (size_t i = 0; i < lengths.size(); ++i) {
+      GenerationRequest r = greedy(predicted_prompt(*tok, 100 + static_cast<int>(i), lengths[i]),
+                                   6);
+      r.echo = true;
+      r.logprobs = i == 2 ? -1 : 1; // one echoes its text only
+      Engine::Refusal why;
+      streams.push_back(engine.submit(r, why));
+      ASSERT_TRUE(streams.back());
+    }
+    for (size_t i = 0; i < lengths.size(); ++i) {
+      GenerationStream::Chunk last;
+      std::vector<TokenLogprob> entries;
+      const std::string text = drain_logprobs(*streams[i], last, entries);
+      expect_echo(*tok, predicted_prompt(*tok, 100 + static_cast<int>(i), lengths[i]), 6, text,
+                  entries, i != 2,
+                  "blocks " + std::to_string(kv_blocks) + " prompt " + std::to_string(i));
+      EXPECT_EQ(last.finish_reason, "length");
+    }
+    if (kv_blocks)
+      EXPECT_GT(engine.metrics().preempted, 0u);
+  }
+}
+
+TEST(SessionEngine, EchoGivesEachPromptTokenTheLogprobOfAFreshForward) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  BatchOptions o;
+  o.ctx_size = 64;
+  SessionEngine engine(std::make_unique<FakeSession>(64), kVocab, *tok, o);
+  for (int n : {1, 5, kOriginal, kOriginal + 1, 41, 30}) { // 30: a prefix of the one before
+    GenerationRequest r = greedy(predicted_prompt(*tok, 100, n), 6);
+    r.echo = true;
+    r.logprobs = 1;
+    Engine::Refusal why;
+    GenerationStream::Chunk last;
+    std::vector<TokenLogprob> entries;
+    const std::string text = drain_logprobs(*engine.submit(r, why), last, entries);
+    expect_echo(*tok, r.prompt, 6, text, entries, true, "prompt of " + std::to_string(n));
+  }
+}
+
+TEST(BatchEngine, AStopTokenHasTheLastEntry) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  BatchOptions o;
+  o.ctx_size = 64;
+  BatchEngine engine(phimoe_model_info, nullptr, *tok, o);
+  std::vector<int32_t> prompt = {120, 121}, ids;
+  std::vector<size_t> offsets;
+  alone_ids(prompt, 8, *tok, ids, offsets);
+  GenerationRequest r = greedy(prompt, 20);
+  r.logprobs = 0;
+  r.stop_ids = {ids[5]};
+  Engine::Refusal why;
+  GenerationStream::Chunk last;
+  std::vector<TokenLogprob> entries;
+  const std::string text = drain_logprobs(*engine.submit(r, why), last, entries);
+  EXPECT_EQ(last.finish_reason, "stop");
+  EXPECT_EQ(last.completion_tokens, 6);
+  ASSERT_EQ(entries.size(), 6u);
+  EXPECT_EQ(entries[5].id, ids[5]);
+  EXPECT_EQ(entries[5].text_offset, text.size());
+  expect_fake_entries(std::vector<TokenLogprob>(entries.begin(), entries.begin() + 5), ids,
+                      offsets, 0);
 }

@@ -40,6 +40,11 @@ struct GenerationRequest {
   std::vector<std::string> stop_strings; // texts that end the reply (not shown)
   int logprobs = -1; // -1: none; else each reply token's log-probability (TokenLogprob) with
                      // this many most likely alternatives
+  // The prompt first (completions' echo): its text goes to the stream before the reply's, and
+  // with logprobs >= 0 an entry for each of its tokens too (the first unscored), the logits of
+  // each position as a fresh forward over the tokens up to it gives them (LongRoPE's set by
+  // its length). Reply entries' offsets then count from the start of the prompt's text.
+  bool echo = false;
 };
 
 // What a request receives: text as it forms, then the end. Written by the scheduler,
@@ -68,6 +73,8 @@ private:
   friend bool emit_reply_text(GenerationStream &, std::string &, size_t &,
                               const std::vector<std::string> &, bool);
   friend class ReplyLogprobs;
+  friend size_t echo_prompt(GenerationStream &, const Tokenizer &, const GenerationRequest &,
+                            std::vector<size_t> &);
   void push(const std::string &text);
   void push(TokenLogprob &&entry);
   void finish(const std::string &reason, const std::string &error, int prompt, int completion);
@@ -126,15 +133,25 @@ bool emit_reply_text(GenerationStream &stream, std::string &text, size_t &sent,
 // cuts the reply takes the entries of the tokens that begin at or after the cut with it.
 class ReplyLogprobs {
 public:
-  // The entry of the next token, whose text is reply bytes [entry.text_offset, end).
-  void add(TokenLogprob &&entry, size_t end);
+  // The entry of the next token, whose text is reply bytes [begin, end).
+  void add(TokenLogprob &&entry, size_t begin, size_t end);
   // Hands `stream` the entries whose text lies within the first `sent` bytes of the reply;
   // with `at_end` (the reply is over and `sent` is its length), also those that begin before.
   void release(GenerationStream &stream, size_t sent, bool at_end);
 
 private:
-  std::deque<std::pair<TokenLogprob, size_t>> pending_; // (entry, end of its text)
+  struct Pending {
+    TokenLogprob entry;
+    size_t begin, end; // its text in the reply
+  };
+  std::deque<Pending> pending_;
 };
+
+// With request.echo: hands `stream` the prompt's text (what a stream decoder shows of it) and,
+// where log-probabilities are asked for, the unscored entry of its first token. Returns the
+// text's length; `offsets` gets where each prompt token's text begins in it.
+size_t echo_prompt(GenerationStream &stream, const Tokenizer &tokenizer,
+                   const GenerationRequest &request, std::vector<size_t> &offsets);
 
 // Generated tokens per second over the last 10 seconds of `recent` (time, tokens) entries,
 // dropping older ones.
@@ -220,7 +237,8 @@ private:
   bool step(); // false when there was nothing to do
   void release(Sequence &seq);
   bool grow(Sequence &seq, int positions);
-  void finish(Sequence &seq, const std::string &reason, bool flush);
+  void finish(Sequence &seq, const std::string &reason, bool flush,
+              TokenLogprob *stop_entry = nullptr);
   bool emit_text(Sequence &seq, bool at_end);
 
   // Ends every running sequence with `error` (a forward threw) and frees its blocks.

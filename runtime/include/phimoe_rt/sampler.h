@@ -48,6 +48,7 @@ struct TokenLogprob {
   float logprob = 0.0f;
   std::vector<std::pair<int32_t, float>> top; // most likely first; equal ones by id
   size_t text_offset = 0; // where the token's text begins in the reply (bytes; set by the caller)
+  bool scored = true;     // false for a prompt's first token: nothing predicts it
 };
 
 // Fills `out` for token `chosen` of logits[0, vocab), with the `top` (>= 0) most likely
