@@ -116,7 +116,12 @@ struct Common {
   bool stream = false, include_usage = false;
   bool max_tokens_given = false;
   bool ignore_eos = false; // an extension (as llama.cpp's): generate through EOS and end markers
+  int n = 1;               // choices per prompt
+  bool seed_given = false; // choice j of a prompt then samples with seed + j
 };
+
+// Choices (prompts x n) one request may ask for.
+constexpr int kMaxChoices = 64;
 
 // Log-probabilities: chat's "logprobs": true with "top_logprobs": 0..20 alternatives, or
 // completions' "logprobs": 0..5 alternatives (false or null: none, as for chat).
@@ -147,8 +152,7 @@ Common parse_common(const json &body, const ServerOptions &options) {
                    "The model '" + model->get<std::string>() +
                        "' does not exist (this server has '" + options.model + "')",
                    "model", "model_not_found"};
-  if (integer(body, "n", 1, 1, 1) != 1)
-    throw bad("n", "'n' must be 1");
+  c.n = static_cast<int>(integer(body, "n", 1, 1, kMaxChoices));
   // What this server does not do is refused rather than silently ignored.
   for (const char *name : {"tools", "functions", "tool_choice", "function_call"})
     if (field(body, name))
@@ -169,7 +173,8 @@ Common parse_common(const json &body, const ServerOptions &options) {
   s.presence_penalty = static_cast<float>(number(body, "presence_penalty", 0.0, -2.0, 2.0));
   s.frequency_penalty = static_cast<float>(number(body, "frequency_penalty", 0.0, -2.0, 2.0));
   s.penalty_last_n = 0; // the whole reply (BatchEngine)
-  if (field(body, "seed"))
+  c.seed_given = field(body, "seed") != nullptr;
+  if (c.seed_given)
     s.seed = static_cast<uint64_t>(integer(body, "seed", 0, INT64_MIN, INT64_MAX));
   else
     s.seed = std::random_device{}();
@@ -417,27 +422,42 @@ private:
             {"text_offset", offsets}};
   }
 
-  // The prompt of a /v1/completions body: a string, one string in an array, token ids, or
-  // one array of token ids in an array.
-  std::vector<int32_t> completion_prompt(const json &body) {
+  // The prompts of a /v1/completions body: a string, token ids, or an array of strings or of
+  // token-id arrays (a choice, or n, for each, in order).
+  std::vector<std::vector<int32_t>> completion_prompts(const json &body) {
     const json *prompt = field(body, "prompt");
     if (!prompt)
       throw bad("prompt", "'prompt' is required");
-    const json *p = prompt;
-    if (p->is_array() && p->size() == 1 && ((*p)[0].is_string() || (*p)[0].is_array()))
-      p = &(*p)[0];
-    if (p->is_string())
-      return tokenizer_.encode(p->get<std::string>(), true);
-    if (p->is_array() && !p->empty()) {
+    auto ids_of = [&](const json &p) {
       std::vector<int32_t> ids;
-      for (const json &id : *p) {
+      for (const json &id : p) {
         if (!id.is_number_integer() || id.get<int64_t>() < 0 || id.get<int64_t>() >= vocab_)
           throw bad("prompt", "token ids must be integers in [0, " + std::to_string(vocab_) + ")");
         ids.push_back(static_cast<int32_t>(id.get<int64_t>()));
       }
       return ids;
+    };
+    const char *shape = "'prompt' must be a string, token ids, or an array of strings or of "
+                        "token-id arrays";
+    std::vector<std::vector<int32_t>> prompts;
+    if (prompt->is_string()) {
+      prompts.push_back(tokenizer_.encode(prompt->get<std::string>(), true));
+    } else if (prompt->is_array() && !prompt->empty() &&
+               ((*prompt)[0].is_string() || (*prompt)[0].is_array())) {
+      for (const json &p : *prompt) {
+        if (p.is_string())
+          prompts.push_back(tokenizer_.encode(p.get<std::string>(), true));
+        else if (p.is_array() && !p.empty())
+          prompts.push_back(ids_of(p));
+        else
+          throw bad("prompt", shape);
+      }
+    } else if (prompt->is_array() && !prompt->empty()) {
+      prompts.push_back(ids_of(*prompt));
+    } else {
+      throw bad("prompt", shape);
     }
-    throw bad("prompt", "'prompt' must be a string, an array of one string, or token ids");
+    return prompts;
   }
 
   std::vector<int32_t> chat_prompt(const json &body) {
@@ -461,6 +481,18 @@ private:
     return tokenizer_.encode(format_.render(chat, true), true);
   }
 
+  // The choices of one request: a stream each (prompt p's j-th of n at index p * n + j).
+  struct Choices {
+    std::vector<std::shared_ptr<GenerationStream>> streams;
+    int prompt_tokens = 0; // each prompt counted once
+    bool logprobs = false;
+    std::vector<int32_t> stop_ids;
+    void cancel() {
+      for (auto &s : streams)
+        s->cancel();
+    }
+  };
+
   void handle(const httplib::Request &req, httplib::Response &res, bool chat) {
     json body;
     try {
@@ -469,7 +501,7 @@ private:
       return send_error(res, {400, std::string("The body is not valid JSON: ") + e.what(), "",
                               "invalid_json"});
     }
-    std::shared_ptr<GenerationStream> stream;
+    auto choices = std::make_shared<Choices>();
     Common c;
     try {
       if (!body.is_object())
@@ -479,81 +511,120 @@ private:
       c.request.echo = boolean(body, "echo", false);
       if (chat && c.request.echo)
         throw bad("echo", "'echo' is a completions field (/v1/completions)");
-      c.request.prompt = chat ? chat_prompt(body) : completion_prompt(body);
-      if (c.request.prompt.empty())
-        throw bad(chat ? "messages" : "prompt", "the prompt is empty");
-      const int prompt = static_cast<int>(c.request.prompt.size());
-      if (prompt >= options_.ctx_size)
-        throw ApiError{413,
-                       "The prompt is " + std::to_string(prompt) +
-                           " tokens; this server's context is " +
-                           std::to_string(options_.ctx_size) + " tokens (--ctx-size)",
-                       chat ? "messages" : "prompt", "context_length_exceeded"};
+      std::vector<std::vector<int32_t>> prompts;
+      if (chat)
+        prompts.push_back(chat_prompt(body));
+      else
+        prompts = completion_prompts(body);
+      const char *param = chat ? "messages" : "prompt";
+      if (prompts.size() * static_cast<size_t>(c.n) > static_cast<size_t>(kMaxChoices))
+        throw bad(prompts.size() > 1 ? "prompt" : "n",
+                  "at most " + std::to_string(kMaxChoices) + " choices (prompts x n) a request");
+      for (const std::vector<int32_t> &prompt : prompts) {
+        if (prompt.empty())
+          throw bad(param, "the prompt is empty");
+        const int tokens = static_cast<int>(prompt.size());
+        if (tokens >= options_.ctx_size)
+          throw ApiError{413,
+                         "The prompt is " + std::to_string(tokens) +
+                             " tokens; this server's context is " +
+                             std::to_string(options_.ctx_size) + " tokens (--ctx-size)",
+                         param, "context_length_exceeded"};
+        choices->prompt_tokens += tokens;
+      }
       if (!c.max_tokens_given)
         c.request.max_tokens = chat ? options_.ctx_size : 16;
       if (!c.ignore_eos)
         c.request.stop_ids = chat ? chat_stops_ : completion_stops_;
-      Engine::Refusal why;
-      stream = engine_->submit(c.request, why);
-      if (why == Engine::Refusal::QueueFull)
-        throw ApiError{503, "The server is busy: the request queue is full; retry later", "",
-                       "queue_full"};
-      if (why == Engine::Refusal::Stopped)
-        throw ApiError{503, "The server is shutting down", "", "shutting_down"};
-      if (why == Engine::Refusal::TooLong)
-        throw ApiError{413, "The prompt does not fit the context", "", "context_length_exceeded"};
+      choices->logprobs = c.request.logprobs >= 0;
+      choices->stop_ids = c.request.stop_ids;
+      for (const std::vector<int32_t> &prompt : prompts)
+        for (int j = 0; j < c.n; ++j) {
+          GenerationRequest request = c.request;
+          request.prompt = prompt;
+          if (j > 0)
+            request.sampling.seed = c.seed_given ? c.request.sampling.seed + j
+                                                 : std::random_device{}();
+          Engine::Refusal why;
+          auto stream = engine_->submit(std::move(request), why);
+          if (!stream) {
+            choices->cancel();
+            if (why == Engine::Refusal::QueueFull)
+              throw ApiError{503, "The server is busy: the request queue is full; retry later",
+                             "", "queue_full"};
+            if (why == Engine::Refusal::Stopped)
+              throw ApiError{503, "The server is shutting down", "", "shutting_down"};
+            throw ApiError{413, "The prompt does not fit the context", "",
+                           "context_length_exceeded"};
+          }
+          choices->streams.push_back(std::move(stream));
+        }
     } catch (const ApiError &e) {
       return send_error(res, e);
     }
     const std::string id = (chat ? "chatcmpl-" : "cmpl-") + std::to_string(++next_id_);
     const int64_t created = unix_time();
     if (c.stream)
-      return stream_response(res, stream, chat, id, created, c.include_usage,
-                             c.request.logprobs >= 0, c.request.stop_ids);
+      return stream_response(res, choices, chat, id, created, c.include_usage);
 
-    std::string text;
-    std::vector<TokenLogprob> logprobs;
-    GenerationStream::Chunk chunk;
-    while (true) {
-      if (!stream->next(chunk, 1000))
-        continue;
-      text += chunk.text;
-      for (TokenLogprob &entry : chunk.logprobs)
-        logprobs.push_back(std::move(entry));
-      if (chunk.done)
-        break;
+    json list = json::array();
+    int completion_tokens = 0;
+    for (size_t i = 0; i < choices->streams.size(); ++i) {
+      std::string text;
+      std::vector<TokenLogprob> logprobs;
+      GenerationStream::Chunk chunk;
+      while (true) {
+        if (!choices->streams[i]->next(chunk, 1000))
+          continue;
+        text += chunk.text;
+        for (TokenLogprob &entry : chunk.logprobs)
+          logprobs.push_back(std::move(entry));
+        if (chunk.done)
+          break;
+      }
+      if (!chunk.error.empty()) {
+        choices->cancel();
+        return send_error(res, {503, chunk.error, "", "server_error"});
+      }
+      completion_tokens += chunk.completion_tokens;
+      json choice = {{"index", i},
+                     {"logprobs", choices->logprobs
+                                      ? logprobs_json(logprobs, chat, text, choices->stop_ids)
+                                      : json(nullptr)},
+                     {"finish_reason", chunk.finish_reason}};
+      if (chat)
+        choice["message"] = {{"role", "assistant"}, {"content", text}};
+      else
+        choice["text"] = text;
+      list.push_back(std::move(choice));
     }
-    if (!chunk.error.empty())
-      return send_error(res, {503, chunk.error, "", "server_error"});
-    json choice = {{"index", 0},
-                   {"logprobs", c.request.logprobs >= 0
-                                    ? logprobs_json(logprobs, chat, text, c.request.stop_ids)
-                                    : json(nullptr)},
-                   {"finish_reason", chunk.finish_reason}};
-    if (chat)
-      choice["message"] = {{"role", "assistant"}, {"content", text}};
-    else
-      choice["text"] = text;
     json out = {{"id", id},
                 {"object", chat ? "chat.completion" : "text_completion"},
                 {"created", created},
                 {"model", options_.model},
-                {"choices", json::array({choice})},
-                {"usage", usage_json(chunk.prompt_tokens, chunk.completion_tokens)}};
+                {"choices", list},
+                {"usage", usage_json(choices->prompt_tokens, completion_tokens)}};
     res.set_content(dump(out), "application/json");
   }
 
-  // Server-sent events: a chunk per piece of text, the finish reason, usage when asked,
-  // then "data: [DONE]". A client that goes away cancels its sequence.
-  void stream_response(httplib::Response &res, std::shared_ptr<GenerationStream> stream,
-                       bool chat, const std::string &id, int64_t created, bool include_usage,
-                       bool with_logprobs, const std::vector<int32_t> &stop_ids) {
-    auto started = std::make_shared<bool>(false);
-    auto text = std::make_shared<std::string>(); // the reply so far (for text offsets)
-    auto chunk_json = [this, chat, id, created](const json &delta_or_text,
+  // Server-sent events: a chunk per piece of text of a choice (its index says which), each
+  // choice's finish reason, usage when asked, then "data: [DONE]". A client that goes away
+  // cancels its sequences.
+  void stream_response(httplib::Response &res, std::shared_ptr<Choices> choices, bool chat,
+                       const std::string &id, int64_t created, bool include_usage) {
+    struct State {
+      bool started = false;
+      std::vector<std::string> text; // each choice's reply so far (for text offsets)
+      std::vector<bool> done;
+      int completion_tokens = 0;
+    };
+    auto state = std::make_shared<State>();
+    state->text.resize(choices->streams.size());
+    state->done.assign(choices->streams.size(), false);
+    auto chunk_json = [this, chat, id, created](size_t index, const json &delta_or_text,
                                                 const json &finish_reason,
                                                 const json &logprobs = nullptr) {
-      json choice = {{"index", 0}, {"logprobs", logprobs}, {"finish_reason", finish_reason}};
+      json choice = {{"index", index}, {"logprobs", logprobs}, {"finish_reason", finish_reason}};
       if (chat)
         choice["delta"] = delta_or_text;
       else
@@ -567,59 +638,92 @@ private:
     res.set_header("Cache-Control", "no-cache");
     res.set_chunked_content_provider(
         "text/event-stream",
-        [stream, started, text, chunk_json, chat, include_usage, with_logprobs, stop_ids, this,
-         id, created](size_t, httplib::DataSink &sink) {
+        [choices, state, chunk_json, chat, include_usage, this, id,
+         created](size_t, httplib::DataSink &sink) {
           auto send = [&](const json &event) {
             const std::string data = "data: " + dump(event) + "\n\n";
             return sink.write(data.data(), data.size());
           };
-          if (!*started) {
-            *started = true;
-            if (chat && !send(chunk_json({{"role", "assistant"}, {"content", ""}}, nullptr))) {
-              stream->cancel();
+          const size_t count = choices->streams.size();
+          if (!state->started) {
+            state->started = true;
+            for (size_t i = 0; chat && i < count; ++i)
+              if (!send(chunk_json(i, {{"role", "assistant"}, {"content", ""}}, nullptr))) {
+                choices->cancel();
+                return false;
+              }
+          }
+          // What every unfinished choice has now; when none has anything, a wait on the first.
+          // take(): false when the stream must end (the client went away, or an error).
+          bool any = false, ended = false;
+          auto take = [&](size_t i, int timeout_ms) {
+            GenerationStream::Chunk chunk;
+            if (!choices->streams[i]->next(chunk, timeout_ms))
+              return true;
+            any = true;
+            std::string &text = state->text[i];
+            text += chunk.text;
+            if (!chunk.text.empty() || (choices->logprobs && !chunk.logprobs.empty())) {
+              const json piece = chat ? json{{"content", chunk.text}} : json(chunk.text);
+              const json logprobs =
+                  choices->logprobs ? logprobs_json(chunk.logprobs, chat, text, choices->stop_ids)
+                                    : json(nullptr);
+              if (!send(chunk_json(i, piece, nullptr, logprobs)))
+                return false;
+            }
+            if (!chunk.done)
+              return true;
+            if (!chunk.error.empty()) {
+              send(error_json({503, chunk.error, "", "server_error"}));
+              ended = true;
               return false;
             }
+            state->done[i] = true;
+            state->completion_tokens += chunk.completion_tokens;
+            return send(chunk_json(i, chat ? json::object() : json(""), chunk.finish_reason));
+          };
+          bool ok = true;
+          for (size_t i = 0; ok && i < count; ++i)
+            if (!state->done[i])
+              ok = take(i, 0);
+          for (size_t i = 0; ok && !any && i < count; ++i)
+            if (!state->done[i]) {
+              ok = take(i, 200);
+              break;
+            }
+          if (!ok) {
+            choices->cancel();
+            if (!ended)
+              return false;
+            static const std::string done = "data: [DONE]\n\n";
+            sink.write(done.data(), done.size());
+            sink.done();
+            return true;
           }
-          GenerationStream::Chunk chunk;
-          if (!stream->next(chunk, 200)) {
+          if (!any) {
             if (!sink.is_writable()) {
-              stream->cancel();
+              choices->cancel();
               return false;
             }
             return true;
           }
-          *text += chunk.text;
-          if (!chunk.text.empty() || (with_logprobs && !chunk.logprobs.empty())) {
-            const json piece = chat ? json{{"content", chunk.text}} : json(chunk.text);
-            const json logprobs =
-                with_logprobs ? logprobs_json(chunk.logprobs, chat, *text, stop_ids) : json(nullptr);
-            if (!send(chunk_json(piece, nullptr, logprobs))) {
-              stream->cancel();
-              return false;
-            }
-          }
-          if (!chunk.done)
+          if (std::find(state->done.begin(), state->done.end(), false) != state->done.end())
             return true;
-          if (!chunk.error.empty()) {
-            send(error_json({503, chunk.error, "", "server_error"}));
-          } else {
-            send(chunk_json(chat ? json::object() : json(""), chunk.finish_reason));
-            if (include_usage) {
-              json usage = {{"id", id},
-                            {"object", chat ? "chat.completion.chunk" : "text_completion"},
-                            {"created", created},
-                            {"model", options_.model},
-                            {"choices", json::array()},
-                            {"usage", usage_json(chunk.prompt_tokens, chunk.completion_tokens)}};
-              send(usage);
-            }
+          if (include_usage) {
+            json usage = {{"id", id},
+                          {"object", chat ? "chat.completion.chunk" : "text_completion"},
+                          {"created", created},
+                          {"model", options_.model},
+                          {"choices", json::array()},
+                          {"usage", usage_json(choices->prompt_tokens, state->completion_tokens)}};
+            send(usage);
           }
           static const std::string done = "data: [DONE]\n\n";
           sink.write(done.data(), done.size());
           sink.done();
           return true;
         },
-        [stream](bool) { stream->cancel(); });
+        [choices](bool) { choices->cancel(); });
   }
 
   const ServerOptions &options_;

@@ -378,6 +378,58 @@ def test_chat_logprobs_spell_the_reply(server):
     assert plain.choices[0].logprobs is None
 
 
+def test_several_prompts_and_n_choices(server, compiled):
+    """An array of prompts (strings or token ids) gives a choice each, in order, each what the
+    prompt alone gives; n gives n choices a prompt, choice j sampled with seed + j (so with a
+    seed, each equals a single request with that seed); usage adds them up, each prompt's
+    tokens once. Streamed, the chunks of the choices interleave by index and add up to the
+    same texts."""
+    client = server.client()
+    ids = token_ids(compiled, PROMPTS[2])
+    prompts = [PROMPTS[0], PROMPTS[1], ids]
+    got = client.completions.create(model="phimoe", prompt=prompts, max_tokens=10,
+                                    temperature=0)
+    assert [c.index for c in got.choices] == [0, 1, 2]
+    alone = [complete(client, p if isinstance(p, str) else [p], 10) for p in prompts]
+    assert [c.text for c in got.choices] == [a.choices[0].text for a in alone]
+    assert got.usage.prompt_tokens == sum(a.usage.prompt_tokens for a in alone)
+    assert got.usage.completion_tokens == sum(a.usage.completion_tokens for a in alone)
+
+    sampled = dict(model="phimoe", prompt=PROMPTS[5], max_tokens=12, temperature=1, seed=7)
+    got = client.completions.create(**sampled, n=3)
+    assert [c.index for c in got.choices] == [0, 1, 2]
+    texts = [c.text for c in got.choices]
+    for j in range(3):
+        single = client.completions.create(**{**sampled, "seed": 7 + j})
+        assert texts[j] == single.choices[0].text, j
+    assert len(set(texts)) > 1
+    assert got.usage.prompt_tokens == len(token_ids(compiled, PROMPTS[5]))
+
+    chunks = list(client.completions.create(model="phimoe", prompt=prompts[:2], n=2,
+                                            max_tokens=10, temperature=1, seed=3, stream=True,
+                                            stream_options={"include_usage": True}))
+    whole = client.completions.create(model="phimoe", prompt=prompts[:2], n=2, max_tokens=10,
+                                      temperature=1, seed=3)
+    streamed = {}
+    finished = []
+    for c in chunks:
+        for choice in c.choices:
+            streamed[choice.index] = streamed.get(choice.index, "") + choice.text
+            if choice.finish_reason:
+                finished.append(choice.index)
+    assert streamed == {c.index: c.text for c in whole.choices}
+    assert sorted(finished) == [0, 1, 2, 3]
+    assert chunks[-1].usage.completion_tokens == whole.usage.completion_tokens
+
+    messages = [{"role": "user", "content": "Who made the light?"}]
+    chat = client.chat.completions.create(model="phimoe", messages=messages, max_tokens=12,
+                                          temperature=1, seed=11, n=2)
+    assert [c.index for c in chat.choices] == [0, 1]
+    single = client.chat.completions.create(model="phimoe", messages=messages, max_tokens=12,
+                                            temperature=1, seed=12)
+    assert chat.choices[1].message.content == single.choices[0].message.content
+
+
 def test_sampling_is_reproducible_with_a_seed(server):
     client = server.client()
 
@@ -403,7 +455,10 @@ def test_malformed_json_and_bad_fields_are_400(server):
                   ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
                   ({"prompt": "x", "top_p": -1}, "top_p"),
                   ({"prompt": "x", "stop": [1]}, "stop"),
-                  ({"prompt": "x", "n": 2}, "n"),
+                  ({"prompt": "x", "n": 65}, "n"),
+                  ({"prompt": ["x"] * 33, "n": 2}, "prompt"),
+                  ({"prompt": ["x", 5]}, "prompt"),
+                  ({"prompt": [[1, 2], []]}, "prompt"),
                   ({"prompt": 5}, "prompt"),
                   ({"prompt": [10 ** 9]}, "prompt"),
                   ({"prompt": "x", "logprobs": 6}, "logprobs"),
