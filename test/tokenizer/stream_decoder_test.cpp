@@ -32,14 +32,22 @@ std::string stream(const Tokenizer &t, const std::vector<int32_t> &ids,
 
 class Stream : public ::testing::TestWithParam<const char *> {};
 
+// A shared vocabulary (ggml-vocab-NAME.gguf) and its test strings (`inp`), or null.
+std::unique_ptr<Tokenizer> load_shared(const char *name, std::string &inp) {
+  std::string base = vocab_dir() + "/ggml-vocab-" + name + ".gguf";
+  std::string error;
+  auto tok = Tokenizer::load_gguf(base, error);
+  EXPECT_TRUE(tok) << error;
+  EXPECT_TRUE(read_file(base + ".inp", inp)) << base << ".inp";
+  return inp.empty() ? nullptr : std::move(tok);
+}
+
 } // namespace
 
 TEST_P(Stream, AddsUpToDecode) {
-  std::string base = vocab_dir() + "/ggml-vocab-" + GetParam() + ".gguf";
-  std::string error, inp;
-  auto tok = Tokenizer::load_gguf(base, error);
-  ASSERT_TRUE(tok) << error;
-  ASSERT_TRUE(read_file(base + ".inp", inp));
+  std::string inp;
+  auto tok = load_shared(GetParam(), inp);
+  ASSERT_TRUE(tok);
   for (const std::string &text : split_inp(lf(inp))) {
     std::vector<int32_t> ids = tok->encode(text, true);
     EXPECT_EQ(stream(*tok, ids), tok->decode(ids, true)) << text;
@@ -98,11 +106,9 @@ TEST(StreamDecoder, HoldsACharacterUntilItsLastByte) {
 // A continuation primed with its prompt reads on from it: prompt text + continuation text
 // is the text of the whole, so the space that opens the continuation is not stripped.
 TEST_P(Stream, PrimedContinuationReadsOnFromThePrompt) {
-  std::string base = vocab_dir() + "/ggml-vocab-" + GetParam() + ".gguf";
-  std::string error, inp;
-  auto tok = Tokenizer::load_gguf(base, error);
-  ASSERT_TRUE(tok) << error;
-  ASSERT_TRUE(read_file(base + ".inp", inp));
+  std::string inp;
+  auto tok = load_shared(GetParam(), inp);
+  ASSERT_TRUE(tok);
   int checked = 0;
   for (const std::string &text : split_inp(lf(inp))) {
     std::vector<int32_t> ids = tok->encode(text, true);
@@ -151,11 +157,9 @@ TEST(StreamDecoder, PrimedAfterASpecialTokenStartsAFreshText) {
 // other text: decode() of the same ids, with the leading space that decode() drops from a
 // text's first SentencePiece word; a byte token alone is its byte.
 TEST_P(Stream, TokenBytesAddUpToTheText) {
-  std::string base = vocab_dir() + "/ggml-vocab-" + GetParam() + ".gguf";
-  std::string error, inp;
-  auto tok = Tokenizer::load_gguf(base, error);
-  ASSERT_TRUE(tok) << error;
-  ASSERT_TRUE(read_file(base + ".inp", inp));
+  std::string inp;
+  auto tok = load_shared(GetParam(), inp);
+  ASSERT_TRUE(tok);
   int checked = 0;
   for (const std::string &text : split_inp(lf(inp))) {
     std::vector<int32_t> ids = tok->encode(text, false);
