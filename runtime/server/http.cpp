@@ -122,6 +122,8 @@ struct Common {
 
 // Choices (prompts x n) one request may ask for.
 constexpr int kMaxChoices = 64;
+// Stop strings a request may give (OpenAI takes 4; lm-evaluation-harness adds EOS to a task's).
+constexpr size_t kMaxStops = 16;
 
 // Log-probabilities: chat's "logprobs": true with "top_logprobs": 0..20 alternatives, or
 // completions' "logprobs": 0..5 alternatives (false or null: none, as for chat).
@@ -181,14 +183,16 @@ Common parse_common(const json &body, const ServerOptions &options) {
   if (const json *stop = field(body, "stop")) {
     if (stop->is_string()) {
       c.request.stop_strings.push_back(stop->get<std::string>());
-    } else if (stop->is_array() && stop->size() <= 4) {
+    } else if (stop->is_array() && stop->size() <= kMaxStops) {
       for (const json &item : *stop) {
         if (!item.is_string())
-          throw bad("stop", "'stop' must be a string or an array of at most 4 strings");
+          throw bad("stop", "'stop' must be a string or an array of at most " +
+                           std::to_string(kMaxStops) + " strings");
         c.request.stop_strings.push_back(item.get<std::string>());
       }
     } else {
-      throw bad("stop", "'stop' must be a string or an array of at most 4 strings");
+      throw bad("stop", "'stop' must be a string or an array of at most " +
+                           std::to_string(kMaxStops) + " strings");
     }
     for (const std::string &text : c.request.stop_strings)
       if (text.empty())

@@ -249,7 +249,8 @@ def test_stop_strings_cut_the_reply(server):
     assert len(full) > 8
     stop = full[5:8]
     cut = full[:full.index(stop)]
-    got = complete(client, PROMPTS[0], 30, stop=[stop, "\u00a7never\u00a7"])
+    never = [f"\u00a7never{i}\u00a7" for i in range(15)]  # 16 stop strings in all
+    got = complete(client, PROMPTS[0], 30, stop=[stop] + never)
     assert got.choices[0].text == cut
     assert got.choices[0].finish_reason == "stop"
     streamed = "".join(c.choices[0].text for c in complete(client, PROMPTS[0], 30, stop=stop,
@@ -455,6 +456,7 @@ def test_malformed_json_and_bad_fields_are_400(server):
                   ({"prompt": "x", "max_tokens": 0}, "max_tokens"),
                   ({"prompt": "x", "top_p": -1}, "top_p"),
                   ({"prompt": "x", "stop": [1]}, "stop"),
+                  ({"prompt": "x", "stop": ["a"] * 17}, "stop"),
                   ({"prompt": "x", "n": 65}, "n"),
                   ({"prompt": ["x"] * 33, "n": 2}, "prompt"),
                   ({"prompt": ["x", 5]}, "prompt"),
