@@ -117,10 +117,12 @@ const char *const kCommandLineFiles[] = {
 /// needs cpp-httplib (a shared library, not carried).
 const char *const kServerFiles[] = {
     "runtime/include/phimoe_rt/batch.h",
+    "runtime/include/phimoe_rt/json_mode.h",
     "runtime/include/phimoe_cuda/batch.h",
     "runtime/cuda/batch.cpp",
     "runtime/server/engine.cpp",
     "runtime/server/http.cpp",
+    "runtime/server/json_mode.cpp",
     "runtime/server/session_engine.cpp",
     "runtime/server/stream.cpp",
 };

@@ -38,6 +38,8 @@ struct BatchEngine::Sequence {
   size_t echo_bytes = 0;
   std::vector<size_t> echo_offsets;
   int echo_next = 0;
+  JsonPrefix json;            // JSON mode: the reply so far
+  std::vector<float> masked;  // JSON mode: the logits it allows
   bool finished = false;
 
   // Whether prompt entries that come from rows with the short LongRoPE set are still due: the
@@ -368,7 +370,18 @@ bool BatchEngine::step() {
     }
     if (!part.logits)
       continue;
-    const int32_t next = seq.sampler.sample(logits, seq.tokens.data() + seq.prompt_tokens,
+    const float *allowed = logits;
+    if (seq.request.json_object) {
+      if (!json_mask_)
+        json_mask_ = std::make_unique<JsonMask>(tokenizer_, info_.vocab);
+      seq.masked.assign(logits, logits + info_.vocab);
+      if (json_mask_->apply(seq.json, seq.masked.data()) == 0) {
+        finish(seq, "stop", true); // nothing continues the object (no such vocabulary)
+        continue;
+      }
+      allowed = seq.masked.data();
+    }
+    const int32_t next = seq.sampler.sample(allowed, seq.tokens.data() + seq.prompt_tokens,
                                             seq.generated);
     ++seq.generated;
     ++produced;
@@ -392,6 +405,11 @@ bool BatchEngine::step() {
     seq.text += piece;
     if (emit_text(seq, false))
       continue;
+    if (seq.request.json_object && seq.json.push(json_mask_->bytes(next)) &&
+        seq.json.complete()) {
+      finish(seq, "stop", true);
+      continue;
+    }
     if (seq.generated >= seq.request.max_tokens ||
         static_cast<int>(seq.tokens.size()) > options_.ctx_size) {
       finish(seq, "length", true);

@@ -159,9 +159,14 @@ Common parse_common(const json &body, const ServerOptions &options) {
   for (const char *name : {"tools", "functions", "tool_choice", "function_call"})
     if (field(body, name))
       throw bad(name, std::string("'") + name + "' (tool calls) is not supported by this server");
-  if (const json *format = field(body, "response_format"))
-    if (!format->is_object() || format->value("type", "") != "text")
-      throw bad("response_format", "only {\"type\": \"text\"} is supported");
+  if (const json *format = field(body, "response_format")) {
+    const std::string type = format->is_object() ? format->value("type", "") : "";
+    if (type == "json_object")
+      c.request.json_object = true;
+    else if (type != "text")
+      throw bad("response_format", "only {\"type\": \"text\"} and {\"type\": \"json_object\"} "
+                                   "are supported (not a JSON schema)");
+  }
   int64_t max_tokens = integer(body, "max_completion_tokens", -1, 1, 1 << 30);
   max_tokens = integer(body, "max_tokens", max_tokens, 1, 1 << 30);
   c.max_tokens_given = max_tokens > 0;

@@ -156,9 +156,20 @@ void SessionEngine::serve(Pending &pending) {
       }
       end(stream, reason, "", prompt_tokens, generated);
     };
+    JsonPrefix json;
+    std::vector<float> masked;
+    if (request.json_object && !json_mask_)
+      json_mask_ = std::make_unique<JsonMask>(tokenizer_, vocab_);
     while (true) {
+      const float *allowed = logits;
+      if (request.json_object) {
+        masked.assign(logits, logits + vocab_);
+        if (json_mask_->apply(json, masked.data()) == 0)
+          return finish("stop", true); // nothing continues the object
+        allowed = masked.data();
+      }
       const int32_t next =
-          sampler.sample(logits, reply.data(), static_cast<int>(reply.size()));
+          sampler.sample(allowed, reply.data(), static_cast<int>(reply.size()));
       ++generated;
       record(t0, 1);
       bool stopping;
@@ -190,6 +201,8 @@ void SessionEngine::serve(Pending &pending) {
       if (emit_reply_text(stream, text, sent, request.stop_strings, false))
         return finish("stop", false);
       logprobs.release(stream, sent, false);
+      if (request.json_object && json.push(json_mask_->bytes(next)) && json.complete())
+        return finish("stop", true);
       if (generated >= request.max_tokens || prompt_tokens + generated > options_.ctx_size)
         return finish("length", true);
       t0 = now_seconds();

@@ -431,6 +431,40 @@ def test_several_prompts_and_n_choices(server, compiled):
     assert chat.choices[1].message.content == single.choices[0].message.content
 
 
+def test_json_mode_replies_with_an_object(server):
+    """response_format json_object: every reply opens with '{'; those that end by themselves
+    (finish_reason stop, which JSON mode gives when the object closes) are one JSON object,
+    whatever the sampling; a stream equals the answer; a JSON schema is refused. (The example
+    model knows no JSON: only the mask makes its replies objects.)"""
+    client = server.client()
+    messages = [{"role": "user", "content": "Give the names of the sons of Noah as JSON"}]
+    closed = 0
+    for temperature, seed in [(0, 0), (1, 1), (1, 2), (0.7, 3), (1, 4), (1, 5)]:
+        got = client.chat.completions.create(model="phimoe", messages=messages, max_tokens=60,
+                                             temperature=temperature, seed=seed,
+                                             response_format={"type": "json_object"})
+        text = got.choices[0].message.content
+        assert text.startswith("{"), text
+        if got.choices[0].finish_reason == "stop":
+            assert isinstance(json.loads(text), dict), text
+            closed += 1
+        else:
+            assert got.usage.completion_tokens == 60
+        assert "<|" not in text
+    assert closed >= 2
+    kw = dict(model="phimoe", prompt=PROMPTS[0], max_tokens=40, temperature=0,
+              extra_body={"response_format": {"type": "json_object"}})
+    whole = client.completions.create(**kw).choices[0].text
+    assert whole.startswith("{")
+    assert "".join(c.choices[0].text for c in client.completions.create(**kw, stream=True)) \
+        == whole
+    status, error = error_of(server.request(
+        "POST", "/v1/chat/completions",
+        {"model": "phimoe", "messages": messages,
+         "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}))
+    assert (status, error["param"]) == (400, "response_format")
+
+
 def test_sampling_is_reproducible_with_a_seed(server):
     client = server.client()
 

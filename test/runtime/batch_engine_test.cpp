@@ -712,3 +712,28 @@ TEST(BatchEngine, AStopTokenHasTheLastEntry) {
   expect_fake_entries(std::vector<TokenLogprob>(entries.begin(), entries.begin() + 5), ids,
                       offsets, 0);
 }
+
+// ---- JSON mode: the reply stays a prefix of one object ------------------------------------
+
+TEST(BatchEngine, JsonModeKeepsTheReplyAnObjectPrefix) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  BatchOptions o;
+  o.ctx_size = 64;
+  BatchEngine batch(phimoe_model_info, nullptr, *tok, o);
+  SessionEngine session(std::make_unique<FakeSession>(64), kVocab, *tok, o);
+  for (Engine *engine : {static_cast<Engine *>(&batch), static_cast<Engine *>(&session)}) {
+    GenerationRequest r = greedy({120, 121}, 30);
+    r.json_object = true;
+    Engine::Refusal why;
+    GenerationStream::Chunk last;
+    const std::string text = drain(*engine->submit(r, why), last);
+    ASSERT_FALSE(text.empty());
+    EXPECT_EQ(text[0], '{') << text;
+    JsonPrefix prefix;
+    EXPECT_TRUE(prefix.push(text)) << text;
+    EXPECT_EQ(last.finish_reason, prefix.complete() ? "stop" : "length") << text;
+    // Without JSON mode the same model's reply is no object.
+    EXPECT_NE(drain(*engine->submit(greedy({120, 121}, 30), why), last)[0], '{');
+  }
+}

@@ -15,6 +15,7 @@
 #ifndef PHIMOE_RT_BATCH_H
 #define PHIMOE_RT_BATCH_H
 
+#include "phimoe_rt/json_mode.h"
 #include "phimoe_rt/model_session.h"
 #include "phimoe_rt/runtime.h"
 #include "phimoe_rt/sampler.h"
@@ -45,6 +46,9 @@ struct GenerationRequest {
   // each position as a fresh forward over the tokens up to it gives them (LongRoPE's set by
   // its length). Reply entries' offsets then count from the start of the prompt's text.
   bool echo = false;
+  // JSON mode (json_mode.h): each token keeps the reply a prefix of one JSON object, and the
+  // reply ends ("stop") when the object closes.
+  bool json_object = false;
 };
 
 // What a request receives: text as it forms, then the end. Written by the scheduler,
@@ -247,6 +251,7 @@ private:
   const ModelInfo &info_;
   const Tokenizer &tokenizer_;
   std::unique_ptr<BatchBackend> backend_;
+  std::unique_ptr<JsonMask> json_mask_; // made by the first JSON-mode request
   int max_blocks_ = 0; // per sequence
   std::vector<float> logits_;
   std::vector<int32_t> block_table_, free_blocks_, free_slots_;
@@ -295,6 +300,7 @@ private:
   std::unique_ptr<ModelSession> session_;
   int vocab_;
   const Tokenizer &tokenizer_;
+  std::unique_ptr<JsonMask> json_mask_; // made by the first JSON-mode request
   std::deque<Pending> waiting_;
 };
 
