@@ -39,7 +39,7 @@ struct BatchEngine::Sequence {
   std::vector<size_t> echo_offsets;
   int echo_next = 0;
   JsonPrefix json;            // JSON mode: the reply so far
-  std::vector<float> masked;  // JSON mode: the logits it allows
+  std::vector<float> masked;  // the logits it samples from (with logit_bias or JSON mode)
   bool finished = false;
 
   // Whether prompt entries that come from rows with the short LongRoPE set are still due: the
@@ -370,16 +370,13 @@ bool BatchEngine::step() {
     }
     if (!part.logits)
       continue;
-    const float *allowed = logits;
-    if (seq.request.json_object) {
-      if (!json_mask_)
-        json_mask_ = std::make_unique<JsonMask>(tokenizer_, info_.vocab);
-      seq.masked.assign(logits, logits + info_.vocab);
-      if (json_mask_->apply(seq.json, seq.masked.data()) == 0) {
-        finish(seq, "stop", true); // nothing continues the object (no such vocabulary)
-        continue;
-      }
-      allowed = seq.masked.data();
+    if (seq.request.json_object && !json_mask_)
+      json_mask_ = std::make_unique<JsonMask>(tokenizer_, info_.vocab);
+    const float *allowed = request_logits(seq.request, logits, info_.vocab, json_mask_.get(),
+                                          seq.json, seq.masked);
+    if (!allowed) {
+      finish(seq, "stop", true); // nothing continues the object (no such vocabulary)
+      continue;
     }
     const int32_t next = seq.sampler.sample(allowed, seq.tokens.data() + seq.prompt_tokens,
                                             seq.generated);

@@ -16,6 +16,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <pthread.h>
 #include <random>
 #include <sstream>
@@ -144,7 +145,7 @@ int parse_logprobs(const json &body, bool chat) {
   return static_cast<int>(integer(body, "logprobs", -1, 0, 5));
 }
 
-Common parse_common(const json &body, const ServerOptions &options) {
+Common parse_common(const json &body, const ServerOptions &options, int vocab) {
   Common c;
   const json *model = field(body, "model");
   if (!model || !model->is_string())
@@ -202,6 +203,20 @@ Common parse_common(const json &body, const ServerOptions &options) {
     for (const std::string &text : c.request.stop_strings)
       if (text.empty())
         throw bad("stop", "a stop string must not be empty");
+  }
+  if (const json *bias = field(body, "logit_bias")) {
+    if (!bias->is_object())
+      throw bad("logit_bias", "'logit_bias' must be an object of token id -> bias");
+    for (auto it = bias->begin(); it != bias->end(); ++it) {
+      char *end = nullptr;
+      const long id = std::strtol(it.key().c_str(), &end, 10);
+      if (it.key().empty() || *end != '\0' || id < 0 || id >= vocab)
+        throw bad("logit_bias", "'logit_bias' keys must be token ids in [0, " +
+                                    std::to_string(vocab) + "), got '" + it.key() + "'");
+      if (!it->is_number() || !(it->get<double>() >= -100 && it->get<double>() <= 100))
+        throw bad("logit_bias", "'logit_bias' values must be numbers in [-100, 100]");
+      c.request.logit_bias.push_back({static_cast<int32_t>(id), it->get<float>()});
+    }
   }
   c.ignore_eos = boolean(body, "ignore_eos", false);
   c.stream = boolean(body, "stream", false);
@@ -515,7 +530,7 @@ private:
     try {
       if (!body.is_object())
         throw ApiError{400, "The body must be a JSON object", "", "invalid_json"};
-      c = parse_common(body, options_);
+      c = parse_common(body, options_, vocab_);
       c.request.logprobs = parse_logprobs(body, chat);
       c.request.echo = boolean(body, "echo", false);
       if (chat && c.request.echo)

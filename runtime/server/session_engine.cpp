@@ -161,13 +161,10 @@ void SessionEngine::serve(Pending &pending) {
     if (request.json_object && !json_mask_)
       json_mask_ = std::make_unique<JsonMask>(tokenizer_, vocab_);
     while (true) {
-      const float *allowed = logits;
-      if (request.json_object) {
-        masked.assign(logits, logits + vocab_);
-        if (json_mask_->apply(json, masked.data()) == 0)
-          return finish("stop", true); // nothing continues the object
-        allowed = masked.data();
-      }
+      const float *allowed =
+          request_logits(request, logits, vocab_, json_mask_.get(), json, masked);
+      if (!allowed)
+        return finish("stop", true); // nothing continues the object
       const int32_t next =
           sampler.sample(allowed, reply.data(), static_cast<int>(reply.size()));
       ++generated;

@@ -138,6 +138,20 @@ size_t echo_prompt(GenerationStream &stream, const Tokenizer &tokenizer,
   return text.size();
 }
 
+const float *request_logits(const GenerationRequest &request, const float *logits, int vocab,
+                            const JsonMask *mask, const JsonPrefix &json,
+                            std::vector<float> &buffer) {
+  if (!request.json_object && request.logit_bias.empty())
+    return logits;
+  buffer.assign(logits, logits + vocab);
+  for (auto [id, bias] : request.logit_bias)
+    if (id >= 0 && id < vocab)
+      buffer[static_cast<size_t>(id)] += bias;
+  if (request.json_object && mask->apply(json, buffer.data()) == 0)
+    return nullptr;
+  return buffer.data();
+}
+
 double now_seconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch())
       .count();

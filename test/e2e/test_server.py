@@ -431,6 +431,23 @@ def test_several_prompts_and_n_choices(server, compiled):
     assert chat.choices[1].message.content == single.choices[0].message.content
 
 
+def test_logit_bias(server, compiled):
+    """logit_bias: -100 on the greedy reply's first token makes the reply begin otherwise;
+    +100 on a token makes the reply that token again and again; bad maps are 400."""
+    client = server.client()
+    first = complete(client, PROMPTS[6], 1, logprobs=0).choices[0].logprobs.tokens[0]
+    first_id = token_ids(compiled, "x" + first)[-1]  # "x" keeps a leading space a word's
+    got = complete(client, PROMPTS[6], 4, logprobs=0, logit_bias={str(first_id): -100})
+    assert got.choices[0].logprobs.tokens[0] != first
+    word = token_ids(compiled, "x light")[-1]
+    got = complete(client, PROMPTS[6], 4, logprobs=0, logit_bias={str(word): 100})
+    assert len(set(got.choices[0].logprobs.tokens)) == 1, got.choices[0].logprobs.tokens
+    for bias in ({"x": 1}, {"-1": 1}, {str(10 ** 6): 1}, {"5": 101}, {"5": "up"}, [5]):
+        status, error = error_of(server.request(
+            "POST", "/v1/completions", {"model": "phimoe", "prompt": "x", "logit_bias": bias}))
+        assert (status, error["param"]) == (400, "logit_bias"), bias
+
+
 def test_json_mode_replies_with_an_object(server):
     """response_format json_object: every reply opens with '{'; those that end by themselves
     (finish_reason stop, which JSON mode gives when the object closes) are one JSON object,

@@ -737,3 +737,36 @@ TEST(BatchEngine, JsonModeKeepsTheReplyAnObjectPrefix) {
     EXPECT_NE(drain(*engine->submit(greedy({120, 121}, 30), why), last)[0], '{');
   }
 }
+
+TEST(BatchEngine, LogitBiasMovesTheChoice) {
+  auto tok = tokenizer();
+  ASSERT_TRUE(tok);
+  BatchOptions o;
+  o.ctx_size = 64;
+  BatchEngine batch(phimoe_model_info, nullptr, *tok, o);
+  SessionEngine session(std::make_unique<FakeSession>(64), kVocab, *tok, o);
+  std::vector<int32_t> prompt = {120, 121}, ids;
+  std::vector<size_t> offsets;
+  alone_ids(prompt, 1, *tok, ids, offsets);
+  for (Engine *engine : {static_cast<Engine *>(&batch), static_cast<Engine *>(&session)}) {
+    // +2 on token 250 outweighs the model's 1 on its choice: 250 every time.
+    GenerationRequest r = greedy(prompt, 6);
+    r.logprobs = 0;
+    r.logit_bias = {{250, 2.0f}};
+    Engine::Refusal why;
+    GenerationStream::Chunk last;
+    std::vector<TokenLogprob> entries;
+    drain_logprobs(*engine->submit(r, why), last, entries);
+    ASSERT_EQ(entries.size(), 6u);
+    for (const TokenLogprob &e : entries) {
+      EXPECT_EQ(e.id, 250);
+      EXPECT_LT(e.logprob, -std::log(static_cast<double>(kVocab)) + 1e-6); // the model's own
+    }
+    // -100 on the model's choice: another token (the lowest id of the rest, all at 0).
+    r.logit_bias = {{ids[0], -100.0f}};
+    entries.clear();
+    drain_logprobs(*engine->submit(r, why), last, entries);
+    ASSERT_FALSE(entries.empty());
+    EXPECT_EQ(entries[0].id, ids[0] == 0 ? 1 : 0);
+  }
+}

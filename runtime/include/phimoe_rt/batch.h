@@ -49,6 +49,8 @@ struct GenerationRequest {
   // JSON mode (json_mode.h): each token keeps the reply a prefix of one JSON object, and the
   // reply ends ("stop") when the object closes.
   bool json_object = false;
+  // Added to the logits of these tokens before sampling (OpenAI's logit_bias).
+  std::vector<std::pair<int32_t, float>> logit_bias;
 };
 
 // What a request receives: text as it forms, then the end. Written by the scheduler,
@@ -156,6 +158,14 @@ private:
 // text's length; `offsets` gets where each prompt token's text begins in it.
 size_t echo_prompt(GenerationStream &stream, const Tokenizer &tokenizer,
                    const GenerationRequest &request, std::vector<size_t> &offsets);
+
+// The logits `request` samples from: the model's `logits` plus its logit_bias, less the tokens
+// JSON mode forbids after `json` (`mask`: the engine's, made when the request is in JSON mode).
+// Returns `logits` itself when the request changes nothing, else `buffer`'s data; null when
+// JSON mode leaves no token.
+const float *request_logits(const GenerationRequest &request, const float *logits, int vocab,
+                            const JsonMask *mask, const JsonPrefix &json,
+                            std::vector<float> &buffer);
 
 // Generated tokens per second over the last 10 seconds of `recent` (time, tokens) entries,
 // dropping older ones.
