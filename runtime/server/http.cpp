@@ -160,6 +160,11 @@ Common parse_common(const json &body, const ServerOptions &options, int vocab) {
   for (const char *name : {"tools", "functions", "tool_choice", "function_call"})
     if (field(body, name))
       throw bad(name, std::string("'") + name + "' (tool calls) is not supported by this server");
+  if (const json *suffix = field(body, "suffix"); suffix && !(suffix->is_string() &&
+                                                             suffix->get<std::string>().empty()))
+    throw bad("suffix", "'suffix' (text after the insertion) is not supported by this server");
+  if (integer(body, "best_of", c.n, 1, kMaxChoices) != c.n)
+    throw bad("best_of", "'best_of' other than n is not supported by this server");
   if (const json *format = field(body, "response_format")) {
     const std::string type = format->is_object() ? format->value("type", "") : "";
     if (type == "json_object")

@@ -518,6 +518,8 @@ def test_malformed_json_and_bad_fields_are_400(server):
                   ({"prompt": "x", "logprobs": True}, "logprobs"),
                   ({"prompt": "x", "top_logprobs": 2}, "top_logprobs"),
                   ({"prompt": "x", "echo": "yes"}, "echo"),
+                  ({"prompt": "x", "suffix": "after"}, "suffix"),
+                  ({"prompt": "x", "best_of": 3}, "best_of"),
                   ({"prompt": "x", "seed": 1.5}, "seed"),
                   ({"prompt": "x", "stream": "yes"}, "stream"),
                   ({"prompt": "x", "presence_penalty": 3}, "presence_penalty"),
