@@ -713,16 +713,28 @@ TEST(BatchEngine, AStopTokenHasTheLastEntry) {
                       offsets, 0);
 }
 
-// ---- JSON mode: the reply stays a prefix of one object ------------------------------------
+// ---- JSON mode and logit_bias: what a request does to the logits -------------------------
+
+namespace {
+
+// A batch engine and a session engine over the fake model, with a context of 64.
+struct BothEngines {
+  static BatchOptions options() {
+    BatchOptions o;
+    o.ctx_size = 64;
+    return o;
+  }
+  std::unique_ptr<Tokenizer> tok = tokenizer();
+  BatchEngine batch{phimoe_model_info, nullptr, *tok, options()};
+  SessionEngine session{std::make_unique<FakeSession>(64), kVocab, *tok, options()};
+  std::vector<Engine *> all() { return {&batch, &session}; }
+};
+
+} // namespace
 
 TEST(BatchEngine, JsonModeKeepsTheReplyAnObjectPrefix) {
-  auto tok = tokenizer();
-  ASSERT_TRUE(tok);
-  BatchOptions o;
-  o.ctx_size = 64;
-  BatchEngine batch(phimoe_model_info, nullptr, *tok, o);
-  SessionEngine session(std::make_unique<FakeSession>(64), kVocab, *tok, o);
-  for (Engine *engine : {static_cast<Engine *>(&batch), static_cast<Engine *>(&session)}) {
+  BothEngines engines;
+  for (Engine *engine : engines.all()) {
     GenerationRequest r = greedy({120, 121}, 30);
     r.json_object = true;
     Engine::Refusal why;
@@ -739,16 +751,11 @@ TEST(BatchEngine, JsonModeKeepsTheReplyAnObjectPrefix) {
 }
 
 TEST(BatchEngine, LogitBiasMovesTheChoice) {
-  auto tok = tokenizer();
-  ASSERT_TRUE(tok);
-  BatchOptions o;
-  o.ctx_size = 64;
-  BatchEngine batch(phimoe_model_info, nullptr, *tok, o);
-  SessionEngine session(std::make_unique<FakeSession>(64), kVocab, *tok, o);
+  BothEngines engines;
   std::vector<int32_t> prompt = {120, 121}, ids;
   std::vector<size_t> offsets;
-  alone_ids(prompt, 1, *tok, ids, offsets);
-  for (Engine *engine : {static_cast<Engine *>(&batch), static_cast<Engine *>(&session)}) {
+  alone_ids(prompt, 1, *engines.tok, ids, offsets);
+  for (Engine *engine : engines.all()) {
     // +2 on token 250 outweighs the model's 1 on its choice: 250 every time.
     GenerationRequest r = greedy(prompt, 6);
     r.logprobs = 0;
