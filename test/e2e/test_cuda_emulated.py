@@ -7,6 +7,7 @@ switch) and the command line, run thread by thread on the CPU. test/gpu/gpu_orac
 What this cannot tell (docs/cuda.md, "The CUDA emulation"): speed, and whatever the hardware
 does that the emulation only models (mma.sync, shuffles, the device's math functions):
 test/gpu/run.sh on a GPU."""
+import concurrent.futures
 import json
 import os
 import pathlib
@@ -241,3 +242,45 @@ def test_batched_serve_decode_runs_as_graphs(tmp_path):
     # (rows, 64 positions) and the one that captures runs as a replay.
     assert captured >= 2 and replays >= 30, (captured, replays)
     assert all(texts), texts
+
+
+def test_batched_serve_scores_an_echoed_prompt_as_the_model_does(tmp_path):
+    """serve of an emulated CUDA build, lm-evaluation-harness's log-likelihood request (token
+    ids, echo, logprobs=1, max_tokens=1) beside a plain one: the device forward gives logits
+    for every row of the echoed prompt's chunks (short LongRoPE rows, then all again with the
+    long set), and each prompt token's log-probability is transformers' at that position."""
+    import torch
+    import test_server
+    from transformers import PhimoeForCausalLM
+    out = tmp_path / "cuda"
+    proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(gpu_oracle.EXAMPLE), "-o",
+                           str(out), "--target", "sm_90", "--quant", "f32", "--serve"],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PHIMOE_NVCC=str(NVCC_EMU)))
+    assert proc.returncode == 0, proc.stderr
+    config = json.loads((gpu_oracle.EXAMPLE / "config.json").read_text())
+    rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
+    original = rope.get("original_max_position_embeddings",
+                        config.get("original_max_position_embeddings"))
+    words = " ".join(test_server.PROMPTS)
+    ids = test_server.token_ids(out, words * 3)[:original + 6]
+    assert len(ids) == original + 6
+    server = test_server.Server(out, "--parallel", "2", "-c", "128")
+    try:
+        client = server.client()
+        with concurrent.futures.ThreadPoolExecutor(2) as pool:
+            plain = pool.submit(client.completions.create, model="phimoe",
+                                prompt=test_server.PROMPTS[0], max_tokens=8, temperature=0)
+            scored = client.completions.create(model="phimoe", prompt=[ids], max_tokens=1,
+                                               temperature=0, logprobs=1, echo=True)
+            assert plain.result().choices[0].text
+    finally:
+        server.stop()
+    lp = scored.choices[0].logprobs
+    assert len(lp.token_logprobs) == len(ids) + 1 and lp.token_logprobs[0] is None
+    oracle.use_reference_longrope()
+    model = PhimoeForCausalLM.from_pretrained(gpu_oracle.EXAMPLE, dtype=torch.float32).eval()
+    expected = torch.log_softmax(torch.from_numpy(
+        oracle.reference_logits(model, ids, original)).double(), dim=-1)
+    for t in range(1, len(ids)):
+        assert abs(lp.token_logprobs[t] - expected[t - 1, ids[t]].item()) <= 2e-3, t
