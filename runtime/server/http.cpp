@@ -406,8 +406,15 @@ private:
   // [{token, logprob, bytes, top_logprobs}]}, or completions' {tokens, token_logprobs,
   // top_logprobs (a token -> logprob object each), text_offset (in characters of the reply,
   // which `reply` holds at least up to these tokens)}.
+  // Where text offsets count from in a reply: its first `at` bytes hold `chars` characters
+  // (code points: UTF-8 lead bytes). A stream keeps one a choice, so that each chunk counts on
+  // from the last.
+  struct TextCursor {
+    size_t at = 0, chars = 0;
+  };
+
   json logprobs_json(const std::vector<TokenLogprob> &entries, bool chat, const std::string &reply,
-                     const std::vector<int32_t> &stop_ids) const {
+                     const std::vector<int32_t> &stop_ids, TextCursor &cursor) const {
     // The bytes a token adds to the reply, where entry `e` stands. A reply that starts a text of
     // its own (after a chat prompt's <|assistant|>) drops the leading space of its first word,
     // and so do the tokens that could have begun it.
@@ -435,7 +442,6 @@ private:
     }
     json tokens = json::array(), token_logprobs = json::array(), tops = json::array(),
          offsets = json::array();
-    size_t at = 0, chars = 0; // characters (code points: UTF-8 lead bytes) in reply[0, at)
     for (const TokenLogprob &e : entries) {
       tokens.push_back(token_text(bytes_at(e, e.id)).first);
       token_logprobs.push_back(e.scored ? json(e.logprob) : json(nullptr));
@@ -443,9 +449,9 @@ private:
       for (auto [id, logprob] : e.top)
         top[token_text(bytes_at(e, id)).first] = logprob;
       tops.push_back(e.scored ? top : json(nullptr));
-      for (; at < std::min(e.text_offset, reply.size()); ++at)
-        chars += (static_cast<unsigned char>(reply[at]) & 0xC0) != 0x80;
-      offsets.push_back(chars);
+      for (; cursor.at < std::min(e.text_offset, reply.size()); ++cursor.at)
+        cursor.chars += (static_cast<unsigned char>(reply[cursor.at]) & 0xC0) != 0x80;
+      offsets.push_back(cursor.chars);
     }
     return {{"tokens", tokens}, {"token_logprobs", token_logprobs}, {"top_logprobs", tops},
             {"text_offset", offsets}};
@@ -616,9 +622,11 @@ private:
         return send_error(res, {503, chunk.error, "", "server_error"});
       }
       completion_tokens += chunk.completion_tokens;
+      TextCursor cursor;
       json choice = {{"index", i},
                      {"logprobs", choices->logprobs
-                                      ? logprobs_json(logprobs, chat, text, choices->stop_ids)
+                                      ? logprobs_json(logprobs, chat, text, choices->stop_ids,
+                                                      cursor)
                                       : json(nullptr)},
                      {"finish_reason", chunk.finish_reason}};
       if (chat)
@@ -643,12 +651,14 @@ private:
                        const std::string &id, int64_t created, bool include_usage) {
     struct State {
       bool started = false;
-      std::vector<std::string> text; // each choice's reply so far (for text offsets)
+      std::vector<std::string> text;     // each choice's reply so far (for text offsets)
+      std::vector<TextCursor> cursor;    // and how far its offsets have counted
       std::vector<bool> done;
       int completion_tokens = 0;
     };
     auto state = std::make_shared<State>();
     state->text.resize(choices->streams.size());
+    state->cursor.resize(choices->streams.size());
     state->done.assign(choices->streams.size(), false);
     auto chunk_json = [this, chat, id, created](size_t index, const json &delta_or_text,
                                                 const json &finish_reason,
@@ -695,7 +705,8 @@ private:
             if (!chunk.text.empty() || (choices->logprobs && !chunk.logprobs.empty())) {
               const json piece = chat ? json{{"content", chunk.text}} : json(chunk.text);
               const json logprobs =
-                  choices->logprobs ? logprobs_json(chunk.logprobs, chat, text, choices->stop_ids)
+                  choices->logprobs ? logprobs_json(chunk.logprobs, chat, text, choices->stop_ids,
+                                                    state->cursor[i])
                                     : json(nullptr);
               if (!send(chunk_json(i, piece, nullptr, logprobs)))
                 return false;
