@@ -393,12 +393,9 @@ bool BatchEngine::step() {
     seq.tokens.push_back(next);
     std::string piece;
     seq.decoder.push(next, piece);
-    if (seq.request.logprobs >= 0) {
-      TokenLogprob entry;
-      token_logprob(logits, info_.vocab, next, seq.request.logprobs, entry);
-      entry.text_offset = seq.echo_bytes + seq.text.size();
-      seq.logprobs.add(std::move(entry), seq.text.size(), seq.text.size() + piece.size());
-    }
+    if (seq.request.logprobs >= 0)
+      seq.logprobs.add(logits, info_.vocab, next, seq.request.logprobs, seq.echo_bytes,
+                       seq.text.size(), seq.text.size() + piece.size());
     seq.text += piece;
     if (emit_text(seq, false))
       continue;

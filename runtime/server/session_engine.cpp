@@ -110,20 +110,22 @@ void SessionEngine::serve(Pending &pending) {
     double t0 = now_seconds();
     const float *logits = nullptr;
     if (prompt_entries) {
-      // In pieces, so that the logits of a long prompt are not all held at once.
+      // From position 0 (kept is 0), in pieces, so that the logits of a long prompt are not
+      // all held at once.
       std::vector<float> rows;
-      for (int begin = kept; begin < prompt_tokens && (begin == kept || logits);) {
+      for (int begin = kept; begin < prompt_tokens; begin += 256) {
         const int count = std::min(prompt_tokens - begin, 256);
         rows.clear();
         logits = session_->append(prompt.data() + begin, count, &rows);
-        for (int r = 0; logits && r < count && begin + r + 1 < prompt_tokens; ++r) {
+        if (!logits)
+          break;
+        for (int r = 0; r < count && begin + r + 1 < prompt_tokens; ++r) {
           TokenLogprob entry;
           token_logprob(rows.data() + static_cast<size_t>(r) * vocab_, vocab_,
                         prompt[begin + r + 1], request.logprobs, entry);
           entry.text_offset = echo_offsets[begin + r + 1];
           stream.push(std::move(entry));
         }
-        begin += count;
       }
     } else {
       logits = session_->append(prompt.data() + kept, prompt_tokens - kept);
@@ -188,12 +190,9 @@ void SessionEngine::serve(Pending &pending) {
       reply.push_back(next);
       piece.clear();
       decoder.push(next, piece);
-      if (request.logprobs >= 0) {
-        TokenLogprob entry;
-        token_logprob(logits, vocab_, next, request.logprobs, entry);
-        entry.text_offset = echo_bytes + text.size();
-        logprobs.add(std::move(entry), text.size(), text.size() + piece.size());
-      }
+      if (request.logprobs >= 0)
+        logprobs.add(logits, vocab_, next, request.logprobs, echo_bytes, text.size(),
+                     text.size() + piece.size());
       text += piece;
       if (emit_reply_text(stream, text, sent, request.stop_strings, false))
         return finish("stop", false);

@@ -100,8 +100,12 @@ bool emit_reply_text(GenerationStream &stream, std::string &text, size_t &sent,
   return false;
 }
 
-void ReplyLogprobs::add(TokenLogprob &&entry, size_t begin, size_t end) {
-  pending_.push_back({std::move(entry), begin, end});
+void ReplyLogprobs::add(const float *logits, int vocab, int32_t id, int top, size_t base,
+                        size_t begin, size_t end) {
+  Pending p{TokenLogprob(), begin, end};
+  token_logprob(logits, vocab, id, top, p.entry);
+  p.entry.text_offset = base + begin;
+  pending_.push_back(std::move(p));
 }
 
 void ReplyLogprobs::release(GenerationStream &stream, size_t sent, bool at_end) {

@@ -139,8 +139,10 @@ bool emit_reply_text(GenerationStream &stream, std::string &text, size_t &sent,
 // cuts the reply takes the entries of the tokens that begin at or after the cut with it.
 class ReplyLogprobs {
 public:
-  // The entry of the next token, whose text is reply bytes [begin, end).
-  void add(TokenLogprob &&entry, size_t begin, size_t end);
+  // The entry of the next token, `id` under `logits` with `top` alternatives, whose text is
+  // reply bytes [begin, end) (its text_offset counts from `base`: the echoed prompt's length).
+  void add(const float *logits, int vocab, int32_t id, int top, size_t base, size_t begin,
+           size_t end);
   // Hands `stream` the entries whose text lies within the first `sent` bytes of the reply;
   // with `at_end` (the reply is over and `sent` is its length), also those that begin before.
   void release(GenerationStream &stream, size_t sent, bool at_end);
