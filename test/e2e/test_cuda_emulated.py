@@ -215,17 +215,22 @@ def test_profile_has_a_span_for_every_launch(tmp_path):
         dict(layers=[2], engines={"ours/f32": {"profile": phases}})))
 
 
+def compile_serving_example(out):
+    """An emulated sm_90 build of examples/tiny-phimoe at f32 with serve, into `out`."""
+    proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(gpu_oracle.EXAMPLE), "-o",
+                           str(out), "--target", "sm_90", "--quant", "f32", "--serve"],
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PHIMOE_NVCC=str(NVCC_EMU)))
+    assert proc.returncode == 0, proc.stderr
+
+
 def test_batched_serve_decode_runs_as_graphs(tmp_path):
     """serve --parallel N of an emulated build (BatchEngine over phimoe_cuda::BatchBackend): its
     decode steps replay CUDA graphs (captured per row count and split count), and the replies
     are those of the same server without graphs. (The oracle's text cases check the replies
     against the CPU build's.)"""
     out = tmp_path / "cuda"
-    proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(gpu_oracle.EXAMPLE), "-o",
-                           str(out), "--target", "sm_90", "--quant", "f32", "--serve"],
-                          capture_output=True, text=True,
-                          env=dict(os.environ, PHIMOE_NVCC=str(NVCC_EMU)))
-    assert proc.returncode == 0, proc.stderr
+    compile_serving_example(out)
 
     def serve(**env):
         said = []
@@ -253,11 +258,7 @@ def test_batched_serve_scores_an_echoed_prompt_as_the_model_does(tmp_path):
     import test_server
     from transformers import PhimoeForCausalLM
     out = tmp_path / "cuda"
-    proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(gpu_oracle.EXAMPLE), "-o",
-                           str(out), "--target", "sm_90", "--quant", "f32", "--serve"],
-                          capture_output=True, text=True,
-                          env=dict(os.environ, PHIMOE_NVCC=str(NVCC_EMU)))
-    assert proc.returncode == 0, proc.stderr
+    compile_serving_example(out)
     config = json.loads((gpu_oracle.EXAMPLE / "config.json").read_text())
     rope = config.get("rope_parameters") or config.get("rope_scaling") or {}
     original = rope.get("original_max_position_embeddings",
