@@ -38,7 +38,7 @@ struct FuseAddNormPattern : public OpRewritePattern<LayerNormOp> {
     // weight and bias must be available there: weight refs (which read
     // nothing) are moved up when they are not.
     for (Value operand : {norm.getWeight(), norm.getBias()}) {
-      if (availableBefore(operand, add))
+      if (!operand || availableBefore(operand, add))
         continue;
       Operation *def = operand.getDefiningOp();
       if (!def || def->getNumOperands() != 0 || !isa<WeightRefOp>(def))
@@ -50,7 +50,7 @@ struct FuseAddNormPattern : public OpRewritePattern<LayerNormOp> {
     auto fused = AddLayerNormOp::create(
         rewriter, rewriter.getFusedLoc({add.getLoc(), norm.getLoc()}),
         add.getType(), norm.getType(), add.getLhs(), add.getRhs(),
-        norm.getWeight(), norm.getBias(), norm.getEpsilonAttr());
+        norm.getWeight(), norm.getBias(), norm.getEpsilonAttr(), norm.getRmsAttr());
     rewriter.replaceOp(norm, fused.getResult());
     rewriter.replaceOp(add, fused.getSum());
     return success();

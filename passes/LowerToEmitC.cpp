@@ -401,6 +401,17 @@ LogicalResult Lowering::lower(Operation *op) {
     call(rt("embed"), {i32(dim(e.getTable(), 0)), i32(dim(e.getTable(), 1))},
          {operand(0), operand(1), operand(2), operand(3), operand(4)},
          {ctxArg, idsArg, n, v(e.getTable()), v(e)});
+  } else if (auto ln = dyn_cast<LayerNormOp>(op); ln && ln.getRms()) {
+    call(rt("rms_norm"), {i32(dim(ln.getInput(), 1))},
+         {operand(0), operand(1), operand(2), operand(3),
+          f32(ln.getEpsilon().convertToDouble()), operand(4)},
+         {ctxArg, v(ln.getInput()), n, v(ln.getWeight()), v(ln)});
+  } else if (auto aln = dyn_cast<AddLayerNormOp>(op); aln && aln.getRms()) {
+    call(rt("add_rms_norm"), {i32(dim(aln.getLhs(), 1))},
+         {operand(0), operand(1), operand(2), operand(3), operand(4),
+          f32(aln.getEpsilon().convertToDouble()), operand(5), operand(6)},
+         {ctxArg, v(aln.getLhs()), v(aln.getRhs()), n, v(aln.getWeight()), v(aln.getSum()),
+          v(aln.getResult())});
   } else if (auto ln = dyn_cast<LayerNormOp>(op)) {
     call(rt("layer_norm"), withNext({i32(dim(ln.getInput(), 1))}, stagedFor(ln, ln)),
          {operand(0), operand(1), operand(2), operand(3), operand(4),
@@ -566,6 +577,20 @@ LogicalResult Lowering::lower(Operation *op) {
          {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
           i32(att.getLayer()), f32(scale), i32(window), operand(6)},
          {ctxArg, v(att.getQ()), v(att.getK()), v(att.getV()), n, posArg, v(att)});
+  } else if (auto moe = dyn_cast<MoEOp>(op); moe && moe.getKind() == RouterKind::SoftmaxTopK) {
+    // CPU only (run() refuses it for CUDA): softmax over the experts, the top two,
+    // renormalised; the kernels are moe_sparsemixer's with that routing.
+    if (moe.getTopK() != 2)
+      return moe.emitOpError("phimoe-lower-to-emitc: softmax_topk has a kernel for top_k = 2 "
+                             "only, got ")
+             << moe.getTopK();
+    experts = dim(moe.getDown(), 0);
+    intermediate = dim(moe.getDown(), 2);
+    call(rt("moe_softmax_top2"),
+         {i32(experts), i32(dim(moe.getDown(), 1)), i32(intermediate)},
+         {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5), operand(6)},
+         {ctxArg, v(moe.getInput()), n, v(moe.getRouterWeight()), v(moe.getGateUp()),
+          v(moe.getDown()), v(moe)});
   } else if (auto moe = dyn_cast<MoEOp>(op)) {
     if (moe.getKind() != RouterKind::Sparsemixer)
       return moe.emitOpError("phimoe-lower-to-emitc: only sparsemixer routing has a kernel");
@@ -644,6 +669,26 @@ LogicalResult Lowering::run() {
   values[forward.getArgument(1)] = posArg;
 
   b.setInsertionPointToStart(entry);
+  if (cuda) {
+    // Mixtral's RMSNorm and softmax routing have CPU kernels only (yet).
+    WalkResult cpuOnly = forward.walk([&](Operation *op) {
+      auto ln = dyn_cast<LayerNormOp>(op);
+      auto aln = dyn_cast<AddLayerNormOp>(op);
+      auto moe = dyn_cast<MoEOp>(op);
+      if ((ln && ln.getRms()) || (aln && aln.getRms())) {
+        op->emitOpError("phimoe-lower-to-emitc: RMSNorm has no CUDA kernel yet (target=cpu)");
+        return WalkResult::interrupt();
+      }
+      if (moe && moe.getKind() != RouterKind::Sparsemixer) {
+        op->emitOpError("phimoe-lower-to-emitc: softmax_topk routing has no CUDA kernel yet "
+                        "(target=cpu)");
+        return WalkResult::interrupt();
+      }
+      return WalkResult::advance();
+    });
+    if (cpuOnly.wasInterrupted())
+      return failure();
+  }
   for (Operation &op : forward.getBody().front())
     if (failed(lower(&op)))
       return failure();

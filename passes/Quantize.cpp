@@ -278,6 +278,8 @@ void QuantizePass::runOnOperation() {
     if (!isa<LayerNormOp, AddLayerNormOp>(op))
       return;
     unsigned w = isa<LayerNormOp>(op) ? 1 : 2;
+    if (op->getNumOperands() <= w + 1) // an RMSNorm: no bias
+      return;
     Value weight = op->getOperand(w), bias = op->getOperand(w + 1);
     if (weight.getType() == bias.getType())
       return;

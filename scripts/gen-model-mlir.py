@@ -4,9 +4,11 @@ states a checkpoint: one weight symbol per checkpoint tensor, and the forward
 pass of ../shared/docs/phimoe-reference.md op by op.
 
 Used to make the inputs of test/Pipelines/; `phimoec compile` builds the same
-IR from a checkpoint's config.json.
+IR from a checkpoint's config.json. `--arch mixtral` writes a Mixtral instead (RMSNorms,
+no biases, softmax top-2 routing).
 
   scripts/gen-model-mlir.py --layers 2 > test/Pipelines/phimoe-2layer.mlir
+  scripts/gen-model-mlir.py --arch mixtral > test/Pipelines/mixtral-1layer.mlir
 """
 import argparse
 
@@ -21,7 +23,9 @@ def main():
     ap.add_argument("--intermediate", type=int, default=128)
     ap.add_argument("--vocab", type=int, default=96)
     ap.add_argument("--dtype", default="bf16")
+    ap.add_argument("--arch", choices=["phimoe", "mixtral"], default="phimoe")
     a = ap.parse_args()
+    mixtral = a.arch == "mixtral"
 
     H, I, V, E, dt = a.hidden, a.intermediate, a.vocab, a.experts, a.dtype
     hd = H // a.heads
@@ -61,10 +65,17 @@ def main():
 
     def norm(x, prefix):
         wv, wt = ref(*weight(f"{prefix}.weight", [H]))
+        if mixtral:
+            y = val()
+            w(f"    {y} = phimoe.layer_norm {x}, {wv} {{epsilon = 1.0e-05 : f64, rms}} : {act(H)}, {wt}")
+            return y
         bv, _ = ref(*weight(f"{prefix}.bias", [H]))
         y = val()
         w(f"    {y} = phimoe.layer_norm {x}, {wv}, {bv} {{epsilon = 1.0e-05 : f64}} : {act(H)}, {wt}")
         return y
+
+    def bias(name, shape):
+        return None if mixtral else weight(name, shape)
 
     cache = f"!phimoe.kv_cache<layers = {a.layers}, kv_heads = {a.kv_heads}, head_dim = {hd}, dtype = f32>"
     w(f"  func.func @forward(%ids: tensor<?xi32>, %pos: tensor<?xi32>, %cache: {cache}) -> {act(V)} {{")
@@ -78,7 +89,7 @@ def main():
         proj = {}
         for nm, rows in (("q", H), ("k", kvw), ("v", kvw)):
             proj[nm], _ = linear(x, H, weight(f"{p}.self_attn.{nm}_proj.weight", [rows, H]),
-                                 weight(f"{p}.self_attn.{nm}_proj.bias", [rows]))
+                                 bias(f"{p}.self_attn.{nm}_proj.bias", [rows]))
         for nm, width in (("q", H), ("k", kvw)):
             r = val()
             w(f"    {r} = phimoe.rope {proj[nm]}, %pos {{head_dim = {hd} : i64, scaling = #rope}} : {act(width)}, tensor<?xi32>")
@@ -88,7 +99,7 @@ def main():
           f"{{head_dim = {hd} : i64, layer = {L} : i64, num_heads = {a.heads} : i64, num_kv_heads = {a.kv_heads} : i64}} "
           f": {act(H)}, {act(kvw)}, tensor<?xi32>, {cache}")
         o, _ = linear(att, H, weight(f"{p}.self_attn.o_proj.weight", [H, H]),
-                      weight(f"{p}.self_attn.o_proj.bias", [H]))
+                      bias(f"{p}.self_attn.o_proj.bias", [H]))
         h2 = val("h")
         w(f"    {h2} = phimoe.add {h}, {o} : {act(H)}")
         h = h2
@@ -96,7 +107,9 @@ def main():
         x = norm(h, f"{p}.post_attention_layernorm")
         gv, gt = ref(*weight(f"{p}.block_sparse_moe.gate.weight", [E, H]))
         ids, rw = val("experts"), val("routing")
-        w(f"    {ids}, {rw} = phimoe.router sparsemixer {x}, {gv} {{epsilon = 1.0e-02 : f64, top_k = 2 : i64}} "
+        routing = "softmax_topk {x}, {gv} {{epsilon = 0.0" if mixtral else \
+            "sparsemixer {x}, {gv} {{epsilon = 1.0e-02"
+        w(f"    {ids}, {rw} = phimoe.router {routing.format(x=x, gv=gv)} : f64, top_k = 2 : i64}} "
           f": {act(H)}, {gt} -> tensor<?x2xi32>, tensor<?x2xf32>")
         outs = []
         for e in range(E):
@@ -116,9 +129,13 @@ def main():
         h = h2
     x = norm(h, "model.norm")
     lw, lt = ref(*weight("lm_head.weight", [V, H]))
-    lb, bt = ref(*weight("lm_head.bias", [V]))
-    logits = val("logits")
-    w(f"    {logits} = phimoe.lm_head {x}, {lw}, {lb} : {act(H)}, {lt}, {bt} -> {act(V)}")
+    if mixtral:
+        logits = val("logits")
+        w(f"    {logits} = phimoe.lm_head {x}, {lw} : {act(H)}, {lt} -> {act(V)}")
+    else:
+        lb, bt = ref(*weight("lm_head.bias", [V]))
+        logits = val("logits")
+        w(f"    {logits} = phimoe.lm_head {x}, {lw}, {lb} : {act(H)}, {lt}, {bt} -> {act(V)}")
     w(f"    return {logits} : {act(V)}")
     w("  }")
 

@@ -104,11 +104,19 @@ llvm::Expected<PhiMoEConfig> phimoe::readConfig(const std::string &path) {
   if (!root.contains("model_type") || !root["model_type"].is_string())
     return fail("field 'model_type' is missing");
   std::string modelType = root["model_type"];
-  if (modelType != "phimoe")
+  if (modelType != "phimoe" && modelType != "mixtral")
     return fail("field 'model_type' is \"" + modelType +
-                "\": phimoec compiles \"phimoe\" (Phi-3.5-MoE) checkpoints");
+                "\": phimoec compiles \"phimoe\" (Phi-3.5-MoE) and \"mixtral\" checkpoints");
 
   PhiMoEConfig c;
+  if (modelType == "mixtral") {
+    // MixtralConfig's defaults where they differ from PhimoeConfig's.
+    c.arch = Arch::Mixtral;
+    c.experts = 8;
+    c.maxPosition = c.originalMaxPosition = 4096 * 32;
+    c.routerJitter = 0.0;
+  }
+  const char *family = c.arch == Arch::Mixtral ? "Mixtral" : "PhiMoE";
   Fields f(path, root);
   f.integer("hidden_size", c.hidden, true);
   f.integer("intermediate_size", c.intermediate, true);
@@ -122,8 +130,10 @@ llvm::Expected<PhiMoEConfig> phimoe::readConfig(const std::string &path) {
   f.integer("max_position_embeddings", c.maxPosition, false);
   f.number("rms_norm_eps", c.eps);
   f.number("router_jitter_noise", c.routerJitter, false);
-  f.boolean("attention_bias", c.attentionBias);
-  f.boolean("lm_head_bias", c.lmHeadBias);
+  if (c.arch == Arch::PhiMoE) { // Mixtral has neither bias (MixtralConfig has no such field)
+    f.boolean("attention_bias", c.attentionBias);
+    f.boolean("lm_head_bias", c.lmHeadBias);
+  }
   f.boolean("tie_word_embeddings", c.tieEmbeddings);
   f.integer("bos_token_id", c.bos, false, 0);
   if (f.has("sliding_window")) {
@@ -133,7 +143,8 @@ llvm::Expected<PhiMoEConfig> phimoe::readConfig(const std::string &path) {
   }
   if (f.has("hidden_act") &&
       (!root["hidden_act"].is_string() || root["hidden_act"] != "silu"))
-    f.error("hidden_act", "is " + root["hidden_act"].dump() + ": PhiMoE experts use \"silu\"");
+    f.error("hidden_act", "is " + root["hidden_act"].dump() + ": " + family +
+                              " experts use \"silu\"");
   if (f.has("eos_token_id")) {
     const json &eos = root["eos_token_id"];
     for (const json &id : eos.is_array() ? eos : json::array({eos}))
@@ -161,9 +172,12 @@ llvm::Expected<PhiMoEConfig> phimoe::readConfig(const std::string &path) {
   if (c.heads % c.kvHeads != 0)
     return fail("field 'num_key_value_heads' (" + std::to_string(c.kvHeads) +
                 ") does not divide 'num_attention_heads' (" + std::to_string(c.heads) + ")");
-  if (c.topK != 2)
+  if (c.topK != 2 && c.arch == Arch::PhiMoE)
     return fail("field 'num_experts_per_tok' is " + std::to_string(c.topK) +
                 ": PhiMoE's sparsemixer routing is defined for 2");
+  if (c.topK != 2)
+    return fail("field 'num_experts_per_tok' is " + std::to_string(c.topK) +
+                ": phimoec's Mixtral kernels route each token to 2 experts");
   if (c.experts < 2)
     return fail("field 'num_local_experts' is " + std::to_string(c.experts) +
                 ": top-2 routing needs at least 2 experts");
@@ -201,7 +215,7 @@ llvm::Expected<PhiMoEConfig> phimoe::readConfig(const std::string &path) {
       r.number("short_mscale", c.shortMscale);
       r.number("long_mscale", c.longMscale);
     } else if (ropeType != "default") {
-      r.error("rope_type", "is \"" + ropeType + "\": PhiMoE uses \"longrope\" or none");
+      r.error("rope_type", "is \"" + ropeType + "\": phimoec supports \"longrope\" or none");
     }
     if (llvm::Error e = r.take())
       return std::move(e);

@@ -11,9 +11,15 @@
 
 namespace phimoe {
 
-/// Every field of config.json that the PhiMoE forward pass depends on.
-/// Absent optional fields take transformers' PhimoeConfig defaults.
+/// The architectures phimoec compiles: model_type "phimoe" (Phi-3.5-MoE: LayerNorms with
+/// bias, sparsemixer routing, LongRoPE) and "mixtral" (RMSNorms, softmax top-2 routing,
+/// plain RoPE; the same tensor names).
+enum class Arch { PhiMoE, Mixtral };
+
+/// Every field of config.json that the forward pass depends on.
+/// Absent optional fields take transformers' PhimoeConfig (MixtralConfig) defaults.
 struct PhiMoEConfig {
+  Arch arch = Arch::PhiMoE;
   int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0, kvHeads = 0, headDim = 0;
   int64_t experts = 16, topK = 2, vocab = 0;
   int64_t maxPosition = 131072, originalMaxPosition = 131072;

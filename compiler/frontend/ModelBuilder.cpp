@@ -87,6 +87,10 @@ Value ModelBuilder::linear(Value x, const std::string &prefix, int64_t rows, int
 
 Value ModelBuilder::norm(Value x, const std::string &prefix) {
   Value w = weight(prefix + ".weight", {c.hidden});
+  if (c.arch == ::phimoe::Arch::Mixtral) // RMSNorm: weight only
+    return w ? LayerNormOp::create(b, loc(prefix), act(c.hidden), x, w, Value(),
+                                   b.getF64FloatAttr(c.eps), b.getUnitAttr())
+             : Value();
   Value bias = weight(prefix + ".bias", {c.hidden});
   if (!w || !bias)
     return {};
@@ -148,10 +152,11 @@ llvm::Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
       return fail();
     auto pair = RankedTensorType::get({ShapedType::kDynamic, c.topK}, b.getI32Type());
     auto pairF = RankedTensorType::get({ShapedType::kDynamic, c.topK}, b.getF32Type());
-    auto router = RouterOp::create(b, loc(m + ".gate"), pair, pairF,
-                                   RouterKindAttr::get(&ctx, RouterKind::Sparsemixer),
-                                   x, gate, b.getI64IntegerAttr(c.topK),
-                                   b.getF64FloatAttr(c.routerJitter));
+    bool mixtral = c.arch == ::phimoe::Arch::Mixtral;
+    auto router = RouterOp::create(
+        b, loc(m + ".gate"), pair, pairF,
+        RouterKindAttr::get(&ctx, mixtral ? RouterKind::SoftmaxTopK : RouterKind::Sparsemixer),
+        x, gate, b.getI64IntegerAttr(c.topK), b.getF64FloatAttr(mixtral ? 0.0 : c.routerJitter));
     SmallVector<Value> outputs;
     for (int64_t e = 0; e < c.experts; ++e) {
       std::string ep = m + ".experts." + std::to_string(e);

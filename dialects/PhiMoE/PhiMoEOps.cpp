@@ -76,8 +76,8 @@ static LogicalResult verifyProjection(Operation *op, Value input, Value weight,
   return success();
 }
 
-static LogicalResult verifyNorm(Operation *op, Type input, Type weight,
-                                double epsilon) {
+static LogicalResult verifyNorm(Operation *op, Type input, Type weight, Value bias,
+                                bool rms, double epsilon) {
   if (getLogicalShape(input).empty())
     return op->emitOpError() << "input must have rank at least 1";
   if (failed(checkRank(op, "weight", weight, 1)) ||
@@ -86,6 +86,10 @@ static LogicalResult verifyNorm(Operation *op, Type input, Type weight,
     return failure();
   if (!(epsilon > 0.0))
     return op->emitOpError() << "epsilon must be positive, got " << epsilon;
+  if (rms && bias)
+    return op->emitOpError() << "an RMSNorm (rms) has no bias";
+  if (!rms && !bias)
+    return op->emitOpError() << "a LayerNorm needs a bias (or `rms` for an RMSNorm)";
   return success();
 }
 
@@ -213,12 +217,12 @@ LogicalResult EmbedOp::verify() {
 }
 
 LogicalResult LayerNormOp::verify() {
-  return verifyNorm(*this, getInput().getType(), getWeight().getType(),
+  return verifyNorm(*this, getInput().getType(), getWeight().getType(), getBias(), getRms(),
                     getEpsilon().convertToDouble());
 }
 
 LogicalResult AddLayerNormOp::verify() {
-  return verifyNorm(*this, getLhs().getType(), getWeight().getType(),
+  return verifyNorm(*this, getLhs().getType(), getWeight().getType(), getBias(), getRms(),
                     getEpsilon().convertToDouble());
 }
 

@@ -102,33 +102,40 @@ def PhiMoE_EmbedOp : PhiMoE_Op<"embed", [Pure]> {
 }
 
 def PhiMoE_LayerNormOp : PhiMoE_Op<"layer_norm", [Pure,
-    AllTypesMatch<["input", "result"]>, AllTypesMatch<["weight", "bias"]>]> {
-  let summary = "LayerNorm over the last dimension, with weight and bias";
+    AllTypesMatch<["input", "result"]>,
+    OptionalTypesMatchWith<"bias has the weight's type", "weight", "bias", "$_self">]> {
+  let summary = "LayerNorm (with weight and bias) or RMSNorm (weight only) over the last dimension";
   let description = [{
     `y = (x - mean(x)) / sqrt(var(x) + epsilon) * weight + bias`, with the biased
-    variance, over the last dimension (a full LayerNorm, not RMSNorm).
+    variance, over the last dimension (a full LayerNorm: Phi-3.5-MoE).
+
+    With `rms` (Mixtral): `y = x / sqrt(mean(x²) + epsilon) * weight`, and no
+    bias. The bias is required without `rms` and refused with it.
 
     Example:
     ```mlir
     %y = phimoe.layer_norm %x, %w, %b {epsilon = 1.0e-05 : f64} : tensor<?x64xf32>, tensor<64xf32>
+    %r = phimoe.layer_norm %x, %w {epsilon = 1.0e-05 : f64, rms} : tensor<?x64xf32>, tensor<64xf32>
     ```
   }];
   let arguments = (ins PhiMoE_Activation:$input, PhiMoE_FloatWeight:$weight,
-                       PhiMoE_FloatWeight:$bias, F64Attr:$epsilon);
+                       Optional<PhiMoE_FloatWeight>:$bias, F64Attr:$epsilon,
+                       UnitAttr:$rms);
   let results = (outs PhiMoE_Activation:$result);
   let assemblyFormat = [{
-    $input `,` $weight `,` $bias attr-dict `:` type($input) `,` type($weight)
+    $input `,` $weight (`,` $bias^)? attr-dict `:` type($input) `,` type($weight)
   }];
   let hasVerifier = 1;
 }
 
 def PhiMoE_AddLayerNormOp : PhiMoE_Op<"add_layer_norm", [Pure,
     AllTypesMatch<["lhs", "rhs", "sum", "result"]>,
-    AllTypesMatch<["weight", "bias"]>]> {
-  let summary = "residual add fused with the LayerNorm that follows it";
+    OptionalTypesMatchWith<"bias has the weight's type", "weight", "bias", "$_self">]> {
+  let summary = "residual add fused with the LayerNorm (or RMSNorm) that follows it";
   let description = [{
-    `sum = lhs + rhs; result = layer_norm(sum, weight, bias, epsilon)`. Both are
-    results: the sum is the residual stream the next block adds to.
+    `sum = lhs + rhs; result = layer_norm(sum, weight, bias, epsilon)` (an RMSNorm
+    of the sum, without bias, with `rms`). Both are results: the sum is the
+    residual stream the next block adds to.
 
     Example:
     ```mlir
@@ -136,11 +143,11 @@ def PhiMoE_AddLayerNormOp : PhiMoE_Op<"add_layer_norm", [Pure,
     ```
   }];
   let arguments = (ins PhiMoE_Activation:$lhs, PhiMoE_Activation:$rhs,
-                       PhiMoE_FloatWeight:$weight, PhiMoE_FloatWeight:$bias,
-                       F64Attr:$epsilon);
+                       PhiMoE_FloatWeight:$weight, Optional<PhiMoE_FloatWeight>:$bias,
+                       F64Attr:$epsilon, UnitAttr:$rms);
   let results = (outs PhiMoE_Activation:$sum, PhiMoE_Activation:$result);
   let assemblyFormat = [{
-    $lhs `,` $rhs `,` $weight `,` $bias attr-dict `:` type($lhs) `,` type($weight)
+    $lhs `,` $rhs `,` $weight (`,` $bias^)? attr-dict `:` type($lhs) `,` type($weight)
   }];
   let hasVerifier = 1;
 }

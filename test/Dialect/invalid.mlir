@@ -367,8 +367,24 @@ func.func @f(%x: tensor<?x64xf32>, %w: tensor<64xf32>) {
 // -----
 
 func.func @f(%x: tensor<?x64xf32>, %w: tensor<64xf32>, %b: tensor<64xbf16>) {
-  // expected-error @+1 {{'phimoe.layer_norm' op failed to verify that all of {weight, bias} have same type}}
+  // expected-error @+1 {{'phimoe.layer_norm' op failed to verify that bias has the weight's type}}
   %0 = "phimoe.layer_norm"(%x, %w, %b) {epsilon = 1.0e-05 : f64} : (tensor<?x64xf32>, tensor<64xf32>, tensor<64xbf16>) -> tensor<?x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %w: tensor<64xf32>) {
+  // expected-error @+1 {{'phimoe.layer_norm' op an RMSNorm (rms) has no bias}}
+  %0 = phimoe.layer_norm %x, %w, %w {epsilon = 1.0e-05 : f64, rms} : tensor<?x64xf32>, tensor<64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %w: tensor<64xf32>) {
+  // expected-error @+1 {{'phimoe.add_layer_norm' op a LayerNorm needs a bias (or `rms` for an RMSNorm)}}
+  %0, %1 = phimoe.add_layer_norm %x, %x, %w {epsilon = 1.0e-05 : f64} : tensor<?x64xf32>, tensor<64xf32>
   return
 }
 

@@ -114,6 +114,17 @@ func.func @embed_norm(%ids: tensor<?xi32>, %r: tensor<?x64xf32>) -> (tensor<?x64
   return %s, %y : tensor<?x64xf32>, tensor<?x64xf32>
 }
 
+// RMSNorms (Mixtral): the `rms` unit attribute and no bias.
+// CHECK-LABEL: func.func @rms_norm
+// CHECK-SAME: ([[X:%[a-z0-9_]+]]: tensor<?x64xf32>, [[R:%[a-z0-9_]+]]: tensor<?x64xf32>, [[W:%[a-z0-9_]+]]: tensor<64xf32>)
+// CHECK: [[N:%[a-z0-9_]+]] = phimoe.layer_norm [[X]], [[W]] {epsilon = 1.000000e-05 : f64, rms} : tensor<?x64xf32>, tensor<64xf32>
+// CHECK: [[SUM:%[a-z0-9_]+]], [[Y:%[a-z0-9_]+]] = phimoe.add_layer_norm [[N]], [[R]], [[W]] {epsilon = 2.000000e-05 : f64, rms} : tensor<?x64xf32>, tensor<64xf32>
+func.func @rms_norm(%x: tensor<?x64xf32>, %r: tensor<?x64xf32>, %w: tensor<64xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+  %n = phimoe.layer_norm %x, %w {epsilon = 1.0e-05 : f64, rms} : tensor<?x64xf32>, tensor<64xf32>
+  %s, %y = phimoe.add_layer_norm %n, %r, %w {epsilon = 2.0e-05 : f64, rms} : tensor<?x64xf32>, tensor<64xf32>
+  return %s, %y : tensor<?x64xf32>, tensor<?x64xf32>
+}
+
 // An embedding table may be quantized, and the ids may be i64.
 // CHECK-LABEL: func.func @embed_quantized
 // CHECK-SAME: ([[IDS:%[a-z0-9_]+]]: tensor<?xi64>, [[T:%[a-z0-9_]+]]: !phimoe.qweight<q6k, [320, 256]>)

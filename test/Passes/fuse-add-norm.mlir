@@ -189,3 +189,17 @@ func.func @norm_weight_computed_after_add(%a: tensor<?x64xf32>, %b: tensor<?x64x
   %n = phimoe.layer_norm %s, %w2, %bi {epsilon = 1.0e-05 : f64} : tensor<?x64xf32>, tensor<64xf32>
   return %n : tensor<?x64xf32>
 }
+
+// -----
+
+// An RMSNorm (Mixtral) fuses the same way: no bias, `rms` carried over.
+// CHECK-LABEL: func.func @add_rms_norm
+// CHECK-SAME: ([[A:%.+]]: tensor<?x64xf32>, [[B:%.+]]: tensor<?x64xf32>, [[W:%.+]]: tensor<64xf32>)
+// CHECK: [[SUM:%.+]], [[N:%.+]] = phimoe.add_layer_norm [[A]], [[B]], [[W]] {epsilon = 2.000000e-05 : f64, rms} : tensor<?x64xf32>, tensor<64xf32>
+// CHECK-NOT: phimoe.layer_norm
+// CHECK: return [[SUM]], [[N]]
+func.func @add_rms_norm(%a: tensor<?x64xf32>, %b: tensor<?x64xf32>, %w: tensor<64xf32>) -> (tensor<?x64xf32>, tensor<?x64xf32>) {
+  %s = phimoe.add %a, %b : tensor<?x64xf32>
+  %n = phimoe.layer_norm %s, %w {epsilon = 2.0e-05 : f64, rms} : tensor<?x64xf32>, tensor<64xf32>
+  return %s, %n : tensor<?x64xf32>, tensor<?x64xf32>
+}

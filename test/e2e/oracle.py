@@ -3,6 +3,7 @@ and phimoec/phimoe-bin runners shared by the end-to-end tests."""
 import json
 import os
 import pathlib
+import struct
 import subprocess
 
 import numpy as np
@@ -91,6 +92,29 @@ def make_model(config, seed=0, router_spread=None):
     return model
 
 
+def tiny_mixtral_config(layers=2, hidden=64, heads=4, kv_heads=2, experts=4, intermediate=128,
+                        vocab=96, **extra):
+    """A small MixtralConfig (RMSNorms, no biases, softmax top-2 routing, plain RoPE)."""
+    from transformers import MixtralConfig
+    return MixtralConfig(
+        vocab_size=vocab, hidden_size=hidden, intermediate_size=intermediate,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads,
+        num_local_experts=experts, num_experts_per_tok=2, max_position_embeddings=512,
+        **extra)
+
+
+def make_mixtral(config, seed=0):
+    """A seeded random MixtralForCausalLM; its RMSNorm weights randomized around 1."""
+    from transformers import MixtralForCausalLM
+    torch.manual_seed(seed)
+    model = MixtralForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name:
+                p.copy_(1.0 + torch.randn_like(p) * 0.1)
+    return model
+
+
 def save(model, path, dtype=torch.float32, shard=None):
     model = model.to(dtype)
     kwargs = {"max_shard_size": shard} if shard else {}
@@ -132,6 +156,30 @@ def reference_greedy(model, prompt, n):
         logits = model(torch.tensor([seq])).logits[0, -1]
         seq.append(int(torch.argmax(logits)))
     return seq[len(prompt):]
+
+
+def pack_table(path):
+    """The table of a weights.phw (a JSON list of entries: name, type, offset, ...) and the
+    offset of its data."""
+    with open(path, "rb") as f:
+        head = f.read(64)
+        magic, _, _, _, table_bytes, data_offset, _ = struct.unpack_from("<8sIIQQQQ", head)
+        assert magic == b"PHIMOEW\0", path
+        return json.loads(f.read(table_bytes)), data_offset
+
+
+def source_names(name, experts):
+    """The checkpoint tensors a packed weight is made of (rows concatenated or stacked)."""
+    if name.endswith("self_attn.qkv_proj.weight"):
+        base = name[: -len("qkv_proj.weight")]
+        return [base + p + "_proj.weight" for p in "qkv"]
+    if name.endswith("experts.gate_up.weight"):
+        base = name[: -len("gate_up.weight")]
+        return [f"{base}{e}.w{w}.weight" for e in range(experts) for w in (1, 3)]
+    if name.endswith("experts.down.weight"):
+        base = name[: -len("down.weight")]
+        return [f"{base}{e}.w2.weight" for e in range(experts)]
+    return [name]
 
 
 def write_json(path, data):

@@ -14,7 +14,6 @@ import json
 import os
 import pathlib
 import shutil
-import struct
 import subprocess
 
 import numpy as np
@@ -191,15 +190,6 @@ def test_error_not_above_llama_cpp(ggml, fmt, seed, tmp_path):
 # ---- the weight pack ---------------------------------------------------------------------
 
 
-def pack_table(path):
-    with open(path, "rb") as f:
-        head = f.read(64)
-        magic, _, _, _, table_bytes, data_offset, _ = struct.unpack_from("<8sIIQQQQ", head)
-        assert magic == b"PHIMOEW\0"
-        table = json.loads(f.read(table_bytes))
-    return table, data_offset
-
-
 def source_rows(tensors, name, experts):
     """The float32 matrix (rows along the last dimension) of a packed weight, assembled from
     the checkpoint's tensors as phimoec's recipes do."""
@@ -244,7 +234,7 @@ def test_pack_holds_our_quantized_rows(checkpoint, quant, target, tmp_path):
     experts) is byte for byte our quantize_row applied to the checkpoint's rows, in the
     layout of the target: groups of 16 rows for the CPU, field by field for a GPU."""
     pack = compile_pack(checkpoint, tmp_path / "out", "--quant", quant, "--target", target)
-    table, data_offset = pack_table(pack)
+    table, data_offset = oracle.pack_table(pack)
     tensors = load_file(checkpoint / "model.safetensors")
     config = json.loads((checkpoint / "config.json").read_text())
     data = np.fromfile(pack, dtype=np.uint8)

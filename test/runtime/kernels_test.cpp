@@ -152,6 +152,88 @@ TYPED_TEST(Kernels, AddLayerNorm) {
   test_add_layer_norm<512, TypeParam>(rng);
 }
 
+// ---- rms_norm, add_rms_norm (Mixtral) ------------------------------------------------------
+
+// The kernel computes the mean square and z = x * rstd in double, rounds z to float and
+// multiplies by w in float: |err| <= 2u |z w| to first order; 4u leaves room.
+template <int H, class W>
+void check_rms_norm_rows(const std::vector<float> &x, int n, const Weights<W> &w, float eps,
+                         const std::vector<float> &out) {
+  for (int t = 0; t < n; ++t) {
+    const float *xt = x.data() + t * H;
+    double sq = 0;
+    for (int j = 0; j < H; ++j)
+      sq += static_cast<double>(xt[j]) * xt[j];
+    const double rstd = 1.0 / std::sqrt(sq / H + static_cast<double>(eps));
+    for (int j = 0; j < H; ++j) {
+      const double want = xt[j] * rstd * w.exact[j];
+      const double err = std::fabs(out[t * H + j] - want);
+      ASSERT_LE(err, 4 * kFloatU * std::fabs(want) + 1e-30)
+          << "t=" << t << " j=" << j << " want " << want << " got " << out[t * H + j];
+    }
+  }
+}
+
+template <int H, class W> void test_rms_norm(std::mt19937 &rng) {
+  const Weights<W> w(random_floats(rng, H, 0.3f, 1.0f));
+  for (float eps : {1e-5f, 1e-6f})
+    for (int threads : {1, 3})
+      for (int n : {1, 7}) {
+        TestContext tc(threads);
+        // mean far from 0: an RMSNorm does not subtract it (a LayerNorm would)
+        const std::vector<float> x = random_floats(rng, n * H, 1.5f, 3.0f);
+        std::vector<float> out(n * H, kNaN);
+        rms_norm<H>(tc.ctx, x.data(), n, w.data(), eps, out.data());
+        check_rms_norm_rows<H>(x, n, w, eps, out);
+      }
+}
+
+TYPED_TEST(Kernels, RmsNorm) {
+  std::mt19937 rng(41);
+  test_rms_norm<203, TypeParam>(rng);
+  test_rms_norm<4096, TypeParam>(rng);
+}
+
+// eps inside the square root matters for a row of tiny values.
+TEST(Kernels, RmsNormTinyRowSeesEps) {
+  constexpr int H = 16;
+  const Weights<float> w(std::vector<float>(H, 1.0f));
+  std::vector<float> x(H, 1e-3f);
+  TestContext tc(1);
+  std::vector<float> out(H, kNaN);
+  rms_norm<H>(tc.ctx, x.data(), 1, w.data(), 1e-5f, out.data());
+  // 1e-3 / sqrt(1e-6 + 1e-5) = 0.30151...
+  EXPECT_NEAR(out[0], 1e-3 / std::sqrt(1e-6 + 1e-5), 1e-6);
+  check_rms_norm_rows<H>(x, 1, w, 1e-5f, out);
+}
+
+template <int H, class W> void test_add_rms_norm(std::mt19937 &rng) {
+  const Weights<W> w(random_floats(rng, H, 0.3f, 1.0f));
+  const float eps = 1e-5f;
+  for (int threads : {1, 3})
+    for (int n : {1, 7})
+      for (bool in_place : {false, true}) {
+        TestContext tc(threads);
+        std::vector<float> a = random_floats(rng, n * H, 1.0f, 2.0f);
+        const std::vector<float> d = random_floats(rng, n * H, 0.5f);
+        std::vector<float> want_sum(n * H);
+        for (int i = 0; i < n * H; ++i)
+          want_sum[i] = a[i] + d[i];
+        std::vector<float> sum(n * H, kNaN), out(n * H, kNaN);
+        float *sum_ptr = in_place ? a.data() : sum.data();
+        add_rms_norm<H>(tc.ctx, a.data(), d.data(), n, w.data(), eps, sum_ptr, out.data());
+        const std::vector<float> got_sum(sum_ptr, sum_ptr + n * H);
+        ASSERT_TRUE(same_bits(got_sum, want_sum));
+        check_rms_norm_rows<H>(want_sum, n, w, eps, out);
+      }
+}
+
+TYPED_TEST(Kernels, AddRmsNorm) {
+  std::mt19937 rng(51);
+  test_add_rms_norm<203, TypeParam>(rng);
+  test_add_rms_norm<512, TypeParam>(rng);
+}
+
 // ---- linear --------------------------------------------------------------------------------
 
 // out = x.W^T + b against a double reference. Tolerance 1e-5 * sum_k |x_k w_k| (+|b|): above

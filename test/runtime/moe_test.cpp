@@ -77,6 +77,25 @@ RefRoute reference_route(const std::vector<float> &scores, float eps) {
   return r;
 }
 
+// transformers' MixtralSparseMoeBlock routing in double: softmax over all logits, topk(2)
+// (first index on ties), the two probabilities renormalised. margin: how far the second
+// choice lies above the best of the rest (the set of two is decided by it).
+RefRoute reference_softmax_route(const std::vector<float> &scores) {
+  RefRoute r;
+  r.i1 = first_argmax(scores);
+  std::vector<float> rest = scores;
+  rest[r.i1] = -std::numeric_limits<float>::infinity();
+  r.i2 = first_argmax(rest);
+  const double p1 = softmax_at(scores, r.i1), p2 = softmax_at(scores, r.i2);
+  r.w1 = p1 / (p1 + p2);
+  r.w2 = p2 / (p1 + p2);
+  rest[r.i2] = -std::numeric_limits<float>::infinity();
+  r.margin = scores.size() > 2
+                 ? static_cast<double>(scores[r.i2]) - rest[first_argmax(rest)]
+                 : INFINITY;
+  return r;
+}
+
 // ---- sparsemixer on crafted logits ----------------------------------------------------------
 
 template <int E> void expect_route(const std::vector<float> &s, int i1, int i2, double w1,
@@ -143,6 +162,53 @@ TEST(Sparsemixer, StageTwoThresholdIsRelativeToTheSecondMaximum) {
   expect_route<4>(s, 0, 1, 1.0, w2, "stage 2");
 }
 
+// ---- softmax top-2 (Mixtral) on crafted logits ----------------------------------------------
+
+template <int E> void expect_softmax_route(const std::vector<float> &s, int i1, int i2,
+                                           const char *what) {
+  ASSERT_EQ(static_cast<int>(s.size()), E);
+  const RefRoute ref = reference_softmax_route(s);
+  EXPECT_EQ(ref.i1, i1) << what;
+  EXPECT_EQ(ref.i2, i2) << what;
+  const Route got = softmax_top2<E>(s.data());
+  EXPECT_EQ(got.i1, i1) << what;
+  EXPECT_EQ(got.i2, i2) << what;
+  EXPECT_NEAR(got.w1, ref.w1, 4 * kFloatU) << what;
+  EXPECT_NEAR(got.w2, ref.w2, 4 * kFloatU) << what;
+  EXPECT_NEAR(double(got.w1) + got.w2, 1.0, 2 * kFloatU) << what; // renormalised
+  // route<> dispatches to it
+  const Route via = route<RouteKind::SoftmaxTop2, E>(s.data(), 0.5f);
+  EXPECT_TRUE(via.i1 == got.i1 && via.i2 == got.i2 && via.w1 == got.w1 && via.w2 == got.w2);
+}
+
+TEST(SoftmaxTop2, WeightsAreTheRenormalisedPair) {
+  // p(5) : p(2) = e^3 : 1, whatever the other experts hold
+  expect_softmax_route<4>({1.0f, 5.0f, 2.0f, -3.0f}, 1, 2, "spread");
+  const Route r = softmax_top2<4>(std::vector<float>{1.0f, 5.0f, 2.0f, -3.0f}.data());
+  EXPECT_NEAR(r.w1, 1.0 / (1.0 + std::exp(-3.0)), 4 * kFloatU);
+  EXPECT_GT(r.w2, 0.04f); // not sparsemixer's single survivor (w2 would be its own softmax)
+  expect_softmax_route<4>({10.0f, 10.1f, 9.95f, 8.0f}, 1, 0, "close");
+  expect_softmax_route<8>({-1.0f, -0.5f, -3.0f, -0.25f, -7.0f, -0.6f, -2.0f, -9.0f}, 3, 1,
+                          "negative");
+}
+
+TEST(SoftmaxTop2, TiesTakeTheFirstIndex) {
+  expect_softmax_route<4>({1.0f, 3.0f, 0.5f, 3.0f}, 1, 3, "tie for first");
+  expect_softmax_route<4>({2.0f, -1.0f, 2.0f, 2.0f}, 0, 2, "three-way tie");
+  expect_softmax_route<4>({4.0f, 1.0f, 1.0f, 0.0f}, 0, 1, "tie for second");
+  const Route r = softmax_top2<4>(std::vector<float>{2.0f, -1.0f, 2.0f, 2.0f}.data());
+  EXPECT_EQ(r.w1, 0.5f);
+  EXPECT_EQ(r.w2, 0.5f);
+}
+
+TEST(SoftmaxTop2, LargeGapsDoNotOverflow) {
+  const Route r = softmax_top2<3>(std::vector<float>{-200.0f, 300.0f, 0.0f}.data());
+  EXPECT_EQ(r.i1, 1);
+  EXPECT_EQ(r.i2, 2);
+  EXPECT_EQ(r.w1, 1.0f);
+  EXPECT_EQ(r.w2, 0.0f);
+}
+
 // ---- the moe_sparsemixer kernel -------------------------------------------------------------
 
 // Weights of a block: router [E, H], gate_up [E, 2I, H], down [E, H, I].
@@ -191,7 +257,7 @@ template <int E, int H> std::vector<float> router_rows(std::mt19937 &rng, Regime
 template <int E, int H, int I, class R, class W>
 void reference_moe(const Block<E, H, I, R, W> &b, const std::vector<float> &x, int n,
                    std::vector<double> *out, std::vector<double> *tol,
-                   std::vector<RefRoute> *routes) {
+                   std::vector<RefRoute> *routes, bool softmax = false) {
   out->assign(static_cast<size_t>(n) * H, 0.0);
   tol->assign(static_cast<size_t>(n) * H, 0.0);
   routes->clear();
@@ -208,7 +274,8 @@ void reference_moe(const Block<E, H, I, R, W> &b, const std::vector<float> &x, i
       logits[e] = static_cast<float>(s); // the router's output is a float32 tensor
       rmax = std::max(rmax, a);
     }
-    const RefRoute route = reference_route(logits, kJitter);
+    const RefRoute route =
+        softmax ? reference_softmax_route(logits) : reference_route(logits, kJitter);
     routes->push_back(route);
     const int experts[2] = {route.i1, route.i2};
     const double weights[2] = {route.w1, route.w2};
@@ -256,18 +323,22 @@ Block<E, H, I, R, W> make_block(std::mt19937 &rng, Regime regime) {
 // Runs the kernel with 1 and 3 threads on n rows; checks the reference and determinism.
 template <int E, int H, int I, class R, class W>
 std::vector<RefRoute> run_moe(const Block<E, H, I, R, W> &b, const std::vector<float> &x,
-                              int n, const char *what) {
+                              int n, const char *what, bool softmax = false) {
   std::vector<double> want, tol;
   std::vector<RefRoute> routes;
-  reference_moe(b, x, n, &want, &tol, &routes);
+  reference_moe(b, x, n, &want, &tol, &routes, softmax);
   for (const RefRoute &r : routes) // inputs must not sit on a routing decision boundary
     EXPECT_GT(r.margin, 1e-5) << what << ": pick another seed";
   std::vector<float> first;
   for (int threads : {1, 3}) {
     TestContext tc(threads, 0, H, I, E);
     std::vector<float> out(static_cast<size_t>(n) * H, kNaN);
-    moe_sparsemixer<E, H, I>(tc.ctx, x.data(), n, b.router.data(), b.gate_up.data(),
-                             b.down.data(), kJitter, out.data());
+    if (softmax)
+      moe_softmax_top2<E, H, I>(tc.ctx, x.data(), n, b.router.data(), b.gate_up.data(),
+                                b.down.data(), out.data());
+    else
+      moe_sparsemixer<E, H, I>(tc.ctx, x.data(), n, b.router.data(), b.gate_up.data(),
+                               b.down.data(), kJitter, out.data());
     for (size_t i = 0; i < out.size(); ++i)
       EXPECT_NEAR(out[i], want[i], tol[i]) << what << ": row " << i / H << " lane " << i % H
                                            << ", threads " << threads;
@@ -333,6 +404,24 @@ TYPED_TEST(Moe, NanRatioKeepsTheExpert) {
     EXPECT_EQ(r.w1, 0.5);
     EXPECT_EQ(r.w2, 1.0);
   }
+}
+
+// Mixtral's routing through the same kernel: both weights of every row strictly between 0 and
+// 1 and summing to one, which sparsemixer's routes (w = 1 for a single survivor) are not.
+TYPED_TEST(Moe, SoftmaxTop2Routing) {
+  using W = TypeParam;
+  std::mt19937 rng(107);
+  const auto b = make_block<8, 64, 32, float, W>(rng, Regime::kRandom);
+  for (int n : {1, 7}) {
+    const std::vector<float> x = random_floats(rng, n * 64, 1.0f, 0.5f);
+    for (const RefRoute &r : run_moe(b, x, n, "softmax top-2", true)) {
+      EXPECT_TRUE(r.w1 > 0.0 && r.w1 < 1.0 && r.w2 > 0.0) << r.w1 << " " << r.w2;
+      EXPECT_NEAR(r.w1 + r.w2, 1.0, 1e-12);
+    }
+  }
+  const auto c = make_block<5, 36, 20, W, W>(rng, Regime::kClose); // odd shapes, router in W
+  for (int n : {1, 7})
+    run_moe(c, random_floats(rng, n * 36, 1.0f, 0.5f), n, "softmax top-2, odd", true);
 }
 
 // Shapes with tails: E % 4 != 0, H % 8 != 0, I % 8 != 0.

@@ -113,7 +113,8 @@ double silu(double g) { return g / (1.0 + std::exp(-g)); }
 // step where h lies within its error of a rounding boundary.
 template <class GU, class DW>
 void reference(const Block<GU, DW> &b, const std::vector<float> &x, int n,
-               std::vector<double> *out, std::vector<double> *tol, std::vector<Route> *routes) {
+               std::vector<double> *out, std::vector<double> *tol, std::vector<Route> *routes,
+               bool softmax = false) {
   const int E = b.experts;
   out->assign(static_cast<size_t>(n) * H, 0.0);
   tol->assign(static_cast<size_t>(n) * H, 0.0);
@@ -133,12 +134,24 @@ void reference(const Block<GU, DW> &b, const std::vector<float> &x, int n,
     }
     Route r{};
     switch (E) {
-    case 4: r = sparsemixer<4>(logits.data(), kJitter); break;
-    case 6: r = sparsemixer<6>(logits.data(), kJitter); break;
-    case 8: r = sparsemixer<8>(logits.data(), kJitter); break;
-    default: ADD_FAILURE() << "no sparsemixer instance for " << E << " experts";
+    case 4: r = softmax ? softmax_top2<4>(logits.data()) : sparsemixer<4>(logits.data(), kJitter);
+      break;
+    case 6: r = softmax ? softmax_top2<6>(logits.data()) : sparsemixer<6>(logits.data(), kJitter);
+      break;
+    case 8: r = softmax ? softmax_top2<8>(logits.data()) : sparsemixer<8>(logits.data(), kJitter);
+      break;
+    default: ADD_FAILURE() << "no routing instance for " << E << " experts";
     }
-    EXPECT_GT(route_margin(logits, r), 1e-5) << "token " << t << ": pick another seed";
+    if (softmax) { // the pair is decided by the gap between the second and the best of the rest
+      double gap = INFINITY;
+      for (int e = 0; e < E; ++e)
+        if (e != r.i1 && e != r.i2)
+          gap = std::min(gap, static_cast<double>(logits[r.i2]) - logits[e]);
+      EXPECT_GT(gap, 1e-5) << "token " << t << ": pick another seed";
+      EXPECT_NEAR(double(r.w1) + r.w2, 1.0, 1e-6);
+    } else {
+      EXPECT_GT(route_margin(logits, r), 1e-5) << "token " << t << ": pick another seed";
+    }
     routes->push_back(r);
 
     std::vector<double> xin(H);
@@ -210,23 +223,27 @@ void reference(const Block<GU, DW> &b, const std::vector<float> &x, int n,
 
 template <int E, class GU, class DW>
 void call_moe(Context &ctx, const Block<GU, DW> &b, const GU *gate_up, const DW *down,
-              const std::vector<float> &x, int n, float *out) {
-  moe_sparsemixer<E, H, I>(ctx, x.data(), n, b.router.data(), gate_up, down, kJitter, out);
+              const std::vector<float> &x, int n, float *out, bool softmax = false) {
+  if (softmax)
+    moe_softmax_top2<E, H, I>(ctx, x.data(), n, b.router.data(), gate_up, down, out);
+  else
+    moe_sparsemixer<E, H, I>(ctx, x.data(), n, b.router.data(), gate_up, down, kJitter, out);
 }
 
 // Runs the kernel on n rows with 1 and 3 threads: the reference, thread independence, and
 // (for a prompt) every row equal to decode of that row alone. Returns the routes.
 template <int E, class GU, class DW>
 std::vector<Route> run_moe(const Block<GU, DW> &b, const std::vector<float> &x, int n,
-                           const char *what) {
+                           const char *what, bool softmax = false) {
   std::vector<double> want, tol;
   std::vector<Route> routes;
-  reference(b, x, n, &want, &tol, &routes);
+  reference(b, x, n, &want, &tol, &routes, softmax);
   std::vector<float> first;
   for (int threads : {1, 3}) {
     QuantContext qc(threads, n, std::max(H, I), H, I, E);
     std::vector<float> out(static_cast<size_t>(n) * H, kNaN);
-    call_moe<E>(qc.ctx, b, b.gate_up.stored.data(), b.down.stored.data(), x, n, out.data());
+    call_moe<E>(qc.ctx, b, b.gate_up.stored.data(), b.down.stored.data(), x, n, out.data(),
+                softmax);
     for (size_t i = 0; i < out.size(); ++i)
       EXPECT_NEAR(out[i], want[i], tol[i]) << what << ": row " << i / H << " lane " << i % H
                                            << ", threads " << threads;
@@ -241,7 +258,8 @@ std::vector<Route> run_moe(const Block<GU, DW> &b, const std::vector<float> &x, 
       const std::vector<float> xt(x.begin() + static_cast<size_t>(t) * H,
                                   x.begin() + static_cast<size_t>(t + 1) * H);
       std::vector<float> row(H, kNaN);
-      call_moe<E>(qc.ctx, b, b.gate_up.stored.data(), b.down.stored.data(), xt, 1, row.data());
+      call_moe<E>(qc.ctx, b, b.gate_up.stored.data(), b.down.stored.data(), xt, 1, row.data(),
+                  softmax);
       const std::vector<float> prompt_row(first.begin() + static_cast<size_t>(t) * H,
                                           first.begin() + static_cast<size_t>(t + 1) * H);
       EXPECT_TRUE(same_bits(row, prompt_row)) << what << ": row " << t << " of " << n
@@ -301,6 +319,22 @@ TYPED_TEST(QuantMoe, LongPrompt) {
     most = std::max(most, count);
   }
   EXPECT_GT(most, 64) << "no expert had more than one token block";
+}
+
+// Mixtral's softmax top-2 routing through the same kernel: decode, a short prompt, and 150
+// tokens (each expert's tokens over more than one token block).
+TYPED_TEST(QuantMoe, SoftmaxTop2Routing) {
+  using GU = typename TypeParam::first_type;
+  using DW = typename TypeParam::second_type;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(504), xrng(514);
+  const auto b = make_block<GU, DW>(rng, 8, Regime::kRandom);
+  for (int n : {1, 7, 150}) {
+    const auto routes = run_moe<8>(
+        b, random_floats(xrng, static_cast<size_t>(n) * H, 1.0f, 0.5f), n, "softmax", true);
+    for (const Route &r : routes)
+      ASSERT_TRUE(r.w1 >= r.w2 && r.w2 > 0.0f) << r.w1 << " " << r.w2;
+  }
 }
 
 // Routing weights below 1 (several experts kept in both stages) scale the experts.

@@ -32,6 +32,15 @@ template <int H, class W>
 void add_layer_norm(Context &ctx, const float *a, const float *b, int n, const W *w,
                     const W *bias, float eps, float *sum, float *out);
 
+// RMSNorm over H with weight only (Mixtral): x / sqrt(mean(x²) + eps) * w.
+template <int H, class W>
+void rms_norm(Context &ctx, const float *x, int n, const W *w, float eps, float *out);
+
+// sum = a + b; out = rms_norm(sum). sum may alias a.
+template <int H, class W>
+void add_rms_norm(Context &ctx, const float *a, const float *b, int n, const W *w, float eps,
+                  float *sum, float *out);
+
 // out[n, N] = x[n, K] · w[N, K]ᵀ (+ bias[N]); bias may be null.
 template <int N, int K, class W, class B>
 void linear(Context &ctx, const float *x, int n, const W *w, const B *bias, float *out);
@@ -60,6 +69,12 @@ void attention(Context &ctx, const float *q, const float *k, const float *v, int
 template <int E, int H, int I, class R, class GU, class DW>
 void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
                      const DW *down, float eps, float *out);
+
+// The same MoE block with Mixtral's routing: softmax over the E router logits, the two
+// largest, renormalised to sum to one (sparsemixer.h, softmax_top2).
+template <int E, int H, int I, class R, class GU, class DW>
+void moe_softmax_top2(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
+                      const DW *down, float *out);
 
 } // namespace phimoe_rt
 

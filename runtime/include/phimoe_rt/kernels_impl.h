@@ -78,6 +78,31 @@ inline void layer_norm_row(const float *x, const W *w, const W *b, float eps, fl
   }
 }
 
+// RMSNorm of one row (transformers' MixtralRMSNorm in float32): the mean square in double,
+// z = x * rstd rounded to float, then z * w.
+template <int H, class W>
+inline void rms_norm_row(const float *x, const W *w, float eps, float *out) {
+  constexpr int H8 = H / 8 * 8;
+  simd::vd4 q0{}, q1{};
+  for (int j = 0; j < H8; j += 8) {
+    const simd::vd4 d0 = simd::load4d(x + j), d1 = simd::load4d(x + j + 4);
+    q0 += d0 * d0;
+    q1 += d1 * d1;
+  }
+  double sq = simd::hsum(q0 + q1);
+  for (int j = H8; j < H; ++j)
+    sq += static_cast<double>(x[j]) * x[j];
+  const double rstd = 1.0 / std::sqrt(sq / H + static_cast<double>(eps));
+  for (int j = 0; j < H8; j += 8) {
+    const simd::vf4 z0 = __builtin_convertvector(simd::load4d(x + j) * rstd, simd::vf4);
+    const simd::vf4 z1 = __builtin_convertvector(simd::load4d(x + j + 4) * rstd, simd::vf4);
+    const simd::vf8 z = __builtin_shufflevector(z0, z1, 0, 1, 2, 3, 4, 5, 6, 7);
+    simd::store8(out + j, z * simd::load8(w + j));
+  }
+  for (int j = H8; j < H; ++j)
+    out[j] = static_cast<float>(x[j] * rstd) * simd::load1(w + j);
+}
+
 // out[t .. t+TT, r0 .. r0+RR) of a linear layer.
 template <int N, int K, int TT, int RR, class W, class B>
 PHIMOE_RT_INLINE void linear_tile(const float *x, int t, const W *w, const B *bias, int r0,
@@ -151,6 +176,28 @@ void add_layer_norm(Context &ctx, const float *a, const float *b, int n, const W
       for (int j = 0; j < H; ++j)
         st[j] = at[j] + bt[j];
       detail::layer_norm_row<H>(st, w, bias, eps, out + t * H);
+    }
+  });
+}
+
+template <int H, class W>
+void rms_norm(Context &ctx, const float *x, int n, const W *w, float eps, float *out) {
+  detail::parallel(ctx, n, [&](int64_t begin, int64_t end, int) {
+    for (int64_t t = begin; t < end; ++t)
+      detail::rms_norm_row<H>(x + t * H, w, eps, out + t * H);
+  });
+}
+
+template <int H, class W>
+void add_rms_norm(Context &ctx, const float *a, const float *b, int n, const W *w, float eps,
+                  float *sum, float *out) {
+  detail::parallel(ctx, n, [&](int64_t begin, int64_t end, int) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float *at = a + t * H, *bt = b + t * H;
+      float *st = sum + t * H; // may alias at: each element is read before it is written
+      for (int j = 0; j < H; ++j)
+        st[j] = at[j] + bt[j];
+      detail::rms_norm_row<H>(st, w, eps, out + t * H);
     }
   });
 }
@@ -391,7 +438,7 @@ namespace detail {
 // else. Until row t is computed, out[t][0..3] holds its route (i1, i2, w1, w2); out must
 // not alias x. The expert activations of the current row live in thread 0's scratch
 // [0, 2I), shared by all threads; each thread's router logits in its own [2I, 2I + E).
-template <int E, int H, int I, class R, class GU, class DW>
+template <int E, int H, int I, RouteKind K, class R, class GU, class DW>
 void moe_float(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
                const DW *down, float eps, float *out) {
   static_assert(E >= 2 && H >= 4 && I >= 1, "moe_sparsemixer: bad shape");
@@ -406,7 +453,7 @@ void moe_float(Context &ctx, const float *x, int n, const R *router, const GU *g
       for (int e = 0; e < E; e += row_group)
         simd::dot_rows<H>(xt, router + static_cast<size_t>(e) * H, std::min(row_group, E - e),
                           logits + e);
-      const Route r = sparsemixer<E>(logits, eps);
+      const Route r = route<K, E>(logits, eps);
       float *ot = out + t * H;
       ot[0] = static_cast<float>(r.i1);
       ot[1] = static_cast<float>(r.i2);
@@ -459,9 +506,22 @@ template <int E, int H, int I, class R, class GU, class DW>
 void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
                      const DW *down, float eps, float *out) {
   if constexpr (detail::is_qblock<GU>::value || detail::is_qblock<DW>::value)
-    detail::moe_quant<E, H, I>(ctx, x, n, router, gate_up, down, eps, out);
+    detail::moe_quant<E, H, I, RouteKind::Sparsemixer>(ctx, x, n, router, gate_up, down, eps,
+                                                        out);
   else
-    detail::moe_float<E, H, I>(ctx, x, n, router, gate_up, down, eps, out);
+    detail::moe_float<E, H, I, RouteKind::Sparsemixer>(ctx, x, n, router, gate_up, down, eps,
+                                                        out);
+}
+
+template <int E, int H, int I, class R, class GU, class DW>
+void moe_softmax_top2(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
+                      const DW *down, float *out) {
+  if constexpr (detail::is_qblock<GU>::value || detail::is_qblock<DW>::value)
+    detail::moe_quant<E, H, I, RouteKind::SoftmaxTop2>(ctx, x, n, router, gate_up, down, 0.0f,
+                                                        out);
+  else
+    detail::moe_float<E, H, I, RouteKind::SoftmaxTop2>(ctx, x, n, router, gate_up, down, 0.0f,
+                                                        out);
 }
 
 } // namespace phimoe_rt

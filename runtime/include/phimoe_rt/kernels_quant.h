@@ -302,7 +302,7 @@ struct MoeWork {
 
 PHIMOE_RT_INLINE float silu_mul(float g, float u) { return g / (1.0f + std::exp(-g)) * u; }
 
-template <int E, int H, int I, class R, class GU, class DW>
+template <int E, int H, int I, RouteKind K, class R, class GU, class DW>
 void moe_quant(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
                const DW *down, float eps, float *out) {
   static_assert(E >= 2 && H >= 1 && I >= 1, "moe_sparsemixer: bad shape");
@@ -332,7 +332,7 @@ void moe_quant(Context &ctx, const float *x, int n, const R *router, const GU *g
       for (int e = 0; e < E; e += simd::kMaxRows)
         simd::dot_rows<H>(xt, router + static_cast<size_t>(e) * H,
                           std::min(simd::kMaxRows, E - e), logits + e);
-      wk.routes[t] = sparsemixer<E>(logits, eps);
+      wk.routes[t] = route<K, E>(logits, eps);
       if constexpr (MG::kQuantized)
         MG::quantize(xt, xq + t * MG::kActBytes);
     }

@@ -1,4 +1,5 @@
-// sparsemixer.h - PhiMoE's eval-mode sparsemixer top-2 routing of one row of router logits.
+// sparsemixer.h - top-2 routing of one row of router logits: PhiMoE's eval-mode sparsemixer,
+// and Mixtral's softmax top-2.
 #ifndef PHIMOE_RT_SPARSEMIXER_H
 #define PHIMOE_RT_SPARSEMIXER_H
 
@@ -57,6 +58,37 @@ template <int E> PHIMOE_RT_HOST_DEVICE inline Route sparsemixer(const float *s, 
   }
   r.w2 = 1.0f / sum;
   return r;
+}
+
+// Mixtral's routing (transformers' MixtralSparseMoeBlock): softmax over all E logits, the two
+// largest (first index on ties), their probabilities renormalised to sum to one. With
+// e = exp(s[i2] - s[i1]) (at most 1): w1 = 1 / (1 + e), w2 = e / (1 + e); the softmax's
+// normaliser cancels.
+template <int E> PHIMOE_RT_HOST_DEVICE inline Route softmax_top2(const float *s) {
+  static_assert(E >= 2, "softmax_top2 needs at least two experts");
+  Route r;
+  r.i1 = 0;
+  for (int j = 1; j < E; ++j)
+    if (s[j] > s[r.i1])
+      r.i1 = j;
+  r.i2 = r.i1 == 0 ? 1 : 0;
+  for (int j = r.i2 + 1; j < E; ++j)
+    if (j != r.i1 && s[j] > s[r.i2])
+      r.i2 = j;
+  const float e = expf(s[r.i2] - s[r.i1]);
+  r.w1 = 1.0f / (1.0f + e);
+  r.w2 = e / (1.0f + e);
+  return r;
+}
+
+// The routing of a MoE kernel: RouteKind::Sparsemixer (eps is its jitter) or SoftmaxTop2.
+enum class RouteKind { Sparsemixer, SoftmaxTop2 };
+
+template <RouteKind K, int E> PHIMOE_RT_HOST_DEVICE inline Route route(const float *s, float eps) {
+  if constexpr (K == RouteKind::SoftmaxTop2)
+    return softmax_top2<E>(s);
+  else
+    return sparsemixer<E>(s, eps);
 }
 
 } // namespace phimoe_rt
