@@ -1,4 +1,4 @@
-// chat.cpp - chat prompts in the Phi-3 format or ChatML, and history trimming.
+// chat.cpp - chat prompts in the Phi-3 format, ChatML or Mistral's [INST], and history trimming.
 #include "phimoe_rt/chat.h"
 
 namespace phimoe_rt {
@@ -10,13 +10,39 @@ ChatFormat ChatFormat::from_template(const std::string &chat_template, std::stri
     return ChatFormat(Kind::Phi3);
   if (chat_template.find("<|im_start|>") != std::string::npos)
     return ChatFormat(Kind::ChatML);
-  notice = "the checkpoint's chat_template is not one phimoe-bin knows (Phi-3 or ChatML); "
-           "using the Phi-3 format";
+  if (chat_template.find("[INST]") != std::string::npos &&
+      chat_template.find("[/INST]") != std::string::npos)
+    return ChatFormat(Kind::Mistral);
+  notice = "the checkpoint's chat_template is not one phimoe-bin knows (Phi-3, ChatML or "
+           "Mistral's [INST]); using the Phi-3 format";
   return ChatFormat(Kind::Phi3);
+}
+
+// Mixtral-Instruct's template: "[INST] user [/INST]" and "assistant</s>" turn by turn (the
+// BOS comes from the tokenizer, as for the other formats). Its original template refuses a
+// system message; as Mistral's later templates do, it goes before the first user message's
+// text, a blank line between them. The model writes its reply right after [/INST]: there is
+// no generation prompt to add.
+static std::string render_mistral(const std::vector<ChatMessage> &messages) {
+  std::string system, out;
+  for (const ChatMessage &m : messages) {
+    if (m.role == "system") {
+      if (!m.content.empty())
+        system += (system.empty() ? "" : "\n\n") + m.content;
+    } else if (m.role == "assistant") {
+      out += m.content + "</s>";
+    } else {
+      out += "[INST] " + (system.empty() ? "" : system + "\n\n") + m.content + " [/INST]";
+      system.clear();
+    }
+  }
+  return out;
 }
 
 std::string ChatFormat::render(const std::vector<ChatMessage> &messages,
                                bool add_generation_prompt) const {
+  if (kind_ == Kind::Mistral)
+    return render_mistral(messages);
   std::string out;
   for (const ChatMessage &m : messages) {
     if (kind_ == Kind::Phi3) {
@@ -36,6 +62,8 @@ std::string ChatFormat::render(const std::vector<ChatMessage> &messages,
 std::vector<std::string> ChatFormat::stop_pieces() const {
   if (kind_ == Kind::Phi3)
     return {"<|end|>", "<|endoftext|>", "<|assistant|>"};
+  if (kind_ == Kind::Mistral)
+    return {"</s>", "[INST]"};
   return {"<|im_end|>", "<|endoftext|>"};
 }
 

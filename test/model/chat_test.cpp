@@ -1,4 +1,4 @@
-// chat_test.cpp - chat prompts (Phi-3 format, ChatML) and history trimming.
+// chat_test.cpp - chat prompts (Phi-3 format, ChatML, Mistral's [INST]) and history trimming.
 #include "phimoe_rt/chat.h"
 
 #include <gtest/gtest.h>
@@ -51,11 +51,37 @@ TEST(Chat, ChatMLAndUnknownTemplates) {
             ChatFormat::Kind::ChatML);
   EXPECT_EQ(ChatFormat(ChatFormat::Kind::ChatML).render({{"user", "x"}}, true),
             "<|im_start|>user\nx<|im_end|>\n<|im_start|>assistant\n");
-  EXPECT_EQ(ChatFormat::from_template("[INST] {{ m }} [/INST]", notice).kind(),
-            ChatFormat::Kind::Phi3);
+  EXPECT_EQ(ChatFormat::from_template("{{ '<s>' + m }}", notice).kind(), ChatFormat::Kind::Phi3);
   EXPECT_FALSE(notice.empty());
   EXPECT_EQ(ChatFormat::from_template("", notice).kind(), ChatFormat::Kind::Phi3);
   EXPECT_TRUE(notice.empty());
+}
+
+// Mixtral-8x7B-Instruct-v0.1's template, as its tokenizer_config.json has it.
+TEST(Chat, MistralFormatAsMixtralsTemplateRendersIt) {
+  std::string notice;
+  ChatFormat f = ChatFormat::from_template(
+      "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != "
+      "(loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate "
+      "user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ "
+      "'[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' "
+      "%}{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and "
+      "assistant roles are supported!') }}{% endif %}{% endfor %}",
+      notice);
+  EXPECT_TRUE(notice.empty());
+  ASSERT_EQ(f.kind(), ChatFormat::Kind::Mistral);
+  // What the template gives (without its bos_token, which the tokenizer adds): no generation
+  // prompt, the reply follows [/INST].
+  std::vector<ChatMessage> m = {{"user", "Hi"}, {"assistant", "Hello."}, {"user", "Who?"}};
+  EXPECT_EQ(f.render(m, true), "[INST] Hi [/INST]Hello.</s>[INST] Who? [/INST]");
+  EXPECT_EQ(f.render(m, false), f.render(m, true));
+  // A system message (which that template refuses) goes before the first user text.
+  EXPECT_EQ(f.render({{"system", "Be brief."}, {"user", "Hi"}, {"assistant", "Yo"},
+                      {"user", "x"}},
+                     true),
+            "[INST] Be brief.\n\nHi [/INST]Yo</s>[INST] x [/INST]");
+  EXPECT_EQ(f.render({{"system", ""}, {"user", "x"}}, true), "[INST] x [/INST]");
+  EXPECT_EQ(f.stop_pieces(), (std::vector<std::string>{"</s>", "[INST]"}));
 }
 
 TEST(Chat, StopIdsAreTheKnownPiecesAndEos) {

@@ -1,4 +1,5 @@
-// chat.h - chat prompts: the Phi-3 format (or ChatML), history trimmed to the context.
+// chat.h - chat prompts: the Phi-3 format (or ChatML, or Mistral's [INST]), history trimmed to
+// the context.
 #ifndef PHIMOE_RT_CHAT_H
 #define PHIMOE_RT_CHAT_H
 
@@ -15,11 +16,12 @@ struct ChatMessage {
 };
 
 // How a conversation becomes a prompt. The checkpoint's chat_template (Jinja) is
-// recognised by its markers: Phi-3's <|user|>/<|end|> or ChatML's <|im_start|>; a
-// checkpoint without one gets the Phi-3 format, the model family's.
+// recognised by its markers: Phi-3's <|user|>/<|end|>, ChatML's <|im_start|>, or
+// Mistral's [INST] (Mixtral-Instruct); a checkpoint without one gets the Phi-3 format, the
+// model family's.
 class ChatFormat {
 public:
-  enum class Kind { Phi3, ChatML };
+  enum class Kind { Phi3, ChatML, Mistral };
   // `notice` is set when the template is not recognised (Phi-3 is used then).
   static ChatFormat from_template(const std::string &chat_template, std::string &notice);
   explicit ChatFormat(Kind kind) : kind_(kind) {}
