@@ -2,11 +2,14 @@
 """bench/bench_cpu.py - phimoec vs llama.cpp on the CPU, on the same weights.
 
     PHIMOE_BUILD_DIR=/tmp/benchbuild .venv/bin/python bench/bench_cpu.py [--types q4k,q8_0,bf16]
-        [--layers 2] [-p 512] [-n 128] [-r 5] [--rounds 2] [-t 2] [--json results.json]
+        [--layers 2] [--arch phimoe|mixtral] [-p 512] [-n 128] [-r 5] [--rounds 2] [-t 2]
+        [--json results.json]
 
 1. builds (once, cached under ~/.cache/phimoec/bench/) a PhiMoE with Phi-3.5-MoE's layer shapes
    (hidden 4096, intermediate 6400, 16 experts top-2, 32/8 heads of 128, vocab 32064) and
    --layers layers, seeded random weights, saved in bf16 (bench/common.py: ensure_bench_model);
+   or, with --arch mixtral, a Mixtral with Mixtral-8x7B's layer shapes (hidden 4096, 8 experts of
+   14336, 32/8 heads, vocab 32000);
 2. converts it with llama.cpp's convert_hf_to_gguf.py to a bf16 GGUF and quantizes that with
    llama-quantize --pure at the tensor types phimoec gives each tensor (common.ensure_llama_quant);
    compiles the same checkpoint with phimoec --quant for each type;
@@ -88,6 +91,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--types", default="q4k,q8_0,bf16")
     ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--arch", choices=["phimoe", "mixtral"], default="phimoe",
+                    help="mixtral: Mixtral-8x7B's shapes (common.mixtral_bench_config)")
     ap.add_argument("-p", "--prompt", type=int, default=512)
     ap.add_argument("-n", "--gen", type=int, default=128)
     ap.add_argument("-r", "--reps", type=int, default=5)
@@ -101,7 +106,7 @@ def main():
     types = args.types.split(",")
 
     lc = common.llamacpp()
-    ckpt = common.ensure_bench_model(args.layers)
+    ckpt = common.ensure_bench_model(args.layers, arch=args.arch)
     cfg = json.loads((ckpt / "config.json").read_text())
     n_exp, top_k, vocab = cfg["num_local_experts"], cfg["num_experts_per_tok"], cfg["vocab_size"]
 

@@ -100,6 +100,19 @@ def bench_config(layers=2):
                              original_max_position_embeddings=4096))
 
 
+def mixtral_bench_config(layers=2):
+    """Mixtral-8x7B's shapes (hidden 4096, intermediate 14336, 8 experts top-2, 32/8 heads of 128,
+    vocab 32000, RMSNorms, no biases, RoPE theta 1e6), with `layers` layers instead of 32."""
+    from transformers import MixtralConfig
+    return MixtralConfig(
+        vocab_size=32000, hidden_size=4096, intermediate_size=14336, num_hidden_layers=layers,
+        num_attention_heads=32, num_key_value_heads=8, num_local_experts=8,
+        num_experts_per_tok=2, max_position_embeddings=32768, sliding_window=None,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, router_jitter_noise=0.0, bos_token_id=1,
+        eos_token_id=2, hidden_act="silu", initializer_range=0.02,
+        rope_parameters=dict(rope_type="default", rope_theta=1e6))
+
+
 def write_synthetic_tokenizer(path, vocab_size):
     """A Llama/Phi-3-style tokenizer.json of exactly vocab_size tokens (<unk> <s> </s>, the 256
     byte-fallback tokens, placeholder pieces, Phi-3.5's added tokens at 32000..): the benchmark
@@ -139,25 +152,28 @@ def write_synthetic_tokenizer(path, vocab_size):
         "tokenizer_class": "TokenizersBackend", "model_max_length": 131072}, indent=2) + "\n")
 
 
-def ensure_bench_model(layers=2, seed=0):
+def ensure_bench_model(layers=2, seed=0, arch="phimoe"):
     """The benchmark checkpoint (bf16 safetensors + tokenizer), built once with transformers:
     seeded random weights, initializer_range 0.02, norms and biases randomised as
     test/e2e/oracle.py's make_model does. Weights are created directly in bf16 (peak memory about
-    one copy of the model, 2 bytes a parameter)."""
-    path = BENCH_CACHE / f"phimoe-bench-{layers}L-seed{seed}"
+    one copy of the model, 2 bytes a parameter). arch "mixtral": mixtral_bench_config's shapes."""
+    path = BENCH_CACHE / f"{arch}-bench-{layers}L-seed{seed}"
     stamp = path / ".complete"
     if stamp.is_file():
         return path
     import torch
-    from transformers import PhimoeForCausalLM
+    from transformers import MixtralForCausalLM, PhimoeForCausalLM
     if path.exists():
         shutil.rmtree(path)
     path.mkdir(parents=True)
-    log(f"building the benchmark model ({layers} layers) in {path}")
+    log(f"building the benchmark model ({arch}, {layers} layers) in {path}")
     torch.manual_seed(seed)
     torch.set_default_dtype(torch.bfloat16)
     try:
-        model = PhimoeForCausalLM(bench_config(layers)).eval()
+        if arch == "mixtral":
+            model = MixtralForCausalLM(mixtral_bench_config(layers)).eval()
+        else:
+            model = PhimoeForCausalLM(bench_config(layers)).eval()
     finally:
         torch.set_default_dtype(torch.float32)
     with torch.no_grad():
@@ -167,8 +183,8 @@ def ensure_bench_model(layers=2, seed=0):
                                                      name.endswith("weight") else 0.0))
     model.save_pretrained(path, max_shard_size="2GB")
     del model
-    write_synthetic_tokenizer(path, 32064)
-    stamp.write_text(json.dumps({"layers": layers, "seed": seed}) + "\n")
+    write_synthetic_tokenizer(path, 32000 if arch == "mixtral" else 32064)
+    stamp.write_text(json.dumps({"layers": layers, "seed": seed, "arch": arch}) + "\n")
     return path
 
 

@@ -182,5 +182,35 @@ def source_names(name, experts):
     return [name]
 
 
+def write_rounded(src, dest, build):
+    """dest: a copy of checkpoint src (one model.safetensors) with every tensor that `build`
+    block-quantizes replaced by its quantized values, by phimoe-quant (rows are quantized
+    independently, so a tensor's rows give the same blocks alone as inside a fused weight)."""
+    import shutil
+    from safetensors.torch import load_file, save_file
+    tool = BUILD / "test" / "quant" / "phimoe-quant"
+    src, dest = pathlib.Path(src), pathlib.Path(dest)
+    experts = json.loads((src / "config.json").read_text())["num_local_experts"]
+    tensors = load_file(src / "model.safetensors")
+    shutil.copytree(src, dest, dirs_exist_ok=True)
+    raw, q, back = dest / "round.in", dest / "round.q", dest / "round.out"
+    for entry in pack_table(pathlib.Path(build) / "weights.phw")[0]:
+        if not entry["type"].startswith("!phimoe.qweight<"):
+            continue
+        fmt = entry["type"][len("!phimoe.qweight<"):].split(",")[0]
+        for name in source_names(entry["name"], experts):
+            x = tensors[name].float().numpy()
+            n = x.shape[-1]
+            np.ascontiguousarray(x.reshape(-1, n)).tofile(raw)
+            for args in (["quantize", fmt, n, raw, q], ["dequantize", fmt, n, q, back]):
+                proc = subprocess.run([str(tool), *map(str, args)], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    raise RuntimeError(f"phimoe-quant {args[0]} {fmt} failed: {proc.stderr}")
+            tensors[name] = torch.from_numpy(np.fromfile(back, dtype=np.float32).reshape(x.shape))
+    for f in (raw, q, back):
+        f.unlink(missing_ok=True)
+    save_file(tensors, dest / "model.safetensors", metadata={"format": "pt"})
+
+
 def write_json(path, data):
     pathlib.Path(path).write_text(json.dumps(data))

@@ -4,7 +4,6 @@ softmax top-2 routing renormalised, plain RoPE) against transformers' MixtralFor
 The same comparison as test_cpu_oracle.py: phimoe-bin --dump-logits against a fresh float32
 forward over the tokens before each position, and greedy continuations."""
 import json
-import subprocess
 
 import numpy as np
 import pytest
@@ -24,7 +23,6 @@ CASES = {
                                                           rope_theta=10000.0)),
                      16, 24, torch.bfloat16, "bf16", "150KB"),
 }
-QUANT_TOOL = oracle.BUILD / "test" / "quant" / "phimoe-quant"
 
 
 @pytest.fixture(scope="module")
@@ -88,29 +86,6 @@ def test_routing_is_mixtral_not_sparsemixer(workdir):
     assert np.abs(theirs - ours).max() > 1e-2
 
 
-def rounded_checkpoint(src, dest, build):
-    """dest: src with every tensor that `build` block-quantizes replaced by its quantized
-    values (phimoe-quant quantizes and dequantizes rows as the packer does)."""
-    table, _ = oracle.pack_table(build / "weights.phw")
-    config = json.loads((src / "config.json").read_text())
-    tensors = load_file(src / "model.safetensors")
-    for entry in table:
-        if not entry["type"].startswith("!phimoe.qweight<"):
-            continue
-        fmt = entry["type"][len("!phimoe.qweight<"):].split(",")[0]
-        for name in oracle.source_names(entry["name"], config["num_local_experts"]):
-            x = tensors[name].float().numpy()
-            raw, q, back = dest.with_suffix(".in"), dest.with_suffix(".q"), dest.with_suffix(".out")
-            np.ascontiguousarray(x.reshape(-1, x.shape[-1])).tofile(raw)
-            for args in (["quantize", fmt, x.shape[-1], raw, q],
-                         ["dequantize", fmt, x.shape[-1], q, back]):
-                subprocess.run([str(QUANT_TOOL), *map(str, args)], check=True)
-            tensors[name] = torch.from_numpy(np.fromfile(back, dtype=np.float32).reshape(x.shape))
-    dest.mkdir()
-    (dest / "config.json").write_text(json.dumps(config))
-    save_file(tensors, dest / "model.safetensors", metadata={"format": "pt"})
-
-
 @pytest.mark.parametrize("quant", ["q8_0", "q4k"])
 def test_quantized_build_matches_transformers_on_the_quantized_weights(quant, workdir):
     """--quant q8_0 / q4k against transformers on the weights the pack holds (dequantized):
@@ -130,7 +105,7 @@ def test_quantized_build_matches_transformers_on_the_quantized_weights(quant, wo
         "!phimoe.qweight<") for e in table), "the experts were not quantized"
 
     rounded = workdir / f"{quant}-rounded"
-    rounded_checkpoint(src, rounded, out)
+    oracle.write_rounded(src, rounded, out)
     from transformers import MixtralForCausalLM
     reference_model = MixtralForCausalLM.from_pretrained(rounded, dtype=torch.float32).eval()
     prompt = prompt_of(config, 24)

@@ -112,56 +112,11 @@ def selected_text():
     return [q for q in TEXT_QUANTS if not names or f"text-{q}" in names]
 
 
-def pack_table(path):
-    import struct
-    with open(path, "rb") as f:
-        head = f.read(64)
-        magic, _, _, _, table_bytes, _, _ = struct.unpack_from("<8sIIQQQQ", head)
-        assert magic == b"PHIMOEW\0", path
-        return json.loads(f.read(table_bytes))
-
-
-def source_names(name, experts):
-    """The checkpoint tensors a packed weight is made of (rows concatenated or stacked)."""
-    if name.endswith("self_attn.qkv_proj.weight"):
-        base = name[: -len("qkv_proj.weight")]
-        return [base + p + "_proj.weight" for p in "qkv"]
-    if name.endswith("experts.gate_up.weight"):
-        base = name[: -len("gate_up.weight")]
-        return [f"{base}{e}.w{w}.weight" for e in range(experts) for w in (1, 3)]
-    if name.endswith("experts.down.weight"):
-        base = name[: -len("down.weight")]
-        return [f"{base}{e}.w2.weight" for e in range(experts)]
-    return [name]
-
-
 def write_rounded(case, build):
     """case/src-rounded: case/src with the tensors that `build` block-quantizes replaced by
-    their quantized values (rows are quantized independently, so a tensor's rows give the
-    same blocks alone as inside a fused weight)."""
-    from safetensors.torch import load_file, save_file
-    import torch
+    their quantized values (oracle.write_rounded)."""
     import oracle
-    tool = oracle.BUILD / "test" / "quant" / "phimoe-quant"
-    config = json.loads((case / "src" / "config.json").read_text())
-    tensors = load_file(case / "src" / "model.safetensors")
-    for entry in pack_table(build / "weights.phw"):
-        if not entry["type"].startswith("!phimoe.qweight<"):
-            continue
-        fmt = entry["type"][len("!phimoe.qweight<"):].split(",")[0]
-        for name in source_names(entry["name"], config["num_local_experts"]):
-            x = tensors[name].float().numpy()
-            n = x.shape[-1]
-            src, q, back = case / "round.in", case / "round.q", case / "round.out"
-            np.ascontiguousarray(x.reshape(-1, n)).tofile(src)
-            run([tool, "quantize", fmt, n, src, q])
-            run([tool, "dequantize", fmt, n, q, back])
-            tensors[name] = torch.from_numpy(np.fromfile(back, dtype=np.float32).reshape(x.shape))
-            for f in (src, q, back):
-                f.unlink()
-    out = case / "src-rounded"
-    shutil.copytree(case / "src", out, dirs_exist_ok=True)
-    save_file(tensors, out / "model.safetensors", metadata={"format": "pt"})
+    oracle.write_rounded(case / "src", case / "src-rounded", build)
 
 
 # Text cases: examples/tiny-phimoe through phimoe-bin's command line.
