@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""bench/gguf_convert.py - llama.cpp's own convert_hf_to_gguf.py, run on a PhiMoE checkpoint that
-transformers 5 wrote. Same arguments as convert_hf_to_gguf.py; run with
+"""bench/gguf_convert.py - llama.cpp's own convert_hf_to_gguf.py, run on a PhiMoE (or Mixtral)
+checkpoint that transformers 5 wrote. Same arguments as convert_hf_to_gguf.py; run with
 PYTHONPATH=$LLAMA_CPP_DIR:$LLAMA_CPP_DIR/gguf-py (bench/llamacpp.sh prints LLAMA_CPP_PYTHONPATH).
 
 Two adaptations, neither of which touches a weight:
@@ -8,7 +8,9 @@ Two adaptations, neither of which touches a weight:
 - the architecture name: transformers 5 writes "PhimoeForCausalLM" into config.json, llama.cpp
   registers its PhiMoE converter under "PhiMoEForCausalLM" (Phi-3.5-MoE-instruct's spelling); the
   first is registered as an alias of the second.
-- the vocabulary: llama.cpp's Phi-3 family reads a SentencePiece tokenizer.model. Our checkpoints
+- the vocabulary: llama.cpp's Phi-3 family (and its Llama family, which converts Mixtral) reads a
+  SentencePiece tokenizer.model (the Llama family needs the sentencepiece package even to find
+  that there is none). Our checkpoints
   carry a Llama-style tokenizer.json (byte-fallback BPE, examples/tiny-phimoe's format), which
   llama.cpp reads with its own LlamaHfVocab (_set_vocab_llama_hf). The token list is then padded
   to config.vocab_size with "[PAD{i}]" unused tokens, exactly as llama.cpp's Phi-3 path pads
@@ -25,12 +27,9 @@ phimoe = get_model_class("PhiMoEForCausalLM")
 TEXT_MODEL_MAP.setdefault("PhimoeForCausalLM", TEXT_MODEL_MAP["PhiMoEForCausalLM"])
 ModelBase._model_classes[ModelType.TEXT].setdefault("PhimoeForCausalLM", phimoe)
 
-_llama_cpp_set_vocab = phimoe.set_vocab
-
-
 def set_vocab(self):
     if (self.dir_model / "tokenizer.model").is_file():
-        return _llama_cpp_set_vocab(self)
+        return type(self)._llama_cpp_set_vocab(self)
     vocab = gguf.LlamaHfVocab(self.dir_model)
     tokens, scores, toktypes = [], [], []
     for text, score, toktype in vocab.all_tokens():
@@ -52,7 +51,9 @@ def set_vocab(self):
     gguf.SpecialVocab(self.dir_model, n_vocab=len(tokens)).add_to_gguf(self.gguf_writer)
 
 
-phimoe.set_vocab = set_vocab
+for cls in (phimoe, get_model_class("MixtralForCausalLM")):
+    cls._llama_cpp_set_vocab = cls.set_vocab
+    cls.set_vocab = set_vocab
 
 if __name__ == "__main__":
     sys.argv[0] = "convert_hf_to_gguf.py"

@@ -210,7 +210,8 @@ int run_chat(const ModelInfo &info, const Options &o, ModelSession &session,
                    dropped, dropped == 1 ? "" : "s", session.capacity());
     std::vector<int32_t> ids = tokenizer.encode(format.render(messages, true), true);
     GenerationStats stats;
-    if (!generator.generate(ids, max_tokens, stops, stdout, reply, stats, error))
+    if (!generator.generate(ids, max_tokens, stops, stdout, reply, stats, error,
+                            format.reply_stands_alone()))
       return fail(error);
     std::printf("\n");
     std::fflush(stdout);

@@ -28,7 +28,7 @@ Generator::Generator(ModelSession &session, const Tokenizer &tokenizer,
 
 bool Generator::generate(const std::vector<int32_t> &prompt, int max_tokens,
                          const std::vector<int32_t> &stop_ids, FILE *out, std::string &reply,
-                         GenerationStats &stats, std::string &error) {
+                         GenerationStats &stats, std::string &error, bool reply_alone) {
   using clock = std::chrono::steady_clock;
   reply.clear();
   // Reuse the cache of the longest common prefix (chat turns extend the last).
@@ -58,7 +58,8 @@ bool Generator::generate(const std::vector<int32_t> &prompt, int max_tokens,
   stats.prompt_seconds += std::chrono::duration<double>(t1 - t0).count();
 
   StreamDecoder decoder(tokenizer_);
-  decoder.prime(prompt.data(), prompt.size()); // the reply reads on from the prompt
+  // the reply reads on from the prompt, unless it stands alone
+  decoder.prime(prompt.data(), reply_alone ? 0 : prompt.size());
   std::string piece;
   int generated = 0;
   while (generated < max_tokens) {

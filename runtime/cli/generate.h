@@ -29,10 +29,11 @@ public:
   // Runs `prompt` (appended to what the session holds, after keeping its
   // longest common prefix), then samples at most max_tokens tokens, writing
   // their text to `out` as it forms, until a stop id. Returns false with
-  // `error` set when the context is too small.
+  // `error` set when the context is too small. reply_alone: the reply's text is decoded
+  // from its tokens alone (ChatFormat::reply_stands_alone), not read on from the prompt's.
   bool generate(const std::vector<int32_t> &prompt, int max_tokens,
                 const std::vector<int32_t> &stop_ids, FILE *out, std::string &reply,
-                GenerationStats &stats, std::string &error);
+                GenerationStats &stats, std::string &error, bool reply_alone = false);
 
 private:
   ModelSession &session_;

@@ -15,8 +15,9 @@ struct BatchEngine::Sequence {
   Sequence(GenerationRequest r, const Tokenizer &tokenizer, int vocab)
       : request(std::move(r)), sampler(request.sampling, vocab), decoder(tokenizer),
         tokens(request.prompt), prompt_tokens(static_cast<int>(request.prompt.size())) {
-    // The reply reads on from the prompt (a leading space stays), as phimoe-bin's does.
-    decoder.prime(request.prompt.data(), request.prompt.size());
+    // The reply reads on from the prompt (a leading space stays), as phimoe-bin's does, unless
+    // it stands alone.
+    decoder.prime(request.prompt.data(), request.reply_alone ? 0 : request.prompt.size());
   }
 
   GenerationRequest request;

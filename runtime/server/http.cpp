@@ -571,6 +571,7 @@ private:
         c.request.max_tokens = chat ? options_.ctx_size : 16;
       if (!c.ignore_eos)
         c.request.stop_ids = chat ? chat_stops_ : completion_stops_;
+      c.request.reply_alone = chat && format_.reply_stands_alone();
       choices->logprobs = c.request.logprobs >= 0;
       choices->stop_ids = c.request.stop_ids;
       for (const std::vector<int32_t> &prompt : prompts)

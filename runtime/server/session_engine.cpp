@@ -136,7 +136,8 @@ void SessionEngine::serve(Pending &pending) {
     }
     Sampler sampler(request.sampling, vocab_);
     StreamDecoder decoder(tokenizer_);
-    decoder.prime(prompt.data(), prompt.size()); // the reply reads on from the prompt
+    // the reply reads on from the prompt, unless it stands alone
+    decoder.prime(prompt.data(), request.reply_alone ? 0 : prompt.size());
     std::vector<int32_t> reply;
     std::string text, piece;
     size_t sent = 0;

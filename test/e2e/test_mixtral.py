@@ -4,6 +4,7 @@ softmax top-2 routing renormalised, plain RoPE) against transformers' MixtralFor
 The same comparison as test_cpu_oracle.py: phimoe-bin --dump-logits against a fresh float32
 forward over the tokens before each position, and greedy continuations."""
 import json
+import subprocess
 
 import numpy as np
 import pytest
@@ -142,3 +143,91 @@ def test_top_k_other_than_two_is_refused(tmp_path):
     assert proc.returncode != 0
     assert "num_experts_per_tok" in proc.stderr and "2 experts" in proc.stderr
     assert not (tmp_path / "out").exists()
+
+
+MIXTRAL_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}{% if (message['role'] == 'user') != "
+    "(loop.index0 % 2 == 0) %}{{ raise_exception('Conversation roles must alternate "
+    "user/assistant/user/assistant/...') }}{% endif %}{% if message['role'] == 'user' %}{{ "
+    "'[INST] ' + message['content'] + ' [/INST]' }}{% elif message['role'] == 'assistant' %}"
+    "{{ message['content'] + eos_token}}{% else %}{{ raise_exception('Only user and assistant "
+    "roles are supported!') }}{% endif %}{% endfor %}")
+
+
+def test_served_chat_is_the_mixtral_template_and_the_models_greedy_reply(tmp_path):
+    """A Mixtral-Instruct-style checkpoint (Mixtral-8x7B-Instruct-v0.1's chat_template, <s> and
+    </s>, a post-processor that adds <s>) behind `phimoe-bin serve` and the openai client: the
+    prompt is the one transformers' apply_chat_template gives (its token count) and the reply
+    is the model's greedy continuation of it (transformers' MixtralForCausalLM)."""
+    import shutil
+    import openai  # noqa: F401  (the client the server tests use)
+    from test_server import Server
+    from transformers import AutoTokenizer
+
+    example = oracle.ROOT / "examples" / "tiny-phimoe"
+    src = tmp_path / "src"
+    tok_json = json.loads((example / "tokenizer.json").read_text())
+    vocab = 1 + max(max(tok_json["model"]["vocab"].values()),
+                    max(a["id"] for a in tok_json["added_tokens"]))
+    model = oracle.make_mixtral(oracle.tiny_mixtral_config(vocab=vocab), seed=5)
+    with torch.no_grad():
+        model.lm_head.weight.mul_(8.0)
+    oracle.save(model, src)
+    bos = tok_json["model"]["vocab"]["<s>"]
+    tok_json["post_processor"] = {
+        "type": "TemplateProcessing",
+        "single": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                   {"Sequence": {"id": "A", "type_id": 0}}],
+        "pair": [{"SpecialToken": {"id": "<s>", "type_id": 0}},
+                 {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
+        "special_tokens": {"<s>": {"id": "<s>", "ids": [bos], "tokens": ["<s>"]}}}
+    (src / "tokenizer.json").write_text(json.dumps(tok_json))
+    (src / "tokenizer_config.json").write_text(json.dumps({
+        "add_bos_token": True, "add_eos_token": False, "bos_token": "<s>", "eos_token": "</s>",
+        "unk_token": "<unk>", "chat_template": MIXTRAL_TEMPLATE, "legacy": False,
+        "tokenizer_class": "TokenizersBackend", "clean_up_tokenization_spaces": False}))
+    with open(src / "config.json") as f:
+        config = json.load(f)
+    config.update(bos_token_id=bos, eos_token_id=tok_json["model"]["vocab"]["</s>"])
+    (src / "config.json").write_text(json.dumps(config))
+    shutil.copy(example / "special_tokens_map.json", src / "special_tokens_map.json")
+    smap = json.loads((src / "special_tokens_map.json").read_text())
+    smap["eos_token"]["content"] = "</s>"
+    (src / "special_tokens_map.json").write_text(json.dumps(smap))
+
+    out = tmp_path / "out"
+    proc = oracle.compile_model(src, out, "--quant", "f32")
+    assert proc.returncode == 0, proc.stderr
+
+    messages = [{"role": "user", "content": "And God said"},
+                {"role": "assistant", "content": "Let there be light"},
+                {"role": "user", "content": "In the beginning"}]
+    tok = AutoTokenizer.from_pretrained(src)
+    text = tok.apply_chat_template(messages, tokenize=False)
+    assert text.startswith("<s>[INST] And God said [/INST]Let there be light</s>[INST]")
+    prompt = tok(text, add_special_tokens=False).input_ids
+    n = 12
+    reply = oracle.reference_greedy(model, prompt, n)
+    eos = config["eos_token_id"]
+    if eos in reply:
+        reply = reply[:reply.index(eos)]
+
+    server = Server(out, "-c", "128", "--threads", "2", "--alias", "mixtral")
+    try:
+        r = server.client().chat.completions.create(model="mixtral", messages=messages,
+                                                    max_tokens=n, temperature=0)
+    finally:
+        server.stop()
+    assert r.usage.prompt_tokens == len(prompt)
+    assert r.usage.completion_tokens == len(reply) + (len(reply) < n)  # + the </s> it stopped at
+    assert r.choices[0].message.content == tok.decode(reply, skip_special_tokens=True)
+
+    # phimoe-bin chat: the same prompt for one user message, the same reply.
+    first = messages[:1]
+    prompt = tok(tok.apply_chat_template(first, tokenize=False), add_special_tokens=False).input_ids
+    reply = oracle.reference_greedy(model, prompt, n)
+    reply = reply[:reply.index(eos)] if eos in reply else reply
+    proc = subprocess.run([str(out / "phimoe-bin"), "chat", "-n", str(n), "--temperature", "0"],
+                          input=first[0]["content"] + "\n", capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == tok.decode(reply, skip_special_tokens=True) + "\n"

@@ -51,6 +51,9 @@ struct GenerationRequest {
   bool json_object = false;
   // Added to the logits of these tokens before sampling (OpenAI's logit_bias).
   std::vector<std::pair<int32_t, float>> logit_bias;
+  // The reply's text is decoded from its tokens alone, not read on from the prompt's
+  // (ChatFormat::reply_stands_alone: a chat reply after Mistral's [/INST]).
+  bool reply_alone = false;
 };
 
 // What a request receives: text as it forms, then the end. Written by the scheduler,

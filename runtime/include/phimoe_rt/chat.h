@@ -30,6 +30,11 @@ public:
   // The prompt of `messages`, ending with the assistant's turn when
   // add_generation_prompt (as the template's add_generation_prompt does).
   std::string render(const std::vector<ChatMessage> &messages, bool add_generation_prompt) const;
+  // Whether a reply is a text of its own, decoded from its tokens alone (HF's decode of the
+  // reply ids: a leading space of its first word dropped): Mistral's, whose prompt ends in
+  // the plain text [/INST]. (After the other formats' prompts, which end in a special token and
+  // a newline, the reply reads on from that.)
+  bool reply_stands_alone() const { return kind_ == Kind::Mistral; }
   // Text markers that end an assistant turn (as tokens: see stop_ids).
   std::vector<std::string> stop_pieces() const;
   // The ids of the stop pieces that the tokenizer has, and its EOS.
