@@ -138,10 +138,6 @@ int compile(CompileOptions o) {
   auto config = ::phimoe::readConfig(std::string(configPath));
   if (!config)
     return fail(config.takeError());
-  if (config->arch == ::phimoe::Arch::Mixtral && cudaArch)
-    return fail(std::string(configPath) + ": a Mixtral checkpoint (model_type \"mixtral\") "
-                "compiles for --target cpu only: the CUDA kernels have no RMSNorm or softmax "
-                "routing yet");
   auto checkpoint = ::phimoe::Checkpoint::open(o.model);
   if (!checkpoint)
     return fail(checkpoint.takeError());

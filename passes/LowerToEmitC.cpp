@@ -194,7 +194,8 @@ private:
     if (!fuseRouter)
       return MoEOp();
     auto moe = dyn_cast_or_null<MoEOp>(nextKernelOp(aln));
-    if (!moe || moe.getKind() != RouterKind::Sparsemixer || moe.getInput() != aln.getResult() ||
+    if (!moe || aln.getRms() || moe.getKind() != RouterKind::Sparsemixer ||
+        moe.getInput() != aln.getResult() ||
         !moe.getRouterWeight().getDefiningOp<WeightRefOp>())
       return MoEOp();
     return moe;
@@ -207,7 +208,7 @@ private:
   AddLayerNormOp normAfter(Operation *producer, Value input) {
     Value rows = producer->getResult(0);
     auto aln = dyn_cast_or_null<AddLayerNormOp>(nextKernelOp(producer));
-    if (!aln || aln.getRhs() != rows || !rows.hasOneUse() ||
+    if (!aln || aln.getRms() || aln.getRhs() != rows || !rows.hasOneUse() ||
         !aln.getWeight().getDefiningOp<WeightRefOp>() ||
         !aln.getBias().getDefiningOp<WeightRefOp>())
       return AddLayerNormOp();
@@ -266,7 +267,7 @@ private:
     return next;
   }
   /// CUDA: the template argument `Next` of the launch of `producer`, whose rows `result` the
-  /// next launch reads as the input of a q4_K GEMV (a linear layer, or a sparsemixer MoE's
+  /// next launch reads as the input of a q4_K GEMV (a linear layer, or a MoE's
   /// experts): the storage, so that the producer's kernel stages the rows in fixed point for
   /// that GEMV's dp4a (phimoe_cuda::detail::stage_for). Null otherwise.
   Attribute stagedFor(Operation *producer, Value result) {
@@ -278,7 +279,7 @@ private:
         linear && linear->getOperand(0) == result)
       weight = linear->getOperand(1).getType();
     else if (auto moe = dyn_cast_or_null<MoEOp>(next);
-             moe && moe.getKind() == RouterKind::Sparsemixer && moe.getInput() == result)
+             moe && moe.getInput() == result)
       weight = moe.getGateUp().getType();
     auto q = dyn_cast_or_null<QWeightType>(weight);
     if (!q || q.getScheme() != QuantScheme::Q4K)
@@ -402,12 +403,13 @@ LogicalResult Lowering::lower(Operation *op) {
          {operand(0), operand(1), operand(2), operand(3), operand(4)},
          {ctxArg, idsArg, n, v(e.getTable()), v(e)});
   } else if (auto ln = dyn_cast<LayerNormOp>(op); ln && ln.getRms()) {
-    call(rt("rms_norm"), {i32(dim(ln.getInput(), 1))},
+    call(rt("rms_norm"), withNext({i32(dim(ln.getInput(), 1))}, stagedFor(ln, ln)),
          {operand(0), operand(1), operand(2), operand(3),
           f32(ln.getEpsilon().convertToDouble()), operand(4)},
          {ctxArg, v(ln.getInput()), n, v(ln.getWeight()), v(ln)});
   } else if (auto aln = dyn_cast<AddLayerNormOp>(op); aln && aln.getRms()) {
-    call(rt("add_rms_norm"), {i32(dim(aln.getLhs(), 1))},
+    call(rt("add_rms_norm"),
+         withNext({i32(dim(aln.getLhs(), 1))}, stagedFor(aln, aln.getResult())),
          {operand(0), operand(1), operand(2), operand(3), operand(4),
           f32(aln.getEpsilon().convertToDouble()), operand(5), operand(6)},
          {ctxArg, v(aln.getLhs()), v(aln.getRhs()), n, v(aln.getWeight()), v(aln.getSum()),
@@ -578,8 +580,8 @@ LogicalResult Lowering::lower(Operation *op) {
           i32(att.getLayer()), f32(scale), i32(window), operand(6)},
          {ctxArg, v(att.getQ()), v(att.getK()), v(att.getV()), n, posArg, v(att)});
   } else if (auto moe = dyn_cast<MoEOp>(op); moe && moe.getKind() == RouterKind::SoftmaxTopK) {
-    // CPU only (run() refuses it for CUDA): softmax over the experts, the top two,
-    // renormalised; the kernels are moe_sparsemixer's with that routing.
+    // Mixtral: softmax over the experts, the top two, renormalised; the kernels are
+    // moe_sparsemixer's with that routing (nothing fused into it on CUDA).
     if (moe.getTopK() != 2)
       return moe.emitOpError("phimoe-lower-to-emitc: softmax_topk has a kernel for top_k = 2 "
                              "only, got ")
@@ -669,26 +671,6 @@ LogicalResult Lowering::run() {
   values[forward.getArgument(1)] = posArg;
 
   b.setInsertionPointToStart(entry);
-  if (cuda) {
-    // Mixtral's RMSNorm and softmax routing have CPU kernels only (yet).
-    WalkResult cpuOnly = forward.walk([&](Operation *op) {
-      auto ln = dyn_cast<LayerNormOp>(op);
-      auto aln = dyn_cast<AddLayerNormOp>(op);
-      auto moe = dyn_cast<MoEOp>(op);
-      if ((ln && ln.getRms()) || (aln && aln.getRms())) {
-        op->emitOpError("phimoe-lower-to-emitc: RMSNorm has no CUDA kernel yet (target=cpu)");
-        return WalkResult::interrupt();
-      }
-      if (moe && moe.getKind() != RouterKind::Sparsemixer) {
-        op->emitOpError("phimoe-lower-to-emitc: softmax_topk routing has no CUDA kernel yet "
-                        "(target=cpu)");
-        return WalkResult::interrupt();
-      }
-      return WalkResult::advance();
-    });
-    if (cpuOnly.wasInterrupted())
-      return failure();
-  }
   for (Operation &op : forward.getBody().front())
     if (failed(lower(&op)))
       return failure();

@@ -5,8 +5,7 @@
 //
 // RUN: phimoe-opt %s --phimoe-pipeline="quant=q8_0" | FileCheck %s
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cpu max-tokens=16" | phimoe-translate --phimoe-to-cpp | FileCheck %s --check-prefix=CPP
-// The CUDA kernels have neither yet: refused, naming the op.
-// RUN: not phimoe-opt %s --phimoe-pipeline="target=cuda max-tokens=16" 2>&1 | FileCheck %s --check-prefix=CUDA
+// RUN: phimoe-opt %s --phimoe-pipeline="target=cuda max-tokens=16" | phimoe-translate --phimoe-to-cpp | FileCheck %s --check-prefix=CUDA
 
 // The norms keep no bias and fuse with the residual adds as the LayerNorms do; the router and
 // the experts fuse into one moe op with the routing kind carried over.
@@ -33,7 +32,18 @@
 // CPP-NOT: layer_norm
 // CPP-NOT: sparsemixer
 
-// CUDA: error: {{.*}}phimoe-lower-to-emitc: RMSNorm has no CUDA kernel yet (target=cpu)
+// For CUDA, the same calls of phimoe_cuda's launchers (q/k/v with its RoPE and KV write in
+// one launch), and none of the LayerNorm fusions (the norm after o_proj, or after the MoE, in
+// the last blocks of their GEMVs; the router in the norm's launch): those kernels are
+// LayerNorms and sparsemixers.
+// CUDA: phimoe_cuda::rms_norm<64>(
+// CUDA: phimoe_cuda::linear_qkv_rope_kv_write<128, 64, 4, 2, 16>(
+// CUDA: phimoe_cuda::linear<64, 64>(
+// CUDA: phimoe_cuda::add_rms_norm<64>(
+// CUDA: phimoe_cuda::moe_softmax_top2<4, 64, 128>(
+// CUDA: phimoe_cuda::add_rms_norm<64>(
+// CUDA-NOT: layer_norm
+// CUDA-NOT: sparsemixer
 
 #rope = #phimoe.longrope<theta = 10000.0, original_max_position = 32, short_mscale = 1.1684489, long_mscale = 1.1684489, short_factor = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], long_factor = [1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75]>
 module {

@@ -51,7 +51,8 @@ sys.path.insert(0, str(HERE.parent / "e2e"))
 sys.path.insert(0, str(HERE.parent.parent / "bench"))
 import common  # noqa: E402  (bench/common.py: the carry limit and the archives; stdlib only)
 
-# name: (tiny_config kwargs, router spread, prompt length, generated, checkpoint dtype, --quant,
+# name: (tiny_config kwargs (with arch="mixtral": tiny_mixtral_config's), router spread,
+#        prompt length, generated, checkpoint dtype, --quant,
 #        bound on max|d logit| against float32 references relative to max|logit| (None: the
 #        absolute 1e-3 of test/e2e/test_cpu_oracle.py), and whether greedy ids must agree)
 CASES = {
@@ -69,6 +70,12 @@ CASES = {
     # q4_K body, q6_K LM head, q8_0 embedding (256 wide: whole k-quant blocks).
     "q4k": (dict(layers=2, hidden=256, heads=4, kv_heads=2, intermediate=256), 0.05, 16, 24,
             "bfloat16", "q4k", 0.05, False),
+    # Mixtral (RMSNorms, softmax top-2 routing, plain RoPE): a 40-token prompt takes the
+    # tensor-core prefill (the grouped MoE too), then decode graphs.
+    "mixtral-f32": (dict(arch="mixtral", layers=2, experts=8), None, 40, 24, "float32", "f32",
+                    None, True),
+    "mixtral-q4k": (dict(arch="mixtral", layers=2, hidden=256, heads=4, kv_heads=2, experts=8,
+                         intermediate=256), None, 16, 24, "bfloat16", "q4k", 0.05, False),
 }
 
 # Quantized cases are also compared, at the absolute 1e-3 of the float builds, with
@@ -76,7 +83,7 @@ CASES = {
 # values its blocks stand for (our quantizer and dequantizer, build/test/quant/phimoe-quant),
 # which is exactly what the GPU multiplies with (its activations stay float, or, in q4_K
 # decode, 22-bit fixed point per 32 values: phimoe_cuda/elements.cuh, StagedQ4k).
-ROUNDED_CASES = ("q8_0", "q4k")
+ROUNDED_CASES = ("q8_0", "q4k", "mixtral-q4k")
 
 
 # Cases whose builds, CPU and CUDA, take prompts in chunks of 256 tokens (phimoec's default
@@ -242,8 +249,12 @@ def prepare(root):
     prepare_text(root, target)
     for name, (kwargs, spread, plen, n, dtype, quant, _, _) in selected_cases():
         case = root / name
-        config = oracle.tiny_config(**kwargs)
-        model = oracle.make_model(config, seed=len(name), router_spread=spread)
+        if kwargs.get("arch") == "mixtral":
+            config = oracle.tiny_mixtral_config(**{k: v for k, v in kwargs.items() if k != "arch"})
+            model = oracle.make_mixtral(config, seed=len(name))
+        else:
+            config = oracle.tiny_config(**kwargs)
+            model = oracle.make_model(config, seed=len(name), router_spread=spread)
         oracle.save(model, case / "src", dtype=getattr(torch, dtype))
         chunk = CPU_CHUNK if name in CPU_CHUNK_CASES else []
         for out, flags in ((case / "cuda", ["--target", target, *chunk]), (case / "cpu", chunk)):
@@ -260,7 +271,8 @@ def prepare(root):
                                generator=torch.Generator().manual_seed(7)).tolist()
         greedy, _ = run_bin(case / "cpu" / "phimoe-bin", prompt, n, case / "cpu-greedy.npy")
         _, logits = run_bin(case / "cpu" / "phimoe-bin", prompt + greedy, 0, case / "cpu.npy")
-        original = config.rope_parameters["original_max_position_embeddings"]
+        # (plain RoPE: no switch)
+        original = config.rope_parameters.get("original_max_position_embeddings", 1 << 30)
         (case / "case.json").write_text(json.dumps(dict(
             prompt=prompt, n=n, cpu_greedy=greedy, original_max=original, target=target)))
         shutil.rmtree(case / "cpu")  # its results are kept; DIR must stay small to travel
@@ -332,10 +344,11 @@ def check(root):
     try:
         import torch
         import oracle
+        from transformers import AutoModelForCausalLM
         oracle.use_reference_longrope()
     except ImportError as e:
         print(f"note: no transformers ({e}): comparing with the CPU phimoe-bin only")
-        torch = oracle = None
+        torch = oracle = AutoModelForCausalLM = None
     failures = 0
     for name, (_, _, _, _, _, quant, rel, greedy_must_agree) in selected_cases():
         case = root / name
@@ -348,12 +361,11 @@ def check(root):
         if oracle is not None:
             # float32 as stored: the default (the config's dtype) would load the rounded
             # checkpoint's float32 tensors as bf16, which rounds them again.
-            model = oracle.PhimoeForCausalLM.from_pretrained(
-                case / "src", dtype=torch.float32).eval()
+            model = AutoModelForCausalLM.from_pretrained(case / "src", dtype=torch.float32).eval()
             references["transformers"] = oracle.reference_logits(model, tokens,
                                                                  info["original_max"])
             if (case / "src-rounded").exists():
-                model = oracle.PhimoeForCausalLM.from_pretrained(
+                model = AutoModelForCausalLM.from_pretrained(
                     case / "src-rounded", dtype=torch.float32).eval()
                 references["transformers on the quantized values"] = oracle.reference_logits(
                     model, tokens, info["original_max"])

@@ -345,6 +345,32 @@ template <int H> void test_layer_norm(int n) {
   cudaFree(da), cudaFree(dbb), cudaFree(dw), cudaFree(dbias), cudaFree(out);
 }
 
+// Mixtral's RMSNorm (rms_norm, add_rms_norm) against double: x / sqrt(mean(x²) + eps) * w.
+template <int H> void test_rms_norm(int n) {
+  std::vector<float> a = random_floats(static_cast<size_t>(n) * H, 1.0f, 3.0f);
+  std::vector<float> b = random_floats(a.size()), w = random_floats(H, 0.1f, 1.0f);
+  std::vector<double> want(a.size()), want_sum(a.size());
+  for (int t = 0; t < n; ++t) {
+    double sq = 0;
+    for (int j = 0; j < H; ++j) {
+      want_sum[t * H + j] = static_cast<double>(a[t * H + j]) + b[t * H + j];
+      sq += want_sum[t * H + j] * want_sum[t * H + j];
+    }
+    const double rstd = 1.0 / std::sqrt(sq / H + 1e-5);
+    for (int j = 0; j < H; ++j)
+      want[t * H + j] = want_sum[t * H + j] * rstd * w[j];
+  }
+  Context ctx;
+  float *da = upload(a), *dbb = upload(b), *dw = upload(w);
+  float *out = device<float>(a.size());
+  add_rms_norm<H>(ctx, da, dbb, n, dw, 1e-5f, da, out); // sum aliases a
+  check("add_rms_norm (sum)", download(da, a.size()), want_sum, 1e-6);
+  check("add_rms_norm (out)", download(out, a.size()), want, 1e-5);
+  rms_norm<H>(ctx, da, n, dw, 1e-5f, out);
+  check("rms_norm", download(out, a.size()), want, 1e-5);
+  cudaFree(da), cudaFree(dbb), cudaFree(dw), cudaFree(out);
+}
+
 // tc_split_pair (the tensor-core GEMM's split of x into bf16 terms: one cvt.rn.bf16x2.f32 a
 // term on the device) of the pairs x[2i], x[2i + 1] into out[Terms i ..].
 template <int Terms>
@@ -1038,7 +1064,8 @@ void free_moe_workspace(Context &ctx) {
 
 // With `favour` >= 0, x has a positive mean and router row `favour` is pushed by `push`: every
 // row routes to it (push > 0: one expert has all rows in one slot) or none does (push < 0).
-template <int E, int H, int I, class W>
+// Softmax: Mixtral's routing (moe_softmax_top2) instead of the sparsemixer.
+template <int E, int H, int I, class W, bool Softmax = false>
 void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
   Weight<float> router = spread_router<E, H>();
   if (favour >= 0)
@@ -1058,7 +1085,8 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
         s += static_cast<double>(x[t * H + k]) * router.values[e * H + k];
       logits[e] = static_cast<float>(s);
     }
-    const phimoe_rt::Route r = phimoe_rt::sparsemixer<E>(logits, 0.01f);
+    const phimoe_rt::Route r =
+        Softmax ? phimoe_rt::softmax_top2<E>(logits) : phimoe_rt::sparsemixer<E>(logits, 0.01f);
     routes[t] = DeviceRoute{r.i1, r.i2, r.w1, r.w2};
     std::vector<double> act(2 * I);
     for (int slot = 0; slot < 2; ++slot) {
@@ -1110,12 +1138,18 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
   ctx.moe_staged_words = static_cast<size_t>(n) * 2 * detail::StagedQ4k::words(I);
   for (int run = 0; run < (staged_act ? 2 : 1); ++run) {
     ctx.moe_staged = staged_act && run == 0 ? device<uint32_t>(ctx.moe_staged_words) : nullptr;
-    moe_sparsemixer<E, H, I>(ctx, dx, n, reinterpret_cast<const float *>(dr),
-                             reinterpret_cast<const W *>(dgu), reinterpret_cast<const W *>(dd),
-                             0.01f, out);
+    if constexpr (Softmax)
+      moe_softmax_top2<E, H, I>(ctx, dx, n, reinterpret_cast<const float *>(dr),
+                                reinterpret_cast<const W *>(dgu), reinterpret_cast<const W *>(dd),
+                                out);
+    else
+      moe_sparsemixer<E, H, I>(ctx, dx, n, reinterpret_cast<const float *>(dr),
+                               reinterpret_cast<const W *>(dgu), reinterpret_cast<const W *>(dd),
+                               0.01f, out);
     char label[128];
-    std::snprintf(label, sizeof label, "moe_sparsemixer<%d,%d,%d> %s n=%d%s%s (%d empty, max %d)",
-                  E, H, I, name, n, grouped ? " grouped" : "",
+    std::snprintf(label, sizeof label, "%s<%d,%d,%d> %s n=%d%s%s (%d empty, max %d)",
+                  Softmax ? "moe_softmax_top2" : "moe_sparsemixer", E, H, I, name, n,
+                  grouped ? " grouped" : "",
                   staged_act ? (run == 0 ? " staged act" : " float act") : "", empty, most);
     // Grouped (tensor cores): x and act split in two bf16 (2^-16 each), q8_0/q4_K/q6_K exact.
     check(label, download(out, want.size()), want, grouped ? 2e-5 : 1e-4);
@@ -1597,6 +1631,8 @@ int main() {
     test_split_cols<100, 40, 30, 20>(17);       // ranges short of the row
     test_layer_norm<64>(3);
     test_layer_norm<4096>(2);
+    test_rms_norm<64>(3);
+    test_rms_norm<4096>(2);
     test_warp_sparsemixer<16>(); // Phi-3.5-MoE
     test_warp_sparsemixer<8>();  // Mixtral
     test_warp_sparsemixer<2>();
@@ -1640,6 +1676,9 @@ int main() {
     test_moe<16, 256, 512, block_q4k>("q4k", 12);
     test_moe<4, 512, 256, block_q6k>("q6k", 3);
     test_moe<2, 4096, 6400, block_q4k>("q4k (Phi-3.5-MoE widths)", 1);
+    test_moe<8, 64, 128, float, true>("f32", 3); // Mixtral's routing
+    test_moe<8, 256, 512, block_q4k, true>("q4k", 1);
+    test_moe<8, 256, 512, block_q4k, true>("q4k", 12);
     // Grouped experts (n > 8): empty experts, every row on one expert, a row tile boundary
     // (> 64 pairs on one expert), odd widths, Phi-3.5-MoE's widths.
     test_moe<16, 256, 320, bf16>("bf16", 9);

@@ -339,7 +339,8 @@ __global__ void embed_kernel(const int32_t *ids, const W *table, float *out) {
 // would wait for each load in turn (the compiler cannot know sum from a), and reloading the
 // row for the second and third passes would wait twice more. In decode this kernel is one
 // block, so those waits were its time.
-template <int H, bool Add, class W, bool FreshB = false>
+// Rms: Mixtral's RMSNorm instead, x / sqrt(mean(x²) + eps) * w: no mean, no bias (null).
+template <int H, bool Add, class W, bool FreshB = false, bool Rms = false>
 __device__ __forceinline__ void layer_norm_row(int t, const float *a, const float *b,
                                                const W *w, const W *bias, float eps, float *sum,
                                                float *out, float *part, uint32_t *staged) {
@@ -362,7 +363,7 @@ __device__ __forceinline__ void layer_norm_row(int t, const float *a, const floa
     if constexpr (Add)
       v[i] += bv[i];
     wv[i] = S::has(i) ? ld(w + j) : 0.0f;
-    bv[i] = S::has(i) ? ld(bias + j) : 0.0f;
+    bv[i] = S::has(i) && !Rms ? ld(bias + j) : 0.0f;
   }
   float s = 0.0f;
 #pragma unroll
@@ -372,7 +373,7 @@ __device__ __forceinline__ void layer_norm_row(int t, const float *a, const floa
         sum[row + S::item(i)] = v[i];
       s += v[i];
     }
-  const float mean = block_sum(s, part) / H;
+  const float mean = Rms ? 0.0f : block_sum(s, part) / H;
   float q = 0.0f;
 #pragma unroll
   for (int i = 0; i < S::per; ++i)
@@ -393,12 +394,12 @@ __device__ __forceinline__ void layer_norm_row(int t, const float *a, const floa
     }
 }
 // (staged: null, or where the rows' StagedQ4k copies go: stage_for)
-template <int H, bool Add, class W>
+template <int H, bool Add, class W, bool Rms = false>
 __global__ void layer_norm_kernel(const float *a, const float *b, const W *w, const W *bias,
                                   float eps, float *sum, float *out, uint32_t *staged) {
   __shared__ float part[32];
   PHIMOE_CUDA_KERNEL_PROLOGUE();
-  layer_norm_row<H, Add, W>(blockIdx.x, a, b, w, bias, eps, sum, out, part, staged);
+  layer_norm_row<H, Add, W, false, Rms>(blockIdx.x, a, b, w, bias, eps, sum, out, part, staged);
 }
 
 template <class B> __device__ __forceinline__ float bias_at(const B *bias, int r) {
@@ -1088,7 +1089,9 @@ __device__ __forceinline__ phimoe_rt::Route warp_sparsemixer(const float *s, flo
 
 // Router of row t of x (kThreads threads; xs: H + E floats of shared memory): a warp per
 // expert logit, then warp 0 routes (up to 32 experts; more: thread 0).
-template <int E, int H, class R>
+// K: the routing (phimoe_rt::RouteKind): the sparsemixer, or Mixtral's softmax top-2 (thread
+// 0, phimoe_rt::softmax_top2: E compares and one exp).
+template <int E, int H, class R, phimoe_rt::RouteKind K = phimoe_rt::RouteKind::Sparsemixer>
 __device__ __forceinline__ void route_row(int t, const float *x, const R *router, float eps,
                                           DeviceRoute *routes, float *xs) {
   float *logits = xs + H;
@@ -1100,8 +1103,13 @@ __device__ __forceinline__ void route_row(int t, const float *x, const R *router
       logits[e] = y;
   }
   __syncthreads();
-  // transformers' eval-mode sparsemixer: the CPU's code (phimoe_rt::sparsemixer), over a warp.
-  if constexpr (E <= 32) {
+  if constexpr (K == phimoe_rt::RouteKind::SoftmaxTop2) {
+    if (threadIdx.x == 0) {
+      const phimoe_rt::Route route = phimoe_rt::softmax_top2<E>(logits);
+      routes[t] = DeviceRoute{route.i1, route.i2, route.w1, route.w2};
+    }
+  } else if constexpr (E <= 32) {
+    // transformers' eval-mode sparsemixer: the CPU's code (phimoe_rt::sparsemixer), over a warp.
     if (threadIdx.x < 32) {
       const phimoe_rt::Route route = warp_sparsemixer<E>(logits, eps);
       if (threadIdx.x == 0)
@@ -1114,11 +1122,11 @@ __device__ __forceinline__ void route_row(int t, const float *x, const R *router
 }
 
 // Router: one row per block.
-template <int E, int H, class R>
+template <int E, int H, class R, phimoe_rt::RouteKind K = phimoe_rt::RouteKind::Sparsemixer>
 __global__ void router_kernel(const float *x, const R *router, float eps, DeviceRoute *routes) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs); // H floats, then E logits
   PHIMOE_CUDA_KERNEL_PROLOGUE();
-  route_row<E, H, R>(blockIdx.x, x, router, eps, routes, xs);
+  route_row<E, H, R, K>(blockIdx.x, x, router, eps, routes, xs);
 }
 
 // add_layer_norm of a row, then the router on the row it wrote (after a barrier, which makes
@@ -1396,6 +1404,31 @@ void add_layer_norm(Context &ctx, const float *a, const float *b, int n, const W
   uint32_t *staged = detail::stage_for<Next, H>(ctx, out, n);
   PHIMOE_CUDA_LAUNCH(n, detail::kThreads, 0, ctx.stream, detail::layer_norm_kernel<H, true, W>)
   (a, b, w, bias, eps, sum, out, staged);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+// Mixtral's RMSNorm (weight only): layer_norm's kernel without the mean and the bias.
+template <int H, class Next = void, class W>
+void rms_norm(Context &ctx, const float *x, int n, const W *w, float eps, float *out) {
+  if (n <= 0)
+    return;
+  uint32_t *staged = detail::stage_for<Next, H>(ctx, out, n);
+  PHIMOE_CUDA_LAUNCH(n, detail::kThreads, 0, ctx.stream,
+                     detail::layer_norm_kernel<H, false, W, true>)
+  (x, nullptr, w, static_cast<const W *>(nullptr), eps, nullptr, out, staged);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+// sum = a + b; out = rms_norm(sum). sum may alias a.
+template <int H, class Next = void, class W>
+void add_rms_norm(Context &ctx, const float *a, const float *b, int n, const W *w, float eps,
+                  float *sum, float *out) {
+  if (n <= 0)
+    return;
+  uint32_t *staged = detail::stage_for<Next, H>(ctx, out, n);
+  PHIMOE_CUDA_LAUNCH(n, detail::kThreads, 0, ctx.stream,
+                     detail::layer_norm_kernel<H, true, W, true>)
+  (a, b, w, static_cast<const W *>(nullptr), eps, sum, out, staged);
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
@@ -1813,7 +1846,10 @@ namespace detail {
 // moe_sparsemixer, then (NW not void) add_layer_norm<H, Next>(norm.a, out, ...) of its rows:
 // in the down kernel's last block of each row where that kernel runs and ctx has the
 // counters, else as a launch of its own.
-template <int E, int H, int I, bool Routed, class Next, class R, class GU, class DW, class NW>
+// K: the routing (router_kernel's).
+template <int E, int H, int I, bool Routed, class Next,
+          phimoe_rt::RouteKind K = phimoe_rt::RouteKind::Sparsemixer, class R, class GU,
+          class DW, class NW>
 void moe_then_norm(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
                    const DW *down, float eps, float *out, NormTail<NW> norm) {
   static_assert(E >= 2 && H >= 1 && I >= 1, "moe_sparsemixer: bad shape");
@@ -1831,14 +1867,14 @@ void moe_then_norm(Context &ctx, const float *x, int n, const R *router, const G
   // q4_K down projections take the act rows staged by gate_up_kernel (StageAct).
   constexpr bool stage_act = int_input<DW, I>();
   static bool configured =
-      (allow_shared(router_kernel<E, H, R>, router_smem),
+      (allow_shared(router_kernel<E, H, R, K>, router_smem),
        allow_shared(gate_up_kernel<E, H, I, GU, stage_act>, gate_smem),
        allow_shared(down_kernel<E, H, I, DW>, down_smem),
        allow_shared(down_kernel<E, H, I, DW, NW>, down_smem), true);
   (void)configured;
   const uint32_t *staged = staged_input<GU, H>(ctx, x, n);
   if constexpr (!Routed) {
-    PHIMOE_CUDA_LAUNCH(n, kThreads, router_smem, ctx.stream, router_kernel<E, H, R>)
+    PHIMOE_CUDA_LAUNCH(n, kThreads, router_smem, ctx.stream, router_kernel<E, H, R, K>)
     (x, router, eps, ctx.routes);
     PHIMOE_CUDA_CHECK_LAUNCH();
   }
@@ -1888,6 +1924,15 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
                      const DW *down, float eps, float *out) {
   detail::moe_then_norm<E, H, I, Routed, void>(ctx, x, n, router, gate_up, down, eps, out,
                                                detail::NormTail<void>{});
+}
+
+// The same MoE with Mixtral's routing: softmax over the E router logits, the two largest,
+// renormalised (phimoe_rt::softmax_top2). phimoe-lower-to-emitc fuses nothing into it.
+template <int E, int H, int I, class R, class GU, class DW>
+void moe_softmax_top2(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
+                      const DW *down, float *out) {
+  detail::moe_then_norm<E, H, I, false, void, phimoe_rt::RouteKind::SoftmaxTop2>(
+      ctx, x, n, router, gate_up, down, 0.0f, out, detail::NormTail<void>{});
 }
 
 // moe_sparsemixer into moe_out, then add_layer_norm<H, Next>(ctx, a, moe_out, n, w, bias,
