@@ -124,9 +124,11 @@ TEST(Kernels, LayerNormNearlyConstantRow) {
   check_layer_norm_rows<H>(x, 1, w, b, 1e-5f, out);
 }
 
-template <int H, class W> void test_add_layer_norm(std::mt19937 &rng) {
-  const Weights<W> w(random_floats(rng, H, 0.3f, 1.0f)), b(random_floats(rng, H, 0.5f));
-  const float eps = 1e-5f;
+// An add-then-norm kernel, run(ctx, a, d, n, sum, out), on 1 and 3 threads, n = 1 and 7, its
+// sum apart from a and in place: the sum bit for bit (the residual add is a float add), then
+// check(want_sum, n, out) for the normed rows.
+template <int H, class Run, class Check>
+void test_add_then_norm(std::mt19937 &rng, Run run, Check check) {
   for (int threads : {1, 3})
     for (int n : {1, 7})
       for (bool in_place : {false, true}) {
@@ -135,15 +137,27 @@ template <int H, class W> void test_add_layer_norm(std::mt19937 &rng) {
         const std::vector<float> d = random_floats(rng, n * H, 0.5f);
         std::vector<float> want_sum(n * H);
         for (int i = 0; i < n * H; ++i)
-          want_sum[i] = a[i] + d[i]; // the residual add is a float add
+          want_sum[i] = a[i] + d[i];
         std::vector<float> sum(n * H, kNaN), out(n * H, kNaN);
         float *sum_ptr = in_place ? a.data() : sum.data();
-        add_layer_norm<H>(tc.ctx, a.data(), d.data(), n, w.data(), b.data(), eps, sum_ptr,
-                          out.data());
+        run(tc.ctx, a.data(), d.data(), n, sum_ptr, out.data());
         const std::vector<float> got_sum(sum_ptr, sum_ptr + n * H);
         ASSERT_TRUE(same_bits(got_sum, want_sum));
-        check_layer_norm_rows<H>(want_sum, n, w, b, eps, out);
+        check(want_sum, n, out);
       }
+}
+
+template <int H, class W> void test_add_layer_norm(std::mt19937 &rng) {
+  const Weights<W> w(random_floats(rng, H, 0.3f, 1.0f)), b(random_floats(rng, H, 0.5f));
+  const float eps = 1e-5f;
+  test_add_then_norm<H>(
+      rng,
+      [&](Context &ctx, const float *a, const float *d, int n, float *sum, float *out) {
+        add_layer_norm<H>(ctx, a, d, n, w.data(), b.data(), eps, sum, out);
+      },
+      [&](const std::vector<float> &want_sum, int n, const std::vector<float> &out) {
+        check_layer_norm_rows<H>(want_sum, n, w, b, eps, out);
+      });
 }
 
 TYPED_TEST(Kernels, AddLayerNorm) {
@@ -210,22 +224,14 @@ TEST(Kernels, RmsNormTinyRowSeesEps) {
 template <int H, class W> void test_add_rms_norm(std::mt19937 &rng) {
   const Weights<W> w(random_floats(rng, H, 0.3f, 1.0f));
   const float eps = 1e-5f;
-  for (int threads : {1, 3})
-    for (int n : {1, 7})
-      for (bool in_place : {false, true}) {
-        TestContext tc(threads);
-        std::vector<float> a = random_floats(rng, n * H, 1.0f, 2.0f);
-        const std::vector<float> d = random_floats(rng, n * H, 0.5f);
-        std::vector<float> want_sum(n * H);
-        for (int i = 0; i < n * H; ++i)
-          want_sum[i] = a[i] + d[i];
-        std::vector<float> sum(n * H, kNaN), out(n * H, kNaN);
-        float *sum_ptr = in_place ? a.data() : sum.data();
-        add_rms_norm<H>(tc.ctx, a.data(), d.data(), n, w.data(), eps, sum_ptr, out.data());
-        const std::vector<float> got_sum(sum_ptr, sum_ptr + n * H);
-        ASSERT_TRUE(same_bits(got_sum, want_sum));
+  test_add_then_norm<H>(
+      rng,
+      [&](Context &ctx, const float *a, const float *d, int n, float *sum, float *out) {
+        add_rms_norm<H>(ctx, a, d, n, w.data(), eps, sum, out);
+      },
+      [&](const std::vector<float> &want_sum, int n, const std::vector<float> &out) {
         check_rms_norm_rows<H>(want_sum, n, w, eps, out);
-      }
+      });
 }
 
 TYPED_TEST(Kernels, AddRmsNorm) {

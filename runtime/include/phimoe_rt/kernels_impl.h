@@ -166,17 +166,29 @@ void layer_norm(Context &ctx, const float *x, int n, const W *w, const W *b, flo
   });
 }
 
+namespace detail {
+// Row by row: sum = a + b (sum may alias a: each element is read before it is written), then
+// norm_row(sum row, out row).
+template <int H, class NormRow>
+void add_then_norm(Context &ctx, const float *a, const float *b, int n, float *sum, float *out,
+                   NormRow norm_row) {
+  parallel(ctx, n, [&](int64_t begin, int64_t end, int) {
+    for (int64_t t = begin; t < end; ++t) {
+      const float *at = a + t * H, *bt = b + t * H;
+      float *st = sum + t * H;
+      for (int j = 0; j < H; ++j)
+        st[j] = at[j] + bt[j];
+      norm_row(st, out + t * H);
+    }
+  });
+}
+} // namespace detail
+
 template <int H, class W>
 void add_layer_norm(Context &ctx, const float *a, const float *b, int n, const W *w,
                     const W *bias, float eps, float *sum, float *out) {
-  detail::parallel(ctx, n, [&](int64_t begin, int64_t end, int) {
-    for (int64_t t = begin; t < end; ++t) {
-      const float *at = a + t * H, *bt = b + t * H;
-      float *st = sum + t * H; // may alias at: each element is read before it is written
-      for (int j = 0; j < H; ++j)
-        st[j] = at[j] + bt[j];
-      detail::layer_norm_row<H>(st, w, bias, eps, out + t * H);
-    }
+  detail::add_then_norm<H>(ctx, a, b, n, sum, out, [&](const float *st, float *o) {
+    detail::layer_norm_row<H>(st, w, bias, eps, o);
   });
 }
 
@@ -191,14 +203,8 @@ void rms_norm(Context &ctx, const float *x, int n, const W *w, float eps, float 
 template <int H, class W>
 void add_rms_norm(Context &ctx, const float *a, const float *b, int n, const W *w, float eps,
                   float *sum, float *out) {
-  detail::parallel(ctx, n, [&](int64_t begin, int64_t end, int) {
-    for (int64_t t = begin; t < end; ++t) {
-      const float *at = a + t * H, *bt = b + t * H;
-      float *st = sum + t * H; // may alias at: each element is read before it is written
-      for (int j = 0; j < H; ++j)
-        st[j] = at[j] + bt[j];
-      detail::rms_norm_row<H>(st, w, eps, out + t * H);
-    }
+  detail::add_then_norm<H>(ctx, a, b, n, sum, out, [&](const float *st, float *o) {
+    detail::rms_norm_row<H>(st, w, eps, o);
   });
 }
 
