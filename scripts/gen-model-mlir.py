@@ -140,10 +140,15 @@ def main():
     w("  }")
 
     factors = ", ".join(["1.0"] * (hd // 2))
-    long_f = ", ".join(f"{1.0 + 0.25 * i}" for i in range(hd // 2))
-    print(f"#rope = #phimoe.longrope<theta = 10000.0, original_max_position = 32, "
-          f"short_mscale = 1.1684489, long_mscale = 1.1684489, short_factor = [{factors}], "
-          f"long_factor = [{long_f}]>")
+    if mixtral:  # plain RoPE, as the frontend states it: factors and mscales 1, no switch
+        print(f"#rope = #phimoe.longrope<theta = 1000000.0, original_max_position = 32768, "
+              f"short_mscale = 1.0, long_mscale = 1.0, short_factor = [{factors}], "
+              f"long_factor = [{factors}]>")
+    else:
+        long_f = ", ".join(f"{1.0 + 0.25 * i}" for i in range(hd // 2))
+        print(f"#rope = #phimoe.longrope<theta = 10000.0, original_max_position = 32, "
+              f"short_mscale = 1.1684489, long_mscale = 1.1684489, short_factor = [{factors}], "
+              f"long_factor = [{long_f}]>")
     print("module {")
     print("\n".join(decls))
     print("\n".join(out))

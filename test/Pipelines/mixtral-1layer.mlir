@@ -23,6 +23,10 @@
 // CHECK-NOT: phimoe.router
 // CHECK-NOT: phimoe.moe_combine
 
+// Plain RoPE (theta 1e6): factors and mscales 1.
+// CPP: kRope0Short[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+// CPP: kRope0Long[8] = {1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f, 1.0f};
+// CPP: kRope0 = {1000000.0f, 32768, 1.0f, 1.0f, kRope0Short, kRope0Long};
 // CPP: phimoe_rt::rms_norm<64>(
 // CPP-SAME: 9.999999740e-06f
 // CPP: phimoe_rt::linear<128, 64>(
@@ -45,7 +49,7 @@
 // CUDA-NOT: layer_norm
 // CUDA-NOT: sparsemixer
 
-#rope = #phimoe.longrope<theta = 10000.0, original_max_position = 32, short_mscale = 1.1684489, long_mscale = 1.1684489, short_factor = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], long_factor = [1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75]>
+#rope = #phimoe.longrope<theta = 1000000.0, original_max_position = 32768, short_mscale = 1.0, long_mscale = 1.0, short_factor = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], long_factor = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]>
 module {
   phimoe.weight @model.embed_tokens.weight : tensor<96x64xbf16>
   phimoe.weight @model.layers.0.input_layernorm.weight : tensor<64xbf16>
