@@ -1089,9 +1089,10 @@ __device__ __forceinline__ phimoe_rt::Route warp_sparsemixer(const float *s, flo
 
 // Router of row t of x (kThreads threads; xs: H + E floats of shared memory): a warp per
 // expert logit, then warp 0 routes (up to 32 experts; more: thread 0).
-// K: the routing (phimoe_rt::RouteKind): the sparsemixer, or Mixtral's softmax top-2 (thread
+// Routing (phimoe_rt::RouteKind): the sparsemixer, or Mixtral's softmax top-2 (thread
 // 0, phimoe_rt::softmax_top2: E compares and one exp).
-template <int E, int H, class R, phimoe_rt::RouteKind K = phimoe_rt::RouteKind::Sparsemixer>
+template <int E, int H, class R,
+          phimoe_rt::RouteKind Routing = phimoe_rt::RouteKind::Sparsemixer>
 __device__ __forceinline__ void route_row(int t, const float *x, const R *router, float eps,
                                           DeviceRoute *routes, float *xs) {
   float *logits = xs + H;
@@ -1103,7 +1104,7 @@ __device__ __forceinline__ void route_row(int t, const float *x, const R *router
       logits[e] = y;
   }
   __syncthreads();
-  if constexpr (K == phimoe_rt::RouteKind::SoftmaxTop2) {
+  if constexpr (Routing == phimoe_rt::RouteKind::SoftmaxTop2) {
     if (threadIdx.x == 0) {
       const phimoe_rt::Route route = phimoe_rt::softmax_top2<E>(logits);
       routes[t] = DeviceRoute{route.i1, route.i2, route.w1, route.w2};
@@ -1122,11 +1123,12 @@ __device__ __forceinline__ void route_row(int t, const float *x, const R *router
 }
 
 // Router: one row per block.
-template <int E, int H, class R, phimoe_rt::RouteKind K = phimoe_rt::RouteKind::Sparsemixer>
+template <int E, int H, class R,
+          phimoe_rt::RouteKind Routing = phimoe_rt::RouteKind::Sparsemixer>
 __global__ void router_kernel(const float *x, const R *router, float eps, DeviceRoute *routes) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs); // H floats, then E logits
   PHIMOE_CUDA_KERNEL_PROLOGUE();
-  route_row<E, H, R, K>(blockIdx.x, x, router, eps, routes, xs);
+  route_row<E, H, R, Routing>(blockIdx.x, x, router, eps, routes, xs);
 }
 
 // add_layer_norm of a row, then the router on the row it wrote (after a barrier, which makes
@@ -1846,9 +1848,9 @@ namespace detail {
 // moe_sparsemixer, then (NW not void) add_layer_norm<H, Next>(norm.a, out, ...) of its rows:
 // in the down kernel's last block of each row where that kernel runs and ctx has the
 // counters, else as a launch of its own.
-// K: the routing (router_kernel's).
+// Routing: router_kernel's.
 template <int E, int H, int I, bool Routed, class Next,
-          phimoe_rt::RouteKind K = phimoe_rt::RouteKind::Sparsemixer, class R, class GU,
+          phimoe_rt::RouteKind Routing = phimoe_rt::RouteKind::Sparsemixer, class R, class GU,
           class DW, class NW>
 void moe_then_norm(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
                    const DW *down, float eps, float *out, NormTail<NW> norm) {
@@ -1867,14 +1869,14 @@ void moe_then_norm(Context &ctx, const float *x, int n, const R *router, const G
   // q4_K down projections take the act rows staged by gate_up_kernel (StageAct).
   constexpr bool stage_act = int_input<DW, I>();
   static bool configured =
-      (allow_shared(router_kernel<E, H, R, K>, router_smem),
+      (allow_shared(router_kernel<E, H, R, Routing>, router_smem),
        allow_shared(gate_up_kernel<E, H, I, GU, stage_act>, gate_smem),
        allow_shared(down_kernel<E, H, I, DW>, down_smem),
        allow_shared(down_kernel<E, H, I, DW, NW>, down_smem), true);
   (void)configured;
   const uint32_t *staged = staged_input<GU, H>(ctx, x, n);
   if constexpr (!Routed) {
-    PHIMOE_CUDA_LAUNCH(n, kThreads, router_smem, ctx.stream, router_kernel<E, H, R, K>)
+    PHIMOE_CUDA_LAUNCH(n, kThreads, router_smem, ctx.stream, router_kernel<E, H, R, Routing>)
     (x, router, eps, ctx.routes);
     PHIMOE_CUDA_CHECK_LAUNCH();
   }
