@@ -64,6 +64,66 @@ struct FuseMoEPattern : public OpRewritePattern<MoECombineOp> {
   }
 };
 
+/// Weights of one role (a group) must agree in format and shape to be stacked.
+bool stackable(ArrayRef<WeightOp> group) {
+  Type first = WeightOp(group.front()).getType();
+  return llvm::all_of(group, [&](WeightOp w) {
+    return sameWeightFormat(w.getType(), first) &&
+           getLogicalShape(w.getType()) == getLogicalShape(first);
+  });
+}
+
+/// phi-2 MLP experts (phixtral): expert j is linear(gelu(linear(x, @fc1_j, @b1_j)),
+/// @fc2_j, @b2_j); the four groups are stacked into moe_gelu's operands.
+struct FuseMoEGeluPattern : public OpRewritePattern<MoECombineOp> {
+  using OpRewritePattern::OpRewritePattern;
+
+  LogicalResult matchAndRewrite(MoECombineOp op,
+                                PatternRewriter &rewriter) const override {
+    auto router = op.getExperts().getDefiningOp<RouterOp>();
+    if (!router || op.getWeights() != router.getWeights())
+      return rewriter.notifyMatchFailure(op, "routing does not come from one router");
+    Value x = router.getInput();
+    if (op.getType() != x.getType())
+      return rewriter.notifyMatchFailure(op, "the result type differs from the input's");
+    int64_t numExperts = router.getWeight().getType().getDimSize(0);
+    if (static_cast<int64_t>(op.getExpertOutputs().size()) != numExperts)
+      return rewriter.notifyMatchFailure(op, "not one output per router expert");
+
+    SmallVector<WeightOp> fc1s, b1s, fc2s, b2s;
+    for (Value output : op.getExpertOutputs()) {
+      auto fc2 = output.getDefiningOp<LinearOp>();
+      auto gelu = fc2 ? fc2.getInput().getDefiningOp<GeluOp>() : GeluOp();
+      auto fc1 = gelu ? gelu.getInput().getDefiningOp<LinearOp>() : LinearOp();
+      if (!fc1 || fc1.getInput() != x || !fc1.getBias() || !fc2.getBias())
+        return rewriter.notifyMatchFailure(
+            op, "an expert is not linear(gelu(linear(x, w, b)), w, b) on the router's input");
+      fc1s.push_back(getWeightDecl(fc1.getWeight()));
+      b1s.push_back(getWeightDecl(fc1.getBias()));
+      fc2s.push_back(getWeightDecl(fc2.getWeight()));
+      b2s.push_back(getWeightDecl(fc2.getBias()));
+      if (!fc1s.back() || !b1s.back() || !fc2s.back() || !b2s.back())
+        return rewriter.notifyMatchFailure(op, "an expert weight is not a weight symbol");
+    }
+    for (ArrayRef<WeightOp> group : {ArrayRef<WeightOp>(fc1s), ArrayRef<WeightOp>(b1s),
+                                     ArrayRef<WeightOp>(fc2s), ArrayRef<WeightOp>(b2s)})
+      if (!stackable(group))
+        return rewriter.notifyMatchFailure(op, "experts of different formats or shapes");
+
+    rewriter.setInsertionPoint(op);
+    Location loc = op.getLoc();
+    auto stack = [&](ArrayRef<WeightOp> group, StringRef tag) {
+      return deriveWeight(rewriter, loc, WeightRecipe::Stack, group, tag);
+    };
+    Value fc1 = stack(fc1s, "fc1.weight"), b1 = stack(b1s, "fc1.bias");
+    Value fc2 = stack(fc2s, "fc2.weight"), b2 = stack(b2s, "fc2.bias");
+    rewriter.replaceOpWithNewOp<MoEGeluOp>(op, op.getType(), router.getKindAttr(), x,
+                                           router.getWeight(), fc1, b1, fc2, b2,
+                                           router.getTopKAttr(), router.getEpsilonAttr());
+    return success();
+  }
+};
+
 struct FuseMoEPass final : public phimoe::impl::FuseMoEPassBase<FuseMoEPass> {
   using Base::Base;
   void runOnOperation() override {
@@ -77,5 +137,5 @@ struct FuseMoEPass final : public phimoe::impl::FuseMoEPassBase<FuseMoEPass> {
 } // namespace
 
 void mlir::phimoe::populateFuseMoEPatterns(RewritePatternSet &patterns) {
-  patterns.add<FuseMoEPattern>(patterns.getContext());
+  patterns.add<FuseMoEPattern, FuseMoEGeluPattern>(patterns.getContext());
 }

@@ -75,6 +75,8 @@ bool interleavable(WeightOp weight, ModuleOp module) {
         matrix = operand.getOperandNumber() == 1;
       else if (auto moe = dyn_cast<MoEOp>(user))
         matrix = operand.get() == moe.getGateUp() || operand.get() == moe.getDown();
+      else if (auto moe = dyn_cast<MoEGeluOp>(user))
+        matrix = operand.get() == moe.getFc1() || operand.get() == moe.getFc2();
       if (!matrix)
         return false;
       any = true;
@@ -128,7 +130,7 @@ private:
   /// Whether `rope` rotates the keys of one attention only, whose values are lowered
   /// already: then CUDA fuses it with the KV-cache write.
   bool fusesWithCacheWrite(RopeOp rope) {
-    if (!rope->hasOneUse())
+    if (!rope->hasOneUse() || rope.getRotaryDim())
       return false;
     auto att = dyn_cast<AttentionOp>(*rope->getUsers().begin());
     return att && att.getK() == rope.getResult() && att.getQ() != rope.getResult() &&
@@ -155,7 +157,8 @@ private:
     RopeOp q = a.getInput() == split.getResult(0) ? a : c, k = q == a ? c : a;
     if (q.getInput() != split.getResult(0) || k.getInput() != split.getResult(1) ||
         !split.getResult(0).hasOneUse() || !split.getResult(1).hasOneUse() ||
-        !fusesWithCacheWrite(k) || !q->hasOneUse() || q.getScaling() != k.getScaling())
+        !fusesWithCacheWrite(k) || !q->hasOneUse() || q.getScaling() != k.getScaling() ||
+        q.getRotaryDim())
       return std::nullopt;
     auto att = cast<AttentionOp>(*k->getUsers().begin());
     if (*q->getUsers().begin() != att.getOperation() || att.getQ() != q.getResult() ||
@@ -558,6 +561,16 @@ LogicalResult Lowering::lower(Operation *op) {
           opaque(ropeTable(rope.getScaling())), i32(att.getLayer())},
          {ctxArg, v(rope.getInput()), v(att.getV()), n, posArg});
     kvWritten.insert(att);
+  } else if (auto rope = dyn_cast<RopeOp>(op); rope && rope.getRotaryDim()) {
+    // Partial rotary (phi-2): the first rotary_dim lanes of each head.
+    if (cuda)
+      return rope.emitOpError("phimoe-lower-to-emitc: partial rotary has no CUDA kernel");
+    int64_t headDim = rope.getHeadDim();
+    call(rt("rope_partial"),
+         {i32(dim(rope.getInput(), 1) / headDim), i32(headDim), i32(rope.getRotaryLanes())},
+         {operand(0), operand(1), operand(2), operand(3), opaque(ropeTable(rope.getScaling())),
+          operand(4)},
+         {ctxArg, v(rope.getInput()), n, posArg, v(rope)});
   } else if (auto rope = dyn_cast<RopeOp>(op)) {
     int64_t headDim = rope.getHeadDim();
     call(rt("rope"), {i32(dim(rope.getInput(), 1) / headDim), i32(headDim)},
@@ -579,6 +592,26 @@ LogicalResult Lowering::lower(Operation *op) {
          {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
           i32(att.getLayer()), f32(scale), i32(window), operand(6)},
          {ctxArg, v(att.getQ()), v(att.getK()), v(att.getV()), n, posArg, v(att)});
+  } else if (auto add = dyn_cast<AddOp>(op); add && !cuda) {
+    // A residual add no norm follows (phi-2's parallel block adds attention and MoE first).
+    call(rt("add"), {i32(dim(add.getLhs(), 1))}, {operand(0), operand(1), operand(2),
+                                                  operand(3), operand(4)},
+         {ctxArg, v(add.getLhs()), v(add.getRhs()), n, v(add)});
+  } else if (auto moe = dyn_cast<MoEGeluOp>(op)) {
+    // phixtral: phi-2 MLP experts behind softmax top-2 routing.
+    if (cuda)
+      return moe.emitOpError("phimoe-lower-to-emitc: moe_gelu has no CUDA kernel");
+    if (moe.getKind() != RouterKind::SoftmaxTopK || moe.getTopK() != 2)
+      return moe.emitOpError("phimoe-lower-to-emitc: moe_gelu has a kernel for softmax_topk "
+                             "routing with top_k = 2 only");
+    experts = dim(moe.getFc2(), 0);
+    intermediate = dim(moe.getFc2(), 2);
+    call(rt("moe_softmax_top2_gelu"),
+         {i32(experts), i32(dim(moe.getFc2(), 1)), i32(intermediate)},
+         {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5), operand(6),
+          operand(7), operand(8)},
+         {ctxArg, v(moe.getInput()), n, v(moe.getRouterWeight()), v(moe.getFc1()),
+          v(moe.getFc1Bias()), v(moe.getFc2()), v(moe.getFc2Bias()), v(moe)});
   } else if (auto moe = dyn_cast<MoEOp>(op); moe && moe.getKind() == RouterKind::SoftmaxTopK) {
     // Mixtral: softmax over the experts, the top two, renormalised; the kernels are
     // moe_sparsemixer's with that routing (nothing fused into it on CUDA).

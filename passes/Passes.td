@@ -94,6 +94,10 @@ def FuseMoEPass : Pass<"phimoe-fuse-moe", "::mlir::ModuleOp"> {
     ```mlir
     %y = phimoe.moe sparsemixer %x, %wg, %gu, %down ...
     ```
+
+    phi-2 MLP experts (phixtral), where expert output j is
+    `linear(gelu(linear(x, @fc1_j, @b1_j)), @fc2_j, @b2_j)`, become one
+    `phimoe.moe_gelu` over the four stacked groups (fc1, fc1 bias, fc2, fc2 bias).
   }];
   let dependentDialects = ["::mlir::phimoe::PhiMoEDialect"];
 }
@@ -107,13 +111,14 @@ def QuantizePass : Pass<"phimoe-quantize", "::mlir::ModuleOp"> {
   let description = [{
     Sets the type of each weight that the functions read, by its role:
     - router weights: never quantized (kept as declared);
-    - 1-D weights (norms, biases): float32;
+    - 1-D weights (norms, biases) and the stacked expert biases of
+      `phimoe.moe_gelu`: float32;
     - the LM head: `lm-head` (default `auto`: q6k under a 4- or 5-bit body,
       q8_0 under q6k, else the body's scheme);
     - the embedding table: `embedding` (default `auto`: q8_0 under a 4-, 5- or
       6-bit body, else the body's scheme);
-    - expert weights (of `phimoe.moe`, `phimoe.gate_up` and the linears that
-      make an expert): `scheme`;
+    - expert weights (of `phimoe.moe`, `phimoe.moe_gelu`, `phimoe.gate_up` and
+      the linears that make an expert): `scheme`;
     - everything else: `scheme` with `scope=all`, kept as declared with
       `scope=experts` (MoQE).
     `override=REGEX=TYPE` sets the type of every weight whose name, or the name

@@ -60,7 +60,7 @@ bool isExpertLinear(LinearOp linear, int depth = 0) {
       if (auto next = dyn_cast<LinearOp>(op)) {
         if (next != linear && isExpertLinear(next, depth + 1))
           return true;
-      } else if (isa<SiluOp, MulOp>(op)) {
+      } else if (isa<SiluOp, MulOp, GeluOp>(op)) {
         for (Operation *u : op->getUsers())
           work.push_back(u);
       }
@@ -69,12 +69,22 @@ bool isExpertLinear(LinearOp linear, int depth = 0) {
   return false;
 }
 
+/// Whether a use reads a weight as vectors (a bias, or the stacked biases of experts).
+bool readsVectors(OpOperand &use) {
+  if (getLogicalShape(use.get().getType()).size() == 1)
+    return true;
+  auto moe = dyn_cast<MoEGeluOp>(use.getOwner());
+  return moe && (use.get() == moe.getFc1Bias() || use.get() == moe.getFc2Bias());
+}
+
 /// The role a use of a weight gives it.
 Role roleOfUse(OpOperand &use) {
   Operation *user = use.getOwner();
   Value value = use.get();
-  if (getLogicalShape(value.getType()).size() == 1)
+  if (readsVectors(use))
     return Role::Vector;
+  if (auto moe = dyn_cast<MoEGeluOp>(user))
+    return value == moe.getRouterWeight() ? Role::Router : Role::Expert;
   if (isa<RouterOp>(user))
     return Role::Router;
   if (auto moe = dyn_cast<MoEOp>(user))
@@ -224,7 +234,9 @@ void QuantizePass::runOnOperation() {
     refs[weight].push_back(ref);
     auto [it, inserted] = roles.insert({weight, Role::Vector});
     Role role = it->second;
-    if (getLogicalShape(weight.getType()).size() != 1) {
+    bool vectors = getLogicalShape(weight.getType()).size() == 1 ||
+                   (!ref->use_empty() && llvm::all_of(ref->getUses(), readsVectors));
+    if (!vectors) {
       role = inserted ? Role::Body : role;
       for (OpOperand &use : ref->getUses())
         role = std::max(role, roleOfUse(use));

@@ -84,6 +84,74 @@ private:
   std::string message_;
 };
 
+/// A phixtral config.json: phi-2's configuration_phi.py (model_type "phi-msft") with
+/// num_local_experts and num_experts_per_tok. phi-2's code fixes what the file does not
+/// say: RoPE base 10000, biases in every linear layer and in the LM head.
+llvm::Expected<PhiMoEConfig> readPhixtral(const std::string &path, const json &root) {
+  auto fail = [&](const std::string &message) {
+    return llvm::createStringError(path + ": " + message);
+  };
+  PhiMoEConfig c;
+  c.arch = Arch::Phixtral;
+  c.ropeTheta = 10000.0;
+  c.routerJitter = 0.0;
+  c.attentionBias = c.lmHeadBias = true;
+  c.maxPosition = 2048;
+  c.bos = 50256;
+  Fields f(path, root);
+  f.integer("n_embd", c.hidden, true);
+  f.integer("n_layer", c.layers, true);
+  f.integer("n_head", c.heads, true);
+  f.integer("vocab_size", c.vocab, true);
+  if (!f.has("num_local_experts"))
+    f.error("num_local_experts", "is missing: a phi-msft checkpoint without experts is a "
+                                 "dense phi-2, which phimoec does not compile");
+  f.integer("num_local_experts", c.experts, true);
+  f.integer("num_experts_per_tok", c.topK, true);
+  c.kvHeads = c.heads;
+  f.integer("n_head_kv", c.kvHeads, false);
+  c.intermediate = 4 * c.hidden;
+  f.integer("n_inner", c.intermediate, false);
+  f.integer("n_positions", c.maxPosition, false);
+  f.number("layer_norm_epsilon", c.eps);
+  f.boolean("tie_word_embeddings", c.tieEmbeddings);
+  if (f.has("activation_function") && (!root["activation_function"].is_string() ||
+                                       root["activation_function"] != "gelu_new"))
+    f.error("activation_function", "is " + root["activation_function"].dump() +
+                                       ": phixtral's experts are phi-2 MLPs (\"gelu_new\")");
+  for (const char *key : {"torch_dtype", "dtype"})
+    if (f.has(key) && root[key].is_string())
+      c.dtype = root[key];
+  if (llvm::Error e = f.take())
+    return std::move(e);
+  if (c.hidden % c.heads != 0)
+    return fail("field 'n_head' (" + std::to_string(c.heads) + ") does not divide 'n_embd' (" +
+                std::to_string(c.hidden) + ")");
+  c.headDim = c.hidden / c.heads;
+  if (c.heads % c.kvHeads != 0)
+    return fail("field 'n_head_kv' (" + std::to_string(c.kvHeads) +
+                ") does not divide 'n_head' (" + std::to_string(c.heads) + ")");
+  c.rotaryDim = c.headDim;
+  Fields r(path, root);
+  r.integer("rotary_dim", c.rotaryDim, true);
+  if (llvm::Error e = r.take())
+    return std::move(e);
+  if (c.rotaryDim % 2 != 0 || c.rotaryDim > c.headDim)
+    return fail("field 'rotary_dim' is " + std::to_string(c.rotaryDim) +
+                ": RoPE rotates pairs of a head's lanes, so it must be even and at most "
+                "the head size " + std::to_string(c.headDim));
+  if (c.topK != 2)
+    return fail("field 'num_experts_per_tok' is " + std::to_string(c.topK) +
+                ": phimoec's phixtral kernels route each token to 2 experts");
+  if (c.experts < 2)
+    return fail("field 'num_local_experts' is " + std::to_string(c.experts) +
+                ": top-2 routing needs at least 2 experts");
+  c.originalMaxPosition = c.maxPosition;
+  c.shortFactor.assign(c.rotaryDim / 2, 1.0f);
+  c.longFactor.assign(c.rotaryDim / 2, 1.0f);
+  return c;
+}
+
 } // namespace
 
 llvm::Expected<PhiMoEConfig> phimoe::readConfig(const std::string &path) {
@@ -104,9 +172,12 @@ llvm::Expected<PhiMoEConfig> phimoe::readConfig(const std::string &path) {
   if (!root.contains("model_type") || !root["model_type"].is_string())
     return fail("field 'model_type' is missing");
   std::string modelType = root["model_type"];
-  if (modelType != "phimoe" && modelType != "mixtral")
+  if (modelType != "phimoe" && modelType != "mixtral" && modelType != "phi-msft")
     return fail("field 'model_type' is \"" + modelType +
-                "\": phimoec compiles \"phimoe\" (Phi-3.5-MoE) and \"mixtral\" checkpoints");
+                "\": phimoec compiles \"phimoe\" (Phi-3.5-MoE), \"mixtral\" and \"phi-msft\" "
+                "(phixtral) checkpoints");
+  if (modelType == "phi-msft")
+    return readPhixtral(path, root);
 
   PhiMoEConfig c;
   if (modelType == "mixtral") {
@@ -220,6 +291,7 @@ llvm::Expected<PhiMoEConfig> phimoe::readConfig(const std::string &path) {
     if (llvm::Error e = r.take())
       return std::move(e);
   }
+  c.rotaryDim = c.headDim;
   size_t half = c.headDim / 2;
   if (ropeType != "longrope") {
     c.shortFactor.assign(half, 1.0f);

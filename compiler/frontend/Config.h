@@ -12,15 +12,19 @@
 namespace phimoe {
 
 /// The architectures phimoec compiles: model_type "phimoe" (Phi-3.5-MoE: LayerNorms with
-/// bias, sparsemixer routing, LongRoPE) and "mixtral" (RMSNorms, softmax top-2 routing,
-/// plain RoPE; the same tensor names).
-enum class Arch { PhiMoE, Mixtral };
+/// bias, sparsemixer routing, LongRoPE), "mixtral" (RMSNorms, softmax top-2 routing,
+/// plain RoPE; the same tensor names) and "phi-msft" with num_local_experts (phixtral:
+/// phi-2 blocks, attention and MLP in parallel from one LayerNorm, partial rotary,
+/// biased gelu_tanh experts, softmax top-2 routing; phi-2's tensor names).
+enum class Arch { PhiMoE, Mixtral, Phixtral };
 
 /// Every field of config.json that the forward pass depends on.
-/// Absent optional fields take transformers' PhimoeConfig (MixtralConfig) defaults.
+/// Absent optional fields take transformers' PhimoeConfig (MixtralConfig) defaults, or
+/// for phixtral those of phi-2's own configuration_phi.py.
 struct PhiMoEConfig {
   Arch arch = Arch::PhiMoE;
   int64_t hidden = 0, intermediate = 0, layers = 0, heads = 0, kvHeads = 0, headDim = 0;
+  int64_t rotaryDim = 0; // the lanes of a head that RoPE rotates (headDim but for phixtral)
   int64_t experts = 16, topK = 2, vocab = 0;
   int64_t maxPosition = 131072, originalMaxPosition = 131072;
   double eps = 1e-5, ropeTheta = 1e6, routerJitter = 0.01;

@@ -23,6 +23,9 @@ public:
   llvm::Expected<OwningOpRef<ModuleOp>> build();
 
 private:
+  /// The layers of a phixtral (phi-msft) checkpoint, from the embedding to the logits.
+  bool phixtralBody(Value tokens, Value positions, Value cache, LongRopeAttr rope,
+                    Value &logits);
   Value weight(const std::string &name, ArrayRef<int64_t> shape);
   RankedTensorType act(int64_t width) {
     return RankedTensorType::get({ShapedType::kDynamic, width}, b.getF32Type());
@@ -87,6 +90,12 @@ Value ModelBuilder::linear(Value x, const std::string &prefix, int64_t rows, int
 
 Value ModelBuilder::norm(Value x, const std::string &prefix) {
   Value w = weight(prefix + ".weight", {c.hidden});
+  if (c.arch == ::phimoe::Arch::Phixtral) { // LayerNorm with bias, phi-2's names
+    Value bias = weight(prefix + ".bias", {c.hidden});
+    return w && bias ? LayerNormOp::create(b, loc(prefix), act(c.hidden), x, w, bias,
+                                           b.getF64FloatAttr(c.eps))
+                     : Value();
+  }
   if (c.arch == ::phimoe::Arch::Mixtral) // RMSNorm: weight only
     return w ? LayerNormOp::create(b, loc(prefix), act(c.hidden), x, w, Value(),
                                    b.getF64FloatAttr(c.eps), b.getUnitAttr())
@@ -118,6 +127,14 @@ llvm::Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
     return llvm::createStringError(error);
   };
 
+  if (c.arch == ::phimoe::Arch::Phixtral) {
+    Value logits;
+    if (!phixtralBody(tokens, positions, cache, rope, logits))
+      return fail();
+    func::ReturnOp::create(b, loc("forward"), logits);
+    return std::move(module);
+  }
+
   Value embedTable = weight("model.embed_tokens.weight", {c.vocab, c.hidden});
   if (!embedTable)
     return fail();
@@ -133,8 +150,10 @@ llvm::Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
     if (!q || !k || !v)
       return fail();
     auto headDim = b.getI64IntegerAttr(c.headDim);
-    q = RopeOp::create(b, loc(p + ".rope.q"), q.getType(), q, positions, headDim, rope);
-    k = RopeOp::create(b, loc(p + ".rope.k"), k.getType(), k, positions, headDim, rope);
+    q = RopeOp::create(b, loc(p + ".rope.q"), q.getType(), q, positions, headDim, rope,
+                       IntegerAttr());
+    k = RopeOp::create(b, loc(p + ".rope.k"), k.getType(), k, positions, headDim, rope,
+                       IntegerAttr());
     Value a = AttentionOp::create(
         b, loc(p + ".self_attn"), act(qWidth), q, k, v, positions, cache,
         b.getI64IntegerAttr(l), b.getI64IntegerAttr(c.heads), b.getI64IntegerAttr(c.kvHeads),
@@ -186,6 +205,73 @@ llvm::Expected<OwningOpRef<ModuleOp>> ModelBuilder::build() {
   if (!error.empty())
     return fail();
   return std::move(module);
+}
+
+bool ModelBuilder::phixtralBody(Value tokens, Value positions, Value cache, LongRopeAttr rope,
+                                Value &logits) {
+  // phi-2's block: x = LN(h); h = (attn(x) + moe(x)) + h, in the reference's order.
+  int64_t qWidth = c.heads * c.headDim, kvWidth = c.kvHeads * c.headDim;
+  Value embedTable = weight("transformer.embd.wte.weight", {c.vocab, c.hidden});
+  if (!embedTable)
+    return false;
+  Value h = EmbedOp::create(b, loc("transformer.embd.wte"), act(c.hidden), tokens, embedTable);
+  auto headDim = b.getI64IntegerAttr(c.headDim);
+  IntegerAttr rotary =
+      c.rotaryDim == c.headDim ? IntegerAttr() : b.getI64IntegerAttr(c.rotaryDim);
+  for (int64_t l = 0; l < c.layers; ++l) {
+    std::string p = "transformer.h." + std::to_string(l);
+    Value x = norm(h, p + ".ln");
+    Value qkv = x ? linear(x, p + ".mixer.Wqkv", qWidth + 2 * kvWidth, c.hidden, true) : Value();
+    if (!qkv)
+      return false;
+    auto split = SplitOp::create(b, loc(p + ".mixer.Wqkv"),
+                                 TypeRange{act(qWidth), act(kvWidth), act(kvWidth)}, qkv,
+                                 b.getDenseI64ArrayAttr({qWidth, kvWidth, kvWidth}));
+    Value q = split.getResult(0), k = split.getResult(1), v = split.getResult(2);
+    q = RopeOp::create(b, loc(p + ".mixer.rotary_emb.q"), q.getType(), q, positions, headDim,
+                       rope, rotary);
+    k = RopeOp::create(b, loc(p + ".mixer.rotary_emb.k"), k.getType(), k, positions, headDim,
+                       rope, rotary);
+    Value a = AttentionOp::create(b, loc(p + ".mixer"), act(qWidth), q, k, v, positions, cache,
+                                  b.getI64IntegerAttr(l), b.getI64IntegerAttr(c.heads),
+                                  b.getI64IntegerAttr(c.kvHeads), headDim, FloatAttr(),
+                                  IntegerAttr());
+    Value o = linear(a, p + ".mixer.out_proj", c.hidden, qWidth, true);
+    std::string m = p + ".moe";
+    Value gate = weight(m + ".gate.weight", {c.experts, c.hidden});
+    if (!o || !gate)
+      return false;
+    auto pair = RankedTensorType::get({ShapedType::kDynamic, c.topK}, b.getI32Type());
+    auto pairF = RankedTensorType::get({ShapedType::kDynamic, c.topK}, b.getF32Type());
+    auto router = RouterOp::create(b, loc(m + ".gate"), pair, pairF,
+                                   RouterKindAttr::get(&ctx, RouterKind::SoftmaxTopK), x, gate,
+                                   b.getI64IntegerAttr(c.topK), b.getF64FloatAttr(0.0));
+    SmallVector<Value> outputs;
+    for (int64_t e = 0; e < c.experts; ++e) {
+      std::string ep = m + ".mlp." + std::to_string(e);
+      Value up = linear(x, ep + ".fc1", c.intermediate, c.hidden, true);
+      if (!up)
+        return false;
+      Value g = GeluOp::create(b, loc(ep + ".act"), up);
+      Value d = linear(g, ep + ".fc2", c.hidden, c.intermediate, true);
+      if (!d)
+        return false;
+      outputs.push_back(d);
+    }
+    Value moe = MoECombineOp::create(b, loc(m), act(c.hidden), router.getExperts(),
+                                     router.getWeights(), outputs);
+    Value both = AddOp::create(b, loc(p + ".attn_plus_moe"), o, moe);
+    h = AddOp::create(b, loc(p + ".residual"), both, h);
+  }
+  Value x = norm(h, "lm_head.ln");
+  Value lmWeight = weight(c.tieEmbeddings ? "transformer.embd.wte.weight"
+                                          : "lm_head.linear.weight",
+                         {c.vocab, c.hidden});
+  Value lmBias = weight("lm_head.linear.bias", {c.vocab});
+  if (!x || !lmWeight || !lmBias || !error.empty())
+    return false;
+  logits = LMHeadOp::create(b, loc("lm_head"), act(c.vocab), x, lmWeight, lmBias);
+  return true;
 }
 
 } // namespace

@@ -290,12 +290,16 @@ LogicalResult RopeOp::verify() {
   if (!ShapedType::isDynamic(width) && width % headDim != 0)
     return emitOpError() << "input width " << width
                          << " is not a whole number of heads of " << headDim;
+  int64_t lanes = getRotaryLanes();
+  if (lanes <= 0 || lanes % 2 != 0 || lanes > headDim)
+    return emitOpError() << "rotary_dim must be positive, even and at most head_dim ("
+                         << headDim << "), got " << lanes;
   LongRopeAttr scaling = getScaling();
-  if (scaling.getNumFrequencies() != headDim / 2)
+  if (scaling.getNumFrequencies() != lanes / 2)
     return emitOpError() << "LongRoPE factor arrays hold "
-                         << scaling.getNumFrequencies()
-                         << " values but head_dim " << headDim << " needs "
-                         << headDim / 2;
+                         << scaling.getNumFrequencies() << " values but "
+                         << (getRotaryDim() ? "rotary_dim " : "head_dim ") << lanes
+                         << " needs " << lanes / 2;
   return success();
 }
 
@@ -421,6 +425,33 @@ LogicalResult MoEOp::verify() {
                       "the input width")) ||
       failed(checkDim(*this, "down weight", down, 2, half(gateUpRows),
                       "the expert's intermediate size")))
+    return failure();
+  return verifyRouting(*this, getKind(), getTopK(), experts,
+                       getEpsilon().convertToDouble());
+}
+
+LogicalResult MoEGeluOp::verify() {
+  Type in = getInput().getType(), router = getRouterWeight().getType();
+  Type fc1 = getFc1().getType(), fc2 = getFc2().getType();
+  Type b1 = getFc1Bias().getType(), b2 = getFc2Bias().getType();
+  if (failed(checkRank(*this, "input", in, 2)) ||
+      failed(checkRank(*this, "router weight", router, 2)) ||
+      failed(checkRank(*this, "fc1 weight", fc1, 3)) ||
+      failed(checkRank(*this, "fc2 weight", fc2, 3)) ||
+      failed(checkRank(*this, "fc1 bias", b1, 2)) ||
+      failed(checkRank(*this, "fc2 bias", b2, 2)) ||
+      failed(checkDim(*this, "router weight", router, 1, dimOf(in, 1), "the input width")))
+    return failure();
+  int64_t experts = dimOf(router, 0), width = dimOf(in, 1), inner = dimOf(fc1, 1);
+  for (auto [name, type] : {std::pair<StringRef, Type>{"fc1 weight", fc1},
+                            {"fc1 bias", b1}, {"fc2 weight", fc2}, {"fc2 bias", b2}})
+    if (failed(checkDim(*this, name, type, 0, experts, "the router's expert count")))
+      return failure();
+  if (failed(checkDim(*this, "fc1 weight", fc1, 2, width, "the input width")) ||
+      failed(checkDim(*this, "fc1 bias", b1, 1, inner, "fc1's row count")) ||
+      failed(checkDim(*this, "fc2 weight", fc2, 1, width, "the input width")) ||
+      failed(checkDim(*this, "fc2 weight", fc2, 2, inner, "fc1's row count")) ||
+      failed(checkDim(*this, "fc2 bias", b2, 1, width, "the input width")))
     return failure();
   return verifyRouting(*this, getKind(), getTopK(), experts,
                        getEpsilon().convertToDouble());

@@ -180,6 +180,22 @@ def PhiMoE_SiluOp : PhiMoE_Op<"silu", [Pure, SameOperandsAndResultType]> {
   let assemblyFormat = "$input attr-dict `:` type($result)";
 }
 
+def PhiMoE_GeluOp : PhiMoE_Op<"gelu", [Pure, SameOperandsAndResultType]> {
+  let summary = "elementwise GELU, tanh approximation";
+  let description = [{
+    `y = 0.5 * x * (1 + tanh(sqrt(2/pi) * (x + 0.044715 * x^3)))`, transformers'
+    `gelu_new` (phi-2's MLP, the experts of phixtral).
+
+    Example:
+    ```mlir
+    %y = phimoe.gelu %x : tensor<?x128xf32>
+    ```
+  }];
+  let arguments = (ins PhiMoE_Activation:$input);
+  let results = (outs PhiMoE_Activation:$result);
+  let assemblyFormat = "$input attr-dict `:` type($result)";
+}
+
 //===----------------------------------------------------------------------===//
 // Projections
 //===----------------------------------------------------------------------===//
@@ -253,7 +269,10 @@ def PhiMoE_RopeOp : PhiMoE_Op<"rope", [Pure, AllTypesMatch<["input", "result"]>]
   let summary = "LongRoPE rotation of query or key heads";
   let description = [{
     Rotates every head (of `head_dim` lanes) of each row by its position, in the
-    non-interleaved convention: lane i pairs with lane i + head_dim/2. The
+    non-interleaved convention: lane i pairs with lane i + head_dim/2. With
+    `rotary_dim` (partial rotary, phi-2), only the first rotary_dim lanes of each
+    head rotate, lane i with lane i + rotary_dim/2 and frequencies over rotary_dim;
+    the other lanes pass through. The
     factor set is chosen once per forward pass from the sequence length
     L = max(positions) + 1: short while L <= original_max_position, long after.
     cos and sin are multiplied by the set's mscale, so q and k are both scaled.
@@ -264,7 +283,14 @@ def PhiMoE_RopeOp : PhiMoE_Op<"rope", [Pure, AllTypesMatch<["input", "result"]>]
     ```
   }];
   let arguments = (ins PhiMoE_Activation:$input, PhiMoE_Ids:$positions,
-                       I64Attr:$head_dim, PhiMoE_LongRopeAttr:$scaling);
+                       I64Attr:$head_dim, PhiMoE_LongRopeAttr:$scaling,
+                       OptionalAttr<I64Attr>:$rotary_dim);
+  let extraClassDeclaration = [{
+    /// The lanes of each head that rotate: rotary_dim, or all of head_dim.
+    int64_t getRotaryLanes() {
+      return getRotaryDim() ? static_cast<int64_t>(*getRotaryDim()) : getHeadDim();
+    }
+  }];
   let results = (outs PhiMoE_Activation:$result);
   let assemblyFormat = [{
     $input `,` $positions attr-dict `:` type($input) `,` type($positions)
@@ -407,6 +433,35 @@ def PhiMoE_MoEOp : PhiMoE_Op<"moe", [Pure, AllTypesMatch<["input", "result"]>]> 
   let assemblyFormat = [{
     $kind $input `,` $router_weight `,` $gate_up `,` $down attr-dict `:`
     type($input) `,` type($router_weight) `,` type($gate_up) `,` type($down)
+  }];
+  let hasVerifier = 1;
+}
+
+def PhiMoE_MoEGeluOp : PhiMoE_Op<"moe_gelu", [Pure, AllTypesMatch<["input", "result"]>]> {
+  let summary = "a MoE block of phi-2 MLP experts: routing, the selected experts, weighted sum";
+  let description = [{
+    Routes each row as `phimoe.router` does (same kind, top_k and epsilon), runs
+    only the selected experts, `E(x) = fc2 · gelu_tanh(x·fc1ᵀ + fc1_bias) + fc2_bias`,
+    and returns `Σ_k w_k · E_k(x)`. fc1 is [E, I, H], fc1_bias [E, I], fc2
+    [E, H, I], fc2_bias [E, H] (phixtral: phi-2 MLPs merged as experts).
+
+    Example:
+    ```mlir
+    %y = phimoe.moe_gelu softmax_topk %x, %wg, %fc1, %b1, %fc2, %b2
+           {epsilon = 0.0 : f64, top_k = 2 : i64}
+           : tensor<?x64xf32>, tensor<4x64xf32>, tensor<4x256x64xf32>, tensor<4x256xf32>,
+             tensor<4x64x256xf32>, tensor<4x64xf32>
+    ```
+  }];
+  let arguments = (ins PhiMoE_RouterKindAttr:$kind, PhiMoE_Activation:$input,
+                       PhiMoE_FloatWeight:$router_weight, PhiMoE_Weight:$fc1,
+                       PhiMoE_FloatWeight:$fc1_bias, PhiMoE_Weight:$fc2,
+                       PhiMoE_FloatWeight:$fc2_bias, I64Attr:$top_k, F64Attr:$epsilon);
+  let results = (outs PhiMoE_Activation:$result);
+  let assemblyFormat = [{
+    $kind $input `,` $router_weight `,` $fc1 `,` $fc1_bias `,` $fc2 `,` $fc2_bias attr-dict
+    `:` type($input) `,` type($router_weight) `,` type($fc1) `,` type($fc1_bias) `,`
+    type($fc2) `,` type($fc2_bias)
   }];
   let hasVerifier = 1;
 }

@@ -677,6 +677,35 @@ func.func @f(%q: tensor<?x40xf32>, %pos: tensor<?xi32>) {
 
 // -----
 
+// Partial rotary: rotary_dim must be even and at most head_dim, and the factor arrays then
+// hold rotary_dim / 2 values.
+#rope = #phimoe.longrope<theta = 10000.0, original_max_position = 32, short_mscale = 1.0, long_mscale = 1.0, short_factor = [1.0, 1.0, 1.0, 1.0], long_factor = [1.0, 1.0, 1.0, 1.0]>
+func.func @f(%q: tensor<?x64xf32>, %pos: tensor<?xi32>) {
+  // expected-error @+1 {{'phimoe.rope' op rotary_dim must be positive, even and at most head_dim (16), got 7}}
+  %0 = phimoe.rope %q, %pos {head_dim = 16 : i64, rotary_dim = 7 : i64, scaling = #rope} : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+#rope = #phimoe.longrope<theta = 10000.0, original_max_position = 32, short_mscale = 1.0, long_mscale = 1.0, short_factor = [1.0, 1.0, 1.0, 1.0], long_factor = [1.0, 1.0, 1.0, 1.0]>
+func.func @f(%q: tensor<?x64xf32>, %pos: tensor<?xi32>) {
+  // expected-error @+1 {{'phimoe.rope' op rotary_dim must be positive, even and at most head_dim (16), got 32}}
+  %0 = phimoe.rope %q, %pos {head_dim = 16 : i64, rotary_dim = 32 : i64, scaling = #rope} : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
+#rope = #phimoe.longrope<theta = 10000.0, original_max_position = 32, short_mscale = 1.0, long_mscale = 1.0, short_factor = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], long_factor = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]>
+func.func @f(%q: tensor<?x64xf32>, %pos: tensor<?xi32>) {
+  // expected-error @+1 {{'phimoe.rope' op LongRoPE factor arrays hold 8 values but rotary_dim 8 needs 4}}
+  %0 = phimoe.rope %q, %pos {head_dim = 16 : i64, rotary_dim = 8 : i64, scaling = #rope} : tensor<?x64xf32>, tensor<?xi32>
+  return
+}
+
+// -----
+
 // A factor array holds one value per rotated pair: head_dim / 2 = 8 here.
 #rope = #phimoe.longrope<theta = 10000.0, original_max_position = 32, short_mscale = 1.0, long_mscale = 1.0, short_factor = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], long_factor = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0]>
 func.func @f(%q: tensor<?x64xf32>, %pos: tensor<?xi32>) {
@@ -1295,5 +1324,41 @@ func.func @f(%x: tensor<?x64xf32>, %w: tensor<?x64xf32>) -> tensor<?x128xf32> {
 func.func @f(%x: tensor<?x96xf32>) {
   // expected-error @+1 {{'phimoe.split' op results must have the input's element type 'f32', got 'tensor<?x32xf16>'}}
   %0:2 = phimoe.split %x [64, 32] : tensor<?x96xf32> -> tensor<?x64xf32>, tensor<?x32xf16>
+  return
+}
+
+// -----
+
+//===----------------------------------------------------------------------===//
+// phimoe.moe_gelu
+//===----------------------------------------------------------------------===//
+
+func.func @f(%x: tensor<?x64xf32>, %wr: tensor<4x64xf32>, %fc1: tensor<4x128x64xf32>, %b1: tensor<4x64xf32>, %fc2: tensor<4x64x128xf32>, %b2: tensor<4x64xf32>) {
+  // expected-error @+1 {{'phimoe.moe_gelu' op fc1 bias dimension 1 is 64 but fc1's row count is 128}}
+  %0 = phimoe.moe_gelu softmax_topk %x, %wr, %fc1, %b1, %fc2, %b2 {epsilon = 0.0 : f64, top_k = 2 : i64} : tensor<?x64xf32>, tensor<4x64xf32>, tensor<4x128x64xf32>, tensor<4x64xf32>, tensor<4x64x128xf32>, tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %wr: tensor<4x64xf32>, %fc1: tensor<4x128x64xf32>, %b1: tensor<4x128xf32>, %fc2: tensor<3x64x128xf32>, %b2: tensor<4x64xf32>) {
+  // expected-error @+1 {{'phimoe.moe_gelu' op fc2 weight dimension 0 is 3 but the router's expert count is 4}}
+  %0 = phimoe.moe_gelu softmax_topk %x, %wr, %fc1, %b1, %fc2, %b2 {epsilon = 0.0 : f64, top_k = 2 : i64} : tensor<?x64xf32>, tensor<4x64xf32>, tensor<4x128x64xf32>, tensor<4x128xf32>, tensor<3x64x128xf32>, tensor<4x64xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %wr: tensor<4x64xf32>, %fc1: tensor<4x128x64xf32>, %b1: tensor<4x128xf32>, %fc2: tensor<4x64x128xf32>, %b2: tensor<4x32xf32>) {
+  // expected-error @+1 {{'phimoe.moe_gelu' op fc2 bias dimension 1 is 32 but the input width is 64}}
+  %0 = phimoe.moe_gelu softmax_topk %x, %wr, %fc1, %b1, %fc2, %b2 {epsilon = 0.0 : f64, top_k = 2 : i64} : tensor<?x64xf32>, tensor<4x64xf32>, tensor<4x128x64xf32>, tensor<4x128xf32>, tensor<4x64x128xf32>, tensor<4x32xf32>
+  return
+}
+
+// -----
+
+func.func @f(%x: tensor<?x64xf32>, %wr: tensor<4x64xf32>, %fc1: tensor<4x128x64xf32>, %b1: tensor<4x128xf32>, %fc2: tensor<4x64x128xf32>, %b2: tensor<4x64xf32>) {
+  // expected-error @+1 {{'phimoe.moe_gelu' op top_k must be in [1, 4], got 5}}
+  %0 = phimoe.moe_gelu softmax_topk %x, %wr, %fc1, %b1, %fc2, %b2 {epsilon = 0.0 : f64, top_k = 5 : i64} : tensor<?x64xf32>, tensor<4x64xf32>, tensor<4x128x64xf32>, tensor<4x128xf32>, tensor<4x64x128xf32>, tensor<4x64xf32>
   return
 }

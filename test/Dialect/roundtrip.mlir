@@ -262,6 +262,14 @@ func.func @rope_second_alias(%x: tensor<?x8xf32>, %pos: tensor<?xi32>) -> tensor
   return %r : tensor<?x8xf32>
 }
 
+// Partial rotary (phi-2): rotary_dim lanes of each head, rotary_dim / 2 factors (#rope1's 2).
+// CHECK-LABEL: func.func @rope_partial
+// CHECK: phimoe.rope %{{.+}}, %{{.+}} {head_dim = 16 : i64, rotary_dim = 4 : i64, scaling = #rope1} : tensor<?x32xf32>, tensor<?xi32>
+func.func @rope_partial(%x: tensor<?x32xf32>, %pos: tensor<?xi32>) -> tensor<?x32xf32> {
+  %r = phimoe.rope %x, %pos {head_dim = 16 : i64, rotary_dim = 4 : i64, scaling = #phimoe.longrope<theta = 1.0e6, original_max_position = 4096, short_mscale = 0.1, long_mscale = 1.0e-7, short_factor = [1.0e20, 3.0e-5], long_factor = [0.333333343, 1.17549435e-38]>} : tensor<?x32xf32>, tensor<?xi32>
+  return %r : tensor<?x32xf32>
+}
+
 //===----------------------------------------------------------------------===//
 // router, gate_up, moe_combine, moe
 //===----------------------------------------------------------------------===//
@@ -333,6 +341,16 @@ func.func @moe(%x: tensor<?x64xf32>, %gu_f: tensor<4x256x64xbf16>, %down_f: tens
   %y = phimoe.moe sparsemixer %x, %wr, %gu, %down {epsilon = 1.0e-02 : f64, top_k = 2 : i64} : tensor<?x64xf32>, tensor<4x64xbf16>, !phimoe.qweight<q8_0, [4, 256, 64]>, !phimoe.qweight<q4_0, [4, 64, 128]>
   %z = phimoe.moe softmax_topk %y, %wr, %gu_f, %down_f {epsilon = 0.0 : f64, top_k = 1 : i64} : tensor<?x64xf32>, tensor<4x64xbf16>, tensor<4x256x64xbf16>, tensor<4x64x128xbf16>
   return %y, %z : tensor<?x64xf32>, tensor<?x64xf32>
+}
+
+// phi-2 MLP experts (phixtral): stacked fc1/fc2 and their stacked biases.
+// CHECK-LABEL: func.func @moe_gelu
+// CHECK: phimoe.moe_gelu softmax_topk %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}}, %{{.+}} {epsilon = 0.000000e+00 : f64, top_k = 2 : i64} : tensor<?x64xf32>, tensor<4x64xbf16>, !phimoe.qweight<q8_0, [4, 128, 64]>, tensor<4x128xf32>, tensor<4x64x128xbf16>, tensor<4x64xf16>
+// CHECK: phimoe.gelu %{{.+}} : tensor<?x128xf32>
+func.func @moe_gelu(%x: tensor<?x64xf32>, %wr: tensor<4x64xbf16>, %fc1: !phimoe.qweight<q8_0, [4, 128, 64]>, %b1: tensor<4x128xf32>, %fc2: tensor<4x64x128xbf16>, %b2: tensor<4x64xf16>, %h: tensor<?x128xf32>) -> (tensor<?x64xf32>, tensor<?x128xf32>) {
+  %y = phimoe.moe_gelu softmax_topk %x, %wr, %fc1, %b1, %fc2, %b2 {epsilon = 0.0 : f64, top_k = 2 : i64} : tensor<?x64xf32>, tensor<4x64xbf16>, !phimoe.qweight<q8_0, [4, 128, 64]>, tensor<4x128xf32>, tensor<4x64x128xbf16>, tensor<4x64xf16>
+  %g = phimoe.gelu %h : tensor<?x128xf32>
+  return %y, %g : tensor<?x64xf32>, tensor<?x128xf32>
 }
 
 //===----------------------------------------------------------------------===//

@@ -66,3 +66,40 @@ func.func @moe_output_element_type_differs(%x: tensor<?x64xf16>) -> tensor<?x64x
   %y = phimoe.moe_combine %ids, %rw, %e0, %e1 : tensor<?x2xi32>, tensor<?x2xf32>, tensor<?x64xf32>, tensor<?x64xf32> -> tensor<?x64xf32>
   return %y : tensor<?x64xf32>
 }
+
+// -----
+
+// gelu experts must all carry both biases (moe_gelu has no bias-free form): expert 1's fc2
+// has none, so nothing fuses.
+
+phimoe.weight @g.gate : tensor<2x64xf32>
+phimoe.weight @g.0.fc1.weight : tensor<128x64xf32>
+phimoe.weight @g.0.fc1.bias : tensor<128xf32>
+phimoe.weight @g.0.fc2.weight : tensor<64x128xf32>
+phimoe.weight @g.0.fc2.bias : tensor<64xf32>
+phimoe.weight @g.1.fc1.weight : tensor<128x64xf32>
+phimoe.weight @g.1.fc1.bias : tensor<128xf32>
+phimoe.weight @g.1.fc2.weight : tensor<64x128xf32>
+
+// CHECK-LABEL: func.func @gelu_expert_without_bias
+// CHECK-NOT: phimoe.moe_gelu
+// CHECK: phimoe.moe_combine
+func.func @gelu_expert_without_bias(%x: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %wg = phimoe.weight_ref @g.gate : tensor<2x64xf32>
+  %ids, %rw = phimoe.router softmax_topk %x, %wg {epsilon = 0.0 : f64, top_k = 2 : i64} : tensor<?x64xf32>, tensor<2x64xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  %a0 = phimoe.weight_ref @g.0.fc1.weight : tensor<128x64xf32>
+  %b0 = phimoe.weight_ref @g.0.fc1.bias : tensor<128xf32>
+  %f0 = phimoe.linear %x, %a0, %b0 : tensor<?x64xf32>, tensor<128x64xf32>, tensor<128xf32> -> tensor<?x128xf32>
+  %g0 = phimoe.gelu %f0 : tensor<?x128xf32>
+  %c0 = phimoe.weight_ref @g.0.fc2.weight : tensor<64x128xf32>
+  %d0 = phimoe.weight_ref @g.0.fc2.bias : tensor<64xf32>
+  %e0 = phimoe.linear %g0, %c0, %d0 : tensor<?x128xf32>, tensor<64x128xf32>, tensor<64xf32> -> tensor<?x64xf32>
+  %a1 = phimoe.weight_ref @g.1.fc1.weight : tensor<128x64xf32>
+  %b1 = phimoe.weight_ref @g.1.fc1.bias : tensor<128xf32>
+  %f1 = phimoe.linear %x, %a1, %b1 : tensor<?x64xf32>, tensor<128x64xf32>, tensor<128xf32> -> tensor<?x128xf32>
+  %g1 = phimoe.gelu %f1 : tensor<?x128xf32>
+  %c1 = phimoe.weight_ref @g.1.fc2.weight : tensor<64x128xf32>
+  %e1 = phimoe.linear %g1, %c1 : tensor<?x128xf32>, tensor<64x128xf32> -> tensor<?x64xf32>
+  %y = phimoe.moe_combine %ids, %rw, %e0, %e1 : tensor<?x2xi32>, tensor<?x2xf32>, tensor<?x64xf32>, tensor<?x64xf32> -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}

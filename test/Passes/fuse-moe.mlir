@@ -553,3 +553,49 @@ func.func @moe_experts_unfused(%x: tensor<?x64xf32>) -> tensor<?x64xf32> {
   %y = phimoe.moe_combine %ids, %rw, %e0, %e1 : tensor<?x2xi32>, tensor<?x2xf32>, tensor<?x64xf32>, tensor<?x64xf32> -> tensor<?x64xf32>
   return %y : tensor<?x64xf32>
 }
+
+// -----
+
+// phi-2 MLP experts (phixtral): linear(gelu(linear(x, fc1, b1)), fc2, b2) per expert, in any
+// order in the combine, fuse into one moe_gelu over the four stacks (in expert order).
+
+phimoe.weight @h.0.moe.gate.weight : tensor<2x64xf32>
+phimoe.weight @h.0.moe.mlp.0.fc1.weight : tensor<128x64xf32>
+phimoe.weight @h.0.moe.mlp.0.fc1.bias : tensor<128xf32>
+phimoe.weight @h.0.moe.mlp.0.fc2.weight : tensor<64x128xf32>
+phimoe.weight @h.0.moe.mlp.0.fc2.bias : tensor<64xf32>
+phimoe.weight @h.0.moe.mlp.1.fc1.weight : tensor<128x64xf32>
+phimoe.weight @h.0.moe.mlp.1.fc1.bias : tensor<128xf32>
+phimoe.weight @h.0.moe.mlp.1.fc2.weight : tensor<64x128xf32>
+phimoe.weight @h.0.moe.mlp.1.fc2.bias : tensor<64xf32>
+
+// CHECK-DAG: phimoe.weight @h.0.moe.mlp.fc1.weight = stack [@h.0.moe.mlp.0.fc1.weight, @h.0.moe.mlp.1.fc1.weight] : tensor<2x128x64xf32>
+// CHECK-DAG: phimoe.weight @h.0.moe.mlp.fc1.bias = stack [@h.0.moe.mlp.0.fc1.bias, @h.0.moe.mlp.1.fc1.bias] : tensor<2x128xf32>
+// CHECK-DAG: phimoe.weight @h.0.moe.mlp.fc2.weight = stack [@h.0.moe.mlp.0.fc2.weight, @h.0.moe.mlp.1.fc2.weight] : tensor<2x64x128xf32>
+// CHECK-DAG: phimoe.weight @h.0.moe.mlp.fc2.bias = stack [@h.0.moe.mlp.0.fc2.bias, @h.0.moe.mlp.1.fc2.bias] : tensor<2x64xf32>
+// CHECK-LABEL: func.func @moe_gelu
+// CHECK-SAME: ([[X:%.+]]: tensor<?x64xf32>)
+// CHECK: [[Y:%.+]] = phimoe.moe_gelu softmax_topk [[X]], {{.*}} {epsilon = 0.000000e+00 : f64, top_k = 2 : i64} : tensor<?x64xf32>, tensor<2x64xf32>, tensor<2x128x64xf32>, tensor<2x128xf32>, tensor<2x64x128xf32>, tensor<2x64xf32>
+// CHECK-NOT: phimoe.gelu
+// CHECK-NOT: phimoe.moe_combine
+// CHECK: return [[Y]]
+func.func @moe_gelu(%x: tensor<?x64xf32>) -> tensor<?x64xf32> {
+  %wg = phimoe.weight_ref @h.0.moe.gate.weight : tensor<2x64xf32>
+  %ids, %rw = phimoe.router softmax_topk %x, %wg {epsilon = 0.0 : f64, top_k = 2 : i64} : tensor<?x64xf32>, tensor<2x64xf32> -> tensor<?x2xi32>, tensor<?x2xf32>
+  %a0 = phimoe.weight_ref @h.0.moe.mlp.0.fc1.weight : tensor<128x64xf32>
+  %b0 = phimoe.weight_ref @h.0.moe.mlp.0.fc1.bias : tensor<128xf32>
+  %f0 = phimoe.linear %x, %a0, %b0 : tensor<?x64xf32>, tensor<128x64xf32>, tensor<128xf32> -> tensor<?x128xf32>
+  %g0 = phimoe.gelu %f0 : tensor<?x128xf32>
+  %c0 = phimoe.weight_ref @h.0.moe.mlp.0.fc2.weight : tensor<64x128xf32>
+  %d0 = phimoe.weight_ref @h.0.moe.mlp.0.fc2.bias : tensor<64xf32>
+  %e0 = phimoe.linear %g0, %c0, %d0 : tensor<?x128xf32>, tensor<64x128xf32>, tensor<64xf32> -> tensor<?x64xf32>
+  %a1 = phimoe.weight_ref @h.0.moe.mlp.1.fc1.weight : tensor<128x64xf32>
+  %b1 = phimoe.weight_ref @h.0.moe.mlp.1.fc1.bias : tensor<128xf32>
+  %f1 = phimoe.linear %x, %a1, %b1 : tensor<?x64xf32>, tensor<128x64xf32>, tensor<128xf32> -> tensor<?x128xf32>
+  %g1 = phimoe.gelu %f1 : tensor<?x128xf32>
+  %c1 = phimoe.weight_ref @h.0.moe.mlp.1.fc2.weight : tensor<64x128xf32>
+  %d1 = phimoe.weight_ref @h.0.moe.mlp.1.fc2.bias : tensor<64xf32>
+  %e1 = phimoe.linear %g1, %c1, %d1 : tensor<?x128xf32>, tensor<64x128xf32>, tensor<64xf32> -> tensor<?x64xf32>
+  %y = phimoe.moe_combine %ids, %rw, %e0, %e1 : tensor<?x2xi32>, tensor<?x2xf32>, tensor<?x64xf32>, tensor<?x64xf32> -> tensor<?x64xf32>
+  return %y : tensor<?x64xf32>
+}

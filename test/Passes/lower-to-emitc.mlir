@@ -37,7 +37,7 @@
 // CPP: phimoe_rt::linear<96, 64>([[CTX]], {{v[0-9]+}}, [[ROWS]], {{v[0-9]+}}, {{v[0-9]+}}, [[LOGITS]]);
 // CPP-NEXT: return;
 
-// UNFUSED: error: 'phimoe.add' op phimoe-lower-to-emitc: no kernel for this op; the fusion passes must run first
+// UNFUSED: error: 'phimoe.router' op phimoe-lower-to-emitc: no kernel for this op; the fusion passes must run first
 // UNPLANNED: error: phimoe-lower-to-emitc: needs a func.func @forward planned by phimoe-plan-memory
 
 #rope = #phimoe.longrope<theta = 10000.0, original_max_position = 32, short_mscale = 1.1684489, long_mscale = 1.1684489, short_factor = [1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0], long_factor = [1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75]>
