@@ -42,15 +42,22 @@ TEST(KVCache, ResizeZeroFillsAndIndexesLayerPositionRow) {
 // float32, so the reference does exactly that; cos, sin, mscale and the rotation in double.
 // Tolerance 1e-6 * mscale * (|x_i| + |x_{i+D/2}|): cosf/sinf are within an ulp, then the
 // kernel rounds the mscale product, two products and a sum (about 4u ~ 2.4e-7 of that scale).
-template <int Heads, int D>
+// With R < D (partial rotary), lanes [R, D) of each head must come out unchanged.
+template <int Heads, int D, int R = D>
 void check_rope(const std::vector<float> &x, int n, const std::vector<int32_t> &pos,
                 const std::vector<float> &factor, float theta, float mscale,
                 const std::vector<float> &out) {
-  constexpr int half = D / 2;
+  constexpr int half = R / 2;
+  for (int t = 0; t < n; ++t)
+    for (int h = 0; h < Heads; ++h)
+      for (int i = R; i < D; ++i) {
+        const size_t at = (static_cast<size_t>(t) * Heads + h) * D + i;
+        ASSERT_EQ(out[at], x[at]) << "t=" << t << " h=" << h << " lane " << i << " moved";
+      }
   for (int t = 0; t < n; ++t)
     for (int i = 0; i < half; ++i) {
       const float inv_freq =
-          1.0f / (factor[i] * std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(D)));
+          1.0f / (factor[i] * std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(R)));
       const float angle = static_cast<float>(pos[t]) * inv_freq;
       const double c = std::cos(static_cast<double>(angle)) * mscale;
       const double s = std::sin(static_cast<double>(angle)) * mscale;
@@ -100,6 +107,48 @@ TEST(Rope, ShortAndLongSetsWithMscale) {
         rope<Heads, D>(tc.ctx, inplace.data(), n, pos.data(), p, inplace.data());
         EXPECT_TRUE(same_bits(inplace, out));
       }
+}
+
+// phi-2's partial rotary: the first R = 8 of 20 lanes of each head rotate (as a head of 8
+// would), the other 12 pass through; out of place and in place.
+TEST(Rope, PartialRotaryRotatesTheFirstLanes) {
+  constexpr int Heads = 3, D = 20, R = 8;
+  std::mt19937 rng(63);
+  const std::vector<float> ones(R / 2, 1.0f);
+  RopeParams p{10000.0f, 2048, 1.0f, 1.0f, ones.data(), ones.data()};
+  for (int threads : {1, 3}) {
+    TestContext tc(threads);
+    const int n = 5;
+    const std::vector<int32_t> pos = {0, 3, 100, 2047, 9};
+    const std::vector<float> x = random_floats(rng, static_cast<size_t>(n) * Heads * D);
+    std::vector<float> out(x.size(), kNaN);
+    rope_partial<Heads, D, R>(tc.ctx, x.data(), n, pos.data(), p, out.data());
+    check_rope<Heads, D, R>(x, n, pos, ones, p.theta, 1.0f, out);
+    std::vector<float> inplace = x;
+    rope_partial<Heads, D, R>(tc.ctx, inplace.data(), n, pos.data(), p, inplace.data());
+    EXPECT_TRUE(same_bits(inplace, out));
+    // and it is not the full rotation: rope over all 20 lanes differs in the first 8
+    std::vector<float> full(x.size(), kNaN);
+    const std::vector<float> ones_d(D / 2, 1.0f);
+    RopeParams pd{10000.0f, 2048, 1.0f, 1.0f, ones_d.data(), ones_d.data()};
+    rope<Heads, D>(tc.ctx, x.data(), n, pos.data(), pd, full.data());
+    EXPECT_NE(full[(1 * Heads) * D + 1], out[(1 * Heads) * D + 1]);
+  }
+}
+
+TEST(Kernels, AddIsElementwiseAndMayAlias) {
+  std::mt19937 rng(64);
+  const int n = 9;
+  const std::vector<float> a = random_floats(rng, n * 24), b = random_floats(rng, n * 24);
+  for (int threads : {1, 3}) {
+    TestContext tc(threads);
+    std::vector<float> out(a.size(), kNaN), alias = a;
+    add<24>(tc.ctx, a.data(), b.data(), n, out.data());
+    add<24>(tc.ctx, alias.data(), b.data(), n, alias.data());
+    for (size_t i = 0; i < a.size(); ++i)
+      ASSERT_EQ(out[i], a[i] + b[i]) << i;
+    EXPECT_TRUE(same_bits(out, alias));
+  }
 }
 
 // Position 0 is the identity times mscale: a direct check of the mscale on the output.

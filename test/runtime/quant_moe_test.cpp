@@ -1,5 +1,6 @@
 // quant_moe_test.cpp - moe_sparsemixer with quantized experts (gate_up and down of the same or of
-// different block types, and mixed with a bf16 / f16 one) on the build's best SIMD path:
+// different block types, and mixed with a bf16 / f16 one) on the build's best SIMD path, and
+// moe_softmax_top2_gelu (phixtral's biased gelu experts, float or quantized):
 // against a double reference that follows the kernel's quantization of x and of the
 // intermediate rows, decode and prompts (tokens grouped by expert, past a token block),
 // 1 and 3 threads, prompt rows equal to decode rows, and page protection of the experts no
@@ -62,14 +63,18 @@ template <class W> AnyWeights<W> make_weights(std::mt19937 &rng, int rows, int k
 template <class GU, class DW> struct Block {
   int experts;
   Weights<float> router;
-  AnyWeights<GU> gate_up; // [E, 2I, H]
+  AnyWeights<GU> gate_up; // [E, 2I, H]; with gelu, fc1 [E, I, H]
   AnyWeights<DW> down;    // [E, H, I]
+  bool gelu = false;      // phi-2 MLP experts: fc1 bias b1 [E, I], fc2 bias b2 [E, H]
+  std::vector<float> b1, b2;
 };
 
 enum class Regime { kRandom, kClose };
 
-template <class GU, class DW> Block<GU, DW> make_block(std::mt19937 &rng, int E, Regime regime) {
+template <class GU, class DW>
+Block<GU, DW> make_block(std::mt19937 &rng, int E, Regime regime, bool gelu = false) {
   Block<GU, DW> b{E, {}, {}, {}};
+  b.gelu = gelu;
   std::vector<float> r;
   if (regime == Regime::kRandom) {
     r = random_floats(rng, static_cast<size_t>(E) * H, 2.0f / std::sqrt(static_cast<float>(H)));
@@ -79,8 +84,13 @@ template <class GU, class DW> Block<GU, DW> make_block(std::mt19937 &rng, int E,
       v += 8.0f / H;
   }
   b.router = Weights<float>(r);
-  b.gate_up = make_weights<GU>(rng, E * 2 * I, H, 1.0f / std::sqrt(static_cast<float>(H)));
+  b.gate_up = make_weights<GU>(rng, E * (gelu ? 1 : 2) * I, H,
+                               1.0f / std::sqrt(static_cast<float>(H)));
   b.down = make_weights<DW>(rng, E * H, I, 1.0f / std::sqrt(static_cast<float>(I)));
+  if (gelu) {
+    b.b1 = random_floats(rng, static_cast<size_t>(E) * I, 0.5f);
+    b.b2 = random_floats(rng, static_cast<size_t>(E) * H, 0.5f);
+  }
   return b;
 }
 
@@ -104,6 +114,9 @@ double route_margin(const std::vector<float> &s, const Route &r) {
 }
 
 double silu(double g) { return g / (1.0 + std::exp(-g)); }
+double gelu_tanh(double z) {
+  return 0.5 * z * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (z + 0.044715 * z * z * z)));
+}
 
 // Expected outputs and tolerances. The kernel quantizes x exactly as the scalar reference
 // does, so gate and up are exact up to float rounding (1e-5 of their sums of |terms|); the
@@ -116,6 +129,8 @@ void reference(const Block<GU, DW> &b, const std::vector<float> &x, int n,
                std::vector<double> *out, std::vector<double> *tol, std::vector<Route> *routes,
                bool softmax = false) {
   const int E = b.experts;
+  softmax = softmax || b.gelu;
+  const size_t expert_rows = b.gelu ? I : 2 * I;
   out->assign(static_cast<size_t>(n) * H, 0.0);
   tol->assign(static_cast<size_t>(n) * H, 0.0);
   routes->clear();
@@ -165,18 +180,27 @@ void reference(const Block<GU, DW> &b, const std::vector<float> &x, int n,
     const int experts[2] = {r.i1, r.i2};
     const double weights[2] = {r.w1, r.w2};
     for (int slot = 0; slot < 2; ++slot) {
-      const size_t gu = static_cast<size_t>(experts[slot]) * 2 * I * H;
+      const size_t gu = static_cast<size_t>(experts[slot]) * expert_rows * H;
       const size_t dw = static_cast<size_t>(experts[slot]) * H * I;
       std::vector<double> h(I), rho(I);
       for (int row = 0; row < I; ++row) {
         double g = 0, u = 0, ga = 0, ua = 0;
         for (int k = 0; k < H; ++k) {
           const size_t ig = gu + static_cast<size_t>(row) * H + k;
-          const size_t iu = gu + static_cast<size_t>(I + row) * H + k;
           g += b.gate_up.value[ig] * xin[k];
-          u += b.gate_up.value[iu] * xin[k];
           ga += b.gate_up.mag[ig] * std::fabs(xin[k]);
+          if (b.gelu)
+            continue;
+          const size_t iu = gu + static_cast<size_t>(I + row) * H + k;
+          u += b.gate_up.value[iu] * xin[k];
           ua += b.gate_up.mag[iu] * std::fabs(xin[k]);
+        }
+        if (b.gelu) { // gelu_tanh's slope is below 1.2
+          const double z = g + b.b1[static_cast<size_t>(experts[slot]) * I + row];
+          h[row] = gelu_tanh(z);
+          rho[row] = 1.2 * (1e-5 * ga + 2 * kFloatU * std::fabs(z)) +
+                     4 * kFloatU * std::fabs(h[row]);
+          continue;
         }
         h[row] = silu(g) * u;
         rho[row] = 1e-5 * (1.1 * std::fabs(u) * ga + std::fabs(silu(g)) * ua) +
@@ -213,9 +237,11 @@ void reference(const Block<GU, DW> &b, const std::vector<float> &x, int n,
           e += std::fabs(b.down.value[id]) * err[row];
           s += b.down.mag[id] * std::fabs(hq[row]);
         }
-        (*out)[static_cast<size_t>(t) * H + c] += weights[slot] * y;
+        const double bias = b.gelu ? b.b2[static_cast<size_t>(experts[slot]) * H + c] : 0.0;
+        (*out)[static_cast<size_t>(t) * H + c] += weights[slot] * (y + bias);
         (*tol)[static_cast<size_t>(t) * H + c] +=
-            weights[slot] * (e + 1e-5 * s + 2 * std::fabs(y) * 1e-5 * rmax);
+            weights[slot] * (e + 1e-5 * s + 2 * std::fabs(y + bias) * 1e-5 * rmax +
+                             4 * kFloatU * (std::fabs(y) + std::fabs(bias)));
       }
     }
   }
@@ -224,7 +250,10 @@ void reference(const Block<GU, DW> &b, const std::vector<float> &x, int n,
 template <int E, class GU, class DW>
 void call_moe(Context &ctx, const Block<GU, DW> &b, const GU *gate_up, const DW *down,
               const std::vector<float> &x, int n, float *out, bool softmax = false) {
-  if (softmax)
+  if (b.gelu)
+    moe_softmax_top2_gelu<E, H, I>(ctx, x.data(), n, b.router.data(), gate_up, b.b1.data(),
+                                   down, b.b2.data(), out);
+  else if (softmax)
     moe_softmax_top2<E, H, I>(ctx, x.data(), n, b.router.data(), gate_up, down, out);
   else
     moe_sparsemixer<E, H, I>(ctx, x.data(), n, b.router.data(), gate_up, down, kJitter, out);
@@ -350,6 +379,53 @@ TYPED_TEST(QuantMoe, CloseLogitsWeightTheExperts) {
          run_moe<6>(b, random_floats(xrng, static_cast<size_t>(n) * H, 1.0f, 0.5f), n, "close"))
       weighted |= r.w1 < 0.9f && r.w2 < 0.9f && r.w1 != r.w2;
   EXPECT_TRUE(weighted) << "no row had two different weights below 1";
+}
+
+// phixtral's experts (fc2 · gelu_tanh(fc1 · x + b1) + b2, softmax top-2 routing) on the float
+// path (moe_float) and the quantized one: decode, a short prompt and 150 tokens.
+template <class Pair> class GeluMoe : public ::testing::Test {};
+using GeluPairs = ::testing::Types<std::pair<float, float>, std::pair<bf16, f16>,
+                                   std::pair<block_q4k, block_q6k>,
+                                   std::pair<block_q8_0, block_q8_0>,
+                                   std::pair<block_q4k_x16, block_q4k_x16>,
+                                   std::pair<block_q6k_x16, block_q8_0_x16>>;
+TYPED_TEST_SUITE(GeluMoe, GeluPairs, PairName);
+
+TYPED_TEST(GeluMoe, BiasedGeluExperts) {
+  using GU = typename TypeParam::first_type;
+  using DW = typename TypeParam::second_type;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(505), xrng(515);
+  const auto b = make_block<GU, DW>(rng, 4, Regime::kRandom, /*gelu=*/true);
+  for (int n : {1, 7, 150}) {
+    const auto routes =
+        run_moe<4>(b, random_floats(xrng, static_cast<size_t>(n) * H, 1.0f, 0.5f), n, "gelu");
+    for (const Route &r : routes)
+      ASSERT_TRUE(r.w1 >= r.w2 && r.w2 > 0.0f) << r.w1 << " " << r.w2;
+  }
+}
+
+// The biases are applied: without them the outputs move by more than the tolerance.
+TYPED_TEST(GeluMoe, BiasesMatter) {
+  using GU = typename TypeParam::first_type;
+  using DW = typename TypeParam::second_type;
+  REQUIRE_TARGET_CPU();
+  std::mt19937 rng(507), xrng(517);
+  auto b = make_block<GU, DW>(rng, 4, Regime::kRandom, /*gelu=*/true);
+  const std::vector<float> x = random_floats(xrng, 3 * H, 1.0f, 0.5f);
+  QuantContext qc(2, 3, std::max(H, I), H, I, 4);
+  std::vector<float> with(3 * H, kNaN), without(3 * H, kNaN);
+  call_moe<4>(qc.ctx, b, b.gate_up.stored.data(), b.down.stored.data(), x, 3, with.data());
+  for (auto *bias : {&b.b1, &b.b2}) {
+    std::vector<float> saved = *bias;
+    std::fill(bias->begin(), bias->end(), 0.0f);
+    call_moe<4>(qc.ctx, b, b.gate_up.stored.data(), b.down.stored.data(), x, 3, without.data());
+    *bias = saved;
+    double moved = 0;
+    for (size_t i = 0; i < with.size(); ++i)
+      moved = std::max(moved, static_cast<double>(std::fabs(with[i] - without[i])));
+    EXPECT_GT(moved, 0.05) << (bias == &b.b1 ? "fc1" : "fc2") << " bias had no effect";
+  }
 }
 
 TYPED_TEST(QuantMoe, TooSmallWorkspaceGivesNan) {

@@ -55,6 +55,16 @@ template <int Heads, int D>
 void rope(Context &ctx, const float *x, int n, const int32_t *pos, const RopeParams &p,
           float *out);
 
+// Partial rotary (phi-2): the first R lanes of each head rotate as rope does a head of R
+// lanes (lane i with lane i + R/2, frequencies over R); lanes [R, D) pass through.
+template <int Heads, int D, int R>
+void rope_partial(Context &ctx, const float *x, int n, const int32_t *pos, const RopeParams &p,
+                  float *out);
+
+// out = a + b over n rows of W; out may alias a or b.
+template <int W>
+void add(Context &ctx, const float *a, const float *b, int n, float *out);
+
 // Writes k, v rows at pos[i] into layer `layer` of ctx.cache, then causal GQA:
 // query row i (position pos[i]) attends cache positions [max(0, pos[i]-window+1), pos[i]]
 // (window <= 0: no window); query head h reads kv head h / (Hq / Hkv); softmax in float.
@@ -75,6 +85,14 @@ void moe_sparsemixer(Context &ctx, const float *x, int n, const R *router, const
 template <int E, int H, int I, class R, class GU, class DW>
 void moe_softmax_top2(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
                       const DW *down, float *out);
+
+// A MoE block of phi-2 MLP experts (phixtral) with softmax top-2 routing:
+// E(x) = fc2·gelu_tanh(x·fc1ᵀ + fc1_bias) + fc2_bias, out = w1·E_i1(x) + w2·E_i2(x).
+// fc1 is [E, I, H], fc1_bias [E, I], fc2 [E, H, I], fc2_bias [E, H]; fc1 and fc2 may be
+// block-quantized, the biases are float, bf16 or f16.
+template <int E, int H, int I, class R, class W1, class B1, class W2, class B2>
+void moe_softmax_top2_gelu(Context &ctx, const float *x, int n, const R *router, const W1 *fc1,
+                           const B1 *fc1_bias, const W2 *fc2, const B2 *fc2_bias, float *out);
 
 } // namespace phimoe_rt
 

@@ -255,13 +255,15 @@ void copy_cols(Context &, const float *x, int n, float *out) {
                 sizeof(float) * Width);
 }
 
+namespace detail {
 // inv_freq, angles and cos/sin in float32 as transformers computes them; out may alias x.
-// With ctx.batch, each row takes its own LongRoPE set (rope_long[t]).
-template <int Heads, int D>
-void rope(Context &ctx, const float *x, int n, const int32_t *pos, const RopeParams &p,
-          float *out) {
-  static_assert(D % 2 == 0, "rope: odd head dimension");
-  constexpr int half = D / 2;
+// With ctx.batch, each row takes its own LongRoPE set (rope_long[t]). The first R lanes of
+// each head of D rotate; the others are copied.
+template <int Heads, int D, int R>
+void rope_lanes(Context &ctx, const float *x, int n, const int32_t *pos, const RopeParams &p,
+                float *out) {
+  static_assert(R % 2 == 0 && R > 0 && R <= D, "rope: odd or oversized rotary width");
+  constexpr int half = R / 2;
   // [0]: the short set, [1]: the long set.
   const float *factors[2] = {p.short_factor, p.long_factor};
   const float mscales[2] = {p.short_mscale, p.long_mscale};
@@ -269,7 +271,7 @@ void rope(Context &ctx, const float *x, int n, const int32_t *pos, const RopePar
   for (int set = 0; set < 2; ++set)
     for (int i = 0; i < half; ++i)
       inv_freq[set][i] =
-          1.0f / (factors[set][i] * std::pow(p.theta, static_cast<float>(2 * i) / D));
+          1.0f / (factors[set][i] * std::pow(p.theta, static_cast<float>(2 * i) / R));
   const BatchRows *batch = ctx.batch;
   const int fixed = ctx.rope_long ? 1 : 0;
   detail::parallel(ctx, n, [&](int64_t begin, int64_t end, int) {
@@ -291,8 +293,33 @@ void rope(Context &ctx, const float *x, int n, const int32_t *pos, const RopePar
           oh[i] = a * c[i] - b * s[i];
           oh[i + half] = b * c[i] + a * s[i];
         }
+        if constexpr (R < D)
+          if (oh != xh)
+            std::memcpy(oh + R, xh + R, sizeof(float) * (D - R));
       }
     }
+  });
+}
+} // namespace detail
+
+template <int Heads, int D>
+void rope(Context &ctx, const float *x, int n, const int32_t *pos, const RopeParams &p,
+          float *out) {
+  static_assert(D % 2 == 0, "rope: odd head dimension");
+  detail::rope_lanes<Heads, D, D>(ctx, x, n, pos, p, out);
+}
+
+template <int Heads, int D, int R>
+void rope_partial(Context &ctx, const float *x, int n, const int32_t *pos, const RopeParams &p,
+                  float *out) {
+  detail::rope_lanes<Heads, D, R>(ctx, x, n, pos, p, out);
+}
+
+template <int W>
+void add(Context &ctx, const float *a, const float *b, int n, float *out) {
+  detail::parallel(ctx, n, [&](int64_t begin, int64_t end, int) {
+    for (size_t i = static_cast<size_t>(begin) * W; i < static_cast<size_t>(end) * W; ++i)
+      out[i] = a[i] + b[i];
   });
 }
 
@@ -444,10 +471,16 @@ namespace detail {
 // else. Until row t is computed, out[t][0..3] holds its route (i1, i2, w1, w2); out must
 // not alias x. The expert activations of the current row live in thread 0's scratch
 // [0, 2I), shared by all threads; each thread's router logits in its own [2I, 2I + E).
-template <int E, int H, int I, RouteKind K, class R, class GU, class DW>
+//
+// With Gelu, the experts are phi-2 MLPs: gate_up holds fc1 ([E, I, H], bias b1 [E, I]),
+// act = gelu_tanh(fc1·x + b1), and each expert's output adds its fc2 bias b2 [E, H].
+template <int E, int H, int I, RouteKind K, bool Gelu = false, class R, class GU, class DW,
+          class B1 = float, class B2 = float>
 void moe_float(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
-               const DW *down, float eps, float *out) {
+               const DW *down, float eps, float *out, const B1 *b1 = nullptr,
+               const B2 *b2 = nullptr) {
   static_assert(E >= 2 && H >= 4 && I >= 1, "moe_sparsemixer: bad shape");
+  constexpr size_t expert_rows = Gelu ? I : 2 * static_cast<size_t>(I);
   constexpr int row_group = simd::kMaxRows;
   constexpr int groups_i = (I + row_group - 1) / row_group;
   constexpr int groups_h = (H + row_group - 1) / row_group;
@@ -481,9 +514,15 @@ void moe_float(Context &ctx, const float *x, int n, const R *router, const GU *g
         const int slot = static_cast<int>(item / groups_i);
         const int r0 = static_cast<int>(item % groups_i) * row_group;
         const int rows = std::min(row_group, I - r0);
-        const GU *gu = gate_up + static_cast<size_t>(experts[slot]) * 2 * I * H;
+        const GU *gu = gate_up + static_cast<size_t>(experts[slot]) * expert_rows * H;
         float g[row_group], u[row_group];
         simd::dot_rows<H>(xt, gu + static_cast<size_t>(r0) * H, rows, g);
+        if constexpr (Gelu) {
+          const B1 *bias = b1 + static_cast<size_t>(experts[slot]) * I + r0;
+          for (int r = 0; r < rows; ++r)
+            act[slot * I + r0 + r] = gelu_tanh(g[r] + simd::load1(bias + r));
+          continue;
+        }
         simd::dot_rows<H>(xt, gu + static_cast<size_t>(I + r0) * H, rows, u);
         for (int r = 0; r < rows; ++r)
           act[slot * I + r0 + r] = g[r] / (1.0f + std::exp(-g[r])) * u[r];
@@ -500,6 +539,13 @@ void moe_float(Context &ctx, const float *x, int n, const R *router, const GU *g
         float y1[row_group], y2[row_group];
         simd::dot_rows<I>(act, d1 + static_cast<size_t>(r0) * I, rows, y1);
         simd::dot_rows<I>(act + I, d2 + static_cast<size_t>(r0) * I, rows, y2);
+        if constexpr (Gelu) {
+          const B2 *c1 = b2 + static_cast<size_t>(experts[0]) * H + r0;
+          const B2 *c2 = b2 + static_cast<size_t>(experts[1]) * H + r0;
+          for (int r = 0; r < rows; ++r)
+            ot[r0 + r] = w1 * (y1[r] + simd::load1(c1 + r)) + w2 * (y2[r] + simd::load1(c2 + r));
+          continue;
+        }
         for (int r = 0; r < rows; ++r)
           ot[r0 + r] = w1 * y1[r] + w2 * y2[r];
       }
@@ -528,6 +574,17 @@ void moe_softmax_top2(Context &ctx, const float *x, int n, const R *router, cons
   else
     detail::moe_float<E, H, I, RouteKind::SoftmaxTop2>(ctx, x, n, router, gate_up, down, 0.0f,
                                                         out);
+}
+
+template <int E, int H, int I, class R, class W1, class B1, class W2, class B2>
+void moe_softmax_top2_gelu(Context &ctx, const float *x, int n, const R *router, const W1 *fc1,
+                           const B1 *fc1_bias, const W2 *fc2, const B2 *fc2_bias, float *out) {
+  if constexpr (detail::is_qblock<W1>::value || detail::is_qblock<W2>::value)
+    detail::moe_quant<E, H, I, RouteKind::SoftmaxTop2, true>(ctx, x, n, router, fc1, fc2, 0.0f,
+                                                             out, fc1_bias, fc2_bias);
+  else
+    detail::moe_float<E, H, I, RouteKind::SoftmaxTop2, true>(ctx, x, n, router, fc1, fc2, 0.0f,
+                                                             out, fc1_bias, fc2_bias);
 }
 
 } // namespace phimoe_rt

@@ -302,10 +302,28 @@ struct MoeWork {
 
 PHIMOE_RT_INLINE float silu_mul(float g, float u) { return g / (1.0f + std::exp(-g)) * u; }
 
-template <int E, int H, int I, RouteKind K, class R, class GU, class DW>
+// transformers' gelu_new (NewGELUActivation): 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))).
+PHIMOE_RT_INLINE float gelu_tanh(float x) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * x * (1.0f + std::tanh(kSqrt2OverPi * (x + 0.044715f * (x * x * x))));
+}
+
+// With Gelu, phi-2 MLP experts (as moe_float says): gate_up holds fc1 [E, I] rows with
+// bias b1, h = gelu_tanh(fc1·x + b1), and each expert's output adds its fc2 bias b2.
+template <int E, int H, int I, RouteKind K, bool Gelu = false, class R, class GU, class DW,
+          class B1 = float, class B2 = float>
 void moe_quant(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
-               const DW *down, float eps, float *out) {
+               const DW *down, float eps, float *out, const B1 *b1 = nullptr,
+               const B2 *b2 = nullptr) {
   static_assert(E >= 2 && H >= 1 && I >= 1, "moe_sparsemixer: bad shape");
+  constexpr size_t expert_rows = Gelu ? I : 2 * static_cast<size_t>(I);
+  // The fc2 bias of expert e at output row `row` (0 for SwiGLU experts).
+  auto down_bias = [&](int e, int row) -> float {
+    if constexpr (Gelu)
+      return simd::load1(b2 + static_cast<size_t>(e) * H + row);
+    else
+      return 0.0f;
+  };
   using MG = matmul<GU, H>;
   using MD = matmul<DW, I>;
   if (n <= 0)
@@ -365,9 +383,18 @@ void moe_quant(Context &ctx, const float *x, int n, const R *router, const GU *g
       for (int64_t item = begin; item < end; ++item) {
         const int slot = static_cast<int>(item / items_i);
         const int r0 = static_cast<int>(item % items_i) * gp, r1 = std::min(I, r0 + gp);
-        const GU *gu = gate_up + static_cast<size_t>(experts[slot]) * 2 * I * MG::kRowStride;
+        const GU *gu =
+            gate_up + static_cast<size_t>(experts[slot]) * expert_rows * MG::kRowStride;
         float *h = wk.h + static_cast<size_t>(slot) * I;
         auto gate_row = [&](int row) { return gu + static_cast<size_t>(row) * MG::kRowStride; };
+        if constexpr (Gelu) {
+          const B1 *bias = b1 + static_cast<size_t>(experts[slot]) * I;
+          auto gelu_h = [&](int, int row, float v) {
+            h[row] = gelu_tanh(v + simd::load1(bias + row));
+          };
+          gemm_rows<MG, GU>(r0, r1, 1, gate_row, x_act, gelu_h);
+          continue;
+        }
         auto up_row = [&](int row) {
           return gu + static_cast<size_t>(I + row) * MG::kRowStride;
         };
@@ -388,9 +415,9 @@ void moe_quant(Context &ctx, const float *x, int n, const R *router, const GU *g
         auto row2 = [&](int row) { return d2 + static_cast<size_t>(row) * MD::kRowStride; };
         auto act1 = [&](int) { return h_act(0); };
         auto act2 = [&](int) { return h_act(1); };
-        auto first = [&](int, int row, float v) { out[row] = w1 * v; };
+        auto first = [&](int, int row, float v) { out[row] = w1 * (v + down_bias(r.i1, row)); };
         auto second = [&](int, int row, float v) {
-          const float p2 = w2 * v;
+          const float p2 = w2 * (v + down_bias(r.i2, row));
           out[row] = out[row] + p2;
         };
         gemm_rows<MD, DW>(r0, r1, 1, row1, act1, first);
@@ -425,7 +452,7 @@ void moe_quant(Context &ctx, const float *x, int n, const R *router, const GU *g
     if (count == 0)
       continue; // an expert no token chose is not read
     const ExpertEntry *ents = wk.entries + off[e];
-    const GU *gu = gate_up + static_cast<size_t>(e) * 2 * I * MG::kRowStride;
+    const GU *gu = gate_up + static_cast<size_t>(e) * expert_rows * MG::kRowStride;
     auto gate_row = [&](int row) { return gu + static_cast<size_t>(row) * MG::kRowStride; };
     auto up_row = [&](int row) { return gu + static_cast<size_t>(I + row) * MG::kRowStride; };
     auto tok_act = [&](int i) { return x_act(ents[i].token); };
@@ -438,6 +465,14 @@ void moe_quant(Context &ctx, const float *x, int n, const R *router, const GU *g
     run_parallel(ctx, panels(I, count), [&](int64_t begin, int64_t end, int) {
       for (int64_t p = begin; p < end; ++p) {
         const int r0 = static_cast<int>(p) * pr, r1 = std::min(I, r0 + pr);
+        if constexpr (Gelu) {
+          const B1 *bias = b1 + static_cast<size_t>(e) * I;
+          auto gelu_h = [&](int i, int row, float v) {
+            wk.h[static_cast<size_t>(i) * I + row] = gelu_tanh(v + simd::load1(bias + row));
+          };
+          gemm_rows<MG, GU>(r0, r1, count, gate_row, tok_act, gelu_h);
+          continue;
+        }
         gemm_rows<MG, GU>(r0, r1, count, gate_row, tok_act, to_h);
         gemm_rows<MG, GU>(r0, r1, count, up_row, tok_act, mul_h);
       }
@@ -449,7 +484,7 @@ void moe_quant(Context &ctx, const float *x, int n, const R *router, const GU *g
     auto add_out = [&](int i, int row, float v) {
       const ExpertEntry &en = ents[i];
       float &o = out[static_cast<size_t>(en.token) * H + row];
-      const float p = en.weight * v;
+      const float p = en.weight * (v + down_bias(e, row));
       if (en.first)
         o = p;
       else
