@@ -116,18 +116,6 @@ int compile(CompileOptions o) {
       if (auto error = checkStorage(given, name))
         return fail(*error);
   }
-  std::optional<::phimoe::CudaToolchainOptions> cudaToolchain;
-  if (cudaArch && o.emit.empty() && o.project.empty()) {
-    auto toolchain = ::phimoe::defaultCudaToolchain();
-    if (!toolchain)
-      return fail(toolchain.takeError());
-    cudaToolchain = std::move(*toolchain);
-    cudaToolchain->arch = *cudaArch;
-    cudaToolchain->serve = o.serve;
-    if (o.serve && cudaToolchain->serveLibraries.empty())
-      return fail("--serve: this phimoec was built without the libraries of a CUDA serve "
-                  "(set PHIMOE_CUDA_SERVE_LIBS)");
-  }
   if (o.emit.empty() && o.out.empty() && o.project.empty())
     return fail("-o OUT is required (or --emit=mlir|mlir-opt|cpp|cuda to print a stage)");
   if (!llvm::sys::fs::is_directory(o.model))
@@ -143,6 +131,18 @@ int compile(CompileOptions o) {
     return fail(std::string(configPath) + ": a phixtral (phi-msft) checkpoint compiles for "
                 "--target cpu only: its partial rotary and gelu experts have no CUDA kernels "
                 "yet");
+  std::optional<::phimoe::CudaToolchainOptions> cudaToolchain;
+  if (cudaArch && o.emit.empty() && o.project.empty()) {
+    auto toolchain = ::phimoe::defaultCudaToolchain();
+    if (!toolchain)
+      return fail(toolchain.takeError());
+    cudaToolchain = std::move(*toolchain);
+    cudaToolchain->arch = *cudaArch;
+    cudaToolchain->serve = o.serve;
+    if (o.serve && cudaToolchain->serveLibraries.empty())
+      return fail("--serve: this phimoec was built without the libraries of a CUDA serve "
+                  "(set PHIMOE_CUDA_SERVE_LIBS)");
+  }
   auto checkpoint = ::phimoe::Checkpoint::open(o.model);
   if (!checkpoint)
     return fail(checkpoint.takeError());
