@@ -1,14 +1,16 @@
-"""The oracle: transformers' PhimoeForCausalLM, small PhiMoE checkpoints made with it,
-and phimoec/phimoe-bin runners shared by the end-to-end tests."""
+"""The oracle: transformers' PhimoeForCausalLM, small PhiMoE checkpoints made with it (and
+Mixtral and phixtral ones), and phimoec/phimoe-bin runners shared by the end-to-end tests."""
 import json
 import os
 import pathlib
+import re
 import struct
 import subprocess
 
 import numpy as np
 import torch
 from transformers import PhimoeConfig, PhimoeForCausalLM
+from transformers.models.phi.modeling_phi import PhiMLP
 from transformers.models.phimoe import modeling_phimoe
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
@@ -122,6 +124,229 @@ def save(model, path, dtype=torch.float32, shard=None):
     return model
 
 
+def tiny_phixtral_config(layers=2, hidden=64, heads=4, kv_heads=None, rotary_dim=8, experts=4,
+                         inner=None, vocab=96, **extra):
+    """A small phixtral config.json as a dict: model_type "phi-msft" with the fields of
+    mlabonne/phixtral-4x2_8's (n_head_kv None: n_head; n_inner None: 4 * n_embd; RoPE base
+    10000 and biases everywhere are fixed by phi-2's code, not stated)."""
+    config = {
+        "_name_or_path": "phixtral-tiny", "activation_function": "gelu_new",
+        "architectures": ["PhiForCausalLM"], "attn_pdrop": 0.0,
+        "auto_map": {"AutoConfig": "configuration_phi.PhiConfig",
+                     "AutoModelForCausalLM": "modeling_phi.PhiForCausalLM"},
+        "embd_pdrop": 0.0, "flash_attn": False, "flash_rotary": False, "fused_dense": False,
+        "img_processor": None, "initializer_range": 0.02, "layer_norm_epsilon": 1e-5,
+        "model_type": "phi-msft", "n_embd": hidden, "n_head": heads, "n_head_kv": kv_heads,
+        "n_inner": inner, "n_layer": layers, "n_positions": 2048, "num_experts_per_tok": 2,
+        "num_local_experts": experts, "resid_pdrop": 0.1, "rotary_dim": rotary_dim,
+        "tie_word_embeddings": False, "torch_dtype": "float32",
+        "transformers_version": "4.36.2", "vocab_size": vocab}
+    config.update(extra)
+    return config
+
+
+class PhixtralMoE(torch.nn.Module):
+    """phixtral's MoE block (its modeling_phi.py MoE): scores = gate(x); the top-k scores,
+    softmaxed among themselves, weight the outputs of those experts, phi-2 MLPs
+    (fc2(gelu_new(fc1(x))), with biases). Named as the checkpoint's moe.gate, moe.mlp.{e}."""
+
+    def __init__(self, config, experts, top_k):
+        super().__init__()
+        self.top_k = top_k
+        self.gate = torch.nn.Linear(config.hidden_size, experts, bias=False)
+        self.mlp = torch.nn.ModuleList(PhiMLP(config) for _ in range(experts))
+
+    def forward(self, x):
+        flat = x.reshape(-1, x.shape[-1])
+        weights, chosen = torch.topk(self.gate(flat), self.top_k, dim=-1)
+        weights = weights.softmax(dim=-1)
+        y = torch.zeros_like(flat)
+        for e, expert in enumerate(self.mlp):
+            rows, slot = torch.nonzero(chosen == e, as_tuple=True)
+            if len(rows):
+                y.index_add_(0, rows, weights[rows, slot, None] * expert(flat[rows]))
+        return y.reshape(x.shape)
+
+
+def phi_config(config):
+    """transformers' PhiConfig of a phixtral config dict (the dense phi-2 around the MoEs):
+    partial rotary as a factor of the head size, RoPE base 10000, no dropout."""
+    from transformers import PhiConfig
+    hidden, heads = config["n_embd"], config["n_head"]
+    head_dim = hidden // heads
+    factor = config["rotary_dim"] / head_dim
+    assert int(head_dim * factor) == config["rotary_dim"], "rotary_dim as a factor rounds"
+    return PhiConfig(
+        vocab_size=config["vocab_size"], hidden_size=hidden,
+        intermediate_size=config["n_inner"] or 4 * hidden, num_hidden_layers=config["n_layer"],
+        num_attention_heads=heads, num_key_value_heads=config["n_head_kv"] or heads,
+        hidden_act=config["activation_function"],
+        max_position_embeddings=config["n_positions"],
+        layer_norm_eps=config["layer_norm_epsilon"], partial_rotary_factor=factor,
+        rope_theta=10000.0, resid_pdrop=0.0, embd_pdrop=0.0, attention_dropout=0.0,
+        tie_word_embeddings=False)
+
+
+def make_phixtral(config, seed=0):
+    """A seeded random phixtral: transformers' PhiForCausalLM (phi-2's parallel block, partial
+    rotary) with every layer's mlp a PhixtralMoE; config (a tiny_phixtral_config dict) kept
+    as model.phixtral_config. Weights N(0, 1/fan_in) (the embedding N(0, 1)), so that the
+    activations keep their size through the layers and the attention is not uniform; biases
+    N(0, 0.1) and LayerNorm weights 1 + N(0, 0.1), so that every bias matters."""
+    from transformers import PhiForCausalLM
+    torch.manual_seed(seed)
+    model = PhiForCausalLM(phi_config(config)).eval()
+    for layer in model.model.layers:
+        layer.mlp = PhixtralMoE(model.config, config["num_local_experts"],
+                                config["num_experts_per_tok"]).eval()
+    model.phixtral_config = dict(config)
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layernorm" in name or name.endswith("bias"):
+                p.copy_(torch.randn_like(p) * 0.1 + (1.0 if name.endswith("norm.weight")
+                                                     else 0.0))
+            elif "embed_tokens" in name:
+                p.copy_(torch.randn_like(p))
+            else:
+                p.copy_(torch.randn_like(p) / p.shape[-1] ** 0.5)
+    return model
+
+
+@torch.no_grad()
+def phixtral_route_gap(model, tokens):
+    """The smallest margin of a routing decision over every layer and position: the gap
+    between the second and third largest router logits (which pair of experts a row takes)."""
+    gaps = []
+
+    def hook(moe, inputs, _):
+        x = inputs[0].reshape(-1, inputs[0].shape[-1])
+        top = torch.topk(moe.gate(x), min(3, moe.gate.out_features), dim=-1).values
+        gaps.append(float((top[:, 1] - top[:, -1]).min()) if top.shape[-1] > 2 else np.inf)
+
+    handles = [layer.mlp.register_forward_hook(hook) for layer in model.model.layers]
+    try:
+        model(torch.tensor([tokens]))
+    finally:
+        for h in handles:
+            h.remove()
+    return min(gaps)
+
+
+def phixtral_names(model):
+    """(checkpoint name, [the model's parameters it is made of, rows concatenated]) for every
+    tensor of a phixtral checkpoint, in the order phi-msft declares them."""
+    names = [("transformer.embd.wte.weight", ["model.embed_tokens.weight"])]
+    for layer, block in enumerate(model.model.layers):
+        ours, theirs = f"model.layers.{layer}.", f"transformer.h.{layer}."
+        for kind in ("weight", "bias"):
+            names.append((f"{theirs}ln.{kind}", [f"{ours}input_layernorm.{kind}"]))
+        for kind in ("weight", "bias"):
+            names.append((f"{theirs}mixer.Wqkv.{kind}",
+                          [f"{ours}self_attn.{p}_proj.{kind}" for p in "qkv"]))
+        for kind in ("weight", "bias"):
+            names.append((f"{theirs}mixer.out_proj.{kind}", [f"{ours}self_attn.dense.{kind}"]))
+        names.append((f"{theirs}moe.gate.weight", [f"{ours}mlp.gate.weight"]))
+        for e in range(len(block.mlp.mlp)):
+            for part in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
+                names.append((f"{theirs}moe.mlp.{e}.{part}", [f"{ours}mlp.mlp.{e}.{part}"]))
+    for kind in ("weight", "bias"):
+        names.append((f"lm_head.ln.{kind}", [f"model.final_layernorm.{kind}"]))
+    for kind in ("weight", "bias"):
+        names.append((f"lm_head.linear.{kind}", [f"lm_head.{kind}"]))
+    return names
+
+
+def shard_bytes(size):
+    """max_shard_size as save_pretrained reads it: an int, or "150KB" (10^3), "1MiB" (2^20)."""
+    if isinstance(size, int):
+        return size
+    match = re.fullmatch(r"(\d+)\s*([KMG]?)(i?)B", size.strip())
+    assert match, f"a shard size like '150KB': {size!r}"
+    power = "KMG".index(match.group(2)) + 1 if match.group(2) else 0
+    return int(match.group(1)) * (1024 if match.group(3) else 1000) ** power
+
+
+def save_phixtral(model, path, dtype=torch.float32, shard=None):
+    """Writes a make_phixtral model as phixtral ships: config.json (phi-msft, torch_dtype the
+    checkpoint's) and safetensors in phi-msft's names, one model.safetensors or, with shard
+    (a size, "150KB"), model-0000i-of-0000n.safetensors and model.safetensors.index.json as
+    save_pretrained writes them. Returns the model in float32 with its weights rounded to
+    dtype: the weights the checkpoint holds, for the float32 oracle. (Only the parameters:
+    model.to(dtype).float() would round the RoPE inv_freq buffer too.)"""
+    from safetensors.torch import save_file
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype).float())
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    config = dict(model.phixtral_config, torch_dtype=str(dtype).replace("torch.", ""))
+    (path / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+    params = dict(model.named_parameters())
+    tensors = {name: torch.cat([params[p].detach() for p in parts]).to(dtype).contiguous()
+               for name, parts in phixtral_names(model)}
+    shards = [{}]
+    if shard:
+        limit, used = shard_bytes(shard), 0
+        for name, t in tensors.items():
+            size = t.numel() * t.element_size()
+            if shards[-1] and used + size > limit:
+                shards.append({})
+                used = 0
+            shards[-1][name] = t
+            used += size
+    if len(shards) == 1:
+        save_file(tensors, path / "model.safetensors", metadata={"format": "pt"})
+    else:
+        weight_map = {}
+        for i, part in enumerate(shards, 1):
+            file = f"model-{i:05d}-of-{len(shards):05d}.safetensors"
+            save_file(part, path / file, metadata={"format": "pt"})
+            weight_map.update(dict.fromkeys(part, file))
+        total = sum(t.numel() * t.element_size() for t in tensors.values())
+        index = {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))}
+        (path / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+    return model
+
+
+def read_checkpoint(path):
+    """Every tensor of a checkpoint directory: model.safetensors, or the shards its
+    model.safetensors.index.json names (each tensor in the file the index says)."""
+    from safetensors.torch import load_file
+    path = pathlib.Path(path)
+    index = path / "model.safetensors.index.json"
+    if not index.exists():
+        return load_file(path / "model.safetensors")
+    weight_map = json.loads(index.read_text())["weight_map"]
+    tensors = {}
+    for file in sorted(set(weight_map.values())):
+        part = load_file(path / file)
+        assert all(weight_map.get(name) == file for name in part), f"{file}: not in the index"
+        tensors.update(part)
+    assert set(tensors) == set(weight_map), "the index names tensors no shard holds"
+    return tensors
+
+
+def load_phixtral(path):
+    """The float32 reference model of a phixtral checkpoint directory (save_phixtral's, or a
+    copy such as write_rounded's): make_phixtral's model with the checkpoint's weights. Every
+    tensor must be there with its phi-msft shape, and no other."""
+    config = json.loads((pathlib.Path(path) / "config.json").read_text())
+    model = make_phixtral(config)
+    tensors = read_checkpoint(path)
+    names = phixtral_names(model)
+    assert set(tensors) == {name for name, _ in names}, \
+        set(tensors) ^ {name for name, _ in names}
+    params = dict(model.named_parameters())
+    with torch.no_grad():
+        for name, parts in names:
+            sizes = [params[p].shape[0] for p in parts]
+            t = tensors[name].float()
+            assert t.shape == (sum(sizes), *params[parts[0]].shape[1:]), (name, t.shape)
+            for p, piece in zip(parts, torch.split(t, sizes)):
+                params[p].copy_(piece)
+    return model
+
+
 def compile_model(src, out, *flags):
     cmd = [str(PHIMOEC), "compile", str(src), "-o", str(out), *flags]
     return subprocess.run(cmd, capture_output=True, text=True)
@@ -179,6 +404,10 @@ def source_names(name, experts):
     if name.endswith("experts.down.weight"):
         base = name[: -len("down.weight")]
         return [f"{base}{e}.w2.weight" for e in range(experts)]
+    for part in ("fc1.weight", "fc1.bias", "fc2.weight", "fc2.bias"):
+        if name.endswith("moe.mlp." + part):  # phixtral: moe.mlp.{e}.fc1.weight, stacked
+            base = name[: -len(part)]
+            return [f"{base}{e}.{part}" for e in range(experts)]
     return [name]
 
 
@@ -214,3 +443,70 @@ def write_rounded(src, dest, build):
 
 def write_json(path, data):
     pathlib.Path(path).write_text(json.dumps(data))
+
+
+# --- a phi-2-style tokenizer ------------------------------------------------------------------
+
+PHIXTRAL_CORPUS = """\
+The keeper of the old lighthouse climbed the stairs every evening before the sun went down.
+He carried a lamp, a small book and a cup of tea, and he counted the steps as he went: there
+were one hundred and twelve of them, and he had never once counted a different number. From
+the top he could see the whole bay, the fishing boats coming home, the gulls over the water
+and the long road that ran along the cliffs to the village. When the wind was strong the
+glass shook in its frame and the light seemed to shiver, but it never went out.
+In the village people said that he talked to the sea. He did not deny it. He said that the
+sea was a good listener and a better teacher, because it answered every question with the
+same patience and never told the same story twice. Children came to visit him on Sundays.
+He showed them how the great lens turned, how the oil was measured and how the log was kept,
+with the time, the weather, the ships that passed and the name of anyone who came to call.
+One winter a storm broke the road and nobody could reach the lighthouse for eleven days. The
+keeper wrote in his log each night as always. On the twelfth morning a boy arrived with bread,
+apples and a letter from his mother, who wanted to know whether the keeper was well. He wrote
+back that he was very well, that the light had burned every night, and that the sea had been
+loud but kind. Then he asked the boy to stay for tea, and they watched the boats go out again.
+Years later the boy became the keeper himself. He kept the same log, climbed the same stairs
+and counted the same steps, and when children asked him whether he talked to the sea, he
+smiled and said that he mostly listened.
+"""
+
+PHIXTRAL_CHAT_TEMPLATE = (
+    "{% for message in messages %}{{'<|im_start|>' + message['role'] + '\n' + "
+    "message['content'] + '<|im_end|>' + '\n'}}{% endfor %}{% if add_generation_prompt %}"
+    "{{ '<|im_start|>assistant\n' }}{% endif %}")
+
+
+def write_phixtral_tokenizer(path, size=320):
+    """A GPT-2-style byte-level BPE for a phixtral checkpoint directory, as phi-2's (and
+    ChatML fine-tunes' such as dolphin-2_6-phi-2's): the 256 byte pieces and merges trained
+    on PHIXTRAL_CORPUS (size - 3 pieces), then the added tokens <|endoftext|>, <|im_start|>
+    and <|im_end|> (ids size - 3 .. size - 1); tokenizer_config.json with CodeGenTokenizer,
+    no BOS added, <|endoftext|> as bos/unk, <|im_end|> as eos and the ChatML template.
+    Returns the number of tokens. (transformers' AutoTokenizer also reads the directory's
+    config.json, whose phi-msft auto_map asks for trust_remote_code: load the tokenizer
+    before save_phixtral writes one there.)"""
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers, processors
+    from tokenizers import trainers
+    path = pathlib.Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    tok = Tokenizer(models.BPE(fuse_unk=False))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    tok.post_processor = processors.ByteLevel(trim_offsets=False)
+    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    trainer = trainers.BpeTrainer(vocab_size=size - len(specials), show_progress=False,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tok.train_from_iterator(PHIXTRAL_CORPUS.splitlines(keepends=True), trainer)
+    assert tok.get_vocab_size() == size - len(specials), "the corpus has too few merges"
+    tok.add_special_tokens([AddedToken(s, special=True, normalized=False) for s in specials])
+    tok.save(str(path / "tokenizer.json"))
+    added = {str(tok.token_to_id(s)): {"content": s, "lstrip": False, "normalized": False,
+                                       "rstrip": False, "single_word": False, "special": True}
+             for s in specials}
+    write_json(path / "tokenizer_config.json", {
+        "add_prefix_space": False, "added_tokens_decoder": added, "bos_token": "<|endoftext|>",
+        "chat_template": PHIXTRAL_CHAT_TEMPLATE, "clean_up_tokenization_spaces": True,
+        "eos_token": "<|im_end|>", "model_max_length": 2048,
+        "tokenizer_class": "CodeGenTokenizer", "unk_token": "<|endoftext|>"})
+    write_json(path / "special_tokens_map.json", {
+        "bos_token": "<|endoftext|>", "eos_token": "<|im_end|>", "unk_token": "<|endoftext|>"})
+    return tok.get_vocab_size()
