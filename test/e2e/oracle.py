@@ -118,9 +118,15 @@ def make_mixtral(config, seed=0):
 
 
 def save(model, path, dtype=torch.float32, shard=None):
-    model = model.to(dtype)
+    """Writes a float32 model as a dtype checkpoint (save_pretrained) and returns it in float32
+    with its parameters rounded to dtype: the weights the checkpoint holds. Only the parameters:
+    model.to(dtype) would round float buffers too (RoPE's inv_freq), which no checkpoint holds."""
+    import copy
+    with torch.no_grad():
+        for p in model.parameters():
+            p.copy_(p.to(dtype).float())
     kwargs = {"max_shard_size": shard} if shard else {}
-    model.save_pretrained(path, **kwargs)
+    copy.deepcopy(model).to(dtype).save_pretrained(path, **kwargs)
     return model
 
 
