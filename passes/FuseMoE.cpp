@@ -15,20 +15,39 @@ using namespace mlir::phimoe;
 
 namespace {
 
+/// The router of a moe_combine that a fused MoE op can replace: one router gives its ids and
+/// weights, the result has the router input's type, and there is one output per expert.
+FailureOr<RouterOp> fusableRouter(MoECombineOp op, PatternRewriter &rewriter) {
+  auto router = op.getExperts().getDefiningOp<RouterOp>();
+  if (!router || op.getWeights() != router.getWeights())
+    return rewriter.notifyMatchFailure(op, "routing does not come from one router");
+  if (op.getType() != router.getInput().getType())
+    return rewriter.notifyMatchFailure(op, "the result type differs from the input's");
+  int64_t numExperts = router.getWeight().getType().getDimSize(0);
+  if (static_cast<int64_t>(op.getExpertOutputs().size()) != numExperts)
+    return rewriter.notifyMatchFailure(op, "not one output per router expert");
+  return router;
+}
+
+/// Weights of one role (a group) must agree in format and shape to be stacked.
+bool stackable(ArrayRef<WeightOp> group) {
+  Type first = WeightOp(group.front()).getType();
+  return llvm::all_of(group, [&](WeightOp w) {
+    return sameWeightFormat(w.getType(), first) &&
+           getLogicalShape(w.getType()) == getLogicalShape(first);
+  });
+}
+
 struct FuseMoEPattern : public OpRewritePattern<MoECombineOp> {
   using OpRewritePattern::OpRewritePattern;
 
   LogicalResult matchAndRewrite(MoECombineOp op,
                                 PatternRewriter &rewriter) const override {
-    auto router = op.getExperts().getDefiningOp<RouterOp>();
-    if (!router || op.getWeights() != router.getWeights())
-      return rewriter.notifyMatchFailure(op, "routing does not come from one router");
+    FailureOr<RouterOp> found = fusableRouter(op, rewriter);
+    if (failed(found))
+      return failure();
+    RouterOp router = *found;
     Value x = router.getInput();
-    if (op.getType() != x.getType())
-      return rewriter.notifyMatchFailure(op, "the result type differs from the input's");
-    int64_t numExperts = router.getWeight().getType().getDimSize(0);
-    if (static_cast<int64_t>(op.getExpertOutputs().size()) != numExperts)
-      return rewriter.notifyMatchFailure(op, "not one output per router expert");
 
     // Expert j must be linear(gate_up(x, @gu_j), @down_j), unbiased.
     SmallVector<WeightOp> gateUps, downs;
@@ -44,12 +63,8 @@ struct FuseMoEPattern : public OpRewritePattern<MoECombineOp> {
       if (!gateUps.back() || !downs.back())
         return rewriter.notifyMatchFailure(op, "an expert weight is not a weight symbol");
     }
-    for (auto group : {ArrayRef<WeightOp>(gateUps), ArrayRef<WeightOp>(downs)})
-      for (WeightOp w : group)
-        if (Type first = WeightOp(group.front()).getType();
-            !sameWeightFormat(w.getType(), first) ||
-            getLogicalShape(w.getType()) != getLogicalShape(first))
-          return rewriter.notifyMatchFailure(op, "experts of different formats or shapes");
+    if (!stackable(gateUps) || !stackable(downs))
+      return rewriter.notifyMatchFailure(op, "experts of different formats or shapes");
 
     rewriter.setInsertionPoint(op);
     Location loc = op.getLoc();
@@ -64,15 +79,6 @@ struct FuseMoEPattern : public OpRewritePattern<MoECombineOp> {
   }
 };
 
-/// Weights of one role (a group) must agree in format and shape to be stacked.
-bool stackable(ArrayRef<WeightOp> group) {
-  Type first = WeightOp(group.front()).getType();
-  return llvm::all_of(group, [&](WeightOp w) {
-    return sameWeightFormat(w.getType(), first) &&
-           getLogicalShape(w.getType()) == getLogicalShape(first);
-  });
-}
-
 /// phi-2 MLP experts (phixtral): expert j is linear(gelu(linear(x, @fc1_j, @b1_j)),
 /// @fc2_j, @b2_j); the four groups are stacked into moe_gelu's operands.
 struct FuseMoEGeluPattern : public OpRewritePattern<MoECombineOp> {
@@ -80,15 +86,11 @@ struct FuseMoEGeluPattern : public OpRewritePattern<MoECombineOp> {
 
   LogicalResult matchAndRewrite(MoECombineOp op,
                                 PatternRewriter &rewriter) const override {
-    auto router = op.getExperts().getDefiningOp<RouterOp>();
-    if (!router || op.getWeights() != router.getWeights())
-      return rewriter.notifyMatchFailure(op, "routing does not come from one router");
+    FailureOr<RouterOp> found = fusableRouter(op, rewriter);
+    if (failed(found))
+      return failure();
+    RouterOp router = *found;
     Value x = router.getInput();
-    if (op.getType() != x.getType())
-      return rewriter.notifyMatchFailure(op, "the result type differs from the input's");
-    int64_t numExperts = router.getWeight().getType().getDimSize(0);
-    if (static_cast<int64_t>(op.getExpertOutputs().size()) != numExperts)
-      return rewriter.notifyMatchFailure(op, "not one output per router expert");
 
     SmallVector<WeightOp> fc1s, b1s, fc2s, b2s;
     for (Value output : op.getExpertOutputs()) {

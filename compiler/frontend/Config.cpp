@@ -84,6 +84,23 @@ private:
   std::string message_;
 };
 
+/// What is wrong with the routing fields for phimoec's kernels (which route each token to a
+/// pair of experts), if anything.
+std::optional<std::string> checkRouting(const PhiMoEConfig &c) {
+  const char *family = c.arch == Arch::PhiMoE    ? "PhiMoE"
+                       : c.arch == Arch::Mixtral ? "Mixtral"
+                                                 : "phixtral";
+  if (c.topK != 2)
+    return "field 'num_experts_per_tok' is " + std::to_string(c.topK) +
+           (c.arch == Arch::PhiMoE ? ": PhiMoE's sparsemixer routing is defined for 2"
+                                   : ": phimoec's " + std::string(family) +
+                                         " kernels route each token to 2 experts");
+  if (c.experts < 2)
+    return "field 'num_local_experts' is " + std::to_string(c.experts) +
+           ": top-2 routing needs at least 2 experts";
+  return std::nullopt;
+}
+
 /// A phixtral config.json: phi-2's configuration_phi.py (model_type "phi-msft") with
 /// num_local_experts and num_experts_per_tok. phi-2's code fixes what the file does not
 /// say: RoPE base 10000, biases in every linear layer and in the LM head.
@@ -140,12 +157,8 @@ llvm::Expected<PhiMoEConfig> readPhixtral(const std::string &path, const json &r
     return fail("field 'rotary_dim' is " + std::to_string(c.rotaryDim) +
                 ": RoPE rotates pairs of a head's lanes, so it must be even and at most "
                 "the head size " + std::to_string(c.headDim));
-  if (c.topK != 2)
-    return fail("field 'num_experts_per_tok' is " + std::to_string(c.topK) +
-                ": phimoec's phixtral kernels route each token to 2 experts");
-  if (c.experts < 2)
-    return fail("field 'num_local_experts' is " + std::to_string(c.experts) +
-                ": top-2 routing needs at least 2 experts");
+  if (std::optional<std::string> error = checkRouting(c))
+    return fail(*error);
   c.originalMaxPosition = c.maxPosition;
   c.shortFactor.assign(c.rotaryDim / 2, 1.0f);
   c.longFactor.assign(c.rotaryDim / 2, 1.0f);
@@ -243,15 +256,8 @@ llvm::Expected<PhiMoEConfig> phimoe::readConfig(const std::string &path) {
   if (c.heads % c.kvHeads != 0)
     return fail("field 'num_key_value_heads' (" + std::to_string(c.kvHeads) +
                 ") does not divide 'num_attention_heads' (" + std::to_string(c.heads) + ")");
-  if (c.topK != 2 && c.arch == Arch::PhiMoE)
-    return fail("field 'num_experts_per_tok' is " + std::to_string(c.topK) +
-                ": PhiMoE's sparsemixer routing is defined for 2");
-  if (c.topK != 2)
-    return fail("field 'num_experts_per_tok' is " + std::to_string(c.topK) +
-                ": phimoec's Mixtral kernels route each token to 2 experts");
-  if (c.experts < 2)
-    return fail("field 'num_local_experts' is " + std::to_string(c.experts) +
-                ": top-2 routing needs at least 2 experts");
+  if (std::optional<std::string> error = checkRouting(c))
+    return fail(*error);
 
   // RoPE: transformers 5 writes rope_parameters {rope_type, rope_theta, ...};
   // older checkpoints (Phi-3.5-MoE-instruct itself) write rope_theta and
