@@ -126,11 +126,6 @@ int compile(CompileOptions o) {
   auto config = ::phimoe::readConfig(std::string(configPath));
   if (!config)
     return fail(config.takeError());
-  if (cudaArch && config->arch == ::phimoe::Arch::Phixtral && o.emit != "mlir" &&
-      o.emit != "mlir-opt")
-    return fail(std::string(configPath) + ": a phixtral (phi-msft) checkpoint compiles for "
-                "--target cpu only: its partial rotary and gelu experts have no CUDA kernels "
-                "yet");
   std::optional<::phimoe::CudaToolchainOptions> cudaToolchain;
   if (cudaArch && o.emit.empty() && o.project.empty()) {
     auto toolchain = ::phimoe::defaultCudaToolchain();

@@ -562,9 +562,8 @@ LogicalResult Lowering::lower(Operation *op) {
          {ctxArg, v(rope.getInput()), v(att.getV()), n, posArg});
     kvWritten.insert(att);
   } else if (auto rope = dyn_cast<RopeOp>(op); rope && rope.getRotaryDim()) {
-    // Partial rotary (phi-2): the first rotary_dim lanes of each head.
-    if (cuda)
-      return rope.emitOpError("phimoe-lower-to-emitc: partial rotary has no CUDA kernel");
+    // Partial rotary (phi-2): the first rotary_dim lanes of each head (not fused with the
+    // KV-cache write on CUDA: fusesWithCacheWrite).
     int64_t headDim = rope.getHeadDim();
     call(rt("rope_partial"),
          {i32(dim(rope.getInput(), 1) / headDim), i32(headDim), i32(rope.getRotaryLanes())},
@@ -592,15 +591,13 @@ LogicalResult Lowering::lower(Operation *op) {
          {operand(0), operand(1), operand(2), operand(3), operand(4), operand(5),
           i32(att.getLayer()), f32(scale), i32(window), operand(6)},
          {ctxArg, v(att.getQ()), v(att.getK()), v(att.getV()), n, posArg, v(att)});
-  } else if (auto add = dyn_cast<AddOp>(op); add && !cuda) {
+  } else if (auto add = dyn_cast<AddOp>(op)) {
     // A residual add no norm follows (phi-2's parallel block adds attention and MoE first).
     call(rt("add"), {i32(dim(add.getLhs(), 1))}, {operand(0), operand(1), operand(2),
                                                   operand(3), operand(4)},
          {ctxArg, v(add.getLhs()), v(add.getRhs()), n, v(add)});
   } else if (auto moe = dyn_cast<MoEGeluOp>(op)) {
-    // phixtral: phi-2 MLP experts behind softmax top-2 routing.
-    if (cuda)
-      return moe.emitOpError("phimoe-lower-to-emitc: moe_gelu has no CUDA kernel");
+    // phixtral: phi-2 MLP experts behind softmax top-2 routing (nothing fused into it).
     if (moe.getKind() != RouterKind::SoftmaxTopK || moe.getTopK() != 2)
       return moe.emitOpError("phimoe-lower-to-emitc: moe_gelu has a kernel for softmax_topk "
                              "routing with top_k = 2 only");

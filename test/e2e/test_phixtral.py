@@ -190,13 +190,18 @@ def test_unsupported_config_is_refused(field, value, small_checkpoint, tmp_path)
     assert not (tmp_path / "out").exists()
 
 
-def test_cuda_target_is_refused(small_checkpoint, tmp_path):
-    """phixtral builds for the CPU only (for now): a CUDA target is refused up front."""
-    proc = oracle.compile_model(small_checkpoint, tmp_path / "out", "--target", "sm_90")
-    assert proc.returncode != 0
-    message = proc.stderr.lower()
-    assert ("phixtral" in message or "phi-msft" in message) and "cpu" in message, proc.stderr
-    assert not (tmp_path / "out").exists()
+def test_cuda_target_emits_the_phixtral_kernels(small_checkpoint):
+    """--target sm_90 --emit=cuda (no nvcc needed): the partial RoPE, the parallel block's add
+    and the gelu experts have CUDA launchers (the emulated build runs in
+    test_cuda_emulated.py: gpu_oracle's phixtral case)."""
+    proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(small_checkpoint), "--target",
+                           "sm_90", "--emit=cuda"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    code = proc.stdout
+    assert "phimoe_cuda::rope_partial<4, 16, 8>(" in code
+    assert "phimoe_cuda::moe_softmax_top2_gelu<4, 64, 256>(" in code
+    assert "phimoe_cuda::add<64>(" in code
+    assert "sparsemixer" not in code and "rms_norm" not in code
 
 
 def test_served_chat_is_chatml_and_the_models_greedy_reply(tmp_path):

@@ -51,7 +51,8 @@ sys.path.insert(0, str(HERE.parent / "e2e"))
 sys.path.insert(0, str(HERE.parent.parent / "bench"))
 import common  # noqa: E402  (bench/common.py: the carry limit and the archives; stdlib only)
 
-# name: (tiny_config kwargs (with arch="mixtral": tiny_mixtral_config's), router spread,
+# name: (tiny_config kwargs (with arch="mixtral": tiny_mixtral_config's; with arch="phixtral":
+#        tiny_phixtral_config's), router spread,
 #        prompt length, generated, checkpoint dtype, --quant,
 #        bound on max|d logit| against float32 references relative to max|logit| (None: the
 #        absolute 1e-3 of test/e2e/test_cpu_oracle.py), and whether greedy ids must agree)
@@ -77,6 +78,11 @@ CASES = {
                     None, True),
     "mixtral-q4k": (dict(arch="mixtral", layers=2, hidden=256, heads=4, kv_heads=2, experts=4,
                          intermediate=256), None, 16, 24, "bfloat16", "q4k", 0.05, False),
+    # phixtral (phi-2 blocks: one LayerNorm for attention and MoE, partial rotary 8 of 16,
+    # biased gelu experts): a 40-token prompt through the tensor-core prefill and the grouped
+    # MoE, then decode graphs.
+    "phixtral-f32": (dict(arch="phixtral", layers=2, kv_heads=2), None, 40, 24, "float32",
+                     "f32", None, True),
 }
 
 # Quantized cases are also compared, at the absolute 1e-3 of the float builds, with
@@ -250,13 +256,23 @@ def prepare(root):
     prepare_text(root, target)
     for name, (kwargs, spread, plen, n, dtype, quant, _, _) in selected_cases():
         case = root / name
-        if kwargs.get("arch") == "mixtral":
-            config = oracle.tiny_mixtral_config(**{k: v for k, v in kwargs.items() if k != "arch"})
-            model = oracle.make_mixtral(config, seed=len(name))
+        arch_kwargs = {k: v for k, v in kwargs.items() if k != "arch"}
+        if kwargs.get("arch") == "phixtral":
+            config = oracle.tiny_phixtral_config(**arch_kwargs)
+            model = oracle.make_phixtral(config, seed=len(name))
+            oracle.save_phixtral(model, case / "src", dtype=getattr(torch, dtype))
+            vocab, original = config["vocab_size"], 1 << 30  # (plain RoPE: no switch)
         else:
-            config = oracle.tiny_config(**kwargs)
-            model = oracle.make_model(config, seed=len(name), router_spread=spread)
-        oracle.save(model, case / "src", dtype=getattr(torch, dtype))
+            if kwargs.get("arch") == "mixtral":
+                config = oracle.tiny_mixtral_config(**arch_kwargs)
+                model = oracle.make_mixtral(config, seed=len(name))
+            else:
+                config = oracle.tiny_config(**kwargs)
+                model = oracle.make_model(config, seed=len(name), router_spread=spread)
+            oracle.save(model, case / "src", dtype=getattr(torch, dtype))
+            vocab = config.vocab_size
+            # (plain RoPE: no switch)
+            original = config.rope_parameters.get("original_max_position_embeddings", 1 << 30)
         chunk = CPU_CHUNK if name in CPU_CHUNK_CASES else []
         for out, flags in ((case / "cuda", ["--target", target, *chunk]), (case / "cpu", chunk)):
             proc = oracle.compile_model(case / "src", out, "--quant", quant, *flags)
@@ -268,12 +284,10 @@ def prepare(root):
         if name in PROJECT_CASES and not EMULATED:
             run([oracle.PHIMOEC, "compile", case / "src", "--target", target, "--quant", quant,
                  *chunk, "--emit-project", case / "project"])
-        prompt = torch.randint(3, config.vocab_size, (plen,),
+        prompt = torch.randint(3, vocab, (plen,),
                                generator=torch.Generator().manual_seed(7)).tolist()
         greedy, _ = run_bin(case / "cpu" / "phimoe-bin", prompt, n, case / "cpu-greedy.npy")
         _, logits = run_bin(case / "cpu" / "phimoe-bin", prompt + greedy, 0, case / "cpu.npy")
-        # (plain RoPE: no switch)
-        original = config.rope_parameters.get("original_max_position_embeddings", 1 << 30)
         (case / "case.json").write_text(json.dumps(dict(
             prompt=prompt, n=n, cpu_greedy=greedy, original_max=original, target=target)))
         shutil.rmtree(case / "cpu")  # its results are kept; DIR must stay small to travel
@@ -362,12 +376,15 @@ def check(root):
         if oracle is not None:
             # float32 as stored: the default (the config's dtype) would load the rounded
             # checkpoint's float32 tensors as bf16, which rounds them again.
-            model = AutoModelForCausalLM.from_pretrained(case / "src", dtype=torch.float32).eval()
+            # (phixtral: transformers' Phi with phixtral's MoE, not its remote code)
+            load = oracle.load_phixtral if name.startswith("phixtral") else (
+                lambda path: AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
+                .eval())
+            model = load(case / "src")
             references["transformers"] = oracle.reference_logits(model, tokens,
                                                                  info["original_max"])
             if (case / "src-rounded").exists():
-                model = AutoModelForCausalLM.from_pretrained(
-                    case / "src-rounded", dtype=torch.float32).eval()
+                model = load(case / "src-rounded")
                 references["transformers on the quantized values"] = oracle.reference_logits(
                     model, tokens, info["original_max"])
         label = "phimoec, emulated" if EMULATED else "phimoec"

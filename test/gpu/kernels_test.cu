@@ -664,36 +664,62 @@ template <int H, int E, class R> void test_add_norm_route(int n) {
   cudaFree(out2), cudaFree(dr), cudaFree(routes1), cudaFree(routes2);
 }
 
-template <int Heads, int D> void test_rope(bool rope_long) {
+// R < D: rope_partial (phi-2's partial rotary), the first R lanes of each head rotate and the
+// others pass through; out of place, so that the copy of those lanes is checked too.
+template <int Heads, int D, int R = D> void test_rope(bool rope_long) {
   const int n = 5;
   std::vector<int32_t> pos = {0, 1, 17, 300, 4097};
   std::vector<float> x = random_floats(static_cast<size_t>(n) * Heads * D);
-  std::vector<float> sf(D / 2), lf(D / 2);
-  for (int i = 0; i < D / 2; ++i)
+  std::vector<float> sf(R / 2), lf(R / 2);
+  for (int i = 0; i < R / 2; ++i)
     sf[i] = 1.0f + 0.01f * i, lf[i] = 1.0f + 0.3f * i;
   phimoe_rt::RopeParams p{10000.0f, 4096, 1.1f, 1.25f, sf.data(), lf.data()};
-  std::vector<double> want(x.size());
+  std::vector<double> want(x.begin(), x.end());
   for (int t = 0; t < n; ++t)
-    for (int i = 0; i < D / 2; ++i) {
+    for (int i = 0; i < R / 2; ++i) {
       const float *f = rope_long ? lf.data() : sf.data();
       const double m = rope_long ? 1.25 : 1.1;
-      const float inv = 1.0f / (f[i] * std::pow(10000.0f, static_cast<float>(2 * i) / D));
+      const float inv = 1.0f / (f[i] * std::pow(10000.0f, static_cast<float>(2 * i) / R));
       const double angle = static_cast<double>(static_cast<float>(pos[t]) * inv);
       const double c = std::cos(angle) * m, s = std::sin(angle) * m;
       for (int h = 0; h < Heads; ++h) {
         const size_t base = (static_cast<size_t>(t) * Heads + h) * D;
-        want[base + i] = x[base + i] * c - x[base + i + D / 2] * s;
-        want[base + i + D / 2] = x[base + i + D / 2] * c + x[base + i] * s;
+        want[base + i] = x[base + i] * c - x[base + i + R / 2] * s;
+        want[base + i + R / 2] = x[base + i + R / 2] * c + x[base + i] * s;
       }
     }
   Context ctx;
   ctx.rope_long = rope_long;
   float *dx = upload(x);
   int32_t *dp = upload(pos);
-  rope<Heads, D>(ctx, dx, n, dp, p, dx); // in place, as the generated code may do
-  check(rope_long ? "rope (long set, in place)" : "rope (short set, in place)",
-        download(dx, x.size()), want, 2e-5);
+  if constexpr (R < D) {
+    float *out = device<float>(x.size());
+    rope_partial<Heads, D, R>(ctx, dx, n, dp, p, out);
+    check(rope_long ? "rope_partial (long set)" : "rope_partial (short set)",
+          download(out, x.size()), want, 2e-5);
+    cudaFree(out);
+  } else {
+    rope<Heads, D>(ctx, dx, n, dp, p, dx); // in place, as the generated code may do
+    check(rope_long ? "rope (long set, in place)" : "rope (short set, in place)",
+          download(dx, x.size()), want, 2e-5);
+  }
   cudaFree(dx), cudaFree(dp);
+}
+
+// add: a + b, into a third buffer and in place.
+template <int W> void test_add(int n) {
+  std::vector<float> a = random_floats(static_cast<size_t>(n) * W);
+  std::vector<float> b = random_floats(static_cast<size_t>(n) * W);
+  std::vector<double> want(a.size());
+  for (size_t i = 0; i < a.size(); ++i)
+    want[i] = static_cast<double>(a[i] + b[i]);
+  Context ctx;
+  float *da = upload(a), *db = upload(b), *out = device<float>(a.size());
+  add<W>(ctx, da, db, n, out);
+  check("add", download(out, a.size()), want, 0.0);
+  add<W>(ctx, da, db, n, da);
+  check("add (in place)", download(da, a.size()), want, 0.0);
+  cudaFree(da), cudaFree(db), cudaFree(out);
 }
 
 // Causal GQA of the n query rows at `pos` against a written cache [layer][position][Hkv][D].
@@ -1064,16 +1090,23 @@ void free_moe_workspace(Context &ctx) {
 
 // With `favour` >= 0, x has a positive mean and router row `favour` is pushed by `push`: every
 // row routes to it (push > 0: one expert has all rows in one slot) or none does (push < 0).
-// Softmax: Mixtral's routing (moe_softmax_top2) instead of the sparsemixer.
-template <int E, int H, int I, class W, bool Softmax = false>
+// Softmax: Mixtral's routing (moe_softmax_top2) instead of the sparsemixer. Gelu (with
+// Softmax): phixtral's phi-2 MLP experts (moe_softmax_top2_gelu), gate_up the fc1 rows [E, I, H]
+// with biases b1 [E, I], and fc2 biases b2 [E, H].
+template <int E, int H, int I, class W, bool Softmax = false, bool Gelu = false>
 void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
+  static_assert(!Gelu || Softmax, "phixtral's experts come with softmax routing");
   Weight<float> router = spread_router<E, H>();
   if (favour >= 0)
     for (int k = 0; k < H; ++k)
       router.values[static_cast<size_t>(favour) * H + k] += push;
   std::memcpy(router.bytes.data(), router.values.data(), router.bytes.size());
-  Weight<W> gate_up = make_weight<W>(static_cast<size_t>(E) * 2 * I, H);
+  Weight<W> gate_up = make_weight<W>(static_cast<size_t>(E) * (Gelu ? 1 : 2) * I, H);
   Weight<W> down = make_weight<W>(static_cast<size_t>(E) * H, I);
+  const std::vector<float> b1 = Gelu ? random_floats(static_cast<size_t>(E) * I)
+                                     : std::vector<float>(1);
+  const std::vector<float> b2 = Gelu ? random_floats(static_cast<size_t>(E) * H)
+                                     : std::vector<float>(1);
   std::vector<float> x = random_floats(static_cast<size_t>(n) * H, 1.0f, favour >= 0 ? 2.0f : 0.0f);
   std::vector<double> want(static_cast<size_t>(n) * H);
   std::vector<DeviceRoute> routes(n);
@@ -1093,6 +1126,14 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
       const size_t e = slot ? r.i2 : r.i1;
       for (int i = 0; i < I; ++i) {
         double g = 0, u = 0;
+        if constexpr (Gelu) {
+          for (int k = 0; k < H; ++k)
+            g += static_cast<double>(x[t * H + k]) * gate_up.values[(e * I + i) * H + k];
+          const double z = g + b1[e * I + i];
+          act[slot * I + i] =
+              0.5 * z * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (z + 0.044715 * z * z * z)));
+          continue;
+        }
         for (int k = 0; k < H; ++k) {
           g += static_cast<double>(x[t * H + k]) * gate_up.values[(e * 2 * I + i) * H + k];
           u += static_cast<double>(x[t * H + k]) * gate_up.values[(e * 2 * I + I + i) * H + k];
@@ -1106,6 +1147,8 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
         y1 += act[i] * down.values[(static_cast<size_t>(r.i1) * H + h) * I + i];
         y2 += act[I + i] * down.values[(static_cast<size_t>(r.i2) * H + h) * I + i];
       }
+      if constexpr (Gelu)
+        y1 += b2[static_cast<size_t>(r.i1) * H + h], y2 += b2[static_cast<size_t>(r.i2) * H + h];
       want[static_cast<size_t>(t) * H + h] = r.w1 * y1 + r.w2 * y2;
     }
   });
@@ -1130,6 +1173,7 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
   tc_workspace(ctx, std::max(tc_split_bytes(n, H), tc_split_bytes(2 * n, I)));
   uint8_t *dr = upload(router.bytes), *dgu = upload(gate_up.bytes), *dd = upload(down.bytes);
   float *dx = upload(x), *out = device<float>(want.size());
+  float *db1 = upload(b1), *db2 = upload(b2);
   const bool grouped =
       n > detail::kGemvMaxRows && detail::tc_supported<W, H>() && detail::tc_supported<W, I>();
   // q4_K decode: the down projection on act rows that gate_up_kernel staged in fixed point
@@ -1138,7 +1182,11 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
   ctx.moe_staged_words = static_cast<size_t>(n) * 2 * detail::StagedQ4k::words(I);
   for (int run = 0; run < (staged_act ? 2 : 1); ++run) {
     ctx.moe_staged = staged_act && run == 0 ? device<uint32_t>(ctx.moe_staged_words) : nullptr;
-    if constexpr (Softmax)
+    if constexpr (Gelu)
+      moe_softmax_top2_gelu<E, H, I>(ctx, dx, n, reinterpret_cast<const float *>(dr),
+                                     reinterpret_cast<const W *>(dgu), db1,
+                                     reinterpret_cast<const W *>(dd), db2, out);
+    else if constexpr (Softmax)
       moe_softmax_top2<E, H, I>(ctx, dx, n, reinterpret_cast<const float *>(dr),
                                 reinterpret_cast<const W *>(dgu), reinterpret_cast<const W *>(dd),
                                 out);
@@ -1148,7 +1196,10 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
                                0.01f, out);
     char label[128];
     std::snprintf(label, sizeof label, "%s<%d,%d,%d> %s n=%d%s%s (%d empty, max %d)",
-                  Softmax ? "moe_softmax_top2" : "moe_sparsemixer", E, H, I, name, n,
+                  Gelu      ? "moe_softmax_top2_gelu"
+                  : Softmax ? "moe_softmax_top2"
+                            : "moe_sparsemixer",
+                  E, H, I, name, n,
                   grouped ? " grouped" : "",
                   staged_act ? (run == 0 ? " staged act" : " float act") : "", empty, most);
     // Grouped (tensor cores): x and act split in two bf16 (2^-16 each), q8_0/q4_K/q6_K exact.
@@ -1171,7 +1222,7 @@ void test_moe(const char *name, int n, int favour = -1, float push = 0.0f) {
   }
   cudaFree(ctx.routes), cudaFree(ctx.moe_act), cudaFree(ctx.moe_pairs), cudaFree(ctx.moe_plan);
   cudaFree(ctx.moe_y), cudaFree(dr), cudaFree(dgu), cudaFree(dd), cudaFree(dx), cudaFree(out);
-  cudaFree(ctx.tc_split);
+  cudaFree(ctx.tc_split), cudaFree(db1), cudaFree(db2);
 }
 
 
@@ -1642,6 +1693,9 @@ int main() {
     test_add_norm_route<4096, 16, bf16>(2); // Phi-3.5-MoE's router
     test_rope<4, 16>(false);
     test_rope<32, 128>(true);
+    test_rope<4, 20, 8>(false);
+    test_rope<32, 80, 32>(true); // phi-2's heads
+    test_add<96>(5);
     test_attention<4, 2, 16>(0, 1, 0);
     test_attention<4, 2, 16>(10, 7, 0);
     test_attention<32, 8, 128>(3000, 1, 0);     // decode, split over 47 chunks
@@ -1679,6 +1733,9 @@ int main() {
     test_moe<8, 64, 128, float, true>("f32", 3); // Mixtral's routing
     test_moe<8, 256, 512, block_q4k, true>("q4k", 1);
     test_moe<8, 256, 512, block_q4k, true>("q4k", 12);
+    test_moe<4, 64, 128, float, true, true>("f32", 3); // phixtral's experts
+    test_moe<4, 256, 512, block_q4k, true, true>("q4k", 1);
+    test_moe<4, 256, 512, block_q4k, true, true>("q4k", 6);
     // Grouped experts (n > 8): empty experts, every row on one expert, a row tile boundary
     // (> 64 pairs on one expert), odd widths, Phi-3.5-MoE's widths.
     test_moe<16, 256, 320, bf16>("bf16", 9);
@@ -1687,6 +1744,8 @@ int main() {
     test_moe<6, 96, 200, bf16>("bf16 (expert 0 in no row)", 40, 0, -5.0f);
     test_moe<16, 256, 320, block_q8_0>("q8_0 (expert 5 in every row)", 515, 5, 5.0f);
     test_moe<4, 64, 128, float>("f32 (no tensor cores)", 20);
+    test_moe<6, 96, 200, bf16, true, true>("bf16 (phixtral's experts)", 40);
+    test_moe<4, 256, 512, block_q4k, true, true>("q4k (phixtral's experts)", 70);
     if (kFullWidthMoe) {
       test_moe<16, 4096, 6400, bf16>("bf16 (Phi-3.5-MoE widths)", 9);
       test_moe<16, 4096, 6400, block_q8_0>("q8_0 (Phi-3.5-MoE widths)", 12);

@@ -580,10 +580,12 @@ __device__ __forceinline__ void rope_pair(const RopeTable<D> &table, int set, fl
 }
 
 // One token per block; out may alias x (each thread reads its pair, then writes it).
-template <int Heads, int D>
-__global__ void rope_kernel(const float *x, const int32_t *pos, RopeTable<D> table, float *out) {
+// R < D (partial rotary, phi-2): the first R lanes of each head of D rotate as a head of R
+// would (table: R's frequencies); the others are copied.
+template <int Heads, int D, int R = D>
+__global__ void rope_kernel(const float *x, const int32_t *pos, RopeTable<R> table, float *out) {
   PHIMOE_CUDA_KERNEL_PROLOGUE();
-  constexpr int half = D / 2;
+  constexpr int half = R / 2;
   const int t = blockIdx.x, set = table.set(t);
   const float position = static_cast<float>(pos[t]);
   for (int i = threadIdx.x; i < Heads * half; i += blockDim.x) {
@@ -592,6 +594,21 @@ __global__ void rope_kernel(const float *x, const int32_t *pos, RopeTable<D> tab
     rope_pair(table, set, position, j, x[base + j], x[base + j + half], out[base + j],
               out[base + j + half]);
   }
+  if constexpr (R < D)
+    if (out != x)
+      for (int i = threadIdx.x; i < Heads * (D - R); i += blockDim.x) {
+        const size_t at = (static_cast<size_t>(t) * Heads + i / (D - R)) * D + R + i % (D - R);
+        out[at] = x[at];
+      }
+}
+
+// out = a + b elementwise, W floats a row, a block per row; out may alias a or b.
+template <int W>
+__global__ void add_kernel(const float *a, const float *b, float *out) {
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  const size_t row = static_cast<size_t>(blockIdx.x) * W;
+  for (int i = threadIdx.x; i < W; i += blockDim.x)
+    out[row + i] = a[row + i] + b[row + i];
 }
 
 // RoPE of the keys fused with the KV-cache write: rotates the k rows of this forward as
@@ -1152,12 +1169,21 @@ template <int I, bool StageAct> __host__ __device__ constexpr int gate_up_rows()
   return StageAct ? 32 : gemv_rows<I>();
 }
 
+// transformers' gelu_new (NewGELUActivation), as phimoe_rt::detail::gelu_tanh computes it.
+__device__ __forceinline__ float gelu_tanh(float x) {
+  constexpr float kSqrt2OverPi = 0.7978845608028654f;
+  return 0.5f * x * (1.0f + tanhf(kSqrt2OverPi * (x + 0.044715f * (x * x * x))));
+}
+
 // act[t][slot][r] = silu(gate_r . x) * (up_r . x) of the slot's expert (read on the device).
 // staged: null, or x's StagedQ4k rows (int_input<GU, H>: dp4a). StageAct: also the act rows'
 // StagedQ4k copies, row 2t + slot of staged_act, for the down projection.
-template <int E, int H, int I, class GU, bool StageAct>
+// Gelu (phixtral's phi-2 MLP experts): gate_up is fc1 [E, I, H] with bias fc1_bias [E, I], and
+// act[t][slot][r] = gelu_tanh(fc1_r . x + fc1_bias_r).
+template <int E, int H, int I, class GU, bool StageAct, bool Gelu = false, class B1 = float>
 __global__ void gate_up_kernel(const float *x, const uint32_t *staged, const GU *gate_up,
-                               const DeviceRoute *routes, float *act, uint32_t *staged_act) {
+                               const DeviceRoute *routes, float *act, uint32_t *staged_act,
+                               const B1 *fc1_bias) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, xs);
   __shared__ float block_act[StageAct ? 32 : 1];
   PHIMOE_CUDA_KERNEL_PROLOGUE();
@@ -1165,21 +1191,31 @@ __global__ void gate_up_kernel(const float *x, const uint32_t *staged, const GU 
   constexpr int RB = gate_up_rows<I, StageAct>();
   const DeviceRoute route = routes[t];
   const size_t e = static_cast<size_t>(slot ? route.i2 : route.i1);
-  constexpr long long rows = static_cast<long long>(E) * 2 * I;
+  constexpr long long per_expert = Gelu ? I : 2LL * I;
+  constexpr long long rows = static_cast<long long>(E) * per_expert;
   const int first = static_cast<int>(blockIdx.x) * RB, end = min(I, first + RB);
   constexpr int ranges = RowRanges<GU>::count; // (the second span's first issuing thread)
-  prefetch_rows(gate_up, rows, H, e * 2 * I + first, end - first);              // gate rows
-  prefetch_rows(gate_up, rows, H, e * 2 * I + I + first, end - first, ranges); // up rows
+  prefetch_rows(gate_up, rows, H, e * per_expert + first, end - first); // gate (fc1) rows
+  if constexpr (!Gelu)
+    prefetch_rows(gate_up, rows, H, e * 2 * I + I + first, end - first, ranges); // up rows
   const bool fixed =
       stage_input<GU, H>(xs, x + static_cast<size_t>(t) * H, staged_row<H>(staged, t));
   __syncthreads();
   for (int r = first + static_cast<int>(threadIdx.x >> 5); r < end; r += kWarps) {
-    // The gate and up rows of r share the input values.
-    const size_t pair[2] = {e * 2 * I + r, e * 2 * I + I + r};
-    float gu[2];
-    rows_dot_input<GU, rows, H, 2>(fixed, gate_up, pair, xs, gu);
+    float y;
+    if constexpr (Gelu) {
+      const size_t row[1] = {e * I + r};
+      float f[1];
+      rows_dot_input<GU, rows, H, 1>(fixed, gate_up, row, xs, f);
+      y = gelu_tanh(f[0] + bias_at(fc1_bias, static_cast<int>(e * I + r)));
+    } else {
+      // The gate and up rows of r share the input values.
+      const size_t pair[2] = {e * 2 * I + r, e * 2 * I + I + r};
+      float gu[2];
+      rows_dot_input<GU, rows, H, 2>(fixed, gate_up, pair, xs, gu);
+      y = gu[0] / (1.0f + expf(-gu[0])) * gu[1];
+    }
     if ((threadIdx.x & 31) == 0) {
-      const float y = gu[0] / (1.0f + expf(-gu[0])) * gu[1];
       act[(static_cast<size_t>(t) * 2 + slot) * I + r] = y;
       if constexpr (StageAct)
         block_act[r - first] = y;
@@ -1208,9 +1244,11 @@ template <class W> struct NormTail {
 // out[t][r] = w1 * (down_i1[r] . act[t][0]) + w2 * (down_i2[r] . act[t][1]).
 // (staged: null, or the act rows' StagedQ4k copies, gate_up_kernel's staged_act: dp4a)
 // NW not void: then the add_layer_norm of `tail` on each row of out (in the row's last block).
-template <int E, int H, int I, class DW, class NW = void>
+// down_bias (phixtral's fc2 biases [E, H], or null): each expert's output adds its bias.
+template <int E, int H, int I, class DW, class NW = void, class B2 = float>
 __global__ void down_kernel(const float *act, const uint32_t *staged, const DW *down,
-                            const DeviceRoute *routes, float *out, NormTail<NW> tail) {
+                            const DeviceRoute *routes, float *out, NormTail<NW> tail,
+                            const B2 *down_bias) {
   PHIMOE_CUDA_DYNAMIC_SHARED(float, as); // 2 * I floats
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int t = blockIdx.y;
@@ -1235,6 +1273,12 @@ __global__ void down_kernel(const float *act, const uint32_t *staged, const DW *
     rows_dot_input<DW, rows, I, 2>(fixed, down, rows1, as, y1);
     rows_dot_input<DW, rows, I, 2>(fixed, down, rows2, as + I, y2);
     if ((threadIdx.x & 31) == 0) {
+      if (down_bias) {
+        for (int k = 0; k < (pair ? 2 : 1); ++k) {
+          y1[k] += bias_at(down_bias, static_cast<int>(e1 + r + k));
+          y2[k] += bias_at(down_bias, static_cast<int>(e2 + r + k));
+        }
+      }
       out[static_cast<size_t>(t) * H + r] = route.w1 * y1[0] + route.w2 * y2[0];
       if (pair)
         out[static_cast<size_t>(t) * H + r + 1] = route.w1 * y1[1] + route.w2 * y2[1];
@@ -1616,6 +1660,25 @@ void rope(Context &ctx, const float *x, int n, const int32_t *pos, const phimoe_
   PHIMOE_CUDA_CHECK_LAUNCH();
 }
 
+// Partial rotary (phi-2): the first R of each head's D lanes rotate, the others pass through.
+template <int Heads, int D, int R>
+void rope_partial(Context &ctx, const float *x, int n, const int32_t *pos,
+                  const phimoe_rt::RopeParams &p, float *out) {
+  if (n <= 0)
+    return;
+  PHIMOE_CUDA_LAUNCH(n, 128, 0, ctx.stream, detail::rope_kernel<Heads, D, R>)
+  (x, pos, detail::rope_table<R>(ctx, p), out);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
+// out = a + b over n rows of W (phi-2's parallel block adds attention and MoE first).
+template <int W> void add(Context &ctx, const float *a, const float *b, int n, float *out) {
+  if (n <= 0)
+    return;
+  PHIMOE_CUDA_LAUNCH(n, 256, 0, ctx.stream, detail::add_kernel<W>)(a, b, out);
+  PHIMOE_CUDA_CHECK_LAUNCH();
+}
+
 // The keys' RoPE fused with the KV-cache write of layer `layer` (k unrotated, v as is); the
 // attention of that layer then runs with KvWritten. phimoe-lower-to-emitc{target=cuda} emits
 // it where a rope's only use is an attention's keys.
@@ -1849,11 +1912,13 @@ namespace detail {
 // in the down kernel's last block of each row where that kernel runs and ctx has the
 // counters, else as a launch of its own.
 // Routing: router_kernel's.
+// Gelu: phi-2 MLP experts (gate_up_kernel's), with fc1 biases b1 [E, I] and fc2 biases b2 [E, H].
 template <int E, int H, int I, bool Routed, class Next,
-          phimoe_rt::RouteKind Routing = phimoe_rt::RouteKind::Sparsemixer, class R, class GU,
-          class DW, class NW>
+          phimoe_rt::RouteKind Routing = phimoe_rt::RouteKind::Sparsemixer, bool Gelu = false,
+          class R, class GU, class DW, class NW, class B1 = float, class B2 = float>
 void moe_then_norm(Context &ctx, const float *x, int n, const R *router, const GU *gate_up,
-                   const DW *down, float eps, float *out, NormTail<NW> norm) {
+                   const DW *down, float eps, float *out, NormTail<NW> norm,
+                   const B1 *b1 = nullptr, const B2 *b2 = nullptr) {
   static_assert(E >= 2 && H >= 1 && I >= 1, "moe_sparsemixer: bad shape");
   if (n <= 0)
     return;
@@ -1870,9 +1935,9 @@ void moe_then_norm(Context &ctx, const float *x, int n, const R *router, const G
   constexpr bool stage_act = int_input<DW, I>();
   static bool configured =
       (allow_shared(router_kernel<E, H, R, Routing>, router_smem),
-       allow_shared(gate_up_kernel<E, H, I, GU, stage_act>, gate_smem),
-       allow_shared(down_kernel<E, H, I, DW>, down_smem),
-       allow_shared(down_kernel<E, H, I, DW, NW>, down_smem), true);
+       allow_shared(gate_up_kernel<E, H, I, GU, stage_act, Gelu, B1>, gate_smem),
+       allow_shared(down_kernel<E, H, I, DW, void, B2>, down_smem),
+       allow_shared(down_kernel<E, H, I, DW, NW, B2>, down_smem), true);
   (void)configured;
   const uint32_t *staged = staged_input<GU, H>(ctx, x, n);
   if constexpr (!Routed) {
@@ -1882,7 +1947,7 @@ void moe_then_norm(Context &ctx, const float *x, int n, const R *router, const G
   }
   if constexpr (tc_supported<GU, H>() && tc_supported<DW, I>()) {
     if (n > kGemvMaxRows) { // prefill: grouped-expert GEMMs (moe_grouped.cuh)
-      moe_grouped<E, H, I>(ctx, x, n, gate_up, down, out);
+      moe_grouped<E, H, I, Gelu>(ctx, x, n, gate_up, down, out, b1, b2);
       PHIMOE_CUDA_CHECK_LAUNCH();
       apart();
       return;
@@ -1895,8 +1960,8 @@ void moe_then_norm(Context &ctx, const float *x, int n, const R *router, const G
           : nullptr;
   dim3 gu_grid(blocks_for(I, gate_up_rows<I, stage_act>()), 2, n);
   PHIMOE_CUDA_LAUNCH(gu_grid, kThreads, gate_smem, ctx.stream,
-                     gate_up_kernel<E, H, I, GU, stage_act>)
-  (x, staged, gate_up, ctx.routes, ctx.moe_act, staged_act);
+                     gate_up_kernel<E, H, I, GU, stage_act, Gelu, B1>)
+  (x, staged, gate_up, ctx.routes, ctx.moe_act, staged_act, b1);
   PHIMOE_CUDA_CHECK_LAUNCH();
   dim3 down_grid(blocks_for(H, gemv_rows<H>()), n);
   if constexpr (normed) {
@@ -1905,14 +1970,15 @@ void moe_then_norm(Context &ctx, const float *x, int n, const R *router, const G
       norm.staged = stage_for<Next, H>(ctx, norm.out, n);
       norm.counters = ctx.counters;
       PHIMOE_CUDA_LAUNCH(down_grid, kThreads, down_smem, ctx.stream,
-                         down_kernel<E, H, I, DW, NW>)
-      (ctx.moe_act, staged_act, down, ctx.routes, out, norm);
+                         down_kernel<E, H, I, DW, NW, B2>)
+      (ctx.moe_act, staged_act, down, ctx.routes, out, norm, b2);
       PHIMOE_CUDA_CHECK_LAUNCH();
       return;
     }
   }
-  PHIMOE_CUDA_LAUNCH(down_grid, kThreads, down_smem, ctx.stream, down_kernel<E, H, I, DW>)
-  (ctx.moe_act, staged_act, down, ctx.routes, out, NormTail<void>{});
+  PHIMOE_CUDA_LAUNCH(down_grid, kThreads, down_smem, ctx.stream,
+                     down_kernel<E, H, I, DW, void, B2>)
+  (ctx.moe_act, staged_act, down, ctx.routes, out, NormTail<void>{}, b2);
   PHIMOE_CUDA_CHECK_LAUNCH();
   apart();
 }
@@ -1935,6 +2001,16 @@ void moe_softmax_top2(Context &ctx, const float *x, int n, const R *router, cons
                       const DW *down, float *out) {
   detail::moe_then_norm<E, H, I, false, void, phimoe_rt::RouteKind::SoftmaxTop2>(
       ctx, x, n, router, gate_up, down, 0.0f, out, detail::NormTail<void>{});
+}
+
+// phixtral's MoE: Mixtral's routing over phi-2 MLP experts, E(x) = fc2 · gelu_tanh(x · fc1ᵀ +
+// fc1_bias) + fc2_bias (fc1 [E, I, H], fc1_bias [E, I], fc2 [E, H, I], fc2_bias [E, H]);
+// decode and the grouped prefill as moe_softmax_top2. Nothing is fused into it.
+template <int E, int H, int I, class R, class W1, class B1, class W2, class B2>
+void moe_softmax_top2_gelu(Context &ctx, const float *x, int n, const R *router, const W1 *fc1,
+                           const B1 *fc1_bias, const W2 *fc2, const B2 *fc2_bias, float *out) {
+  detail::moe_then_norm<E, H, I, false, void, phimoe_rt::RouteKind::SoftmaxTop2, true>(
+      ctx, x, n, router, fc1, fc2, 0.0f, out, detail::NormTail<void>{}, fc1_bias, fc2_bias);
 }
 
 // moe_sparsemixer into moe_out, then add_layer_norm<H, Next>(ctx, a, moe_out, n, w, bias,

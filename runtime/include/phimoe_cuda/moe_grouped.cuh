@@ -2,6 +2,8 @@
 // (row, slot) pairs are bucketed by expert on the device, each expert's gate-up projection runs
 // as a tensor-core GEMM over its gathered rows with silu(g) * u in the epilogue, then its down
 // projection, and a last kernel combines out[t] = w1 * y[t, slot 0] + w2 * y[t, slot 1].
+// phixtral's phi-2 MLP experts: the fc1 GEMM with gelu_tanh(. + bias) in its epilogue, the
+// fc2 biases added in the combine.
 // Nothing waits for the host: the grids are sized for the worst case and idle tiles exit.
 // Every value is written once by one thread (no float atomics): results do not depend on
 // scheduling. Included by kernels.cuh after gemm_tc.cuh; moe_sparsemixer() picks it for more
@@ -198,6 +200,31 @@ __host__ __device__ inline void moe_down_store(const float (&acc)[2][4][4], int 
       }
 }
 
+// fc1 tile of phi-2 MLP experts (expert e, bucket positions first .., I columns c0 .. c0+63):
+// the x row of each tile row and the fc1 row ([E, I, H]) of each tile column.
+__host__ __device__ inline void moe_fc1_rows(int *a_rows, int *b_rows, const int *pairs, int e,
+                                             int first, int rows, int c0, int I, int tid) {
+  for (int i = tid; i < kTcBM; i += kTcThreads) // (past the end: the tile's first, TcShared)
+    a_rows[i] = pairs[first + (i < rows ? i : 0)] >> 1;
+  for (int i = tid; i < kTcBN; i += kTcThreads)
+    b_rows[i] = e * I + (c0 + i < I ? c0 + i : c0);
+}
+
+// act[first + m][c] = gelu_tanh(fc1_c . x + bias[c]) for the accumulators of (warp, lane);
+// bias: the tile's expert's fc1 biases [I].
+template <class B>
+__device__ inline void moe_fc1_store(const float (&acc)[2][4][4], int warp, int lane, int first,
+                                     int rows, int c0, int I, const B *bias, float *act) {
+  for (int mi = 0; mi < 2; ++mi)
+    for (int ni = 0; ni < 4; ++ni)
+      for (int c = 0; c < 4; ++c) {
+        const int m = tc_tile_row(warp, lane, mi, c), col = c0 + tc_tile_col(warp, lane, ni, c);
+        if (m < rows && col < I)
+          act[static_cast<size_t>(first + m) * I + col] =
+              gelu_tanh(acc[mi][ni][c] + bias_at(bias, col));
+      }
+}
+
 // Blocks of the grouped GEMMs an SM is to hold: ptxas then budgets 168 registers a thread.
 // With __launch_bounds__(kTcThreads) alone it aimed at 5 blocks (96 registers) and spilled
 // (the sm_80 bf16 gate-up kernel, after the x tile's loads were batched; ptxas -v, checked by
@@ -225,6 +252,26 @@ __global__ void __launch_bounds__(kTcThreads, kMoeTcBlocksPerSm)
   moe_gate_up_store(acc, threadIdx.x >> 5, threadIdx.x & 31, first, rows, c0, I, act);
 }
 
+// Block (64 columns of I, grid row tile), phi-2 MLP experts: act[i][c] =
+// gelu_tanh(fc1_e[c] . x[pair / 2] + fc1_bias_e[c]) for the tile's bucket positions i.
+template <int E, int H, int I, class W1, class B1, int Terms>
+__global__ void __launch_bounds__(kTcThreads, kMoeTcBlocksPerSm)
+    moe_fc1_tc_kernel(TcX x, const W1 *fc1, const B1 *fc1_bias, const int *plan,
+                      const int *pairs, float *act) {
+  __shared__ TcShared<Terms> s;
+  PHIMOE_CUDA_KERNEL_PROLOGUE();
+  int e, first, rows;
+  if (!moe_tile(plan, E, blockIdx.y, &e, &first, &rows))
+    return;
+  const int c0 = blockIdx.x * kTcBN;
+  moe_fc1_rows(s.a_rows, s.b_rows, pairs, e, first, rows, c0, I, threadIdx.x);
+  __syncthreads();
+  float acc[2][4][4];
+  tc_mainloop<W1, static_cast<long long>(E) * I, H, Terms>(s, x, fc1, acc);
+  moe_fc1_store(acc, threadIdx.x >> 5, threadIdx.x & 31, first, rows, c0, I,
+                fc1_bias + static_cast<size_t>(e) * I, act);
+}
+
 // Block (64 columns of H, grid row tile): y[pair][h] = down_e[h] . act[i] for the tile's
 // bucket positions i (down [E, H, I]).
 template <int E, int H, int I, class DW, int Terms>
@@ -247,8 +294,10 @@ __global__ void __launch_bounds__(kTcThreads, kMoeTcBlocksPerSm)
 
 // out[t][h] = w1 * y[2t][h] + w2 * y[2t + 1][h], as the decode path's down kernel sums (a row
 // with an expert id outside [0, E), whose pairs were not bucketed: nan, not stale values).
-template <int E, int H>
-__global__ void moe_combine_kernel(const float *y, const DeviceRoute *routes, float *out) {
+// With down_bias ([E, H], phixtral's fc2 biases): w1 * (y1 + bias_i1) + w2 * (y2 + bias_i2).
+template <int E, int H, class B2 = float>
+__global__ void moe_combine_kernel(const float *y, const DeviceRoute *routes, float *out,
+                                   const B2 *down_bias) {
   PHIMOE_CUDA_KERNEL_PROLOGUE();
   const int t = blockIdx.x;
   const DeviceRoute r = routes[t];
@@ -256,14 +305,23 @@ __global__ void moe_combine_kernel(const float *y, const DeviceRoute *routes, fl
   const float *y1 = y + static_cast<size_t>(2 * t) * H, *y2 = y1 + H;
   float *o = out + static_cast<size_t>(t) * H;
   load_then_store<H, kThreads, float>(
-      [&](int h) { return valid ? r.w1 * y1[h] + r.w2 * y2[h] : NAN; },
+      [&](int h) {
+        if (!valid)
+          return NAN;
+        if (!down_bias)
+          return r.w1 * y1[h] + r.w2 * y2[h];
+        return r.w1 * (y1[h] + bias_at(down_bias, r.i1 * H + h)) +
+               r.w2 * (y2[h] + bias_at(down_bias, r.i2 * H + h));
+      },
       [&](int h, float v) { o[h] = v; });
 }
 
-// The experts of n rows whose routes the router kernel left in ctx.routes.
-template <int E, int H, int I, class GU, class DW>
+// The experts of n rows whose routes the router kernel left in ctx.routes. Gelu: phi-2 MLP
+// experts (gate_up is fc1 [E, I, H] with biases b1 [E, I]; b2 [E, H] the fc2 biases).
+template <int E, int H, int I, bool Gelu = false, class GU, class DW, class B1 = float,
+          class B2 = float>
 void moe_grouped(Context &ctx, const float *x, int n, const GU *gate_up, const DW *down,
-                 float *out) {
+                 float *out, const B1 *b1 = nullptr, const B2 *b2 = nullptr) {
   if (!ctx.moe_pairs || !ctx.moe_plan || !ctx.moe_y || ctx.moe_plan_ints < moe_plan_ints(E))
     throw std::runtime_error("moe_sparsemixer: no grouped-expert workspace (a phimoe-bin bug)");
   PHIMOE_CUDA_LAUNCH(1, kThreads, 0, ctx.stream, moe_bucket_kernel<E>)
@@ -271,10 +329,17 @@ void moe_grouped(Context &ctx, const float *x, int n, const GU *gate_up, const D
   PHIMOE_CUDA_CHECK_LAUNCH();
   const int tiles = moe_max_tiles(n, E, kTcBM);
   const TcX xs = tc_split_rows<H>(ctx, x, n, "moe_sparsemixer");
-  dim3 gu_grid(blocks_for(I, kGateUpCols), tiles);
-  PHIMOE_CUDA_LAUNCH(gu_grid, kTcThreads, 0, ctx.stream,
-                     moe_gate_up_tc_kernel<E, H, I, GU, kTcXTerms>)
-  (xs, gate_up, ctx.moe_plan, ctx.moe_pairs, ctx.moe_act);
+  if constexpr (Gelu) {
+    dim3 fc1_grid(blocks_for(I, kTcBN), tiles);
+    PHIMOE_CUDA_LAUNCH(fc1_grid, kTcThreads, 0, ctx.stream,
+                       moe_fc1_tc_kernel<E, H, I, GU, B1, kTcXTerms>)
+    (xs, gate_up, b1, ctx.moe_plan, ctx.moe_pairs, ctx.moe_act);
+  } else {
+    dim3 gu_grid(blocks_for(I, kGateUpCols), tiles);
+    PHIMOE_CUDA_LAUNCH(gu_grid, kTcThreads, 0, ctx.stream,
+                       moe_gate_up_tc_kernel<E, H, I, GU, kTcXTerms>)
+    (xs, gate_up, ctx.moe_plan, ctx.moe_pairs, ctx.moe_act);
+  }
   PHIMOE_CUDA_CHECK_LAUNCH();
   // (after the gate-up GEMM in stream order: the act rows' split takes the x rows' place)
   const TcX acts = tc_split_rows<I>(ctx, ctx.moe_act, 2 * n, "moe_sparsemixer");
@@ -283,8 +348,8 @@ void moe_grouped(Context &ctx, const float *x, int n, const GU *gate_up, const D
                      moe_down_tc_kernel<E, H, I, DW, kTcXTerms>)
   (acts, down, ctx.moe_plan, ctx.moe_pairs, ctx.moe_y);
   PHIMOE_CUDA_CHECK_LAUNCH();
-  PHIMOE_CUDA_LAUNCH(n, kThreads, 0, ctx.stream, moe_combine_kernel<E, H>)
-  (ctx.moe_y, ctx.routes, out);
+  PHIMOE_CUDA_LAUNCH(n, kThreads, 0, ctx.stream, moe_combine_kernel<E, H, B2>)
+  (ctx.moe_y, ctx.routes, out, b2);
 }
 
 } // namespace detail
