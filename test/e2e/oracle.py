@@ -447,6 +447,38 @@ def write_rounded(src, dest, build):
     save_file(tensors, dest / "model.safetensors", metadata={"format": "pt"})
 
 
+def check_quantized_build(model, src, out, quant, experts, load_rounded, prompt, route_gap=None):
+    """Compiles checkpoint `src` (of the float32 `model`) with --quant QUANT into `out` and
+    compares its logits over prompt + 8 greedy tokens with transformers on the weights the pack
+    holds (write_rounded, loaded by load_rounded): what remains is phimoe-bin's quantization of
+    the activations (q8_0 rows, q8_K blocks), bounded as test/gpu/gpu_oracle.py bounds the CPU
+    build: max|d logit| <= 5% of max|logit|. `experts`: how the packed expert weight's name
+    ends, which must be block-quantized. route_gap(model, tokens), if given: the smallest
+    routing margin, which must stay clear of that noise (a flipped expert moves a row's logits
+    by far more)."""
+    out = pathlib.Path(out)
+    proc = compile_model(src, out, "--quant", quant)
+    assert proc.returncode == 0, proc.stderr
+    table, _ = pack_table(out / "weights.phw")
+    assert any(e["name"].endswith(experts) and e["type"].startswith("!phimoe.qweight<")
+               for e in table), "the experts were not quantized"
+    rounded = out.with_name(out.name + "-rounded")
+    write_rounded(src, rounded, out)
+    reference_model = load_rounded(rounded)
+    ours, logits = run_bin(out, prompt, 8, out.with_name(out.name + ".npy"))
+    tokens = prompt + ours
+    reference = reference_logits(reference_model, tokens, 1 << 30)
+    if route_gap is not None:
+        gap = route_gap(reference_model, tokens)
+        assert gap > 0.03, f"a routing decision is {gap} from a tie: pick another seed"
+    scale = np.abs(reference).max()
+    err = np.abs(logits - reference).max()
+    assert err <= 0.05 * scale, f"max|d| {err} > 5% of max|logit| {scale}"
+    # and the quantization is not a no-op: the unrounded model differs more than float rounding
+    unrounded = reference_logits(model, tokens, 1 << 30)
+    assert np.abs(unrounded - reference).max() > 1e-3
+
+
 def write_json(path, data):
     pathlib.Path(path).write_text(json.dumps(data))
 

@@ -89,35 +89,19 @@ def test_routing_is_mixtral_not_sparsemixer(workdir):
 
 @pytest.mark.parametrize("quant", ["q8_0", "q4k"])
 def test_quantized_build_matches_transformers_on_the_quantized_weights(quant, workdir):
-    """--quant q8_0 / q4k against transformers on the weights the pack holds (dequantized):
-    what remains is phimoe-bin's quantization of the activations (q8_0 rows, q8_K blocks),
-    bounded as test/gpu/gpu_oracle.py bounds the CPU build: max|d logit| <= 5% of max|logit|."""
+    """--quant q8_0 / q4k against transformers on the weights the pack holds
+    (oracle.check_quantized_build)."""
     config = oracle.tiny_mixtral_config(layers=2, hidden=256, intermediate=256, vocab=128)
     model = oracle.make_mixtral(config, seed=11)
     with torch.no_grad():
         model.lm_head.weight.mul_(8.0)  # logits of a trained model's spread
     src = workdir / f"{quant}-src"
     oracle.save(model, src)
-    out = workdir / f"{quant}-out"
-    proc = oracle.compile_model(src, out, "--quant", quant)
-    assert proc.returncode == 0, proc.stderr
-    table, _ = oracle.pack_table(out / "weights.phw")
-    assert any(e["name"].endswith("experts.gate_up.weight") and e["type"].startswith(
-        "!phimoe.qweight<") for e in table), "the experts were not quantized"
-
-    rounded = workdir / f"{quant}-rounded"
-    oracle.write_rounded(src, rounded, out)
     from transformers import MixtralForCausalLM
-    reference_model = MixtralForCausalLM.from_pretrained(rounded, dtype=torch.float32).eval()
-    prompt = prompt_of(config, 24)
-    ours, logits = oracle.run_bin(out, prompt, 8, workdir / f"{quant}.npy")
-    reference = oracle.reference_logits(reference_model, prompt + ours, 1 << 30)
-    scale = np.abs(reference).max()
-    err = np.abs(logits - reference).max()
-    assert err <= 0.05 * scale, f"max|d| {err} > 5% of max|logit| {scale}"
-    # and the quantization is not a no-op: the unrounded model differs more than float rounding
-    unrounded = oracle.reference_logits(model, prompt + ours, 1 << 30)
-    assert np.abs(unrounded - reference).max() > 1e-3
+    oracle.check_quantized_build(
+        model, src, workdir / f"{quant}-out", quant, "experts.gate_up.weight",
+        lambda path: MixtralForCausalLM.from_pretrained(path, dtype=torch.float32).eval(),
+        prompt_of(config, 24))
 
 
 def test_cuda_target_emits_the_mixtral_kernels(tmp_path):

@@ -134,11 +134,10 @@ def test_build_follows_the_rotary_dim_and_the_expert_biases(variant, base, workd
 
 @pytest.mark.parametrize("quant", ["q8_0", "q4k"])
 def test_quantized_build_matches_transformers_on_the_quantized_weights(quant, workdir):
-    """--quant q8_0 / q4k against transformers on the weights the pack holds (dequantized):
-    what remains is phimoe-bin's quantization of the activations, bounded as
-    test_mixtral.py bounds it: max|d logit| <= 5% of max|logit|. A routing decision within
-    that noise of a tie could flip (and move a row's logits by far more): the seed is one whose
-    smallest routing margin is well clear of it, and the test says so if that changes."""
+    """--quant q8_0 / q4k against transformers on the weights the pack holds
+    (oracle.check_quantized_build). A routing decision within the activations' quantization
+    noise of a tie could flip: the seed is one whose smallest routing margin is well clear of
+    it, and the test says so if that changes."""
     config = oracle.tiny_phixtral_config(layers=2, hidden=256, heads=4, rotary_dim=16,
                                          inner=512, vocab=128)
     model = oracle.make_phixtral(config, seed=14)
@@ -146,27 +145,9 @@ def test_quantized_build_matches_transformers_on_the_quantized_weights(quant, wo
         model.lm_head.weight.mul_(8.0)  # logits of a trained model's spread
     src = workdir / f"{quant}-src"
     oracle.save_phixtral(model, src)
-    out = workdir / f"{quant}-out"
-    proc = oracle.compile_model(src, out, "--quant", quant)
-    assert proc.returncode == 0, proc.stderr
-    table, _ = oracle.pack_table(out / "weights.phw")
-    assert any(e["name"].endswith("moe.mlp.fc1.weight") and e["type"].startswith(
-        "!phimoe.qweight<") for e in table), "the experts were not quantized"
-
-    rounded = workdir / f"{quant}-rounded"
-    oracle.write_rounded(src, rounded, out)
-    reference_model = oracle.load_phixtral(rounded)
-    prompt = prompt_of(config, 24)
-    ours, logits = oracle.run_bin(out, prompt, 8, workdir / f"{quant}.npy")
-    reference = oracle.reference_logits(reference_model, prompt + ours, 1 << 30)
-    gap = oracle.phixtral_route_gap(reference_model, prompt + ours)
-    assert gap > 0.03, f"a routing decision is {gap} from a tie: pick another seed"
-    scale = np.abs(reference).max()
-    err = np.abs(logits - reference).max()
-    assert err <= 0.05 * scale, f"max|d| {err} > 5% of max|logit| {scale}"
-    # and the quantization is not a no-op: the unrounded model differs more than float rounding
-    unrounded = oracle.reference_logits(model, prompt + ours, 1 << 30)
-    assert np.abs(unrounded - reference).max() > 1e-3
+    oracle.check_quantized_build(model, src, workdir / f"{quant}-out", quant, "moe.mlp.fc1.weight",
+                                 oracle.load_phixtral, prompt_of(config, 24),
+                                 route_gap=oracle.phixtral_route_gap)
 
 
 @pytest.fixture(scope="module")
