@@ -1263,7 +1263,9 @@ def decode_weight_bytes(kernel, launcher, top_k):
             # o_proj's GEMV, then the norm and (E > 0) the router in its last blocks
             "gemv_norm_kernel": lambda: [(int(a["N"]) * int(a["K"]), a["W"])] + (
                 [(int(a["E"]) * int(a["N"]), a["R"])] if int(a["E"]) else []),
-            "gate_up_kernel": lambda: [(top_k * 2 * int(a["I"]) * int(a["H"]), a["GU"])],
+            # (phixtral's phi-2 MLP experts, Gelu: one fc1 row per intermediate value)
+            "gate_up_kernel": lambda: [((1 if a.get("Gelu") == "true" else 2) * top_k *
+                                        int(a["I"]) * int(a["H"]), a["GU"])],
             "down_kernel": lambda: [(top_k * int(a["H"]) * int(a["I"]), a["DW"])],
             "router_kernel": lambda: [(int(a["E"]) * int(a["H"]), a["R"])],
             "add_layer_norm_route_kernel": lambda: [(int(a["E"]) * int(a["H"]), a["R"])],

@@ -83,6 +83,12 @@ def test_kernel_profile_table():
     assert bench_gpu.decode_weight_bytes("gate_up_kernel", moe, 2) == gate_up
     assert bench_gpu.decode_weight_bytes("down_kernel", moe, 2) == gate_up / 2
     assert bench_gpu.decode_weight_bytes("router_kernel", moe, 2) == 16 * 4096 * 2
+    # phixtral's experts (Gelu): one fc1 row per intermediate value, not a gate and an up row
+    gelu = ("moe_then_norm [E = 4, H = 2560, I = 10240, Routed = false, Next = void, "
+            "Routing = RouteKind::SoftmaxTop2, Gelu = true, R = bf16, GU = block_q4k, "
+            "DW = block_q4k, NW = void, B1 = float, B2 = float]")
+    assert bench_gpu.decode_weight_bytes("gate_up_kernel", gelu, 2) == 2 * 10240 * 2560 * 144 / 256
+    assert bench_gpu.decode_weight_bytes("down_kernel", gelu, 2) == 2 * 2560 * 10240 * 144 / 256
     assert bench_gpu.decode_weight_bytes(
         "add_layer_norm_route_kernel",
         "add_layer_norm_route [H = 4096, E = 16, W = float, R = bf16]", 2) == 16 * 4096 * 2

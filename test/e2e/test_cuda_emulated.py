@@ -171,7 +171,8 @@ def test_profile_has_a_span_for_every_launch(tmp_path):
     # after the MoE runs in its down projection's: moe_sparsemixer_add_layer_norm, whose
     # launches detail::moe_then_norm makes, NW the norm's weight)
     moe = (f"moe_then_norm [E = {e}, H = {h}, I = {i}, Routed = true, Next = void, "
-           f"Routing = RouteKind::Sparsemixer, R = float, GU = float, DW = float, NW = float]")
+           f"Routing = RouteKind::Sparsemixer, Gelu = false, R = float, GU = float, DW = float, "
+           f"NW = float, B1 = float, B2 = float]")
     o_norm = (f"linear_then_norm [N = {h}, K = {h}, E = {e}, Next = void, W = float, "
               f"B = float, NW = float, R = float]")
     heads, kv, d = (cfg.num_attention_heads, cfg.num_key_value_heads,
