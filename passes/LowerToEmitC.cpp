@@ -561,18 +561,14 @@ LogicalResult Lowering::lower(Operation *op) {
           opaque(ropeTable(rope.getScaling())), i32(att.getLayer())},
          {ctxArg, v(rope.getInput()), v(att.getV()), n, posArg});
     kvWritten.insert(att);
-  } else if (auto rope = dyn_cast<RopeOp>(op); rope && rope.getRotaryDim()) {
-    // Partial rotary (phi-2): the first rotary_dim lanes of each head (not fused with the
-    // KV-cache write on CUDA: fusesWithCacheWrite).
-    int64_t headDim = rope.getHeadDim();
-    call(rt("rope_partial"),
-         {i32(dim(rope.getInput(), 1) / headDim), i32(headDim), i32(rope.getRotaryLanes())},
-         {operand(0), operand(1), operand(2), operand(3), opaque(ropeTable(rope.getScaling())),
-          operand(4)},
-         {ctxArg, v(rope.getInput()), n, posArg, v(rope)});
   } else if (auto rope = dyn_cast<RopeOp>(op)) {
+    // A partial rotary (phi-2) rotates the first rotary_dim lanes of each head: rope_partial,
+    // never fused with the KV-cache write on CUDA (fusesWithCacheWrite).
     int64_t headDim = rope.getHeadDim();
-    call(rt("rope"), {i32(dim(rope.getInput(), 1) / headDim), i32(headDim)},
+    SmallVector<Attribute> shape{i32(dim(rope.getInput(), 1) / headDim), i32(headDim)};
+    if (rope.getRotaryDim())
+      shape.push_back(i32(rope.getRotaryLanes()));
+    call(rt(rope.getRotaryDim() ? "rope_partial" : "rope"), shape,
          {operand(0), operand(1), operand(2), operand(3), opaque(ropeTable(rope.getScaling())),
           operand(4)},
          {ctxArg, v(rope.getInput()), n, posArg, v(rope)});
