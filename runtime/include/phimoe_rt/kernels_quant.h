@@ -317,12 +317,13 @@ void moe_quant(Context &ctx, const float *x, int n, const R *router, const GU *g
                const B2 *b2 = nullptr) {
   static_assert(E >= 2 && H >= 1 && I >= 1, "moe_sparsemixer: bad shape");
   constexpr size_t expert_rows = Gelu ? I : 2 * static_cast<size_t>(I);
-  // The fc2 bias of expert e at output row `row` (0 for SwiGLU experts).
-  auto down_bias = [&](int e, int row) -> float {
+  // Expert e's down projection value v at output row `row`: plus its fc2 bias with Gelu
+  // (SwiGLU experts have none: v as it is).
+  auto with_bias = [&](float v, int e, int row) -> float {
     if constexpr (Gelu)
-      return simd::load1(b2 + static_cast<size_t>(e) * H + row);
+      return v + simd::load1(b2 + static_cast<size_t>(e) * H + row);
     else
-      return 0.0f;
+      return v;
   };
   using MG = matmul<GU, H>;
   using MD = matmul<DW, I>;
@@ -415,9 +416,9 @@ void moe_quant(Context &ctx, const float *x, int n, const R *router, const GU *g
         auto row2 = [&](int row) { return d2 + static_cast<size_t>(row) * MD::kRowStride; };
         auto act1 = [&](int) { return h_act(0); };
         auto act2 = [&](int) { return h_act(1); };
-        auto first = [&](int, int row, float v) { out[row] = w1 * (v + down_bias(r.i1, row)); };
+        auto first = [&](int, int row, float v) { out[row] = w1 * with_bias(v, r.i1, row); };
         auto second = [&](int, int row, float v) {
-          const float p2 = w2 * (v + down_bias(r.i2, row));
+          const float p2 = w2 * with_bias(v, r.i2, row);
           out[row] = out[row] + p2;
         };
         gemm_rows<MD, DW>(r0, r1, 1, row1, act1, first);
@@ -484,7 +485,7 @@ void moe_quant(Context &ctx, const float *x, int n, const R *router, const GU *g
     auto add_out = [&](int i, int row, float v) {
       const ExpertEntry &en = ents[i];
       float &o = out[static_cast<size_t>(en.token) * H + row];
-      const float p = en.weight * (v + down_bias(e, row));
+      const float p = en.weight * with_bias(v, e, row);
       if (en.first)
         o = p;
       else
