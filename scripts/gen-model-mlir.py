@@ -83,7 +83,7 @@ def main():
     cache = f"!phimoe.kv_cache<layers = {a.layers}, kv_heads = {a.kv_heads}, head_dim = {hd}, dtype = f32>"
     w(f"  func.func @forward(%ids: tensor<?xi32>, %pos: tensor<?xi32>, %cache: {cache}) -> {act(V)} {{")
     if a.arch == "phixtral":
-        phixtral(a, H, I, V, E, hd, kvw, cache, weight, val, ref, linear, act, w)
+        phixtral(a, H, I, V, E, hd, kvw, cache, weight, val, ref, linear, norm, act, w)
         print(f"#rope = #phimoe.longrope<theta = 10000.0, original_max_position = 2048, "
               f"short_mscale = 1.0, long_mscale = 1.0, short_factor = "
               f"[{', '.join(['1.0'] * (a.rotary_dim // 2))}], long_factor = "
@@ -169,15 +169,9 @@ def main():
     print("}")
 
 
-def phixtral(a, H, I, V, E, hd, kvw, cache, weight, val, ref, linear, act, w):
-    """The forward pass of a phixtral checkpoint (phi-2 blocks with MoE MLPs)."""
-    def norm(x, prefix):
-        wv, wt = ref(*weight(f"{prefix}.weight", [H]))
-        bv, _ = ref(*weight(f"{prefix}.bias", [H]))
-        y = val()
-        w(f"    {y} = phimoe.layer_norm {x}, {wv}, {bv} {{epsilon = 1.0e-05 : f64}} : {act(H)}, {wt}")
-        return y
-
+def phixtral(a, H, I, V, E, hd, kvw, cache, weight, val, ref, linear, norm, act, w):
+    """The forward pass of a phixtral checkpoint (phi-2 blocks with MoE MLPs; `norm` is
+    main's LayerNorm with weight and bias)."""
     ev, et = ref(*weight("transformer.embd.wte.weight", [V, H]))
     h = val("h")
     w(f"    {h} = phimoe.embed %ids, {ev} : tensor<?xi32>, {et} -> {act(H)}")
