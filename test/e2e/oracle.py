@@ -353,6 +353,12 @@ def load_phixtral(path):
     return model
 
 
+def random_prompt(vocab, length, seed=7):
+    """`length` seeded random token ids in [3, vocab) (clear of the usual special ids)."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randint(3, vocab, (length,), generator=gen).tolist()
+
+
 def compile_model(src, out, *flags):
     cmd = [str(PHIMOEC), "compile", str(src), "-o", str(out), *flags]
     return subprocess.run(cmd, capture_output=True, text=True)

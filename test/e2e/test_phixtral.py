@@ -34,8 +34,7 @@ def workdir(tmp_path_factory):
 
 
 def prompt_of(config, length, seed=7):
-    gen = torch.Generator().manual_seed(seed)
-    return torch.randint(3, config["vocab_size"], (length,), generator=gen).tolist()
+    return oracle.random_prompt(config["vocab_size"], length, seed)
 
 
 def experts_used(model, tokens):
