@@ -156,13 +156,22 @@ def small_checkpoint(tmp_path_factory):
     return src
 
 
+MISSING = object()
+
+
 @pytest.mark.parametrize("field,value", [("num_experts_per_tok", 3),
-                                         ("activation_function", "relu")])
+                                         ("activation_function", "relu"),
+                                         ("num_local_experts", MISSING),  # a dense phi-2
+                                         ("rotary_dim", 7), ("rotary_dim", 32),
+                                         ("n_head", 5), ("n_head_kv", 3)])
 def test_unsupported_config_is_refused(field, value, small_checkpoint, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(small_checkpoint, src)
     data = json.loads((src / "config.json").read_text())
-    data[field] = value
+    if value is MISSING:
+        del data[field]
+    else:
+        data[field] = value
     (src / "config.json").write_text(json.dumps(data))
     proc = oracle.compile_model(src, tmp_path / "out")
     assert proc.returncode != 0
