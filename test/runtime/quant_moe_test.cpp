@@ -73,8 +73,7 @@ enum class Regime { kRandom, kClose };
 
 template <class GU, class DW>
 Block<GU, DW> make_block(std::mt19937 &rng, int E, Regime regime, bool gelu = false) {
-  Block<GU, DW> b{E, {}, {}, {}};
-  b.gelu = gelu;
+  Block<GU, DW> b{E, {}, {}, {}, gelu, {}, {}};
   std::vector<float> r;
   if (regime == Regime::kRandom) {
     r = random_floats(rng, static_cast<size_t>(E) * H, 2.0f / std::sqrt(static_cast<float>(H)));
