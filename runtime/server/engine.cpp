@@ -18,6 +18,8 @@ struct BatchEngine::Sequence {
     // The reply reads on from the prompt (a leading space stays), as phimoe-bin's does, unless
     // it stands alone.
     decoder.prime(request.prompt.data(), request.reply_alone ? 0 : request.prompt.size());
+    if (request.json_format)
+      json = JsonPrefix(*request.json_format);
   }
 
   GenerationRequest request;
@@ -39,7 +41,7 @@ struct BatchEngine::Sequence {
   size_t echo_bytes = 0;
   std::vector<size_t> echo_offsets;
   int echo_next = 0;
-  JsonPrefix json;            // JSON mode: the reply so far
+  JsonPrefix json;            // a structured reply: the reply so far
   std::vector<float> masked;  // the logits it samples from (with logit_bias or JSON mode)
   bool finished = false;
 
@@ -371,7 +373,7 @@ bool BatchEngine::step() {
     }
     if (!part.logits)
       continue;
-    if (seq.request.json_object && !json_mask_)
+    if (seq.request.json_format && !json_mask_)
       json_mask_ = std::make_unique<JsonMask>(tokenizer_, info_.vocab);
     const float *allowed = request_logits(seq.request, logits, info_.vocab, json_mask_.get(),
                                           seq.json, seq.masked);
@@ -400,7 +402,7 @@ bool BatchEngine::step() {
     seq.text += piece;
     if (emit_text(seq, false))
       continue;
-    if (seq.request.json_object && seq.json.push(json_mask_->bytes(next)) &&
+    if (seq.request.json_format && seq.json.push(json_mask_->bytes(next)) &&
         seq.json.complete()) {
       finish(seq, "stop", true);
       continue;

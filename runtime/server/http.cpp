@@ -24,7 +24,9 @@
 namespace phimoe_rt {
 namespace {
 
-using json = nlohmann::json;
+// Ordered: a JSON schema's properties keep the order the request gives them (the order a
+// structured reply writes them in), and replies keep the order their fields are set in.
+using json = nlohmann::ordered_json;
 
 // JSON text; ill-formed UTF-8 (which the replies never hold) would become U+FFFD, not an
 // exception.
@@ -145,6 +147,40 @@ int parse_logprobs(const json &body, bool chat) {
   return static_cast<int>(integer(body, "logprobs", -1, 0, 5));
 }
 
+// response_format: null for text, else the grammar the reply is held to (json_mode.h).
+std::shared_ptr<const JsonGrammar> response_format(const json &format) {
+  const std::string type = format.is_object() && format.contains("type") &&
+                                   format["type"].is_string()
+                               ? format["type"].get<std::string>()
+                               : "";
+  if (type == "text")
+    return nullptr;
+  if (type == "json_object")
+    return JsonGrammar::any_object();
+  if (type != "json_schema")
+    throw bad("response_format", "'response_format' must be {\"type\": \"text\"}, "
+                                 "{\"type\": \"json_object\"} or {\"type\": \"json_schema\", "
+                                 "\"json_schema\": {\"name\": ..., \"schema\": {...}}}");
+  const json *spec = field(format, "json_schema");
+  if (!spec || !spec->is_object())
+    throw bad("response_format", "'response_format.json_schema' must be an object");
+  const json *name = field(*spec, "name");
+  if (!name || !name->is_string() || name->get<std::string>().empty() ||
+      name->get<std::string>().size() > 64)
+    throw bad("response_format", "'response_format.json_schema.name' must be a string of 1 to "
+                                 "64 characters");
+  boolean(*spec, "strict", false); // held to the schema either way (docs/serving.md)
+  const json *schema = field(*spec, "schema");
+  if (!schema)
+    throw bad("response_format", "'response_format.json_schema.schema' is required");
+  try {
+    return JsonGrammar::from_schema(*schema);
+  } catch (const JsonSchemaError &e) {
+    throw bad("response_format", "response_format.json_schema.schema at '#" + e.where() +
+                                     "': " + e.what());
+  }
+}
+
 Common parse_common(const json &body, const ServerOptions &options, int vocab) {
   Common c;
   const json *model = field(body, "model");
@@ -165,14 +201,8 @@ Common parse_common(const json &body, const ServerOptions &options, int vocab) {
     throw bad("suffix", "'suffix' (text after the insertion) is not supported by this server");
   if (integer(body, "best_of", c.n, 1, kMaxChoices) != c.n)
     throw bad("best_of", "'best_of' other than n is not supported by this server");
-  if (const json *format = field(body, "response_format")) {
-    const std::string type = format->is_object() ? format->value("type", "") : "";
-    if (type == "json_object")
-      c.request.json_object = true;
-    else if (type != "text")
-      throw bad("response_format", "only {\"type\": \"text\"} and {\"type\": \"json_object\"} "
-                                   "are supported (not a JSON schema)");
-  }
+  if (const json *format = field(body, "response_format"))
+    c.request.json_format = response_format(*format);
   int64_t max_tokens = integer(body, "max_completion_tokens", -1, 1, 1 << 30);
   max_tokens = integer(body, "max_tokens", max_tokens, 1, 1 << 30);
   c.max_tokens_given = max_tokens > 0;

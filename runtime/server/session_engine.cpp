@@ -159,9 +159,9 @@ void SessionEngine::serve(Pending &pending) {
       }
       end(stream, reason, "", prompt_tokens, generated);
     };
-    JsonPrefix json;
+    JsonPrefix json = request.json_format ? JsonPrefix(*request.json_format) : JsonPrefix();
     std::vector<float> masked;
-    if (request.json_object && !json_mask_)
+    if (request.json_format && !json_mask_)
       json_mask_ = std::make_unique<JsonMask>(tokenizer_, vocab_);
     while (true) {
       const float *allowed =
@@ -198,7 +198,7 @@ void SessionEngine::serve(Pending &pending) {
       if (emit_reply_text(stream, text, sent, request.stop_strings, false))
         return finish("stop", false);
       logprobs.release(stream, sent, false);
-      if (request.json_object && json.push(json_mask_->bytes(next)) && json.complete())
+      if (request.json_format && json.push(json_mask_->bytes(next)) && json.complete())
         return finish("stop", true);
       if (generated >= request.max_tokens || prompt_tokens + generated > options_.ctx_size)
         return finish("length", true);

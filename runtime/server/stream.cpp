@@ -145,13 +145,13 @@ size_t echo_prompt(GenerationStream &stream, const Tokenizer &tokenizer,
 const float *request_logits(const GenerationRequest &request, const float *logits, int vocab,
                             const JsonMask *mask, const JsonPrefix &json,
                             std::vector<float> &buffer) {
-  if (!request.json_object && request.logit_bias.empty())
+  if (!request.json_format && request.logit_bias.empty())
     return logits;
   buffer.assign(logits, logits + vocab);
   for (auto [id, bias] : request.logit_bias)
     if (id >= 0 && id < vocab)
       buffer[static_cast<size_t>(id)] += bias;
-  if (request.json_object && mask->apply(json, buffer.data()) == 0)
+  if (request.json_format && mask->apply(json, buffer.data()) == 0)
     return nullptr;
   return buffer.data();
 }

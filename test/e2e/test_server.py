@@ -6,6 +6,7 @@ outputs equal to single-request ones, decode steps shared); SIGINT/SIGTERM stop 
 The model is examples/tiny-phimoe when its weights are there, else a small random PhiMoE
 with the example's tokenizer (made as oracle.py makes them)."""
 import concurrent.futures
+import enum
 import json
 import pathlib
 import re
@@ -17,8 +18,10 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from typing import Optional
 
 import openai
+import pydantic
 import pytest
 
 import oracle
@@ -480,6 +483,100 @@ def test_json_mode_replies_with_an_object(server):
         {"model": "phimoe", "messages": messages,
          "response_format": {"type": "json_schema", "json_schema": {"name": "x"}}}))
     assert (status, error["param"]) == (400, "response_format")
+
+
+class Tribe(str, enum.Enum):
+    JUDAH = "Judah"
+    LEVI = "Levi"
+    DAN = "Dan"
+
+
+class Son(pydantic.BaseModel):
+    name: str = pydantic.Field(max_length=10)
+    tribe: Tribe
+    firstborn: bool
+
+
+class Family(pydantic.BaseModel):
+    father: Optional[str] = pydantic.Field(max_length=8)
+    sons: list[Son] = pydantic.Field(max_length=3)
+
+
+def test_json_schema_replies_are_values_of_the_schema(server):
+    """response_format json_schema through openai's parse() with a pydantic model (nested
+    models, an enum, Optional, bounded strings and lists, as openai's strict conversion writes
+    them): every reply that ends by itself is a Family, its fields in the schema's order; one cut
+    at max_tokens is refused by the client as such. A stream equals the answer; /v1/completions
+    takes the same response_format. (The example model knows no JSON: only the schema's mask
+    makes its replies Families.)"""
+    client = server.client()
+    messages = [{"role": "user", "content": "Name the sons of Jacob as JSON"}]
+    closed = 0
+    for temperature, seed in [(0, 0), (1, 1), (1, 2), (0.7, 3), (1, 4), (1, 5)]:
+        try:
+            got = client.chat.completions.parse(model="phimoe", messages=messages,
+                                                max_tokens=150, temperature=temperature,
+                                                seed=seed, response_format=Family)
+        except openai.LengthFinishReasonError as e:
+            assert e.completion.usage.completion_tokens == 150
+            continue
+        choice = got.choices[0]
+        assert choice.finish_reason == "stop"
+        assert isinstance(choice.message.parsed, Family), choice.message.content
+        assert list(json.loads(choice.message.content)) == ["father", "sons"]
+        for son in json.loads(choice.message.content)["sons"]:
+            assert list(son) == ["name", "tribe", "firstborn"]
+        closed += 1
+    assert closed >= 2
+    schema = {"type": "object", "properties": {"tribe": {"enum": ["Judah", "Levi"]},
+                                               "count": {"type": "integer"}},
+              "required": ["tribe"], "additionalProperties": False}
+    format = {"type": "json_schema", "json_schema": {"name": "tribe", "schema": schema}}
+    kw = dict(model="phimoe", messages=messages, max_tokens=40, temperature=0,
+              response_format=format)
+    whole = client.chat.completions.create(**kw).choices[0].message.content
+    # The required first property comes first (the greedy reply may spend its tokens on
+    # whitespace, which the schema allows between tokens).
+    rest = whole[1:].lstrip()
+    assert whole[0] == "{" and (rest.startswith('"tribe"') or '"tribe"'.startswith(rest)), whole
+    assert "".join(c.choices[0].delta.content or ""
+                   for c in client.chat.completions.create(**kw, stream=True)) == whole
+    closed = 0
+    for seed in range(6):
+        chat = client.chat.completions.create(**{**kw, "temperature": 1, "max_tokens": 120},
+                                              seed=seed).choices[0]
+        text = client.completions.create(model="phimoe", prompt=PROMPTS[seed], max_tokens=120,
+                                         temperature=1, seed=seed,
+                                         extra_body={"response_format": format}).choices[0]
+        for reply, finish in ((chat.message.content, chat.finish_reason),
+                              (text.text, text.finish_reason)):
+            if finish == "stop":
+                value = json.loads(reply)
+                assert list(value) in (["tribe"], ["tribe", "count"]), reply
+                assert value["tribe"] in ("Judah", "Levi") and \
+                    isinstance(value.get("count", 0), int), reply
+                closed += 1
+    assert closed >= 6
+
+
+def test_json_schemas_it_cannot_hold_are_400(server):
+    """A schema keyword phimoec does not hold replies to is refused, naming where it is; so is
+    a response_format without a name or a schema."""
+    def refusal(json_schema):
+        return error_of(server.request(
+            "POST", "/v1/chat/completions",
+            {"model": "phimoe", "messages": [{"role": "user", "content": "Hi"}],
+             "response_format": {"type": "json_schema", "json_schema": json_schema}}))
+
+    status, error = refusal({"name": "x", "schema": {
+        "type": "object", "properties": {"when": {"type": "string", "format": "date-time"}}}})
+    assert (status, error["param"]) == (400, "response_format")
+    assert "#/properties/when" in error["message"] and "format" in error["message"]
+    for json_schema in ({"schema": {"type": "object"}}, {"name": "x"},
+                        {"name": "x", "schema": {"type": "number"}},
+                        {"name": "x", "schema": {"$ref": "#/$defs/Missing"}}):
+        status, error = refusal(json_schema)
+        assert (status, error["param"]) == (400, "response_format"), json_schema
 
 
 def test_sampling_is_reproducible_with_a_seed(server):

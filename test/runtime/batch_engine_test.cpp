@@ -736,7 +736,7 @@ TEST(BatchEngine, JsonModeKeepsTheReplyAnObjectPrefix) {
   BothEngines engines;
   for (Engine *engine : engines.all()) {
     GenerationRequest r = greedy({120, 121}, 30);
-    r.json_object = true;
+    r.json_format = phimoe_rt::JsonGrammar::any_object();
     Engine::Refusal why;
     GenerationStream::Chunk last;
     const std::string text = drain(*engine->submit(r, why), last);

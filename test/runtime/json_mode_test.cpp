@@ -1,8 +1,10 @@
-// json_mode_test.cpp - JSON mode's automaton (JsonPrefix) against nlohmann::json's parser:
-// random JSON objects are accepted byte by byte and complete exactly at their last byte, and
-// for their one-byte mutations JsonPrefix takes the whole string as a complete object exactly
-// when nlohmann::json accepts it as one. JsonMask keeps exactly the tokens whose bytes continue
-// the prefix, and no special token.
+// json_mode_test.cpp - structured replies' automaton (JsonPrefix). JSON mode against
+// nlohmann::json's parser: random JSON objects are accepted byte by byte and complete exactly
+// at their last byte, and for their one-byte mutations JsonPrefix takes the whole string as a
+// complete object exactly when nlohmann::json accepts it as one. JSON schemas the same way
+// against a validator written here (random values of a schema and their mutations), plus the
+// order, required properties and bounds one by one, and the schemas refused with where they
+// fail. JsonMask keeps exactly the tokens whose bytes continue the prefix, and no special token.
 #include "phimoe_rt/json_mode.h"
 
 #include <gtest/gtest.h>
@@ -10,6 +12,8 @@
 
 #include <cmath>
 #include <cstdio>
+#include <functional>
+#include <set>
 #include <random>
 #include <regex>
 
@@ -187,6 +191,360 @@ TEST(JsonMask, KeepsTheTokensThatContinueThePrefix) {
   for (const char *prefix : {"", "{", "{\"ab", "{\"a\": [1, 2.5", "{\"a\": tr", "{\"\xc3"}) {
     JsonPrefix p;
     ASSERT_TRUE(p.push(std::string(prefix)));
+    std::vector<float> logits(static_cast<size_t>(vocab), 0.5f);
+    const int allowed = mask.apply(p, logits.data());
+    int kept = 0;
+    for (int32_t id = 0; id < vocab; ++id) {
+      JsonPrefix probe = p;
+      const std::string bytes = tok->token_bytes(id);
+      const bool ok = !tok->is_special(id) && !bytes.empty() && probe.push(bytes);
+      EXPECT_EQ(std::isinf(logits[static_cast<size_t>(id)]), !ok) << prefix << " " << id;
+      kept += ok;
+    }
+    EXPECT_EQ(allowed, kept) << prefix;
+    EXPECT_GT(kept, 0) << prefix;
+  }
+}
+
+// ---- JSON schemas -------------------------------------------------------------------------
+
+namespace {
+
+using phimoe_rt::JsonGrammar;
+using phimoe_rt::JsonSchemaError;
+using ordered_json = nlohmann::ordered_json;
+
+// What pydantic and openai's strict conversion write for nested models, optional fields, enums
+// and lists (plus a free object, a type list, bounds, and a recursive $ref).
+const char *kSchema = R"({
+  "$defs": {
+    "Color": {"enum": ["red", "green", "blue"], "title": "Color", "type": "string"},
+    "Pet": {"type": "object", "title": "Pet",
+            "properties": {"name": {"type": "string", "maxLength": 6},
+                           "legs": {"type": "integer"},
+                           "friend": {"anyOf": [{"$ref": "#/$defs/Pet"}, {"type": "null"}]}},
+            "required": ["name", "legs"], "additionalProperties": false}
+  },
+  "type": "object",
+  "properties": {
+    "title": {"type": "string", "minLength": 1, "maxLength": 8},
+    "score": {"type": "number"},
+    "ok": {"type": "boolean"},
+    "color": {"$ref": "#/$defs/Color"},
+    "maybe": {"anyOf": [{"type": "integer"}, {"type": "null"}, {"type": "string"}]},
+    "pets": {"type": "array", "items": {"$ref": "#/$defs/Pet"}, "maxItems": 3},
+    "pair": {"type": "array", "items": {"type": ["integer", "boolean"]}, "minItems": 2,
+             "maxItems": 2},
+    "extra": {"type": "object", "additionalProperties": {"type": "integer"}},
+    "anything": {},
+    "kind": {"const": "fixed"}
+  },
+  "required": ["title", "score", "ok", "color", "pets", "kind"],
+  "additionalProperties": false
+})";
+
+// The schema `s`'s $ref ("#/$defs/Name") leads to.
+const ordered_json &ref(const ordered_json &doc, const ordered_json &s) {
+  return doc["$defs"][s["$ref"].get<std::string>().substr(8)];
+}
+
+// Random values of a schema of the subset above (and their JSON text, spaced at random).
+class SchemaGen {
+public:
+  SchemaGen(const ordered_json &doc, unsigned seed) : doc_(doc), gen_(seed) {}
+
+  ordered_json value(const ordered_json &s, int depth) {
+    if (s.contains("$ref"))
+      return value(ref(doc_, s), depth);
+    if (s.contains("anyOf")) {
+      const auto &options = s["anyOf"];
+      return value(options[static_cast<size_t>(gen_.pick(static_cast<int>(options.size())))],
+                   depth + 1);
+    }
+    if (s.contains("enum"))
+      return s["enum"][static_cast<size_t>(gen_.pick(static_cast<int>(s["enum"].size())))];
+    if (s.contains("const"))
+      return s["const"];
+    std::string type = "any";
+    if (s.contains("type") && s["type"].is_array())
+      type = s["type"][static_cast<size_t>(gen_.pick(static_cast<int>(s["type"].size())))];
+    else if (s.contains("type"))
+      type = s["type"];
+    if (type == "any") {
+      static const char *kinds[] = {"string", "integer", "boolean", "null", "number"};
+      type = kinds[gen_.pick(5)];
+    }
+    if (type == "object") {
+      ordered_json o = ordered_json::object();
+      std::set<std::string> required;
+      for (const auto &r : s.value("required", ordered_json::array()))
+        required.insert(r.get<std::string>());
+      if (s.contains("properties")) {
+        for (const auto &[name, sub] : s["properties"].items())
+          if ((required.count(name) || gen_.pick(2)) && depth < 6)
+            o[name] = value(sub, depth + 1);
+          else if (required.count(name))
+            o[name] = value(sub, depth + 1);
+      } else {
+        const ordered_json values = s.value("additionalProperties", ordered_json::object());
+        for (int i = 0, n = gen_.pick(3); i < n; ++i)
+          o["k" + std::to_string(i)] = value(values, depth + 1);
+      }
+      return o;
+    }
+    if (type == "array") {
+      ordered_json a = ordered_json::array();
+      const int lo = s.value("minItems", 0), hi = std::min(s.value("maxItems", 3), 3);
+      for (int i = 0, n = lo + gen_.pick(hi - lo + 1); i < n; ++i)
+        a.push_back(value(s.value("items", ordered_json::object()), depth + 1));
+      return a;
+    }
+    if (type == "string") {
+      const int lo = s.value("minLength", 0), hi = std::min(s.value("maxLength", 6), 6);
+      std::string out;
+      static const char *chars[] = {"a", "b", "\xc3\xa9", "\"", "\n", "z"};
+      for (int i = 0, n = lo + gen_.pick(hi - lo + 1); i < n; ++i)
+        out += chars[gen_.pick(6)];
+      return out;
+    }
+    if (type == "integer")
+      return gen_.pick(2) ? gen_.pick(1000) : -gen_.pick(50);
+    if (type == "number")
+      return gen_.pick(2) ? ordered_json(gen_.pick(100) / 8.0) : ordered_json(-gen_.pick(9));
+    if (type == "boolean")
+      return gen_.pick(2) == 1;
+    return nullptr;
+  }
+
+  std::string text(const ordered_json &v) {
+    const int indent = gen_.pick(3) - 1; // -1: compact
+    return v.dump(indent);
+  }
+  int pick(int n) { return gen_.pick(n); }
+
+private:
+  const ordered_json &doc_;
+  Gen gen_;
+};
+
+// The reference: whether `v` is a value of schema `s` as a structured reply writes it
+// (properties in the schema's order, none other where `properties` is given).
+bool valid(const ordered_json &doc, const ordered_json &v, const ordered_json &s) {
+  if (s.contains("$ref"))
+    return valid(doc, v, ref(doc, s));
+  if (s.contains("anyOf"))
+    return std::any_of(s["anyOf"].begin(), s["anyOf"].end(),
+                       [&](const ordered_json &o) { return valid(doc, v, o); });
+  if (s.contains("enum"))
+    return std::find(s["enum"].begin(), s["enum"].end(), v) != s["enum"].end();
+  if (s.contains("const"))
+    return v == s["const"];
+  if (!s.contains("type"))
+    return true;
+  if (s["type"].is_array()) {
+    for (const auto &t : s["type"]) {
+      ordered_json one = s;
+      one["type"] = t;
+      if (valid(doc, v, one))
+        return true;
+    }
+    return false;
+  }
+  const std::string type = s["type"];
+  if (type == "object") {
+    if (!v.is_object())
+      return false;
+    if (!s.contains("properties")) {
+      for (const auto &[k, x] : v.items())
+        if (!valid(doc, x, s.value("additionalProperties", ordered_json::object())))
+          return false;
+      return true;
+    }
+    const auto &props = s["properties"];
+    auto p = props.begin();
+    for (const auto &[k, x] : v.items()) {
+      while (p != props.end() && p.key() != k)
+        ++p;
+      if (p == props.end() || !valid(doc, x, p.value()))
+        return false;
+    }
+    for (const auto &r : s.value("required", ordered_json::array()))
+      if (!v.contains(r.get<std::string>()))
+        return false;
+    return true;
+  }
+  if (type == "array") {
+    if (!v.is_array() || v.size() < s.value("minItems", 0u) ||
+        v.size() > s.value("maxItems", 1000000u))
+      return false;
+    return std::all_of(v.begin(), v.end(), [&](const ordered_json &x) {
+      return valid(doc, x, s.value("items", ordered_json::object()));
+    });
+  }
+  if (type == "string") {
+    if (!v.is_string())
+      return false;
+    size_t chars = 0;
+    for (unsigned char c : v.get<std::string>())
+      chars += (c & 0xC0) != 0x80;
+    return chars >= s.value("minLength", 0u) && chars <= s.value("maxLength", 1000000u);
+  }
+  if (type == "integer")
+    return v.is_number_integer();
+  if (type == "number")
+    return v.is_number();
+  if (type == "boolean")
+    return v.is_boolean();
+  return v.is_null();
+}
+
+bool complete_value(const JsonGrammar &g, const std::string &s) {
+  JsonPrefix p(g);
+  return p.push(s) && p.complete();
+}
+
+} // namespace
+
+TEST(JsonSchema, ValuesOfTheSchemaCompleteAtTheirLastByte) {
+  const ordered_json doc = ordered_json::parse(kSchema);
+  const auto grammar = JsonGrammar::from_schema(doc);
+  SchemaGen gen(doc, 3);
+  for (int i = 0; i < 2000; ++i) {
+    const ordered_json v = gen.value(doc, 0);
+    ASSERT_TRUE(valid(doc, v, doc)) << v.dump();
+    const std::string text = gen.text(v);
+    JsonPrefix p(*grammar);
+    for (size_t k = 0; k < text.size(); ++k) {
+      ASSERT_FALSE(p.complete()) << text << " at " << k;
+      ASSERT_TRUE(p.push(static_cast<unsigned char>(text[k]))) << shown(text) << " at " << k;
+    }
+    EXPECT_TRUE(p.complete()) << text;
+  }
+}
+
+TEST(JsonSchema, MutationsAgreeWithAValidator) {
+  const ordered_json doc = ordered_json::parse(kSchema);
+  const auto grammar = JsonGrammar::from_schema(doc);
+  SchemaGen gen(doc, 4);
+  static const char alphabet[] = "{}[]\":,.-e0123456789tfnul\\ \"abdgrx";
+  static const char *words[] = {"\"friend\":null,", "\"maybe\":7,", "\"ok\":true,",
+                                "\"red\"", "null", "\"x\"", "[1,true]", "3.5", "\"legs\":2,"};
+  int accepted = 0, refused = 0;
+  for (int i = 0; i < 20000; ++i) {
+    std::string text = gen.text(gen.value(doc, 0));
+    const size_t at = static_cast<size_t>(gen.pick(static_cast<int>(text.size())));
+    switch (gen.pick(4)) {
+    case 0: text.erase(at, 1); break;
+    case 1: text.insert(at, 1, alphabet[gen.pick(static_cast<int>(sizeof alphabet) - 1)]); break;
+    case 2: text.insert(at, words[gen.pick(9)]); break;
+    default: text[at] = alphabet[gen.pick(static_cast<int>(sizeof alphabet) - 1)];
+    }
+    bool expected = !text.empty() && text.front() == '{' && text.back() == '}' &&
+                    ordered_json::accept(text);
+    if (expected) {
+      const ordered_json v = ordered_json::parse(text);
+      // Keys twice: the parser keeps one; a reply never writes one twice.
+      size_t keys = 0;
+      ordered_json::parser_callback_t count = [&](int, ordered_json::parse_event_t e,
+                                                  ordered_json &) {
+        keys += e == ordered_json::parse_event_t::key;
+        return true;
+      };
+      const ordered_json counted = ordered_json::parse(text, count);
+      EXPECT_EQ(counted, v);
+      size_t parsed_keys = 0;
+      std::function<void(const ordered_json &)> walk = [&](const ordered_json &x) {
+        if (x.is_object())
+          parsed_keys += x.size();
+        if (x.is_structured())
+          for (const auto &y : x)
+            walk(y);
+      };
+      walk(v);
+      expected = keys == parsed_keys && valid(doc, v, doc);
+    }
+    EXPECT_EQ(complete_value(*grammar, text), expected) << shown(text);
+    (expected ? accepted : refused)++;
+  }
+  EXPECT_GT(accepted, 1000);
+  EXPECT_GT(refused, 1000);
+}
+
+TEST(JsonSchema, HoldsOrderRequiredAndBounds) {
+  const auto g = JsonGrammar::from_schema(ordered_json::parse(kSchema));
+  const std::string head = R"({"title":"t","score":1,"ok":true,"color":"red",)";
+  const auto refused = [&](const std::string &text) { return !JsonPrefix(*g).push(text); };
+  EXPECT_TRUE(complete_value(*g, head + R"("pets":[],"kind":"fixed"})"));
+  // Out of order, a required property left out, one more, past maxLength, too few or too many
+  // items.
+  EXPECT_TRUE(refused(R"({"score":1,"title":"t",)"));
+  EXPECT_FALSE(refused(R"({"title":"t",)"));
+  EXPECT_TRUE(refused(head + R"("kind":)"));
+  EXPECT_TRUE(refused(head + R"("pets":[],"kind":"fixed","x")"));
+  EXPECT_TRUE(refused(head + R"("pets":[],"kind":"fixed",)"));
+  EXPECT_TRUE(refused(R"({"title":"123456789")"));
+  EXPECT_TRUE(refused(R"({"title":"")"));
+  EXPECT_TRUE(refused(head + R"("pets":[],"pair":[1])"));
+  EXPECT_TRUE(refused(head + R"("pets":[],"pair":[1,2,)"));
+  EXPECT_TRUE(refused(head + R"("pets":[{},{},{},{})"));
+  EXPECT_TRUE(complete_value(*g, head + R"("pets":[],"pair":[1,false],"kind":"fixed"})"));
+  // integer is no number; an enum value is written as JSON writes it.
+  EXPECT_TRUE(refused(R"({"title":"t","score":1,"ok":true,"color":"red","maybe":1.)"));
+  EXPECT_TRUE(refused(R"({"title":"t","score":1,"ok":true,"color":"Red")"));
+  // A recursive $ref nests; the free object's values are integers.
+  EXPECT_TRUE(complete_value(
+      *g, head + R"("pets":[{"name":"a","legs":4,"friend":{"name":"b","legs":2,)"
+                 R"("friend":null}}],"extra":{"n":1,"m":-2},"kind":"fixed"})"));
+  EXPECT_TRUE(refused(head + R"("pets":[],"extra":{"n":")"));
+  // A top-level enum of strings ends with its value.
+  const auto e = JsonGrammar::from_schema(ordered_json::parse(R"({"enum": ["yes", "no"]})"));
+  JsonPrefix p(*e);
+  EXPECT_TRUE(p.push("\"no\""));
+  EXPECT_TRUE(p.complete());
+}
+
+TEST(JsonSchema, RefusesWhatItCannotHoldAReplyTo) {
+  const std::vector<std::pair<const char *, const char *>> cases = {
+      {R"({"type": "string", "pattern": "a+"})", ""},
+      {R"({"type": "object", "properties": {"a": {"type": "integer", "minimum": 1}}})",
+       "/properties/a"},
+      {R"({"type": "object", "properties": {"a": {"type": "strin"}}})", "/properties/a/type"},
+      {R"({"type": "object", "properties": {"a": {"$ref": "#/$defs/B"}}})",
+       "/properties/a/$ref"},
+      {R"({"type": "object", "properties": {"a": {"anyOf": [{"type": "object"},
+          {"type": "object", "properties": {"b": true}}]}}})", "/properties/a/anyOf"},
+      {R"({"type": "object", "properties": {"a": {}}, "required": ["b"]})", "/required"},
+      {R"({"type": "integer"})", ""},
+      {R"({"anyOf": [{"type": "string"}, {"type": "number"}]})", ""},
+      {R"({"enum": [1, 10]})", ""},
+      {R"({"type": "array", "minItems": 3, "maxItems": 2})", "/minItems"},
+      {R"({"type": "string", "maxItems": 2})", "/maxItems"},
+      {R"({"$defs": {"A": {"$ref": "#/$defs/A"}}, "$ref": "#/$defs/A"})", ""},
+      {R"(false)", ""},
+  };
+  for (const auto &[schema, where] : cases) {
+    try {
+      JsonGrammar::from_schema(ordered_json::parse(schema));
+      ADD_FAILURE() << "accepted " << schema;
+    } catch (const JsonSchemaError &e) {
+      EXPECT_EQ(e.where(), where) << schema << ": " << e.what();
+      EXPECT_GT(std::string(e.what()).size(), 10u);
+    }
+  }
+}
+
+TEST(JsonMask, KeepsTheTokensThatContinueASchemaPrefix) {
+  std::string error;
+  auto tok = phimoe_rt::Tokenizer::load_hf(PHIMOE_EXAMPLE_DIR "/tokenizer.json", "", error);
+  ASSERT_TRUE(tok) << error;
+  const int vocab = tok->vocab_size();
+  phimoe_rt::JsonMask mask(*tok, vocab);
+  const auto g = JsonGrammar::from_schema(ordered_json::parse(kSchema));
+  for (const char *prefix : {"", "{", "{\"ti", "{\"title\":\"ab", "{\"title\":\"a\",\"score\":1",
+                             "{\"title\":\"a\",\"score\":1,\"ok\":", "{\"title\":\"a\",\"score\":"
+                             "1,\"ok\":false,\"color\":\"r"}) {
+    JsonPrefix p(*g);
+    ASSERT_TRUE(p.push(std::string(prefix))) << prefix;
     std::vector<float> logits(static_cast<size_t>(vocab), 0.5f);
     const int allowed = mask.apply(p, logits.data());
     int kept = 0;

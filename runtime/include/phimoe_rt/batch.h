@@ -46,9 +46,9 @@ struct GenerationRequest {
   // each position as a fresh forward over the tokens up to it gives them (LongRoPE's set by
   // its length). Reply entries' offsets then count from the start of the prompt's text.
   bool echo = false;
-  // JSON mode (json_mode.h): each token keeps the reply a prefix of one JSON object, and the
-  // reply ends ("stop") when the object closes.
-  bool json_object = false;
+  // A structured reply (json_mode.h: JSON mode or a JSON schema) when set: each token keeps the
+  // reply a prefix of one value of this grammar, and the reply ends ("stop") when it closes.
+  std::shared_ptr<const JsonGrammar> json_format;
   // Added to the logits of these tokens before sampling (OpenAI's logit_bias).
   std::vector<std::pair<int32_t, float>> logit_bias;
   // The reply's text is decoded from its tokens alone, not read on from the prompt's
@@ -165,7 +165,7 @@ size_t echo_prompt(GenerationStream &stream, const Tokenizer &tokenizer,
                    const GenerationRequest &request, std::vector<size_t> &offsets);
 
 // The logits `request` samples from: the model's `logits` plus its logit_bias, less the tokens
-// JSON mode forbids after `json` (`mask`: the engine's, made when the request is in JSON mode).
+// its json_format forbids after `json` (`mask`: the engine's, made by the first such request).
 // Returns `logits` itself when the request changes nothing, else `buffer`'s data; null when
 // JSON mode leaves no token.
 const float *request_logits(const GenerationRequest &request, const float *logits, int vocab,
@@ -266,7 +266,7 @@ private:
   const ModelInfo &info_;
   const Tokenizer &tokenizer_;
   std::unique_ptr<BatchBackend> backend_;
-  std::unique_ptr<JsonMask> json_mask_; // made by the first JSON-mode request
+  std::unique_ptr<JsonMask> json_mask_; // made by the first structured request
   int max_blocks_ = 0; // per sequence
   std::vector<float> logits_;
   std::vector<int32_t> block_table_, free_blocks_, free_slots_;
@@ -315,7 +315,7 @@ private:
   std::unique_ptr<ModelSession> session_;
   int vocab_;
   const Tokenizer &tokenizer_;
-  std::unique_ptr<JsonMask> json_mask_; // made by the first JSON-mode request
+  std::unique_ptr<JsonMask> json_mask_; // made by the first structured request
   std::deque<Pending> waiting_;
 };
 
