@@ -1,4 +1,4 @@
-// json_mask_bench - what the token mask of a structured reply (runtime/server/json_mode.cpp)
+// json_mask_bench - what the token mask of a structured reply (runtime/model/json_mode.cpp)
 // costs per token: JsonMask::apply, which walks a trie of the vocabulary, against probing every
 // token on its own (a copy of the state and its bytes pushed), on the same prefixes, for JSON
 // mode and for a JSON schema.

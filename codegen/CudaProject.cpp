@@ -72,6 +72,8 @@ const std::pair<const char *, const char *> kProjectFiles[] = {
 /// phimoe-bin.
 const char *const kCommandLineFiles[] = {
     "runtime/include/phimoe_rt/cli.h",
+    "runtime/include/phimoe_rt/json_mode.h",
+    "runtime/model/json_mode.cpp",
     "runtime/include/phimoe_rt/model_session.h",
     "runtime/include/phimoe_rt/server.h",
     "runtime/include/phimoe_rt/tokenizer.h",
@@ -117,12 +119,10 @@ const char *const kCommandLineFiles[] = {
 /// needs cpp-httplib (a shared library, not carried).
 const char *const kServerFiles[] = {
     "runtime/include/phimoe_rt/batch.h",
-    "runtime/include/phimoe_rt/json_mode.h",
     "runtime/include/phimoe_cuda/batch.h",
     "runtime/cuda/batch.cpp",
     "runtime/server/engine.cpp",
     "runtime/server/http.cpp",
-    "runtime/server/json_mode.cpp",
     "runtime/server/session_engine.cpp",
     "runtime/server/stream.cpp",
 };

@@ -7,12 +7,14 @@
 #include "phimoe_rt/session.h" // WeightPack, parse_token_ids, write_npy, executable_dir
 
 #include <CLI/CLI.hpp>
+#include <nlohmann/json.hpp>
 
 #include <algorithm>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <exception>
+#include <fstream>
 #include <iostream>
 #include <random>
 #include <thread>
@@ -34,6 +36,9 @@ struct Options {
   bool no_display_prompt = false;
   bool no_mmap = false, mmap = false;
   SamplingParams sampling;
+  // Structured replies (-p, chat): JSON mode, or a JSON schema given inline or in a file.
+  bool json = false;
+  std::string json_schema, json_schema_file;
   // bench
   int bench_prompt = 512, bench_gen = 128, bench_reps = 5;
   bool bench_json = false;
@@ -152,15 +157,55 @@ int run_ids(const ModelInfo &info, const Options &o, ModelSession &session) {
   return 0;
 }
 
+// The grammar --json or --json-schema(-file) asks replies to follow (null: none); false with
+// `error` naming the option or the file, and the place in the schema, when it cannot be held.
+bool reply_format(const Options &o, std::shared_ptr<const JsonGrammar> &format,
+                  std::string &error) {
+  if (o.json) {
+    format = JsonGrammar::any_object();
+    return true;
+  }
+  if (o.json_schema.empty() && o.json_schema_file.empty())
+    return true;
+  std::string text = o.json_schema, where = "--json-schema";
+  if (!o.json_schema_file.empty()) {
+    where = o.json_schema_file;
+    std::ifstream file(o.json_schema_file, std::ios::binary);
+    if (!file) {
+      error = where + ": cannot read the JSON schema";
+      return false;
+    }
+    text.assign(std::istreambuf_iterator<char>(file), std::istreambuf_iterator<char>());
+  }
+  nlohmann::ordered_json schema;
+  try {
+    schema = nlohmann::ordered_json::parse(text);
+  } catch (const nlohmann::json::parse_error &e) {
+    error = where + ": the JSON schema is not JSON (" + e.what() + ")";
+    return false;
+  }
+  try {
+    format = JsonGrammar::from_schema(schema);
+  } catch (const JsonSchemaError &e) {
+    error = where + ": the JSON schema at '#" + e.where() + "': " + e.what();
+    return false;
+  }
+  return true;
+}
+
 int run_completion(const ModelInfo &info, const Options &o, ModelSession &session,
-                   const Tokenizer &tokenizer) {
+                   const Tokenizer &tokenizer, std::shared_ptr<const JsonGrammar> reply_as) {
   std::vector<int32_t> ids = tokenizer.encode(o.prompt, true);
   int max_tokens = o.n_predict < 0 ? 128 : o.n_predict;
+  if (static_cast<int>(ids.size()) > session.capacity()) // refused before any output
+    return fail("the prompt is " + std::to_string(ids.size()) +
+                " tokens, which does not fit the context of " +
+                std::to_string(session.capacity()) + " (--ctx-size)");
   if (!o.no_display_prompt) {
     std::fputs(o.prompt.c_str(), stdout);
     std::fflush(stdout);
   }
-  Generator generator(session, tokenizer, o.sampling, info.vocab);
+  Generator generator(session, tokenizer, o.sampling, info.vocab, std::move(reply_as));
   std::vector<int32_t> stops;
   if (auto eos = tokenizer.eos())
     stops.push_back(*eos);
@@ -174,7 +219,7 @@ int run_completion(const ModelInfo &info, const Options &o, ModelSession &sessio
 }
 
 int run_chat(const ModelInfo &info, const Options &o, ModelSession &session,
-             const Tokenizer &tokenizer) {
+             const Tokenizer &tokenizer, std::shared_ptr<const JsonGrammar> reply_as) {
   std::string notice;
   ChatFormat format = ChatFormat::from_template(tokenizer.chat_template(), notice);
   if (!notice.empty())
@@ -183,7 +228,7 @@ int run_chat(const ModelInfo &info, const Options &o, ModelSession &session,
   if (!o.system.empty())
     messages.push_back({"system", o.system});
   std::vector<int32_t> stops = format.stop_ids(tokenizer);
-  Generator generator(session, tokenizer, o.sampling, info.vocab);
+  Generator generator(session, tokenizer, o.sampling, info.vocab, std::move(reply_as));
   int max_tokens = o.n_predict < 0 ? 512 : o.n_predict;
   bool interactive = isatty(0);
   GenerationStats total;
@@ -268,6 +313,14 @@ int run_cli(int argc, char **argv, const ModelInfo &info, const Backend &backend
   app.add_option("--presence-penalty", o.sampling.presence_penalty, "0: off")
       ->check(CLI::Range(-2.0f, 2.0f))->capture_default_str();
   app.add_option("--seed", o.sampling.seed, "same seed, same output")->capture_default_str();
+  auto *json = app.add_flag("--json", o.json, "-p, chat: the reply is one JSON object");
+  auto *schema = app.add_option("-j,--json-schema", o.json_schema,
+                                "-p, chat: the reply is a value of this JSON schema (the "
+                                "keywords of docs/serving.md)");
+  auto *schema_file = app.add_option("--json-schema-file", o.json_schema_file,
+                                     "-p, chat: the same, the schema read from this file");
+  json->excludes(schema)->excludes(schema_file);
+  schema->excludes(schema_file);
   app.add_option("-t,--threads", o.threads,
                  backend.threaded ? "worker threads"
                                   : "worker threads of a CPU build (this build ignores it)")
@@ -337,6 +390,12 @@ int run_cli(int argc, char **argv, const ModelInfo &info, const Backend &backend
   if (serve->parsed() && !backend.serve)
     return fail("serve: " + backend.no_serve);
   std::string error;
+  const bool structured = o.json || !o.json_schema.empty() || !o.json_schema_file.empty();
+  if (structured && o.prompt.empty() && !chat->parsed())
+    return fail("--json and --json-schema apply to -p and chat (serve takes response_format)");
+  std::shared_ptr<const JsonGrammar> format;
+  if (!reply_format(o, format, error))
+    return fail(error);
   std::unique_ptr<Tokenizer> tokenizer;
   if (o.tokens.empty() && !bench->parsed()) {
     tokenizer = Tokenizer::load_dir(o.tokenizer_dir, error);
@@ -396,8 +455,8 @@ int run_cli(int argc, char **argv, const ModelInfo &info, const Backend &backend
     if (bench->parsed())
       return run_bench(info, o, *session, backend, *pack);
     if (chat->parsed())
-      return run_chat(info, o, *session, *tokenizer);
-    return run_completion(info, o, *session, *tokenizer);
+      return run_chat(info, o, *session, *tokenizer, format);
+    return run_completion(info, o, *session, *tokenizer, format);
   } catch (const std::exception &e) {
     return fail(backend.name + ": " + e.what());
   }

@@ -23,8 +23,13 @@ std::string GenerationStats::summary() const {
 }
 
 Generator::Generator(ModelSession &session, const Tokenizer &tokenizer,
-                     const SamplingParams &params, int vocab)
-    : session_(session), tokenizer_(tokenizer), sampler_(params, vocab) {}
+                     const SamplingParams &params, int vocab,
+                     std::shared_ptr<const JsonGrammar> format)
+    : session_(session), tokenizer_(tokenizer), sampler_(params, vocab), vocab_(vocab),
+      format_(std::move(format)) {
+  if (format_)
+    mask_ = std::make_unique<JsonMask>(tokenizer_, vocab_);
+}
 
 bool Generator::generate(const std::vector<int32_t> &prompt, int max_tokens,
                          const std::vector<int32_t> &stop_ids, FILE *out, std::string &reply,
@@ -62,9 +67,18 @@ bool Generator::generate(const std::vector<int32_t> &prompt, int max_tokens,
   decoder.prime(prompt.data(), reply_alone ? 0 : prompt.size());
   std::string piece;
   int generated = 0;
+  JsonPrefix json = format_ ? JsonPrefix(*format_) : JsonPrefix();
+  std::vector<float> masked;
   while (generated < max_tokens) {
     const std::vector<int32_t> &tokens = session_.tokens();
-    int32_t next = sampler_.sample(logits, tokens.data(), static_cast<int>(tokens.size()));
+    const float *allowed = logits;
+    if (format_) { // the tokens that keep the reply a prefix of a value of the format
+      masked.assign(logits, logits + vocab_);
+      if (mask_->apply(json, masked.data()) == 0)
+        break; // none (a vocabulary that cannot spell the value)
+      allowed = masked.data();
+    }
+    int32_t next = sampler_.sample(allowed, tokens.data(), static_cast<int>(tokens.size()));
     ++generated;
     if (std::find(stop_ids.begin(), stop_ids.end(), next) != stop_ids.end())
       break;
@@ -75,6 +89,8 @@ bool Generator::generate(const std::vector<int32_t> &prompt, int max_tokens,
       std::fputs(piece.c_str(), out);
       std::fflush(out);
     }
+    if (format_ && json.push(mask_->bytes(next)) && json.complete())
+      break; // the value closed: the reply is done
     if (session_.size() >= session_.capacity())
       break; // the context is full: stop here
     logits = session_.append(&next, 1);

@@ -3,11 +3,13 @@
 #define PHIMOE_RT_CLI_GENERATE_H
 
 #include "phimoe_rt/chat.h"
+#include "phimoe_rt/json_mode.h"
 #include "phimoe_rt/sampler.h"
 #include "phimoe_rt/model_session.h"
 #include "phimoe_rt/tokenizer.h"
 
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -23,8 +25,10 @@ struct GenerationStats {
 
 class Generator {
 public:
+  // format: when set, each reply is held to one value of this grammar (json_mode.h) and ends
+  // when the value closes.
   Generator(ModelSession &session, const Tokenizer &tokenizer, const SamplingParams &params,
-            int vocab);
+            int vocab, std::shared_ptr<const JsonGrammar> format = nullptr);
 
   // Runs `prompt` (appended to what the session holds, after keeping its
   // longest common prefix), then samples at most max_tokens tokens, writing
@@ -39,6 +43,9 @@ private:
   ModelSession &session_;
   const Tokenizer &tokenizer_;
   Sampler sampler_;
+  int vocab_;
+  std::shared_ptr<const JsonGrammar> format_;
+  std::unique_ptr<JsonMask> mask_; // with format_
 };
 
 } // namespace phimoe_rt

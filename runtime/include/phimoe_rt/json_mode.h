@@ -1,6 +1,6 @@
-// json_mode.h - structured replies of phimoe-bin serve: `response_format` {"type":
-// "json_object"} (the reply is one JSON object, RFC 8259) and {"type": "json_schema"} (the reply
-// is one JSON value that a JSON schema accepts), held token by token.
+// json_mode.h - structured replies: serve's `response_format` {"type": "json_object"} (the reply
+// is one JSON object, RFC 8259) and {"type": "json_schema"} (the reply is one JSON value that a
+// JSON schema accepts), and phimoe-bin's --json and --json-schema, held token by token.
 //
 // JsonGrammar is what a reply must be: any JSON object, or a JSON schema compiled to a graph of
 // nodes (docs/serving.md, "Structured replies", lists the keywords it holds replies to and

@@ -1,6 +1,6 @@
-// json_mode.cpp - structured replies of phimoe-bin serve (see json_mode.h): JSON schemas
-// compiled to grammar nodes, a pushdown automaton for the prefixes of a grammar's values, and
-// the token mask it gives a sequence.
+// json_mode.cpp - structured replies of phimoe-bin and its server (see json_mode.h): JSON
+// schemas compiled to grammar nodes, a pushdown automaton for the prefixes of a grammar's
+// values, and the token mask it gives a sequence.
 #include "phimoe_rt/json_mode.h"
 
 #include <nlohmann/json.hpp>
