@@ -210,9 +210,15 @@ Common parse_common(const json &body, const ServerOptions &options, int vocab) {
   SamplingParams &s = c.request.sampling;
   s.temperature = static_cast<float>(number(body, "temperature", 1.0, 0.0, 2.0));
   s.top_p = static_cast<float>(number(body, "top_p", 1.0, 0.0, 1.0));
-  s.top_k = 0;
-  s.min_p = 0.0f;
-  s.repeat_penalty = 1.0f;
+  // Extensions that vLLM and llama-server take too (the openai package sends them with
+  // extra_body): top_k (0 or -1: off), min_p, and the repetition penalty under either's name.
+  s.top_k = std::max(0, static_cast<int>(integer(body, "top_k", 0, -1, 1 << 30)));
+  s.min_p = static_cast<float>(number(body, "min_p", 0.0, 0.0, 1.0));
+  if (field(body, "repetition_penalty") && field(body, "repeat_penalty"))
+    throw bad("repeat_penalty", "give one of 'repetition_penalty' and 'repeat_penalty' (the "
+                                "same penalty, vLLM's name and llama.cpp's)");
+  const char *penalty = field(body, "repeat_penalty") ? "repeat_penalty" : "repetition_penalty";
+  s.repeat_penalty = static_cast<float>(number(body, penalty, 1.0, 0.01, 10.0));
   s.presence_penalty = static_cast<float>(number(body, "presence_penalty", 0.0, -2.0, 2.0));
   s.frequency_penalty = static_cast<float>(number(body, "frequency_penalty", 0.0, -2.0, 2.0));
   s.penalty_last_n = 0; // the whole reply (BatchEngine)

@@ -592,6 +592,38 @@ def test_sampling_is_reproducible_with_a_seed(server):
     assert len({run(s) for s in range(5)}) > 1
 
 
+def test_top_k_min_p_and_repetition_penalty(server):
+    """The sampling extensions of vLLM and llama-server: top_k 1 and min_p 1 leave only the
+    likeliest token, so any temperature and seed give the greedy reply; a repetition penalty
+    changes a greedy reply that repeats itself, the same under either name; bad values are
+    400 naming the field."""
+    client = server.client()
+    greedy = complete(client, PROMPTS[2], 24).choices[0].text
+    for seed in range(3):
+        for extra in ({"top_k": 1}, {"min_p": 1.0}):
+            got = client.completions.create(model="phimoe", prompt=PROMPTS[2], max_tokens=24,
+                                            temperature=1.5, seed=seed, extra_body=extra)
+            assert got.choices[0].text == greedy, extra
+    sampled = {client.completions.create(model="phimoe", prompt=PROMPTS[2], max_tokens=24,
+                                         temperature=1.5, seed=seed,
+                                         extra_body={"top_k": 40}).choices[0].text
+               for seed in range(3)}
+    assert len(sampled) > 1
+    ids = client.completions.create(model="phimoe", prompt=PROMPTS[2], max_tokens=24,
+                                    temperature=0, logprobs=0).choices[0].logprobs.tokens
+    assert len(set(ids)) < len(ids)  # the greedy reply repeats a token
+    penalized = complete(client, PROMPTS[2], 24, extra_body={"repetition_penalty": 3.0})
+    assert penalized.choices[0].text != greedy
+    assert complete(client, PROMPTS[2], 24, extra_body={"repeat_penalty": 3.0}) \
+        .choices[0].text == penalized.choices[0].text
+    for body, param in (({"top_k": -2}, "top_k"), ({"min_p": 1.5}, "min_p"),
+                        ({"repetition_penalty": 0}, "repetition_penalty"),
+                        ({"repeat_penalty": 1.1, "repetition_penalty": 1.1}, "repeat_penalty")):
+        status, error = error_of(server.request(
+            "POST", "/v1/completions", {"model": "phimoe", "prompt": "x", **body}))
+        assert (status, error["param"]) == (400, param), body
+
+
 # ---- errors --------------------------------------------------------------------------------
 
 def test_malformed_json_and_bad_fields_are_400(server):
