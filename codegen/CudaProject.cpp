@@ -73,7 +73,9 @@ const std::pair<const char *, const char *> kProjectFiles[] = {
 const char *const kCommandLineFiles[] = {
     "runtime/include/phimoe_rt/cli.h",
     "runtime/include/phimoe_rt/json_mode.h",
+    "runtime/include/phimoe_rt/json_pattern.h",
     "runtime/model/json_mode.cpp",
+    "runtime/model/json_pattern.cpp",
     "runtime/include/phimoe_rt/model_session.h",
     "runtime/include/phimoe_rt/server.h",
     "runtime/include/phimoe_rt/tokenizer.h",

@@ -125,15 +125,17 @@ public:
       throw JsonSchemaError(where, "a schema must be an object or a boolean");
     static const std::set<std::string> known = {
         "type", "properties", "required", "additionalProperties", "items", "minItems",
-        "maxItems", "minLength", "maxLength", "enum", "const", "anyOf", "oneOf", "allOf",
+        "maxItems", "minLength", "maxLength", "pattern", "format", "enum", "const", "anyOf",
+        "oneOf", "allOf",
         "$ref", "$defs", "definitions", "title", "description", "default", "examples",
         "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly", "uniqueItems"};
     for (const auto &[key, value] : s.items()) {
       if (!known.count(key))
         throw JsonSchemaError(where, "'" + key + "' is not supported (phimoec holds replies to "
                                      "type, properties, required, additionalProperties, "
-                                     "items, minItems, maxItems, minLength, maxLength, enum, "
-                                     "const, anyOf, oneOf, a one-schema allOf and $ref)");
+                                     "items, minItems, maxItems, minLength, maxLength, "
+                                     "pattern, format, enum, const, anyOf, oneOf, a "
+                                     "one-schema allOf and $ref)");
       if (key == "uniqueItems" && value != false)
         throw JsonSchemaError(where + "/uniqueItems", "uniqueItems true is not supported");
     }
@@ -168,7 +170,8 @@ public:
         return typed(s, "object", where);
       if (s.contains("items") || s.contains("minItems") || s.contains("maxItems"))
         return typed(s, "array", where);
-      if (s.contains("minLength") || s.contains("maxLength"))
+      if (s.contains("minLength") || s.contains("maxLength") || s.contains("pattern") ||
+          s.contains("format"))
         return typed(s, "string", where);
       return JsonGrammar::kAny;
     }
@@ -252,7 +255,8 @@ private:
       throw JsonSchemaError(at, "more than " + std::to_string(JsonGrammar::kMaxMembers) +
                                     " values are not supported");
     for (const char *key : {"properties", "items", "minLength", "maxLength", "minItems",
-                            "maxItems", "required", "additionalProperties"})
+                            "maxItems", "required", "additionalProperties", "pattern",
+                            "format"})
       if (s.contains(key))
         throw JsonSchemaError(where + "/" + key, std::string("'") + key +
                                                      "' beside enum or const is not supported");
@@ -299,7 +303,7 @@ private:
     static const std::map<std::string, std::set<std::string>> by_type = {
         {"object", {"properties", "required", "additionalProperties"}},
         {"array", {"items", "minItems", "maxItems"}},
-        {"string", {"minLength", "maxLength"}}};
+        {"string", {"minLength", "maxLength", "pattern", "format"}}};
     for (const std::string &other : listed)
       if (auto k = by_type.find(other); k != by_type.end())
         allowed.insert(k->second.begin(), k->second.end());
@@ -307,6 +311,27 @@ private:
       if (!allowed.count(key))
         throw JsonSchemaError(where + "/" + key,
                               "'" + key + "' does not apply to type " + type);
+  }
+
+  // The automaton of a string schema's pattern or format (null: none).
+  static std::shared_ptr<const ByteDfa> pattern(const ordered_json &s, const std::string &where) {
+    const auto p = s.find("pattern"), f = s.find("format");
+    if (p != s.end() && f != s.end())
+      throw JsonSchemaError(where + "/format", "pattern and format together are not supported");
+    if (p == s.end() && f == s.end())
+      return nullptr;
+    const bool is_pattern = p != s.end();
+    const ordered_json &v = is_pattern ? *p : *f;
+    const std::string at = where + (is_pattern ? "/pattern" : "/format");
+    if (!v.is_string())
+      throw JsonSchemaError(at, std::string(is_pattern ? "pattern" : "format") +
+                                    " must be a string");
+    try {
+      return std::make_shared<const ByteDfa>(is_pattern ? ByteDfa::compile(v.get<std::string>())
+                                                        : ByteDfa::format(v.get<std::string>()));
+    } catch (const PatternError &e) {
+      throw JsonSchemaError(at, e.what());
+    }
   }
 
   int32_t typed(const ordered_json &s, const std::string &type, const std::string &where) {
@@ -364,12 +389,13 @@ private:
       if (n.min_items > n.max_items)
         throw JsonSchemaError(where + "/minItems", "minItems is more than maxItems");
     } else if (type == "string") {
-      only(s, type, {"minLength", "maxLength"}, where);
+      only(s, type, {"minLength", "maxLength", "pattern", "format"}, where);
       n.kind = Kind::string;
       n.min_length = bound(s, "minLength", 0, where);
       n.max_length = bound(s, "maxLength", UINT32_MAX, where);
       if (n.min_length > n.max_length)
         throw JsonSchemaError(where + "/minLength", "minLength is more than maxLength");
+      n.pattern = pattern(s, where);
     } else if (type == "number" || type == "integer") {
       only(s, type, {}, where);
       n.kind = type == "number" ? Kind::number : Kind::integer;
@@ -624,6 +650,7 @@ bool JsonPrefix::begin(Frame &f, unsigned char c) {
     f.state = kStr;
     f.aux = 0;
     f.count = 0;
+    f.last = ByteDfa::kStart;
     return true;
   case Kind::number:
   case Kind::integer:
@@ -753,6 +780,8 @@ bool JsonPrefix::push(unsigned char c) {
       return f.count >= n.min_items && pop();
     return space(c);
   case kStr:
+    if (n.pattern && (c == '\\' || (c != '"' && !follow(*n.pattern, f, c))))
+      return false; // a pattern's value is written without escapes
     if (f.aux > 0) { // inside a UTF-8 sequence
       if (c < f.lo || c > f.hi)
         return false;
@@ -762,7 +791,7 @@ bool JsonPrefix::push(unsigned char c) {
       return true;
     }
     if (c == '"')
-      return f.count >= n.min_length && pop();
+      return f.count >= n.min_length && (!n.pattern || n.pattern->accepting(f.last)) && pop();
     if (f.count >= n.max_length || c < 0x20) // control characters must be escaped
       return false;
     ++f.count;
@@ -899,8 +928,22 @@ bool JsonPrefix::takes_plain(uint32_t n) const {
   if (done_ || depth_ == 0)
     return false;
   const Frame &f = stack_[depth_ - 1];
-  return f.state == kStr && f.aux == 0 &&
-         f.count + uint64_t{n} <= grammar_->node(f.node).max_length;
+  const Node &node = grammar_->node(f.node);
+  return f.state == kStr && f.aux == 0 && !node.pattern &&
+         f.count + uint64_t{n} <= node.max_length;
+}
+
+// Moves frame `f`'s pattern state on by byte `c` of its string (not the closing quote): false
+// when no value of the pattern goes that way, or none within maxLength.
+bool JsonPrefix::follow(const ByteDfa &dfa, Frame &f, unsigned char c) const {
+  const int32_t next = dfa.next(f.last, c);
+  if (next < 0)
+    return false;
+  const uint64_t chars = f.count + ((c & 0xC0) == 0x80 ? 0 : 1); // with this one's
+  if (chars + dfa.chars_left(next) > grammar_->node(f.node).max_length)
+    return false;
+  f.last = next;
+  return true;
 }
 
 void JsonPrefix::push_plain(uint32_t n) {

@@ -18,6 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import uuid
 from typing import Optional
 
 import openai
@@ -559,6 +560,31 @@ def test_json_schema_replies_are_values_of_the_schema(server):
     assert closed >= 6
 
 
+class Record(pydantic.BaseModel):
+    code: str = pydantic.Field(pattern=r"^[A-Z]{2}-\d{3}$")
+    id: uuid.UUID
+
+
+def test_json_schema_patterns_and_formats(server):
+    """A pattern and a format (uuid) in a pydantic model: the replies that end are Records,
+    which pydantic checks against both."""
+    client = server.client()
+    messages = [{"role": "user", "content": "A record, please"}]
+    closed = 0
+    for seed in range(6):
+        try:
+            got = client.chat.completions.parse(model="phimoe", messages=messages,
+                                                max_tokens=120, temperature=1, seed=seed,
+                                                response_format=Record)
+        except openai.LengthFinishReasonError:
+            continue
+        record = got.choices[0].message.parsed
+        assert isinstance(record, Record), got.choices[0].message.content
+        assert re.fullmatch(r"[A-Z]{2}-\d{3}", record.code)
+        closed += 1
+    assert closed >= 2
+
+
 def test_json_schemas_it_cannot_hold_are_400(server):
     """A schema keyword phimoec does not hold replies to is refused, naming where it is; so is
     a response_format without a name or a schema."""
@@ -569,7 +595,7 @@ def test_json_schemas_it_cannot_hold_are_400(server):
              "response_format": {"type": "json_schema", "json_schema": json_schema}}))
 
     status, error = refusal({"name": "x", "schema": {
-        "type": "object", "properties": {"when": {"type": "string", "format": "date-time"}}}})
+        "type": "object", "properties": {"when": {"type": "string", "format": "hostname"}}}})
     assert (status, error["param"]) == (400, "response_format")
     assert "#/properties/when" in error["message"] and "format" in error["message"]
     for json_schema in ({"schema": {"type": "object"}}, {"name": "x"},

@@ -518,7 +518,9 @@ TEST(JsonSchema, HoldsOrderRequiredAndBounds) {
 
 TEST(JsonSchema, RefusesWhatItCannotHoldAReplyTo) {
   const std::vector<std::pair<const char *, const char *>> cases = {
-      {R"({"type": "string", "pattern": "a+"})", ""},
+      {R"x({"type": "string", "pattern": "(?=a)"})x", "/pattern"},
+      {R"({"type": "string", "format": "hostname"})", "/format"},
+      {R"({"type": "string", "minimum": 1})", ""},
       {R"({"type": "object", "properties": {"a": {"type": "integer", "minimum": 1}}})",
        "/properties/a"},
       {R"({"type": "object", "properties": {"a": {"type": "strin"}}})", "/properties/a/type"},

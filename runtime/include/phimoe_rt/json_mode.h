@@ -20,6 +20,7 @@
 #ifndef PHIMOE_RT_JSON_MODE_H
 #define PHIMOE_RT_JSON_MODE_H
 
+#include "phimoe_rt/json_pattern.h"
 #include "phimoe_rt/tokenizer.h"
 
 #include <nlohmann/json_fwd.hpp>
@@ -69,6 +70,7 @@ public:
     int32_t items = -1;            // array
     uint32_t min_items = 0, max_items = UINT32_MAX;
     uint32_t min_length = 0, max_length = UINT32_MAX;
+    std::shared_ptr<const ByteDfa> pattern; // string: its pattern or format, when it has one
     std::vector<std::string> literals;
     std::vector<int32_t> options;
   };
@@ -129,10 +131,12 @@ private:
     uint8_t aux;    // number: its part; string: UTF-8 bytes or hex digits still due
     uint8_t lo, hi; // string: the range of the next UTF-8 continuation byte
     uint32_t count; // array: values; string: characters; literal, key: bytes matched
-    int32_t last;   // object: the last property written (-1: none)
+    int32_t last;   // object: the last property written (-1: none); string: its pattern's
+                    // state
     uint64_t bits;  // literal: the values still possible; key: the properties still possible
   };
   bool begin(Frame &f, unsigned char c);
+  bool follow(const ByteDfa &dfa, Frame &f, unsigned char c) const;
   bool open(int32_t node, unsigned char c);
   bool pop();
   bool space(unsigned char c);
