@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 #include <set>
 
@@ -55,6 +56,11 @@ enum : uint8_t {
 };
 
 uint64_t bit(int i) { return uint64_t{1} << i; }
+
+// The most digits of a number's integer part, fraction and exponent: enough for any double, and
+// a bound on replies that would run on in digits.
+constexpr int kMaxIntDigits = 20, kMaxFracDigits = 16, kMaxExpDigits = 3;
+
 
 } // namespace
 
@@ -125,8 +131,8 @@ public:
       throw JsonSchemaError(where, "a schema must be an object or a boolean");
     static const std::set<std::string> known = {
         "type", "properties", "required", "additionalProperties", "items", "minItems",
-        "maxItems", "minLength", "maxLength", "pattern", "format", "enum", "const", "anyOf",
-        "oneOf", "allOf",
+        "maxItems", "minLength", "maxLength", "pattern", "format", "minimum", "maximum",
+        "exclusiveMinimum", "exclusiveMaximum", "enum", "const", "anyOf", "oneOf", "allOf",
         "$ref", "$defs", "definitions", "title", "description", "default", "examples",
         "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly", "uniqueItems"};
     for (const auto &[key, value] : s.items()) {
@@ -134,8 +140,9 @@ public:
         throw JsonSchemaError(where, "'" + key + "' is not supported (phimoec holds replies to "
                                      "type, properties, required, additionalProperties, "
                                      "items, minItems, maxItems, minLength, maxLength, "
-                                     "pattern, format, enum, const, anyOf, oneOf, a "
-                                     "one-schema allOf and $ref)");
+                                     "pattern, format, minimum, maximum and their exclusive "
+                                     "forms, enum, const, anyOf, oneOf, a one-schema allOf "
+                                     "and $ref)");
       if (key == "uniqueItems" && value != false)
         throw JsonSchemaError(where + "/uniqueItems", "uniqueItems true is not supported");
     }
@@ -303,7 +310,9 @@ private:
     static const std::map<std::string, std::set<std::string>> by_type = {
         {"object", {"properties", "required", "additionalProperties"}},
         {"array", {"items", "minItems", "maxItems"}},
-        {"string", {"minLength", "maxLength", "pattern", "format"}}};
+        {"string", {"minLength", "maxLength", "pattern", "format"}},
+        {"number", {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}},
+        {"integer", {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}}};
     for (const std::string &other : listed)
       if (auto k = by_type.find(other); k != by_type.end())
         allowed.insert(k->second.begin(), k->second.end());
@@ -332,6 +341,33 @@ private:
     } catch (const PatternError &e) {
       throw JsonSchemaError(at, e.what());
     }
+  }
+
+  // minimum, maximum, exclusiveMinimum, exclusiveMaximum (numbers, as draft 6 on has them).
+  static void bounds(const ordered_json &s, Node &n, const std::string &where) {
+    for (const char *key : {"minimum", "exclusiveMinimum", "maximum", "exclusiveMaximum"}) {
+      const auto v = s.find(key);
+      if (v == s.end())
+        continue;
+      if (!v->is_number() || !std::isfinite(v->get<double>()))
+        throw JsonSchemaError(where + "/" + key, std::string(key) + " must be a number");
+      const double x = v->get<double>();
+      const bool open = key[0] == 'e';
+      n.bounded = true;
+      if (std::strstr(key, "inimum")) {
+        if (x > n.lo || (x == n.lo && open)) {
+          n.lo = x;
+          n.lo_open = open;
+        }
+      } else if (x < n.hi || (x == n.hi && open)) {
+        n.hi = x;
+        n.hi_open = open;
+      }
+    }
+    if (n.bounded && !n.meets(-HUGE_VAL, false, HUGE_VAL, false))
+      throw JsonSchemaError(where, std::string("no ") +
+                                       (n.kind == Kind::integer ? "integer" : "number") +
+                                       " lies within its minimum and maximum");
   }
 
   int32_t typed(const ordered_json &s, const std::string &type, const std::string &where) {
@@ -397,8 +433,9 @@ private:
         throw JsonSchemaError(where + "/minLength", "minLength is more than maxLength");
       n.pattern = pattern(s, where);
     } else if (type == "number" || type == "integer") {
-      only(s, type, {}, where);
+      only(s, type, {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}, where);
       n.kind = type == "number" ? Kind::number : Kind::integer;
+      bounds(s, n, where);
     } else if (type == "boolean" || type == "null") {
       only(s, type, {}, where);
       n.kind = Kind::literals;
@@ -544,6 +581,7 @@ private:
 std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(const ordered_json &schema) {
   std::shared_ptr<JsonGrammar> g(new JsonGrammar());
   SchemaCompiler compiler(schema, *g);
+  g->compact_ = true;
   g->root_ = compiler.compile(schema, "");
   compiler.check_choices();
   // A reply ends where its value does: a top-level number could always go on.
@@ -578,7 +616,20 @@ void JsonPrefix::assign(const JsonPrefix &other) {
   std::copy(other.stack_, other.stack_ + depth_, stack_);
 }
 
-bool JsonPrefix::space(unsigned char c) { return is_space(c) && ++whitespace_ <= kMaxWhitespace; }
+// A whitespace byte between tokens (whitespace_: the run's bytes so far; kIndentless: a lone
+// space, after which no more).
+bool JsonPrefix::space(unsigned char c) {
+  if (!is_space(c))
+    return false;
+  if (!grammar_->compact())
+    return ++whitespace_ <= kMaxWhitespace;
+  constexpr int kIndentless = 1 << 20;
+  if (whitespace_ == 0) {
+    whitespace_ = c == ' ' ? kIndentless : 1;
+    return c == ' ' || c == '\n';
+  }
+  return whitespace_ != kIndentless && (c == ' ' || c == '\t') && whitespace_++ <= kMaxIndent;
+}
 
 // The properties of `n` a key after property `last` may name: the next ones up to and including
 // the first required one.
@@ -658,7 +709,12 @@ bool JsonPrefix::begin(Frame &f, unsigned char c) {
       return false;
     f.state = kNum;
     f.aux = c == '-' ? kMinus : c == '0' ? kZero : kInt;
-    return true;
+    f.last = c == '-' ? 1 : 0;
+    f.count = 0;
+    f.lo = c == '-' ? 0 : 1; // integer digits
+    f.hi = 0;                // exponent digits
+    set_magnitude(f, c == '-' ? 0.0 : c - '0');
+    return !n->bounded || in_reach(*n, f);
   case Kind::literals: {
     uint64_t bits = 0;
     bool longer = false;
@@ -841,58 +897,18 @@ bool JsonPrefix::push(unsigned char c) {
       f.state = kStr; // aux 0: no UTF-8 sequence open
     return true;
   case kNum: {
-    const bool integer = n.kind == Kind::integer;
-    switch (f.aux) {
-    case kMinus:
-      if (!is_digit(c))
-        return false;
-      f.aux = c == '0' ? kZero : kInt;
-      return true;
-    case kInt:
-      if (is_digit(c))
-        return true;
-      [[fallthrough]];
-    case kZero:
-      if (c == '.' && !integer) {
-        f.aux = kDot;
-        return true;
-      }
-      if ((c == 'e' || c == 'E') && !integer) {
-        f.aux = kExp;
-        return true;
-      }
-      break; // the end of the number
-    case kDot:
-      if (!is_digit(c))
-        return false;
-      f.aux = kFrac;
-      return true;
-    case kFrac:
-      if (is_digit(c))
-        return true;
-      if (c == 'e' || c == 'E') {
-        f.aux = kExp;
-        return true;
-      }
-      break;
-    case kExp:
-      if (c == '+' || c == '-') {
-        f.aux = kExpSign;
-        return true;
-      }
-      [[fallthrough]];
-    case kExpSign:
-      if (!is_digit(c))
-        return false;
-      f.aux = kExpDigits;
-      return true;
-    case kExpDigits:
-      if (is_digit(c))
-        return true;
-      break;
-    }
+    bool ended = false;
+    if (!number_byte(f, n, c, ended))
+      return false;
+    if (!ended)
+      return !n.bounded || in_reach(n, f);
     // The number ended: `c` follows it as it follows any value (a top-level number is refused
     // when the schema is compiled).
+    if (n.bounded) {
+      const double v = magnitude(f) * ((f.last & 1) ? -1 : 1);
+      if (!n.meets(v, false, v, false))
+        return false;
+    }
     pop();
     return !done_ && push(c);
   }
@@ -949,6 +965,123 @@ bool JsonPrefix::follow(const ByteDfa &dfa, Frame &f, unsigned char c) const {
 void JsonPrefix::push_plain(uint32_t n) {
   stack_[depth_ - 1].count += n;
   whitespace_ = 0;
+}
+
+// A number frame's magnitude so far, kept in Frame::bits.
+double JsonPrefix::magnitude(const Frame &f) {
+  double d;
+  std::memcpy(&d, &f.bits, sizeof d);
+  return d;
+}
+void JsonPrefix::set_magnitude(Frame &f, double d) { std::memcpy(&f.bits, &d, sizeof d); }
+
+bool Node::meets(double x, bool x_open, double y, bool y_open) const {
+  if (kind == Kind::integer) { // the integers of both ranges
+    const double a = std::max(x_open ? std::floor(x) + 1 : std::ceil(x),
+                              lo_open ? std::floor(lo) + 1 : std::ceil(lo));
+    const double b = std::min(y_open ? std::ceil(y) - 1 : std::floor(y),
+                              hi_open ? std::ceil(hi) - 1 : std::floor(hi));
+    return a <= b;
+  }
+  const bool a_open = x > lo ? x_open : x < lo ? lo_open : (x_open || lo_open);
+  const bool b_open = y < hi ? y_open : y > hi ? hi_open : (y_open || hi_open);
+  const double a = std::max(x, lo), b = std::min(y, hi);
+  return a < b || (a == b && !a_open && !b_open);
+}
+
+// Byte `c` of a number (its syntax, and its magnitude when bounded): false when it cannot
+// continue the number; `ended` when the number ended before `c`.
+bool JsonPrefix::number_byte(Frame &f, const Node &n, unsigned char c, bool &ended) const {
+  const bool integer = n.kind == Kind::integer, exponent = !integer && !n.bounded;
+  const bool digit = is_digit(c);
+  switch (f.aux) {
+  case kMinus:
+    if (!digit)
+      return false;
+    f.aux = c == '0' ? kZero : kInt;
+    f.lo = 1;
+    set_magnitude(f, c - '0');
+    return true;
+  case kInt:
+    if (digit) {
+      if (++f.lo > kMaxIntDigits)
+        return false;
+      set_magnitude(f, magnitude(f) * 10 + (c - '0'));
+      return true;
+    }
+    [[fallthrough]];
+  case kZero:
+    if (c == '.' && !integer) {
+      f.aux = kDot;
+      f.last |= 2;
+      return true;
+    }
+    if ((c == 'e' || c == 'E') && exponent) {
+      f.aux = kExp;
+      return true;
+    }
+    ended = true;
+    return true;
+  case kDot:
+  case kFrac:
+    if (digit) {
+      f.aux = kFrac;
+      if (++f.count > kMaxFracDigits)
+        return false;
+      set_magnitude(f, magnitude(f) + (c - '0') * std::pow(10.0, -static_cast<double>(f.count)));
+      return true;
+    }
+    if (f.aux == kDot)
+      return false;
+    if ((c == 'e' || c == 'E') && exponent) {
+      f.aux = kExp;
+      return true;
+    }
+    ended = true;
+    return true;
+  case kExp:
+    if (c == '+' || c == '-') {
+      f.aux = kExpSign;
+      return true;
+    }
+    [[fallthrough]];
+  case kExpSign:
+    if (!digit)
+      return false;
+    f.aux = kExpDigits;
+    f.hi = 1;
+    return true;
+  case kExpDigits:
+    if (!digit)
+      ended = true;
+    return !digit || ++f.hi <= kMaxExpDigits;
+  }
+  return false;
+}
+
+// Whether the bounded number that frame `f` has begun can still end within its bounds: the
+// magnitudes its prefix can reach are itself, [m, m + 1) through a fraction, and
+// [m * 10^k, (m + 1) * 10^k) through more integer digits; in a fraction of s digits,
+// [m, m + 10^-s).
+bool JsonPrefix::in_reach(const Node &n, const Frame &f) const {
+  const bool negative = f.last & 1;
+  const double m = magnitude(f);
+  auto meets = [&](double x, double y, bool y_open) { // magnitudes [x, y], signed
+    return negative ? n.meets(-y, y_open, -x, false) : n.meets(x, false, y, y_open);
+  };
+  if (f.aux == kMinus)
+    return meets(0, HUGE_VAL, false);
+  if (f.last & 2)
+    return meets(m, m + std::pow(10.0, -static_cast<double>(f.count)), true);
+  if (meets(m, m, false) || (n.kind == Kind::number && meets(m, m + 1, true)))
+    return true;
+  if (f.aux == kZero)
+    return false; // 0 and -0 take no more integer digits
+  const double reach = negative ? -n.lo : n.hi; // the largest magnitude in bounds
+  for (double scale = 10; m * scale <= reach && scale < 1e308; scale *= 10)
+    if (meets(m * scale, (m + 1) * scale, true))
+      return true;
+  return false;
 }
 
 bool JsonPrefix::push(const std::string &bytes) {

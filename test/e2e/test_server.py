@@ -528,7 +528,7 @@ def test_json_schema_replies_are_values_of_the_schema(server):
         for son in json.loads(choice.message.content)["sons"]:
             assert list(son) == ["name", "tribe", "firstborn"]
         closed += 1
-    assert closed >= 2
+    assert closed >= 3
     schema = {"type": "object", "properties": {"tribe": {"enum": ["Judah", "Levi"]},
                                                "count": {"type": "integer"}},
               "required": ["tribe"], "additionalProperties": False}
@@ -563,11 +563,13 @@ def test_json_schema_replies_are_values_of_the_schema(server):
 class Record(pydantic.BaseModel):
     code: str = pydantic.Field(pattern=r"^[A-Z]{2}-\d{3}$")
     id: uuid.UUID
+    rating: int = pydantic.Field(ge=1, le=5)
+    confidence: float = pydantic.Field(gt=0, le=1)
 
 
-def test_json_schema_patterns_and_formats(server):
-    """A pattern and a format (uuid) in a pydantic model: the replies that end are Records,
-    which pydantic checks against both."""
+def test_json_schema_patterns_formats_and_bounds(server):
+    """A pattern, a format (uuid) and bounded numbers in a pydantic model: the replies that end
+    are Records, which pydantic checks against all of them."""
     client = server.client()
     messages = [{"role": "user", "content": "A record, please"}]
     closed = 0
@@ -581,8 +583,9 @@ def test_json_schema_patterns_and_formats(server):
         record = got.choices[0].message.parsed
         assert isinstance(record, Record), got.choices[0].message.content
         assert re.fullmatch(r"[A-Z]{2}-\d{3}", record.code)
+        assert 1 <= record.rating <= 5 and 0 < record.confidence <= 1
         closed += 1
-    assert closed >= 2
+    assert closed >= 3
 
 
 def test_json_schemas_it_cannot_hold_are_400(server):

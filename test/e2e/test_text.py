@@ -169,7 +169,7 @@ def test_json_schema_holds_the_reply(compiled, tmp_path):
             continue  # cut by -n
         assert is_family(value), reply
         whole += 1
-    assert whole >= 2
+    assert whole >= 3
     # chat: every reply, one per line.
     proc = phimoe_bin(compiled, "chat", "-n", "150", "--temperature", "1", "--seed", "3",
                       "-j", json.dumps(FAMILY), stdin="Name the sons\nAnd their tribes\n")

@@ -12,6 +12,7 @@
 
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <functional>
 #include <set>
 #include <random>
@@ -180,6 +181,13 @@ TEST(JsonPrefix, RefusesWhatNoObjectBeginsWith) {
   JsonPrefix deep;
   EXPECT_TRUE(deep.push("{\"a\":" + std::string(JsonPrefix::kMaxDepth - 1, '[')));
   EXPECT_FALSE(deep.push('['));
+  // Numbers have at most 20 integer digits, 16 fraction digits and 3 exponent digits.
+  for (const auto &[head, digits] : std::vector<std::pair<std::string, int>>{
+           {"{\"a\":-", 20}, {"{\"a\":1.", 16}, {"{\"a\":1e+", 3}}) {
+    JsonPrefix n;
+    EXPECT_TRUE(n.push(head + std::string(static_cast<size_t>(digits), '9'))) << head;
+    EXPECT_FALSE(n.push('9')) << head;
+  }
 }
 
 namespace {
@@ -411,6 +419,35 @@ bool valid(const ordered_json &doc, const ordered_json &v, const ordered_json &s
   return v.is_null();
 }
 
+// Whether the whitespace of `text` outside strings is as a schema's replies write it: runs of
+// one space, or of a newline and at most 20 spaces or tabs.
+bool compact_spaces(const std::string &text) {
+  bool in_string = false, escape = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      in_string = escape || c != '"';
+      escape = !escape && c == '\\';
+      continue;
+    }
+    if (c == '"') {
+      in_string = true;
+      continue;
+    }
+    if (c != ' ' && c != '\n' && c != '\t' && c != '\r')
+      continue;
+    size_t end = i + 1;
+    while (end < text.size() && std::strchr(" \n\t\r", text[end]))
+      ++end;
+    const std::string run = text.substr(i, end - i);
+    if (run != " " && !(run[0] == '\n' && run.size() <= 21 &&
+                        run.find_first_not_of(" \t", 1) == std::string::npos))
+      return false;
+    i = end - 1;
+  }
+  return true;
+}
+
 bool complete_value(const JsonGrammar &g, const std::string &s) {
   JsonPrefix p(g);
   return p.push(s) && p.complete();
@@ -474,7 +511,7 @@ TEST(JsonSchema, MutationsAgreeWithAValidator) {
             walk(y);
       };
       walk(v);
-      expected = keys == parsed_keys && valid(doc, v, doc);
+      expected = keys == parsed_keys && valid(doc, v, doc) && compact_spaces(text);
     }
     EXPECT_EQ(complete_value(*grammar, text), expected) << shown(text);
     (expected ? accepted : refused)++;
@@ -501,6 +538,13 @@ TEST(JsonSchema, HoldsOrderRequiredAndBounds) {
   EXPECT_TRUE(refused(head + R"("pets":[],"pair":[1,2,)"));
   EXPECT_TRUE(refused(head + R"("pets":[{},{},{},{})"));
   EXPECT_TRUE(complete_value(*g, head + R"("pets":[],"pair":[1,false],"kind":"fixed"})"));
+  // Whitespace: one space, or a newline and at most 20 spaces or tabs.
+  EXPECT_FALSE(refused("{ \"title\" : \"t\",\n\t\t\"score\":"));
+  EXPECT_FALSE(refused("{\n" + std::string(20, ' ') + "\"title\""));
+  EXPECT_TRUE(refused("{\n" + std::string(21, ' ')));
+  EXPECT_TRUE(refused("{  "));
+  EXPECT_TRUE(refused("{\t"));
+  EXPECT_TRUE(refused("{ \n"));
   // integer is no number; an enum value is written as JSON writes it.
   EXPECT_TRUE(refused(R"({"title":"t","score":1,"ok":true,"color":"red","maybe":1.)"));
   EXPECT_TRUE(refused(R"({"title":"t","score":1,"ok":true,"color":"Red")"));
@@ -520,9 +564,10 @@ TEST(JsonSchema, RefusesWhatItCannotHoldAReplyTo) {
   const std::vector<std::pair<const char *, const char *>> cases = {
       {R"x({"type": "string", "pattern": "(?=a)"})x", "/pattern"},
       {R"({"type": "string", "format": "hostname"})", "/format"},
-      {R"({"type": "string", "minimum": 1})", ""},
-      {R"({"type": "object", "properties": {"a": {"type": "integer", "minimum": 1}}})",
+      {R"({"type": "string", "minimum": 1})", "/minimum"},
+      {R"({"type": "object", "properties": {"a": {"type": "integer", "multipleOf": 2}}})",
        "/properties/a"},
+      {R"({"type": "integer", "minimum": 1.5, "exclusiveMaximum": 2})", ""},
       {R"({"type": "object", "properties": {"a": {"type": "strin"}}})", "/properties/a/type"},
       {R"({"type": "object", "properties": {"a": {"$ref": "#/$defs/B"}}})",
        "/properties/a/$ref"},
@@ -554,4 +599,75 @@ TEST(JsonMask, KeepsTheTokensThatContinueASchemaPrefix) {
       *g, {"", "{", "{\"ti", "{\"title\":\"ab", "{\"title\":\"a\",\"score\":1",
            "{\"title\":\"a\",\"score\":1,\"ok\":",
            "{\"title\":\"a\",\"score\":1,\"ok\":false,\"color\":\"r"});
+}
+
+// Bounded numbers: for every string of up to 5 characters of a number's alphabet, as the value of
+// a property, JsonPrefix takes it as a complete object exactly when it is a JSON number without
+// exponent (an integer for integer) within the bounds; and every prefix it takes can still be
+// completed within a few characters (in-reach is exact enough never to strand a reply).
+TEST(JsonSchema, BoundedNumbersAgreeWithTheirBounds) {
+  struct Case {
+    const char *schema;
+    bool integer;
+    double lo, hi;
+    bool lo_open, hi_open;
+  };
+  const Case cases[] = {
+      {R"({"type": "integer", "minimum": 1, "maximum": 5})", true, 1, 5, false, false},
+      {R"({"type": "integer", "minimum": -20, "maximum": -10})", true, -20, -10, false, false},
+      {R"({"type": "integer", "exclusiveMinimum": 9, "maximum": 120})", true, 9, 120, true, false},
+      {R"({"type": "number", "exclusiveMinimum": 0, "maximum": 1})", false, 0, 1, true, false},
+      {R"({"type": "number", "minimum": -1.5, "exclusiveMaximum": 2.25})", false, -1.5, 2.25,
+       false, true},
+      {R"({"type": "number", "minimum": 30})", false, 30, HUGE_VAL, false, false},
+  };
+  static const char alphabet[] = "-0123456789.";
+  for (const Case &c : cases) {
+    SCOPED_TRACE(c.schema);
+    const auto g = JsonGrammar::from_schema(ordered_json::parse(
+        std::string(R"({"type": "object", "required": ["x"], "properties": {"x": )") +
+        c.schema + "}}"));
+    const std::regex number(c.integer ? "-?(0|[1-9][0-9]*)" : "-?(0|[1-9][0-9]*)(\\.[0-9]+)?");
+    auto expected = [&](const std::string &s) {
+      if (!std::regex_match(s, number))
+        return false;
+      const double v = std::stod(s);
+      return (c.lo_open ? v > c.lo : v >= c.lo) && (c.hi_open ? v < c.hi : v <= c.hi);
+    };
+    // Whether `p` can be completed with at most `left` more characters and the closing brace.
+    std::function<bool(const JsonPrefix &, int)> completable = [&](const JsonPrefix &p,
+                                                                   int left) {
+      JsonPrefix end = p;
+      if (end.push('}') && end.complete())
+        return true;
+      for (int i = 0; left > 0 && alphabet[i]; ++i) {
+        JsonPrefix q = p;
+        if (q.push(static_cast<unsigned char>(alphabet[i])) && completable(q, left - 1))
+          return true;
+      }
+      return false;
+    };
+    int accepted = 0;
+    std::vector<std::string> strings = {""};
+    for (size_t k = 0; k < strings.size(); ++k) {
+      const std::string s = strings[k]; // a copy: strings grows below
+      if (s.size() < 5)
+        for (int i = 0; alphabet[i]; ++i)
+          strings.push_back(s + alphabet[i]);
+      JsonPrefix p(*g);
+      const bool taken = p.push("{\"x\":" + s);
+      if (taken && !s.empty()) {
+        EXPECT_TRUE(completable(p, 4)) << s;
+      }
+      JsonPrefix whole(*g);
+      const bool complete = whole.push("{\"x\":" + s + "}") && whole.complete();
+      EXPECT_EQ(complete, !s.empty() && expected(s)) << s;
+      accepted += complete;
+    }
+    EXPECT_GT(accepted, 3);
+  }
+  // With bounds the exponent goes.
+  const auto g = JsonGrammar::from_schema(ordered_json::parse(
+      R"({"type": "object", "properties": {"x": {"type": "number", "maximum": 1e9}}})"));
+  EXPECT_FALSE(JsonPrefix(*g).push("{\"x\":1e"));
 }

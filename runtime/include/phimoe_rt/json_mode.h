@@ -16,7 +16,9 @@
 // once, the optional ones possibly left out, no others (an object with `properties` is closed
 // whatever additionalProperties says; one without is free: any keys, values of
 // additionalProperties' schema); enum and const values are written as JSON writes them without
-// spaces; whitespace outside strings is allowed, in runs of at most kMaxWhitespace bytes.
+// spaces; whitespace outside strings is one space, or a newline and at most 20 spaces or tabs
+// (as llama.cpp's grammars from JSON schemas have it: a model that knows no better spends few
+// tokens on it). JSON mode allows any whitespace, in runs of at most kMaxWhitespace bytes.
 #ifndef PHIMOE_RT_JSON_MODE_H
 #define PHIMOE_RT_JSON_MODE_H
 
@@ -25,6 +27,7 @@
 
 #include <nlohmann/json_fwd.hpp>
 
+#include <cmath>
 #include <cstdint>
 #include <memory>
 #include <stdexcept>
@@ -71,6 +74,14 @@ public:
     uint32_t min_items = 0, max_items = UINT32_MAX;
     uint32_t min_length = 0, max_length = UINT32_MAX;
     std::shared_ptr<const ByteDfa> pattern; // string: its pattern or format, when it has one
+    // number, integer: minimum/maximum and their exclusive forms (bounded: any of them given;
+    // the reply then writes no exponent).
+    bool bounded = false;
+    double lo = -HUGE_VAL, hi = HUGE_VAL;
+    bool lo_open = false, hi_open = false;
+    // Whether a value of this bounded number or integer lies in [x, y] (an end open when
+    // said).
+    bool meets(double x, bool x_open, double y, bool y_open) const;
     std::vector<std::string> literals;
     std::vector<int32_t> options;
   };
@@ -84,6 +95,9 @@ public:
 
   const Node &node(int32_t id) const { return nodes_[static_cast<size_t>(id)]; }
   int32_t root() const { return root_; }
+  // Whitespace as a schema's replies have it (a space, or a newline and an indent) rather
+  // than JSON mode's.
+  bool compact() const { return compact_; }
   // Which first bytes a value of `id` may begin with (whitespace aside).
   bool may_begin(int32_t id, unsigned char c) const;
 
@@ -96,13 +110,16 @@ private:
   JsonGrammar();
   std::vector<Node> nodes_;
   int32_t root_ = kAnyObject;
+  bool compact_ = false;
 };
 
 class JsonPrefix {
 public:
   static constexpr int kMaxDepth = 32;      // open values: nested objects and arrays, strings,
                                             // numbers and literals being written
-  static constexpr int kMaxWhitespace = 24; // consecutive whitespace bytes outside strings
+  static constexpr int kMaxWhitespace = 24; // JSON mode: consecutive whitespace bytes outside
+                                            // strings
+  static constexpr int kMaxIndent = 20;     // schemas: spaces or tabs after a newline
 
   // Prefixes of any JSON object (json_object mode).
   JsonPrefix();
@@ -129,14 +146,21 @@ private:
     int32_t node;
     uint8_t state;
     uint8_t aux;    // number: its part; string: UTF-8 bytes or hex digits still due
-    uint8_t lo, hi; // string: the range of the next UTF-8 continuation byte
-    uint32_t count; // array: values; string: characters; literal, key: bytes matched
+    uint8_t lo, hi; // string: the range of the next UTF-8 continuation byte; number: the
+                    // digits of its integer part and of its exponent
+    uint32_t count; // array: values; string: characters; literal, key: bytes matched;
+                    // number: fraction digits
     int32_t last;   // object: the last property written (-1: none); string: its pattern's
-                    // state
-    uint64_t bits;  // literal: the values still possible; key: the properties still possible
+                    // state; number: 1 negative, 2 in the fraction
+    uint64_t bits;  // literal: the values still possible; key: the properties still possible;
+                    // number: its magnitude so far (a double's bits)
   };
   bool begin(Frame &f, unsigned char c);
   bool follow(const ByteDfa &dfa, Frame &f, unsigned char c) const;
+  bool number_byte(Frame &f, const JsonGrammar::Node &n, unsigned char c, bool &ended) const;
+  bool in_reach(const JsonGrammar::Node &n, const Frame &f) const;
+  static double magnitude(const Frame &f);
+  static void set_magnitude(Frame &f, double d);
   bool open(int32_t node, unsigned char c);
   bool pop();
   bool space(unsigned char c);
