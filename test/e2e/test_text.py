@@ -112,7 +112,7 @@ def test_same_seed_same_output(compiled):
     ([], "nothing to do"),
     (["-p", "x", "--json-schema", '{"type": "string", "format": "hostname"}'],
      "--json-schema: the JSON schema at '#/format': the format 'hostname' is not supported"),
-    (["-p", "x", "--json-schema", '{"type": "object", "properties": {"n": {"minimum": 1}}}'],
+    (["-p", "x", "--json-schema", '{"type": "object", "properties": {"n": {"multipleOf": 2}}}'],
      "at '#/properties/n'"),
     (["-p", "x", "--json-schema", "{not json"], "--json-schema: the JSON schema is not JSON"),
     (["-p", "x", "--json-schema-file", "/nonexistent/schema.json"],
