@@ -146,8 +146,12 @@ public:
       if (key == "uniqueItems" && value != false)
         throw JsonSchemaError(where + "/uniqueItems", "uniqueItems true is not supported");
     }
-    if (const auto ref = s.find("$ref"); ref != s.end())
+    if (const auto ref = s.find("$ref"); ref != s.end()) {
+      if (s.size() != 1 + annotations(s))
+        throw JsonSchemaError(where, "keywords beside $ref (other than annotations) are not "
+                                     "supported: put them in the schema it refers to");
       return reference(*ref, where + "/$ref");
+    }
     if (const auto all = s.find("allOf"); all != s.end()) {
       if (!all->is_array() || all->size() != 1)
         throw JsonSchemaError(where + "/allOf", "allOf is supported with one schema only");
@@ -263,7 +267,8 @@ private:
                                     " values are not supported");
     for (const char *key : {"properties", "items", "minLength", "maxLength", "minItems",
                             "maxItems", "required", "additionalProperties", "pattern",
-                            "format"})
+                            "format", "minimum", "maximum", "exclusiveMinimum",
+                            "exclusiveMaximum"})
       if (s.contains(key))
         throw JsonSchemaError(where + "/" + key, std::string("'") + key +
                                                      "' beside enum or const is not supported");
