@@ -115,8 +115,8 @@ TEST(BatchEngine, EverySequenceGeneratesWhatItWouldAlone) {
     o.block_size = 4;
     o.kv_blocks = kv_blocks;
     o.threads = 1;
-    BatchEngine engine(phimoe_model_info, nullptr, *tok, o);
-    std::vector<std::shared_ptr<GenerationStream>> streams;
+    o.step_delay_ms = 1; // all requests are in before the first steps end, however busy the host
+    std::vector<GenerationRequest> requests;
     std::vector<std::string> expected;
     for (int i = 0; i < 12; ++i) {
       // Prompts of 1..23 tokens (some past kOriginal from the start), replies that cross it.
@@ -125,8 +125,14 @@ TEST(BatchEngine, EverySequenceGeneratesWhatItWouldAlone) {
         prompt.push_back(100 + (i * 13 + j * 5) % 150);
       const int max_tokens = 10 + (i * 5) % 20;
       expected.push_back(alone(*tok, prompt, max_tokens));
+      requests.push_back(greedy(prompt, max_tokens));
+    }
+    // Submitted together (the references computed first), so that their steps are shared.
+    BatchEngine engine(phimoe_model_info, nullptr, *tok, o);
+    std::vector<std::shared_ptr<GenerationStream>> streams;
+    for (GenerationRequest &r : requests) {
       BatchEngine::Refusal why;
-      streams.push_back(engine.submit(greedy(prompt, max_tokens), why));
+      streams.push_back(engine.submit(std::move(r), why));
       ASSERT_TRUE(streams.back()) << static_cast<int>(why);
     }
     for (size_t i = 0; i < streams.size(); ++i) {
