@@ -19,6 +19,10 @@
 // spaces; whitespace outside strings is one space, or a newline and at most 20 spaces or tabs
 // (as llama.cpp's grammars from JSON schemas have it: a model that knows no better spends few
 // tokens on it). JSON mode allows any whitespace, in runs of at most kMaxWhitespace bytes.
+// A string with a pattern or format is written without escapes and ends only where the pattern
+// can (json_pattern.h); a bounded number is written without exponent, each digit allowed only
+// while the number can still end within its bounds; every number has at most 20 integer, 16
+// fraction and 3 exponent digits.
 #ifndef PHIMOE_RT_JSON_MODE_H
 #define PHIMOE_RT_JSON_MODE_H
 
