@@ -61,7 +61,6 @@ uint64_t bit(int i) { return uint64_t{1} << i; }
 // a bound on replies that would run on in digits.
 constexpr int kMaxIntDigits = 20, kMaxFracDigits = 16, kMaxExpDigits = 3;
 
-
 } // namespace
 
 // ---- grammar ------------------------------------------------------------------------------
@@ -115,6 +114,19 @@ bool JsonGrammar::may_begin(int32_t id, unsigned char c) const {
   return false;
 }
 
+// The keywords that say nothing of the value (skipped), and those of each type.
+const std::set<std::string> kAnnotations = {
+    "title", "description", "default", "examples", "$schema", "$id",
+    "$comment", "deprecated", "readOnly", "writeOnly", "$defs", "definitions"};
+const std::map<std::string, std::set<std::string>> kTypeKeywords = {
+    {"object", {"properties", "required", "additionalProperties"}},
+    {"array", {"items", "minItems", "maxItems"}},
+    {"string", {"minLength", "maxLength", "pattern", "format"}},
+    {"number", {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}},
+    {"integer", {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}},
+    {"boolean", {}},
+    {"null", {}}};
+
 // JSON schema -> nodes. The keywords it knows are those of docs/serving.md; annotations are
 // skipped; anything else is refused where it is.
 class SchemaCompiler {
@@ -129,12 +141,13 @@ public:
     }
     if (!s.is_object())
       throw JsonSchemaError(where, "a schema must be an object or a boolean");
-    static const std::set<std::string> known = {
-        "type", "properties", "required", "additionalProperties", "items", "minItems",
-        "maxItems", "minLength", "maxLength", "pattern", "format", "minimum", "maximum",
-        "exclusiveMinimum", "exclusiveMaximum", "enum", "const", "anyOf", "oneOf", "allOf",
-        "$ref", "$defs", "definitions", "title", "description", "default", "examples",
-        "$schema", "$id", "$comment", "deprecated", "readOnly", "writeOnly", "uniqueItems"};
+    static const std::set<std::string> known = [] {
+      std::set<std::string> k = kAnnotations;
+      k.insert({"type", "enum", "const", "anyOf", "oneOf", "allOf", "$ref", "uniqueItems"});
+      for (const auto &[type, keys] : kTypeKeywords)
+        k.insert(keys.begin(), keys.end());
+      return k;
+    }();
     for (const auto &[key, value] : s.items()) {
       if (!known.count(key))
         throw JsonSchemaError(where, "'" + key + "' is not supported (phimoec holds replies to "
@@ -175,15 +188,11 @@ public:
     if (s.contains("enum") || s.contains("const"))
       return literals(s, where);
     const auto type = s.find("type");
-    if (type == s.end()) {
-      if (s.contains("properties") || s.contains("additionalProperties") ||
-          s.contains("required"))
-        return typed(s, "object", where);
-      if (s.contains("items") || s.contains("minItems") || s.contains("maxItems"))
-        return typed(s, "array", where);
-      if (s.contains("minLength") || s.contains("maxLength") || s.contains("pattern") ||
-          s.contains("format"))
-        return typed(s, "string", where);
+    if (type == s.end()) { // the type its keywords say
+      for (const char *implied : {"object", "array", "string"})
+        for (const std::string &key : kTypeKeywords.at(implied))
+          if (s.contains(key))
+            return typed(s, implied, where);
       return JsonGrammar::kAny;
     }
     if (type->is_string())
@@ -202,9 +211,7 @@ public:
 private:
   static size_t annotations(const ordered_json &s) {
     size_t n = 0;
-    for (const char *key : {"title", "description", "default", "examples", "$schema", "$id",
-                            "$comment", "deprecated", "readOnly", "writeOnly", "$defs",
-                            "definitions"})
+    for (const std::string &key : kAnnotations)
       n += s.contains(key);
     return n;
   }
@@ -265,13 +272,11 @@ private:
     if (n.literals.size() > JsonGrammar::kMaxMembers)
       throw JsonSchemaError(at, "more than " + std::to_string(JsonGrammar::kMaxMembers) +
                                     " values are not supported");
-    for (const char *key : {"properties", "items", "minLength", "maxLength", "minItems",
-                            "maxItems", "required", "additionalProperties", "pattern",
-                            "format", "minimum", "maximum", "exclusiveMinimum",
-                            "exclusiveMaximum"})
-      if (s.contains(key))
-        throw JsonSchemaError(where + "/" + key, std::string("'") + key +
-                                                     "' beside enum or const is not supported");
+    for (const auto &[type, keys] : kTypeKeywords)
+      for (const std::string &key : keys)
+        if (s.contains(key))
+          throw JsonSchemaError(where + "/" + key,
+                                "'" + key + "' beside enum or const is not supported");
     return add(std::move(n));
   }
 
@@ -301,25 +306,17 @@ private:
     return static_cast<uint32_t>(v->get<uint64_t>());
   }
 
-  void only(const ordered_json &s, const std::string &type, std::set<std::string> allowed,
-            const std::string &where) {
-    allowed.insert({"type", "title", "description", "default", "examples", "$schema", "$id",
-                    "$comment", "deprecated", "readOnly", "writeOnly", "$defs", "definitions",
-                    "uniqueItems"});
-    // A type list's other types may use their keywords too.
-    std::set<std::string> listed;
+  // Refuses the keywords of `s` that no type it names (`type`, or each of a type list) takes.
+  static void only(const ordered_json &s, const std::string &type, const std::string &where) {
+    std::set<std::string> allowed = kAnnotations;
+    allowed.insert({"type", "uniqueItems"});
+    std::vector<std::string> types = {type};
     if (const auto t = s.find("type"); t != s.end() && t->is_array())
       for (const ordered_json &one : *t)
         if (one.is_string())
-          listed.insert(one.get<std::string>());
-    static const std::map<std::string, std::set<std::string>> by_type = {
-        {"object", {"properties", "required", "additionalProperties"}},
-        {"array", {"items", "minItems", "maxItems"}},
-        {"string", {"minLength", "maxLength", "pattern", "format"}},
-        {"number", {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}},
-        {"integer", {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}}};
-    for (const std::string &other : listed)
-      if (auto k = by_type.find(other); k != by_type.end())
+          types.push_back(one.get<std::string>());
+    for (const std::string &one : types)
+      if (auto k = kTypeKeywords.find(one); k != kTypeKeywords.end())
         allowed.insert(k->second.begin(), k->second.end());
     for (const auto &[key, value] : s.items())
       if (!allowed.count(key))
@@ -378,7 +375,7 @@ private:
   int32_t typed(const ordered_json &s, const std::string &type, const std::string &where) {
     Node n;
     if (type == "object") {
-      only(s, type, {"properties", "required", "additionalProperties"}, where);
+      only(s, type, where);
       n.kind = Kind::object;
       const auto props = s.find("properties");
       std::vector<std::string> names;
@@ -413,15 +410,13 @@ private:
       if (props == s.end() || props->empty()) {
         const auto extra = s.find("additionalProperties");
         const bool closed = extra != s.end() && *extra == false;
-        if (!closed && n.required)
-          throw JsonSchemaError(where + "/required", "required names no property");
         n.free = !closed;
         n.extra = closed ? -1
                          : extra == s.end() ? JsonGrammar::kAny
                                             : compile(*extra, where + "/additionalProperties");
       }
     } else if (type == "array") {
-      only(s, type, {"items", "minItems", "maxItems"}, where);
+      only(s, type, where);
       n.kind = Kind::array;
       const auto items = s.find("items");
       n.items = items == s.end() ? JsonGrammar::kAny : compile(*items, where + "/items");
@@ -430,7 +425,7 @@ private:
       if (n.min_items > n.max_items)
         throw JsonSchemaError(where + "/minItems", "minItems is more than maxItems");
     } else if (type == "string") {
-      only(s, type, {"minLength", "maxLength", "pattern", "format"}, where);
+      only(s, type, where);
       n.kind = Kind::string;
       n.min_length = bound(s, "minLength", 0, where);
       n.max_length = bound(s, "maxLength", UINT32_MAX, where);
@@ -438,11 +433,11 @@ private:
         throw JsonSchemaError(where + "/minLength", "minLength is more than maxLength");
       n.pattern = pattern(s, where);
     } else if (type == "number" || type == "integer") {
-      only(s, type, {"minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"}, where);
+      only(s, type, where);
       n.kind = type == "number" ? Kind::number : Kind::integer;
       bounds(s, n, where);
     } else if (type == "boolean" || type == "null") {
-      only(s, type, {}, where);
+      only(s, type, where);
       n.kind = Kind::literals;
       n.literals = type == "null" ? std::vector<std::string>{"null"}
                                   : std::vector<std::string>{"true", "false"};
@@ -590,9 +585,7 @@ std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(const ordered_json &
   g->root_ = compiler.compile(schema, "");
   compiler.check_choices();
   // A reply ends where its value does: a top-level number could always go on.
-  int32_t root = g->root_;
-  while (g->node(root).kind == Kind::choice && g->node(root).options.size() == 1)
-    root = g->node(root).options[0];
+  const int32_t root = g->root_;
   if (g->may_begin(root, '0') || g->may_begin(root, '-'))
     throw JsonSchemaError("", "a reply that may be a bare number has no end: make the schema "
                               "an object (or an array, a string, literals)");
