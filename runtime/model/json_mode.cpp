@@ -602,8 +602,7 @@ std::shared_ptr<const JsonGrammar> JsonGrammar::from_schema(const ordered_json &
 JsonPrefix::JsonPrefix() : JsonPrefix(*JsonGrammar::any_object()) {}
 
 JsonPrefix::JsonPrefix(const JsonGrammar &grammar) : grammar_(&grammar) {
-  stack_[0] = Frame{grammar.root(), kValue, 0, 0x80, 0xBF, 0, -1, 0};
-  depth_ = 1;
+  enter(grammar.root());
 }
 
 void JsonPrefix::assign(const JsonPrefix &other) {
@@ -648,13 +647,18 @@ bool JsonPrefix::pop() {
   return true;
 }
 
-// A new value of `node` that begins with `c`, above the top frame.
-bool JsonPrefix::open(int32_t node, unsigned char c) {
+// A new value of `node` above the top frame, before its first byte; false when nesting is as
+// deep as it may be.
+bool JsonPrefix::enter(int32_t node) {
   if (depth_ == kMaxDepth)
     return false;
-  Frame &f = stack_[depth_++];
-  f = Frame{node, kValue, 0, 0x80, 0xBF, 0, -1, 0};
-  return begin(f, c);
+  stack_[depth_++] = Frame{node, kValue, 0, 0x80, 0xBF, 0, -1, 0};
+  return true;
+}
+
+// A new value of `node` that begins with `c`, above the top frame.
+bool JsonPrefix::open(int32_t node, unsigned char c) {
+  return enter(node) && begin(stack_[depth_ - 1], c);
 }
 
 // The first byte `c` of frame `f`'s value (the top frame).
@@ -793,11 +797,7 @@ bool JsonPrefix::push(unsigned char c) {
     if (c != ':')
       return space(c);
     f.state = kObjAfter;
-    if (depth_ == kMaxDepth)
-      return false;
-    stack_[depth_++] = Frame{n.free ? n.extra : n.values[static_cast<size_t>(f.last)], kValue,
-                             0, 0x80, 0xBF, 0, -1, 0};
-    return true;
+    return enter(n.free ? n.extra : n.values[static_cast<size_t>(f.last)]);
   case kObjAfter:
     if (c == ',') {
       if (!n.free && !next_keys(n, f.last))

@@ -165,6 +165,7 @@ private:
   bool in_reach(const JsonGrammar::Node &n, const Frame &f) const;
   static double magnitude(const Frame &f);
   static void set_magnitude(Frame &f, double d);
+  bool enter(int32_t node);
   bool open(int32_t node, unsigned char c);
   bool pop();
   bool space(unsigned char c);
