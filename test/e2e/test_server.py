@@ -606,6 +606,12 @@ def test_json_schemas_it_cannot_hold_are_400(server):
                         {"name": "x", "schema": {"$ref": "#/$defs/Missing"}}):
         status, error = refusal(json_schema)
         assert (status, error["param"]) == (400, "response_format"), json_schema
+    for format in ({"type": "xml"}, {"type": "json_schema", "json_schema": "x"}, "json"):
+        status, error = error_of(server.request(
+            "POST", "/v1/chat/completions",
+            {"model": "phimoe", "messages": [{"role": "user", "content": "Hi"}],
+             "response_format": format}))
+        assert (status, error["param"]) == (400, "response_format"), format
 
 
 def test_sampling_is_reproducible_with_a_seed(server):
