@@ -189,7 +189,7 @@ public:
       return literals(s, where);
     const auto type = s.find("type");
     if (type == s.end()) { // the type its keywords say
-      for (const char *implied : {"object", "array", "string"})
+      for (const char *implied : {"object", "array", "string", "number"})
         for (const std::string &key : kTypeKeywords.at(implied))
           if (s.contains(key))
             return typed(s, implied, where);

@@ -560,6 +560,22 @@ TEST(JsonSchema, HoldsOrderRequiredAndBounds) {
   EXPECT_TRUE(p.complete());
 }
 
+TEST(JsonSchema, KeywordsWithoutATypeImplyIt) {
+  // Inside an object (a top-level number has no end): each property's keywords name its type,
+  // and the bounds hold.
+  const auto g = JsonGrammar::from_schema(ordered_json::parse(R"({"type": "object",
+    "properties": {"n": {"minimum": 2, "maximum": 5}, "s": {"maxLength": 2},
+                   "a": {"maxItems": 1}, "o": {"properties": {"x": {"type": "null"}}}},
+    "required": ["n", "s", "a", "o"]})"));
+  const auto refused = [&](const std::string &text) { return !JsonPrefix(*g).push(text); };
+  EXPECT_TRUE(complete_value(*g, R"({"n":3,"s":"ab","a":[1],"o":{"x":null}})"));
+  EXPECT_TRUE(complete_value(*g, R"({"n":5.0,"s":"","a":[],"o":{}})"));
+  for (const char *bad : {R"({"n":6)", R"({"n":1,)", R"({"n":")", R"({"n":true)",
+                          R"({"n":3,"s":1)", R"({"n":3,"s":"abc)", R"({"n":3,"s":"","a":{)",
+                          R"({"n":3,"s":"","a":[1,)", R"({"n":3,"s":"","a":[],"o":[)"})
+    EXPECT_TRUE(refused(bad)) << bad;
+}
+
 TEST(JsonSchema, RefusesWhatItCannotHoldAReplyTo) {
   const std::vector<std::pair<const char *, const char *>> cases = {
       {R"x({"type": "string", "pattern": "(?=a)"})x", "/pattern"},
