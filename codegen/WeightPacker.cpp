@@ -83,8 +83,10 @@ private:
   std::chrono::steady_clock::time_point last;
 };
 
-/// Checkpoint elements as floats.
+/// Checkpoint values as floats: converted, or dequantized from a GGUF's blocks (`count` a
+/// whole number of blocks).
 void toFloat(const uint8_t *in, ::phimoe::DType dtype, size_t count, float *out) {
+  const auto n = static_cast<int64_t>(count);
   switch (dtype) {
   case ::phimoe::DType::F32:
     std::memcpy(out, in, count * 4);
@@ -103,6 +105,29 @@ void toFloat(const uint8_t *in, ::phimoe::DType dtype, size_t count, float *out)
       out[i] = phimoe_rt::f16_to_float(bits);
     }
     return;
+  case ::phimoe::DType::Q8_0:
+    phimoe_rt::dequantize_row_q8_0(reinterpret_cast<const phimoe_rt::block_q8_0 *>(in), out, n);
+    return;
+  case ::phimoe::DType::Q4_K:
+    phimoe_rt::dequantize_row_q4k(reinterpret_cast<const phimoe_rt::block_q4k *>(in), out, n);
+    return;
+  case ::phimoe::DType::Q6_K:
+    phimoe_rt::dequantize_row_q6k(reinterpret_cast<const phimoe_rt::block_q6k *>(in), out, n);
+    return;
+  }
+}
+
+/// The checkpoint format that holds `scheme`'s blocks as they are, if any.
+std::optional<::phimoe::DType> sameBlocks(QuantScheme scheme) {
+  switch (scheme) {
+  case QuantScheme::Q8_0:
+    return ::phimoe::DType::Q8_0;
+  case QuantScheme::Q4K:
+    return ::phimoe::DType::Q4_K;
+  case QuantScheme::Q6K:
+    return ::phimoe::DType::Q6_K;
+  default:
+    return std::nullopt;
   }
 }
 
@@ -240,8 +265,8 @@ private:
   }
   /// Drops the mapped pages of [begin, begin + count) elements of `info`.
   void release(const ::phimoe::TensorInfo &info, size_t begin, size_t count) {
-    size_t size = ::phimoe::dtypeSize(info.dtype);
-    ckpt.files()[info.file]->release(info.offset + begin * size, count * size);
+    ckpt.files()[info.file]->release(info.offset + ::phimoe::dtypeBytes(info.dtype, begin),
+                                     ::phimoe::dtypeBytes(info.dtype, count));
   }
 
   ModuleOp module;
@@ -301,13 +326,12 @@ Error Packer::writeFloats(const ::phimoe::TensorInfo &info, Type element, uint64
   size_t outSize = element.isF32() ? 4 : 2;
   const uint8_t *src = ckpt.bytes(info).data();
   size_t count = static_cast<size_t>(info.numElements());
-  size_t inSize = ::phimoe::dtypeSize(info.dtype);
-  constexpr size_t kChunk = 1 << 20;
+  constexpr size_t kChunk = 1 << 20; // a whole number of blocks of every block format
   floats.resize(std::min(kChunk, count));
   buffer.resize(std::min(kChunk, count) * outSize);
   for (size_t begin = 0; begin < count; begin += kChunk) {
     size_t n = std::min(kChunk, count - begin);
-    toFloat(src + begin * inSize, info.dtype, n, floats.data());
+    toFloat(src + ::phimoe::dtypeBytes(info.dtype, begin), info.dtype, n, floats.data());
     for (size_t i = 0; i < n; ++i) {
       uint8_t *out = buffer.data() + i * outSize;
       if (element.isF32()) {
@@ -331,7 +355,9 @@ Error Packer::writeFloats(const ::phimoe::TensorInfo &info, Type element, uint64
 /// each thread takes the next few rows, converts them to floats, quantizes them
 /// and writes their blocks where they belong. The bytes of a row depend only on
 /// that row, so the output is the same for any number of threads; each thread
-/// holds a few rows, and the input pages are dropped as rows are done.
+/// holds a few rows, and the input pages are dropped as rows are done. Rows a GGUF
+/// holds in the same format are copied as they are (quantizing their values again
+/// would not give their bytes back).
 Error Packer::writeBlocks(const ::phimoe::TensorInfo &info, QWeightType type, uint64_t offset) {
   std::optional<RowQuantizer> quantizer = rowQuantizer(type.getScheme());
   if (!quantizer)
@@ -348,7 +374,7 @@ Error Packer::writeBlocks(const ::phimoe::TensorInfo &info, QWeightType type, ui
   int64_t rows = count / rowLength;
   size_t rowBytes =
       static_cast<size_t>(rowLength / quantizer->blockValues) * quantizer->blockBytes;
-  size_t inSize = ::phimoe::dtypeSize(info.dtype);
+  const bool copy = sameBlocks(type.getScheme()) == info.dtype;
   // A few rows per step: up to 128 KiB of floats.
   int64_t batch = std::clamp<int64_t>((128 << 10) / (rowLength * 4), 1, 8);
   int64_t batches = (rows + batch - 1) / batch;
@@ -370,9 +396,14 @@ Error Packer::writeBlocks(const ::phimoe::TensorInfo &info, QWeightType type, ui
       int64_t first = b * batch, n = std::min(batch, rows - first);
       size_t begin = static_cast<size_t>(first * rowLength);
       size_t values = static_cast<size_t>(n * rowLength);
-      toFloat(src + begin * inSize, info.dtype, values, in.data());
-      for (int64_t r = 0; r < n; ++r)
-        quantizer->quantize(in.data() + r * rowLength, out.data() + r * rowBytes, rowLength);
+      const uint8_t *rowsIn = src + ::phimoe::dtypeBytes(info.dtype, begin);
+      if (copy) {
+        std::memcpy(out.data(), rowsIn, n * rowBytes);
+      } else {
+        toFloat(rowsIn, info.dtype, values, in.data());
+        for (int64_t r = 0; r < n; ++r)
+          quantizer->quantize(in.data() + r * rowLength, out.data() + r * rowBytes, rowLength);
+      }
       Error e = split ? putSplit(out.data(), n * rowBytes, offset + first * rowBytes)
                       : put(out.data(), n * rowBytes, offset + first * rowBytes);
       if (e) {

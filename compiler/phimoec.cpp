@@ -6,6 +6,7 @@
 #include "codegen/Toolchain.h"
 #include "codegen/WeightPacker.h"
 #include "compiler/frontend/Config.h"
+#include "compiler/frontend/Gguf.h"
 #include "compiler/frontend/ModelBuilder.h"
 #include "compiler/frontend/Safetensors.h"
 #include "dialects/PhiMoE/PhiMoEOps.h"
@@ -37,6 +38,7 @@ struct CompileOptions {
   std::vector<std::string> overrides;
   bool moqe = false, printIRAfterAll = false, serve = false;
   int64_t maxTokens = 0; // 0: kDefaultMaxTokens of the target
+  std::optional<double> ropeMscale; // GGUF input only (compiler/frontend/Gguf.h)
 };
 
 // Tokens per forward call when --max-tokens is not given. A GPU's prefill runs every expert's
@@ -118,14 +120,40 @@ int compile(CompileOptions o) {
   }
   if (o.emit.empty() && o.out.empty() && o.project.empty())
     return fail("-o OUT is required (or --emit=mlir|mlir-opt|cpp|cuda to print a stage)");
-  if (!llvm::sys::fs::is_directory(o.model))
-    return fail(o.model + ": not a directory (give a Hugging Face checkpoint directory)");
+  const bool gguf = ::phimoe::isGgufFile(o.model);
+  if (!gguf && !llvm::sys::fs::is_directory(o.model))
+    return fail(o.model + ": not a directory or a GGUF file (give a Hugging Face checkpoint "
+                          "directory, or a .gguf model file)");
+  if (!gguf && o.ropeMscale)
+    return fail("--rope-mscale is for GGUF input: " + o.model +
+                "/config.json gives LongRoPE's short_mscale and long_mscale");
+  if (o.ropeMscale && !(*o.ropeMscale > 0 && *o.ropeMscale < 100))
+    return fail("--rope-mscale " + std::to_string(*o.ropeMscale) + ": expected a positive scale");
+  if (gguf && !o.project.empty())
+    return fail("--emit-project: phimoe-pack reads safetensors checkpoints; give the Hugging "
+                "Face checkpoint directory rather than " + o.model);
 
-  llvm::SmallString<256> configPath(o.model);
-  llvm::sys::path::append(configPath, "config.json");
-  auto config = ::phimoe::readConfig(std::string(configPath));
-  if (!config)
-    return fail(config.takeError());
+  // A checkpoint directory, or a GGUF file read as one (its vocabulary kept apart).
+  std::optional<::phimoe::PhiMoEConfig> config;
+  std::unique_ptr<::phimoe::Checkpoint> checkpoint;
+  std::string ggufVocabulary;
+  if (gguf) {
+    auto model = ::phimoe::readGguf(o.model, {o.ropeMscale});
+    if (!model)
+      return fail(model.takeError());
+    for (const std::string &warning : model->warnings)
+      llvm::errs() << "phimoec: warning: " << warning << "\n";
+    config = std::move(model->config);
+    checkpoint = std::move(model->checkpoint);
+    ggufVocabulary = std::move(model->vocabulary);
+  } else {
+    llvm::SmallString<256> configPath(o.model);
+    llvm::sys::path::append(configPath, "config.json");
+    auto read = ::phimoe::readConfig(std::string(configPath));
+    if (!read)
+      return fail(read.takeError());
+    config = std::move(*read);
+  }
   std::optional<::phimoe::CudaToolchainOptions> cudaToolchain;
   if (cudaArch && o.emit.empty() && o.project.empty()) {
     auto toolchain = ::phimoe::defaultCudaToolchain();
@@ -138,15 +166,18 @@ int compile(CompileOptions o) {
       return fail("--serve: this phimoec was built without the libraries of a CUDA serve "
                   "(set PHIMOE_CUDA_SERVE_LIBS)");
   }
-  auto checkpoint = ::phimoe::Checkpoint::open(o.model);
-  if (!checkpoint)
-    return fail(checkpoint.takeError());
+  if (!checkpoint) {
+    auto opened = ::phimoe::Checkpoint::open(o.model);
+    if (!opened)
+      return fail(opened.takeError());
+    checkpoint = std::move(*opened);
+  }
 
   DialectRegistry registry;
   registry.insert<mlir::phimoe::PhiMoEDialect, func::FuncDialect, emitc::EmitCDialect>();
   MLIRContext ctx(registry);
   ctx.loadAllAvailableDialects();
-  auto module = ::phimoe::buildModel(ctx, *config, **checkpoint);
+  auto module = ::phimoe::buildModel(ctx, *config, *checkpoint);
   if (!module)
     return fail(module.takeError());
   (**module)->setAttr("phimoe.max_position",
@@ -219,6 +250,15 @@ int compile(CompileOptions o) {
   // The tokenizer and generation settings travel with the binary (and with a project).
   std::vector<std::string> copied;
   auto copyTokenizer = [&]() -> llvm::Error {
+    if (gguf) { // phimoe-bin reads a GGUF vocabulary from OUT as from a checkpoint directory
+      std::error_code ec;
+      llvm::raw_fd_ostream file(path("tokenizer.gguf"), ec);
+      if (ec)
+        return llvm::createStringError(ec, path("tokenizer.gguf") + ": " + ec.message());
+      file << ggufVocabulary;
+      copied.push_back("tokenizer.gguf");
+      return llvm::Error::success();
+    }
     for (const char *name : {"tokenizer.json", "tokenizer_config.json",
                              "special_tokens_map.json", "generation_config.json",
                              "tokenizer.model"}) {
@@ -273,7 +313,7 @@ int compile(CompileOptions o) {
     file << cpp;
   }
   bool progress = llvm::sys::Process::StandardErrIsDisplayed();
-  if (auto e = ::phimoe::packWeights(**module, **checkpoint, path("weights.phw"), progress))
+  if (auto e = ::phimoe::packWeights(**module, *checkpoint, path("weights.phw"), progress))
     return fail(std::move(e));
   if (cudaToolchain) {
     if (auto e = ::phimoe::buildCudaExecutable(*cudaToolchain, path(sourceName),
@@ -316,9 +356,14 @@ int main(int argc, char **argv) {
                "specialized for the model and the target"};
   app.require_subcommand(1);
   CompileOptions o;
-  CLI::App *cmd = app.add_subcommand("compile", "compile a Hugging Face checkpoint directory");
-  cmd->add_option("model", o.model, "checkpoint directory (config.json, *.safetensors)")
+  CLI::App *cmd = app.add_subcommand("compile", "compile a Hugging Face checkpoint directory "
+                                                 "or a GGUF file");
+  cmd->add_option("model", o.model, "checkpoint directory (config.json, *.safetensors), or a "
+                                    "GGUF model file (llama.cpp's format; docs/compiling.md)")
       ->required();
+  cmd->add_option("--rope-mscale", o.ropeMscale,
+                  "GGUF input: LongRoPE's attention scale (transformers' short_mscale and "
+                  "long_mscale: 1.243163121016122 for Phi-3.5-MoE), which GGUF files lack");
   cmd->add_option("-o,--output", o.out, "output directory (phimoe-bin, weights.phw)");
   cmd->add_option("--target", o.target, "cpu (x86-64), or an NVIDIA GPU architecture: sm_80, "
                                         "sm_86, sm_89, sm_90 (docs/cuda.md)")

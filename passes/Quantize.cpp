@@ -247,11 +247,12 @@ void QuantizePass::runOnOperation() {
   for (auto [weight, role] : roles) {
     Storage storage;
     switch (role) {
-    case Role::Router:
-      storage = Storage();
-      break;
-    case Role::Vector:
-      storage = body->kind == Storage::Keep ? Storage() : *parseStorage(ctx, "f32");
+    case Role::Router: // kept as declared, but a block-quantized one (a GGUF's) becomes f32
+    case Role::Vector: // as the router, or f32 under any other --quant
+      storage = (role == Role::Router || body->kind == Storage::Keep) &&
+                        !isa<QWeightType>(weight.getType())
+                    ? Storage()
+                    : *parseStorage(ctx, "f32");
       break;
     case Role::LMHead:
       storage = *lmHeadStorage;

@@ -50,7 +50,7 @@ Value ModelBuilder::weight(const std::string &name, ArrayRef<int64_t> shape) {
     type = it->second;
   } else {
     const TensorInfo *info = ckpt.find(name);
-    std::string where = ckpt.dir() + ": tensor '" + name + "'";
+    std::string where = ckpt.dir() + ": tensor " + ckpt.describe(name);
     if (!info) {
       if (error.empty())
         error = where + " is missing from the checkpoint";
@@ -64,15 +64,32 @@ Value ModelBuilder::weight(const std::string &name, ArrayRef<int64_t> shape) {
             out += (i ? ", " : "") + std::to_string(s[i]);
           return out + "]";
         };
-        error = ckpt.files()[info->file]->path() + ": tensor '" + name + "' has shape " +
-                str(info->shape) + " but config.json implies " + str(shape);
+        error = ckpt.files()[info->file]->path() + ": tensor " + ckpt.describe(name) +
+                " has shape " + str(info->shape) + " but " + ckpt.configName() + " implies " +
+                str(shape);
       }
       return {};
     }
-    Type element = info->dtype == ::phimoe::DType::F32   ? Type(b.getF32Type())
-                   : info->dtype == ::phimoe::DType::F16 ? Type(b.getF16Type())
-                                                       : Type(b.getBF16Type());
-    type = RankedTensorType::get(shape, element);
+    switch (info->dtype) {
+    case ::phimoe::DType::F32:
+      type = RankedTensorType::get(shape, b.getF32Type());
+      break;
+    case ::phimoe::DType::F16:
+      type = RankedTensorType::get(shape, b.getF16Type());
+      break;
+    case ::phimoe::DType::BF16:
+      type = RankedTensorType::get(shape, b.getBF16Type());
+      break;
+    case ::phimoe::DType::Q8_0: // a GGUF's blocks, kept as they are unless --quant says
+      type = QWeightType::get(&ctx, QuantScheme::Q8_0, shape);
+      break;
+    case ::phimoe::DType::Q4_K:
+      type = QWeightType::get(&ctx, QuantScheme::Q4K, shape);
+      break;
+    case ::phimoe::DType::Q6_K:
+      type = QWeightType::get(&ctx, QuantScheme::Q6K, shape);
+      break;
+    }
     WeightOp::create(moduleBuilder, loc(name), name, type, nullptr, nullptr);
     declared[name] = type;
   }

@@ -22,13 +22,34 @@ using llvm::createStringError;
 using llvm::Error;
 using llvm::Expected;
 
-size_t phimoe::dtypeSize(DType dtype) {
+int64_t phimoe::dtypeBlockValues(DType dtype) {
+  switch (dtype) {
+  case DType::F32:
+  case DType::F16:
+  case DType::BF16:
+    return 1;
+  case DType::Q8_0:
+    return 32;
+  case DType::Q4_K:
+  case DType::Q6_K:
+    return 256;
+  }
+  return 1;
+}
+
+size_t phimoe::dtypeBlockBytes(DType dtype) {
   switch (dtype) {
   case DType::F32:
     return 4;
   case DType::F16:
   case DType::BF16:
     return 2;
+  case DType::Q8_0:
+    return 34;
+  case DType::Q4_K:
+    return 144;
+  case DType::Q6_K:
+    return 210;
   }
   return 0;
 }
@@ -41,6 +62,12 @@ const char *phimoe::dtypeName(DType dtype) {
     return "F16";
   case DType::BF16:
     return "BF16";
+  case DType::Q8_0:
+    return "Q8_0";
+  case DType::Q4_K:
+    return "Q4_K";
+  case DType::Q6_K:
+    return "Q6_K";
   }
   return "?";
 }
@@ -172,7 +199,7 @@ Error Checkpoint::addFile(const std::string &path) {
     if (end > dataSize)
       return fail(where + ": truncated file: its data ends at byte " + llvm::Twine(end) +
                   " of the data section, which has " + llvm::Twine(dataSize));
-    uint64_t expected = static_cast<uint64_t>(info.numElements()) * dtypeSize(*dtype);
+    uint64_t expected = dtypeBytes(*dtype, static_cast<uint64_t>(info.numElements()));
     if (end - begin != expected)
       return fail(where + ": " + llvm::Twine(end - begin) + " bytes for shape " +
                   shape.dump() + " of " + dtypeName(*dtype) + ", which needs " +
@@ -228,6 +255,20 @@ Expected<std::unique_ptr<Checkpoint>> Checkpoint::open(const std::string &dir) {
     return fail(dir + ": no model.safetensors or model.safetensors.index.json");
   }
   return std::move(checkpoint);
+}
+
+std::unique_ptr<Checkpoint> Checkpoint::over(const std::string &dir,
+                                             std::unique_ptr<MappedFile> file) {
+  std::unique_ptr<Checkpoint> checkpoint(new Checkpoint());
+  checkpoint->dir_ = dir;
+  checkpoint->files_.push_back(std::move(file));
+  return checkpoint;
+}
+
+bool Checkpoint::add(TensorInfo tensor) {
+  tensor.file = 0;
+  std::string name = tensor.name;
+  return tensors_.try_emplace(name, std::move(tensor)).second;
 }
 
 const TensorInfo *Checkpoint::find(llvm::StringRef name) const {

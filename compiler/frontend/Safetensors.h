@@ -13,17 +13,27 @@
 #include "llvm/Support/Error.h"
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
 
 namespace phimoe {
 
-enum class DType { F32, F16, BF16 };
+/// How a checkpoint stores a tensor's values: floats (safetensors, GGUF), or llama.cpp's
+/// block formats (GGUF: rows of whole blocks, phimoe_rt/quant.h).
+enum class DType { F32, F16, BF16, Q8_0, Q4_K, Q6_K };
 
-/// Bytes of one element of `dtype`.
-size_t dtypeSize(DType dtype);
-/// "F32", "F16", "BF16".
+/// Values per block of `dtype` (1 for the float types) and bytes per block.
+int64_t dtypeBlockValues(DType dtype);
+size_t dtypeBlockBytes(DType dtype);
+/// Bytes of `count` values of `dtype` (a whole number of blocks).
+inline uint64_t dtypeBytes(DType dtype, uint64_t count) {
+  return count / static_cast<uint64_t>(dtypeBlockValues(dtype)) * dtypeBlockBytes(dtype);
+}
+/// Whether `dtype` is one of llama.cpp's block formats.
+inline bool dtypeIsBlock(DType dtype) { return dtypeBlockValues(dtype) > 1; }
+/// "F32", "F16", "BF16", "Q8_0", "Q4_K", "Q6_K".
 const char *dtypeName(DType dtype);
 
 /// Where one tensor's bytes lie.
@@ -61,10 +71,31 @@ private:
 };
 
 /// The tensors of a Hugging Face checkpoint directory: model.safetensors, or
-/// the shards named by model.safetensors.index.json.
+/// the shards named by model.safetensors.index.json; or of a GGUF file, under the names of
+/// the checkpoint it was converted from (compiler/frontend/Gguf.h).
 class Checkpoint {
 public:
   static llvm::Expected<std::unique_ptr<Checkpoint>> open(const std::string &dir);
+  /// An empty checkpoint over one mapped file (`dir` names it in errors): a GGUF
+  /// reader adds its tensors with add().
+  static std::unique_ptr<Checkpoint> over(const std::string &dir,
+                                          std::unique_ptr<MappedFile> file);
+  /// Adds a tensor of file 0 (its bytes lie within that file); false if the name is taken.
+  bool add(TensorInfo tensor);
+  /// For errors: the names of the file's own tensors (a GGUF's) and of its config.
+  void setFileNames(std::function<std::string(llvm::StringRef)> tensorName,
+                    std::string config) {
+    fileTensorName_ = std::move(tensorName);
+    configName_ = std::move(config);
+  }
+  /// A tensor as errors name it: 'model.norm.weight', or for a GGUF
+  /// 'output_norm.weight' (model.norm.weight).
+  std::string describe(llvm::StringRef name) const {
+    std::string quoted = "'" + name.str() + "'";
+    return fileTensorName_ ? "'" + fileTensorName_(name) + "' (" + name.str() + ")" : quoted;
+  }
+  /// Where the shapes of the tensors come from: "config.json", or a GGUF's metadata.
+  const std::string &configName() const { return configName_; }
 
   /// The tensor named `name`, or null.
   const TensorInfo *find(llvm::StringRef name) const;
@@ -80,6 +111,8 @@ public:
 private:
   llvm::Error addFile(const std::string &path);
   std::string dir_;
+  std::function<std::string(llvm::StringRef)> fileTensorName_;
+  std::string configName_ = "config.json";
   std::vector<std::unique_ptr<MappedFile>> files_;
   llvm::StringMap<TensorInfo> tensors_;
 };

@@ -105,6 +105,7 @@ public:
     return n == 0 || bytes(s.data(), n);
   }
   uint64_t remaining() const { return size_ - pos_; }
+  uint64_t pos() const { return pos_; }
 
 private:
   bool fail_short() {
@@ -230,6 +231,11 @@ bool read_array(reader &r, gguf_value &v, std::string &why, int depth) {
 } // namespace
 
 std::optional<gguf_metadata> read_gguf_metadata(const std::string &path, std::string &error) {
+  return read_gguf(path, error, false);
+}
+
+std::optional<gguf_metadata> read_gguf(const std::string &path, std::string &error,
+                                       bool with_tensors) {
   std::ifstream in(path, std::ios::binary);
   if (!in) {
     error = path + ": cannot open (" + std::strerror(errno) + ")";
@@ -268,6 +274,7 @@ std::optional<gguf_metadata> read_gguf_metadata(const std::string &path, std::st
     return std::nullopt;
   }
   for (uint64_t k = 0; k < kv_count; ++k) {
+    const uint64_t begin = r.pos();
     std::string key;
     if (!r.str(key)) {
       error = path + ": truncated while reading the name of metadata entry " + std::to_string(k);
@@ -291,7 +298,65 @@ std::optional<gguf_metadata> read_gguf_metadata(const std::string &path, std::st
       error = path + ": metadata '" + key + "': " + why;
       return std::nullopt;
     }
+    v.entry_begin = begin;
+    v.entry_end = r.pos();
     m.values[key] = std::move(v);
+  }
+  if (!with_tensors)
+    return m;
+
+  m.file_size = size;
+  if (const gguf_value *a = m.find("general.alignment")) {
+    if (!a->is_integer() || a->type == gguf_type::boolean || a->i <= 0 || (a->i & (a->i - 1))) {
+      error = path + ": metadata 'general.alignment' is not a power of two";
+      return std::nullopt;
+    }
+    m.alignment = static_cast<uint64_t>(a->i);
+  }
+  // A tensor entry takes at least 8 + 4 + 8 + 4 + 8 bytes.
+  if (m.tensor_count > r.remaining() / 32) {
+    error = path + ": corrupt GGUF header (" + std::to_string(m.tensor_count) +
+            " tensors cannot fit in the file)";
+    return std::nullopt;
+  }
+  for (uint64_t k = 0; k < m.tensor_count; ++k) {
+    gguf_tensor t;
+    uint32_t n_dims = 0;
+    if (!r.str(t.name) || !r.num(n_dims)) {
+      error = path + ": truncated in the tensor table (entry " + std::to_string(k) + ")";
+      return std::nullopt;
+    }
+    const std::string where = path + ": tensor '" + t.name + "'";
+    if (n_dims == 0 || n_dims > 4) {
+      error = where + ": " + std::to_string(n_dims) + " dimensions (GGUF allows 1 to 4)";
+      return std::nullopt;
+    }
+    t.dims.resize(n_dims);
+    for (uint64_t &d : t.dims)
+      if (!r.num(d)) {
+        error = where + ": truncated in the tensor table";
+        return std::nullopt;
+      }
+    if (!r.num(t.type) || !r.num(t.offset)) {
+      error = where + ": truncated in the tensor table";
+      return std::nullopt;
+    }
+    for (uint64_t d : t.dims)
+      if (d == 0 || d > (uint64_t{1} << 40)) {
+        error = where + ": a dimension of " + std::to_string(d);
+        return std::nullopt;
+      }
+    if (t.offset % m.alignment != 0) {
+      error = where + ": data offset " + std::to_string(t.offset) + " is not a multiple of " +
+              "the alignment " + std::to_string(m.alignment);
+      return std::nullopt;
+    }
+    m.tensors.push_back(std::move(t));
+  }
+  m.data_offset = (r.pos() + m.alignment - 1) / m.alignment * m.alignment;
+  if (m.data_offset > size && m.tensor_count > 0) {
+    error = path + ": truncated: no data section after the tensor table";
+    return std::nullopt;
   }
   return m;
 }

@@ -1,4 +1,5 @@
-// gguf_reader.h - reads the metadata of a GGUF file (v2/v3, little-endian); tensors are skipped.
+// gguf_reader.h - reads the metadata of a GGUF file (v2/v3, little-endian) and, on request, its
+// tensor table (the tokenizer reads only the metadata; phimoec's GGUF frontend both).
 #ifndef PHIMOE_RT_TOKENIZER_GGUF_READER_H
 #define PHIMOE_RT_TOKENIZER_GGUF_READER_H
 
@@ -41,20 +42,40 @@ struct gguf_value {
   std::vector<int64_t> ints;
   std::vector<double> floats;
 
+  // Where the whole entry (key, type and value) lies in the file: [entry_begin, entry_end).
+  uint64_t entry_begin = 0, entry_end = 0;
+
   bool is_integer() const;
   bool is_float() const { return type == gguf_type::f32 || type == gguf_type::f64; }
+};
+
+// One entry of the tensor table. dims[0] is the innermost (contiguous) dimension, as ggml's ne.
+struct gguf_tensor {
+  std::string name;
+  std::vector<uint64_t> dims;
+  uint32_t type = 0;   // a ggml_type number
+  uint64_t offset = 0; // from the start of the data section
 };
 
 struct gguf_metadata {
   uint32_t version = 0;
   uint64_t tensor_count = 0;
   std::map<std::string, gguf_value> values;
+  // Filled only by read_gguf(..., with_tensors = true):
+  std::vector<gguf_tensor> tensors;
+  uint64_t alignment = 32;  // general.alignment
+  uint64_t data_offset = 0; // where the data section starts
+  uint64_t file_size = 0;
 
   const gguf_value *find(const std::string &key) const;
 };
 
 // Reads the header and all key/value pairs; on failure says why, naming the file and the key.
 std::optional<gguf_metadata> read_gguf_metadata(const std::string &path, std::string &error);
+// The same, and with `with_tensors` the tensor table after the metadata (names, dimensions, types
+// and offsets checked for form and against the file's size; the tensor data is not read).
+std::optional<gguf_metadata> read_gguf(const std::string &path, std::string &error,
+                                       bool with_tensors);
 
 } // namespace phimoe_rt::tok
 

@@ -1,0 +1,624 @@
+"""phimoec compile FILE.gguf: GGUF model files (llama.cpp's format) as input.
+
+The GGUF files are written here with gguf-py (llama.cpp's own GGUF library, from PyPI), with
+its tensor names and metadata keys, as llama.cpp's converter writes them; one test runs that
+converter itself (convert_hf_to_gguf.py from the llama-cpp-python sdist, bench/llamacpp.sh
+--fetch). Block-quantized tensors are random blocks, and the reference weights are their
+values as gguf-py dequantizes them: the oracle is transformers on those values."""
+import json
+import os
+import pathlib
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import oracle
+
+gguf = pytest.importorskip("gguf")
+Q = gguf.GGMLQuantizationType
+VOCAB = oracle.ROOT.parent / "shared" / "testdata" / "vocab"
+PHI3_VOCAB = VOCAB / "ggml-vocab-phi-3.gguf"
+oracle.use_reference_longrope()
+
+
+def name_of(tensor, bid=None, suffix="weight"):
+    return gguf.TENSOR_NAMES[tensor].format(bid=bid) + "." + suffix
+
+
+def tiny_config(mscale, **kwargs):
+    """oracle.tiny_config with one LongRoPE scale for both sets (a GGUF holds one)."""
+    config = oracle.tiny_config(**kwargs)
+    config.rope_parameters.update(short_mscale=mscale, long_mscale=mscale)
+    return config
+
+
+def copy_vocabulary(writer, path=PHI3_VOCAB):
+    """The tokenizer.* entries of a vocabulary-only GGUF, as a converter would write them."""
+    reader = gguf.GGUFReader(str(path))
+    for key, field in reader.fields.items():
+        if key.startswith("tokenizer."):
+            vtype = field.types[0]
+            sub = field.types[-1] if vtype == gguf.GGUFValueType.ARRAY else None
+            writer.add_key_value(key, field.contents(), vtype, sub_type=sub)
+
+
+def write_gguf(path, config, tensors, arch="phimoe", attn_factor=None, skip_keys=(),
+               vocabulary=True):
+    """A GGUF of a PhiMoE: the metadata of llama.cpp's PhiMoeModel converter (the same
+    GGUFWriter calls), and `tensors`: {gguf name: (array, raw ggml type or None)} (raw:
+    uint8 rows of blocks)."""
+    writer = gguf.GGUFWriter(str(path), arch)
+    rope = config.rope_parameters
+    head_dim = config.hidden_size // config.num_attention_heads
+    calls = {
+        "name": lambda: writer.add_name("tiny phimoe"),
+        "context_length": lambda: writer.add_context_length(config.max_position_embeddings),
+        "original_context_length": lambda: writer.add_rope_scaling_orig_ctx_len(
+            rope["original_max_position_embeddings"]),
+        "embedding_length": lambda: writer.add_embedding_length(config.hidden_size),
+        "feed_forward_length": lambda: writer.add_feed_forward_length(config.intermediate_size),
+        "block_count": lambda: writer.add_block_count(config.num_hidden_layers),
+        "head_count": lambda: writer.add_head_count(config.num_attention_heads),
+        "head_count_kv": lambda: writer.add_head_count_kv(config.num_key_value_heads),
+        "eps": lambda: writer.add_layer_norm_rms_eps(config.rms_norm_eps),
+        "rope_dimension_count": lambda: writer.add_rope_dimension_count(head_dim),
+        "freq_base": lambda: writer.add_rope_freq_base(rope["rope_theta"]),
+        "sliding_window": lambda: writer.add_sliding_window(config.sliding_window or 0),
+        "expert_used_count": lambda: writer.add_expert_used_count(config.num_experts_per_tok),
+        "expert_count": lambda: writer.add_expert_count(config.num_local_experts),
+        "attn_factor": lambda: writer.add_rope_scaling_attn_factors(
+            attn_factor if attn_factor is not None else rope["short_mscale"]),
+    }
+    for key, call in calls.items():
+        if key not in skip_keys:
+            call()
+    if vocabulary:
+        copy_vocabulary(writer)
+    for name, (array, raw) in tensors.items():
+        if raw is None:
+            writer.add_tensor(name, np.ascontiguousarray(array))
+        else:
+            writer.add_tensor(name, np.ascontiguousarray(array), raw_dtype=raw)
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+
+
+def float_tensors(checkpoint, config):
+    """{gguf name: (float32 array, None)} of a PhiMoE checkpoint's tensors ({name: tensor}, as
+    oracle.read_checkpoint gives them), the experts stacked, as llama.cpp's converter names
+    them."""
+    sd = {k: v.float().numpy() for k, v in checkpoint.items()}
+    T = gguf.MODEL_TENSOR
+    rope = config.rope_parameters
+    out = {
+        name_of(T.TOKEN_EMBD): sd.pop("model.embed_tokens.weight"),
+        name_of(T.OUTPUT_NORM): sd.pop("model.norm.weight"),
+        name_of(T.OUTPUT_NORM, suffix="bias"): sd.pop("model.norm.bias"),
+        name_of(T.OUTPUT): sd.pop("lm_head.weight"),
+        name_of(T.ROPE_FACTORS_LONG): np.array(rope["long_factor"], np.float32),
+        name_of(T.ROPE_FACTORS_SHORT): np.array(rope["short_factor"], np.float32),
+    }
+    if "lm_head.bias" in sd:
+        out[name_of(T.OUTPUT, suffix="bias")] = sd.pop("lm_head.bias")
+    for i in range(config.num_hidden_layers):
+        p = f"model.layers.{i}."
+        pairs = [(T.ATTN_NORM, "input_layernorm"), (T.FFN_NORM, "post_attention_layernorm"),
+                 (T.ATTN_Q, "self_attn.q_proj"), (T.ATTN_K, "self_attn.k_proj"),
+                 (T.ATTN_V, "self_attn.v_proj"), (T.ATTN_OUT, "self_attn.o_proj"),
+                 (T.FFN_GATE_INP, "block_sparse_moe.gate")]
+        for tensor, hf in pairs:
+            for suffix in ("weight", "bias"):
+                if p + hf + "." + suffix in sd:
+                    out[name_of(tensor, i, suffix)] = sd.pop(p + hf + "." + suffix)
+        for tensor, w in ((T.FFN_GATE_EXP, "w1"), (T.FFN_UP_EXP, "w3"), (T.FFN_DOWN_EXP, "w2")):
+            out[name_of(tensor, i)] = np.stack(
+                [sd.pop(f"{p}block_sparse_moe.experts.{e}.{w}.weight")
+                 for e in range(config.num_local_experts)])
+    assert not sd, f"tensors left out: {sorted(sd)}"
+    return {k: (v, None) for k, v in out.items()}
+
+
+def checkpoint_of(tensors, config):
+    """The inverse of float_tensors: {Hugging Face name: torch tensor} of float arrays."""
+    back = {}
+    T = gguf.MODEL_TENSOR
+    names = {name_of(T.TOKEN_EMBD): "model.embed_tokens.weight",
+             name_of(T.OUTPUT_NORM): "model.norm.weight",
+             name_of(T.OUTPUT_NORM, suffix="bias"): "model.norm.bias",
+             name_of(T.OUTPUT): "lm_head.weight", name_of(T.OUTPUT, suffix="bias"): "lm_head.bias"}
+    for i in range(config.num_hidden_layers):
+        p = f"model.layers.{i}."
+        for tensor, hf in [(T.ATTN_NORM, "input_layernorm"),
+                           (T.FFN_NORM, "post_attention_layernorm"),
+                           (T.ATTN_Q, "self_attn.q_proj"), (T.ATTN_K, "self_attn.k_proj"),
+                           (T.ATTN_V, "self_attn.v_proj"), (T.ATTN_OUT, "self_attn.o_proj"),
+                           (T.FFN_GATE_INP, "block_sparse_moe.gate")]:
+            for suffix in ("weight", "bias"):
+                names[name_of(tensor, i, suffix)] = p + hf + "." + suffix
+        for tensor, w in ((T.FFN_GATE_EXP, "w1"), (T.FFN_UP_EXP, "w3"), (T.FFN_DOWN_EXP, "w2")):
+            for e, matrix in enumerate(tensors[name_of(tensor, i)]):
+                back[f"{p}block_sparse_moe.experts.{e}.{w}.weight"] = torch.from_numpy(
+                    np.ascontiguousarray(matrix))
+    for name, hf in names.items():
+        if name in tensors:
+            back[hf] = torch.from_numpy(np.ascontiguousarray(tensors[name]))
+    return back
+
+
+def run(out, tokens, n, dump, *flags):
+    return oracle.run_bin(out, tokens, n, dump, *flags)
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("gguf")
+
+
+@pytest.fixture(scope="module")
+def f32_case(workdir):
+    """A float32 PhiMoE as a checkpoint directory and as an F32 GGUF of the same weights."""
+    config = tiny_config(1.2, layers=2, bias=True)
+    model = oracle.make_model(config, seed=3)
+    src = workdir / "f32-src"
+    model = oracle.save(model, src, dtype=torch.float32)
+    path = workdir / "f32.gguf"
+    write_gguf(path, config, float_tensors(oracle.read_checkpoint(src), config))
+    return config, model, src, path
+
+
+def test_f32_gguf_packs_as_its_checkpoint_and_matches_transformers(f32_case, workdir):
+    config, model, src, path = f32_case
+    from_dir, from_gguf = workdir / "f32-dir-out", workdir / "f32-gguf-out"
+    for source, out in ((src, from_dir), (path, from_gguf)):
+        proc = oracle.compile_model(source, out, "--quant", "f32")
+        assert proc.returncode == 0, proc.stderr
+    # The same weights under the same names, in the same layout.
+    table_dir, data_dir = oracle.pack_table(from_dir / "weights.phw")
+    table_gguf, data_gguf = oracle.pack_table(from_gguf / "weights.phw")
+    assert table_gguf == table_dir
+    assert (from_gguf / "weights.phw").read_bytes()[data_gguf:] == \
+        (from_dir / "weights.phw").read_bytes()[data_dir:]
+    assert json.loads((from_gguf / "phimoec.json").read_text())["copied"] == ["tokenizer.gguf"]
+    # LongRoPE crossing (original 32) during decode.
+    prompt = oracle.random_prompt(config.vocab_size, 20)
+    ours, logits = run(from_gguf, prompt, 24, workdir / "f32.npy")
+    assert ours == oracle.reference_greedy(model, prompt, 24)
+    reference = oracle.reference_logits(model, prompt + ours, 32)
+    err = np.abs(logits - reference).max()
+    assert err <= 1e-3, f"max |dlogit| = {err}"
+
+
+def test_the_vocabulary_travels_with_the_binary(f32_case, workdir):
+    out = workdir / "f32-gguf-out"
+    vocabulary = gguf.GGUFReader(str(out / "tokenizer.gguf"))
+    assert len(vocabulary.tensors) == 0
+    source = gguf.GGUFReader(str(PHI3_VOCAB))
+    for key, field in source.fields.items():
+        if key.startswith("tokenizer."):
+            assert vocabulary.fields[key].contents() == field.contents(), key
+    raw = (VOCAB / "ggml-vocab-phi-3.gguf.inp").read_bytes().decode().replace("\r\n", "\n")
+    inputs = raw.split("\n__ggml_vocab_test__\n")[:-1]
+    expected = (VOCAB / "ggml-vocab-phi-3.gguf.out").read_text().replace("\r\n", "\n")
+    checked = 0
+    for text, ids in zip(inputs, expected.split("\n")[:-1]):
+        if not text.strip() or text.startswith("-") or "\n" in text:
+            continue
+        proc = subprocess.run([str(out / "phimoe-bin"), "tokenize", text], capture_output=True,
+                              text=True)
+        assert proc.returncode == 0, proc.stderr
+        # phimoe-bin tokenize adds the BOS that the vocabulary's add_bos_token asks for.
+        assert proc.stdout.strip() == ",".join(["1"] + ids.split()), text
+        checked += 1
+    assert checked >= 5
+    proc = subprocess.run([str(out / "phimoe-bin"), "-p", "Hello", "-n", "2"],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0 and proc.stdout.startswith("Hello"), proc.stderr
+
+
+def random_blocks(kind, rows, columns, gen):
+    """`rows` rows of random llama.cpp blocks of `kind` (Q8_0, Q4_K or Q6_K) holding weights
+    of a few hundredths, as uint8 [rows, bytes]."""
+    block_values, block_bytes = gguf.GGML_QUANT_SIZES[kind]
+    n = rows * columns // block_values
+    blocks = gen.integers(0, 256, size=(n, block_bytes), dtype=np.uint8)
+
+    def put_f16(at, values):
+        blocks[:, at:at + 2] = values.astype(np.float16).view(np.uint8).reshape(n, 2)
+
+    if kind == Q.Q8_0:  # d, 32 int8
+        put_f16(0, gen.uniform(1e-4, 2e-4, n))
+    elif kind == Q.Q4_K:  # d, dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles
+        d = gen.uniform(1e-4, 2e-4, n)
+        put_f16(0, d)
+        put_f16(2, d * gen.uniform(6.0, 9.0, n))
+    elif kind == Q.Q6_K:  # 128 ql, 64 qh, 16 int8 scales, d
+        put_f16(208, gen.uniform(2.5e-5, 4.5e-5, n))
+    else:
+        raise ValueError(kind)
+    return blocks.reshape(rows, columns // block_values * block_bytes)
+
+
+@pytest.fixture(scope="module")
+def quantized_case(workdir):
+    """A PhiMoE of 256-wide rows as a GGUF of Q4_K (attention, gate and up experts), Q6_K (v,
+    down experts, LM head), Q8_0 (embedding) and F16 (router) tensors, as Q4_K_M writes them,
+    and transformers' model of the values gguf-py reads from them."""
+    config = tiny_config(1.2, layers=2, hidden=256, heads=4, kv_heads=2, experts=4,
+                         intermediate=256, vocab=96)
+    model = oracle.make_model(config, seed=5)
+    src = workdir / "q-src"
+    oracle.save(model, src, dtype=torch.float32)
+    tensors = float_tensors(oracle.read_checkpoint(src), config)
+    T = gguf.MODEL_TENSOR
+    gen = np.random.default_rng(11)
+    kinds = {name_of(T.TOKEN_EMBD): Q.Q8_0, name_of(T.OUTPUT): Q.Q6_K}
+    for i in range(config.num_hidden_layers):
+        kinds.update({name_of(T.ATTN_Q, i): Q.Q4_K, name_of(T.ATTN_K, i): Q.Q4_K,
+                      name_of(T.ATTN_V, i): Q.Q6_K, name_of(T.ATTN_OUT, i): Q.Q4_K,
+                      name_of(T.FFN_GATE_EXP, i): Q.Q4_K, name_of(T.FFN_UP_EXP, i): Q.Q4_K,
+                      name_of(T.FFN_DOWN_EXP, i): Q.Q6_K, name_of(T.FFN_GATE_INP, i): Q.F16})
+    values = {name: array for name, (array, _) in tensors.items()}
+    for name, kind in kinds.items():
+        array = values[name]
+        if kind == Q.F16:
+            tensors[name] = (array.astype(np.float16), None)
+            values[name] = tensors[name][0].astype(np.float32)
+            continue
+        columns = array.shape[-1]
+        blocks = random_blocks(kind, array.size // columns, columns, gen)
+        blocks = blocks.reshape(array.shape[:-1] + (blocks.shape[-1],))
+        tensors[name] = (blocks, kind)
+        values[name] = gguf.quants.dequantize(blocks, kind).reshape(array.shape)
+    # transformers' model of the values gguf-py reads from the blocks.
+    from safetensors.torch import save_file
+    from transformers import PhimoeForCausalLM
+    rounded = workdir / "q-rounded"
+    rounded.mkdir()
+    (rounded / "config.json").write_text((src / "config.json").read_text())
+    save_file(checkpoint_of(values, config), rounded / "model.safetensors",
+              metadata={"format": "pt"})
+    model = PhimoeForCausalLM.from_pretrained(rounded, dtype=torch.float32).eval()
+    path = workdir / "q.gguf"
+    write_gguf(path, config, tensors)
+    return config, model, path, kinds
+
+
+@torch.no_grad()
+def sparsemixer_gaps(model, tokens, jitter=0.01):
+    """For each position, how close a routing decision of the sparsemixer comes to flipping
+    in any layer: relative to the scores, the smallest distance of a score's (max - s) /
+    max(|s|, max) from the threshold 2 * jitter (whether s joins the softmax: the expert's
+    weight jumps) and of the second score from the first (which expert is chosen), in both
+    stages. A row's decisions are its own: a flip moves its logits by far more than the
+    block kernels' quantized activations do, and the rows after it hardly."""
+    gaps = torch.full((len(tokens),), np.inf, dtype=torch.float64)
+
+    def margins(scores):
+        m = scores.max(dim=-1, keepdim=True).values
+        rel = (m - scores) / torch.maximum(scores.abs(), m)
+        rel = torch.where(torch.isfinite(scores) & (rel > 0), rel, torch.inf)
+        top2 = torch.topk(scores, 2, dim=-1).values
+        chosen = (top2[:, 0] - top2[:, 1]) / top2[:, 0].abs()
+        return torch.minimum((rel - 2 * jitter).abs().min(dim=-1).values, chosen)
+
+    def hook(router, _, output):
+        s = output[0].reshape(-1, output[0].shape[-1]).double()
+        top = s.argmax(dim=-1, keepdim=True)
+        gaps[:] = torch.minimum(gaps, torch.minimum(margins(s),
+                                                    margins(s.scatter(-1, top, -torch.inf))))
+
+    handles = [layer.mlp.router.register_forward_hook(hook) for layer in model.model.layers]
+    try:
+        model(torch.tensor([tokens]))
+    finally:
+        for h in handles:
+            h.remove()
+    return gaps.numpy()
+
+
+def check_close(logits, model, tokens, bound=0.05, clear=0.05):
+    """The logits of a build with block kernels against transformers: within `bound` of the
+    largest logit on every row whose routing is `clear` of flipping (sparsemixer_gaps), and
+    most rows are."""
+    reference = oracle.reference_logits(model, tokens, 32)
+    scale = np.abs(reference).max()
+    err = np.abs(logits - reference).max(axis=1)
+    rows = sparsemixer_gaps(model, tokens) > clear
+    assert rows.sum() >= len(tokens) // 2, "routing near a flip on most rows: pick other seeds"
+    assert err[rows].max() <= bound * scale, f"max|d| {err[rows].max()} (max|logit| {scale})"
+    assert err.max() > 1e-4 * scale  # and the activations were quantized
+
+
+def test_quantized_gguf_values_are_gguf_pys(quantized_case, workdir):
+    """--quant f32: every block dequantized as gguf-py does, then float kernels: transformers
+    on those values, to float rounding."""
+    config, model, path, _ = quantized_case
+    out = workdir / "q-f32-out"
+    proc = oracle.compile_model(path, out, "--quant", "f32")
+    assert proc.returncode == 0, proc.stderr
+    prompt = oracle.random_prompt(config.vocab_size, 24)
+    ours, logits = run(out, prompt, 16, workdir / "q-f32.npy")
+    reference = oracle.reference_logits(model, prompt + ours, 32)
+    scale = np.abs(reference).max()
+    err = np.abs(logits - reference).max()
+    assert err <= 1e-4 * max(1.0, scale), f"max |dlogit| = {err} (max |logit| {scale})"
+
+
+def check_blocks_copied(pack, path, config, target):
+    """Every block-quantized weight of `pack` holds the blocks of the GGUF tensors it is made
+    of, byte for byte, in the target's layout (test_quant_formats: groups of 16 rows for the
+    CPU, field by field for a GPU)."""
+    from test_quant_formats import interleave_rows16, split_fields
+    table, data_offset = oracle.pack_table(pack)
+    blocks = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(path)).tensors}
+    T = gguf.MODEL_TENSOR
+    sources = {"model.embed_tokens.weight": blocks[name_of(T.TOKEN_EMBD)],
+               "lm_head.weight": blocks[name_of(T.OUTPUT)]}
+    for i in range(config.num_hidden_layers):
+        p = f"model.layers.{i}."
+        for tensor, x in ((T.ATTN_Q, "q"), (T.ATTN_K, "k"), (T.ATTN_V, "v"), (T.ATTN_OUT, "o")):
+            sources[p + f"self_attn.{x}_proj.weight"] = blocks[name_of(tensor, i)]
+        gate, up = blocks[name_of(T.FFN_GATE_EXP, i)], blocks[name_of(T.FFN_UP_EXP, i)]
+        sources[p + "block_sparse_moe.experts.gate_up.weight"] = np.concatenate([gate, up], 1)
+        sources[p + "block_sparse_moe.experts.down.weight"] = blocks[name_of(T.FFN_DOWN_EXP, i)]
+    data = np.fromfile(pack, dtype=np.uint8)
+    quantized = [e for e in table if "qweight" in e["type"]]
+    assert sorted(e["name"] for e in quantized) == sorted(sources)
+    for entry in quantized:
+        fmt = entry["type"].split("<")[1].split(",")[0]
+        expected = sources[entry["name"]]
+        expected = expected.reshape(-1, expected.shape[-1])
+        if entry.get("layout") == "rows16":
+            expected = interleave_rows16(expected, fmt)
+        if target != "cpu":
+            expected = split_fields(expected, fmt)
+        got = data[data_offset + entry["offset"]:][:entry["bytes"]]
+        assert np.array_equal(got, expected.reshape(-1)), entry["name"]
+
+
+def test_quantized_gguf_keeps_its_blocks(quantized_case, workdir):
+    """--quant keep (the default): each weight in the GGUF's own format, its blocks copied;
+    the logits are the f32 build's but for the quantized activations of the block kernels."""
+    config, model, path, _ = quantized_case
+    out = workdir / "q-keep-out"
+    proc = oracle.compile_model(path, out)
+    assert proc.returncode == 0, proc.stderr
+    table, _ = oracle.pack_table(out / "weights.phw")
+    types = {e["name"]: e["type"] for e in table}
+
+    def stored(name):
+        return types[name].split("<")[1].split(",")[0] if "qweight" in types[name] else "float"
+    assert stored("model.embed_tokens.weight") == "q8_0"
+    assert stored("lm_head.weight") == "q6k"
+    for i in range(config.num_hidden_layers):
+        p = f"model.layers.{i}."
+        # Q4_K q and k and Q6_K v do not make one q/k/v weight: each keeps its format.
+        assert [stored(p + f"self_attn.{x}_proj.weight") for x in "qkvo"] == \
+            ["q4k", "q4k", "q6k", "q4k"]
+        assert stored(p + "block_sparse_moe.experts.gate_up.weight") == "q4k"
+        assert stored(p + "block_sparse_moe.experts.down.weight") == "q6k"
+        assert "qweight" not in types[p + "block_sparse_moe.gate.weight"]
+
+    # Every block is the GGUF's, copied (quantizing its values again would not give its bytes
+    # back), in the layout of the CPU kernels.
+    check_blocks_copied(out / "weights.phw", path, config, "cpu")
+
+    prompt = oracle.random_prompt(config.vocab_size, 24)
+    ours, logits = run(out, prompt, 8, workdir / "q-keep.npy")
+    check_close(logits, model, prompt + ours)
+
+
+def test_quantized_gguf_gpu_pack_keeps_its_blocks(quantized_case, workdir):
+    """--target sm_90: the same blocks, field by field (nvcc stood in for: this is the pack)."""
+    from test_quant_formats import compile_pack
+    config, _, path, _ = quantized_case
+    pack = compile_pack(path, workdir / "q-sm90-out", "--target", "sm_90")
+    check_blocks_copied(pack, path, config, "sm_90")
+
+
+def test_quantized_gguf_emulated_cuda_build(quantized_case, workdir):
+    """A CUDA build of the GGUF (--target sm_90, its blocks as they are) on the CUDA emulation
+    (test/gpu/emu, as test_cuda_emulated.py): its kernels keep activations in floats or
+    22-bit fixed point, so it meets transformers on the GGUF's values to float rounding."""
+    nvcc_emu = oracle.BUILD / "test" / "gpu" / "emu" / "nvcc-emu"
+    if not nvcc_emu.exists():
+        pytest.skip(f"{nvcc_emu} is absent: no CUDA backend in this build")
+    config, model, path, _ = quantized_case
+    out = workdir / "q-emu-out"
+    proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(path), "--target", "sm_90",
+                           "-o", str(out)], capture_output=True, text=True,
+                          env=dict(os.environ, PHIMOE_NVCC=str(nvcc_emu)))
+    assert proc.returncode == 0, proc.stderr
+    prompt = oracle.random_prompt(config.vocab_size, 24)
+    ours, logits = run(out, prompt, 8, workdir / "q-emu.npy")
+    reference = oracle.reference_logits(model, prompt + ours, 32)
+    scale = np.abs(reference).max()
+    err = np.abs(logits - reference).max()
+    assert err <= 1e-4 * scale, f"max|d| {err} (max|logit| {scale})"
+
+
+def test_quantized_gguf_requantized(quantized_case, workdir):
+    """--quant q8_0 from Q4_K/Q6_K blocks: dequantized, then quantized again."""
+    config, model, path, _ = quantized_case
+    out = workdir / "q-q8-out"
+    proc = oracle.compile_model(path, out, "--quant", "q8_0")
+    assert proc.returncode == 0, proc.stderr
+    table, _ = oracle.pack_table(out / "weights.phw")
+    blocks = {e["type"].split("<")[1].split(",")[0] for e in table if "qweight" in e["type"]}
+    assert blocks == {"q8_0"}
+    prompt = oracle.random_prompt(config.vocab_size, 24)
+    ours, logits = run(out, prompt, 8, workdir / "q-q8.npy")
+    check_close(logits, model, prompt + ours)
+
+
+def test_rope_mscale(workdir):
+    """A GGUF's attention factor is used, with a warning; --rope-mscale replaces it. (Queries
+    and keys 6 times the usual size: attention that is not near uniform, where the scale of
+    its logits shows.)"""
+    config = tiny_config(1.2, layers=2, bias=True)
+    model = oracle.make_model(config, seed=4)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            for proj in (layer.self_attn.q_proj, layer.self_attn.k_proj):
+                proj.weight.mul_(6)
+    src = workdir / "mscale-src"
+    model = oracle.save(model, src, dtype=torch.float32)
+    path = workdir / "generic-factor.gguf"
+    write_gguf(path, config, float_tensors(oracle.read_checkpoint(src), config),
+               attn_factor=1.19)
+    prompt = oracle.random_prompt(config.vocab_size, 40)  # past the original 32
+    reference = oracle.reference_logits(model, prompt, 32)
+    errors = {}
+    for flags in ((), ("--rope-mscale", "1.2")):
+        out = workdir / ("mscale-out" + "".join(flags))
+        proc = oracle.compile_model(path, out, "--quant", "f32", *flags)
+        assert proc.returncode == 0, proc.stderr
+        warned = "rope.scaling.attn_factor, 1.19" in proc.stderr
+        assert warned == (not flags), proc.stderr
+        _, logits = run(out, prompt, 0, workdir / "mscale.npy")
+        errors[flags] = np.abs(logits - reference).max()
+    # The checkpoint's 1.2 to float rounding; the file's 1.19 three orders of magnitude off.
+    assert errors[("--rope-mscale", "1.2")] <= 1e-5, errors
+    assert errors[()] > 100 * errors[("--rope-mscale", "1.2")] and errors[()] > 1e-4, errors
+
+
+def compile_fails(source, out, *flags):
+    proc = oracle.compile_model(source, out, *flags)
+    assert proc.returncode != 0
+    assert not pathlib.Path(out).exists(), "a failed compile left output behind"
+    assert proc.stdout == ""
+    return proc.stderr
+
+
+def test_bad_gguf_files_are_refused_by_name(f32_case, workdir):
+    config, model, src, path = f32_case
+    tensors = float_tensors(oracle.read_checkpoint(src), config)
+    out = workdir / "bad-out"
+    T = gguf.MODEL_TENSOR
+
+    bad = workdir / "llama.gguf"
+    write_gguf(bad, config, tensors, arch="llama")
+    err = compile_fails(bad, out)
+    assert str(bad) in err and '"llama"' in err
+
+    missing = dict(tensors)
+    del missing[name_of(T.ATTN_K, 1)]
+    bad = workdir / "missing.gguf"
+    write_gguf(bad, config, missing)
+    err = compile_fails(bad, out)
+    assert "'blk.1.attn_k.weight' (model.layers.1.self_attn.k_proj.weight) is missing" in err
+
+    q5 = dict(tensors)
+    w = tensors[name_of(T.ATTN_OUT, 0)][0]
+    q5[name_of(T.ATTN_OUT, 0)] = (np.zeros((w.shape[0], w.shape[1] // 32 * 22), np.uint8),
+                                  Q.Q5_0)
+    bad = workdir / "q5.gguf"
+    write_gguf(bad, config, q5)
+    err = compile_fails(bad, out)
+    assert "tensor 'blk.0.attn_output.weight' is Q5_0" in err
+
+    bad = workdir / "no-heads.gguf"
+    write_gguf(bad, config, tensors, skip_keys=("head_count",))
+    err = compile_fails(bad, out)
+    assert "metadata 'phimoe.attention.head_count' is missing" in err
+
+    wrong = dict(tensors)
+    wrong[name_of(T.FFN_NORM, 0)] = (np.ones(config.hidden_size + 1, np.float32), None)
+    bad = workdir / "shape.gguf"
+    write_gguf(bad, config, wrong)
+    err = compile_fails(bad, out)
+    assert "'blk.0.ffn_norm.weight' (model.layers.0.post_attention_layernorm.weight) has " \
+           f"shape [{config.hidden_size + 1}]" in err and "metadata implies" in err
+
+    bad = workdir / "no-vocab.gguf"
+    write_gguf(bad, config, tensors, vocabulary=False)
+    err = compile_fails(bad, out)
+    assert "tokenizer.ggml.model" in err
+
+    cut = workdir / "cut.gguf"
+    data = path.read_bytes()
+    cut.write_bytes(data[: len(data) - 1000])
+    err = compile_fails(cut, out)
+    assert str(cut) in err and "truncated" in err
+
+    err = compile_fails(src, out, "--rope-mscale", "1.2")
+    assert "--rope-mscale is for GGUF input" in err
+    proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(path), "--target", "sm_90",
+                           "--emit-project", str(out)], capture_output=True, text=True)
+    assert proc.returncode != 0 and not out.exists()
+    assert "--emit-project" in proc.stderr and "safetensors" in proc.stderr
+
+
+def converter_source():
+    """llama.cpp's source (its convert_hf_to_gguf.py), fetched as bench/llamacpp.sh does."""
+    proc = subprocess.run([str(oracle.ROOT / "bench" / "llamacpp.sh"), "--fetch"],
+                          capture_output=True, text=True)
+    if proc.returncode != 0:
+        pytest.skip("cannot fetch llama.cpp's source: " + proc.stderr.strip()[-300:])
+    return pathlib.Path(proc.stdout.strip().splitlines()[-1])
+
+
+CONVERT = """
+import runpy, sys
+src, vocab = sys.argv[1], sys.argv[2]
+sys.path[:0] = [src + "/gguf-py", src]
+import gguf
+from conversion import phi
+
+# Phi-3's converter reads a SentencePiece tokenizer.model, which the tiny model has not:
+# its vocabulary comes from a vocabulary GGUF instead; everything else is the converter's.
+def set_vocab(self):
+    for key, field in gguf.GGUFReader(vocab).fields.items():
+        if key.startswith("tokenizer."):
+            t = field.types
+            self.gguf_writer.add_key_value(key, field.contents(), t[0],
+                                           sub_type=t[-1] if len(t) > 1 else None)
+phi.PhiMoeModel.set_vocab = set_vocab
+sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[3:]
+runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("outtype", ["f32", "q8_0"])
+def test_llamacpp_converter_output(outtype, workdir):
+    """examples/tiny-phimoe through llama.cpp's own converter: the GGUF build gives the
+    checkpoint directory's logits (its mscale is the converter's generic factor, so no
+    --rope-mscale is needed), and q8_0 keeps the converter's blocks."""
+    src = converter_source()
+    tiny = workdir / "tiny-hf"
+    if not tiny.exists():
+        import shutil
+        shutil.copytree(oracle.ROOT / "examples" / "tiny-phimoe", tiny)
+        config = json.loads((tiny / "config.json").read_text())
+        config["architectures"] = ["PhiMoEForCausalLM"]  # Phi-3.5-MoE's own config says so
+        (tiny / "config.json").write_text(json.dumps(config))
+    path = workdir / f"tiny-{outtype}.gguf"
+    script = workdir / "convert.py"
+    script.write_text(CONVERT)
+    proc = subprocess.run([sys.executable, str(script), str(src), str(PHI3_VOCAB), str(tiny),
+                           "--outfile", str(path), "--outtype", outtype],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out, ref_out = workdir / f"tiny-{outtype}-out", workdir / f"tiny-dir-{outtype}-out"
+    proc = oracle.compile_model(path, out)
+    assert proc.returncode == 0, proc.stderr
+    assert "attn_factor, 1.22474" in proc.stderr  # sqrt(1 + ln(512/64)/ln(64))
+    # The directory compiled to the same storage: f32, or q8_0 blocks (llama.cpp's converter
+    # and phimoec quantize a row to q8_0 alike).
+    proc = oracle.compile_model(oracle.ROOT / "examples" / "tiny-phimoe", ref_out,
+                                "--quant", outtype)
+    assert proc.returncode == 0, proc.stderr
+    prompt = oracle.random_prompt(4032, 70)  # past the original context of 64
+    _, ours = run(out, prompt, 0, workdir / "tiny-gguf.npy")
+    _, ref = run(ref_out, prompt, 0, workdir / "tiny-dir.npy")
+    scale = np.abs(ref).max()
+    err = np.abs(ours - ref).max()
+    assert err <= 1e-5 * scale, f"max|d| {err} (max|logit| {scale})"
+    table, _ = oracle.pack_table(out / "weights.phw")
+    experts = next(e for e in table if e["name"].endswith("experts.gate_up.weight"))
+    assert ("q8_0" in experts["type"]) == (outtype == "q8_0")
