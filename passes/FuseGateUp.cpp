@@ -41,7 +41,9 @@ struct FuseGateUpPattern : public OpRewritePattern<MulOp> {
         continue;
       WeightOp w1 = getWeightDecl(gate.getWeight());
       WeightOp w3 = getWeightDecl(up.getWeight());
-      if (!canConcat({w1, w3}))
+      // w1 and w3 must share a format to become one weight: a GGUF's may not (Q4_1 and
+      // Q5_1, say), and then both take the more precise one.
+      if (!canConcat({w1, w3}) && !unifyWeightFormats(rewriter, {w1, w3}))
         continue;
       rewriter.setInsertionPoint(op);
       Location loc = rewriter.getFusedLoc({gate.getLoc(), up.getLoc(), op.getLoc()});

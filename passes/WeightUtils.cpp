@@ -36,6 +36,66 @@ bool mlir::phimoe::canConcat(ArrayRef<WeightOp> parts) {
   return true;
 }
 
+/// How precisely a weight format keeps values: block schemes by bits per value, then the
+/// 16-bit floats, then f32.
+static int precision(Type type) {
+  if (auto q = dyn_cast<QWeightType>(type)) {
+    switch (q.getScheme()) {
+    case QuantScheme::Q4_0:
+      return 1;
+    case QuantScheme::Q4K:
+      return 2;
+    case QuantScheme::Q5K:
+      return 3;
+    case QuantScheme::Q6K:
+      return 4;
+    case QuantScheme::Q8_0:
+      return 5;
+    }
+    return 0;
+  }
+  return cast<RankedTensorType>(type).getElementType().isF32() ? 7 : 6;
+}
+
+bool mlir::phimoe::unifyWeightFormats(RewriterBase &rewriter, ArrayRef<WeightOp> parts) {
+  if (parts.empty())
+    return false;
+  ArrayRef<int64_t> firstShape = getLogicalShape(WeightOp(parts.front()).getType());
+  Type best = WeightOp(parts.front()).getType();
+  bool mixedHalves = false;
+  for (WeightOp part : parts) {
+    ArrayRef<int64_t> shape = getLogicalShape(part.getType());
+    if (part.isDerived() || shape.size() != firstShape.size() || shape.empty() ||
+        shape.drop_front() != firstShape.drop_front())
+      return false;
+    int p = precision(part.getType()), b = precision(best);
+    if (p == 6 && b == 6 && !sameWeightFormat(part.getType(), best))
+      mixedHalves = true; // f16 and bf16: neither holds the other
+    if (p > b)
+      best = part.getType();
+  }
+  auto module = WeightOp(parts.front())->getParentOfType<ModuleOp>();
+  for (WeightOp part : parts) {
+    Type type = part.getType();
+    ArrayRef<int64_t> shape = getLogicalShape(type);
+    Type target;
+    if (mixedHalves && precision(best) == 6)
+      target = RankedTensorType::get(shape, Float32Type::get(type.getContext()));
+    else if (auto q = dyn_cast<QWeightType>(best))
+      target = QWeightType::get(type.getContext(), q.getScheme(), shape);
+    else
+      target = RankedTensorType::get(shape, cast<RankedTensorType>(best).getElementType());
+    if (target == type)
+      continue;
+    rewriter.modifyOpInPlace(part, [&] { part.setType(target); });
+    if (auto uses = SymbolTable::getSymbolUses(part, module))
+      for (const SymbolTable::SymbolUse &use : *uses)
+        if (auto ref = dyn_cast<WeightRefOp>(use.getUser()))
+          rewriter.modifyOpInPlace(ref, [&] { ref.getResult().setType(target); });
+  }
+  return canConcat(parts);
+}
+
 /// The type of the weight that `recipe` makes of `parts`, in their format.
 static Type derivedType(WeightRecipe recipe, ArrayRef<WeightOp> parts) {
   ArrayRef<int64_t> first = getLogicalShape(WeightOp(parts.front()).getType());

@@ -20,6 +20,13 @@ bool sameWeightFormat(Type a, Type b);
 /// format and the same trailing dimensions.
 bool canConcat(ArrayRef<WeightOp> parts);
 
+/// Gives `parts` (underived weights whose shapes can be concatenated but whose
+/// formats differ) the most precise of their formats, and every reference to them
+/// its new type, so that canConcat holds; false, changing nothing, when that is
+/// not possible. The packer makes any format from any other, so this only costs
+/// the less precise parts their compactness (a GGUF whose w1 is Q4_1 and w3 Q5_1).
+bool unifyWeightFormats(RewriterBase &rewriter, ArrayRef<WeightOp> parts);
+
 /// Declares (or finds, when an identical one exists) the weight derived from
 /// `parts` by `recipe`, named after the parts' common prefix and `tag`, and
 /// returns a `phimoe.weight_ref` to it created at the rewriter's insertion

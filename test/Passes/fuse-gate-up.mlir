@@ -264,17 +264,18 @@ func.func @gate_up_silu_after_mul(%x: tensor<?x64xf32>) -> tensor<?x128xf32> {
 
 // -----
 
-// Negative: w1 in bf16, w3 in f32.
+// Formats that differ: w1 in bf16, w3 in f32. Both take the more precise f32 (the packer
+// converts), and fuse.
 
 phimoe.weight @l0.e0.w1.weight : tensor<128x64xbf16>
 phimoe.weight @l0.e0.w3.weight : tensor<128x64xf32>
 
-// CHECK-NOT: concat
+// CHECK: phimoe.weight @l0.e0.w1.weight : tensor<128x64xf32>
+// CHECK: phimoe.weight @l0.e0.w3.weight : tensor<128x64xf32>
+// CHECK: concat [@l0.e0.w1.weight, @l0.e0.w3.weight] : tensor<256x64xf32>
 // CHECK-LABEL: func.func @gate_up_formats_differ
-// CHECK-NOT: phimoe.gate_up
-// CHECK: phimoe.silu
-// CHECK: phimoe.mul
-// CHECK-NOT: phimoe.gate_up
+// CHECK: phimoe.gate_up
+// CHECK-NOT: phimoe.silu
 func.func @gate_up_formats_differ(%x: tensor<?x64xf32>) -> tensor<?x128xf32> {
   %w1 = phimoe.weight_ref @l0.e0.w1.weight : tensor<128x64xbf16>
   %w3 = phimoe.weight_ref @l0.e0.w3.weight : tensor<128x64xf32>
@@ -287,24 +288,36 @@ func.func @gate_up_formats_differ(%x: tensor<?x64xf32>) -> tensor<?x128xf32> {
 
 // -----
 
-// Negative: two quantization schemes.
+// Two quantization schemes: both take the more precise q8_0. f16 and bf16 (neither holds
+// the other) both become f32.
 
 phimoe.weight @l0.e0.w1.weight : !phimoe.qweight<q8_0, [128, 64]>
 phimoe.weight @l0.e0.w3.weight : !phimoe.qweight<q4_0, [128, 64]>
+phimoe.weight @l0.e1.w1.weight : tensor<128x64xf16>
+phimoe.weight @l0.e1.w3.weight : tensor<128x64xbf16>
 
-// CHECK-NOT: concat
+// CHECK: phimoe.weight @l0.e0.w3.weight : !phimoe.qweight<q8_0, [128, 64]>
+// CHECK: concat [@l0.e0.w1.weight, @l0.e0.w3.weight] : !phimoe.qweight<q8_0, [256, 64]>
+// CHECK: phimoe.weight @l0.e1.w1.weight : tensor<128x64xf32>
+// CHECK: phimoe.weight @l0.e1.w3.weight : tensor<128x64xf32>
+// CHECK: concat [@l0.e1.w1.weight, @l0.e1.w3.weight] : tensor<256x64xf32>
 // CHECK-LABEL: func.func @gate_up_schemes_differ
-// CHECK-NOT: phimoe.gate_up
-// CHECK: phimoe.mul
-// CHECK-NOT: phimoe.gate_up
-func.func @gate_up_schemes_differ(%x: tensor<?x64xf32>) -> tensor<?x128xf32> {
+// CHECK-COUNT-2: phimoe.gate_up
+// CHECK-NOT: phimoe.mul
+func.func @gate_up_schemes_differ(%x: tensor<?x64xf32>) -> (tensor<?x128xf32>, tensor<?x128xf32>) {
   %w1 = phimoe.weight_ref @l0.e0.w1.weight : !phimoe.qweight<q8_0, [128, 64]>
   %w3 = phimoe.weight_ref @l0.e0.w3.weight : !phimoe.qweight<q4_0, [128, 64]>
   %g = phimoe.linear %x, %w1 : tensor<?x64xf32>, !phimoe.qweight<q8_0, [128, 64]> -> tensor<?x128xf32>
   %u = phimoe.linear %x, %w3 : tensor<?x64xf32>, !phimoe.qweight<q4_0, [128, 64]> -> tensor<?x128xf32>
   %s = phimoe.silu %g : tensor<?x128xf32>
   %a = phimoe.mul %s, %u : tensor<?x128xf32>
-  return %a : tensor<?x128xf32>
+  %v1 = phimoe.weight_ref @l0.e1.w1.weight : tensor<128x64xf16>
+  %v3 = phimoe.weight_ref @l0.e1.w3.weight : tensor<128x64xbf16>
+  %g1 = phimoe.linear %x, %v1 : tensor<?x64xf32>, tensor<128x64xf16> -> tensor<?x128xf32>
+  %u1 = phimoe.linear %x, %v3 : tensor<?x64xf32>, tensor<128x64xbf16> -> tensor<?x128xf32>
+  %s1 = phimoe.silu %g1 : tensor<?x128xf32>
+  %a1 = phimoe.mul %s1, %u1 : tensor<?x128xf32>
+  return %a, %a1 : tensor<?x128xf32>, tensor<?x128xf32>
 }
 
 // -----
