@@ -2,6 +2,7 @@
 
 #include "codegen/WeightPacker.h"
 
+#include "compiler/frontend/GgufBlocks.h"
 #include "dialects/PhiMoE/PhiMoEOps.h"
 #include "phimoe_rt/pack_format.h"
 #include "phimoe_rt/quant.h"
@@ -105,14 +106,8 @@ void toFloat(const uint8_t *in, ::phimoe::DType dtype, size_t count, float *out)
       out[i] = phimoe_rt::f16_to_float(bits);
     }
     return;
-  case ::phimoe::DType::Q8_0:
-    phimoe_rt::dequantize_row_q8_0(reinterpret_cast<const phimoe_rt::block_q8_0 *>(in), out, n);
-    return;
-  case ::phimoe::DType::Q4_K:
-    phimoe_rt::dequantize_row_q4k(reinterpret_cast<const phimoe_rt::block_q4k *>(in), out, n);
-    return;
-  case ::phimoe::DType::Q6_K:
-    phimoe_rt::dequantize_row_q6k(reinterpret_cast<const phimoe_rt::block_q6k *>(in), out, n);
+  default:
+    ::phimoe::dequantizeBlocks(dtype, in, out, n);
     return;
   }
 }

@@ -33,6 +33,20 @@ std::optional<DType> dtypeOf(uint32_t type) {
     return DType::Q4_K;
   case 14:
     return DType::Q6_K;
+  case 2:
+    return DType::Q4_0;
+  case 3:
+    return DType::Q4_1;
+  case 6:
+    return DType::Q5_0;
+  case 7:
+    return DType::Q5_1;
+  case 10:
+    return DType::Q2_K;
+  case 11:
+    return DType::Q3_K;
+  case 13:
+    return DType::Q5_K;
   case 30:
     return DType::BF16;
   default:
@@ -248,6 +262,7 @@ llvm::Expected<GgufModel> phimoe::readGguf(const std::string &path,
     c.eos.push_back(*eos);
 
   // The tensors, renamed; the stacked experts cut into one view per expert.
+  std::map<std::string, int> requantized; // tensors of formats without kernels, by format
   const uint64_t dataBytes = m.file_size - std::min(m.file_size, m.data_offset);
   std::vector<float> shortFactor, longFactor;
   for (const gguf_tensor &t : m.tensors) {
@@ -255,9 +270,12 @@ llvm::Expected<GgufModel> phimoe::readGguf(const std::string &path,
     std::optional<DType> dtype = dtypeOf(t.type);
     if (!dtype)
       return fail(where + " is " + ggmlTypeName(t.type) +
-                  ": phimoec reads GGUF tensors in F32, F16, BF16, Q8_0, Q4_K and Q6_K "
-                  "(files quantized to Q8_0, Q6_K or Q4_K_M; or convert the checkpoint "
-                  "itself with phimoec compile --quant)");
+                  ": phimoec reads GGUF tensors in F32, F16, BF16, Q8_0, Q4_K, Q6_K, Q5_K, "
+                  "Q3_K, Q2_K, Q4_0, Q4_1, Q5_0 and Q5_1 (for the IQ types, compile the "
+                  "checkpoint itself with phimoec compile --quant)");
+    if (*dtype != DType::Q8_0 && *dtype != DType::Q4_K && *dtype != DType::Q6_K &&
+        dtypeIsBlock(*dtype))
+      ++requantized[dtypeName(*dtype)];
     TensorInfo info;
     info.dtype = *dtype;
     for (auto d = t.dims.rbegin(); d != t.dims.rend(); ++d)
@@ -331,6 +349,17 @@ llvm::Expected<GgufModel> phimoe::readGguf(const std::string &path,
       if (llvm::Error err = add(std::move(expert), name))
         return std::move(err);
     }
+  }
+
+  if (!requantized.empty()) {
+    std::string list;
+    for (const auto &[name, count] : requantized)
+      list += (list.empty() ? "" : ", ") + std::to_string(count) + " " + name;
+    model.warnings.push_back(
+        path + ": phimoec has no kernels for the formats of " + list +
+        " tensors: under --quant keep they are stored as q6k (Q5_0, Q5_1, Q5_K) or q4k (Q2_K, "
+        "Q3_K, Q4_0, Q4_1), their values quantized again (q8_0 where a row is not whole "
+        "k-quant blocks)");
   }
 
   const TensorInfo *embed = ckpt.find("model.embed_tokens.weight");

@@ -89,6 +89,23 @@ Value ModelBuilder::weight(const std::string &name, ArrayRef<int64_t> shape) {
     case ::phimoe::DType::Q6_K:
       type = QWeightType::get(&ctx, QuantScheme::Q6K, shape);
       break;
+    // Formats without kernels: the nearest that has them, from the values (the packer
+    // dequantizes and quantizes again); q8_0 where rows are not whole k-quant blocks.
+    case ::phimoe::DType::Q4_0:
+    case ::phimoe::DType::Q4_1:
+    case ::phimoe::DType::Q2_K:
+    case ::phimoe::DType::Q3_K:
+    case ::phimoe::DType::Q5_0:
+    case ::phimoe::DType::Q5_1:
+    case ::phimoe::DType::Q5_K: {
+      bool fiveBit = info->dtype == ::phimoe::DType::Q5_0 ||
+                     info->dtype == ::phimoe::DType::Q5_1 || info->dtype == ::phimoe::DType::Q5_K;
+      QuantScheme scheme = shape.back() % 256 != 0 ? QuantScheme::Q8_0
+                           : fiveBit               ? QuantScheme::Q6K
+                                                   : QuantScheme::Q4K;
+      type = QWeightType::get(&ctx, scheme, shape);
+      break;
+    }
     }
     WeightOp::create(moduleBuilder, loc(name), name, type, nullptr, nullptr);
     declared[name] = type;

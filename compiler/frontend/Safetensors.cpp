@@ -29,9 +29,16 @@ int64_t phimoe::dtypeBlockValues(DType dtype) {
   case DType::BF16:
     return 1;
   case DType::Q8_0:
+  case DType::Q4_0:
+  case DType::Q4_1:
+  case DType::Q5_0:
+  case DType::Q5_1:
     return 32;
   case DType::Q4_K:
   case DType::Q6_K:
+  case DType::Q2_K:
+  case DType::Q3_K:
+  case DType::Q5_K:
     return 256;
   }
   return 1;
@@ -50,6 +57,20 @@ size_t phimoe::dtypeBlockBytes(DType dtype) {
     return 144;
   case DType::Q6_K:
     return 210;
+  case DType::Q4_0:
+    return 18;
+  case DType::Q4_1:
+    return 20;
+  case DType::Q5_0:
+    return 22;
+  case DType::Q5_1:
+    return 24;
+  case DType::Q2_K:
+    return 84;
+  case DType::Q3_K:
+    return 110;
+  case DType::Q5_K:
+    return 176;
   }
   return 0;
 }
@@ -68,6 +89,20 @@ const char *phimoe::dtypeName(DType dtype) {
     return "Q4_K";
   case DType::Q6_K:
     return "Q6_K";
+  case DType::Q4_0:
+    return "Q4_0";
+  case DType::Q4_1:
+    return "Q4_1";
+  case DType::Q5_0:
+    return "Q5_0";
+  case DType::Q5_1:
+    return "Q5_1";
+  case DType::Q2_K:
+    return "Q2_K";
+  case DType::Q3_K:
+    return "Q3_K";
+  case DType::Q5_K:
+    return "Q5_K";
   }
   return "?";
 }

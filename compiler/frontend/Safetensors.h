@@ -21,8 +21,9 @@
 namespace phimoe {
 
 /// How a checkpoint stores a tensor's values: floats (safetensors, GGUF), or llama.cpp's
-/// block formats (GGUF: rows of whole blocks, phimoe_rt/quant.h).
-enum class DType { F32, F16, BF16, Q8_0, Q4_K, Q6_K };
+/// block formats (GGUF: rows of whole blocks, compiler/frontend/GgufBlocks.h). phimoec has
+/// kernels for Q8_0, Q4_K and Q6_K; the others are read to be stored otherwise.
+enum class DType { F32, F16, BF16, Q8_0, Q4_K, Q6_K, Q4_0, Q4_1, Q5_0, Q5_1, Q2_K, Q3_K, Q5_K };
 
 /// Values per block of `dtype` (1 for the float types) and bytes per block.
 int64_t dtypeBlockValues(DType dtype);
@@ -33,7 +34,7 @@ inline uint64_t dtypeBytes(DType dtype, uint64_t count) {
 }
 /// Whether `dtype` is one of llama.cpp's block formats.
 inline bool dtypeIsBlock(DType dtype) { return dtypeBlockValues(dtype) > 1; }
-/// "F32", "F16", "BF16", "Q8_0", "Q4_K", "Q6_K".
+/// "F32", "F16", "BF16", "Q8_0", "Q4_K", ... as ggml names them.
 const char *dtypeName(DType dtype);
 
 /// Where one tensor's bytes lie.

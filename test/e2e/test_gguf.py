@@ -221,8 +221,8 @@ def test_the_vocabulary_travels_with_the_binary(f32_case, workdir):
 
 
 def random_blocks(kind, rows, columns, gen):
-    """`rows` rows of random llama.cpp blocks of `kind` (Q8_0, Q4_K or Q6_K) holding weights
-    of a few hundredths, as uint8 [rows, bytes]."""
+    """`rows` rows of random llama.cpp blocks of `kind` holding weights of a few hundredths,
+    as uint8 [rows, bytes]."""
     block_values, block_bytes = gguf.GGML_QUANT_SIZES[kind]
     n = rows * columns // block_values
     blocks = gen.integers(0, 256, size=(n, block_bytes), dtype=np.uint8)
@@ -238,35 +238,73 @@ def random_blocks(kind, rows, columns, gen):
         put_f16(2, d * gen.uniform(6.0, 9.0, n))
     elif kind == Q.Q6_K:  # 128 ql, 64 qh, 16 int8 scales, d
         put_f16(208, gen.uniform(2.5e-5, 4.5e-5, n))
+    elif kind == Q.Q4_0:  # d, 16 bytes of nibbles: (q - 8) d
+        put_f16(0, gen.uniform(4e-3, 8e-3, n))
+    elif kind == Q.Q4_1:  # d, m, nibbles: q d + m
+        d = gen.uniform(4e-3, 8e-3, n)
+        put_f16(0, d)
+        put_f16(2, -7.5 * d * gen.uniform(0.8, 1.2, n))
+    elif kind == Q.Q5_0:  # d, 4 bytes of fifth bits, nibbles: (q - 16) d
+        put_f16(0, gen.uniform(2e-3, 4e-3, n))
+    elif kind == Q.Q5_1:  # d, m, fifth bits, nibbles: q d + m
+        d = gen.uniform(2e-3, 4e-3, n)
+        put_f16(0, d)
+        put_f16(2, -15.5 * d * gen.uniform(0.8, 1.2, n))
+    elif kind == Q.Q2_K:  # 16 scale bytes, 64 bytes of quants, d, dmin
+        d = gen.uniform(1e-3, 2e-3, n)
+        put_f16(80, d)
+        put_f16(82, d * gen.uniform(1.2, 1.8, n))
+    elif kind == Q.Q3_K:  # 32 bytes of high bits, 64 of quants, 12 of scales, d
+        put_f16(108, gen.uniform(2e-4, 4e-4, n))
+    elif kind == Q.Q5_K:  # d, dmin, 12 bytes of scales and mins, 32 of fifth bits, nibbles
+        d = gen.uniform(5e-5, 1e-4, n)
+        put_f16(0, d)
+        put_f16(2, d * gen.uniform(12.0, 18.0, n))
     else:
         raise ValueError(kind)
     return blocks.reshape(rows, columns // block_values * block_bytes)
 
 
-@pytest.fixture(scope="module")
-def quantized_case(workdir):
-    """A PhiMoE of 256-wide rows as a GGUF of Q4_K (attention, gate and up experts), Q6_K (v,
-    down experts, LM head), Q8_0 (embedding) and F16 (router) tensors, as Q4_K_M writes them,
+# What a GGUF's tensors are stored as: Q4_K_M's choice for Phi-3.5-MoE (Q4_K, Q6_K for v,
+# the down experts and the LM head; Q8_0 for the embedding here), and the formats phimoec reads
+# without kernels for them, stored as q4k or q6k under --quant keep.
+PLANS = {
+    "q4_k_m": dict(embd=Q.Q8_0, output=Q.Q6_K, q=Q.Q4_K, k=Q.Q4_K, v=Q.Q6_K, o=Q.Q4_K,
+                   gate=Q.Q4_K, up=Q.Q4_K, down=Q.Q6_K, router=Q.F16),
+    "others": dict(embd=Q.Q4_0, output=Q.Q5_K, q=Q.Q5_K, k=Q.Q3_K, v=Q.Q2_K, o=Q.Q5_0,
+                   gate=Q.Q4_1, up=Q.Q5_1, down=Q.Q4_0, router=Q.F32),
+}
+# The storage --quant keep gives each format.
+KEPT = {Q.Q8_0: "q8_0", Q.Q4_K: "q4k", Q.Q6_K: "q6k", Q.Q4_0: "q4k", Q.Q4_1: "q4k",
+        Q.Q2_K: "q4k", Q.Q3_K: "q4k", Q.Q5_0: "q6k", Q.Q5_1: "q6k", Q.Q5_K: "q6k"}
+
+
+@pytest.fixture(scope="module", params=list(PLANS))
+def quantized_case(workdir, request):
+    """A PhiMoE of 256-wide rows as a GGUF of random blocks in the formats of a plan (PLANS),
     and transformers' model of the values gguf-py reads from them."""
+    plan = PLANS[request.param]
     config = tiny_config(1.2, layers=2, hidden=256, heads=4, kv_heads=2, experts=4,
                          intermediate=256, vocab=96)
     model = oracle.make_model(config, seed=5)
-    src = workdir / "q-src"
+    src = workdir / f"{request.param}-src"
     oracle.save(model, src, dtype=torch.float32)
     tensors = float_tensors(oracle.read_checkpoint(src), config)
     T = gguf.MODEL_TENSOR
     gen = np.random.default_rng(11)
-    kinds = {name_of(T.TOKEN_EMBD): Q.Q8_0, name_of(T.OUTPUT): Q.Q6_K}
+    kinds = {name_of(T.TOKEN_EMBD): plan["embd"], name_of(T.OUTPUT): plan["output"]}
     for i in range(config.num_hidden_layers):
-        kinds.update({name_of(T.ATTN_Q, i): Q.Q4_K, name_of(T.ATTN_K, i): Q.Q4_K,
-                      name_of(T.ATTN_V, i): Q.Q6_K, name_of(T.ATTN_OUT, i): Q.Q4_K,
-                      name_of(T.FFN_GATE_EXP, i): Q.Q4_K, name_of(T.FFN_UP_EXP, i): Q.Q4_K,
-                      name_of(T.FFN_DOWN_EXP, i): Q.Q6_K, name_of(T.FFN_GATE_INP, i): Q.F16})
+        kinds.update({name_of(T.ATTN_Q, i): plan["q"], name_of(T.ATTN_K, i): plan["k"],
+                      name_of(T.ATTN_V, i): plan["v"], name_of(T.ATTN_OUT, i): plan["o"],
+                      name_of(T.FFN_GATE_EXP, i): plan["gate"],
+                      name_of(T.FFN_UP_EXP, i): plan["up"],
+                      name_of(T.FFN_DOWN_EXP, i): plan["down"],
+                      name_of(T.FFN_GATE_INP, i): plan["router"]})
     values = {name: array for name, (array, _) in tensors.items()}
     for name, kind in kinds.items():
         array = values[name]
-        if kind == Q.F16:
-            tensors[name] = (array.astype(np.float16), None)
+        if kind in (Q.F16, Q.F32):
+            tensors[name] = (array.astype(np.float16 if kind == Q.F16 else np.float32), None)
             values[name] = tensors[name][0].astype(np.float32)
             continue
         columns = array.shape[-1]
@@ -277,40 +315,40 @@ def quantized_case(workdir):
     # transformers' model of the values gguf-py reads from the blocks.
     from safetensors.torch import save_file
     from transformers import PhimoeForCausalLM
-    rounded = workdir / "q-rounded"
+    rounded = workdir / f"{request.param}-rounded"
     rounded.mkdir()
     (rounded / "config.json").write_text((src / "config.json").read_text())
     save_file(checkpoint_of(values, config), rounded / "model.safetensors",
               metadata={"format": "pt"})
     model = PhimoeForCausalLM.from_pretrained(rounded, dtype=torch.float32).eval()
-    path = workdir / "q.gguf"
+    path = workdir / f"{request.param}.gguf"
     write_gguf(path, config, tensors)
-    return config, model, path, kinds
+    return request.param, config, model, path, kinds
 
 
 @torch.no_grad()
 def sparsemixer_gaps(model, tokens, jitter=0.01):
     """For each position, how close a routing decision of the sparsemixer comes to flipping
-    in any layer: relative to the scores, the smallest distance of a score's (max - s) /
-    max(|s|, max) from the threshold 2 * jitter (whether s joins the softmax: the expert's
-    weight jumps) and of the second score from the first (which expert is chosen), in both
-    stages. A row's decisions are its own: a flip moves its logits by far more than the
-    block kernels' quantized activations do, and the rows after it hardly."""
+    in any layer, in both stages: the smallest change of a score that moves (max - s) across
+    2 * jitter * max(|s|, max) (whether s joins the softmax: the expert's weight jumps) or the
+    second score past the first (which expert is chosen), over the mean |score| of the layer.
+    A row's decisions are its own: a flip moves its logits by far more than the block
+    kernels' quantized activations do, and the rows after it hardly."""
     gaps = torch.full((len(tokens),), np.inf, dtype=torch.float64)
 
     def margins(scores):
         m = scores.max(dim=-1, keepdim=True).values
-        rel = (m - scores) / torch.maximum(scores.abs(), m)
-        rel = torch.where(torch.isfinite(scores) & (rel > 0), rel, torch.inf)
+        live = torch.isfinite(scores) & (scores < m)
+        near = ((m - scores) - 2 * jitter * torch.maximum(scores.abs(), m)).abs()
+        near = torch.where(live, near, torch.inf).min(dim=-1).values
         top2 = torch.topk(scores, 2, dim=-1).values
-        chosen = (top2[:, 0] - top2[:, 1]) / top2[:, 0].abs()
-        return torch.minimum((rel - 2 * jitter).abs().min(dim=-1).values, chosen)
+        return torch.minimum(near, top2[:, 0] - top2[:, 1])
 
     def hook(router, _, output):
         s = output[0].reshape(-1, output[0].shape[-1]).double()
         top = s.argmax(dim=-1, keepdim=True)
-        gaps[:] = torch.minimum(gaps, torch.minimum(margins(s),
-                                                    margins(s.scatter(-1, top, -torch.inf))))
+        both = torch.minimum(margins(s), margins(s.scatter(-1, top, -torch.inf)))
+        gaps[:] = torch.minimum(gaps, both / s.abs().mean())
 
     handles = [layer.mlp.router.register_forward_hook(hook) for layer in model.model.layers]
     try:
@@ -337,12 +375,12 @@ def check_close(logits, model, tokens, bound=0.05, clear=0.05):
 def test_quantized_gguf_values_are_gguf_pys(quantized_case, workdir):
     """--quant f32: every block dequantized as gguf-py does, then float kernels: transformers
     on those values, to float rounding."""
-    config, model, path, _ = quantized_case
-    out = workdir / "q-f32-out"
+    plan, config, model, path, _ = quantized_case
+    out = workdir / f"{plan}-f32-out"
     proc = oracle.compile_model(path, out, "--quant", "f32")
     assert proc.returncode == 0, proc.stderr
     prompt = oracle.random_prompt(config.vocab_size, 24)
-    ours, logits = run(out, prompt, 16, workdir / "q-f32.npy")
+    ours, logits = run(out, prompt, 16, workdir / f"{plan}-f32.npy")
     reference = oracle.reference_logits(model, prompt + ours, 32)
     scale = np.abs(reference).max()
     err = np.abs(logits - reference).max()
@@ -382,10 +420,12 @@ def check_blocks_copied(pack, path, config, target):
 
 
 def test_quantized_gguf_keeps_its_blocks(quantized_case, workdir):
-    """--quant keep (the default): each weight in the GGUF's own format, its blocks copied;
-    the logits are the f32 build's but for the quantized activations of the block kernels."""
-    config, model, path, _ = quantized_case
-    out = workdir / "q-keep-out"
+    """--quant keep (the default): each weight in the GGUF's own format, its blocks copied
+    (formats without kernels: q4k or q6k from their values); the logits are transformers' on
+    the GGUF's values but for the quantized activations of the block kernels (and the
+    requantized weights)."""
+    plan, config, model, path, kinds = quantized_case
+    out = workdir / f"{plan}-keep-out"
     proc = oracle.compile_model(path, out)
     assert proc.returncode == 0, proc.stderr
     table, _ = oracle.pack_table(out / "weights.phw")
@@ -393,31 +433,39 @@ def test_quantized_gguf_keeps_its_blocks(quantized_case, workdir):
 
     def stored(name):
         return types[name].split("<")[1].split(",")[0] if "qweight" in types[name] else "float"
-    assert stored("model.embed_tokens.weight") == "q8_0"
-    assert stored("lm_head.weight") == "q6k"
+    T = gguf.MODEL_TENSOR
+    assert stored("model.embed_tokens.weight") == KEPT[kinds[name_of(T.TOKEN_EMBD)]]
+    assert stored("lm_head.weight") == KEPT[kinds[name_of(T.OUTPUT)]]
     for i in range(config.num_hidden_layers):
         p = f"model.layers.{i}."
-        # Q4_K q and k and Q6_K v do not make one q/k/v weight: each keeps its format.
-        assert [stored(p + f"self_attn.{x}_proj.weight") for x in "qkvo"] == \
-            ["q4k", "q4k", "q6k", "q4k"]
-        assert stored(p + "block_sparse_moe.experts.gate_up.weight") == "q4k"
-        assert stored(p + "block_sparse_moe.experts.down.weight") == "q6k"
+        # q, k and v of different storage do not make one q/k/v weight: each keeps its own.
+        attention = [KEPT[kinds[name_of(t, i)]] for t in (T.ATTN_Q, T.ATTN_K, T.ATTN_V)]
+        assert len(set(attention)) > 1
+        assert [stored(p + f"self_attn.{x}_proj.weight") for x in "qkv"] == attention
+        assert stored(p + "self_attn.o_proj.weight") == KEPT[kinds[name_of(T.ATTN_OUT, i)]]
+        gate_up = {KEPT[kinds[name_of(t, i)]] for t in (T.FFN_GATE_EXP, T.FFN_UP_EXP)}
+        assert stored(p + "block_sparse_moe.experts.gate_up.weight") in gate_up
+        assert stored(p + "block_sparse_moe.experts.down.weight") == \
+            KEPT[kinds[name_of(T.FFN_DOWN_EXP, i)]]
         assert "qweight" not in types[p + "block_sparse_moe.gate.weight"]
 
-    # Every block is the GGUF's, copied (quantizing its values again would not give its bytes
-    # back), in the layout of the CPU kernels.
-    check_blocks_copied(out / "weights.phw", path, config, "cpu")
+    if plan == "q4_k_m":
+        # Every block is the GGUF's, copied (quantizing its values again would not give its
+        # bytes back), in the layout of the CPU kernels.
+        check_blocks_copied(out / "weights.phw", path, config, "cpu")
 
     prompt = oracle.random_prompt(config.vocab_size, 24)
-    ours, logits = run(out, prompt, 8, workdir / "q-keep.npy")
+    ours, logits = run(out, prompt, 8, workdir / f"{plan}-keep.npy")
     check_close(logits, model, prompt + ours)
 
 
 def test_quantized_gguf_gpu_pack_keeps_its_blocks(quantized_case, workdir):
     """--target sm_90: the same blocks, field by field (nvcc stood in for: this is the pack)."""
     from test_quant_formats import compile_pack
-    config, _, path, _ = quantized_case
-    pack = compile_pack(path, workdir / "q-sm90-out", "--target", "sm_90")
+    plan, config, _, path, _ = quantized_case
+    if plan != "q4_k_m":
+        pytest.skip("blocks of formats with kernels only")
+    pack = compile_pack(path, workdir / f"{plan}-sm90-out", "--target", "sm_90")
     check_blocks_copied(pack, path, config, "sm_90")
 
 
@@ -428,14 +476,16 @@ def test_quantized_gguf_emulated_cuda_build(quantized_case, workdir):
     nvcc_emu = oracle.BUILD / "test" / "gpu" / "emu" / "nvcc-emu"
     if not nvcc_emu.exists():
         pytest.skip(f"{nvcc_emu} is absent: no CUDA backend in this build")
-    config, model, path, _ = quantized_case
-    out = workdir / "q-emu-out"
+    plan, config, model, path, _ = quantized_case
+    if plan != "q4_k_m":
+        pytest.skip("the formats with kernels: the emulation is slow")
+    out = workdir / f"{plan}-emu-out"
     proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(path), "--target", "sm_90",
                            "-o", str(out)], capture_output=True, text=True,
                           env=dict(os.environ, PHIMOE_NVCC=str(nvcc_emu)))
     assert proc.returncode == 0, proc.stderr
     prompt = oracle.random_prompt(config.vocab_size, 24)
-    ours, logits = run(out, prompt, 8, workdir / "q-emu.npy")
+    ours, logits = run(out, prompt, 8, workdir / f"{plan}-emu.npy")
     reference = oracle.reference_logits(model, prompt + ours, 32)
     scale = np.abs(reference).max()
     err = np.abs(logits - reference).max()
@@ -444,15 +494,15 @@ def test_quantized_gguf_emulated_cuda_build(quantized_case, workdir):
 
 def test_quantized_gguf_requantized(quantized_case, workdir):
     """--quant q8_0 from Q4_K/Q6_K blocks: dequantized, then quantized again."""
-    config, model, path, _ = quantized_case
-    out = workdir / "q-q8-out"
+    plan, config, model, path, _ = quantized_case
+    out = workdir / f"{plan}-q8-out"
     proc = oracle.compile_model(path, out, "--quant", "q8_0")
     assert proc.returncode == 0, proc.stderr
     table, _ = oracle.pack_table(out / "weights.phw")
     blocks = {e["type"].split("<")[1].split(",")[0] for e in table if "qweight" in e["type"]}
     assert blocks == {"q8_0"}
     prompt = oracle.random_prompt(config.vocab_size, 24)
-    ours, logits = run(out, prompt, 8, workdir / "q-q8.npy")
+    ours, logits = run(out, prompt, 8, workdir / f"{plan}-q8.npy")
     check_close(logits, model, prompt + ours)
 
 
@@ -513,14 +563,14 @@ def test_bad_gguf_files_are_refused_by_name(f32_case, workdir):
     err = compile_fails(bad, out)
     assert "'blk.1.attn_k.weight' (model.layers.1.self_attn.k_proj.weight) is missing" in err
 
-    q5 = dict(tensors)
+    iq = dict(tensors)
     w = tensors[name_of(T.ATTN_OUT, 0)][0]
-    q5[name_of(T.ATTN_OUT, 0)] = (np.zeros((w.shape[0], w.shape[1] // 32 * 22), np.uint8),
-                                  Q.Q5_0)
-    bad = workdir / "q5.gguf"
-    write_gguf(bad, config, q5)
+    iq[name_of(T.ATTN_OUT, 0)] = (np.zeros((w.shape[0], w.shape[1] // 32 * 18), np.uint8),
+                                  Q.IQ4_NL)
+    bad = workdir / "iq4_nl.gguf"
+    write_gguf(bad, config, iq)
     err = compile_fails(bad, out)
-    assert "tensor 'blk.0.attn_output.weight' is Q5_0" in err
+    assert "tensor 'blk.0.attn_output.weight' is IQ4_NL" in err
 
     bad = workdir / "no-heads.gguf"
     write_gguf(bad, config, tensors, skip_keys=("head_count",))
