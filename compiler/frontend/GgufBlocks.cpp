@@ -17,24 +17,27 @@ float half(const uint8_t *p) {
   return phimoe_rt::f16_to_float(bits);
 }
 
+/// Stores the two values of quant byte j of a 32-value block: `lo` at j, `hi` at j + 16;
+/// q · d + m with a min (`minAt`, Q4_1 and Q5_1), else (q - centre) · d.
+void putPair(float *y, int j, int lo, int hi, float d, const uint8_t *minAt, int centre) {
+  if (minAt) {
+    const float m = half(minAt);
+    y[j] = static_cast<float>(lo) * d + m;
+    y[j + 16] = static_cast<float>(hi) * d + m;
+  } else {
+    y[j] = static_cast<float>(lo - centre) * d;
+    y[j + 16] = static_cast<float>(hi - centre) * d;
+  }
+}
+
 /// Q4_0 (d, 16 bytes of nibbles) and Q4_1 (d, m, nibbles): 32 values, the low nibbles
-/// first, then the high ones; Q4_0 centres them on 8, Q4_1 adds m.
+/// first, then the high ones; Q4_0 centres them on 8.
 void q4_01(const uint8_t *b, float *y, int64_t blocks, bool withMin) {
   const size_t bytes = withMin ? 20 : 18;
   for (int64_t i = 0; i < blocks; ++i, b += bytes, y += 32) {
-    const float d = half(b);
     const uint8_t *qs = b + (withMin ? 4 : 2);
-    for (int j = 0; j < 16; ++j) {
-      const int lo = qs[j] & 0xF, hi = qs[j] >> 4;
-      if (withMin) {
-        const float m = half(b + 2);
-        y[j] = static_cast<float>(lo) * d + m;
-        y[j + 16] = static_cast<float>(hi) * d + m;
-      } else {
-        y[j] = static_cast<float>(lo - 8) * d;
-        y[j + 16] = static_cast<float>(hi - 8) * d;
-      }
-    }
+    for (int j = 0; j < 16; ++j)
+      putPair(y, j, qs[j] & 0xF, qs[j] >> 4, half(b), withMin ? b + 2 : nullptr, 8);
   }
 }
 
@@ -43,23 +46,14 @@ void q4_01(const uint8_t *b, float *y, int64_t blocks, bool withMin) {
 void q5_01(const uint8_t *b, float *y, int64_t blocks, bool withMin) {
   const size_t bytes = withMin ? 24 : 22;
   for (int64_t i = 0; i < blocks; ++i, b += bytes, y += 32) {
-    const float d = half(b);
     const uint8_t *p = b + (withMin ? 4 : 2);
     uint32_t qh;
     std::memcpy(&qh, p, 4);
     const uint8_t *qs = p + 4;
-    for (int j = 0; j < 16; ++j) {
-      const int lo = (qs[j] & 0xF) | static_cast<int>(((qh >> j) & 1) << 4);
-      const int hi = (qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1) << 4);
-      if (withMin) {
-        const float m = half(b + 2);
-        y[j] = static_cast<float>(lo) * d + m;
-        y[j + 16] = static_cast<float>(hi) * d + m;
-      } else {
-        y[j] = static_cast<float>(lo - 16) * d;
-        y[j + 16] = static_cast<float>(hi - 16) * d;
-      }
-    }
+    for (int j = 0; j < 16; ++j)
+      putPair(y, j, (qs[j] & 0xF) | static_cast<int>(((qh >> j) & 1) << 4),
+              (qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1) << 4), half(b),
+              withMin ? b + 2 : nullptr, 16);
   }
 }
 
