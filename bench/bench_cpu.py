@@ -3,7 +3,7 @@
 
     PHIMOE_BUILD_DIR=/tmp/benchbuild .venv/bin/python bench/bench_cpu.py [--types q4k,q8_0,bf16]
         [--layers 2] [--arch phimoe|mixtral] [-p 512] [-n 128] [-r 5] [--rounds 2] [-t 2]
-        [--json results.json]
+        [--from-gguf] [--json results.json]
 
 1. builds (once, cached under ~/.cache/phimoec/bench/) a PhiMoE with Phi-3.5-MoE's layer shapes
    (hidden 4096, intermediate 6400, 16 experts top-2, 32/8 heads of 128, vocab 32064) and
@@ -12,7 +12,8 @@
    14336, 32/8 heads, vocab 32000);
 2. converts it with llama.cpp's convert_hf_to_gguf.py to a bf16 GGUF and quantizes that with
    llama-quantize --pure at the tensor types phimoec gives each tensor (common.ensure_llama_quant);
-   compiles the same checkpoint with phimoec --quant for each type;
+   compiles the same checkpoint with phimoec --quant for each type (with --from-gguf: compiles
+   llama.cpp's quantized GGUF itself, so that both engines run the same blocks);
 3. measures the memory bandwidth (bench/membw.c: read and copy, best of 5 over 2 GiB), then runs
    llama-bench and `phimoe-bin bench` alternately, --rounds times, same threads, same prompt and
    generation lengths. llama-bench's tg starts from an empty context, so phimoe-bin's pp and tg are
@@ -99,6 +100,10 @@ def main():
     ap.add_argument("--rounds", type=int, default=2, help="alternations llama.cpp/ours per type")
     ap.add_argument("-t", "--threads", type=int, default=2)
     ap.add_argument("--json", help="write every number here")
+    ap.add_argument("--from-gguf", action="store_true",
+                    help="phimoec compiles llama.cpp's quantized GGUF itself (--quant keep: its "
+                         "blocks as they are) rather than the checkpoint: both engines run the "
+                         "same file's bytes")
     ap.add_argument("--also-mmap", action="store_true",
                     help="each round also runs phimoe-bin with --mmap (weights mapped from the "
                          "file, 4 KiB pages) after its default (read into memory, huge pages)")
@@ -113,7 +118,10 @@ def main():
     engines = {}
     for q in types:
         gguf, gtypes = common.ensure_llama_quant(ckpt, q)
-        ours, reason = common.compile_phimoe(ckpt, q)
+        if args.from_gguf:
+            ours, reason = common.compile_phimoe(gguf, "keep", name=f"{ckpt.name}-{q}-gguf")
+        else:
+            ours, reason = common.compile_phimoe(ckpt, q)
         e = dict(gguf=str(gguf), ours=str(ours) if ours else None, ours_unsupported=reason)
         lt = common.gguf_tensors(gguf)
         e["llama_bytes"] = common.decode_bytes([(n, b) for n, _, _, b in lt], n_exp, top_k, vocab)
@@ -226,14 +234,16 @@ def main():
         print(f"      types llama.cpp: {e['llama_types']}")
 
     ckpt_bytes = sum(f.stat().st_size for f in ckpt.glob("*.safetensors"))
-    print(f"\nphimoec compile peak memory (the checkpoint: {common.fmt_bytes(ckpt_bytes)} of bf16 "
-          f"safetensors):")
+    print("\nphimoec compile peak memory and time:")
     for q in types:
         c = engines[q].get("compile")
         if c:
-            print(f"  --quant {q}: peak RSS {common.fmt_bytes(c['peak_rss_bytes'])} "
-                  f"({100 * c['peak_rss_bytes'] / ckpt_bytes:.0f}% of the checkpoint), "
-                  f"{c['seconds']:.0f} s")
+            source = (f"llama.cpp's {q} GGUF, {common.fmt_bytes(engines[q]['llama_file_bytes'])}"
+                      if args.from_gguf else
+                      f"the bf16 checkpoint, {common.fmt_bytes(ckpt_bytes)}")
+            size = engines[q]["llama_file_bytes"] if args.from_gguf else ckpt_bytes
+            print(f"  {q} from {source}: peak RSS {common.fmt_bytes(c['peak_rss_bytes'])} "
+                  f"({100 * c['peak_rss_bytes'] / size:.0f}% of it), {c['seconds']:.0f} s")
 
     if args.json:
         result = dict(date=datetime.date.today().isoformat(), machine=common.machine(),

@@ -189,9 +189,10 @@ def ensure_bench_model(layers=2, seed=0, arch="phimoe"):
 
 
 def checkpoint_key(path):
-    """Identity of a checkpoint's files (names, sizes, mtimes)."""
+    """Identity of a checkpoint's files (names, sizes, mtimes); of a GGUF file, its own."""
     h = hashlib.sha1()
-    for f in sorted(pathlib.Path(path).iterdir()):
+    path = pathlib.Path(path)
+    for f in sorted(path.iterdir()) if path.is_dir() else [path]:
         if f.is_file() and not f.name.startswith("."):
             st = f.stat()
             h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns};".encode())

@@ -186,8 +186,11 @@ public:
 
 private:
   Error writeLeaf(WeightOp weight, Type storage, uint64_t offset);
-  Error writeFloats(const ::phimoe::TensorInfo &info, Type element, uint64_t offset);
-  Error writeBlocks(const ::phimoe::TensorInfo &info, QWeightType type, uint64_t offset);
+  /// `src`: the tensor's bytes (mapped, or a reordered copy: writeLeaf).
+  Error writeFloats(const ::phimoe::TensorInfo &info, const uint8_t *src, Type element,
+                    uint64_t offset);
+  Error writeBlocks(const ::phimoe::TensorInfo &info, const uint8_t *src, QWeightType type,
+                    uint64_t offset);
   Error put(const void *data, size_t bytes, uint64_t offset) {
     const char *p = static_cast<const char *>(data);
     while (bytes > 0) {
@@ -307,9 +310,21 @@ Error Packer::writeLeaf(WeightOp weight, Type storage, uint64_t offset) {
   const ::phimoe::TensorInfo *info = ckpt.find(weight.getSymName());
   if (!info)
     return fail(ckpt.dir() + ": tensor '" + weight.getSymName() + "' is missing");
+  const uint8_t *src = ckpt.bytes(*info).data();
+  std::vector<uint8_t> reordered;
+  if (info->ropeHeadDim != 0) { // a llama GGUF's q or k: rows back in the checkpoint's order
+    const int64_t rows = info->shape.front();
+    const size_t rowBytes = info->numBytes / static_cast<size_t>(rows);
+    reordered.resize(info->numBytes);
+    for (int64_t r = 0; r < rows; ++r)
+      std::memcpy(reordered.data() + r * rowBytes, src + info->sourceRow(r) * rowBytes,
+                  rowBytes);
+    src = reordered.data();
+  }
   auto q = dyn_cast<QWeightType>(storage);
-  Error e = q ? writeBlocks(*info, q, offset)
-              : writeFloats(*info, cast<RankedTensorType>(storage).getElementType(), offset);
+  Error e = q ? writeBlocks(*info, src, q, offset)
+              : writeFloats(*info, src, cast<RankedTensorType>(storage).getElementType(),
+                            offset);
   ckpt.release(*info);
   if (e)
     return fail("weight '" + weight.getSymName() + "': " + llvm::toString(std::move(e)));
@@ -317,9 +332,9 @@ Error Packer::writeLeaf(WeightOp weight, Type storage, uint64_t offset) {
 }
 
 /// f32, f16 or bf16: converted in chunks of 1M elements.
-Error Packer::writeFloats(const ::phimoe::TensorInfo &info, Type element, uint64_t offset) {
+Error Packer::writeFloats(const ::phimoe::TensorInfo &info, const uint8_t *src, Type element,
+                          uint64_t offset) {
   size_t outSize = element.isF32() ? 4 : 2;
-  const uint8_t *src = ckpt.bytes(info).data();
   size_t count = static_cast<size_t>(info.numElements());
   constexpr size_t kChunk = 1 << 20; // a whole number of blocks of every block format
   floats.resize(std::min(kChunk, count));
@@ -353,7 +368,8 @@ Error Packer::writeFloats(const ::phimoe::TensorInfo &info, Type element, uint64
 /// holds a few rows, and the input pages are dropped as rows are done. Rows a GGUF
 /// holds in the same format are copied as they are (quantizing their values again
 /// would not give their bytes back).
-Error Packer::writeBlocks(const ::phimoe::TensorInfo &info, QWeightType type, uint64_t offset) {
+Error Packer::writeBlocks(const ::phimoe::TensorInfo &info, const uint8_t *src,
+                          QWeightType type, uint64_t offset) {
   std::optional<RowQuantizer> quantizer = rowQuantizer(type.getScheme());
   if (!quantizer)
     return fail("phimoec has no quantizer for " + stringifyQuantScheme(type.getScheme()));
@@ -375,7 +391,6 @@ Error Packer::writeBlocks(const ::phimoe::TensorInfo &info, QWeightType type, ui
   int64_t batches = (rows + batch - 1) / batch;
   if (batches == 0)
     return Error::success();
-  const uint8_t *src = ckpt.bytes(info).data();
 
   std::atomic<int64_t> next{0};
   std::atomic<bool> failed{false};

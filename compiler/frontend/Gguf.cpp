@@ -170,6 +170,22 @@ std::string ggufNameOf(llvm::StringRef name) {
   return name.str();
 }
 
+/// The matrix (w1, w2, w3) and the expert of an older per-expert tensor name
+/// ("ffn_gate.3.weight"), if it is one.
+std::optional<std::pair<std::string, int64_t>> perExpert(llvm::StringRef rest) {
+  for (auto [prefix, w] : {std::pair("ffn_gate.", "w1"), std::pair("ffn_down.", "w2"),
+                           std::pair("ffn_up.", "w3")}) {
+    llvm::StringRef tail = rest;
+    if (!tail.consume_front(prefix) || !tail.consume_back(".weight"))
+      continue;
+    int64_t expert;
+    if (tail.getAsInteger(10, expert) || expert < 0)
+      return std::nullopt;
+    return std::pair(std::string(w), expert);
+  }
+  return std::nullopt;
+}
+
 void putU32(std::string &out, uint32_t v) { out.append(reinterpret_cast<const char *>(&v), 4); }
 void putU64(std::string &out, uint64_t v) { out.append(reinterpret_cast<const char *>(&v), 8); }
 
@@ -197,10 +213,15 @@ llvm::Expected<GgufModel> phimoe::readGguf(const std::string &path,
   if (!archValue || archValue->type != gguf_type::string)
     return fail("metadata 'general.architecture' is missing");
   const std::string arch = archValue->str;
-  if (arch != "phimoe")
+  // llama.cpp converts Mixtral as a "llama" with experts.
+  const bool mixtral = arch == "llama";
+  if (arch != "phimoe" && !mixtral)
     return fail("general.architecture is \"" + arch +
-                "\": phimoec compiles GGUF files of \"phimoe\" (Phi-3.5-MoE); for Mixtral and "
-                "phixtral give the Hugging Face checkpoint directory");
+                "\": phimoec compiles GGUF files of \"phimoe\" (Phi-3.5-MoE) and of \"llama\" "
+                "with experts (Mixtral); for phixtral give the Hugging Face checkpoint directory");
+  if (mixtral && !m.find("llama.expert_count"))
+    return fail("a \"llama\" GGUF without llama.expert_count is a dense Llama, not a mixture of "
+                "experts");
 
   auto mapped = MappedFile::open(path);
   if (!mapped)
@@ -212,7 +233,7 @@ llvm::Expected<GgufModel> phimoe::readGguf(const std::string &path,
   PhiMoEConfig &c = model.config;
 
   Keys k(path, m, arch);
-  c.arch = Arch::PhiMoE;
+  c.arch = mixtral ? Arch::Mixtral : Arch::PhiMoE;
   c.layers = k.integer("block_count", std::nullopt);
   c.hidden = k.integer("embedding_length", std::nullopt);
   c.intermediate = k.integer("feed_forward_length", std::nullopt);
@@ -226,6 +247,8 @@ llvm::Expected<GgufModel> phimoe::readGguf(const std::string &path,
                                                           : "attention.layer_norm_epsilon",
                    1e-5);
   c.ropeTheta = k.number("rope.freq_base", 10000.0); // llama.cpp's default
+  if (mixtral) // LongRoPE is PhiMoE's
+    c.originalMaxPosition = c.maxPosition;
   if (int64_t window = k.integer("attention.sliding_window", 0, 0); window > 0)
     c.slidingWindow = window;
   if (!k.message().empty())
@@ -250,12 +273,14 @@ llvm::Expected<GgufModel> phimoe::readGguf(const std::string &path,
                 ") does not divide attention.head_count (" + std::to_string(c.heads) + ")");
   if (c.topK != 2)
     return fail(arch + ".expert_used_count is " + std::to_string(c.topK) +
-                ": PhiMoE's sparsemixer routing is defined for 2");
+                (mixtral ? ": phimoec's Mixtral kernels route each token to 2 experts"
+                         : ": PhiMoE's sparsemixer routing is defined for 2"));
   if (c.experts < 2)
     return fail(arch + ".expert_count is " + std::to_string(c.experts) +
                 ": top-2 routing needs at least 2 experts");
-  // Not in a GGUF: transformers' PhimoeConfig default (Phi-3.5-MoE's config.json has it too).
-  c.routerJitter = 0.01;
+  // Not in a GGUF: transformers' PhimoeConfig default (Phi-3.5-MoE's config.json has it too);
+  // Mixtral's routing has none.
+  c.routerJitter = mixtral ? 0.0 : 0.01;
   if (auto bos = tokenId(m, "tokenizer.ggml.bos_token_id"))
     c.bos = *bos;
   if (auto eos = tokenId(m, "tokenizer.ggml.eos_token_id"))
@@ -326,7 +351,21 @@ llvm::Expected<GgufModel> phimoe::readGguf(const std::string &path,
                   (layer >= c.layers ? " (its layer is past block_count)" : ""));
     const std::string prefix = "model.layers." + std::to_string(layer) + ".";
     if (auto it = kLayerNames.find(rest); it != kLayerNames.end()) {
+      // llama.cpp's converter reorders a llama's q and k rows for its interleaved RoPE.
+      if (mixtral && (rest == "attn_q.weight" || rest == "attn_k.weight"))
+        info.ropeHeadDim = c.headDim;
       if (llvm::Error e = add(std::move(info), prefix + it->second))
+        return std::move(e);
+      continue;
+    }
+    // Older Mixtral GGUFs: one tensor per expert, blk.N.ffn_gate.E.weight.
+    if (std::optional<std::pair<std::string, int64_t>> one = perExpert(rest)) {
+      if (info.shape.size() != 2 || one->second >= c.experts)
+        return fail(where + " is not a matrix of one of " + std::to_string(c.experts) +
+                    " experts");
+      std::string name = prefix + "block_sparse_moe.experts." + std::to_string(one->second) +
+                         "." + one->first + ".weight";
+      if (llvm::Error e = add(std::move(info), name))
         return std::move(e);
       continue;
     }
@@ -366,8 +405,10 @@ llvm::Expected<GgufModel> phimoe::readGguf(const std::string &path,
   if (!embed || embed->shape.size() != 2)
     return fail("tensor 'token_embd.weight' is missing");
   c.vocab = embed->shape[0];
-  c.attentionBias = ckpt.find("model.layers.0.self_attn.q_proj.bias") != nullptr;
-  c.lmHeadBias = ckpt.find("lm_head.bias") != nullptr;
+  c.attentionBias = !mixtral && ckpt.find("model.layers.0.self_attn.q_proj.bias") != nullptr;
+  c.lmHeadBias = !mixtral && ckpt.find("lm_head.bias") != nullptr;
+  if (mixtral && (ckpt.find("model.layers.0.self_attn.q_proj.bias") || ckpt.find("lm_head.bias")))
+    return fail("a Mixtral has no attention or LM head biases, and this file has them");
   c.tieEmbeddings = ckpt.find("lm_head.weight") == nullptr;
 
   // LongRoPE: the factor sets as tensors, the attention scale as a key (see GgufOptions).

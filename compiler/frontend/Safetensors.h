@@ -45,6 +45,17 @@ struct TensorInfo {
   unsigned file;      // index into Checkpoint::files()
   uint64_t offset;    // from the start of the file
   uint64_t numBytes;
+  /// Nonzero: the rows are in llama.cpp's interleaved-RoPE order for heads of this many
+  /// rows (a llama GGUF's q and k): row h·D + 2i + j holds the checkpoint's row
+  /// h·D + j·D/2 + i. sourceRow() maps a checkpoint row to its place.
+  int64_t ropeHeadDim = 0;
+
+  int64_t sourceRow(int64_t row) const {
+    if (ropeHeadDim == 0)
+      return row;
+    const int64_t head = row / ropeHeadDim, within = row % ropeHeadDim, half = ropeHeadDim / 2;
+    return head * ropeHeadDim + 2 * (within % half) + within / half;
+  }
 
   int64_t numElements() const;
 };

@@ -614,24 +614,35 @@ def converter_source():
 
 
 CONVERT = """
-import runpy, sys
-src, vocab = sys.argv[1], sys.argv[2]
+import importlib, runpy, sys
+src, vocab, module, cls = sys.argv[1:5]
 sys.path[:0] = [src + "/gguf-py", src]
 import gguf
-from conversion import phi
 
-# Phi-3's converter reads a SentencePiece tokenizer.model, which the tiny model has not:
-# its vocabulary comes from a vocabulary GGUF instead; everything else is the converter's.
+# The converters of Phi-3 and Llama read a SentencePiece tokenizer.model, which the tiny models
+# have not: their vocabulary comes from a vocabulary GGUF instead; all else is the converter's.
 def set_vocab(self):
     for key, field in gguf.GGUFReader(vocab).fields.items():
         if key.startswith("tokenizer."):
             t = field.types
             self.gguf_writer.add_key_value(key, field.contents(), t[0],
                                            sub_type=t[-1] if len(t) > 1 else None)
-phi.PhiMoeModel.set_vocab = set_vocab
-sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[3:]
+setattr(getattr(importlib.import_module(module), cls), "set_vocab", set_vocab)
+sys.argv = ["convert_hf_to_gguf.py"] + sys.argv[5:]
 runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
 """
+
+
+def convert(checkpoint, path, outtype, vocab, model_class, workdir):
+    """llama.cpp's convert_hf_to_gguf.py on `checkpoint`, its vocabulary from `vocab`."""
+    src = converter_source()
+    script = workdir / "convert.py"
+    script.write_text(CONVERT)
+    module, cls = model_class.rsplit(".", 1)
+    proc = subprocess.run([sys.executable, str(script), str(src), str(vocab), module, cls,
+                           str(checkpoint), "--outfile", str(path), "--outtype", outtype],
+                          capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.mark.parametrize("outtype", ["f32", "q8_0"])
@@ -639,7 +650,6 @@ def test_llamacpp_converter_output(outtype, workdir):
     """examples/tiny-phimoe through llama.cpp's own converter: the GGUF build gives the
     checkpoint directory's logits (its mscale is the converter's generic factor, so no
     --rope-mscale is needed), and q8_0 keeps the converter's blocks."""
-    src = converter_source()
     tiny = workdir / "tiny-hf"
     if not tiny.exists():
         import shutil
@@ -648,12 +658,7 @@ def test_llamacpp_converter_output(outtype, workdir):
         config["architectures"] = ["PhiMoEForCausalLM"]  # Phi-3.5-MoE's own config says so
         (tiny / "config.json").write_text(json.dumps(config))
     path = workdir / f"tiny-{outtype}.gguf"
-    script = workdir / "convert.py"
-    script.write_text(CONVERT)
-    proc = subprocess.run([sys.executable, str(script), str(src), str(PHI3_VOCAB), str(tiny),
-                           "--outfile", str(path), "--outtype", outtype],
-                          capture_output=True, text=True)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    convert(tiny, path, outtype, PHI3_VOCAB, "conversion.phi.PhiMoeModel", workdir)
     out, ref_out = workdir / f"tiny-{outtype}-out", workdir / f"tiny-dir-{outtype}-out"
     proc = oracle.compile_model(path, out)
     assert proc.returncode == 0, proc.stderr
@@ -672,3 +677,100 @@ def test_llamacpp_converter_output(outtype, workdir):
     table, _ = oracle.pack_table(out / "weights.phw")
     experts = next(e for e in table if e["name"].endswith("experts.gate_up.weight"))
     assert ("q8_0" in experts["type"]) == (outtype == "q8_0")
+
+
+@pytest.mark.parametrize("outtype", ["f32", "q8_0"])
+def test_llamacpp_converter_mixtral(outtype, workdir):
+    """A Mixtral through llama.cpp's converter: a "llama" with experts whose q and k rows the
+    converter reorders for its interleaved RoPE. The GGUF build gives the checkpoint
+    directory's logits (and transformers' for f32); llama.cpp's q8_0 blocks are phimoec's."""
+    config = oracle.tiny_mixtral_config(layers=2, hidden=64, heads=4, kv_heads=2, experts=4,
+                                        intermediate=128, vocab=96)
+    src = workdir / "mixtral-src"
+    if not src.exists():
+        model = oracle.save(oracle.make_mixtral(config, seed=2), src, dtype=torch.float32)
+        torch.save(model, workdir / "mixtral.pt")
+    model = torch.load(workdir / "mixtral.pt", weights_only=False)
+    path = workdir / f"mixtral-{outtype}.gguf"
+    convert(src, path, outtype, VOCAB / "ggml-vocab-llama-spm.gguf",
+            "conversion.llama.LlamaModel", workdir)
+    assert gguf.GGUFReader(str(path)).fields["general.architecture"].contents() == "llama"
+    out, ref_out = workdir / f"mixtral-{outtype}-out", workdir / f"mixtral-dir-{outtype}-out"
+    for source, target in ((path, out), (src, ref_out)):
+        proc = oracle.compile_model(source, target, "--quant", outtype)
+        assert proc.returncode == 0, proc.stderr
+    assert "warning" not in proc.stderr
+    prompt = oracle.random_prompt(config.vocab_size, 30)
+    _, ours = run(out, prompt, 0, workdir / "mixtral-gguf.npy")
+    _, ref = run(ref_out, prompt, 0, workdir / "mixtral-dir.npy")
+    scale = np.abs(ref).max()
+    assert np.abs(ours - ref).max() <= 1e-5 * scale
+    if outtype == "f32":
+        reference = oracle.reference_logits(model, prompt, 1 << 30)
+        assert np.abs(ours - reference).max() <= 1e-3
+    # Not the identity: the rows of q and k are reordered in the file.
+    reader = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(path)).tensors}
+    if outtype == "f32":
+        q = model.model.layers[0].self_attn.q_proj.weight.detach().numpy()
+        assert not np.array_equal(reader["blk.0.attn_q.weight"], q)
+        assert np.array_equal(np.sort(reader["blk.0.attn_q.weight"], 0), np.sort(q, 0))
+
+
+def test_old_per_expert_mixtral_gguf(workdir):
+    """Older Mixtral GGUFs hold one tensor per expert (blk.N.ffn_gate.E.weight): read as the
+    stacked ones, with q and k reordered as llama.cpp's converter reorders them."""
+    config = oracle.tiny_mixtral_config(layers=2, hidden=64, heads=4, kv_heads=2, experts=4,
+                                        intermediate=128, vocab=96)
+    src = workdir / "mixtral-old-src"
+    model = oracle.save(oracle.make_mixtral(config, seed=6), src, dtype=torch.float32)
+    sd = {k: v.float().numpy() for k, v in oracle.read_checkpoint(src).items()}
+    head = config.hidden_size // config.num_attention_heads
+
+    def permute(w):  # llama.cpp's LlamaModel.permute, for rows of heads of `head`
+        heads = w.shape[0] // head
+        return w.reshape(heads, 2, head // 2, -1).swapaxes(1, 2).reshape(w.shape)
+
+    T = gguf.MODEL_TENSOR
+    tensors = {name_of(T.TOKEN_EMBD): sd["model.embed_tokens.weight"],
+               name_of(T.OUTPUT_NORM): sd["model.norm.weight"],
+               name_of(T.OUTPUT): sd["lm_head.weight"]}
+    for i in range(config.num_hidden_layers):
+        p = f"model.layers.{i}."
+        tensors.update({
+            name_of(T.ATTN_NORM, i): sd[p + "input_layernorm.weight"],
+            name_of(T.FFN_NORM, i): sd[p + "post_attention_layernorm.weight"],
+            name_of(T.ATTN_Q, i): permute(sd[p + "self_attn.q_proj.weight"]),
+            name_of(T.ATTN_K, i): permute(sd[p + "self_attn.k_proj.weight"]),
+            name_of(T.ATTN_V, i): sd[p + "self_attn.v_proj.weight"],
+            name_of(T.ATTN_OUT, i): sd[p + "self_attn.o_proj.weight"],
+            name_of(T.FFN_GATE_INP, i): sd[p + "block_sparse_moe.gate.weight"]})
+        for e in range(config.num_local_experts):
+            for part, w in (("ffn_gate", "w1"), ("ffn_down", "w2"), ("ffn_up", "w3")):
+                tensors[f"blk.{i}.{part}.{e}.weight"] = \
+                    sd[f"{p}block_sparse_moe.experts.{e}.{w}.weight"]
+    writer = gguf.GGUFWriter(str(workdir / "mixtral-old.gguf"), "llama")
+    writer.add_context_length(config.max_position_embeddings)
+    writer.add_embedding_length(config.hidden_size)
+    writer.add_feed_forward_length(config.intermediate_size)
+    writer.add_block_count(config.num_hidden_layers)
+    writer.add_head_count(config.num_attention_heads)
+    writer.add_head_count_kv(config.num_key_value_heads)
+    writer.add_layer_norm_rms_eps(config.rms_norm_eps)
+    writer.add_rope_freq_base(config.rope_parameters["rope_theta"])
+    writer.add_expert_count(config.num_local_experts)
+    writer.add_expert_used_count(config.num_experts_per_tok)
+    copy_vocabulary(writer, VOCAB / "ggml-vocab-llama-spm.gguf")
+    for name, array in tensors.items():
+        writer.add_tensor(name, np.ascontiguousarray(array))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    out = workdir / "mixtral-old-out"
+    proc = oracle.compile_model(workdir / "mixtral-old.gguf", out, "--quant", "f32")
+    assert proc.returncode == 0, proc.stderr
+    prompt = oracle.random_prompt(config.vocab_size, 30)
+    ours, logits = run(out, prompt, 10, workdir / "mixtral-old.npy")
+    assert ours == oracle.reference_greedy(model, prompt, 10)
+    reference = oracle.reference_logits(model, prompt + ours, 1 << 30)
+    assert np.abs(logits - reference).max() <= 1e-3
