@@ -5,6 +5,10 @@
         [--layers 2] [--arch phimoe|mixtral] [-p 512] [-n 128] [-r 5] [--rounds 2] [-t 2]
         [--from-gguf] [--json results.json]
 
+--types takes phimoec's storages (q4k, q8_0, q6k, bf16: llama.cpp quantizes at phimoec's tensor
+types) and llama-quantize's own mixtures (Q4_K_M, Q5_K_M, ...: its types, which phimoec compiles
+from the GGUF itself).
+
 1. builds (once, cached under ~/.cache/phimoec/bench/) a PhiMoE with Phi-3.5-MoE's layer shapes
    (hidden 4096, intermediate 6400, 16 experts top-2, 32/8 heads of 128, vocab 32064) and
    --layers layers, seeded random weights, saved in bf16 (bench/common.py: ensure_bench_model);
@@ -118,7 +122,7 @@ def main():
     engines = {}
     for q in types:
         gguf, gtypes = common.ensure_llama_quant(ckpt, q)
-        if args.from_gguf:
+        if args.from_gguf or q in common.LLAMA_MIXES:
             ours, reason = common.compile_phimoe(gguf, "keep", name=f"{ckpt.name}-{q}-gguf")
         else:
             ours, reason = common.compile_phimoe(ckpt, q)
@@ -238,10 +242,11 @@ def main():
     for q in types:
         c = engines[q].get("compile")
         if c:
+            from_gguf = args.from_gguf or q in common.LLAMA_MIXES
             source = (f"llama.cpp's {q} GGUF, {common.fmt_bytes(engines[q]['llama_file_bytes'])}"
-                      if args.from_gguf else
+                      if from_gguf else
                       f"the bf16 checkpoint, {common.fmt_bytes(ckpt_bytes)}")
-            size = engines[q]["llama_file_bytes"] if args.from_gguf else ckpt_bytes
+            size = engines[q]["llama_file_bytes"] if from_gguf else ckpt_bytes
             print(f"  {q} from {source}: peak RSS {common.fmt_bytes(c['peak_rss_bytes'])} "
                   f"({100 * c['peak_rss_bytes'] / size:.0f}% of it), {c['seconds']:.0f} s")
 

@@ -28,6 +28,9 @@ sys.path.insert(0, str(ROOT / "test" / "e2e"))
 
 # The quant types compared: ours (phimoec --quant) -> llama-quantize's file type for the body.
 LLAMA_FTYPE = {"q8_0": "Q8_0", "q4k": "Q4_K_M", "q6k": "Q6_K", "bf16": None}
+# llama-quantize's own mixtures (its choice of type per tensor, no --pure): what users download.
+# phimoec compiles these GGUFs themselves (--quant keep).
+LLAMA_MIXES = ("Q4_K_M", "Q5_K_M", "Q4_K_S", "Q3_K_M")
 # phimoec storage -> ggml type name, as llama-quantize spells it.
 GGML_TYPE = {"q8_0": "q8_0", "q4k": "q4_K", "q6k": "q6_K", "bf16": "bf16", "f32": "f32",
              "f16": "f16"}
@@ -516,6 +519,14 @@ def ensure_llama_quant(ckpt, quant):
         return src, {n: t for n, t, _, _ in gguf_tensors(src)}
     # Quantize from the checkpoint's own precision (phimoec quantizes from it too).
     src = ensure_gguf(ckpt, "f32" if checkpoint_dtype(ckpt) == "float32" else "bf16")
+    if quant in LLAMA_MIXES:  # llama-quantize's own choice of types
+        out = src.parent / f"model-{quant}.gguf"
+        if not out.is_file():
+            tmp = out.with_suffix(".tmp")
+            run([llamacpp_tool("llama-quantize"), src, tmp, quant, str(os.cpu_count())],
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            tmp.rename(out)
+        return out, {n: t for n, t, _, _ in gguf_tensors(out)}
     out = src.parent / f"model-{quant}-matched.gguf"
     if not out.is_file():
         args, types = [], {}

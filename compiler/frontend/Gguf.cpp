@@ -209,6 +209,12 @@ llvm::Expected<GgufModel> phimoe::readGguf(const std::string &path,
   if (!read)
     return llvm::createStringError(error);
   const gguf_metadata &m = *read;
+  if (const gguf_value *no = m.find("split.no"); no && no->is_integer() && no->i != 0) {
+    const gguf_value *count = m.find("split.count");
+    return fail("file " + std::to_string(no->i + 1) + " of " +
+                (count && count->is_integer() ? std::to_string(count->i) : std::string("the")) +
+                " split files: the first of them, named *-00001-of-*.gguf, is the one to give");
+  }
   const gguf_value *archValue = m.find("general.architecture");
   if (!archValue || archValue->type != gguf_type::string)
     return fail("metadata 'general.architecture' is missing");
@@ -286,107 +292,153 @@ llvm::Expected<GgufModel> phimoe::readGguf(const std::string &path,
   if (auto eos = tokenId(m, "tokenizer.ggml.eos_token_id"))
     c.eos.push_back(*eos);
 
+  // A split GGUF (gguf-split, convert_hf_to_gguf.py --split-max-size): the first file holds
+  // the metadata, every file tensors, and the others are named as the first.
+  std::vector<const gguf_metadata *> shards = {&m};
+  std::vector<std::string> shardPaths = {path};
+  std::vector<gguf_metadata> others;
+  if (const gguf_value *count = m.find("split.count"); count && count->i > 1) {
+    if (!count->is_integer() || count->i > 9999)
+      return fail("metadata 'split.count' is not a number of files");
+    auto five = [](int64_t n) {
+      std::string digits = std::to_string(n);
+      return std::string(5 - std::min<size_t>(5, digits.size()), '0') + digits;
+    };
+    const std::string suffix = "-00001-of-" + five(count->i) + ".gguf";
+    if (path.size() <= suffix.size() ||
+        path.compare(path.size() - suffix.size(), suffix.size(), suffix) != 0)
+      return fail("the first of " + std::to_string(count->i) + " split files, named *" +
+                  suffix + ", is the one to give");
+    const std::string prefix = path.substr(0, path.size() - suffix.size());
+    others.reserve(static_cast<size_t>(count->i - 1));
+    for (int64_t i = 2; i <= count->i; ++i) {
+      std::string shardPath = prefix + "-" + five(i) + "-of-" + five(count->i) + ".gguf";
+      std::optional<gguf_metadata> shard = phimoe_rt::tok::read_gguf(shardPath, error, true);
+      if (!shard)
+        return llvm::createStringError(error);
+      const gguf_value *no = shard->find("split.no");
+      if (!no || !no->is_integer() || no->i != i - 1)
+        return llvm::createStringError(shardPath + ": metadata 'split.no' is not " +
+                                       std::to_string(i - 1));
+      auto file = MappedFile::open(shardPath);
+      if (!file)
+        return file.takeError();
+      ckpt.addFile(std::move(*file));
+      others.push_back(std::move(*shard));
+      shardPaths.push_back(shardPath);
+    }
+    for (const gguf_metadata &shard : others)
+      shards.push_back(&shard);
+  }
+
   // The tensors, renamed; the stacked experts cut into one view per expert.
   std::map<std::string, int> requantized; // tensors of formats without kernels, by format
-  const uint64_t dataBytes = m.file_size - std::min(m.file_size, m.data_offset);
   std::vector<float> shortFactor, longFactor;
-  for (const gguf_tensor &t : m.tensors) {
-    const std::string where = "tensor '" + t.name + "'";
-    std::optional<DType> dtype = dtypeOf(t.type);
-    if (!dtype)
-      return fail(where + " is " + ggmlTypeName(t.type) +
-                  ": phimoec reads GGUF tensors in F32, F16, BF16, Q8_0, Q4_K, Q6_K, Q5_K, "
-                  "Q3_K, Q2_K, Q4_0, Q4_1, Q5_0 and Q5_1 (for the IQ types, compile the "
-                  "checkpoint itself with phimoec compile --quant)");
-    if (*dtype != DType::Q8_0 && *dtype != DType::Q4_K && *dtype != DType::Q6_K &&
-        dtypeIsBlock(*dtype))
-      ++requantized[dtypeName(*dtype)];
-    TensorInfo info;
-    info.dtype = *dtype;
-    for (auto d = t.dims.rbegin(); d != t.dims.rend(); ++d)
-      info.shape.push_back(static_cast<int64_t>(*d));
-    if (t.dims[0] % static_cast<uint64_t>(dtypeBlockValues(*dtype)) != 0)
-      return fail(where + ": rows of " + std::to_string(t.dims[0]) + " values are not whole " +
-                  dtypeName(*dtype) + " blocks");
-    info.numBytes = dtypeBytes(*dtype, static_cast<uint64_t>(info.numElements()));
-    if (t.offset > dataBytes || info.numBytes > dataBytes - t.offset)
-      return fail("truncated: " + where + " ends at byte " +
-                  std::to_string(t.offset + info.numBytes) + " of the data section, which has " +
-                  std::to_string(dataBytes));
-    info.offset = m.data_offset + t.offset;
+  for (size_t file = 0; file < shards.size(); ++file) {
+    for (const gguf_tensor &t : shards[file]->tensors) {
+      const gguf_metadata &shard = *shards[file];
+      const uint64_t dataBytes = shard.file_size - std::min(shard.file_size, shard.data_offset);
+      const std::string where = "tensor '" + t.name + "'";
+      auto fail = [&](const std::string &message) {
+        return llvm::createStringError(shardPaths[file] + ": " + message);
+      };
+      std::optional<DType> dtype = dtypeOf(t.type);
+      if (!dtype)
+        return fail(where + " is " + ggmlTypeName(t.type) +
+                    ": phimoec reads GGUF tensors in F32, F16, BF16, Q8_0, Q4_K, Q6_K, Q5_K, "
+                    "Q3_K, Q2_K, Q4_0, Q4_1, Q5_0 and Q5_1 (for the IQ types, compile the "
+                    "checkpoint itself with phimoec compile --quant)");
+      if (*dtype != DType::Q8_0 && *dtype != DType::Q4_K && *dtype != DType::Q6_K &&
+          dtypeIsBlock(*dtype))
+        ++requantized[dtypeName(*dtype)];
+      TensorInfo info;
+      info.dtype = *dtype;
+      for (auto d = t.dims.rbegin(); d != t.dims.rend(); ++d)
+        info.shape.push_back(static_cast<int64_t>(*d));
+      if (t.dims[0] % static_cast<uint64_t>(dtypeBlockValues(*dtype)) != 0)
+        return fail(where + ": rows of " + std::to_string(t.dims[0]) + " values are not whole " +
+                    dtypeName(*dtype) + " blocks");
+      info.numBytes = dtypeBytes(*dtype, static_cast<uint64_t>(info.numElements()));
+      if (t.offset > dataBytes || info.numBytes > dataBytes - t.offset)
+        return fail("truncated: " + where + " ends at byte " +
+                    std::to_string(t.offset + info.numBytes) + " of the data section, which has " +
+                    std::to_string(dataBytes));
+      info.file = static_cast<unsigned>(file);
+      info.offset = shard.data_offset + t.offset;
 
-    auto add = [&](TensorInfo tensor, const std::string &name) -> llvm::Error {
-      tensor.name = name;
-      if (!ckpt.add(std::move(tensor)))
-        return llvm::createStringError(path + ": " + where + " is defined twice");
-      return llvm::Error::success();
-    };
-    if (t.name == "rope_factors_short.weight" || t.name == "rope_factors_long.weight") {
-      if (info.dtype != DType::F32 || t.dims.size() != 1)
-        return fail(where + " must be a vector of F32");
-      std::vector<float> &out = t.name == "rope_factors_short.weight" ? shortFactor : longFactor;
-      out.resize(t.dims[0]);
-      std::memcpy(out.data(), ckpt.files()[0]->data() + info.offset, info.numBytes);
-      continue;
-    }
-    if (auto it = kModelNames.find(t.name); it != kModelNames.end()) {
-      if (llvm::Error e = add(std::move(info), it->second))
-        return std::move(e);
-      continue;
-    }
-    // blk.N.<name>
-    int64_t layer = -1;
-    std::string rest;
-    if (t.name.rfind("blk.", 0) == 0) {
-      size_t dot = t.name.find('.', 4);
-      std::string number = t.name.substr(4, dot == std::string::npos ? 0 : dot - 4);
-      if (!number.empty() && number.size() < 6 &&
-          number.find_first_not_of("0123456789") == std::string::npos) {
-        layer = std::stoll(number);
-        rest = t.name.substr(dot + 1);
+      auto add = [&](TensorInfo tensor, const std::string &name) -> llvm::Error {
+        tensor.name = name;
+        if (!ckpt.add(std::move(tensor)))
+          return llvm::createStringError(shardPaths[file] + ": " + where + " is defined twice");
+        return llvm::Error::success();
+      };
+      if (t.name == "rope_factors_short.weight" || t.name == "rope_factors_long.weight") {
+        if (info.dtype != DType::F32 || t.dims.size() != 1)
+          return fail(where + " must be a vector of F32");
+        std::vector<float> &out = t.name == "rope_factors_short.weight" ? shortFactor : longFactor;
+        out.resize(t.dims[0]);
+        std::memcpy(out.data(), ckpt.files()[file]->data() + info.offset, info.numBytes);
+        continue;
       }
-    }
-    if (layer < 0 || layer >= c.layers)
-      return fail(where + " is not a tensor of a phimoe model phimoec knows" +
-                  (layer >= c.layers ? " (its layer is past block_count)" : ""));
-    const std::string prefix = "model.layers." + std::to_string(layer) + ".";
-    if (auto it = kLayerNames.find(rest); it != kLayerNames.end()) {
-      // llama.cpp's converter reorders a llama's q and k rows for its interleaved RoPE.
-      if (mixtral && (rest == "attn_q.weight" || rest == "attn_k.weight"))
-        info.ropeHeadDim = c.headDim;
-      if (llvm::Error e = add(std::move(info), prefix + it->second))
-        return std::move(e);
-      continue;
-    }
-    // Older Mixtral GGUFs: one tensor per expert, blk.N.ffn_gate.E.weight.
-    if (std::optional<std::pair<std::string, int64_t>> one = perExpert(rest)) {
-      if (info.shape.size() != 2 || one->second >= c.experts)
-        return fail(where + " is not a matrix of one of " + std::to_string(c.experts) +
-                    " experts");
-      std::string name = prefix + "block_sparse_moe.experts." + std::to_string(one->second) +
-                         "." + one->first + ".weight";
-      if (llvm::Error e = add(std::move(info), name))
-        return std::move(e);
-      continue;
-    }
-    auto ex = kExpertNames.find(rest);
-    if (ex == kExpertNames.end())
-      return fail(where + " is not a tensor of a phimoe model phimoec knows");
-    if (info.shape.size() != 3 || info.shape[0] != c.experts)
-      return fail(where + " has " + std::to_string(info.shape.size()) +
-                  " dimensions, not [" + std::to_string(c.experts) +
-                  " experts, rows, columns] (phimoe.expert_count is " +
-                  std::to_string(c.experts) + ")");
-    const uint64_t each = info.numBytes / static_cast<uint64_t>(c.experts);
-    for (int64_t e = 0; e < c.experts; ++e) {
-      TensorInfo expert = info;
-      expert.shape = {info.shape[1], info.shape[2]};
-      expert.offset = info.offset + static_cast<uint64_t>(e) * each;
-      expert.numBytes = each;
-      std::string name =
-          prefix + "block_sparse_moe.experts." + std::to_string(e) + "." + ex->second + ".weight";
-      if (llvm::Error err = add(std::move(expert), name))
-        return std::move(err);
+      if (auto it = kModelNames.find(t.name); it != kModelNames.end()) {
+        if (llvm::Error e = add(std::move(info), it->second))
+          return std::move(e);
+        continue;
+      }
+      // blk.N.<name>
+      int64_t layer = -1;
+      std::string rest;
+      if (t.name.rfind("blk.", 0) == 0) {
+        size_t dot = t.name.find('.', 4);
+        std::string number = t.name.substr(4, dot == std::string::npos ? 0 : dot - 4);
+        if (!number.empty() && number.size() < 6 &&
+            number.find_first_not_of("0123456789") == std::string::npos) {
+          layer = std::stoll(number);
+          rest = t.name.substr(dot + 1);
+        }
+      }
+      if (layer < 0 || layer >= c.layers)
+        return fail(where + " is not a tensor of a phimoe model phimoec knows" +
+                    (layer >= c.layers ? " (its layer is past block_count)" : ""));
+      const std::string prefix = "model.layers." + std::to_string(layer) + ".";
+      if (auto it = kLayerNames.find(rest); it != kLayerNames.end()) {
+        // llama.cpp's converter reorders a llama's q and k rows for its interleaved RoPE.
+        if (mixtral && (rest == "attn_q.weight" || rest == "attn_k.weight"))
+          info.ropeHeadDim = c.headDim;
+        if (llvm::Error e = add(std::move(info), prefix + it->second))
+          return std::move(e);
+        continue;
+      }
+      // Older Mixtral GGUFs: one tensor per expert, blk.N.ffn_gate.E.weight.
+      if (std::optional<std::pair<std::string, int64_t>> one = perExpert(rest)) {
+        if (info.shape.size() != 2 || one->second >= c.experts)
+          return fail(where + " is not a matrix of one of " + std::to_string(c.experts) +
+                      " experts");
+        std::string name = prefix + "block_sparse_moe.experts." + std::to_string(one->second) +
+                           "." + one->first + ".weight";
+        if (llvm::Error e = add(std::move(info), name))
+          return std::move(e);
+        continue;
+      }
+      auto ex = kExpertNames.find(rest);
+      if (ex == kExpertNames.end())
+        return fail(where + " is not a tensor of a phimoe model phimoec knows");
+      if (info.shape.size() != 3 || info.shape[0] != c.experts)
+        return fail(where + " has " + std::to_string(info.shape.size()) +
+                    " dimensions, not [" + std::to_string(c.experts) +
+                    " experts, rows, columns] (" + arch + ".expert_count is " +
+                    std::to_string(c.experts) + ")");
+      const uint64_t each = info.numBytes / static_cast<uint64_t>(c.experts);
+      for (int64_t e = 0; e < c.experts; ++e) {
+        TensorInfo expert = info;
+        expert.shape = {info.shape[1], info.shape[2]};
+        expert.offset = info.offset + static_cast<uint64_t>(e) * each;
+        expert.numBytes = each;
+        std::string name =
+            prefix + "block_sparse_moe.experts." + std::to_string(e) + "." + ex->second + ".weight";
+        if (llvm::Error err = add(std::move(expert), name))
+          return std::move(err);
+      }
     }
   }
 

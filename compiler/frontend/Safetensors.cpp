@@ -301,7 +301,6 @@ std::unique_ptr<Checkpoint> Checkpoint::over(const std::string &dir,
 }
 
 bool Checkpoint::add(TensorInfo tensor) {
-  tensor.file = 0;
   std::string name = tensor.name;
   return tensors_.try_emplace(name, std::move(tensor)).second;
 }

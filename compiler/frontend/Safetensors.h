@@ -89,10 +89,16 @@ class Checkpoint {
 public:
   static llvm::Expected<std::unique_ptr<Checkpoint>> open(const std::string &dir);
   /// An empty checkpoint over one mapped file (`dir` names it in errors): a GGUF
-  /// reader adds its tensors with add().
+  /// reader adds its tensors with add(), and the other files of a split GGUF with addFile().
   static std::unique_ptr<Checkpoint> over(const std::string &dir,
                                           std::unique_ptr<MappedFile> file);
-  /// Adds a tensor of file 0 (its bytes lie within that file); false if the name is taken.
+  /// Adds a file; returns its index.
+  unsigned addFile(std::unique_ptr<MappedFile> file) {
+    files_.push_back(std::move(file));
+    return files_.size() - 1;
+  }
+  /// Adds a tensor of file `tensor.file` (its bytes lie within that file); false if the name
+  /// is taken.
   bool add(TensorInfo tensor);
   /// For errors: the names of the file's own tensors (a GGUF's) and of its config.
   void setFileNames(std::function<std::string(llvm::StringRef)> tensorName,

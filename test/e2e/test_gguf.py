@@ -551,10 +551,20 @@ def test_bad_gguf_files_are_refused_by_name(f32_case, workdir):
     out = workdir / "bad-out"
     T = gguf.MODEL_TENSOR
 
-    bad = workdir / "llama.gguf"
+    bad = workdir / "qwen2moe.gguf"
+    write_gguf(bad, config, tensors, arch="qwen2moe")
+    err = compile_fails(bad, out)
+    assert str(bad) in err and '"qwen2moe"' in err
+
+    bad = workdir / "dense-llama.gguf"
+    write_gguf(bad, config, tensors, arch="llama", skip_keys=("expert_count",))
+    err = compile_fails(bad, out)
+    assert "dense Llama" in err
+
+    bad = workdir / "biased-llama.gguf"  # a PhiMoE's tensors (biases) in a llama
     write_gguf(bad, config, tensors, arch="llama")
     err = compile_fails(bad, out)
-    assert str(bad) in err and '"llama"' in err
+    assert "a Mixtral has no attention or LM head biases" in err
 
     missing = dict(tensors)
     del missing[name_of(T.ATTN_K, 1)]
@@ -633,14 +643,15 @@ runpy.run_path(src + "/convert_hf_to_gguf.py", run_name="__main__")
 """
 
 
-def convert(checkpoint, path, outtype, vocab, model_class, workdir):
+def convert(checkpoint, path, outtype, vocab, model_class, workdir, *flags):
     """llama.cpp's convert_hf_to_gguf.py on `checkpoint`, its vocabulary from `vocab`."""
     src = converter_source()
     script = workdir / "convert.py"
     script.write_text(CONVERT)
     module, cls = model_class.rsplit(".", 1)
     proc = subprocess.run([sys.executable, str(script), str(src), str(vocab), module, cls,
-                           str(checkpoint), "--outfile", str(path), "--outtype", outtype],
+                           str(checkpoint), "--outfile", str(path), "--outtype", outtype,
+                           *flags],
                           capture_output=True, text=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
 
@@ -774,3 +785,34 @@ def test_old_per_expert_mixtral_gguf(workdir):
     assert ours == oracle.reference_greedy(model, prompt, 10)
     reference = oracle.reference_logits(model, prompt + ours, 1 << 30)
     assert np.abs(logits - reference).max() <= 1e-3
+
+
+def test_split_gguf(workdir):
+    """A GGUF split in several files (convert_hf_to_gguf.py --split-max-tensors, as large
+    models are published): compiled from its first file, the same model as unsplit."""
+    tiny = workdir / "tiny-split-hf"
+    import shutil
+    shutil.copytree(oracle.ROOT / "examples" / "tiny-phimoe", tiny)
+    config = json.loads((tiny / "config.json").read_text())
+    config["architectures"] = ["PhiMoEForCausalLM"]
+    (tiny / "config.json").write_text(json.dumps(config))
+    convert(tiny, workdir / "split.gguf", "f32", PHI3_VOCAB, "conversion.phi.PhiMoeModel",
+            workdir, "--split-max-tensors", "30")
+    shards = sorted(workdir.glob("split-*-of-*.gguf"))
+    assert len(shards) >= 3, shards
+    out, ref_out = workdir / "split-out", workdir / "split-dir-out"
+    proc = oracle.compile_model(shards[0], out)
+    assert proc.returncode == 0, proc.stderr
+    proc = oracle.compile_model(oracle.ROOT / "examples" / "tiny-phimoe", ref_out, "--quant",
+                                "f32")
+    assert proc.returncode == 0, proc.stderr
+    prompt = oracle.random_prompt(4032, 20)
+    _, ours = run(out, prompt, 0, workdir / "split.npy")
+    _, ref = run(ref_out, prompt, 0, workdir / "split-dir.npy")
+    assert np.abs(ours - ref).max() <= 1e-5 * np.abs(ref).max()
+    # Not the first file; a file missing.
+    err = compile_fails(shards[1], workdir / "split-bad-out")
+    assert f"file 2 of {len(shards)} split files: the first of them" in err
+    shards[-1].rename(workdir / "aside.gguf")
+    err = compile_fails(shards[0], workdir / "split-bad-out")
+    assert str(shards[-1]) in err and "cannot open" in err
