@@ -58,7 +58,8 @@ tools_present() {
 # (SIGSEGV in ggml_backend_amx_mul_mat, the first forward of llama-bench on the benchmark's q4k
 # GGUF, Intel Xeon with amx_int8, 2026-12-06; the same crash as llama.cpp issue 20824, closed
 # without a fix). The build then leaves AMX out (-mno-amx-*, which win over -march=native), so
-# that llama.cpp runs with its AVX-512 kernels and repacked q4_K, its fastest path that works;
+# that llama.cpp runs with its AVX-512 kernels (repacked q4_K by default, plain with llama-bench
+# --repack 0, which prefills faster on that machine: bench_cpu.py runs both);
 # LLAMA_CPP_AMX=1 keeps AMX in.
 CONFIG="native"
 if grep -qw amx_int8 /proc/cpuinfo 2>/dev/null && [[ "${LLAMA_CPP_AMX:-0}" != 1 ]]; then

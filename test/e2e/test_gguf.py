@@ -617,7 +617,8 @@ def test_bad_gguf_files_are_refused_by_name(f32_case, workdir):
 def converter_source():
     """llama.cpp's source (its convert_hf_to_gguf.py), fetched as bench/llamacpp.sh does."""
     proc = subprocess.run([str(oracle.ROOT / "bench" / "llamacpp.sh"), "--fetch"],
-                          capture_output=True, text=True)
+                          capture_output=True, text=True,
+                          env=dict(os.environ, PHIMOE_VENV=sys.prefix))  # its pip downloads
     if proc.returncode != 0:
         pytest.skip("cannot fetch llama.cpp's source: " + proc.stderr.strip()[-300:])
     return pathlib.Path(proc.stdout.strip().splitlines()[-1])
