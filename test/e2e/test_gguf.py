@@ -372,6 +372,17 @@ def check_close(logits, model, tokens, bound=0.05, clear=0.05):
     assert err.max() > 1e-4 * scale  # and the activations were quantized
 
 
+def meets_transformers(out, model, config, n, dump):
+    """OUT/phimoe-bin's logits over a 24-token prompt and n greedy tokens (past LongRoPE's
+    switch at 32) against transformers', to 1e-4 of the largest."""
+    prompt = oracle.random_prompt(config.vocab_size, 24)
+    ours, logits = run(out, prompt, n, dump)
+    reference = oracle.reference_logits(model, prompt + ours, 32)
+    scale = np.abs(reference).max()
+    err = np.abs(logits - reference).max()
+    assert err <= 1e-4 * max(1.0, scale), f"max |dlogit| = {err} (max |logit| {scale})"
+
+
 def test_quantized_gguf_values_are_gguf_pys(quantized_case, workdir):
     """--quant f32: every block dequantized as gguf-py does, then float kernels: transformers
     on those values, to float rounding."""
@@ -379,12 +390,7 @@ def test_quantized_gguf_values_are_gguf_pys(quantized_case, workdir):
     out = workdir / f"{plan}-f32-out"
     proc = oracle.compile_model(path, out, "--quant", "f32")
     assert proc.returncode == 0, proc.stderr
-    prompt = oracle.random_prompt(config.vocab_size, 24)
-    ours, logits = run(out, prompt, 16, workdir / f"{plan}-f32.npy")
-    reference = oracle.reference_logits(model, prompt + ours, 32)
-    scale = np.abs(reference).max()
-    err = np.abs(logits - reference).max()
-    assert err <= 1e-4 * max(1.0, scale), f"max |dlogit| = {err} (max |logit| {scale})"
+    meets_transformers(out, model, config, 16, workdir / f"{plan}-f32.npy")
 
 
 def check_blocks_copied(pack, path, config, target):
@@ -484,12 +490,7 @@ def test_quantized_gguf_emulated_cuda_build(quantized_case, workdir):
                            "-o", str(out)], capture_output=True, text=True,
                           env=dict(os.environ, PHIMOE_NVCC=str(nvcc_emu)))
     assert proc.returncode == 0, proc.stderr
-    prompt = oracle.random_prompt(config.vocab_size, 24)
-    ours, logits = run(out, prompt, 8, workdir / f"{plan}-emu.npy")
-    reference = oracle.reference_logits(model, prompt + ours, 32)
-    scale = np.abs(reference).max()
-    err = np.abs(logits - reference).max()
-    assert err <= 1e-4 * scale, f"max|d| {err} (max|logit| {scale})"
+    meets_transformers(out, model, config, 8, workdir / f"{plan}-emu.npy")
 
 
 def test_quantized_gguf_requantized(quantized_case, workdir):
