@@ -88,36 +88,45 @@ def write_gguf(path, config, tensors, arch="phimoe", attn_factor=None, skip_keys
     writer.close()
 
 
+T = gguf.MODEL_TENSOR
+# The stacked experts: GGUF tensor, and the checkpoint matrix each expert's slice is.
+EXPERT_STACKS = ((T.FFN_GATE_EXP, "w1"), (T.FFN_UP_EXP, "w3"), (T.FFN_DOWN_EXP, "w2"))
+
+
+def hf_names(config):
+    """{GGUF name: Hugging Face name} of a PhiMoE's tensors as llama.cpp's converter names them,
+    biases included whether the model has them or not; the stacked experts apart
+    (EXPERT_STACKS)."""
+    names = {name_of(T.TOKEN_EMBD): "model.embed_tokens.weight",
+             name_of(T.OUTPUT): "lm_head.weight", name_of(T.OUTPUT, suffix="bias"): "lm_head.bias",
+             name_of(T.OUTPUT_NORM): "model.norm.weight",
+             name_of(T.OUTPUT_NORM, suffix="bias"): "model.norm.bias"}
+    for i in range(config.num_hidden_layers):
+        for tensor, hf in [(T.ATTN_NORM, "input_layernorm"),
+                           (T.FFN_NORM, "post_attention_layernorm"),
+                           (T.ATTN_Q, "self_attn.q_proj"), (T.ATTN_K, "self_attn.k_proj"),
+                           (T.ATTN_V, "self_attn.v_proj"), (T.ATTN_OUT, "self_attn.o_proj"),
+                           (T.FFN_GATE_INP, "block_sparse_moe.gate")]:
+            for suffix in ("weight", "bias"):
+                names[name_of(tensor, i, suffix)] = f"model.layers.{i}.{hf}.{suffix}"
+    return names
+
+
 def float_tensors(checkpoint, config):
     """{gguf name: (float32 array, None)} of a PhiMoE checkpoint's tensors ({name: tensor}, as
     oracle.read_checkpoint gives them), the experts stacked, as llama.cpp's converter names
     them."""
     sd = {k: v.float().numpy() for k, v in checkpoint.items()}
-    T = gguf.MODEL_TENSOR
     rope = config.rope_parameters
-    out = {
-        name_of(T.TOKEN_EMBD): sd.pop("model.embed_tokens.weight"),
-        name_of(T.OUTPUT_NORM): sd.pop("model.norm.weight"),
-        name_of(T.OUTPUT_NORM, suffix="bias"): sd.pop("model.norm.bias"),
-        name_of(T.OUTPUT): sd.pop("lm_head.weight"),
-        name_of(T.ROPE_FACTORS_LONG): np.array(rope["long_factor"], np.float32),
-        name_of(T.ROPE_FACTORS_SHORT): np.array(rope["short_factor"], np.float32),
-    }
-    if "lm_head.bias" in sd:
-        out[name_of(T.OUTPUT, suffix="bias")] = sd.pop("lm_head.bias")
+    out = {name_of(T.ROPE_FACTORS_LONG): np.array(rope["long_factor"], np.float32),
+           name_of(T.ROPE_FACTORS_SHORT): np.array(rope["short_factor"], np.float32)}
+    for name, hf in hf_names(config).items():
+        if hf in sd:
+            out[name] = sd.pop(hf)
     for i in range(config.num_hidden_layers):
-        p = f"model.layers.{i}."
-        pairs = [(T.ATTN_NORM, "input_layernorm"), (T.FFN_NORM, "post_attention_layernorm"),
-                 (T.ATTN_Q, "self_attn.q_proj"), (T.ATTN_K, "self_attn.k_proj"),
-                 (T.ATTN_V, "self_attn.v_proj"), (T.ATTN_OUT, "self_attn.o_proj"),
-                 (T.FFN_GATE_INP, "block_sparse_moe.gate")]
-        for tensor, hf in pairs:
-            for suffix in ("weight", "bias"):
-                if p + hf + "." + suffix in sd:
-                    out[name_of(tensor, i, suffix)] = sd.pop(p + hf + "." + suffix)
-        for tensor, w in ((T.FFN_GATE_EXP, "w1"), (T.FFN_UP_EXP, "w3"), (T.FFN_DOWN_EXP, "w2")):
+        for tensor, w in EXPERT_STACKS:
             out[name_of(tensor, i)] = np.stack(
-                [sd.pop(f"{p}block_sparse_moe.experts.{e}.{w}.weight")
+                [sd.pop(f"model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight")
                  for e in range(config.num_local_experts)])
     assert not sd, f"tensors left out: {sorted(sd)}"
     return {k: (v, None) for k, v in out.items()}
@@ -125,33 +134,14 @@ def float_tensors(checkpoint, config):
 
 def checkpoint_of(tensors, config):
     """The inverse of float_tensors: {Hugging Face name: torch tensor} of float arrays."""
-    back = {}
-    T = gguf.MODEL_TENSOR
-    names = {name_of(T.TOKEN_EMBD): "model.embed_tokens.weight",
-             name_of(T.OUTPUT_NORM): "model.norm.weight",
-             name_of(T.OUTPUT_NORM, suffix="bias"): "model.norm.bias",
-             name_of(T.OUTPUT): "lm_head.weight", name_of(T.OUTPUT, suffix="bias"): "lm_head.bias"}
+    back = {hf: torch.from_numpy(np.ascontiguousarray(tensors[name]))
+            for name, hf in hf_names(config).items() if name in tensors}
     for i in range(config.num_hidden_layers):
-        p = f"model.layers.{i}."
-        for tensor, hf in [(T.ATTN_NORM, "input_layernorm"),
-                           (T.FFN_NORM, "post_attention_layernorm"),
-                           (T.ATTN_Q, "self_attn.q_proj"), (T.ATTN_K, "self_attn.k_proj"),
-                           (T.ATTN_V, "self_attn.v_proj"), (T.ATTN_OUT, "self_attn.o_proj"),
-                           (T.FFN_GATE_INP, "block_sparse_moe.gate")]:
-            for suffix in ("weight", "bias"):
-                names[name_of(tensor, i, suffix)] = p + hf + "." + suffix
-        for tensor, w in ((T.FFN_GATE_EXP, "w1"), (T.FFN_UP_EXP, "w3"), (T.FFN_DOWN_EXP, "w2")):
+        for tensor, w in EXPERT_STACKS:
             for e, matrix in enumerate(tensors[name_of(tensor, i)]):
-                back[f"{p}block_sparse_moe.experts.{e}.{w}.weight"] = torch.from_numpy(
-                    np.ascontiguousarray(matrix))
-    for name, hf in names.items():
-        if name in tensors:
-            back[hf] = torch.from_numpy(np.ascontiguousarray(tensors[name]))
+                back[f"model.layers.{i}.block_sparse_moe.experts.{e}.{w}.weight"] = \
+                    torch.from_numpy(np.ascontiguousarray(matrix))
     return back
-
-
-def run(out, tokens, n, dump, *flags):
-    return oracle.run_bin(out, tokens, n, dump, *flags)
 
 
 @pytest.fixture(scope="module")
@@ -186,7 +176,7 @@ def test_f32_gguf_packs_as_its_checkpoint_and_matches_transformers(f32_case, wor
     assert json.loads((from_gguf / "phimoec.json").read_text())["copied"] == ["tokenizer.gguf"]
     # LongRoPE crossing (original 32) during decode.
     prompt = oracle.random_prompt(config.vocab_size, 20)
-    ours, logits = run(from_gguf, prompt, 24, workdir / "f32.npy")
+    ours, logits = oracle.run_bin(from_gguf, prompt, 24, workdir / "f32.npy")
     assert ours == oracle.reference_greedy(model, prompt, 24)
     reference = oracle.reference_logits(model, prompt + ours, 32)
     err = np.abs(logits - reference).max()
@@ -290,7 +280,6 @@ def quantized_case(workdir, request):
     src = workdir / f"{request.param}-src"
     oracle.save(model, src, dtype=torch.float32)
     tensors = float_tensors(oracle.read_checkpoint(src), config)
-    T = gguf.MODEL_TENSOR
     gen = np.random.default_rng(11)
     kinds = {name_of(T.TOKEN_EMBD): plan["embd"], name_of(T.OUTPUT): plan["output"]}
     for i in range(config.num_hidden_layers):
@@ -376,7 +365,7 @@ def meets_transformers(out, model, config, n, dump):
     """OUT/phimoe-bin's logits over a 24-token prompt and n greedy tokens (past LongRoPE's
     switch at 32) against transformers', to 1e-4 of the largest."""
     prompt = oracle.random_prompt(config.vocab_size, 24)
-    ours, logits = run(out, prompt, n, dump)
+    ours, logits = oracle.run_bin(out, prompt, n, dump)
     reference = oracle.reference_logits(model, prompt + ours, 32)
     scale = np.abs(reference).max()
     err = np.abs(logits - reference).max()
@@ -400,7 +389,6 @@ def check_blocks_copied(pack, path, config, target):
     from test_quant_formats import interleave_rows16, split_fields
     table, data_offset = oracle.pack_table(pack)
     blocks = {t.name: np.asarray(t.data) for t in gguf.GGUFReader(str(path)).tensors}
-    T = gguf.MODEL_TENSOR
     sources = {"model.embed_tokens.weight": blocks[name_of(T.TOKEN_EMBD)],
                "lm_head.weight": blocks[name_of(T.OUTPUT)]}
     for i in range(config.num_hidden_layers):
@@ -439,7 +427,6 @@ def test_quantized_gguf_keeps_its_blocks(quantized_case, workdir):
 
     def stored(name):
         return types[name].split("<")[1].split(",")[0] if "qweight" in types[name] else "float"
-    T = gguf.MODEL_TENSOR
     assert stored("model.embed_tokens.weight") == KEPT[kinds[name_of(T.TOKEN_EMBD)]]
     assert stored("lm_head.weight") == KEPT[kinds[name_of(T.OUTPUT)]]
     for i in range(config.num_hidden_layers):
@@ -461,7 +448,7 @@ def test_quantized_gguf_keeps_its_blocks(quantized_case, workdir):
         check_blocks_copied(out / "weights.phw", path, config, "cpu")
 
     prompt = oracle.random_prompt(config.vocab_size, 24)
-    ours, logits = run(out, prompt, 8, workdir / f"{plan}-keep.npy")
+    ours, logits = oracle.run_bin(out, prompt, 8, workdir / f"{plan}-keep.npy")
     check_close(logits, model, prompt + ours)
 
 
@@ -503,7 +490,7 @@ def test_quantized_gguf_requantized(quantized_case, workdir):
     blocks = {e["type"].split("<")[1].split(",")[0] for e in table if "qweight" in e["type"]}
     assert blocks == {"q8_0"}
     prompt = oracle.random_prompt(config.vocab_size, 24)
-    ours, logits = run(out, prompt, 8, workdir / f"{plan}-q8.npy")
+    ours, logits = oracle.run_bin(out, prompt, 8, workdir / f"{plan}-q8.npy")
     check_close(logits, model, prompt + ours)
 
 
@@ -531,7 +518,7 @@ def test_rope_mscale(workdir):
         assert proc.returncode == 0, proc.stderr
         warned = "rope.scaling.attn_factor, 1.19" in proc.stderr
         assert warned == (not flags), proc.stderr
-        _, logits = run(out, prompt, 0, workdir / "mscale.npy")
+        _, logits = oracle.run_bin(out, prompt, 0, workdir / "mscale.npy")
         errors[flags] = np.abs(logits - reference).max()
     # The checkpoint's 1.2 to float rounding; the file's 1.19 three orders of magnitude off.
     assert errors[("--rope-mscale", "1.2")] <= 1e-5, errors
@@ -550,7 +537,6 @@ def test_bad_gguf_files_are_refused_by_name(f32_case, workdir):
     config, model, src, path = f32_case
     tensors = float_tensors(oracle.read_checkpoint(src), config)
     out = workdir / "bad-out"
-    T = gguf.MODEL_TENSOR
 
     bad = workdir / "qwen2moe.gguf"
     write_gguf(bad, config, tensors, arch="qwen2moe")
@@ -600,6 +586,35 @@ def test_bad_gguf_files_are_refused_by_name(f32_case, workdir):
     write_gguf(bad, config, tensors, vocabulary=False)
     err = compile_fails(bad, out)
     assert "tokenizer.ggml.model" in err
+
+    extra = dict(tensors)
+    extra["blk.0.attn_sinks.weight"] = (np.ones(4, np.float32), None)
+    bad = workdir / "extra.gguf"
+    write_gguf(bad, config, extra)
+    err = compile_fails(bad, out)
+    assert "tensor 'blk.0.attn_sinks.weight' is not a tensor of a phimoe model" in err
+
+    one_set = dict(tensors)
+    del one_set[name_of(T.ROPE_FACTORS_LONG)]
+    bad = workdir / "one-factor-set.gguf"
+    write_gguf(bad, config, one_set)
+    err = compile_fails(bad, out)
+    assert "tensor 'rope_factors_long.weight' is missing" in err
+
+    stack = dict(tensors)
+    w = tensors[name_of(T.FFN_UP_EXP, 1)][0]
+    stack[name_of(T.FFN_UP_EXP, 1)] = (w[:-1], None)
+    bad = workdir / "experts.gguf"
+    write_gguf(bad, config, stack)
+    err = compile_fails(bad, out)
+    assert f"tensor 'blk.1.ffn_up_exps.weight' has 3 dimensions, not [{w.shape[0]} experts" in err
+
+    err = compile_fails(path, out, "--rope-mscale", "-1")
+    assert "--rope-mscale -1" in err and "expected a positive scale" in err
+    plain = workdir / "not-a-model.txt"
+    plain.write_text("hello")
+    err = compile_fails(plain, out)
+    assert "not a directory or a GGUF file" in err
 
     cut = workdir / "cut.gguf"
     data = path.read_bytes()
@@ -682,8 +697,8 @@ def test_llamacpp_converter_output(outtype, workdir):
                                 "--quant", outtype)
     assert proc.returncode == 0, proc.stderr
     prompt = oracle.random_prompt(4032, 70)  # past the original context of 64
-    _, ours = run(out, prompt, 0, workdir / "tiny-gguf.npy")
-    _, ref = run(ref_out, prompt, 0, workdir / "tiny-dir.npy")
+    _, ours = oracle.run_bin(out, prompt, 0, workdir / "tiny-gguf.npy")
+    _, ref = oracle.run_bin(ref_out, prompt, 0, workdir / "tiny-dir.npy")
     scale = np.abs(ref).max()
     err = np.abs(ours - ref).max()
     assert err <= 1e-5 * scale, f"max|d| {err} (max|logit| {scale})"
@@ -714,8 +729,8 @@ def test_llamacpp_converter_mixtral(outtype, workdir):
         assert proc.returncode == 0, proc.stderr
     assert "warning" not in proc.stderr
     prompt = oracle.random_prompt(config.vocab_size, 30)
-    _, ours = run(out, prompt, 0, workdir / "mixtral-gguf.npy")
-    _, ref = run(ref_out, prompt, 0, workdir / "mixtral-dir.npy")
+    _, ours = oracle.run_bin(out, prompt, 0, workdir / "mixtral-gguf.npy")
+    _, ref = oracle.run_bin(ref_out, prompt, 0, workdir / "mixtral-dir.npy")
     scale = np.abs(ref).max()
     assert np.abs(ours - ref).max() <= 1e-5 * scale
     if outtype == "f32":
@@ -743,7 +758,6 @@ def test_old_per_expert_mixtral_gguf(workdir):
         heads = w.shape[0] // head
         return w.reshape(heads, 2, head // 2, -1).swapaxes(1, 2).reshape(w.shape)
 
-    T = gguf.MODEL_TENSOR
     tensors = {name_of(T.TOKEN_EMBD): sd["model.embed_tokens.weight"],
                name_of(T.OUTPUT_NORM): sd["model.norm.weight"],
                name_of(T.OUTPUT): sd["lm_head.weight"]}
@@ -780,10 +794,12 @@ def test_old_per_expert_mixtral_gguf(workdir):
     writer.write_tensors_to_file()
     writer.close()
     out = workdir / "mixtral-old-out"
-    proc = oracle.compile_model(workdir / "mixtral-old.gguf", out, "--quant", "f32")
+    proc = oracle.compile_model(workdir / "mixtral-old.gguf", out, "--quant", "f32",
+                                "--rope-mscale", "1.2")
     assert proc.returncode == 0, proc.stderr
+    assert "--rope-mscale ignored" in proc.stderr  # a Mixtral has no LongRoPE
     prompt = oracle.random_prompt(config.vocab_size, 30)
-    ours, logits = run(out, prompt, 10, workdir / "mixtral-old.npy")
+    ours, logits = oracle.run_bin(out, prompt, 10, workdir / "mixtral-old.npy")
     assert ours == oracle.reference_greedy(model, prompt, 10)
     reference = oracle.reference_logits(model, prompt + ours, 1 << 30)
     assert np.abs(logits - reference).max() <= 1e-3
@@ -809,8 +825,8 @@ def test_split_gguf(workdir):
                                 "f32")
     assert proc.returncode == 0, proc.stderr
     prompt = oracle.random_prompt(4032, 20)
-    _, ours = run(out, prompt, 0, workdir / "split.npy")
-    _, ref = run(ref_out, prompt, 0, workdir / "split-dir.npy")
+    _, ours = oracle.run_bin(out, prompt, 0, workdir / "split.npy")
+    _, ref = oracle.run_bin(ref_out, prompt, 0, workdir / "split-dir.npy")
     assert np.abs(ours - ref).max() <= 1e-5 * np.abs(ref).max()
     # Not the first file; a file missing.
     err = compile_fails(shards[1], workdir / "split-bad-out")
