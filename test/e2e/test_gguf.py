@@ -538,75 +538,59 @@ def test_bad_gguf_files_are_refused_by_name(f32_case, workdir):
     tensors = float_tensors(oracle.read_checkpoint(src), config)
     out = workdir / "bad-out"
 
-    bad = workdir / "qwen2moe.gguf"
-    write_gguf(bad, config, tensors, arch="qwen2moe")
-    err = compile_fails(bad, out)
-    assert str(bad) in err and '"qwen2moe"' in err
+    def refused(name, tensors, **kwargs):
+        """compile_fails on a GGUF of these tensors written to workdir/name."""
+        write_gguf(workdir / name, config, tensors, **kwargs)
+        return compile_fails(workdir / name, out)
 
-    bad = workdir / "dense-llama.gguf"
-    write_gguf(bad, config, tensors, arch="llama", skip_keys=("expert_count",))
-    err = compile_fails(bad, out)
+    err = refused("qwen2moe.gguf", tensors, arch="qwen2moe")
+    assert str(workdir / "qwen2moe.gguf") in err and '"qwen2moe"' in err
+
+    err = refused("dense-llama.gguf", tensors, arch="llama", skip_keys=("expert_count",))
     assert "dense Llama" in err
 
-    bad = workdir / "biased-llama.gguf"  # a PhiMoE's tensors (biases) in a llama
-    write_gguf(bad, config, tensors, arch="llama")
-    err = compile_fails(bad, out)
+    # a PhiMoE's tensors (biases) in a llama
+    err = refused("biased-llama.gguf", tensors, arch="llama")
     assert "a Mixtral has no attention or LM head biases" in err
 
     missing = dict(tensors)
     del missing[name_of(T.ATTN_K, 1)]
-    bad = workdir / "missing.gguf"
-    write_gguf(bad, config, missing)
-    err = compile_fails(bad, out)
+    err = refused("missing.gguf", missing)
     assert "'blk.1.attn_k.weight' (model.layers.1.self_attn.k_proj.weight) is missing" in err
 
     iq = dict(tensors)
     w = tensors[name_of(T.ATTN_OUT, 0)][0]
     iq[name_of(T.ATTN_OUT, 0)] = (np.zeros((w.shape[0], w.shape[1] // 32 * 18), np.uint8),
                                   Q.IQ4_NL)
-    bad = workdir / "iq4_nl.gguf"
-    write_gguf(bad, config, iq)
-    err = compile_fails(bad, out)
+    err = refused("iq4_nl.gguf", iq)
     assert "tensor 'blk.0.attn_output.weight' is IQ4_NL" in err
 
-    bad = workdir / "no-heads.gguf"
-    write_gguf(bad, config, tensors, skip_keys=("head_count",))
-    err = compile_fails(bad, out)
+    err = refused("no-heads.gguf", tensors, skip_keys=("head_count",))
     assert "metadata 'phimoe.attention.head_count' is missing" in err
 
     wrong = dict(tensors)
     wrong[name_of(T.FFN_NORM, 0)] = (np.ones(config.hidden_size + 1, np.float32), None)
-    bad = workdir / "shape.gguf"
-    write_gguf(bad, config, wrong)
-    err = compile_fails(bad, out)
+    err = refused("shape.gguf", wrong)
     assert "'blk.0.ffn_norm.weight' (model.layers.0.post_attention_layernorm.weight) has " \
            f"shape [{config.hidden_size + 1}]" in err and "metadata implies" in err
 
-    bad = workdir / "no-vocab.gguf"
-    write_gguf(bad, config, tensors, vocabulary=False)
-    err = compile_fails(bad, out)
+    err = refused("no-vocab.gguf", tensors, vocabulary=False)
     assert "tokenizer.ggml.model" in err
 
     extra = dict(tensors)
     extra["blk.0.attn_sinks.weight"] = (np.ones(4, np.float32), None)
-    bad = workdir / "extra.gguf"
-    write_gguf(bad, config, extra)
-    err = compile_fails(bad, out)
+    err = refused("extra.gguf", extra)
     assert "tensor 'blk.0.attn_sinks.weight' is not a tensor of a phimoe model" in err
 
     one_set = dict(tensors)
     del one_set[name_of(T.ROPE_FACTORS_LONG)]
-    bad = workdir / "one-factor-set.gguf"
-    write_gguf(bad, config, one_set)
-    err = compile_fails(bad, out)
+    err = refused("one-factor-set.gguf", one_set)
     assert "tensor 'rope_factors_long.weight' is missing" in err
 
     stack = dict(tensors)
     w = tensors[name_of(T.FFN_UP_EXP, 1)][0]
     stack[name_of(T.FFN_UP_EXP, 1)] = (w[:-1], None)
-    bad = workdir / "experts.gguf"
-    write_gguf(bad, config, stack)
-    err = compile_fails(bad, out)
+    err = refused("experts.gguf", stack)
     assert f"tensor 'blk.1.ffn_up_exps.weight' has 3 dimensions, not [{w.shape[0]} experts" in err
 
     err = compile_fails(path, out, "--rope-mscale", "-1")
