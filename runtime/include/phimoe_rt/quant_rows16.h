@@ -133,11 +133,14 @@ PHIMOE_RT_INLINE __m256 neg8(__m256 v) { return _mm256_xor_ps(v, _mm256_set1_ps(
 
 // One token (decode): both halves of the group per super-block, so that the weights stream
 // through memory once (half by half, the second half's pass reads the cache and leaves the
-// memory idle), and each quant vector loaded once for both of its sub-blocks (the low nibbles
-// are sub-block 2c, the high ones 2c + 1). The same integers and float steps as below.
-// phimoe-rt-quant-bench on Zen 3, 4096 x 4096: 0.48-0.57 ms against 0.63-0.69 half by half
-// with 1 thread, 0.27-0.34 against 0.34-0.41 with 2; a prefetch as in the q6_K tile made no
-// difference here.
+// memory idle); each quant vector is loaded once for both of its sub-blocks (the low nibbles
+// are sub-block 2c, the high ones 2c + 1), and each activation broadcast serves both halves.
+// The same integers and float steps as below. phimoe-rt-quant-bench on Zen 3, 4096 x 4096,
+// 1 thread: 0.52-0.54 ms against 0.64-0.66 half by half (18 GB/s of the 19 one thread
+// reads); half by half it computed faster from the cache, both halves per step slower
+// (a loop over the halves inside each step: 56 ns per group super-block in L1 against 50
+// half by half; the quant vectors' two nibbles each a step of its own: 67 ns). A prefetch
+// as in the q6_K tile made no difference here.
 inline void tile16_avx2_q4k_one(const block_q4k_16rows *g, const uint8_t *a, int nb,
                                 float (&res)[1][16]) {
   const block_q8k *ab = reinterpret_cast<const block_q8k *>(a);
@@ -149,35 +152,42 @@ inline void tile16_avx2_q4k_one(const block_q4k_16rows *g, const uint8_t *a, int
   for (int b = 0; b < nb; ++b) {
     const block_q4k_16rows &x = g[b];
     const block_q8k &y = ab[b];
-    const __m256 dy = _mm256_set1_ps(y.d);
-    const int32_t *p = pairs + 4 * b;
-#pragma unroll
+    __m256i sc[2][2], S[2];
     for (int h = 0; h < 2; ++h) {
-      const __m256i A = x86::load256(&x.scales[0][8 * h]), B = x86::load256(&x.scales[1][8 * h]),
-                    C = x86::load256(&x.scales[2][8 * h]);
-      const __m256i sc_lo = _mm256_and_si256(A, m6);
-      const __m256i sc_hi = _mm256_or_si256(_mm256_and_si256(C, m4),
-                                            _mm256_and_si256(_mm256_srli_epi32(A, 2), m30));
-      __m256i S = _mm256_setzero_si256();
-      for (int c = 0; c < 4; ++c) {
-        __m256i dlo = _mm256_setzero_si256(), dhi = _mm256_setzero_si256();
-        for (int k = 0; k < 8; ++k) {
+      const __m256i A = x86::load256(&x.scales[0][8 * h]), C = x86::load256(&x.scales[2][8 * h]);
+      sc[h][0] = _mm256_and_si256(A, m6);
+      sc[h][1] = _mm256_or_si256(_mm256_and_si256(C, m4),
+                                 _mm256_and_si256(_mm256_srli_epi32(A, 2), m30));
+      S[h] = _mm256_setzero_si256();
+    }
+    for (int c = 0; c < 4; ++c) {
+      __m256i d[2][2];
+      for (int h = 0; h < 2; ++h)
+        d[h][0] = d[h][1] = _mm256_setzero_si256();
+      for (int k = 0; k < 8; ++k) {
+        const __m256i ylo = _mm256_set1_epi32(x86::load4(y.qs + 64 * c + 4 * k));
+        const __m256i yhi = _mm256_set1_epi32(x86::load4(y.qs + 64 * c + 32 + 4 * k));
+        for (int h = 0; h < 2; ++h) {
           const __m256i raw = x86::load256(x.qs[8 * c + k] + 32 * h);
-          const __m256i ylo = _mm256_set1_epi32(x86::load4(y.qs + 64 * c + 4 * k));
-          const __m256i yhi = _mm256_set1_epi32(x86::load4(y.qs + 64 * c + 32 + 4 * k));
-          dlo = _mm256_add_epi16(dlo, _mm256_maddubs_epi16(_mm256_and_si256(raw, m4), ylo));
-          dhi = _mm256_add_epi16(
-              dhi, _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), yhi));
+          d[h][0] = _mm256_add_epi16(d[h][0], _mm256_maddubs_epi16(_mm256_and_si256(raw, m4), ylo));
+          d[h][1] = _mm256_add_epi16(
+              d[h][1], _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(raw, 4), m4), yhi));
         }
-        const __m256i s = c < 2 ? sc_lo : sc_hi;
-        // Scales 2c and 2c + 1 of each row, each in both 16-bit halves of the row's lane.
+      }
+      for (int h = 0; h < 2; ++h) {
+        const __m256i s = sc[h][c / 2];
         __m256i slo = _mm256_and_si256(_mm256_srli_epi32(s, 16 * (c % 2)), mff);
         __m256i shi = _mm256_and_si256(_mm256_srli_epi32(s, 16 * (c % 2) + 8), mff);
         slo = _mm256_or_si256(slo, _mm256_slli_epi32(slo, 16));
         shi = _mm256_or_si256(shi, _mm256_slli_epi32(shi, 16));
-        S = _mm256_add_epi32(S, _mm256_madd_epi16(dlo, slo));
-        S = _mm256_add_epi32(S, _mm256_madd_epi16(dhi, shi));
+        S[h] = _mm256_add_epi32(S[h], _mm256_madd_epi16(d[h][0], slo));
+        S[h] = _mm256_add_epi32(S[h], _mm256_madd_epi16(d[h][1], shi));
       }
+    }
+    const __m256 dy = _mm256_set1_ps(y.d);
+    const int32_t *p = pairs + 4 * b;
+    for (int h = 0; h < 2; ++h) {
+      const __m256i B = x86::load256(&x.scales[1][8 * h]), C = x86::load256(&x.scales[2][8 * h]);
       const __m256i mn_lo = _mm256_and_si256(B, m6);
       const __m256i mn_hi =
           _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi32(C, 4), m4),
@@ -192,7 +202,7 @@ inline void tile16_avx2_q4k_one(const block_q4k_16rows *g, const uint8_t *a, int
               _mm256_madd_epi16(_mm256_and_si256(_mm256_srli_epi32(mn_hi, 8), m16),
                                 _mm256_set1_epi32(p[3]))));
       const __m256 d = x86::halves8(x.d + 8 * h), dm = x86::halves8(x.dmin + 8 * h);
-      acc[h] = x86::fma8(_mm256_cvtepi32_ps(S), _mm256_mul_ps(d, dy), acc[h]);
+      acc[h] = x86::fma8(_mm256_cvtepi32_ps(S[h]), _mm256_mul_ps(d, dy), acc[h]);
       acc[h] = x86::fma8(x86::neg8(_mm256_cvtepi32_ps(mn)), _mm256_mul_ps(dm, dy), acc[h]);
     }
   }
@@ -495,8 +505,8 @@ inline void tile16_avx512(const block_q8_0_16rows *g, const uint8_t *const *a, i
     }
     const __m512 d = _mm512_cvtph_ps(x86::load256(g[b].d));
     for (int t = 0; t < TT; ++t)
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), _mm512_mul_ps(d, _mm512_set1_ps(dy[t][b])),
-                               acc[t]);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]),
+                               _mm512_mul_ps(d, _mm512_set1_ps(dy[t][b])), acc[t]);
   }
   for (int t = 0; t < TT; ++t)
     _mm512_storeu_ps(res[t], acc[t]);
@@ -542,7 +552,8 @@ inline void tile16_scalar(const block_q6k_16rows *g, const uint8_t *const *a, in
             for (int i = 0; i < 4; ++i) {
               const uint8_t lo = g[b].q[3 * n + quarter % 2][4 * r + i];
               const uint8_t hi = g[b].q[3 * n + 2][4 * r + i];
-              const int q = ((quarter < 2 ? lo : lo >> 4) & 0xF) | (((hi >> (2 * quarter)) & 3) << 4);
+              const int q =
+                  ((quarter < 2 ? lo : lo >> 4) & 0xF) | (((hi >> (2 * quarter)) & 3) << 4);
               dot += q * y.qs[128 * h + 32 * quarter + 4 * k + i];
             }
           }
@@ -564,7 +575,8 @@ namespace x86 {
 // bits that cross bytes.
 PHIMOE_RT_INLINE __m256i q6k_quants(__m256i ql, __m256i qh, int s) {
   const __m256i m4 = _mm256_set1_epi8(0x0F), m30 = _mm256_set1_epi8(0x30);
-  const __m256i nib = s < 2 ? _mm256_and_si256(ql, m4) : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
+  const __m256i nib = s < 2 ? _mm256_and_si256(ql, m4)
+                            : _mm256_and_si256(_mm256_srli_epi16(ql, 4), m4);
   const __m256i hb = s == 0   ? _mm256_slli_epi16(qh, 4)
                      : s == 1 ? _mm256_slli_epi16(qh, 2)
                      : s == 2 ? qh
@@ -695,7 +707,8 @@ inline void tile16_avx2(const block_q6k_16rows *g, const uint8_t *const *a, int 
 namespace x86 {
 PHIMOE_RT_INLINE __m512i q6k_quants512(__m512i ql, __m512i qh, int s) {
   const __m512i m4 = _mm512_set1_epi8(0x0F), m30 = _mm512_set1_epi8(0x30);
-  const __m512i nib = s < 2 ? _mm512_and_si512(ql, m4) : _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);
+  const __m512i nib = s < 2 ? _mm512_and_si512(ql, m4)
+                            : _mm512_and_si512(_mm512_srli_epi16(ql, 4), m4);
   const __m512i hb = s == 0   ? _mm512_slli_epi16(qh, 4)
                      : s == 1 ? _mm512_slli_epi16(qh, 2)
                      : s == 2 ? qh
