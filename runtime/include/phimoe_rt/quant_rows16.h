@@ -136,11 +136,11 @@ PHIMOE_RT_INLINE __m256 neg8(__m256 v) { return _mm256_xor_ps(v, _mm256_set1_ps(
 // memory idle); each quant vector is loaded once for both of its sub-blocks (the low nibbles
 // are sub-block 2c, the high ones 2c + 1), and each activation broadcast serves both halves.
 // The same integers and float steps as below. phimoe-rt-quant-bench on Zen 3, 4096 x 4096,
-// 1 thread: 0.52-0.54 ms against 0.64-0.66 half by half (18 GB/s of the 19 one thread
-// reads); half by half it computed faster from the cache, both halves per step slower
-// (a loop over the halves inside each step: 56 ns per group super-block in L1 against 50
-// half by half; the quant vectors' two nibbles each a step of its own: 67 ns). A prefetch
-// as in the q6_K tile made no difference here.
+// 1 thread: 0.52-0.54 ms against 0.63-0.69 half by half (18 GB/s of the 19 one thread
+// reads). The compute alone (a group read from L1 over and over) is slower than half by
+// half: 56 ns per group super-block against 50, and 67 with the halves one after the other
+// within each super-block (the first version). A prefetch as in the q6_K tile made no
+// difference here.
 inline void tile16_avx2_q4k_one(const block_q4k_16rows *g, const uint8_t *a, int nb,
                                 float (&res)[1][16]) {
   const block_q8k *ab = reinterpret_cast<const block_q8k *>(a);
@@ -588,7 +588,10 @@ PHIMOE_RT_INLINE __m256i q6k_quants(__m256i ql, __m256i qh, int s) {
 // One token: madd by ones per step and mullo by the scales, both halves of the group per
 // super-block, which is prefetched (phimoe-rt-quant-bench on Zen 3, 4096 x 4096, 1 thread:
 // 1.07 ms, against 1.25 ms half by half without the prefetch and 1.6 ms for the pair form
-// below, which is the faster from 3 tokens on: 195 ms against 250 ms for 512 tokens).
+// below, which is the faster from 3 tokens on: 195 ms against 250 ms for 512 tokens). Tried
+// for one token and slower (1 thread, against 1.04-1.08 ms): both halves in each step with
+// one broadcast, as in the q4_K one-token tile (1.21-1.25 ms); the pair form by super-block
+// (1.27-1.30 ms); prefetch distances from 1 to 10 KiB made no difference.
 template <int TT>
 inline void tile16_avx2_q6k_steps(const block_q6k_16rows *g, const uint8_t *const *a, int nb,
                                   float (&res)[TT][16]) {
