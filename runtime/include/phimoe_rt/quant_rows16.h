@@ -430,9 +430,41 @@ inline void tile16_scalar(const block_q8_0_16rows *g, const uint8_t *const *a, i
 #if defined(__AVX2__)
 // AVX2: two halves of 8 rows; the weights unbiased and multiplied with the sign trick
 // (maddubs of |w| and y with w's sign: pair sums stay below 2^15).
+// One token (decode): both halves per block, as in the q4_K one-token tile, so that the
+// weights stream through memory once, and each activation broadcast serves both halves.
+inline void tile16_avx2_q8_0_one(const block_q8_0_16rows *g, const uint8_t *a, int nb,
+                                 float (&res)[1][16]) {
+  const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
+  const float *dy = reinterpret_cast<const float *>(a + nb * kQK8_0);
+  __m256 acc[2] = {_mm256_setzero_ps(), _mm256_setzero_ps()};
+  for (int b = 0; b < nb; ++b) {
+    __m256i dot[2] = {_mm256_setzero_si256(), _mm256_setzero_si256()};
+    for (int k = 0; k < 8; ++k) {
+      const __m256i y = _mm256_set1_epi32(x86::load4(a + kQK8_0 * b + 4 * k));
+      for (int h = 0; h < 2; ++h) {
+        const __m256i w = _mm256_xor_si256(x86::load256(g[b].qs[k] + 32 * h), bias);
+        dot[h] = _mm256_add_epi32(
+            dot[h], _mm256_madd_epi16(
+                        _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(y, w)),
+                        ones));
+      }
+    }
+    const __m256 dyb = _mm256_set1_ps(dy[b]);
+    for (int h = 0; h < 2; ++h)
+      acc[h] = x86::fma8(_mm256_cvtepi32_ps(dot[h]),
+                         _mm256_mul_ps(x86::halves8(g[b].d + 8 * h), dyb), acc[h]);
+  }
+  _mm256_storeu_ps(res[0], acc[0]);
+  _mm256_storeu_ps(res[0] + 8, acc[1]);
+}
+
 template <int TT>
 inline void tile16_avx2(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
                              float (&res)[TT][16]) {
+  if constexpr (TT == 1) {
+    tile16_avx2_q8_0_one(g, a[0], nb, res);
+    return;
+  }
   const __m256i bias = _mm256_set1_epi8(static_cast<char>(0x80)), ones = _mm256_set1_epi16(1);
   for (int h = 0; h < 2; ++h) {
     __m256 acc[TT];
