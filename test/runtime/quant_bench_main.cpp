@@ -1,5 +1,8 @@
 // quant_bench_main.cpp - rough timings of the quantized kernels (not a test):
-// phimoe-rt-quant-bench [threads] [prompt tokens].
+// phimoe-rt-quant-bench [threads] [prompt tokens] [decode|prefill|moe].
+// The weights lie on 2 MiB pages where the kernel grants them (madvise), as phimoe-bin reads
+// its weights: on 4 KiB pages the hardware prefetchers stop at every page boundary, and the
+// decode timings of a kernel come out slower and differently ranked.
 #include "phimoe_rt/kernels.h"
 #include "phimoe_rt/quant.h"
 
@@ -7,17 +10,42 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <new>
 #include <random>
 #include <vector>
+
+#include <sys/mman.h>
 
 namespace {
 
 using namespace phimoe_rt;
 using clock_type = std::chrono::steady_clock;
 
+// Memory on 2 MiB boundaries, with the hint to back it with huge pages.
+template <class T> struct HugeAlloc {
+  using value_type = T;
+  static constexpr size_t kPage = size_t{2} << 20;
+  HugeAlloc() = default;
+  template <class U> HugeAlloc(const HugeAlloc<U> &) {}
+  T *allocate(size_t n) {
+    const size_t bytes = (n * sizeof(T) + kPage - 1) / kPage * kPage;
+    void *p = std::aligned_alloc(kPage, bytes);
+    if (!p)
+      throw std::bad_alloc();
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, bytes, MADV_HUGEPAGE);
+#endif
+    return static_cast<T *>(p);
+  }
+  void deallocate(T *p, size_t) { std::free(p); }
+  template <class U> bool operator==(const HugeAlloc<U> &) const { return true; }
+  template <class U> bool operator!=(const HugeAlloc<U> &) const { return false; }
+};
+template <class W> using Blocks = std::vector<W, HugeAlloc<W>>;
+
 // Blocks of random bytes with sane f16 scales (the values do not matter for timing).
-template <class W> std::vector<W> random_blocks(size_t n, std::mt19937_64 &rng) {
-  std::vector<W> v(n);
+template <class W> Blocks<W> random_blocks(size_t n, std::mt19937_64 &rng) {
+  Blocks<W> v(n);
   uint64_t *p = reinterpret_cast<uint64_t *>(v.data());
   for (size_t i = 0; i < n * sizeof(W) / 8; ++i)
     p[i] = rng();
@@ -80,7 +108,7 @@ template <class W> void bench_linear(Context &ctx, const char *name, int n, std:
   const size_t blocks = static_cast<size_t>(N) * K / values_per_block<W>();
   const double bytes = static_cast<double>(blocks) * sizeof(W);
   const int copies = n == 1 ? static_cast<int>(64e6 / bytes) + 2 : 1;
-  std::vector<std::vector<W>> w;
+  std::vector<Blocks<W>> w;
   for (int c = 0; c < copies; ++c)
     w.push_back(random_blocks<W>(blocks, rng));
   const std::vector<float> x = random_floats(static_cast<size_t>(n) * K, rng);
@@ -100,8 +128,9 @@ template <class W> void bench_moe(Context &ctx, const char *name, int n, std::mt
   constexpr int H = 4096, I = 6400;
   const int E = n == 1 ? 2 : 4;
   const std::vector<float> router = random_floats(static_cast<size_t>(E) * H, rng);
-  const std::vector<W> gu = random_blocks<W>(static_cast<size_t>(E) * 2 * I * H / values_per_block<W>(), rng);
-  const std::vector<W> dw = random_blocks<W>(static_cast<size_t>(E) * H * I / values_per_block<W>(), rng);
+  const size_t expert_blocks = static_cast<size_t>(H) * I / values_per_block<W>();
+  const Blocks<W> gu = random_blocks<W>(static_cast<size_t>(E) * 2 * expert_blocks, rng);
+  const Blocks<W> dw = random_blocks<W>(static_cast<size_t>(E) * expert_blocks, rng);
   const std::vector<float> x = random_floats(static_cast<size_t>(n) * H, rng);
   std::vector<float> out(static_cast<size_t>(n) * H);
   const double ms = best_ms(n == 1 ? 10 : 2, [&] {
@@ -138,7 +167,17 @@ int main(int argc, char **argv) {
   ctx.work = work.data();
   ctx.work_bytes = work.size();
   std::mt19937_64 rng(1);
-  std::printf("threads: %d, prompt: %d tokens\n", pool.size(), prompt);
+  // The kernels' path is chosen when this file is compiled (its -march), not at run time.
+#if defined(__AVX512VNNI__) && defined(__AVX512BW__)
+  const char *path = "avx512 vnni";
+#elif defined(__AVX512F__) && defined(__AVX512BW__)
+  const char *path = "avx512";
+#elif defined(__AVX2__)
+  const char *path = "avx2";
+#else
+  const char *path = "scalar (configure with -DPHIMOE_RT_MARCH=native for this CPU's)";
+#endif
+  std::printf("threads: %d, prompt: %d tokens, kernels: %s\n", pool.size(), prompt, path);
   const bool all = !*only;
   if (all || !std::strcmp(only, "decode")) {
     bench_linear<block_q4k>(ctx, "q4k", 1, rng);
