@@ -2,7 +2,9 @@
 
 #include "codegen/Toolchain.h"
 
+#include "llvm/ADT/ScopeExit.h"
 #include "llvm/ADT/StringExtras.h"
+#include "llvm/Support/FileSystem.h"
 #include "llvm/Support/MemoryBuffer.h"
 #include "llvm/Support/Program.h"
 
@@ -50,4 +52,49 @@ llvm::Error phimoe::buildExecutable(const ToolchainOptions &options,
   return llvm::createStringError("building phimoe-bin failed (" + options.compiler + ", exit " + std::to_string(rc) +
           (message.empty() ? "" : ": " + message) + "):\n" + llvm::join(args, " ") + "\n" +
           tail);
+}
+
+llvm::Expected<std::set<std::string>> phimoe::targetMacros(const ToolchainOptions &options) {
+  llvm::SmallString<128> out, err;
+  if (std::error_code ec = llvm::sys::fs::createTemporaryFile("phimoec-macros", "h", out))
+    return llvm::createStringError(ec, "a temporary file for the compiler's macros: " +
+                                           ec.message());
+  if (std::error_code ec = llvm::sys::fs::createTemporaryFile("phimoec-macros", "log", err)) {
+    llvm::sys::fs::remove(out);
+    return llvm::createStringError(ec, "a temporary file for the compiler's messages: " +
+                                           ec.message());
+  }
+  llvm::scope_exit cleanup([&] {
+    llvm::sys::fs::remove(out);
+    llvm::sys::fs::remove(err);
+  });
+  std::vector<std::string> args = {options.compiler, "-march=" + options.march, "-x", "c++",
+                                   "-dM", "-E", "/dev/null", "-o", std::string(out)};
+  std::vector<llvm::StringRef> argv(args.begin(), args.end());
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt, llvm::StringRef(err),
+                                                llvm::StringRef(err)};
+  std::string message;
+  int rc = llvm::sys::ExecuteAndWait(options.compiler, argv, std::nullopt, redirects, 0, 0,
+                                     &message);
+  if (rc != 0) {
+    std::string said;
+    if (auto buffer = llvm::MemoryBuffer::getFile(err))
+      said = (*buffer)->getBuffer().take_front(1000).rtrim().str();
+    return llvm::createStringError(
+        "--march " + options.march + ": " + options.compiler + " rejects -march=" +
+        options.march + " (exit " + std::to_string(rc) + (message.empty() ? "" : ", " + message) +
+        ")" + (said.empty() ? "" : ":\n" + said));
+  }
+  auto buffer = llvm::MemoryBuffer::getFile(out);
+  if (!buffer)
+    return llvm::createStringError(buffer.getError(),
+                                   "reading the compiler's macros: " +
+                                       buffer.getError().message());
+  std::set<std::string> macros;
+  llvm::SmallVector<llvm::StringRef> lines;
+  (*buffer)->getBuffer().split(lines, '\n', -1, false);
+  for (llvm::StringRef line : lines)
+    if (line.consume_front("#define "))
+      macros.insert(line.take_until([](char c) { return c == ' ' || c == '('; }).str());
+  return macros;
 }

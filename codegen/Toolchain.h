@@ -5,6 +5,7 @@
 
 #include "llvm/Support/Error.h"
 
+#include <set>
 #include <string>
 #include <vector>
 
@@ -26,6 +27,11 @@ ToolchainOptions defaultToolchain();
 /// to `log`, and its last lines into the error on failure.
 llvm::Error buildExecutable(const ToolchainOptions &options, const std::string &source,
                             const std::string &output, const std::string &log);
+
+/// The names of the macros the compiler predefines for `-march=options.march` (its `-dM -E`
+/// of an empty file): which SIMD paths the runtime's kernels take in phimoe-bin (__AVX2__,
+/// __AVX512BW__, ...). An error names the -march when the compiler rejects it.
+llvm::Expected<std::set<std::string>> targetMacros(const ToolchainOptions &options);
 
 } // namespace phimoe
 

@@ -166,6 +166,20 @@ int compile(CompileOptions o) {
       return fail("--serve: this phimoec was built without the libraries of a CUDA serve "
                   "(set PHIMOE_CUDA_SERVE_LIBS)");
   }
+  // The CPU kernels' SIMD path under --march, from the compiler that builds phimoe-bin (the
+  // kernels choose it by the same macros). With AVX2 and no AVX-512 the q6_K kernels decode
+  // plain rows faster than 16-row groups and prefill both as fast (docs/BENCHMARKS.md), so
+  // q6_K matrices stay in rows there. This also refuses a --march the compiler rejects
+  // before anything is written.
+  bool rows16Q6k = true;
+  if (!cudaArch && o.emit != "mlir" && o.emit != "mlir-opt") {
+    ::phimoe::ToolchainOptions toolchain = ::phimoe::defaultToolchain();
+    toolchain.march = o.march;
+    auto macros = ::phimoe::targetMacros(toolchain);
+    if (!macros)
+      return fail(macros.takeError());
+    rows16Q6k = !(macros->count("__AVX2__") && !macros->count("__AVX512BW__"));
+  }
   if (!checkpoint) {
     auto opened = ::phimoe::Checkpoint::open(o.model);
     if (!opened)
@@ -197,6 +211,7 @@ int compile(CompileOptions o) {
   pipeline.overrides = o.overrides;
   pipeline.target = o.emit == "mlir-opt" ? "none" : (cudaArch ? "cuda" : "cpu");
   pipeline.maxTokens = o.maxTokens;
+  pipeline.rows16Q6k = rows16Q6k;
   PassManager pm(&ctx);
   mlir::phimoe::buildPhiMoEPipeline(pm, pipeline);
   if (o.printIRAfterAll) {

@@ -47,14 +47,15 @@ std::string storageName(Type type) {
 /// so when this unit attribute is on its declaration.
 constexpr llvm::StringLiteral kRows16Attr = "phimoe.rows16";
 
-/// Whether `weight` can be interleaved for the CPU: q4_K, q8_0 or q6_K, a row count (the
-/// second-to-last dimension) of whole groups of 16, and read only as the matrix of a linear
-/// layer, the LM head or a MoE's experts (not as an embedding table, which is read by rows).
-bool interleavable(WeightOp weight, ModuleOp module) {
+/// Whether `weight` can be interleaved for the CPU: q4_K, q8_0 or (with `q6k`) q6_K, a row
+/// count (the second-to-last dimension) of whole groups of 16, and read only as the matrix of
+/// a linear layer, the LM head or a MoE's experts (not as an embedding table, which is read
+/// by rows).
+bool interleavable(WeightOp weight, ModuleOp module, bool q6k) {
   auto q = dyn_cast<QWeightType>(weight.getType());
   if (!q ||
       (q.getScheme() != QuantScheme::Q4K && q.getScheme() != QuantScheme::Q8_0 &&
-       q.getScheme() != QuantScheme::Q6K) ||
+       (q.getScheme() != QuantScheme::Q6K || !q6k)) ||
       !weight->hasAttr("phimoe.pack_offset"))
     return false;
   ArrayRef<int64_t> shape = q.getShape();
@@ -87,16 +88,20 @@ bool interleavable(WeightOp weight, ModuleOp module) {
 
 /// XORed into the model hash of a CUDA build (its weight pack differs in layout).
 constexpr uint64_t kCudaHashSalt = 0x43554441u; // "CUDA"
+/// XORed into the model hash of a CPU build that keeps q6_K matrices in rows.
+constexpr uint64_t kQ6kRowsHashSalt = 0x51364b52u; // "Q6KR"
 
 int64_t dim(Value value, int64_t i) { return getLogicalShape(value.getType())[i]; }
 
 class Lowering {
 public:
   Lowering(ModuleOp module, func::FuncOp forward, bool cuda, bool fuseQkvRope, bool fuseRouter,
-           bool fuseMoeNorm, bool fuseLinearNorm, bool fuseQkvGemv, bool stageQ4kInputs)
+           bool fuseMoeNorm, bool fuseLinearNorm, bool fuseQkvGemv, bool stageQ4kInputs,
+           bool rows16Q6k)
       : module(module), forward(forward), ctx(module.getContext()), b(ctx), cuda(cuda),
         fuseQkvRope(fuseQkvRope), fuseRouter(fuseRouter), fuseMoeNorm(fuseMoeNorm),
-        fuseLinearNorm(fuseLinearNorm), fuseQkvGemv(fuseQkvGemv), stageQ4kInputs(stageQ4kInputs) {}
+        fuseLinearNorm(fuseLinearNorm), fuseQkvGemv(fuseQkvGemv), stageQ4kInputs(stageQ4kInputs),
+        rows16Q6k(rows16Q6k) {}
 
   LogicalResult run();
 
@@ -304,7 +309,8 @@ private:
   func::FuncOp forward;
   MLIRContext *ctx;
   OpBuilder b;
-  bool cuda, fuseQkvRope, fuseRouter, fuseMoeNorm, fuseLinearNorm, fuseQkvGemv, stageQ4kInputs;
+  bool cuda, fuseQkvRope, fuseRouter, fuseMoeNorm, fuseLinearNorm, fuseQkvGemv, stageQ4kInputs,
+      rows16Q6k;
   Location loc = UnknownLoc::get(ctx);
   emitc::OpaqueType ctxType = emitc::OpaqueType::get(ctx, rt("Context&"));
   emitc::PointerType floatPtr = emitc::PointerType::get(Float32Type::get(ctx));
@@ -359,8 +365,9 @@ std::string Lowering::ropeTable(LongRopeAttr rope) {
     return it->second;
   std::string name = "kRope" + std::to_string(ropes.size());
   llvm::raw_string_ostream os(globals);
-  for (auto [suffix, factors] : {std::pair<const char *, DenseF32ArrayAttr>{"Short", rope.getShortFactor()},
-                                 {"Long", rope.getLongFactor()}}) {
+  for (auto [suffix, factors] :
+       {std::pair<const char *, DenseF32ArrayAttr>{"Short", rope.getShortFactor()},
+        {"Long", rope.getLongFactor()}}) {
     os << "static const float " << name << suffix << "[" << factors.size() << "] = {";
     llvm::interleaveComma(factors.asArrayRef(), os,
                           [&](float f) { os << floatLiteral(f); });
@@ -680,8 +687,14 @@ LogicalResult Lowering::run() {
   }
   if (!cuda)
     for (WeightOp weight : module.getOps<WeightOp>())
-      if (interleavable(weight, module))
+      if (interleavable(weight, module, rows16Q6k))
         weight->setAttr(kRows16Attr, b.getUnitAttr());
+  if (!cuda && !rows16Q6k)
+    if (auto hash = module->getAttrOfType<IntegerAttr>("phimoe.model_hash"))
+      module->setAttr("phimoe.model_hash",
+                      IntegerAttr::get(hash.getType(),
+                                       hash.getValue() ^ llvm::APInt(hash.getValue().getBitWidth(),
+                                                                    kQ6kRowsHashSalt)));
   auto globalsOp = emitc::VerbatimOp::create(b, loc, b.getStringAttr(""));
   auto fnType =
       b.getFunctionType({ctxType, idsType, idsType, i32Type, i32Type, floatPtr}, {});
@@ -743,7 +756,7 @@ struct LowerToEmitCPass final
       return signalPassFailure();
     }
     if (failed(Lowering(module, forward, target == "cuda", fuseQkvRope, fuseRouter, fuseMoeNorm,
-                        fuseLinearNorm, fuseQkvGemv, stageQ4kInputs)
+                        fuseLinearNorm, fuseQkvGemv, stageQ4kInputs, rows16Q6k)
                    .run()))
       signalPassFailure();
   }

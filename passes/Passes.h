@@ -45,6 +45,10 @@ struct PipelineOptions : public PassPipelineOptions<PipelineOptions> {
   Option<int64_t> maxTokens{*this, "max-tokens",
                             llvm::cl::desc("rows per forward call (see phimoe-plan-memory)"),
                             llvm::cl::init(256)};
+  Option<bool> rows16Q6k{*this, "rows16-q6k",
+                         llvm::cl::desc("cpu: interleave q6_K matrices in groups of 16 "
+                                        "rows (see phimoe-lower-to-emitc)"),
+                         llvm::cl::init(true)};
 };
 
 /// The rewrite patterns behind each fusion pass.

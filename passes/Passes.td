@@ -223,6 +223,12 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
     module gets
     `phimoe.pack_layout = "cuda"` (the packer writes q8_0 weights as all quants,
     then all scales) and its `phimoe.model_hash` changes accordingly.
+
+    With `target=cpu` a q4_K, q8_0 or q6_K matrix (of a linear layer, the LM
+    head or a MoE's experts) with whole groups of 16 rows gets `phimoe.rows16`:
+    the packer interleaves it in groups of 16 rows and the calls take the
+    `_x16` block types. `rows16-q6k=false` leaves q6_K matrices in rows (and
+    changes `phimoe.model_hash`, as the pack's layout differs).
   }];
   let options = [
     Option<"target", "target", "std::string", /*default=*/"\"cpu\"",
@@ -247,6 +253,10 @@ def LowerToEmitCPass : Pass<"phimoe-lower-to-emitc", "::mlir::ModuleOp"> {
     Option<"stageQ4kInputs", "stage-q4k-inputs", "bool", /*default=*/"true",
            "cuda: the norm or attention before a q4_K linear layer or MoE stages its rows "
            "in fixed point for that GEMV (a Next template argument)">,
+    Option<"rows16Q6k", "rows16-q6k", "bool", /*default=*/"true",
+           "cpu: q6_K matrices interleaved in groups of 16 rows like q4_K and q8_0 ones; "
+           "false keeps them in rows (block_q6k), for targets whose kernels decode those "
+           "faster (AVX2 without AVX-512)">,
   ];
   let dependentDialects = ["::mlir::emitc::EmitCDialect"];
 }

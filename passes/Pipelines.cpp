@@ -33,6 +33,7 @@ void mlir::phimoe::buildPhiMoEPipeline(OpPassManager &pm,
     pm.addPass(createPlanMemoryPass(plan));
     LowerToEmitCPassOptions lower;
     lower.target = options.target;
+    lower.rows16Q6k = options.rows16Q6k;
     pm.addPass(createLowerToEmitCPass(lower));
   }
 }

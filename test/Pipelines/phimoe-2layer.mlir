@@ -32,6 +32,15 @@
 // CPU8: call_opaque "phimoe_rt::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q6k_x16">]}
 // CPU8-NEXT: call_opaque "phimoe_rt::weight"
 // CPU8: call_opaque "phimoe_rt::linear"({{.*}}, %arg5)
+// With rows16-q6k=false (phimoec's choice for AVX2 targets without AVX-512) the q6_K LM head
+// stays in rows (block_q6k) and the q8_0 matrices are still interleaved.
+// RUN: phimoe-opt %s --phimoe-pipeline="target=cpu quant=q4k override=self_attn=q8_0 max-tokens=16 rows16-q6k=false" | FileCheck %s --check-prefix=CPU6
+// CPU6-DAG: phimoe.weight @model.layers.0.self_attn.qkv_proj.weight = concat {{.*}}, phimoe.rows16} : !phimoe.qweight<q8_0, [512, 256]>
+// CPU6-DAG: phimoe.weight @lm_head.weight {phimoe.pack_bytes = {{[0-9]+}} : i64, phimoe.pack_offset = {{[0-9]+}} : i64} : !phimoe.qweight<q6k, [96, 256]>
+// CPU6: call_opaque "phimoe_rt::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q8_0_x16">]}
+// CPU6: call_opaque "phimoe_rt::weight"({{.*}} template_args = [!emitc.opaque<"phimoe_rt::block_q6k">]}
+// CPU6-NEXT: call_opaque "phimoe_rt::weight"
+// CPU6: call_opaque "phimoe_rt::linear"({{.*}}, %arg5)
 // For CUDA, q4_K (q6_K LM head, q8_0 embedding) keeps whole blocks (the packer splits them
 // field by field, phimoe_rt/split_layout.h): no rows16, the kernels take the block types.
 // RUN: phimoe-opt %s --phimoe-pipeline="target=cuda quant=q4k max-tokens=16" | FileCheck %s --check-prefix=GPU

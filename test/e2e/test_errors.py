@@ -92,6 +92,15 @@ def test_garbage_header(checkpoint, tmp_path):
     expect_failure(src, tmp_path / "out", "model.safetensors", "malformed JSON header")
 
 
+def test_unknown_march(checkpoint, tmp_path):
+    """phimoec asks the C++ compiler about --march before it writes anything."""
+    proc = oracle.compile_model(checkpoint, tmp_path / "out", "--quant", "f32", "--march",
+                                "pentium-9000")
+    assert proc.returncode != 0
+    assert "--march pentium-9000" in proc.stderr and "rejects" in proc.stderr, proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_failed_compile_leaves_existing_output_alone(checkpoint, tmp_path):
     src = broken_copy(checkpoint, tmp_path)
     (src / "config.json").write_text("[]")

@@ -13,6 +13,7 @@ import glob
 import json
 import os
 import pathlib
+import re
 import shutil
 import subprocess
 
@@ -265,6 +266,21 @@ def test_pack_holds_our_quantized_rows(checkpoint, quant, target, tmp_path):
         matrix = e["type"].startswith("!phimoe.qweight<")
         embedding = e["name"].endswith("embed_tokens.weight")
         assert (e.get("layout") == "rows16") == (matrix and not embedding and target == "cpu"), e
+
+
+@pytest.mark.parametrize("march,q6k_type", [("x86-64-v3", "block_q6k"),
+                                             ("x86-64-v4", "block_q6k_x16")])
+def test_q6k_layout_follows_march(checkpoint, march, q6k_type):
+    """The CPU kernels decode q6_K rows faster than 16-row groups with AVX2 and no AVX-512
+    (docs/BENCHMARKS.md): phimoec asks the C++ compiler what --march gives and keeps q6_K
+    matrices (here the q4k policy's LM head) in rows there; q4_K and q8_0 stay interleaved."""
+    proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(checkpoint), "--quant", "q4k",
+                           "--march", march, "--emit=cpp"], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    types = set(re.findall(r"phimoe_rt::weight<phimoe_rt::(block_\w+)>", proc.stdout))
+    assert q6k_type in types, types
+    assert "block_q4k_x16" in types and "block_q4k" not in types, types
+    assert ({"block_q6k", "block_q6k_x16"} - {q6k_type}).isdisjoint(types), types
 
 
 def split_fields(blocks, fmt):
