@@ -28,6 +28,16 @@ ToolchainOptions phimoe::defaultToolchain() {
   return options;
 }
 
+namespace {
+// Runs args[0] with args, its output and errors into `log`; its exit status (-1 with
+// `message` set when it could not run).
+int run(const std::vector<std::string> &args, llvm::StringRef log, std::string &message) {
+  std::vector<llvm::StringRef> argv(args.begin(), args.end());
+  std::optional<llvm::StringRef> redirects[] = {std::nullopt, log, log};
+  return llvm::sys::ExecuteAndWait(args[0], argv, std::nullopt, redirects, 0, 0, &message);
+}
+} // namespace
+
 llvm::Error phimoe::buildExecutable(const ToolchainOptions &options,
                                     const std::string &source, const std::string &output,
                                     const std::string &log) {
@@ -36,12 +46,8 @@ llvm::Error phimoe::buildExecutable(const ToolchainOptions &options,
                                    source};
   args.insert(args.end(), options.libraries.begin(), options.libraries.end());
   args.insert(args.end(), {"-pthread", "-o", output});
-  std::vector<llvm::StringRef> argv(args.begin(), args.end());
-  std::optional<llvm::StringRef> redirects[] = {std::nullopt, llvm::StringRef(log),
-                                                llvm::StringRef(log)};
   std::string message;
-  int rc = llvm::sys::ExecuteAndWait(options.compiler, argv, std::nullopt, redirects, 0, 0,
-                                     &message);
+  int rc = run(args, log, message);
   if (rc == 0)
     return llvm::Error::success();
   std::string tail;
@@ -70,12 +76,8 @@ llvm::Expected<std::set<std::string>> phimoe::targetMacros(const ToolchainOption
   });
   std::vector<std::string> args = {options.compiler, "-march=" + options.march, "-x", "c++",
                                    "-dM", "-E", "/dev/null", "-o", std::string(out)};
-  std::vector<llvm::StringRef> argv(args.begin(), args.end());
-  std::optional<llvm::StringRef> redirects[] = {std::nullopt, llvm::StringRef(err),
-                                                llvm::StringRef(err)};
   std::string message;
-  int rc = llvm::sys::ExecuteAndWait(options.compiler, argv, std::nullopt, redirects, 0, 0,
-                                     &message);
+  int rc = run(args, err, message);
   if (rc != 0) {
     std::string said;
     if (auto buffer = llvm::MemoryBuffer::getFile(err))
