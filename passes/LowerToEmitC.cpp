@@ -91,6 +91,16 @@ constexpr uint64_t kCudaHashSalt = 0x43554441u; // "CUDA"
 /// XORed into the model hash of a CPU build that keeps q6_K matrices in rows.
 constexpr uint64_t kQ6kRowsHashSalt = 0x51364b52u; // "Q6KR"
 
+/// XORs `salt` into the module's phimoe.model_hash (set by phimoe-plan-memory), so that
+/// phimoe-bin refuses a weight pack written in another layout.
+void saltModelHash(ModuleOp module, uint64_t salt) {
+  if (auto hash = module->getAttrOfType<IntegerAttr>("phimoe.model_hash"))
+    module->setAttr("phimoe.model_hash",
+                    IntegerAttr::get(hash.getType(),
+                                     hash.getValue() ^
+                                         llvm::APInt(hash.getValue().getBitWidth(), salt)));
+}
+
 int64_t dim(Value value, int64_t i) { return getLogicalShape(value.getType())[i]; }
 
 class Lowering {
@@ -679,22 +689,14 @@ LogicalResult Lowering::run() {
     // phimoe_cuda/kernels.cuh), which the packer writes when the module says so; the hash
     // changes with it, so that phimoe-bin refuses a pack of the other layout.
     module->setAttr("phimoe.pack_layout", b.getStringAttr("cuda"));
-    if (auto hash = module->getAttrOfType<IntegerAttr>("phimoe.model_hash"))
-      module->setAttr("phimoe.model_hash",
-                      IntegerAttr::get(hash.getType(),
-                                       hash.getValue() ^ llvm::APInt(hash.getValue().getBitWidth(),
-                                                                    kCudaHashSalt)));
-  }
-  if (!cuda)
+    saltModelHash(module, kCudaHashSalt);
+  } else {
     for (WeightOp weight : module.getOps<WeightOp>())
       if (interleavable(weight, module, rows16Q6k))
         weight->setAttr(kRows16Attr, b.getUnitAttr());
-  if (!cuda && !rows16Q6k)
-    if (auto hash = module->getAttrOfType<IntegerAttr>("phimoe.model_hash"))
-      module->setAttr("phimoe.model_hash",
-                      IntegerAttr::get(hash.getType(),
-                                       hash.getValue() ^ llvm::APInt(hash.getValue().getBitWidth(),
-                                                                    kQ6kRowsHashSalt)));
+    if (!rows16Q6k)
+      saltModelHash(module, kQ6kRowsHashSalt);
+  }
   auto globalsOp = emitc::VerbatimOp::create(b, loc, b.getStringAttr(""));
   auto fnType =
       b.getFunctionType({ctxType, idsType, idsType, i32Type, i32Type, floatPtr}, {});

@@ -283,6 +283,20 @@ def test_q6k_layout_follows_march(checkpoint, march, q6k_type):
     assert ({"block_q6k", "block_q6k_x16"} - {q6k_type}).isdisjoint(types), types
 
 
+def test_q6k_layout_changes_the_model_hash(checkpoint):
+    """A phimoe-bin with q6_K in rows must refuse a pack with q6_K in groups and the other way
+    round: the two builds differ in their model hash, though --march is not hashed."""
+    hashes = set()
+    for march in ("x86-64-v3", "x86-64-v4"):
+        proc = subprocess.run([str(oracle.PHIMOEC), "compile", str(checkpoint), "--quant", "q4k",
+                               "--march", march, "--emit=cpp"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+        found = re.search(r"ModelInfo phimoe_model_info = \{(\d+)ull,", proc.stdout)
+        assert found, proc.stdout[-2000:]
+        hashes.add(found.group(1))
+    assert len(hashes) == 2
+
+
 def split_fields(blocks, fmt):
     """A weight's blocks as a GPU build stores them (phimoe_rt/split_layout.h): each field of
     the block over all blocks, field after field. q8_0: quants, then d. q4_K: quants, then

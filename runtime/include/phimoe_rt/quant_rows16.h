@@ -428,8 +428,6 @@ inline void tile16_scalar(const block_q8_0_16rows *g, const uint8_t *const *a, i
 }
 
 #if defined(__AVX2__)
-// AVX2: two halves of 8 rows; the weights unbiased and multiplied with the sign trick
-// (maddubs of |w| and y with w's sign: pair sums stay below 2^15).
 // One token (decode): both halves per block, as in the q4_K one-token tile, so that the
 // weights stream through memory once, and each activation broadcast serves both halves.
 inline void tile16_avx2_q8_0_one(const block_q8_0_16rows *g, const uint8_t *a, int nb,
@@ -458,6 +456,8 @@ inline void tile16_avx2_q8_0_one(const block_q8_0_16rows *g, const uint8_t *a, i
   _mm256_storeu_ps(res[0] + 8, acc[1]);
 }
 
+// AVX2: two halves of 8 rows; the weights unbiased and multiplied with the sign trick
+// (maddubs of |w| and y with w's sign: pair sums stay below 2^15).
 template <int TT>
 inline void tile16_avx2(const block_q8_0_16rows *g, const uint8_t *const *a, int nb,
                              float (&res)[TT][16]) {
